@@ -1,0 +1,178 @@
+//! Plain domain types: MCP servers and their outbound auth, API keys, OAuth grants and states.
+//! No I/O here; validation that needs only the value itself lives beside the type.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::secrets::SecretRef;
+
+/// Names of servers (and later virtual servers, teams, groups) appear in URLs and in tool
+/// prefixes (`{server}__{tool}`), so they are kept to a safe, unambiguous charset.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("name must be 1 to 64 characters".into());
+    }
+    let first_ok = name.as_bytes()[0].is_ascii_lowercase() || name.as_bytes()[0].is_ascii_digit();
+    let all_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !first_ok || !all_ok || name.contains("__") {
+        return Err(
+            "name must use lowercase letters, digits, '-' and '_', start with a letter or digit, and not contain '__'"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A registered upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpServer {
+    pub name: String,
+    /// Streamable HTTP endpoint of the upstream, `http` or `https`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub auth: UpstreamAuth,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// How the gateway authenticates to an upstream on the caller's behalf. The caller's own
+/// gateway credential is never one of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamAuth {
+    /// No credential.
+    None,
+    /// Fixed headers whose values are secrets shared by every caller.
+    Header { headers: BTreeMap<String, SecretRef> },
+    /// A token each user stores for themselves, sent in `header` formatted by `format`
+    /// (`{token}` is replaced).
+    PerUserToken { header: String, format: String },
+    /// A per-user OAuth2 grant obtained through the gateway's authorization-code flow.
+    #[serde(rename = "oauth2")]
+    OAuth2 {
+        client_id: String,
+        client_secret: SecretRef,
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authorization_url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revocation_url: Option<String>,
+    },
+}
+
+/// A gateway API key. Only the SHA-256 of the key is stored; the key itself is shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    /// The user the key acts for (an email).
+    pub owner: String,
+    /// A label chosen by whoever created the key ("laptop").
+    pub name: String,
+    /// Lowercase hex SHA-256 of the full key string.
+    pub key_hash: String,
+    /// Holds the admin role regardless of `MCPGW_ADMIN_EMAILS` (the bootstrap key).
+    #[serde(default)]
+    pub admin: bool,
+    pub created_at: UnixTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixTime>,
+}
+
+impl ApiKey {
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Whether a grant can be used as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    Active,
+    /// The provider refused the refresh token: the user must connect again.
+    NeedsReconsent,
+}
+
+/// A user's OAuth2 grant for one upstream server. Tokens are sealed with the keyring; the
+/// store sees only ciphertext. Every write is conditional on `version` (optimistic locking).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub user: String,
+    pub server: String,
+    /// Incremented on every write; a write succeeds only if the stored version is the one read.
+    pub version: u64,
+    /// Keyring-sealed token set (access token, refresh token, ...).
+    pub sealed_tokens: Vec<u8>,
+    pub status: GrantStatus,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<UnixTime>,
+    /// When the sweeper should refresh this grant; `None` when there is nothing to refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<UnixTime>,
+    pub updated_at: UnixTime,
+}
+
+/// A pending OAuth authorization: single use, expires (10 minutes by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthState {
+    /// The random `state` value sent to the provider.
+    pub id: String,
+    pub user: String,
+    pub server: String,
+    /// Keyring-sealed flow data (PKCE verifier, redirect URI, ...).
+    pub sealed_payload: Vec<u8>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+impl OAuthState {
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        self.expires_at <= now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accept_safe_charset_only() {
+        for ok in ["everything", "py-echo", "a", "s3_files", "9lives"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Everything", "-x", "a b", "a/b", "a__b", "é", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_auth_uses_interface_shapes() {
+        let a: UpstreamAuth = serde_json::from_str(
+            r#"{"type":"header","headers":{"X-Api-Key":"secret://echo-key#token"}}"#,
+        )
+        .unwrap();
+        let UpstreamAuth::Header { headers } = &a else { panic!("{a:?}") };
+        assert_eq!(headers["X-Api-Key"].name(), "echo-key");
+        let o: UpstreamAuth = serde_json::from_str(
+            r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","scopes":["a"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(o, UpstreamAuth::OAuth2 { .. }));
+        assert!(serde_json::from_str::<UpstreamAuth>(r#"{"type":"magic"}"#).is_err());
+        assert!(
+            serde_json::from_str::<UpstreamAuth>(r#"{"type":"header","headers":{"A":"plain"}}"#)
+                .is_err(),
+            "header values must be secret references, not literals"
+        );
+    }
+}

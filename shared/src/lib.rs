@@ -1,0 +1,15 @@
+//! Library shared by every MCP gateway function: the domain, the ports (store, secrets, clock)
+//! with their adapters (DynamoDB and SQLite; Secrets Manager and environment), the AEAD keyring,
+//! caller authentication, and the HTTP plumbing the function routers are built from.
+//!
+//! Dependencies point down: `functions/*` -> `upstream`, `identity` -> `store`, `secrets`,
+//! `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
+//! `tests/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
+
+pub mod domain;
+pub mod store;
+pub mod secrets;
+pub mod crypto;
+pub mod clock;
+pub mod aws;
+pub mod testing;

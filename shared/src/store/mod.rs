@@ -1,0 +1,164 @@
+//! The store port: everything the gateway persists, split by capability, and its two adapters:
+//! [`dynamo::DynamoStore`] (one DynamoDB table, production) and [`sqlite::SqliteStore`] (one
+//! file, local mode). Both pass the same contract suite (`shared/tests/store_contract.rs`).
+//!
+//! Contract highlights every adapter keeps:
+//! - config documents are created only if absent and replaced only if present;
+//! - grants are written only if the stored `version` is the one the writer read, so two
+//!   concurrent refreshers can never both redeem a rotating refresh token;
+//! - an OAuth state is consumed at most once, however many callers race for it;
+//! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late).
+
+pub mod dynamo;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::clock::UnixTime;
+use crate::domain::{ApiKey, Grant, McpServer, OAuthState};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A create found an item with the same key.
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    /// A replace or conditional write found no item.
+    #[error("{kind} '{name}' not found")]
+    NotFound { kind: &'static str, name: String },
+    /// A grant write lost the optimistic-locking race: re-read and decide again.
+    #[error("grant for '{user}' on '{server}' changed since it was read")]
+    VersionConflict { user: String, server: String },
+    /// An item in the store could not be decoded.
+    #[error("stored item is corrupt: {0}")]
+    Corrupt(String),
+    /// The backend failed (network, throttling, disk).
+    #[error("store backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The kinds of named configuration documents. Each kind is its own namespace of names,
+/// except that servers and virtual servers share the `/mcp/{endpoint}` namespace (the
+/// admin API checks that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigKind {
+    Server,
+    VirtualServer,
+    Team,
+    ServerGroup,
+    IdentityProvider,
+}
+
+impl ConfigKind {
+    /// Stable tag used in storage keys; never change one that has shipped.
+    pub fn tag(self) -> &'static str {
+        match self {
+            ConfigKind::Server => "SERVER",
+            ConfigKind::VirtualServer => "VSERVER",
+            ConfigKind::Team => "TEAM",
+            ConfigKind::ServerGroup => "SGROUP",
+            ConfigKind::IdentityProvider => "IDP",
+        }
+    }
+
+    /// Human name used in error messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConfigKind::Server => "server",
+            ConfigKind::VirtualServer => "virtual server",
+            ConfigKind::Team => "team",
+            ConfigKind::ServerGroup => "server group",
+            ConfigKind::IdentityProvider => "identity provider",
+        }
+    }
+}
+
+/// Named JSON configuration documents (servers, teams, groups, ...), small and admin-written.
+#[async_trait]
+pub trait ConfigStore: Send + Sync {
+    /// Stores `doc` under `(kind, name)`; `AlreadyExists` if the name is taken.
+    async fn create_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()>;
+    /// Replaces the document; `NotFound` if there is none.
+    async fn replace_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()>;
+    async fn get_config(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<serde_json::Value>>;
+    /// All documents of a kind, ordered by name.
+    async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>>;
+    /// Returns whether a document was deleted.
+    async fn delete_config(&self, kind: ConfigKind, name: &str) -> StoreResult<bool>;
+}
+
+/// API keys, stored by id with a lookup by hash (the only thing a caller presents).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key; `AlreadyExists` if the id is taken.
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// The unexpired key with this hash, if any.
+    async fn find_api_key_by_hash(&self, key_hash: &str, now: UnixTime) -> StoreResult<Option<ApiKey>>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Every key (expired ones too, so admins can see and delete them), ordered by id.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// Per-user OAuth grants with optimistic locking.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    async fn get_grant(&self, user: &str, server: &str) -> StoreResult<Option<Grant>>;
+    /// Writes `grant` only if the stored version is `expected` (`None`: no grant may exist).
+    /// `VersionConflict` otherwise, and nothing is written.
+    async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()>;
+    async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool>;
+    /// A user's grants, ordered by server.
+    async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>>;
+    /// Grants whose `refresh_at` is at or before `before`, soonest first, at most `limit`.
+    async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>>;
+}
+
+/// Pending OAuth authorizations.
+#[async_trait]
+pub trait OAuthStateStore: Send + Sync {
+    async fn put_state(&self, state: &OAuthState) -> StoreResult<()>;
+    /// Removes and returns the state if it exists and has not expired. Of any number of
+    /// concurrent callers, at most one gets `Some`.
+    async fn consume_state(&self, id: &str, now: UnixTime) -> StoreResult<Option<OAuthState>>;
+}
+
+/// Everything the gateway persists.
+pub trait Store: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore {}
+impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore> Store for T {}
+
+/// Typed access to configuration documents.
+#[async_trait]
+pub trait ConfigStoreExt: ConfigStore {
+    async fn get_typed<T: DeserializeOwned>(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<T>> {
+        match self.get_config(kind, name).await? {
+            Some(v) => serde_json::from_value(v).map(Some).map_err(|e| StoreError::Corrupt(format!("{} '{name}': {e}", kind.label()))),
+            None => Ok(None),
+        }
+    }
+    async fn list_typed<T: DeserializeOwned>(&self, kind: ConfigKind) -> StoreResult<Vec<T>> {
+        self.list_configs(kind)
+            .await?
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{}: {e}", kind.label()))))
+            .collect()
+    }
+    async fn get_server(&self, name: &str) -> StoreResult<Option<McpServer>> {
+        self.get_typed(ConfigKind::Server, name).await
+    }
+}
+impl<S: ConfigStore + ?Sized> ConfigStoreExt for S {}
+
+/// Serializes a document for storage; domain types always serialize.
+pub fn to_doc<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("domain types serialize to JSON")
+}
