@@ -1,1 +1,585 @@
-//! Filled in by its owner.
+//! SQLite adapter of the store port: one database file, for local mode and unit tests.
+//!
+//! One [`rusqlite::Connection`] sits behind a std `Mutex`; every call runs on tokio's
+//! blocking pool (`spawn_blocking`) so a slow disk never stalls the async runtime. Holding
+//! the one connection serializes all statements, and each operation is a single statement
+//! (or one transaction), so the conditional writes the contract asks for are atomic:
+//! `INSERT .. ON CONFLICT DO NOTHING` for "create if absent", `UPDATE .. WHERE version = ?`
+//! for optimistic locking, and `DELETE .. RETURNING` for consume-once.
+//!
+//! The schema is versioned with `PRAGMA user_version`: [`MIGRATIONS`] is applied in order
+//! from the stored version, each step in its own transaction. Never edit a shipped step; add
+//! a new one.
+//!
+//! Tested by the contract suite (`shared/tests/store_contract.rs`, the same cases as the
+//! DynamoDB adapter) and by the unit tests below (migration, reopening a file).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use super::{ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult};
+use crate::clock::UnixTime;
+use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
+
+/// Schema steps; `user_version` is the number of steps applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema. API keys keep the whole key as JSON plus the two columns queried;
+    // grants are columns because the version and refresh time are compared in SQL and the
+    // sealed tokens are binary.
+    r#"
+    CREATE TABLE config (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        doc  TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY NOT NULL,
+        key_hash   TEXT NOT NULL,
+        expires_at INTEGER,
+        doc        TEXT NOT NULL
+    );
+    CREATE INDEX api_keys_by_hash ON api_keys (key_hash);
+
+    CREATE TABLE grants (
+        user              TEXT NOT NULL,
+        server            TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        sealed_tokens     BLOB NOT NULL,
+        status            TEXT NOT NULL,
+        scopes            TEXT NOT NULL,
+        access_expires_at INTEGER,
+        refresh_at        INTEGER,
+        updated_at        INTEGER NOT NULL,
+        PRIMARY KEY (user, server)
+    );
+    CREATE INDEX grants_by_refresh_at ON grants (refresh_at) WHERE refresh_at IS NOT NULL;
+
+    CREATE TABLE oauth_states (
+        id             TEXT PRIMARY KEY NOT NULL,
+        user           TEXT NOT NULL,
+        server         TEXT NOT NULL,
+        sealed_payload BLOB NOT NULL,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL
+    );
+    CREATE INDEX oauth_states_by_expiry ON oauth_states (expires_at);
+    "#,
+];
+
+const GRANT_COLUMNS: &str =
+    "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at";
+const STATE_COLUMNS: &str = "id, user, server, sealed_payload, created_at, expires_at";
+
+/// The SQLite store. Cheap to clone (the connection is shared).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, parent directory included) the database at `path`, switches
+    /// it to WAL and brings the schema up to date. Blocking: call it at startup.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(StoreError::backend)?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        // WAL lets readers (an admin poking at the file with the sqlite3 CLI) run beside the
+        // gateway's writes; NORMAL sync is durable across application crashes in WAL mode.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "sqlite store could not switch to WAL journal mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, for unit tests.
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        // Another process holding the file (a second local gateway, the sqlite3 CLI) makes
+        // writes wait briefly instead of failing at once with SQLITE_BUSY.
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held cannot leave a half-applied write behind (every
+            // write is one statement or a transaction that rolls back on drop), so a poisoned
+            // lock is safe to keep using.
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+}
+
+/// Applies the schema steps not yet recorded in `user_version`.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+    let current = usize::try_from(current)
+        .map_err(|_| StoreError::Corrupt(format!("sqlite schema version {current} is invalid")))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "sqlite schema version {current} is newer than this build supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        // user_version lives in the database header, so it commits (or not) with the step.
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.pragma_update(None, "user_version", (step + 1) as i64).map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn to_json_text(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
+}
+
+fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn version_to_sql(v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt("grant version exceeds the range sqlite stores".into()))
+}
+
+fn status_to_sql(status: GrantStatus) -> StoreResult<String> {
+    // The serde name is the stored name, so both adapters and the JSON API agree.
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt("grant status does not serialize to a string".into())),
+    }
+}
+
+/// A grant row; conversion errors are collected as `Corrupt` by the caller.
+struct GrantRow {
+    user: String,
+    server: String,
+    version: i64,
+    sealed_tokens: Vec<u8>,
+    status: String,
+    scopes: String,
+    access_expires_at: Option<i64>,
+    refresh_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl GrantRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            user: r.get(0)?,
+            server: r.get(1)?,
+            version: r.get(2)?,
+            sealed_tokens: r.get(3)?,
+            status: r.get(4)?,
+            scopes: r.get(5)?,
+            access_expires_at: r.get(6)?,
+            refresh_at: r.get(7)?,
+            updated_at: r.get(8)?,
+        })
+    }
+
+    fn into_grant(self) -> StoreResult<Grant> {
+        let version = u64::try_from(self.version)
+            .map_err(|_| StoreError::Corrupt("grant has a negative version".into()))?;
+        let status = serde_json::from_value(serde_json::Value::String(self.status))
+            .map_err(|e| StoreError::Corrupt(format!("grant status: {e}")))?;
+        Ok(Grant {
+            scopes: from_json_text(&self.scopes, "grant scopes")?,
+            user: self.user,
+            server: self.server,
+            version,
+            sealed_tokens: self.sealed_tokens,
+            status,
+            access_expires_at: self.access_expires_at,
+            refresh_at: self.refresh_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn read_state(r: &Row<'_>) -> rusqlite::Result<OAuthState> {
+    Ok(OAuthState {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        server: r.get(2)?,
+        sealed_payload: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
+}
+
+#[async_trait]
+impl ConfigStore for SqliteStore {
+    async fn create_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+        let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO config (kind, name, doc) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![kind.tag(), name, doc],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists { kind: kind.label(), name });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+        let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
+        self.call(move |c| {
+            let n = c
+                .execute("UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2", params![kind.tag(), name, doc])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound { kind: kind.label(), name });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_config(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<serde_json::Value>> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            let text: Option<String> = c
+                .query_row("SELECT doc FROM config WHERE kind = ?1 AND name = ?2", params![kind.tag(), name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)?;
+            text.map(|t| from_json_text(&t, &format!("{} '{name}'", kind.label()))).transpose()
+        })
+        .await
+    }
+
+    async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached("SELECT doc FROM config WHERE kind = ?1 ORDER BY name").map_err(db)?;
+            let texts = stmt
+                .query_map(params![kind.tag()], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            texts.iter().map(|t| from_json_text(t, kind.label())).collect()
+        })
+        .await
+    }
+
+    async fn delete_config(&self, kind: ConfigKind, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            let n = c
+                .execute("DELETE FROM config WHERE kind = ?1 AND name = ?2", params![kind.tag(), name])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let doc = to_json_text(key, "API key")?;
+        let (id, hash, expires_at) = (key.id.clone(), key.key_hash.clone(), key.expires_at);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO api_keys (id, key_hash, expires_at, doc) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                    params![id, hash, expires_at, doc],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists { kind: "API key", name: id });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_api_key_by_hash(&self, key_hash: &str, now: UnixTime) -> StoreResult<Option<ApiKey>> {
+        let hash = key_hash.to_owned();
+        self.call(move |c| {
+            // Same rule as ApiKey::is_expired: a key is dead from its expires_at second on.
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM api_keys WHERE key_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2) \
+                     ORDER BY id LIMIT 1",
+                    params![hash, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            text.map(|t| from_json_text(&t, "API key")).transpose()
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let text: Option<String> = c
+                .query_row("SELECT doc FROM api_keys WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            text.map(|t| from_json_text(&t, "API key")).transpose()
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.call(|c| {
+            let mut stmt = c.prepare_cached("SELECT doc FROM api_keys ORDER BY id").map_err(db)?;
+            let texts = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            texts.iter().map(|t| from_json_text(t, "API key")).collect()
+        })
+        .await
+    }
+
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", params![id]).map_err(db)? > 0))
+            .await
+    }
+}
+
+#[async_trait]
+impl GrantStore for SqliteStore {
+    async fn get_grant(&self, user: &str, server: &str) -> StoreResult<Option<Grant>> {
+        let (user, server) = (user.to_owned(), server.to_owned());
+        self.call(move |c| {
+            let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE user = ?1 AND server = ?2");
+            let row = c.query_row(&sql, params![user, server], GrantRow::read).optional().map_err(db)?;
+            row.map(GrantRow::into_grant).transpose()
+        })
+        .await
+    }
+
+    async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
+        let g = grant.clone();
+        let version = version_to_sql(g.version)?;
+        let expected = expected.map(version_to_sql).transpose()?;
+        let status = status_to_sql(g.status)?;
+        let scopes = to_json_text(&g.scopes, "grant scopes")?;
+        self.call(move |c| {
+            let mut values: Vec<&dyn ToSql> = vec![
+                &g.user,
+                &g.server,
+                &version,
+                &g.sealed_tokens,
+                &status,
+                &scopes,
+                &g.access_expires_at,
+                &g.refresh_at,
+                &g.updated_at,
+            ];
+            // Either statement is the whole check-and-write, so no other writer can slip in
+            // between the version comparison and the write.
+            let sql = match &expected {
+                None => format!(
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                Some(expected) => {
+                    values.push(expected);
+                    "UPDATE grants SET version = ?3, sealed_tokens = ?4, status = ?5, scopes = ?6, \
+                     access_expires_at = ?7, refresh_at = ?8, updated_at = ?9 \
+                     WHERE user = ?1 AND server = ?2 AND version = ?10"
+                        .to_owned()
+                }
+            };
+            let n = c.execute(&sql, values.as_slice()).map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::VersionConflict { user: g.user, server: g.server });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool> {
+        let (user, server) = (user.to_owned(), server.to_owned());
+        self.call(move |c| {
+            let n = c
+                .execute("DELETE FROM grants WHERE user = ?1 AND server = ?2", params![user, server])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE user = ?1 ORDER BY server");
+            let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+            let rows = stmt
+                .query_map(params![user], GrantRow::read)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(GrantRow::into_grant).collect()
+        })
+        .await
+    }
+
+    async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            // Ties broken by key so both adapters return the same order.
+            let sql = format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE refresh_at IS NOT NULL AND refresh_at <= ?1 \
+                 ORDER BY refresh_at, user, server LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+            let rows = stmt
+                .query_map(params![before, limit], GrantRow::read)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(GrantRow::into_grant).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OAuthStateStore for SqliteStore {
+    /// Stores the state, replacing any state with the same id (ids are random, so a clash
+    /// is a retry of the same flow; DynamoDB's PutItem behaves the same way).
+    async fn put_state(&self, state: &OAuthState) -> StoreResult<()> {
+        let s = state.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!("INSERT OR REPLACE INTO oauth_states ({STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![s.id, s.user, s.server, s.sealed_payload, s.created_at, s.expires_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_state(&self, id: &str, now: UnixTime) -> StoreResult<Option<OAuthState>> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            // One statement removes and returns the row: whoever runs it first gets the state,
+            // everyone after finds nothing.
+            let state = c
+                .query_row(
+                    &format!("DELETE FROM oauth_states WHERE id = ?1 RETURNING {STATE_COLUMNS}"),
+                    params![id],
+                    read_state,
+                )
+                .optional()
+                .map_err(db)?;
+            // SQLite has no TTL: sweep abandoned flows here, the one place that knows `now`.
+            // They already read as absent, so removing them changes nothing observable.
+            c.execute("DELETE FROM oauth_states WHERE expires_at <= ?1", params![now]).map_err(db)?;
+            Ok(state.filter(|s| !s.is_expired(now)))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConfigStore, GrantStore};
+
+    #[tokio::test]
+    async fn open_creates_parent_dir_and_reopens_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/gateway.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .create_config(ConfigKind::Team, "t", &serde_json::json!({"name": "t"}))
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.get_config(ConfigKind::Team, "t").await.unwrap(),
+            Some(serde_json::json!({"name": "t"}))
+        );
+        let conn = store.conn.lock().unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn refuses_a_schema_newer_than_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("newer")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_round_trips_a_grant() {
+        let store = SqliteStore::in_memory().unwrap();
+        let g = Grant {
+            user: "a@example.com".into(),
+            server: "s".into(),
+            version: 1,
+            sealed_tokens: vec![0, 255, 7],
+            status: GrantStatus::NeedsReconsent,
+            scopes: vec!["x".into(), "y".into()],
+            access_expires_at: Some(10),
+            refresh_at: None,
+            updated_at: 5,
+        };
+        store.save_grant_if_version(&g, None).await.unwrap();
+        assert_eq!(store.get_grant("a@example.com", "s").await.unwrap(), Some(g));
+    }
+}

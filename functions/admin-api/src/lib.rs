@@ -1,0 +1,44 @@
+//! Admin API: `/admin/servers` and `/admin/api-keys` (INTERFACE.md), for callers holding the
+//! admin role. Plain axum over [`AppState`]; `main.rs` runs it under Lambda, `functions/local`
+//! mounts it beside the other routers. Tested with `tower::ServiceExt::oneshot` in
+//! `tests/admin.rs` and end to end in the `e2e` crate.
+
+mod api_keys;
+mod servers;
+mod time_fmt;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use mcpgw::http::ApiError;
+use mcpgw::identity::Principal;
+use mcpgw::state::AppState;
+
+/// The admin routes, without the common layers (see [`app`]).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .merge(servers::routes())
+        .merge(api_keys::routes())
+        .with_state(state)
+}
+
+/// The deployable router: [`routes`] plus `/healthz`, fallbacks and error logging.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    mcpgw::http::finish(routes(state), limit)
+}
+
+/// An authenticated caller holding the admin role; 401 or 403 otherwise.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = state.auth.authenticate(&parts.headers).await.map_err(|e| e.into_api_error(None))?;
+        if !principal.is_admin {
+            return Err(ApiError::forbidden("the admin role is required"));
+        }
+        Ok(Admin(principal))
+    }
+}

@@ -1,0 +1,188 @@
+//! `/admin/servers`: register, list, read, replace and delete upstream MCP servers.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Json;
+use mcpgw::domain::{McpServer, UpstreamAuth, validate_name};
+use mcpgw::http::{ApiError, ApiJson};
+use mcpgw::state::AppState;
+use mcpgw::store::{ConfigKind, ConfigStoreExt, to_doc};
+use mcpgw::upstream::is_reserved_header;
+use serde::{Deserialize, Serialize};
+
+use crate::Admin;
+use crate::time_fmt::to_rfc3339;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/servers", get(list).post(create))
+        .route("/admin/servers/{name}", get(read).put(replace).delete(remove))
+}
+
+/// Request body of create and replace. Unknown fields are rejected so a typo ("auht") is an
+/// error, not a silently unauthenticated server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerInput {
+    #[serde(default)]
+    name: Option<String>,
+    url: String,
+    #[serde(default)]
+    description: Option<String>,
+    auth: UpstreamAuth,
+}
+
+/// What the API returns for a server (timestamps as RFC 3339).
+#[derive(Debug, Serialize)]
+struct ServerView {
+    name: String,
+    url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    auth: UpstreamAuth,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<McpServer> for ServerView {
+    fn from(s: McpServer) -> Self {
+        Self {
+            name: s.name,
+            url: s.url,
+            description: s.description,
+            auth: s.auth,
+            created_at: to_rfc3339(s.created_at),
+            updated_at: to_rfc3339(s.updated_at),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_field", message)
+}
+
+fn validate_url(raw: &str) -> Result<(), ApiError> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(format!("url is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("url must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("url must name a host"));
+    }
+    // Credentials in a URL end up in logs and Referer headers; use header auth instead.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("url must not contain credentials; use header auth with a secret"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("url must not contain a fragment"));
+    }
+    Ok(())
+}
+
+fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
+    match auth {
+        UpstreamAuth::None => Ok(()),
+        UpstreamAuth::Header { headers } => {
+            if headers.is_empty() {
+                return Err(invalid("auth.headers must name at least one header"));
+            }
+            for name in headers.keys() {
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(invalid(format!("auth.headers: '{name}' is not a valid header name")));
+                }
+                if is_reserved_header(name) {
+                    return Err(invalid(format!("auth.headers: '{name}' is reserved for the transport")));
+                }
+            }
+            Ok(())
+        }
+        // Accepted by the schema (INTERFACE.md) but not injectable until the per-user
+        // credential issues land: refusing now beats registering a server nobody can call.
+        UpstreamAuth::PerUserToken { .. } => Err(ApiError::unprocessable(
+            "unsupported_auth",
+            "auth type 'per_user_token' is not supported by this gateway version yet",
+        )),
+        UpstreamAuth::OAuth2 { .. } => Err(ApiError::unprocessable(
+            "unsupported_auth",
+            "auth type 'oauth2' is not supported by this gateway version yet",
+        )),
+    }
+}
+
+fn validate(input: &ServerInput, name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|m| invalid(format!("name: {m}")))?;
+    validate_url(&input.url)?;
+    if input.description.as_ref().is_some_and(|d| d.len() > 1024) {
+        return Err(invalid("description must be at most 1024 characters"));
+    }
+    validate_auth(&input.auth)
+}
+
+/// Checks that every secret the server references resolves now, so a typo is reported to
+/// the admin instead of to the first user.
+async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiError> {
+    if let UpstreamAuth::Header { headers } = auth {
+        for reference in headers.values() {
+            state.secrets.resolve(reference).await.map_err(|e| {
+                ApiError::unprocessable("secret_unresolvable", format!("auth.headers: {e}"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+async fn create(_: Admin, State(state): State<AppState>, ApiJson(input): ApiJson<ServerInput>) -> Result<impl IntoResponse, ApiError> {
+    let name = input.name.clone().ok_or_else(|| invalid("name is required"))?;
+    validate(&input, &name)?;
+    check_secrets(&state, &input.auth).await?;
+    let now = state.clock.now();
+    let server = McpServer { name: name.clone(), url: input.url, description: input.description, auth: input.auth, created_at: now, updated_at: now };
+    state.store.create_config(ConfigKind::Server, &name, &to_doc(&server)).await?;
+    state.servers.invalidate(&name).await;
+    Ok((StatusCode::CREATED, Json(ServerView::from(server))))
+}
+
+async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let servers: Vec<McpServer> = state.store.list_typed(ConfigKind::Server).await?;
+    let views: Vec<ServerView> = servers.into_iter().map(ServerView::from).collect();
+    Ok(Json(serde_json::json!({ "servers": views })))
+}
+
+async fn read(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let server = state.store.get_server(&name).await?.ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    Ok(Json(ServerView::from(server)))
+}
+
+async fn replace(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<ServerInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    if input.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(invalid("name in the body must match the path (servers cannot be renamed)"));
+    }
+    validate(&input, &name)?;
+    let existing = state.store.get_server(&name).await?.ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    check_secrets(&state, &input.auth).await?;
+    let server = McpServer {
+        name: name.clone(),
+        url: input.url,
+        description: input.description,
+        auth: input.auth,
+        created_at: existing.created_at,
+        updated_at: state.clock.now(),
+    };
+    state.store.replace_config(ConfigKind::Server, &name, &to_doc(&server)).await?;
+    state.servers.invalidate(&name).await;
+    Ok(Json(ServerView::from(server)))
+}
+
+async fn remove(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let deleted = state.store.delete_config(ConfigKind::Server, &name).await?;
+    state.servers.invalidate(&name).await;
+    if deleted { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("server '{name}' not found"))) }
+}

@@ -1,0 +1,53 @@
+//! The whole gateway in one process: every function's routes on one port, the embedded
+//! SQLite store (or DynamoDB with `MCPGW_STORE=dynamodb`), and the token-refresh sweep on a
+//! timer. `main.rs` only calls [`run`]; end-to-end tests call [`router`] on their own state.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use mcpgw::config::{BootstrapAdmin, Config};
+use mcpgw::state::AppState;
+
+/// How often the local refresh sweep runs (the Lambda schedule runs every 5 minutes).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Every function's routes on one router, with the common layers applied once.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(mcp_proxy::routes(state.clone()))
+        .merge(admin_api::routes(state.clone()))
+        .merge(oauth_callback::routes(state.clone()));
+    mcpgw::http::finish(routes, state.config.max_body_bytes)
+}
+
+/// Runs the token-refresh sweep every [`SWEEP_EVERY`] until the process ends.
+pub fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = token_refresh::sweep(&state).await {
+                tracing::warn!(error = %mcpgw::http::error_chain(&e), "token refresh sweep failed");
+            }
+        }
+    })
+}
+
+/// Starts the gateway from `config` and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let generate_admin = config.bootstrap_admin == BootstrapAdmin::GenerateIfAbsent;
+    let state = AppState::build(config).await.context("building state")?;
+    if generate_admin
+        && let Some(key) = mcpgw::identity::ensure_generated_bootstrap_key(state.store.as_ref(), state.clock.now())
+            .await
+            .context("creating the bootstrap admin key")?
+    {
+        // Printed once, to stdout only: only its hash is kept.
+        println!("bootstrap admin key (shown once, keep it safe): {key}");
+    }
+    spawn_sweeper(state.clone());
+    mcpgw::runtime::serve(router(state), listen).await?;
+    Ok(())
+}

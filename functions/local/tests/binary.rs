@@ -1,0 +1,92 @@
+//! The `local` binary as a user runs it: starts on a free port with a fresh data folder,
+//! prints the bootstrap admin key exactly once (first start only), keeps it valid across
+//! restarts, creates its key file private, answers /healthz, and stops on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Gateway {
+    child: Child,
+    base: String,
+    lines: Vec<String>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary and waits for its `listening on http://ADDR` line.
+fn start(data_dir: &std::path::Path) -> Gateway {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
+        .env("MCPGW_LISTEN", "127.0.0.1:0")
+        .env("MCPGW_DATA_DIR", data_dir)
+        .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn local");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("gateway did not report listening");
+        let found = line.split("listening on ").nth(1).map(|s| s.trim().to_owned());
+        lines.push(line);
+        if let Some(base) = found {
+            return Gateway { child, base, lines };
+        }
+    }
+}
+
+fn bootstrap_key(lines: &[String]) -> Option<String> {
+    lines.iter().find_map(|l| l.split("bootstrap admin key (shown once, keep it safe): ").nth(1)).map(|k| k.trim().to_owned())
+}
+
+#[tokio::test]
+async fn first_start_prints_admin_key_once_and_it_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    mcpgw::crypto::install_tls_provider();
+    let http = reqwest::Client::new();
+
+    let gw = start(dir.path());
+    let key = bootstrap_key(&gw.lines).expect("first start prints the bootstrap admin key");
+    assert!(key.starts_with("mcpgw_"));
+    let health = http.get(format!("{}/healthz", gw.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let list = http.get(format!("{}/admin/servers", gw.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("keyring.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // SIGTERM stops it cleanly (exit status 0).
+    let mut gw = gw;
+    let pid = gw.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = gw.child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    drop(gw);
+
+    let gw2 = start(dir.path());
+    assert_eq!(bootstrap_key(&gw2.lines), None, "the key is printed on the first start only");
+    let list = http.get(format!("{}/admin/servers", gw2.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(list.status(), 200, "the generated key stays valid after a restart");
+    let bad = http.get(format!("{}/admin/servers", gw2.base)).bearer_auth("mcpgw_wrong").send().await.unwrap();
+    assert_eq!(bad.status(), 401);
+}

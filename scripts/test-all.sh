@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The one command that runs every test of the project, locally and in CI:
+#
+#   scripts/test-all.sh [extra cargo test arguments]     e.g. scripts/test-all.sh -- --nocapture
+#
+# 1. installs the pinned test peers once into a cache outside the repo (skipped when present),
+# 2. starts moto, server-everything and the Python echo MCP server on free loopback ports,
+# 3. runs cfn-lint on infra/template.yaml (when it exists), then `cargo test --workspace`,
+# 4. stops every process it started, whatever happens (failure, Ctrl-C).
+#
+# Tests read the peers' addresses from MCPGW_TEST_* and, because MCPGW_REQUIRE_PEERS=1, fail
+# instead of skipping when one is missing: a green run here means every test really ran.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${MCPGW_CACHE:-$HOME/.cache/mcp-gateway}
+# A shared target dir outside the repo: a warm build cache across clones and worktrees.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+export MCPGW_CACHE=$CACHE
+
+# peers_setup / peers_start / peers_stop. Sourced rather than executed so the peers are this
+# shell's children: the EXIT trap below can then stop and reap them.
+# shellcheck source=scripts/peers.sh
+. "$ROOT/scripts/peers.sh"
+
+T0=$EPOCHREALTIME
+RUN=""
+FAILED=()
+
+elapsed() { # seconds since $1 (an $EPOCHREALTIME), one decimal
+  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - INT TERM HUP
+  if [ -n "$RUN" ]; then
+    peers_stop "$RUN"
+    if [ "$rc" -gt 128 ]; then
+      # Interrupted by the user (or CI's timeout): the logs are not the point, just keep them.
+      echo "----- interrupted; peer logs kept in $RUN"
+    elif [ "$rc" -ne 0 ]; then
+      # The peers' side of a failure (a 500 from moto, a Python traceback) is only in their logs.
+      for f in "$RUN"/*.log; do
+        [ -e "$f" ] || continue
+        echo "----- $(basename "$f") (last 60 lines; full log: $f)"
+        tail -n 60 "$f"
+      done
+      echo "----- peer logs kept in $RUN"
+    else
+      rm -rf "$RUN"
+    fi
+  fi
+  if [ "$rc" -eq 0 ]; then
+    echo "==> all tests passed in $(elapsed "$T0")s"
+  else
+    echo "==> FAILED (exit $rc)${FAILED:+: ${FAILED[*]}} after $(elapsed "$T0")s"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+# Turn signals into an ordinary exit so the EXIT trap runs (and the exit code says why).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# step NAME CMD...: runs one stage, times it, and records a failure without stopping, so one
+# run reports every failing stage.
+step() {
+  local name=$1 t0=$EPOCHREALTIME rc=0
+  shift
+  echo "==> $name"
+  "$@" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "==> $name: ok ($(elapsed "$t0")s)"
+  else
+    echo "==> $name: FAILED, exit $rc ($(elapsed "$t0")s)"
+    FAILED+=("$name")
+  fi
+}
+
+cd "$ROOT"
+
+echo "==> peers: install check"
+peers_setup
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-test.XXXXXX")
+echo "==> peers: start"
+peers_start "$RUN"
+# shellcheck disable=SC1091
+. "$RUN/env"
+env | grep -E '^(MCPGW_|AWS_)' | sort | sed 's/^AWS_SECRET_ACCESS_KEY=.*/AWS_SECRET_ACCESS_KEY=***/; s/^/    /'
+
+if [ -f infra/template.yaml ]; then
+  step "cfn-lint infra/template.yaml" "$VENV/bin/cfn-lint" infra/template.yaml
+else
+  echo "==> cfn-lint: skipped (no infra/template.yaml yet)"
+fi
+
+# --no-fail-fast: run every test binary even when an earlier one fails.
+step "cargo test --workspace" cargo test --workspace --no-fail-fast "$@"
+
+[ ${#FAILED[@]} -eq 0 ]

@@ -1,0 +1,229 @@
+//! Process configuration, read once at start from the environment (INTERFACE.md lists the
+//! variables). Lambda and local mode differ only in defaults: in Lambda
+//! (`AWS_LAMBDA_RUNTIME_API` set) the store is DynamoDB and secrets come from Secrets Manager.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secrets::{SecretRef, SecretValue};
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreBackend {
+    Sqlite { path: PathBuf },
+    Dynamo { table: String, create_if_missing: bool },
+}
+
+/// Where `secret://` references resolve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SecretsBackend {
+    Env,
+    Aws,
+}
+
+/// Where the keyring comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyringConfig {
+    /// A local key file, created with a fresh key on first start.
+    File(PathBuf),
+    /// A secret holding the keyring document, fetched on first use.
+    Secret(SecretRef),
+}
+
+/// How the bootstrap admin key is known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BootstrapAdmin {
+    /// `MCPGW_BOOTSTRAP_ADMIN_KEY`: this exact value is an admin key.
+    Value(SecretValue),
+    /// `MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET`: the secret's value is an admin key (Lambda).
+    Secret(SecretRef),
+    /// Local mode without a value: generate one on first start and print it once.
+    GenerateIfAbsent,
+    /// No bootstrap key.
+    Disabled,
+}
+
+/// Everything a function needs to build its state.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub in_lambda: bool,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base URL clients use, without a trailing slash.
+    pub public_url: String,
+    pub store: StoreBackend,
+    pub secrets: SecretsBackend,
+    pub secrets_cache_ttl: Duration,
+    pub keyring: KeyringConfig,
+    pub bootstrap_admin: BootstrapAdmin,
+    /// Lowercased emails holding the admin role.
+    pub admin_emails: Vec<String>,
+    /// Largest request body accepted on any route.
+    pub max_body_bytes: usize,
+    /// How long a server's configuration is reused before it is read again.
+    pub server_cache_ttl: Duration,
+    /// Whether `GET /mcp/{endpoint}` may hold an SSE stream open (not under buffered Lambda).
+    pub allow_get_stream: bool,
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error in {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { var, message: message.into() }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        let listen: SocketAddr = get("MCPGW_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8787".into())
+            .parse()
+            .map_err(|_| err("MCPGW_LISTEN", "expected HOST:PORT, e.g. 127.0.0.1:8787"))?;
+        let data_dir = PathBuf::from(get("MCPGW_DATA_DIR").unwrap_or_else(|| "./.mcp-gateway".into()));
+        let public_url = get("MCPGW_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}"));
+        let parsed = url::Url::parse(&public_url).map_err(|e| err("MCPGW_PUBLIC_URL", e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(err("MCPGW_PUBLIC_URL", "must be an http or https URL"));
+        }
+        let public_url = public_url.trim_end_matches('/').to_owned();
+
+        let store_kind = get("MCPGW_STORE").unwrap_or_else(|| if in_lambda { "dynamodb" } else { "sqlite" }.into());
+        let store = match store_kind.as_str() {
+            "sqlite" => StoreBackend::Sqlite { path: data_dir.join("gateway.sqlite3") },
+            "dynamodb" => StoreBackend::Dynamo {
+                table: get("MCPGW_TABLE_NAME").ok_or_else(|| err("MCPGW_TABLE_NAME", "required with the dynamodb store"))?,
+                create_if_missing: get("MCPGW_CREATE_TABLE").is_some_and(|v| v == "1" || v == "true"),
+            },
+            _ => return Err(err("MCPGW_STORE", "expected sqlite or dynamodb")),
+        };
+        let secrets = match get("MCPGW_SECRETS").as_deref().unwrap_or(if in_lambda { "aws" } else { "env" }) {
+            "env" => SecretsBackend::Env,
+            "aws" => SecretsBackend::Aws,
+            _ => return Err(err("MCPGW_SECRETS", "expected env or aws")),
+        };
+        let secrets_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_SECRETS_CACHE_SECONDS", 300)?);
+        let keyring = match get("MCPGW_KEYRING_SECRET") {
+            Some(r) => KeyringConfig::Secret(SecretRef::parse(&r).map_err(|e| err("MCPGW_KEYRING_SECRET", e.to_string()))?),
+            None if in_lambda => return Err(err("MCPGW_KEYRING_SECRET", "required in Lambda")),
+            None => KeyringConfig::File(data_dir.join("keyring.json")),
+        };
+        let bootstrap_admin = match (get("MCPGW_BOOTSTRAP_ADMIN_KEY"), get("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET")) {
+            (Some(v), _) => {
+                if v.len() < 16 {
+                    return Err(err("MCPGW_BOOTSTRAP_ADMIN_KEY", "must be at least 16 characters"));
+                }
+                BootstrapAdmin::Value(SecretValue::new(v))
+            }
+            (None, Some(r)) => BootstrapAdmin::Secret(
+                SecretRef::parse(&r).map_err(|e| err("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET", e.to_string()))?,
+            ),
+            (None, None) if in_lambda => BootstrapAdmin::Disabled,
+            (None, None) => BootstrapAdmin::GenerateIfAbsent,
+        };
+        let admin_emails = get("MCPGW_ADMIN_EMAILS")
+            .map(|v| v.split(',').map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()).collect())
+            .unwrap_or_default();
+        let max_body_bytes = parse_num(&get, "MCPGW_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize;
+        let server_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
+        Ok(Self {
+            in_lambda,
+            listen,
+            data_dir,
+            public_url,
+            store,
+            secrets,
+            secrets_cache_ttl,
+            keyring,
+            bootstrap_admin,
+            admin_emails,
+            max_body_bytes,
+            server_cache_ttl,
+            allow_get_stream: match get("MCPGW_ALLOW_GET_STREAM").as_deref() {
+                Some("1" | "true") => true,
+                Some("0" | "false") => false,
+                Some(_) => return Err(err("MCPGW_ALLOW_GET_STREAM", "expected 1 or 0")),
+                None => !in_lambda,
+            },
+        })
+    }
+}
+
+fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match get(var) {
+        Some(v) => v.parse().map_err(|_| err(var, "expected a non-negative integer")),
+        None => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn local_defaults_follow_the_interface() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(c.public_url, "http://127.0.0.1:8787");
+        assert_eq!(c.store, StoreBackend::Sqlite { path: PathBuf::from("./.mcp-gateway/gateway.sqlite3") });
+        assert_eq!(c.secrets, SecretsBackend::Env);
+        assert_eq!(c.keyring, KeyringConfig::File(PathBuf::from("./.mcp-gateway/keyring.json")));
+        assert_eq!(c.bootstrap_admin, BootstrapAdmin::GenerateIfAbsent);
+        assert!(c.allow_get_stream);
+    }
+
+    #[test]
+    fn lambda_defaults_and_requirements() {
+        assert_eq!(cfg(&[("AWS_LAMBDA_RUNTIME_API", "x")]).unwrap_err().var, "MCPGW_TABLE_NAME");
+        let c = cfg(&[
+            ("AWS_LAMBDA_RUNTIME_API", "x"),
+            ("MCPGW_TABLE_NAME", "t"),
+            ("MCPGW_KEYRING_SECRET", "secret://arn:aws:secretsmanager:r:1:secret:k"),
+            ("MCPGW_PUBLIC_URL", "https://api.example.com/prod/"),
+        ])
+        .unwrap();
+        assert_eq!(c.secrets, SecretsBackend::Aws);
+        assert_eq!(c.public_url, "https://api.example.com/prod");
+        assert_eq!(c.bootstrap_admin, BootstrapAdmin::Disabled);
+        assert!(!c.allow_get_stream);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("MCPGW_LISTEN", "nope"),
+            ("MCPGW_PUBLIC_URL", "ftp://x"),
+            ("MCPGW_STORE", "mysql"),
+            ("MCPGW_SECRETS", "vault"),
+            ("MCPGW_KEYRING_SECRET", "plain"),
+            ("MCPGW_BOOTSTRAP_ADMIN_KEY", "short"),
+            ("MCPGW_MAX_BODY_BYTES", "-1"),
+        ] {
+            assert_eq!(cfg(&[(k, v)]).unwrap_err().var, k);
+        }
+    }
+
+    #[test]
+    fn admin_emails_are_normalized() {
+        let c = cfg(&[("MCPGW_ADMIN_EMAILS", " Alice@Example.com, ,bob@x.io")]).unwrap();
+        assert_eq!(c.admin_emails, vec!["alice@example.com", "bob@x.io"]);
+    }
+}

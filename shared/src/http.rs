@@ -1,0 +1,275 @@
+//! HTTP plumbing shared by every function router: the JSON error type, a body reader with a
+//! size limit, a JSON extractor whose rejections are JSON too, and [`finish`], which adds
+//! `/healthz`, JSON fallbacks, panic recovery and error logging around a set of routes.
+//!
+//! Errors become responses without side effects; the `log_errors` middleware logs the cause
+//! chain once, at the edge, from a response extension (so no handler logs and returns twice).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::secrets::SecretsError;
+use crate::store::StoreError;
+
+/// An HTTP error with a stable machine-readable code, rendered as
+/// `{"error":{"code":"...","message":"..."}}`. 5xx messages are generic; the cause is kept
+/// for the log only.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    cause: Option<Arc<str>>,
+}
+
+/// The cause chain of a failed request, left in the response for `log_errors`.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub Arc<str>);
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), headers: Vec::new(), cause: None }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// A server-side failure: the client sees a generic message, the log sees `cause`.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").with_cause(cause)
+    }
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    pub fn with_cause(mut self, cause: &(dyn std::error::Error + 'static)) -> Self {
+        self.cause = Some(error_chain(cause).into());
+        self
+    }
+}
+
+/// `outer: inner: innermost`, for one log line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().append(k, v);
+        }
+        if let Some(cause) = self.cause {
+            resp.extensions_mut().insert(ErrorCause(cause));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::AlreadyExists { .. } => Self::new(StatusCode::CONFLICT, "already_exists", e.to_string()),
+            StoreError::NotFound { .. } => Self::not_found(e.to_string()),
+            StoreError::VersionConflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::Corrupt(_) => Self::internal(&e),
+            StoreError::Backend(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable, retry later")
+                    .with_cause(&e)
+            }
+        }
+    }
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(e: SecretsError) -> Self {
+        match &e {
+            // A reference that does not resolve is the operator's configuration, not the
+            // caller's fault, but naming the secret helps the admin fix it.
+            SecretsError::BadReference(_)
+            | SecretsError::NotFound(_)
+            | SecretsError::FieldMissing { .. }
+            | SecretsError::NotJson(_)
+            | SecretsError::NoString(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "secret_unavailable", e.to_string()).with_cause(&e)
+            }
+            SecretsError::Backend(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "secrets_unavailable", "the secrets backend is unavailable")
+                    .with_cause(&e)
+            }
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: 413 beyond it.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+    })
+}
+
+/// Whether the request declares a JSON body (`application/json`, parameters allowed).
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The largest body [`ApiJson`] reads; set per router with [`BodyLimit`] in extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON body extractor whose failures are [`ApiError`]s (415, 413, 400), not plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let limit = req.extensions().get::<BodyLimit>().map_or(1024 * 1024, |l| l.0);
+        let bytes = read_body(req.into_body(), limit).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+/// Logs each failed request once: 5xx with the cause chain at error level, 4xx briefly.
+/// Messages of 4xx are not logged: they may echo caller input.
+async fn log_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_server_error() {
+        let cause = resp.extensions().get::<ErrorCause>().map(|c| c.0.clone());
+        tracing::error!(%method, %path, status = status.as_u16(), cause = cause.as_deref().unwrap_or("-"), "request failed");
+    } else if status.is_client_error() {
+        tracing::info!(%method, %path, status = status.as_u16(), "request rejected");
+    }
+    resp
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic payload may hold data from the request; it is not echoed.
+    tracing::error!("handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+}
+
+/// Wraps a function's routes with what every deployed router needs: `/healthz`, JSON 404/405
+/// fallbacks, the body limit for [`ApiJson`], panic recovery and error logging.
+pub fn finish(routes: Router, max_body_bytes: usize) -> Router {
+    routes
+        .route("/healthz", axum::routing::get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(BodyLimit(max_body_bytes)))
+        .layer(middleware::from_fn(log_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct In {
+        #[allow(dead_code)]
+        n: u32,
+    }
+
+    async fn boom() -> &'static str {
+        let payload: Option<&str> = None;
+        payload.expect("secret-in-panic")
+    }
+
+    fn app() -> Router {
+        let r = Router::new()
+            .route("/echo", post(|ApiJson(_): ApiJson<In>| async { "ok" }))
+            .route("/boom", get(boom));
+        finish(r, 64)
+    }
+
+    async fn call(req: Request) -> (StatusCode, serde_json::Value) {
+        let resp = app().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn post_json(body: &str, ct: &str) -> Request {
+        Request::post("/echo").header("content-type", ct).body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn json_errors_for_every_bad_input() {
+        let cases = [
+            (post_json("{\"n\":1}", "text/plain"), 415, "unsupported_media_type"),
+            (post_json("{not json", "application/json"), 400, "invalid_json"),
+            (post_json(&format!("{{\"n\":1,\"pad\":\"{}\"}}", "x".repeat(100)), "application/json"), 413, "payload_too_large"),
+            (Request::get("/nope").body(Body::empty()).unwrap(), 404, "not_found"),
+            (Request::delete("/echo").body(Body::empty()).unwrap(), 405, "method_not_allowed"),
+            (Request::get("/boom").body(Body::empty()).unwrap(), 500, "internal"),
+        ];
+        for (req, status, code) in cases {
+            let (s, body) = call(req).await;
+            assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (status, Some(code)), "{body}");
+            assert!(!body.to_string().contains("secret-in-panic"));
+        }
+        let (s, body) = call(post_json("{\"n\":1}", "application/json; charset=utf-8")).await;
+        assert_eq!(s, 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn healthz_answers() {
+        let (s, body) = call(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!((s.as_u16(), body["status"].as_str()), (200, Some("ok")));
+    }
+}

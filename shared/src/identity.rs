@@ -1,0 +1,218 @@
+//! Who is calling: turns the `Authorization: Bearer ...` header into a [`Principal`].
+//!
+//! Today a credential is a gateway API key (looked up by SHA-256, one store read) or the
+//! bootstrap admin key (compared in constant time, from config or a secret fetched only when
+//! a presented key is not in the store, so Secrets Manager stays off the hot path). IdP JWTs
+//! join here in a later issue.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::clock::Clock;
+use crate::config::BootstrapAdmin;
+use crate::crypto::{constant_time_eq, random_token, sha256_hex};
+use crate::domain::ApiKey;
+use crate::http::ApiError;
+use crate::secrets::{Secrets, SecretsError};
+use crate::store::{ApiKeyStore, Store, StoreError};
+
+/// Prefix of every key the gateway issues, so leaked keys are recognizable by scanners.
+pub const API_KEY_PREFIX: &str = "mcpgw_";
+/// Id under which local mode stores its generated bootstrap admin key.
+pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The user's email (lowercase), or `bootstrap-admin`.
+    pub user: String,
+    pub is_admin: bool,
+    /// Id of the API key used, if any.
+    pub api_key_id: Option<String>,
+}
+
+/// Why a caller could not be authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer credential")]
+    Missing,
+    #[error("malformed Authorization header: expected 'Bearer <credential>'")]
+    Malformed,
+    /// Unknown, expired or deleted: one answer so a caller learns nothing about which.
+    #[error("invalid or expired credential")]
+    Invalid,
+    #[error("credential lookup failed")]
+    Store(#[from] StoreError),
+    #[error("bootstrap admin key unavailable")]
+    Secrets(#[from] SecretsError),
+}
+
+impl AuthError {
+    /// The HTTP answer; 401s carry a `WWW-Authenticate` challenge pointing at the resource
+    /// metadata when one is given (MCP authorization spec), else a bare `Bearer`.
+    pub fn into_api_error(self, resource_metadata: Option<&str>) -> ApiError {
+        let challenge = |code: &str| {
+            let mut v = format!("Bearer error=\"{code}\"");
+            if let Some(url) = resource_metadata {
+                v = format!("Bearer resource_metadata=\"{url}\", error=\"{code}\"");
+            }
+            HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        match self {
+            AuthError::Missing => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
+                .with_header(header::WWW_AUTHENTICATE, {
+                    match resource_metadata {
+                        Some(url) => HeaderValue::from_str(&format!("Bearer resource_metadata=\"{url}\""))
+                            .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+                        None => HeaderValue::from_static("Bearer"),
+                    }
+                }),
+            AuthError::Malformed => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
+                .with_header(header::WWW_AUTHENTICATE, challenge("invalid_request")),
+            AuthError::Invalid => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
+                .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token")),
+            AuthError::Store(e) => ApiError::from(e),
+            AuthError::Secrets(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Extracts the bearer credential: `Missing` without the header, `Malformed` for any other
+/// scheme or an empty/odd token.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 8192 || token.contains(' ') {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token)
+}
+
+/// A freshly issued key: the plaintext (shown once) and what is stored.
+pub struct IssuedKey {
+    pub plaintext: String,
+    pub record: ApiKey,
+}
+
+/// Mints a new API key for `owner`. Only its hash goes into the returned record.
+pub fn issue_api_key(owner: &str, name: &str, admin: bool, now: i64, expires_at: Option<i64>) -> IssuedKey {
+    let plaintext = format!("{API_KEY_PREFIX}{}", random_token(32));
+    let record = ApiKey {
+        id: format!("key_{}", random_token(9)),
+        owner: owner.to_lowercase(),
+        name: name.to_owned(),
+        key_hash: sha256_hex(plaintext.as_bytes()),
+        admin,
+        created_at: now,
+        expires_at,
+    };
+    IssuedKey { plaintext, record }
+}
+
+/// Authenticates callers against the store and the bootstrap key.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    secrets: Arc<dyn Secrets>,
+    clock: Arc<dyn Clock>,
+    bootstrap: BootstrapAdmin,
+    admin_emails: Vec<String>,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn Secrets>,
+        clock: Arc<dyn Clock>,
+        bootstrap: BootstrapAdmin,
+        admin_emails: Vec<String>,
+    ) -> Self {
+        Self { store, secrets, clock, bootstrap, admin_emails }
+    }
+
+    /// Authenticates the request's bearer credential.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let token = bearer_token(headers)?;
+        let hash = sha256_hex(token.as_bytes());
+        if let Some(key) = self.store.find_api_key_by_hash(&hash, self.clock.now()).await? {
+            let is_admin = key.admin || self.admin_emails.iter().any(|e| *e == key.owner);
+            return Ok(Principal { user: key.owner, is_admin, api_key_id: Some(key.id) });
+        }
+        if self.is_bootstrap_key(token).await? {
+            return Ok(Principal { user: "bootstrap-admin".into(), is_admin: true, api_key_id: None });
+        }
+        Err(AuthError::Invalid)
+    }
+
+    async fn is_bootstrap_key(&self, token: &str) -> Result<bool, AuthError> {
+        let expected = match &self.bootstrap {
+            BootstrapAdmin::Value(v) => v.clone(),
+            // The secrets adapter caches, so repeated misses do not call Secrets Manager.
+            BootstrapAdmin::Secret(r) => self.secrets.resolve(r).await?,
+            BootstrapAdmin::GenerateIfAbsent | BootstrapAdmin::Disabled => return Ok(false),
+        };
+        Ok(constant_time_eq(
+            sha256_hex(expected.expose().as_bytes()).as_bytes(),
+            sha256_hex(token.as_bytes()).as_bytes(),
+        ))
+    }
+}
+
+/// Local mode without `MCPGW_BOOTSTRAP_ADMIN_KEY`: on first start, store a generated admin
+/// key and return its plaintext (to print once); on later starts, `None`.
+pub async fn ensure_generated_bootstrap_key(store: &dyn ApiKeyStore, now: i64) -> Result<Option<String>, StoreError> {
+    if store.get_api_key(BOOTSTRAP_KEY_ID).await?.is_some() {
+        return Ok(None);
+    }
+    let mut issued = issue_api_key("bootstrap-admin", "bootstrap admin key", true, now, None);
+    issued.record.id = BOOTSTRAP_KEY_ID.into();
+    match store.create_api_key(&issued.record).await {
+        Ok(()) => Ok(Some(issued.plaintext)),
+        // Another process won the race; its key stands.
+        Err(StoreError::AlreadyExists { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(&headers("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&headers("bearer abc")).unwrap(), "abc");
+        assert!(matches!(bearer_token(&HeaderMap::new()), Err(AuthError::Missing)));
+        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
+            assert!(matches!(bearer_token(&headers(bad)), Err(AuthError::Malformed)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issued_keys_store_only_the_hash() {
+        let k = issue_api_key("Alice@Example.com", "laptop", false, 10, None);
+        assert!(k.plaintext.starts_with(API_KEY_PREFIX));
+        assert_eq!(k.record.key_hash, sha256_hex(k.plaintext.as_bytes()));
+        assert!(!serde_json::to_string(&k.record).unwrap().contains(&k.plaintext));
+        assert_eq!(k.record.owner, "alice@example.com");
+    }
+
+    #[test]
+    fn challenges_point_at_resource_metadata() {
+        let e = AuthError::Invalid.into_api_error(Some("https://gw/.well-known/oauth-protected-resource/mcp/x"));
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let (_, v) = &e.headers[0];
+        assert_eq!(
+            v.to_str().unwrap(),
+            "Bearer resource_metadata=\"https://gw/.well-known/oauth-protected-resource/mcp/x\", error=\"invalid_token\""
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Runs a router: under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set (buffered,
+//! or streamed when `MCPGW_LAMBDA_STREAMING=1`, for a REST API with response streaming),
+//! otherwise as a plain HTTP server on `MCPGW_LISTEN` until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("could not bind {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("lambda runtime failed: {0}")]
+    Lambda(String),
+}
+
+/// Whether this process runs inside Lambda (or its emulator).
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// Serves `router` in Lambda or on `listen`.
+pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), RuntimeError> {
+    if in_lambda() {
+        let streaming = std::env::var("MCPGW_LAMBDA_STREAMING").is_ok_and(|v| v == "1");
+        let result = if streaming {
+            lambda_http::run_with_streaming_response(router).await
+        } else {
+            lambda_http::run(router).await
+        };
+        return result.map_err(|e| RuntimeError::Lambda(e.to_string()));
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| RuntimeError::Bind(listen, e))?;
+    let addr = listener.local_addr().map_err(RuntimeError::Serve)?;
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(RuntimeError::Serve)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,180 @@
+//! The state every router shares, built once per process (one Lambda execution environment):
+//! configuration, store, secrets, keyring, authenticator, the upstream HTTP client and the
+//! server cache. Cloning is cheap (everything is behind `Arc`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OnceCell, RwLock};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, KeyringConfig, SecretsBackend, StoreBackend};
+use crate::crypto::{Keyring, KeyringError};
+use crate::domain::McpServer;
+use crate::identity::Authenticator;
+use crate::secrets::{Secrets, SecretsError};
+use crate::store::{ConfigStoreExt, Store, StoreError, StoreResult};
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("could not open the store")]
+    Store(#[from] StoreError),
+    #[error("could not load the keyring")]
+    Keyring(#[from] KeyringError),
+    #[error("could not build the HTTP client")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Shared state of every router.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub keyring: Arc<KeyringSource>,
+    pub clock: Arc<dyn Clock>,
+    pub auth: Arc<Authenticator>,
+    pub servers: Arc<ServerCache>,
+    /// Client for upstream MCP servers: redirects off (a redirect could carry the injected
+    /// credential to another host), pooled, built once.
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    /// Builds the state for `config`: opens the store, the secrets source and (for a local
+    /// key file) the keyring. Network calls that can wait (the keyring secret) wait.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let needs_aws = matches!(config.store, StoreBackend::Dynamo { .. }) || config.secrets == SecretsBackend::Aws;
+        let sdk = if needs_aws { Some(crate::aws::load_sdk_config().await) } else { None };
+
+        let store: Arc<dyn Store> = match (&config.store, &sdk) {
+            (StoreBackend::Sqlite { path }, _) => Arc::new(crate::store::sqlite::SqliteStore::open(path)?),
+            (StoreBackend::Dynamo { table, create_if_missing }, Some(sdk)) => {
+                let client = aws_sdk_dynamodb::Client::new(sdk);
+                if *create_if_missing {
+                    crate::store::dynamo::create_table(&client, table).await?;
+                }
+                Arc::new(crate::store::dynamo::DynamoStore::new(client, table.clone()))
+            }
+            (StoreBackend::Dynamo { .. }, None) => unreachable!("sdk config is loaded for the dynamodb store"),
+        };
+        let secrets: Arc<dyn Secrets> = match (&config.secrets, &sdk) {
+            (SecretsBackend::Env, _) => Arc::new(crate::secrets::env::EnvSecrets::from_env()),
+            (SecretsBackend::Aws, Some(sdk)) => Arc::new(crate::secrets::aws::SecretsManagerSecrets::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                config.secrets_cache_ttl,
+            )),
+            (SecretsBackend::Aws, None) => unreachable!("sdk config is loaded for the aws secrets backend"),
+        };
+        Self::from_parts(config, store, secrets, Arc::new(SystemClock))
+    }
+
+    /// Assembles state from ready parts (tests use this with in-process adapters).
+    pub fn from_parts(
+        config: Config,
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn Secrets>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        crate::crypto::install_tls_provider();
+        let keyring = Arc::new(KeyringSource::new(config.keyring.clone(), secrets.clone())?);
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            secrets.clone(),
+            clock.clone(),
+            config.bootstrap_admin.clone(),
+            config.admin_emails.clone(),
+        ));
+        let servers = Arc::new(ServerCache::new(config.server_cache_ttl));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { config: Arc::new(config), store, secrets, keyring, clock, auth, servers, http })
+    }
+
+    /// A server's configuration, from the cache when fresh.
+    pub async fn server(&self, name: &str) -> StoreResult<Option<Arc<McpServer>>> {
+        self.servers.get(name, self.store.as_ref()).await
+    }
+}
+
+/// The keyring, loaded eagerly from a local file or lazily (first use) from a secret.
+pub struct KeyringSource {
+    reference: Option<crate::secrets::SecretRef>,
+    secrets: Arc<dyn Secrets>,
+    ring: OnceCell<Arc<Keyring>>,
+}
+
+/// Why the keyring could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringSourceError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+impl KeyringSource {
+    fn new(config: KeyringConfig, secrets: Arc<dyn Secrets>) -> Result<Self, KeyringError> {
+        match config {
+            KeyringConfig::File(path) => Ok(Self {
+                reference: None,
+                secrets,
+                ring: OnceCell::new_with(Some(Arc::new(Keyring::load_or_create_file(&path)?))),
+            }),
+            KeyringConfig::Secret(r) => Ok(Self { reference: Some(r), secrets, ring: OnceCell::new() }),
+        }
+    }
+
+    /// The keyring, fetching it on the first call.
+    pub async fn get(&self) -> Result<Arc<Keyring>, KeyringSourceError> {
+        self.ring
+            .get_or_try_init(|| async {
+                let reference = self.reference.as_ref().expect("file keyrings are loaded at start");
+                let doc = self.secrets.resolve(reference).await?;
+                Ok(Arc::new(Keyring::from_json(doc.expose())?))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Server configurations cached per process for `ttl`, so a warm proxied call does not read
+/// them from the store. Admin writes in the same process invalidate at once; other processes
+/// (other Lambda functions) see a change within `ttl`. Unknown names are not cached.
+pub struct ServerCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Instant, Arc<McpServer>)>>,
+}
+
+impl ServerCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    pub async fn get(&self, name: &str, store: &dyn Store) -> StoreResult<Option<Arc<McpServer>>> {
+        if let Some((at, s)) = self.entries.read().await.get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some(server) = store.get_server(name).await? else {
+            self.entries.write().await.remove(name);
+            return Ok(None);
+        };
+        let server = Arc::new(server);
+        self.entries.write().await.insert(name.to_owned(), (Instant::now(), server.clone()));
+        Ok(Some(server))
+    }
+
+    pub async fn invalidate(&self, name: &str) {
+        self.entries.write().await.remove(name);
+    }
+}
