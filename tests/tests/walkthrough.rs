@@ -49,14 +49,18 @@ async fn walkthrough(store: StoreKind) {
     assert!(out["tools"].as_array().unwrap().iter().any(|t| t == "get-sum"), "{out}");
     assert_eq!(out["is_error"], false, "{out}");
     assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
+    assert_eq!(out["protocol"], "2025-11-25", "server-everything has no 2026 era: the SDK fell back: {out}");
 
-    // WHEN the echo server reports the Authorization header it received
-    let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), "legacy").await.unwrap();
-    let seen = out["structured"]["authorization"].as_str().map(str::to_owned).unwrap_or_else(|| out["content"][0].as_str().unwrap_or_default().to_owned());
-    // THEN it is the gateway's header secret, and the caller's key appears nowhere
-    assert!(seen.contains(UPSTREAM_SECRET), "upstream saw: {out}");
-    assert!(!out.to_string().contains(&api_key), "the caller's key reached the upstream: {out}");
-
+    // WHEN the echo server reports the Authorization header it received, in the stateless
+    // 2026-07-28 era (the SDK's default) and in the initialize-handshake era
+    for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), mode).await.unwrap();
+        assert_eq!(out["protocol"], era, "{out}");
+        let seen: serde_json::Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
+        // THEN it is the gateway's header secret, and the caller's key appears nowhere
+        assert_eq!(seen["authorization"], UPSTREAM_SECRET, "upstream saw: {seen}");
+        assert!(!out.to_string().contains(&api_key), "the caller's key reached the upstream: {out}");
+    }
     // AND a wrong key is refused with a challenge, an unknown endpoint is 404
     let (s, body) = call_json(Method::POST, &gw.mcp_url("everything"), Some("mcpgw_nope"), Some(json!({"jsonrpc":"2.0","id":1,"method":"ping"})))
         .await
