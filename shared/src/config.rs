@@ -11,8 +11,13 @@ use crate::secrets::{SecretRef, SecretValue};
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreBackend {
-    Sqlite { path: PathBuf },
-    Dynamo { table: String, create_if_missing: bool },
+    Sqlite {
+        path: PathBuf,
+    },
+    Dynamo {
+        table: String,
+        create_if_missing: bool,
+    },
 }
 
 /// Where `secret://` references resolve.
@@ -76,7 +81,10 @@ pub struct ConfigError {
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { var, message: message.into() }
+    ConfigError {
+        var,
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -92,52 +100,79 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:8787".into())
             .parse()
             .map_err(|_| err("MCPGW_LISTEN", "expected HOST:PORT, e.g. 127.0.0.1:8787"))?;
-        let data_dir = PathBuf::from(get("MCPGW_DATA_DIR").unwrap_or_else(|| "./.mcp-gateway".into()));
+        let data_dir =
+            PathBuf::from(get("MCPGW_DATA_DIR").unwrap_or_else(|| "./.mcp-gateway".into()));
         let public_url = get("MCPGW_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}"));
-        let parsed = url::Url::parse(&public_url).map_err(|e| err("MCPGW_PUBLIC_URL", e.to_string()))?;
+        let parsed =
+            url::Url::parse(&public_url).map_err(|e| err("MCPGW_PUBLIC_URL", e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(err("MCPGW_PUBLIC_URL", "must be an http or https URL"));
         }
         let public_url = public_url.trim_end_matches('/').to_owned();
 
-        let store_kind = get("MCPGW_STORE").unwrap_or_else(|| if in_lambda { "dynamodb" } else { "sqlite" }.into());
+        let store_kind = get("MCPGW_STORE")
+            .unwrap_or_else(|| if in_lambda { "dynamodb" } else { "sqlite" }.into());
         let store = match store_kind.as_str() {
-            "sqlite" => StoreBackend::Sqlite { path: data_dir.join("gateway.sqlite3") },
+            "sqlite" => StoreBackend::Sqlite {
+                path: data_dir.join("gateway.sqlite3"),
+            },
             "dynamodb" => StoreBackend::Dynamo {
-                table: get("MCPGW_TABLE_NAME").ok_or_else(|| err("MCPGW_TABLE_NAME", "required with the dynamodb store"))?,
-                create_if_missing: get("MCPGW_CREATE_TABLE").is_some_and(|v| v == "1" || v == "true"),
+                table: get("MCPGW_TABLE_NAME")
+                    .ok_or_else(|| err("MCPGW_TABLE_NAME", "required with the dynamodb store"))?,
+                create_if_missing: get("MCPGW_CREATE_TABLE")
+                    .is_some_and(|v| v == "1" || v == "true"),
             },
             _ => return Err(err("MCPGW_STORE", "expected sqlite or dynamodb")),
         };
-        let secrets = match get("MCPGW_SECRETS").as_deref().unwrap_or(if in_lambda { "aws" } else { "env" }) {
-            "env" => SecretsBackend::Env,
-            "aws" => SecretsBackend::Aws,
-            _ => return Err(err("MCPGW_SECRETS", "expected env or aws")),
-        };
-        let secrets_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_SECRETS_CACHE_SECONDS", 300)?);
+        let secrets =
+            match get("MCPGW_SECRETS")
+                .as_deref()
+                .unwrap_or(if in_lambda { "aws" } else { "env" })
+            {
+                "env" => SecretsBackend::Env,
+                "aws" => SecretsBackend::Aws,
+                _ => return Err(err("MCPGW_SECRETS", "expected env or aws")),
+            };
+        let secrets_cache_ttl =
+            Duration::from_secs(parse_num(&get, "MCPGW_SECRETS_CACHE_SECONDS", 300)?);
         let keyring = match get("MCPGW_KEYRING_SECRET") {
-            Some(r) => KeyringConfig::Secret(SecretRef::parse(&r).map_err(|e| err("MCPGW_KEYRING_SECRET", e.to_string()))?),
+            Some(r) => KeyringConfig::Secret(
+                SecretRef::parse(&r).map_err(|e| err("MCPGW_KEYRING_SECRET", e.to_string()))?,
+            ),
             None if in_lambda => return Err(err("MCPGW_KEYRING_SECRET", "required in Lambda")),
             None => KeyringConfig::File(data_dir.join("keyring.json")),
         };
-        let bootstrap_admin = match (get("MCPGW_BOOTSTRAP_ADMIN_KEY"), get("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET")) {
+        let bootstrap_admin = match (
+            get("MCPGW_BOOTSTRAP_ADMIN_KEY"),
+            get("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET"),
+        ) {
             (Some(v), _) => {
                 if v.len() < 16 {
-                    return Err(err("MCPGW_BOOTSTRAP_ADMIN_KEY", "must be at least 16 characters"));
+                    return Err(err(
+                        "MCPGW_BOOTSTRAP_ADMIN_KEY",
+                        "must be at least 16 characters",
+                    ));
                 }
                 BootstrapAdmin::Value(SecretValue::new(v))
             }
             (None, Some(r)) => BootstrapAdmin::Secret(
-                SecretRef::parse(&r).map_err(|e| err("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET", e.to_string()))?,
+                SecretRef::parse(&r)
+                    .map_err(|e| err("MCPGW_BOOTSTRAP_ADMIN_KEY_SECRET", e.to_string()))?,
             ),
             (None, None) if in_lambda => BootstrapAdmin::Disabled,
             (None, None) => BootstrapAdmin::GenerateIfAbsent,
         };
         let admin_emails = get("MCPGW_ADMIN_EMAILS")
-            .map(|v| v.split(',').map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|e| e.trim().to_lowercase())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let max_body_bytes = parse_num(&get, "MCPGW_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize;
-        let server_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
+        let server_cache_ttl =
+            Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
         Ok(Self {
             in_lambda,
             listen,
@@ -161,9 +196,15 @@ impl Config {
     }
 }
 
-fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+fn parse_num(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
     match get(var) {
-        Some(v) => v.parse().map_err(|_| err(var, "expected a non-negative integer")),
+        Some(v) => v
+            .parse()
+            .map_err(|_| err(var, "expected a non-negative integer")),
         None => Ok(default),
     }
 }
@@ -174,7 +215,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -183,20 +227,34 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
         assert_eq!(c.public_url, "http://127.0.0.1:8787");
-        assert_eq!(c.store, StoreBackend::Sqlite { path: PathBuf::from("./.mcp-gateway/gateway.sqlite3") });
+        assert_eq!(
+            c.store,
+            StoreBackend::Sqlite {
+                path: PathBuf::from("./.mcp-gateway/gateway.sqlite3")
+            }
+        );
         assert_eq!(c.secrets, SecretsBackend::Env);
-        assert_eq!(c.keyring, KeyringConfig::File(PathBuf::from("./.mcp-gateway/keyring.json")));
+        assert_eq!(
+            c.keyring,
+            KeyringConfig::File(PathBuf::from("./.mcp-gateway/keyring.json"))
+        );
         assert_eq!(c.bootstrap_admin, BootstrapAdmin::GenerateIfAbsent);
         assert!(c.allow_get_stream);
     }
 
     #[test]
     fn lambda_defaults_and_requirements() {
-        assert_eq!(cfg(&[("AWS_LAMBDA_RUNTIME_API", "x")]).unwrap_err().var, "MCPGW_TABLE_NAME");
+        assert_eq!(
+            cfg(&[("AWS_LAMBDA_RUNTIME_API", "x")]).unwrap_err().var,
+            "MCPGW_TABLE_NAME"
+        );
         let c = cfg(&[
             ("AWS_LAMBDA_RUNTIME_API", "x"),
             ("MCPGW_TABLE_NAME", "t"),
-            ("MCPGW_KEYRING_SECRET", "secret://arn:aws:secretsmanager:r:1:secret:k"),
+            (
+                "MCPGW_KEYRING_SECRET",
+                "secret://arn:aws:secretsmanager:r:1:secret:k",
+            ),
             ("MCPGW_PUBLIC_URL", "https://api.example.com/prod/"),
         ])
         .unwrap();

@@ -51,7 +51,10 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut ids: Vec<_> = self.keys.keys().collect();
         ids.sort();
-        f.debug_struct("Keyring").field("active", &self.active).field("key_ids", &ids).finish()
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("key_ids", &ids)
+            .finish()
     }
 }
 
@@ -59,7 +62,9 @@ fn derive_key(kid: &str, material: &str) -> Result<LessSafeKey, KeyringError> {
     let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
     let prk = salt.extract(material.as_bytes());
     let info = [kid.as_bytes()];
-    let okm = prk.expand(&info, &AES_256_GCM).map_err(|_| KeyringError::Crypto)?;
+    let okm = prk
+        .expand(&info, &AES_256_GCM)
+        .map_err(|_| KeyringError::Crypto)?;
     let unbound: UnboundKey = okm.into();
     Ok(LessSafeKey::new(unbound))
 }
@@ -67,8 +72,8 @@ fn derive_key(kid: &str, material: &str) -> Result<LessSafeKey, KeyringError> {
 impl Keyring {
     /// Parses a keyring document (see the module docs).
     pub fn from_json(doc: &str) -> Result<Self, KeyringError> {
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(doc).map_err(|_| KeyringError::BadDocument("not a JSON object".into()))?;
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(doc)
+            .map_err(|_| KeyringError::BadDocument("not a JSON object".into()))?;
         let active = map
             .get("active")
             .and_then(|v| v.as_str())
@@ -88,12 +93,16 @@ impl Keyring {
                 )));
             }
             if kid.is_empty() || kid.len() > 64 {
-                return Err(KeyringError::BadDocument("key ids must be 1 to 64 characters".into()));
+                return Err(KeyringError::BadDocument(
+                    "key ids must be 1 to 64 characters".into(),
+                ));
             }
             keys.insert(kid.clone(), derive_key(kid, material)?);
         }
         if !keys.contains_key(&active) {
-            return Err(KeyringError::BadDocument(format!("active key '{active}' is not in the keyring")));
+            return Err(KeyringError::BadDocument(format!(
+                "active key '{active}' is not in the keyring"
+            )));
         }
         Ok(Self { active, keys })
     }
@@ -126,22 +135,32 @@ impl Keyring {
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyringError> {
         let key = &self.keys[&self.active];
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| KeyringError::Crypto)?;
-        let mut out = Vec::with_capacity(MAGIC.len() + 1 + self.active.len() + NONCE_LEN + plaintext.len() + 16);
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| KeyringError::Crypto)?;
+        let mut out = Vec::with_capacity(
+            MAGIC.len() + 1 + self.active.len() + NONCE_LEN + plaintext.len() + 16,
+        );
         out.extend_from_slice(MAGIC);
         out.push(self.active.len() as u8);
         out.extend_from_slice(self.active.as_bytes());
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut body)
-            .map_err(|_| KeyringError::Crypto)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context),
+            &mut body,
+        )
+        .map_err(|_| KeyringError::Crypto)?;
         out.extend_from_slice(&body);
         Ok(out)
     }
 
     /// Decrypts a blob made by [`Keyring::seal`] with any key still in the ring.
     pub fn open(&self, blob: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyringError> {
-        let rest = blob.strip_prefix(MAGIC.as_slice()).ok_or(KeyringError::Malformed)?;
+        let rest = blob
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or(KeyringError::Malformed)?;
         let (&kid_len, rest) = rest.split_first().ok_or(KeyringError::Malformed)?;
         let kid_len = kid_len as usize;
         if rest.len() < kid_len + NONCE_LEN + 16 {
@@ -149,11 +168,16 @@ impl Keyring {
         }
         let (kid, rest) = rest.split_at(kid_len);
         let kid = std::str::from_utf8(kid).map_err(|_| KeyringError::Malformed)?;
-        let key = self.keys.get(kid).ok_or_else(|| KeyringError::UnknownKey(kid.to_owned()))?;
+        let key = self
+            .keys
+            .get(kid)
+            .ok_or_else(|| KeyringError::UnknownKey(kid.to_owned()))?;
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyringError::Malformed)?;
         let mut buf = ciphertext.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(context), &mut buf).map_err(|_| KeyringError::Tampered)?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(context), &mut buf)
+            .map_err(|_| KeyringError::Tampered)?;
         Ok(plain.to_vec())
     }
 }
@@ -187,7 +211,9 @@ pub fn random_token(n: usize) -> String {
     let mut buf = vec![0u8; n];
     // The system RNG failing is not recoverable; aws-lc-rs reports it only when the OS has no
     // entropy source at all.
-    SystemRandom::new().fill(&mut buf).expect("system random number generator");
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("system random number generator");
     URL_SAFE_NO_PAD.encode(buf)
 }
 
@@ -217,9 +243,15 @@ mod tests {
     fn seal_then_open_round_trips_with_context() {
         let k = ring(serde_json::json!({"active":"k1","k1":M1}));
         let blob = k.seal(b"refresh-token", b"grant:alice:gh").unwrap();
-        assert!(!blob.windows(13).any(|w| w == b"refresh-token"), "plaintext must not appear");
+        assert!(
+            !blob.windows(13).any(|w| w == b"refresh-token"),
+            "plaintext must not appear"
+        );
         assert_eq!(k.open(&blob, b"grant:alice:gh").unwrap(), b"refresh-token");
-        assert!(matches!(k.open(&blob, b"grant:bob:gh"), Err(KeyringError::Tampered)));
+        assert!(matches!(
+            k.open(&blob, b"grant:bob:gh"),
+            Err(KeyringError::Tampered)
+        ));
     }
 
     #[test]
@@ -244,13 +276,22 @@ mod tests {
         let foreign = other.seal(b"secret", b"").unwrap();
         assert!(matches!(k.open(&foreign, b""), Err(KeyringError::Tampered)));
         for junk in [&b""[..], b"mgk1", b"garbage", b"mgk1\x05k1"] {
-            assert!(matches!(k.open(junk, b""), Err(KeyringError::Malformed)), "{junk:?}");
+            assert!(
+                matches!(k.open(junk, b""), Err(KeyringError::Malformed)),
+                "{junk:?}"
+            );
         }
     }
 
     #[test]
     fn bad_documents_are_rejected() {
-        for doc in ["[]", "{}", r#"{"active":"k1"}"#, r#"{"active":"k1","k1":"short"}"#, r#"{"active":"k2","k1":"material-one-material-one-material-one"}"#] {
+        for doc in [
+            "[]",
+            "{}",
+            r#"{"active":"k1"}"#,
+            r#"{"active":"k1","k1":"short"}"#,
+            r#"{"active":"k2","k1":"material-one-material-one-material-one"}"#,
+        ] {
             assert!(Keyring::from_json(doc).is_err(), "{doc}");
         }
     }
@@ -264,7 +305,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let k2 = Keyring::load_or_create_file(&path).unwrap();
         assert_eq!(k2.open(&blob, b"").unwrap(), b"v");
@@ -272,7 +316,10 @@ mod tests {
 
     #[test]
     fn hashing_and_tokens() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let (a, b) = (random_token(32), random_token(32));
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);

@@ -48,7 +48,9 @@ pub enum UpstreamAuth {
     /// No credential.
     None,
     /// Fixed headers whose values are secrets shared by every caller.
-    Header { headers: BTreeMap<String, SecretRef> },
+    Header {
+        headers: BTreeMap<String, SecretRef>,
+    },
     /// A token each user stores for themselves, sent in `header` formatted by `format`
     /// (`{token}` is replaced).
     PerUserToken { header: String, format: String },
@@ -150,7 +152,16 @@ mod tests {
         for ok in ["everything", "py-echo", "a", "s3_files", "9lives"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Everything", "-x", "a b", "a/b", "a__b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Everything",
+            "-x",
+            "a b",
+            "a/b",
+            "a__b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }
@@ -161,7 +172,9 @@ mod tests {
             r#"{"type":"header","headers":{"X-Api-Key":"secret://echo-key#token"}}"#,
         )
         .unwrap();
-        let UpstreamAuth::Header { headers } = &a else { panic!("{a:?}") };
+        let UpstreamAuth::Header { headers } = &a else {
+            panic!("{a:?}")
+        };
         assert_eq!(headers["X-Api-Key"].name(), "echo-key");
         let o: UpstreamAuth = serde_json::from_str(
             r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","scopes":["a"]}"#,

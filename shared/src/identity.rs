@@ -60,18 +60,32 @@ impl AuthError {
             HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
         };
         match self {
-            AuthError::Missing => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
-                .with_header(header::WWW_AUTHENTICATE, {
-                    match resource_metadata {
-                        Some(url) => HeaderValue::from_str(&format!("Bearer resource_metadata=\"{url}\""))
-                            .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
-                        None => HeaderValue::from_static("Bearer"),
+            AuthError::Missing => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                self.to_string(),
+            )
+            .with_header(header::WWW_AUTHENTICATE, {
+                match resource_metadata {
+                    Some(url) => {
+                        HeaderValue::from_str(&format!("Bearer resource_metadata=\"{url}\""))
+                            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
                     }
-                }),
-            AuthError::Malformed => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
-                .with_header(header::WWW_AUTHENTICATE, challenge("invalid_request")),
-            AuthError::Invalid => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", self.to_string())
-                .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token")),
+                    None => HeaderValue::from_static("Bearer"),
+                }
+            }),
+            AuthError::Malformed => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                self.to_string(),
+            )
+            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_request")),
+            AuthError::Invalid => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                self.to_string(),
+            )
+            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token")),
             AuthError::Store(e) => ApiError::from(e),
             AuthError::Secrets(e) => ApiError::from(e),
         }
@@ -81,11 +95,17 @@ impl AuthError {
 /// Extracts the bearer credential: `Missing` without the header, `Malformed` for any other
 /// scheme or an empty/odd token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
     let value = value.to_str().map_err(|_| AuthError::Malformed)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 8192 || token.contains(' ') {
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || token.len() > 8192
+        || token.contains(' ')
+    {
         return Err(AuthError::Malformed);
     }
     Ok(token)
@@ -98,7 +118,13 @@ pub struct IssuedKey {
 }
 
 /// Mints a new API key for `owner`. Only its hash goes into the returned record.
-pub fn issue_api_key(owner: &str, name: &str, admin: bool, now: i64, expires_at: Option<i64>) -> IssuedKey {
+pub fn issue_api_key(
+    owner: &str,
+    name: &str,
+    admin: bool,
+    now: i64,
+    expires_at: Option<i64>,
+) -> IssuedKey {
     let plaintext = format!("{API_KEY_PREFIX}{}", random_token(32));
     let record = ApiKey {
         id: format!("key_{}", random_token(9)),
@@ -129,19 +155,37 @@ impl Authenticator {
         bootstrap: BootstrapAdmin,
         admin_emails: Vec<String>,
     ) -> Self {
-        Self { store, secrets, clock, bootstrap, admin_emails }
+        Self {
+            store,
+            secrets,
+            clock,
+            bootstrap,
+            admin_emails,
+        }
     }
 
     /// Authenticates the request's bearer credential.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let token = bearer_token(headers)?;
         let hash = sha256_hex(token.as_bytes());
-        if let Some(key) = self.store.find_api_key_by_hash(&hash, self.clock.now()).await? {
-            let is_admin = key.admin || self.admin_emails.iter().any(|e| *e == key.owner);
-            return Ok(Principal { user: key.owner, is_admin, api_key_id: Some(key.id) });
+        if let Some(key) = self
+            .store
+            .find_api_key_by_hash(&hash, self.clock.now())
+            .await?
+        {
+            let is_admin = key.admin || self.admin_emails.contains(&key.owner);
+            return Ok(Principal {
+                user: key.owner,
+                is_admin,
+                api_key_id: Some(key.id),
+            });
         }
         if self.is_bootstrap_key(token).await? {
-            return Ok(Principal { user: "bootstrap-admin".into(), is_admin: true, api_key_id: None });
+            return Ok(Principal {
+                user: "bootstrap-admin".into(),
+                is_admin: true,
+                api_key_id: None,
+            });
         }
         Err(AuthError::Invalid)
     }
@@ -162,7 +206,10 @@ impl Authenticator {
 
 /// Local mode without `MCPGW_BOOTSTRAP_ADMIN_KEY`: on first start, store a generated admin
 /// key and return its plaintext (to print once); on later starts, `None`.
-pub async fn ensure_generated_bootstrap_key(store: &dyn ApiKeyStore, now: i64) -> Result<Option<String>, StoreError> {
+pub async fn ensure_generated_bootstrap_key(
+    store: &dyn ApiKeyStore,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
     if store.get_api_key(BOOTSTRAP_KEY_ID).await?.is_some() {
         return Ok(None);
     }
@@ -190,9 +237,15 @@ mod tests {
     fn bearer_parsing() {
         assert_eq!(bearer_token(&headers("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(&headers("bearer abc")).unwrap(), "abc");
-        assert!(matches!(bearer_token(&HeaderMap::new()), Err(AuthError::Missing)));
+        assert!(matches!(
+            bearer_token(&HeaderMap::new()),
+            Err(AuthError::Missing)
+        ));
         for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
-            assert!(matches!(bearer_token(&headers(bad)), Err(AuthError::Malformed)), "{bad}");
+            assert!(
+                matches!(bearer_token(&headers(bad)), Err(AuthError::Malformed)),
+                "{bad}"
+            );
         }
     }
 
@@ -201,13 +254,19 @@ mod tests {
         let k = issue_api_key("Alice@Example.com", "laptop", false, 10, None);
         assert!(k.plaintext.starts_with(API_KEY_PREFIX));
         assert_eq!(k.record.key_hash, sha256_hex(k.plaintext.as_bytes()));
-        assert!(!serde_json::to_string(&k.record).unwrap().contains(&k.plaintext));
+        assert!(
+            !serde_json::to_string(&k.record)
+                .unwrap()
+                .contains(&k.plaintext)
+        );
         assert_eq!(k.record.owner, "alice@example.com");
     }
 
     #[test]
     fn challenges_point_at_resource_metadata() {
-        let e = AuthError::Invalid.into_api_error(Some("https://gw/.well-known/oauth-protected-resource/mcp/x"));
+        let e = AuthError::Invalid.into_api_error(Some(
+            "https://gw/.well-known/oauth-protected-resource/mcp/x",
+        ));
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         let (_, v) = &e.headers[0];
         assert_eq!(

@@ -6,17 +6,17 @@
 //! `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
 //! `tests/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
 
-pub mod domain;
-pub mod store;
-pub mod secrets;
-pub mod crypto;
-pub mod clock;
 pub mod aws;
-pub mod testing;
+pub mod clock;
 pub mod config;
+pub mod crypto;
+pub mod domain;
 pub mod http;
 pub mod identity;
-pub mod state;
-pub mod telemetry;
 pub mod runtime;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod testing;
 pub mod upstream;

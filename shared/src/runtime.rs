@@ -33,10 +33,15 @@ pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), RuntimeErro
         };
         return result.map_err(|e| RuntimeError::Lambda(e.to_string()));
     }
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| RuntimeError::Bind(listen, e))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| RuntimeError::Bind(listen, e))?;
     let addr = listener.local_addr().map_err(RuntimeError::Serve)?;
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(RuntimeError::Serve)
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(RuntimeError::Serve)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -48,27 +48,49 @@ impl AppState {
     /// Builds the state for `config`: opens the store, the secrets source and (for a local
     /// key file) the keyring. Network calls that can wait (the keyring secret) wait.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let needs_aws = matches!(config.store, StoreBackend::Dynamo { .. }) || config.secrets == SecretsBackend::Aws;
-        let sdk = if needs_aws { Some(crate::aws::load_sdk_config().await) } else { None };
+        let needs_aws = matches!(config.store, StoreBackend::Dynamo { .. })
+            || config.secrets == SecretsBackend::Aws;
+        let sdk = if needs_aws {
+            Some(crate::aws::load_sdk_config().await)
+        } else {
+            None
+        };
 
         let store: Arc<dyn Store> = match (&config.store, &sdk) {
-            (StoreBackend::Sqlite { path }, _) => Arc::new(crate::store::sqlite::SqliteStore::open(path)?),
-            (StoreBackend::Dynamo { table, create_if_missing }, Some(sdk)) => {
+            (StoreBackend::Sqlite { path }, _) => {
+                Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
+            }
+            (
+                StoreBackend::Dynamo {
+                    table,
+                    create_if_missing,
+                },
+                Some(sdk),
+            ) => {
                 let client = aws_sdk_dynamodb::Client::new(sdk);
                 if *create_if_missing {
                     crate::store::dynamo::create_table(&client, table).await?;
                 }
-                Arc::new(crate::store::dynamo::DynamoStore::new(client, table.clone()))
+                Arc::new(crate::store::dynamo::DynamoStore::new(
+                    client,
+                    table.clone(),
+                ))
             }
-            (StoreBackend::Dynamo { .. }, None) => unreachable!("sdk config is loaded for the dynamodb store"),
+            (StoreBackend::Dynamo { .. }, None) => {
+                unreachable!("sdk config is loaded for the dynamodb store")
+            }
         };
         let secrets: Arc<dyn Secrets> = match (&config.secrets, &sdk) {
             (SecretsBackend::Env, _) => Arc::new(crate::secrets::env::EnvSecrets::from_env()),
-            (SecretsBackend::Aws, Some(sdk)) => Arc::new(crate::secrets::aws::SecretsManagerSecrets::new(
-                aws_sdk_secretsmanager::Client::new(sdk),
-                config.secrets_cache_ttl,
-            )),
-            (SecretsBackend::Aws, None) => unreachable!("sdk config is loaded for the aws secrets backend"),
+            (SecretsBackend::Aws, Some(sdk)) => {
+                Arc::new(crate::secrets::aws::SecretsManagerSecrets::new(
+                    aws_sdk_secretsmanager::Client::new(sdk),
+                    config.secrets_cache_ttl,
+                ))
+            }
+            (SecretsBackend::Aws, None) => {
+                unreachable!("sdk config is loaded for the aws secrets backend")
+            }
         };
         Self::from_parts(config, store, secrets, Arc::new(SystemClock))
     }
@@ -96,7 +118,16 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { config: Arc::new(config), store, secrets, keyring, clock, auth, servers, http })
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            secrets,
+            keyring,
+            clock,
+            auth,
+            servers,
+            http,
+        })
     }
 
     /// A server's configuration, from the cache when fresh.
@@ -129,7 +160,11 @@ impl KeyringSource {
                 secrets,
                 ring: OnceCell::new_with(Some(Arc::new(Keyring::load_or_create_file(&path)?))),
             }),
-            KeyringConfig::Secret(r) => Ok(Self { reference: Some(r), secrets, ring: OnceCell::new() }),
+            KeyringConfig::Secret(r) => Ok(Self {
+                reference: Some(r),
+                secrets,
+                ring: OnceCell::new(),
+            }),
         }
     }
 
@@ -137,7 +172,10 @@ impl KeyringSource {
     pub async fn get(&self) -> Result<Arc<Keyring>, KeyringSourceError> {
         self.ring
             .get_or_try_init(|| async {
-                let reference = self.reference.as_ref().expect("file keyrings are loaded at start");
+                let reference = self
+                    .reference
+                    .as_ref()
+                    .expect("file keyrings are loaded at start");
                 let doc = self.secrets.resolve(reference).await?;
                 Ok(Arc::new(Keyring::from_json(doc.expose())?))
             })
@@ -156,7 +194,10 @@ pub struct ServerCache {
 
 impl ServerCache {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: RwLock::new(HashMap::new()) }
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
     }
 
     pub async fn get(&self, name: &str, store: &dyn Store) -> StoreResult<Option<Arc<McpServer>>> {
@@ -170,7 +211,10 @@ impl ServerCache {
             return Ok(None);
         };
         let server = Arc::new(server);
-        self.entries.write().await.insert(name.to_owned(), (Instant::now(), server.clone()));
+        self.entries
+            .write()
+            .await
+            .insert(name.to_owned(), (Instant::now(), server.clone()));
         Ok(Some(server))
     }
 

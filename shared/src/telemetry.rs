@@ -9,7 +9,12 @@ pub fn init(in_lambda: bool) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if in_lambda {
         // Lambda adds its own timestamp and request id to each line.
-        builder.json().without_time().with_current_span(false).with_target(false).init();
+        builder
+            .json()
+            .without_time()
+            .with_current_span(false)
+            .with_target(false)
+            .init();
     } else {
         builder.with_target(false).init();
     }

@@ -11,7 +11,10 @@ pub fn peer_url(var: &str) -> Option<String> {
         _ => {
             let required = std::env::var("MCPGW_REQUIRE_PEERS").is_ok_and(|v| v == "1")
                 || std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!required, "{var} is not set but peers are required: run scripts/test-all.sh");
+            assert!(
+                !required,
+                "{var} is not set but peers are required: run scripts/test-all.sh"
+            );
             eprintln!("skipping: {var} not set (run scripts/test-all.sh to start the peers)");
             None
         }
@@ -27,7 +30,11 @@ pub fn moto_endpoint() -> Option<String> {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Admin key of states made by [`local_state`].
@@ -43,16 +50,30 @@ pub fn local_state(
     use std::collections::HashMap;
     use std::sync::Arc;
     let dir = tempfile_guard::TempDir::new();
-    let mut env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    env.entry("MCPGW_DATA_DIR".into()).or_insert_with(|| dir.path().display().to_string());
-    env.entry("MCPGW_BOOTSTRAP_ADMIN_KEY".into()).or_insert_with(|| TEST_ADMIN_KEY.into());
+    let mut env: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.entry("MCPGW_DATA_DIR".into())
+        .or_insert_with(|| dir.path().display().to_string());
+    env.entry("MCPGW_BOOTSTRAP_ADMIN_KEY".into())
+        .or_insert_with(|| TEST_ADMIN_KEY.into());
     let config = crate::config::Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
-    let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("test.sqlite3")).expect("sqlite store");
+    let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("test.sqlite3"))
+        .expect("sqlite store");
     let secrets = crate::secrets::env::EnvSecrets::from_map(
-        secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     );
-    let state = crate::state::AppState::from_parts(config, Arc::new(store), Arc::new(secrets), Arc::new(crate::clock::SystemClock))
-        .expect("test state");
+    let state = crate::state::AppState::from_parts(
+        config,
+        Arc::new(store),
+        Arc::new(secrets),
+        Arc::new(crate::clock::SystemClock),
+    )
+    .expect("test state");
     (state, dir)
 }
 

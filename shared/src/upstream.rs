@@ -14,7 +14,9 @@ pub enum UpstreamError {
     Secrets(#[from] SecretsError),
     #[error("secret for header '{0}' is not a valid header value")]
     BadHeaderValue(String),
-    #[error("server '{server}' uses '{kind}' authentication, which this gateway version cannot inject yet")]
+    #[error(
+        "server '{server}' uses '{kind}' authentication, which this gateway version cannot inject yet"
+    )]
     UnsupportedAuth { server: String, kind: &'static str },
 }
 
@@ -51,25 +53,35 @@ pub fn returned_response_headers(upstream: &HeaderMap) -> HeaderMap {
 
 /// The headers that authenticate the gateway to `server`, values marked sensitive so they
 /// are redacted from any `Debug` output.
-pub async fn credential_headers(server: &McpServer, secrets: &dyn Secrets) -> Result<HeaderMap, UpstreamError> {
+pub async fn credential_headers(
+    server: &McpServer,
+    secrets: &dyn Secrets,
+) -> Result<HeaderMap, UpstreamError> {
     let mut out = HeaderMap::new();
     match &server.auth {
         UpstreamAuth::None => {}
         UpstreamAuth::Header { headers } => {
             for (name, reference) in headers {
                 let value = secrets.resolve(reference).await?;
-                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| UpstreamError::BadHeaderValue(name.clone()))?;
-                let mut value =
-                    HeaderValue::from_str(value.expose()).map_err(|_| UpstreamError::BadHeaderValue(name.to_string()))?;
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| UpstreamError::BadHeaderValue(name.clone()))?;
+                let mut value = HeaderValue::from_str(value.expose())
+                    .map_err(|_| UpstreamError::BadHeaderValue(name.to_string()))?;
                 value.set_sensitive(true);
                 out.insert(name, value);
             }
         }
         UpstreamAuth::PerUserToken { .. } => {
-            return Err(UpstreamError::UnsupportedAuth { server: server.name.clone(), kind: "per_user_token" });
+            return Err(UpstreamError::UnsupportedAuth {
+                server: server.name.clone(),
+                kind: "per_user_token",
+            });
         }
         UpstreamAuth::OAuth2 { .. } => {
-            return Err(UpstreamError::UnsupportedAuth { server: server.name.clone(), kind: "oauth2" });
+            return Err(UpstreamError::UnsupportedAuth {
+                server: server.name.clone(),
+                kind: "oauth2",
+            });
         }
     }
     Ok(out)
@@ -117,15 +129,27 @@ mod tests {
         let f = forwarded_request_headers(&h);
         let mut names: Vec<_> = f.keys().map(|k| k.as_str()).collect();
         names.sort();
-        assert_eq!(names, ["last-event-id", "mcp-protocol-version", "mcp-session-id"]);
+        assert_eq!(
+            names,
+            ["last-event-id", "mcp-protocol-version", "mcp-session-id"]
+        );
     }
 
     #[test]
     fn upstream_challenges_do_not_reach_the_caller() {
         let mut h = HeaderMap::new();
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer x"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        h.insert(HeaderName::from_static("mcp-session-id"), HeaderValue::from_static("abc"));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer x"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(
+            HeaderName::from_static("mcp-session-id"),
+            HeaderValue::from_static("abc"),
+        );
         h.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
         let r = returned_response_headers(&h);
         assert_eq!(r.len(), 2);
@@ -134,7 +158,12 @@ mod tests {
 
     #[test]
     fn reserved_headers() {
-        for n in ["Host", "content-length", "Mcp-Session-Id", "Transfer-Encoding"] {
+        for n in [
+            "Host",
+            "content-length",
+            "Mcp-Session-Id",
+            "Transfer-Encoding",
+        ] {
             assert!(is_reserved_header(n), "{n}");
         }
         for n in ["Authorization", "X-Api-Key"] {

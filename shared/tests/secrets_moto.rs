@@ -25,7 +25,12 @@ fn client(endpoint: &str) -> Client {
 /// Creates a uniquely named string secret and returns its name.
 async fn create(c: &Client, value: &str) -> String {
     let name = unique_name("mcpgw-test/secret");
-    c.create_secret().name(&name).secret_string(value).send().await.expect("create_secret");
+    c.create_secret()
+        .name(&name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create_secret");
     name
 }
 
@@ -48,10 +53,22 @@ async fn resolves_by_arn() {
     let Some(ep) = moto_endpoint() else { return };
     let c = client(&ep);
     let name = unique_name("mcpgw-test/arn");
-    let out = c.create_secret().name(&name).secret_string("by-arn").send().await.unwrap();
+    let out = c
+        .create_secret()
+        .name(&name)
+        .secret_string("by-arn")
+        .send()
+        .await
+        .unwrap();
     let arn = out.arn().expect("moto returns the ARN").to_owned();
     let s = SecretsManagerSecrets::new(c, LONG_TTL);
-    assert_eq!(s.resolve(&r(&format!("secret://{arn}"))).await.unwrap().expose(), "by-arn");
+    assert_eq!(
+        s.resolve(&r(&format!("secret://{arn}")))
+            .await
+            .unwrap()
+            .expose(),
+        "by-arn"
+    );
 }
 
 #[tokio::test]
@@ -60,9 +77,15 @@ async fn selects_json_field_and_reports_missing_field() {
     let c = client(&ep);
     let name = create(&c, r#"{"client_id":"cid","client_secret":"cs-s3cr3t"}"#).await;
     let s = SecretsManagerSecrets::new(c, LONG_TTL);
-    let v = s.resolve(&r(&format!("secret://{name}#client_secret"))).await.unwrap();
+    let v = s
+        .resolve(&r(&format!("secret://{name}#client_secret")))
+        .await
+        .unwrap();
     assert_eq!(v.expose(), "cs-s3cr3t");
-    let e = s.resolve(&r(&format!("secret://{name}#nope"))).await.unwrap_err();
+    let e = s
+        .resolve(&r(&format!("secret://{name}#nope")))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, SecretsError::FieldMissing { name: n, field } if *n == name && field == "nope"),
         "{e:?}"
@@ -86,9 +109,17 @@ async fn binary_only_secret_has_no_string() {
     let Some(ep) = moto_endpoint() else { return };
     let c = client(&ep);
     let name = unique_name("mcpgw-test/binary");
-    c.create_secret().name(&name).secret_binary(Blob::new(vec![0u8, 1, 2])).send().await.unwrap();
+    c.create_secret()
+        .name(&name)
+        .secret_binary(Blob::new(vec![0u8, 1, 2]))
+        .send()
+        .await
+        .unwrap();
     let s = SecretsManagerSecrets::new(c, LONG_TTL);
-    let e = s.resolve(&r(&format!("secret://{name}"))).await.unwrap_err();
+    let e = s
+        .resolve(&r(&format!("secret://{name}")))
+        .await
+        .unwrap_err();
     assert!(matches!(e, SecretsError::NoString(_)), "{e:?}");
 }
 
@@ -96,9 +127,10 @@ async fn binary_only_secret_has_no_string() {
 async fn unreachable_backend_is_a_backend_error() {
     // Port 1 on loopback refuses connections; retries are off so this fails at once.
     let Some(_) = moto_endpoint() else { return };
-    let conf = aws_sdk_secretsmanager::config::Builder::from(&emulator_sdk_config("http://127.0.0.1:1"))
-        .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
-        .build();
+    let conf =
+        aws_sdk_secretsmanager::config::Builder::from(&emulator_sdk_config("http://127.0.0.1:1"))
+            .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
+            .build();
     let s = SecretsManagerSecrets::new(Client::from_conf(conf), LONG_TTL);
     let e = s.resolve(&r("secret://whatever")).await.unwrap_err();
     assert!(matches!(e, SecretsError::Backend(_)), "{e:?}");
@@ -112,9 +144,27 @@ async fn cache_hit_makes_no_second_call_within_ttl() {
     let name = create(&c, r#"{"a":"1","b":"2"}"#).await;
     let s = SecretsManagerSecrets::new(c, LONG_TTL);
     // Several field references to one secret share one cached SecretString.
-    assert_eq!(s.resolve(&r(&format!("secret://{name}#a"))).await.unwrap().expose(), "1");
-    assert_eq!(s.resolve(&r(&format!("secret://{name}#b"))).await.unwrap().expose(), "2");
-    assert_eq!(s.resolve(&r(&format!("secret://{name}"))).await.unwrap().expose(), r#"{"a":"1","b":"2"}"#);
+    assert_eq!(
+        s.resolve(&r(&format!("secret://{name}#a")))
+            .await
+            .unwrap()
+            .expose(),
+        "1"
+    );
+    assert_eq!(
+        s.resolve(&r(&format!("secret://{name}#b")))
+            .await
+            .unwrap()
+            .expose(),
+        "2"
+    );
+    assert_eq!(
+        s.resolve(&r(&format!("secret://{name}")))
+            .await
+            .unwrap()
+            .expose(),
+        r#"{"a":"1","b":"2"}"#
+    );
     assert_eq!(s.backend_calls(), 1);
 }
 
@@ -133,7 +183,11 @@ async fn concurrent_misses_make_one_call() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), "shared");
     }
-    assert_eq!(s.backend_calls(), 1, "single-flight: one GetSecretValue for 16 concurrent misses");
+    assert_eq!(
+        s.backend_calls(),
+        1,
+        "single-flight: one GetSecretValue for 16 concurrent misses"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +201,12 @@ async fn expiry_makes_a_new_call_and_sees_updates() {
     assert_eq!(s.backend_calls(), 1);
 
     // Rotate the secret: within the TTL the cached value is still served, without a call.
-    c.put_secret_value().secret_id(&name).secret_string("v2").send().await.unwrap();
+    c.put_secret_value()
+        .secret_id(&name)
+        .secret_string("v2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(s.resolve(&reference).await.unwrap().expose(), "v1");
     assert_eq!(s.backend_calls(), 1);
 
@@ -164,7 +223,10 @@ async fn debug_never_shows_the_value() {
     let name = create(&c, r#"{"token":"tok-s3cr3t"}"#).await;
     let s = SecretsManagerSecrets::new(c, LONG_TTL);
     let whole = s.resolve(&r(&format!("secret://{name}"))).await.unwrap();
-    let field = s.resolve(&r(&format!("secret://{name}#token"))).await.unwrap();
+    let field = s
+        .resolve(&r(&format!("secret://{name}#token")))
+        .await
+        .unwrap();
     let printed = format!("{whole:?} {whole} {field:?} {field} {s:?}");
     assert!(!printed.contains("s3cr3t"), "{printed}");
     assert_eq!(field.expose(), "tok-s3cr3t");

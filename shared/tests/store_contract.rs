@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use mcpgw::domain::{ApiKey, Grant, GrantStatus, OAuthState};
-use mcpgw::store::{ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, Store, StoreError};
+use mcpgw::store::{
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, Store, StoreError,
+};
 
 /// A store under test plus whatever must live as long as it.
 struct Fixture {
@@ -27,24 +29,35 @@ struct Fixture {
 
 fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = mcpgw::store::sqlite::SqliteStore::open(&dir.path().join("data/store.sqlite3")).expect("open sqlite");
-    Fixture { store: Arc::new(store), _dir: Some(dir) }
+    let store = mcpgw::store::sqlite::SqliteStore::open(&dir.path().join("data/store.sqlite3"))
+        .expect("open sqlite");
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
 }
 
 async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
     let endpoint = mcpgw::testing::moto_endpoint()?;
-    Some(aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint)))
+    Some(aws_sdk_dynamodb::Client::new(
+        &mcpgw::aws::emulator_sdk_config(&endpoint),
+    ))
 }
 
 async fn dynamo(page_size: Option<i32>) -> Option<Fixture> {
     let client = dynamo_client().await?;
     let table = mcpgw::testing::unique_name("mcpgw-store");
-    mcpgw::store::dynamo::create_table(&client, &table).await.expect("create table");
+    mcpgw::store::dynamo::create_table(&client, &table)
+        .await
+        .expect("create table");
     let mut store = mcpgw::store::dynamo::DynamoStore::new(client, table);
     if let Some(items) = page_size {
         store = store.with_page_size(items);
     }
-    Some(Fixture { store: Arc::new(store), _dir: None })
+    Some(Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    })
 }
 
 /// Generates one `#[tokio::test]` per (case, adapter).
@@ -146,12 +159,25 @@ mod cases {
 
     pub async fn config_create_get_and_duplicate(store: Arc<dyn Store>) {
         let first = json!({"name": "alpha", "url": "https://a.example/mcp", "n": 1});
-        assert_eq!(store.get_config(ConfigKind::Server, "alpha").await.unwrap(), None);
-        store.create_config(ConfigKind::Server, "alpha", &first).await.unwrap();
-        assert_eq!(store.get_config(ConfigKind::Server, "alpha").await.unwrap(), Some(first.clone()));
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "alpha").await.unwrap(),
+            None
+        );
+        store
+            .create_config(ConfigKind::Server, "alpha", &first)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "alpha").await.unwrap(),
+            Some(first.clone())
+        );
 
         let err = store
-            .create_config(ConfigKind::Server, "alpha", &json!({"name": "alpha", "n": 2}))
+            .create_config(
+                ConfigKind::Server,
+                "alpha",
+                &json!({"name": "alpha", "n": 2}),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -159,13 +185,25 @@ mod cases {
             "{err:?}"
         );
         // The failed create wrote nothing.
-        assert_eq!(store.get_config(ConfigKind::Server, "alpha").await.unwrap(), Some(first.clone()));
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "alpha").await.unwrap(),
+            Some(first.clone())
+        );
 
         // Kinds are separate namespaces.
         let team = json!({"name": "alpha", "members": ["a@example.com"]});
-        store.create_config(ConfigKind::Team, "alpha", &team).await.unwrap();
-        assert_eq!(store.get_config(ConfigKind::Team, "alpha").await.unwrap(), Some(team));
-        assert_eq!(store.get_config(ConfigKind::Server, "alpha").await.unwrap(), Some(first));
+        store
+            .create_config(ConfigKind::Team, "alpha", &team)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_config(ConfigKind::Team, "alpha").await.unwrap(),
+            Some(team)
+        );
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "alpha").await.unwrap(),
+            Some(first)
+        );
     }
 
     pub async fn config_list_is_ordered_by_name_and_scoped_by_kind(store: Arc<dyn Store>) {
@@ -176,7 +214,10 @@ mod cases {
                 .await
                 .unwrap();
         }
-        store.create_config(ConfigKind::ServerGroup, "g", &json!({"name": "g"})).await.unwrap();
+        store
+            .create_config(ConfigKind::ServerGroup, "g", &json!({"name": "g"}))
+            .await
+            .unwrap();
         let names: Vec<String> = store
             .list_configs(ConfigKind::Server)
             .await
@@ -185,8 +226,17 @@ mod cases {
             .map(|d| d["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, ["a", "a-1", "a_2", "b", "m", "z"]);
-        assert_eq!(store.list_configs(ConfigKind::ServerGroup).await.unwrap(), vec![json!({"name": "g"})]);
-        assert!(store.list_configs(ConfigKind::VirtualServer).await.unwrap().is_empty());
+        assert_eq!(
+            store.list_configs(ConfigKind::ServerGroup).await.unwrap(),
+            vec![json!({"name": "g"})]
+        );
+        assert!(
+            store
+                .list_configs(ConfigKind::VirtualServer)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn config_replace_requires_existing(store: Arc<dyn Store>) {
@@ -199,42 +249,117 @@ mod cases {
             "{err:?}"
         );
         // The failed replace did not create it.
-        assert_eq!(store.get_config(ConfigKind::IdentityProvider, "okta").await.unwrap(), None);
+        assert_eq!(
+            store
+                .get_config(ConfigKind::IdentityProvider, "okta")
+                .await
+                .unwrap(),
+            None
+        );
 
-        store.create_config(ConfigKind::IdentityProvider, "okta", &json!({"v": 1})).await.unwrap();
-        store.replace_config(ConfigKind::IdentityProvider, "okta", &json!({"v": 2})).await.unwrap();
-        assert_eq!(store.get_config(ConfigKind::IdentityProvider, "okta").await.unwrap(), Some(json!({"v": 2})));
-        assert_eq!(store.list_configs(ConfigKind::IdentityProvider).await.unwrap(), vec![json!({"v": 2})]);
+        store
+            .create_config(ConfigKind::IdentityProvider, "okta", &json!({"v": 1}))
+            .await
+            .unwrap();
+        store
+            .replace_config(ConfigKind::IdentityProvider, "okta", &json!({"v": 2}))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_config(ConfigKind::IdentityProvider, "okta")
+                .await
+                .unwrap(),
+            Some(json!({"v": 2}))
+        );
+        assert_eq!(
+            store
+                .list_configs(ConfigKind::IdentityProvider)
+                .await
+                .unwrap(),
+            vec![json!({"v": 2})]
+        );
     }
 
     pub async fn config_delete(store: Arc<dyn Store>) {
-        assert!(!store.delete_config(ConfigKind::VirtualServer, "v").await.unwrap());
-        store.create_config(ConfigKind::VirtualServer, "v", &json!({"v": 1})).await.unwrap();
-        store.create_config(ConfigKind::VirtualServer, "w", &json!({"w": 1})).await.unwrap();
-        assert!(store.delete_config(ConfigKind::VirtualServer, "v").await.unwrap());
-        assert_eq!(store.get_config(ConfigKind::VirtualServer, "v").await.unwrap(), None);
-        assert!(!store.delete_config(ConfigKind::VirtualServer, "v").await.unwrap());
-        assert_eq!(store.list_configs(ConfigKind::VirtualServer).await.unwrap(), vec![json!({"w": 1})]);
+        assert!(
+            !store
+                .delete_config(ConfigKind::VirtualServer, "v")
+                .await
+                .unwrap()
+        );
+        store
+            .create_config(ConfigKind::VirtualServer, "v", &json!({"v": 1}))
+            .await
+            .unwrap();
+        store
+            .create_config(ConfigKind::VirtualServer, "w", &json!({"w": 1}))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .delete_config(ConfigKind::VirtualServer, "v")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .get_config(ConfigKind::VirtualServer, "v")
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .delete_config(ConfigKind::VirtualServer, "v")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.list_configs(ConfigKind::VirtualServer).await.unwrap(),
+            vec![json!({"w": 1})]
+        );
         // The name is free again.
-        store.create_config(ConfigKind::VirtualServer, "v", &json!({"v": 2})).await.unwrap();
-        assert_eq!(store.get_config(ConfigKind::VirtualServer, "v").await.unwrap(), Some(json!({"v": 2})));
+        store
+            .create_config(ConfigKind::VirtualServer, "v", &json!({"v": 2}))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_config(ConfigKind::VirtualServer, "v")
+                .await
+                .unwrap(),
+            Some(json!({"v": 2}))
+        );
     }
 
     pub async fn api_key_create_and_duplicate_id(store: Arc<dyn Store>) {
         let key = api_key("k-admin", "hash-1", Some(9_999));
         assert_eq!(store.get_api_key("k-admin").await.unwrap(), None);
         store.create_api_key(&key).await.unwrap();
-        assert_eq!(store.get_api_key("k-admin").await.unwrap(), Some(key.clone()));
+        assert_eq!(
+            store.get_api_key("k-admin").await.unwrap(),
+            Some(key.clone())
+        );
 
-        let err = store.create_api_key(&api_key("k-admin", "hash-2", None)).await.unwrap_err();
+        let err = store
+            .create_api_key(&api_key("k-admin", "hash-2", None))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::AlreadyExists { kind: "API key", name } if name == "k-admin"),
             "{err:?}"
         );
         // The failed create wrote nothing: the old key stands and the new hash finds nothing.
-        assert_eq!(store.get_api_key("k-admin").await.unwrap(), Some(key.clone()));
+        assert_eq!(
+            store.get_api_key("k-admin").await.unwrap(),
+            Some(key.clone())
+        );
         assert_eq!(store.find_api_key_by_hash("hash-2", 0).await.unwrap(), None);
-        assert_eq!(store.find_api_key_by_hash("hash-1", 0).await.unwrap(), Some(key));
+        assert_eq!(
+            store.find_api_key_by_hash("hash-1", 0).await.unwrap(),
+            Some(key)
+        );
     }
 
     pub async fn api_key_find_by_hash_ignores_expired(store: Arc<dyn Store>) {
@@ -243,14 +368,35 @@ mod cases {
         store.create_api_key(&forever).await.unwrap();
         store.create_api_key(&until).await.unwrap();
 
-        assert_eq!(store.find_api_key_by_hash("h-forever", 1_000_000).await.unwrap(), Some(forever));
-        assert_eq!(store.find_api_key_by_hash("h-until", 999).await.unwrap(), Some(until.clone()));
+        assert_eq!(
+            store
+                .find_api_key_by_hash("h-forever", 1_000_000)
+                .await
+                .unwrap(),
+            Some(forever)
+        );
+        assert_eq!(
+            store.find_api_key_by_hash("h-until", 999).await.unwrap(),
+            Some(until.clone())
+        );
         // Dead from its expires_at second on.
-        assert_eq!(store.find_api_key_by_hash("h-until", 1_000).await.unwrap(), None);
-        assert_eq!(store.find_api_key_by_hash("h-until", 5_000).await.unwrap(), None);
-        assert_eq!(store.find_api_key_by_hash("h-unknown", 0).await.unwrap(), None);
+        assert_eq!(
+            store.find_api_key_by_hash("h-until", 1_000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.find_api_key_by_hash("h-until", 5_000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.find_api_key_by_hash("h-unknown", 0).await.unwrap(),
+            None
+        );
         // Expired keys stay visible to admins.
-        assert_eq!(store.get_api_key("until-1000").await.unwrap(), Some(until.clone()));
+        assert_eq!(
+            store.get_api_key("until-1000").await.unwrap(),
+            Some(until.clone())
+        );
         assert!(store.list_api_keys().await.unwrap().contains(&until));
 
         // An expired key must not hide a live one with the same hash (whatever the order).
@@ -258,7 +404,10 @@ mod cases {
         let live = api_key("b-live", "h-shared", None);
         store.create_api_key(&dead).await.unwrap();
         store.create_api_key(&live).await.unwrap();
-        assert_eq!(store.find_api_key_by_hash("h-shared", 500).await.unwrap(), Some(live));
+        assert_eq!(
+            store.find_api_key_by_hash("h-shared", 500).await.unwrap(),
+            Some(live)
+        );
     }
 
     pub async fn api_key_list_and_delete(store: Arc<dyn Store>) {
@@ -271,16 +420,31 @@ mod cases {
             store.create_api_key(k).await.unwrap();
         }
         let ids = |v: Vec<ApiKey>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.list_api_keys().await.unwrap()), ["k0", "k1", "k2", "k3"]);
+        assert_eq!(
+            ids(store.list_api_keys().await.unwrap()),
+            ["k0", "k1", "k2", "k3"]
+        );
         assert_eq!(store.list_api_keys().await.unwrap()[1], keys[1]);
 
         assert!(store.delete_api_key("k2").await.unwrap());
         assert!(!store.delete_api_key("k2").await.unwrap());
         assert!(!store.delete_api_key("never").await.unwrap());
-        assert_eq!(ids(store.list_api_keys().await.unwrap()), ["k0", "k1", "k3"]);
+        assert_eq!(
+            ids(store.list_api_keys().await.unwrap()),
+            ["k0", "k1", "k3"]
+        );
         assert_eq!(store.get_api_key("k2").await.unwrap(), None);
-        assert_eq!(store.find_api_key_by_hash("hash-k2", 0).await.unwrap(), None);
-        assert!(store.find_api_key_by_hash("hash-k3", 0).await.unwrap().is_some());
+        assert_eq!(
+            store.find_api_key_by_hash("hash-k2", 0).await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .find_api_key_by_hash("hash-k3", 0)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     pub async fn grant_create_then_second_create_conflicts(store: Arc<dyn Store>) {
@@ -288,11 +452,17 @@ mod cases {
         assert_eq!(store.get_grant(user, "github").await.unwrap(), None);
         let first = grant(user, "github", 1, Some(4_000));
         store.save_grant_if_version(&first, None).await.unwrap();
-        assert_eq!(store.get_grant(user, "github").await.unwrap(), Some(first.clone()));
+        assert_eq!(
+            store.get_grant(user, "github").await.unwrap(),
+            Some(first.clone())
+        );
 
         let mut second = grant(user, "github", 1, None);
         second.sealed_tokens = b"someone else's tokens".to_vec();
-        let err = store.save_grant_if_version(&second, None).await.unwrap_err();
+        let err = store
+            .save_grant_if_version(&second, None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::VersionConflict { user: u, server: s } if u == user && s == "github"),
             "{err:?}"
@@ -300,7 +470,10 @@ mod cases {
         assert_eq!(store.get_grant(user, "github").await.unwrap(), Some(first));
 
         // Expecting a version of a grant that does not exist conflicts and creates nothing.
-        let err = store.save_grant_if_version(&grant(user, "jira", 2, None), Some(1)).await.unwrap_err();
+        let err = store
+            .save_grant_if_version(&grant(user, "jira", 2, None), Some(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::VersionConflict { .. }), "{err:?}");
         assert_eq!(store.get_grant(user, "jira").await.unwrap(), None);
     }
@@ -315,14 +488,23 @@ mod cases {
         v2.scopes = vec!["only-read".into()];
         v2.access_expires_at = None;
         store.save_grant_if_version(&v2, Some(1)).await.unwrap();
-        assert_eq!(store.get_grant(user, "drive").await.unwrap(), Some(v2.clone()));
+        assert_eq!(
+            store.get_grant(user, "drive").await.unwrap(),
+            Some(v2.clone())
+        );
 
         // A writer that read v1 is too late.
         let stale = grant(user, "drive", 2, Some(999));
-        let err = store.save_grant_if_version(&stale, Some(1)).await.unwrap_err();
+        let err = store
+            .save_grant_if_version(&stale, Some(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::VersionConflict { .. }), "{err:?}");
         // Expecting a future version is wrong too.
-        let err = store.save_grant_if_version(&grant(user, "drive", 4, None), Some(3)).await.unwrap_err();
+        let err = store
+            .save_grant_if_version(&grant(user, "drive", 4, None), Some(3))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::VersionConflict { .. }), "{err:?}");
         assert_eq!(store.get_grant(user, "drive").await.unwrap(), Some(v2));
 
@@ -333,7 +515,10 @@ mod cases {
 
     pub async fn grant_concurrent_savers_exactly_one_wins(store: Arc<dyn Store>) {
         let (user, server) = ("carol@example.com", "slack");
-        store.save_grant_if_version(&grant(user, server, 1, Some(10)), None).await.unwrap();
+        store
+            .save_grant_if_version(&grant(user, server, 1, Some(10)), None)
+            .await
+            .unwrap();
         // Several rounds: a lucky interleaving in one round must not hide a race.
         for round in 1..=3u64 {
             let barrier = Arc::new(Barrier::new(RACERS));
@@ -341,12 +526,19 @@ mod cases {
                 .map(|i| {
                     let (store, barrier) = (store.clone(), barrier.clone());
                     tokio::spawn(async move {
-                        let read = store.get_grant(user, server).await.unwrap().expect("grant exists");
+                        let read = store
+                            .get_grant(user, server)
+                            .await
+                            .unwrap()
+                            .expect("grant exists");
                         let mut next = read.clone();
                         next.version = read.version + 1;
                         next.sealed_tokens = format!("round {round} writer {i}").into_bytes();
                         barrier.wait().await;
-                        (next.clone(), store.save_grant_if_version(&next, Some(read.version)).await)
+                        (
+                            next.clone(),
+                            store.save_grant_if_version(&next, Some(read.version)).await,
+                        )
                     })
                 })
                 .collect();
@@ -359,9 +551,17 @@ mod cases {
                     Err(e) => panic!("unexpected error: {e:?}"),
                 }
             }
-            assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins, got {}", winners.len());
+            assert_eq!(
+                winners.len(),
+                1,
+                "round {round}: exactly one writer wins, got {}",
+                winners.len()
+            );
             assert_eq!(winners[0].version, round + 1);
-            assert_eq!(store.get_grant(user, server).await.unwrap(), Some(winners.remove(0)));
+            assert_eq!(
+                store.get_grant(user, server).await.unwrap(),
+                Some(winners.remove(0))
+            );
         }
     }
 
@@ -388,8 +588,16 @@ mod cases {
                 Err(e) => panic!("unexpected error: {e:?}"),
             }
         }
-        assert_eq!(winners.len(), 1, "exactly one creator wins, got {}", winners.len());
-        assert_eq!(store.get_grant(user, server).await.unwrap(), Some(winners.remove(0)));
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one creator wins, got {}",
+            winners.len()
+        );
+        assert_eq!(
+            store.get_grant(user, server).await.unwrap(),
+            Some(winners.remove(0))
+        );
     }
 
     pub async fn grants_due_order_limit_and_sparse(store: Arc<dyn Store>) {
@@ -398,20 +606,41 @@ mod cases {
         let mut all = Vec::new();
         for i in 0..24i64 {
             let refresh_at = (i % 4 != 3).then_some(1_000 + ((i * 7) % 24) * 10);
-            let g = grant(&format!("user{}@example.com", i / 2), &format!("srv{}", i % 2), 1, refresh_at);
+            let g = grant(
+                &format!("user{}@example.com", i / 2),
+                &format!("srv{}", i % 2),
+                1,
+                refresh_at,
+            );
             store.save_grant_if_version(&g, None).await.unwrap();
             all.push(g);
         }
         let before = 1_150;
-        let mut expected: Vec<Grant> =
-            all.iter().filter(|g| g.refresh_at.is_some_and(|t| t <= before)).cloned().collect();
+        let mut expected: Vec<Grant> = all
+            .iter()
+            .filter(|g| g.refresh_at.is_some_and(|t| t <= before))
+            .cloned()
+            .collect();
         expected.sort_by_key(|g| g.refresh_at);
-        assert!(expected.len() >= 8, "the fixture has enough due grants ({})", expected.len());
-        assert!(expected.iter().any(|g| g.refresh_at == Some(before)), "fixture covers the boundary");
+        assert!(
+            expected.len() >= 8,
+            "the fixture has enough due grants ({})",
+            expected.len()
+        );
+        assert!(
+            expected.iter().any(|g| g.refresh_at == Some(before)),
+            "fixture covers the boundary"
+        );
 
         assert_eq!(store.grants_due(before, 100).await.unwrap(), expected);
-        assert_eq!(store.grants_due(before, 5).await.unwrap(), expected[..5].to_vec());
-        assert_eq!(store.grants_due(before, 1).await.unwrap(), expected[..1].to_vec());
+        assert_eq!(
+            store.grants_due(before, 5).await.unwrap(),
+            expected[..5].to_vec()
+        );
+        assert_eq!(
+            store.grants_due(before, 1).await.unwrap(),
+            expected[..1].to_vec()
+        );
         assert!(store.grants_due(before, 0).await.unwrap().is_empty());
         assert!(store.grants_due(999, 100).await.unwrap().is_empty());
         // Far in the future: every grant with a refresh time, none without.
@@ -444,24 +673,55 @@ mod cases {
     pub async fn list_grants_for_user_ordered_and_scoped(store: Arc<dyn Store>) {
         let u1 = "frank@example.com";
         for server in ["zeta", "alpha", "mid"] {
-            store.save_grant_if_version(&grant(u1, server, 1, None), None).await.unwrap();
+            store
+                .save_grant_if_version(&grant(u1, server, 1, None), None)
+                .await
+                .unwrap();
         }
-        store.save_grant_if_version(&grant("gina@example.com", "alpha", 1, None), None).await.unwrap();
+        store
+            .save_grant_if_version(&grant("gina@example.com", "alpha", 1, None), None)
+            .await
+            .unwrap();
         // A user whose name extends u1's must not leak into u1's list.
-        store.save_grant_if_version(&grant("frank@example.com.evil", "beta", 1, None), None).await.unwrap();
+        store
+            .save_grant_if_version(&grant("frank@example.com.evil", "beta", 1, None), None)
+            .await
+            .unwrap();
 
         let listed = store.list_grants_for_user(u1).await.unwrap();
-        assert_eq!(listed, vec![grant(u1, "alpha", 1, None), grant(u1, "mid", 1, None), grant(u1, "zeta", 1, None)]);
         assert_eq!(
-            store.list_grants_for_user("gina@example.com").await.unwrap(),
+            listed,
+            vec![
+                grant(u1, "alpha", 1, None),
+                grant(u1, "mid", 1, None),
+                grant(u1, "zeta", 1, None)
+            ]
+        );
+        assert_eq!(
+            store
+                .list_grants_for_user("gina@example.com")
+                .await
+                .unwrap(),
             vec![grant("gina@example.com", "alpha", 1, None)]
         );
-        assert!(store.list_grants_for_user("nobody@example.com").await.unwrap().is_empty());
+        assert!(
+            store
+                .list_grants_for_user("nobody@example.com")
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         assert!(store.delete_grant(u1, "mid").await.unwrap());
         assert!(!store.delete_grant(u1, "mid").await.unwrap());
         assert_eq!(store.get_grant(u1, "mid").await.unwrap(), None);
-        let servers: Vec<String> = store.list_grants_for_user(u1).await.unwrap().into_iter().map(|g| g.server).collect();
+        let servers: Vec<String> = store
+            .list_grants_for_user(u1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.server)
+            .collect();
         assert_eq!(servers, ["alpha", "zeta"]);
     }
 
@@ -469,11 +729,20 @@ mod cases {
         let s = state("st-once", 1_600);
         store.put_state(&s).await.unwrap();
         store.put_state(&state("st-other", 1_600)).await.unwrap();
-        assert_eq!(store.consume_state("st-unknown", 1_000).await.unwrap(), None);
-        assert_eq!(store.consume_state("st-once", 1_000).await.unwrap(), Some(s));
+        assert_eq!(
+            store.consume_state("st-unknown", 1_000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.consume_state("st-once", 1_000).await.unwrap(),
+            Some(s)
+        );
         assert_eq!(store.consume_state("st-once", 1_000).await.unwrap(), None);
         // Consuming one state leaves the others.
-        assert_eq!(store.consume_state("st-other", 1_001).await.unwrap(), Some(state("st-other", 1_600)));
+        assert_eq!(
+            store.consume_state("st-other", 1_001).await.unwrap(),
+            Some(state("st-other", 1_600))
+        );
     }
 
     pub async fn state_expired_reads_absent_and_is_removed(store: Arc<dyn Store>) {
@@ -484,7 +753,10 @@ mod cases {
         assert_eq!(store.consume_state("st-late", 1_000).await.unwrap(), None);
 
         store.put_state(&state("st-edge", 1_600)).await.unwrap();
-        assert_eq!(store.consume_state("st-edge", 1_599).await.unwrap(), Some(state("st-edge", 1_600)));
+        assert_eq!(
+            store.consume_state("st-edge", 1_599).await.unwrap(),
+            Some(state("st-edge", 1_600))
+        );
     }
 
     pub async fn state_concurrent_consume_exactly_one_wins(store: Arc<dyn Store>) {
@@ -508,7 +780,11 @@ mod cases {
                     got.push(st);
                 }
             }
-            assert_eq!(got, vec![s], "round {round}: exactly one consumer gets the state");
+            assert_eq!(
+                got,
+                vec![s],
+                "round {round}: exactly one consumer gets the state"
+            );
         }
     }
 }
@@ -522,7 +798,12 @@ mod dynamo_layout {
 
     use super::*;
 
-    async fn raw_item(c: &aws_sdk_dynamodb::Client, table: &str, pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    async fn raw_item(
+        c: &aws_sdk_dynamodb::Client,
+        table: &str,
+        pk: &str,
+        sk: &str,
+    ) -> HashMap<String, AttributeValue> {
         c.get_item()
             .table_name(table)
             .key("pk", AttributeValue::S(pk.into()))
@@ -536,20 +817,32 @@ mod dynamo_layout {
 
     #[tokio::test]
     async fn table_has_the_fixed_keys_indexes_and_ttl_and_create_is_idempotent() {
-        let Some(c) = dynamo_client().await else { return };
+        let Some(c) = dynamo_client().await else {
+            return;
+        };
         let table = mcpgw::testing::unique_name("mcpgw-layout");
         create_table(&c, &table).await.unwrap();
         // Local mode calls it on every start.
         create_table(&c, &table).await.unwrap();
 
-        let desc = c.describe_table().table_name(&table).send().await.unwrap().table.unwrap();
+        let desc = c
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .unwrap();
         let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| {
             schema
                 .iter()
                 .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(keys(desc.key_schema()), [("pk".into(), KeyType::Hash), ("sk".into(), KeyType::Range)]);
+        assert_eq!(
+            keys(desc.key_schema()),
+            [("pk".into(), KeyType::Hash), ("sk".into(), KeyType::Range)]
+        );
         let mut gsis: Vec<_> = desc
             .global_secondary_indexes()
             .iter()
@@ -567,15 +860,32 @@ mod dynamo_layout {
         assert_eq!(
             gsis,
             [
-                ("gsi_key_hash".to_owned(), vec![("key_hash".to_owned(), KeyType::Hash)]),
-                ("gsi_member".to_owned(), vec![("member".to_owned(), KeyType::Hash), ("pk".to_owned(), KeyType::Range)]),
+                (
+                    "gsi_key_hash".to_owned(),
+                    vec![("key_hash".to_owned(), KeyType::Hash)]
+                ),
+                (
+                    "gsi_member".to_owned(),
+                    vec![
+                        ("member".to_owned(), KeyType::Hash),
+                        ("pk".to_owned(), KeyType::Range)
+                    ]
+                ),
                 (
                     "gsi_refresh".to_owned(),
-                    vec![("refresh_shard".to_owned(), KeyType::Hash), ("refresh_at".to_owned(), KeyType::Range)]
+                    vec![
+                        ("refresh_shard".to_owned(), KeyType::Hash),
+                        ("refresh_at".to_owned(), KeyType::Range)
+                    ]
                 ),
             ]
         );
-        let ttl = c.describe_time_to_live().table_name(&table).send().await.unwrap();
+        let ttl = c
+            .describe_time_to_live()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap();
         let ttl = ttl.time_to_live_description().unwrap();
         assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
         assert_eq!(ttl.attribute_name(), Some("ttl"));
@@ -583,27 +893,47 @@ mod dynamo_layout {
 
     #[tokio::test]
     async fn items_use_the_fixed_keys_and_attributes() {
-        let Some(c) = dynamo_client().await else { return };
+        let Some(c) = dynamo_client().await else {
+            return;
+        };
         let table = mcpgw::testing::unique_name("mcpgw-layout");
         create_table(&c, &table).await.unwrap();
         let store = DynamoStore::new(c.clone(), &table);
 
-        store.create_config(ConfigKind::VirtualServer, "vs", &serde_json::json!({"a": 1})).await.unwrap();
+        store
+            .create_config(
+                ConfigKind::VirtualServer,
+                "vs",
+                &serde_json::json!({"a": 1}),
+            )
+            .await
+            .unwrap();
         let item = raw_item(&c, &table, "CONFIG#VSERVER", "vs").await;
         assert_eq!(item["doc"], AttributeValue::S(r#"{"a":1}"#.into()));
 
-        store.create_api_key(&api_key("kid", "khash", Some(77))).await.unwrap();
+        store
+            .create_api_key(&api_key("kid", "khash", Some(77)))
+            .await
+            .unwrap();
         let item = raw_item(&c, &table, "APIKEY", "kid").await;
         assert_eq!(item["key_hash"], AttributeValue::S("khash".into()));
         assert_eq!(item["expires_at"], AttributeValue::N("77".into()));
-        assert!(!item.contains_key("ttl"), "expired keys stay listed, so no TTL");
+        assert!(
+            !item.contains_key("ttl"),
+            "expired keys stay listed, so no TTL"
+        );
 
-        store.save_grant_if_version(&grant("u@example.com", "srv", 7, Some(123)), None).await.unwrap();
+        store
+            .save_grant_if_version(&grant("u@example.com", "srv", 7, Some(123)), None)
+            .await
+            .unwrap();
         let item = raw_item(&c, &table, "GRANT#u@example.com", "srv").await;
         assert_eq!(item["version"], AttributeValue::N("7".into()));
         assert_eq!(item["refresh_at"], AttributeValue::N("123".into()));
         assert!(matches!(&item["sealed_tokens"], AttributeValue::B(_)));
-        let AttributeValue::S(shard) = &item["refresh_shard"] else { panic!("{:?}", item["refresh_shard"]) };
+        let AttributeValue::S(shard) = &item["refresh_shard"] else {
+            panic!("{:?}", item["refresh_shard"])
+        };
         let n: u32 = shard.strip_prefix("REFRESH#").unwrap().parse().unwrap();
         assert!(n < 8, "{shard}");
 

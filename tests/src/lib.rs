@@ -51,27 +51,52 @@ impl TestGateway {
         vars.insert("MCPGW_DATA_DIR", dir.path().display().to_string());
         vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.clone());
         let store: Arc<dyn Store> = match store {
-            StoreKind::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(&dir.path().join("gw.sqlite3"))?),
+            StoreKind::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(
+                &dir.path().join("gw.sqlite3"),
+            )?),
             StoreKind::Dynamo(endpoint) => {
-                let client = aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
+                let client =
+                    aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
                 let table = mcpgw::testing::unique_name("e2e");
                 mcpgw::store::dynamo::create_table(&client, &table).await?;
                 Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table))
             }
         };
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-        let secrets = EnvSecrets::from_map(secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let secrets = EnvSecrets::from_map(
+            secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         let state = AppState::from_parts(config, store, Arc::new(secrets), Arc::new(SystemClock))?;
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { base: format!("http://{addr}"), admin_key, state, server, _dir: dir })
+        Ok(Self {
+            base: format!("http://{addr}"),
+            admin_key,
+            state,
+            server,
+            _dir: dir,
+        })
     }
 
     /// Calls the admin API with the bootstrap admin key; returns (status, JSON body).
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
-        call_json(method, &format!("{}{path}", self.base), Some(&self.admin_key), body).await
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        call_json(
+            method,
+            &format!("{}{path}", self.base),
+            Some(&self.admin_key),
+            body,
+        )
+        .await
     }
 
     pub fn mcp_url(&self, endpoint: &str) -> String {
@@ -80,7 +105,12 @@ impl TestGateway {
 }
 
 /// One HTTP call with an optional bearer token and JSON body; returns (status, JSON or Null).
-pub async fn call_json(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value)> {
+pub async fn call_json(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
     mcpgw::crypto::install_tls_provider();
     let mut req = reqwest::Client::new().request(method, url);
     if let Some(t) = token {
@@ -96,8 +126,15 @@ pub async fn call_json(method: reqwest::Method, url: &str, token: Option<&str>, 
 }
 
 /// Runs the official Python MCP client against `url`: lists tools and calls `tool`.
-pub async fn python_mcp_call(url: &str, token: &str, tool: &str, args: Value, mode: &str) -> Result<Value> {
-    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("MCPGW_TEST_PYTHON not set")?;
+pub async fn python_mcp_call(
+    url: &str,
+    token: &str,
+    tool: &str,
+    args: Value,
+    mode: &str,
+) -> Result<Value> {
+    let python =
+        mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("MCPGW_TEST_PYTHON not set")?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/mcp_call.py");
     let out = tokio::process::Command::new(python)
         .arg(script)
@@ -107,9 +144,16 @@ pub async fn python_mcp_call(url: &str, token: &str, tool: &str, args: Value, mo
         .output()
         .await?;
     if !out.status.success() {
-        bail!("python client failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "python client failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().context("python client printed nothing")?;
+    let line = stdout
+        .lines()
+        .last()
+        .context("python client printed nothing")?;
     Ok(serde_json::from_str(line)?)
 }

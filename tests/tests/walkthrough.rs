@@ -16,11 +16,17 @@ async fn walkthrough(store: StoreKind) {
     ) else {
         return;
     };
-    let gw = TestGateway::start(store, &[("MCPGW_SECRET_ECHO_TOKEN", UPSTREAM_SECRET)]).await.unwrap();
+    let gw = TestGateway::start(store, &[("MCPGW_SECRET_ECHO_TOKEN", UPSTREAM_SECRET)])
+        .await
+        .unwrap();
 
     // GIVEN two registered servers and a user's key
     let (s, body) = gw
-        .admin(Method::POST, "/admin/servers", Some(json!({"name": "everything", "url": everything, "auth": {"type": "none"}})))
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": "everything", "url": everything, "auth": {"type": "none"}})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 201, "{body}");
@@ -33,42 +39,88 @@ async fn walkthrough(store: StoreKind) {
         .await
         .unwrap();
     assert_eq!(s, 201, "{body}");
-    assert_eq!(body["auth"]["headers"]["Authorization"], "secret://echo-token", "the reference is shown, never the value");
+    assert_eq!(
+        body["auth"]["headers"]["Authorization"], "secret://echo-token",
+        "the reference is shown, never the value"
+    );
     let (s, key) = gw
-        .admin(Method::POST, "/admin/api-keys", Some(json!({"owner": "alice@example.com", "name": "laptop"})))
+        .admin(
+            Method::POST,
+            "/admin/api-keys",
+            Some(json!({"owner": "alice@example.com", "name": "laptop"})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 201, "{key}");
     let api_key = key["key"].as_str().unwrap().to_owned();
 
     // WHEN the Python SDK calls server-everything's get-sum through the gateway
-    let out = python_mcp_call(&gw.mcp_url("everything"), &api_key, "get-sum", json!({"a": 2, "b": 40}), "auto")
-        .await
-        .unwrap();
+    let out = python_mcp_call(
+        &gw.mcp_url("everything"),
+        &api_key,
+        "get-sum",
+        json!({"a": 2, "b": 40}),
+        "auto",
+    )
+    .await
+    .unwrap();
     // THEN the tools are listed and the sum comes back
-    assert!(out["tools"].as_array().unwrap().iter().any(|t| t == "get-sum"), "{out}");
+    assert!(
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "get-sum"),
+        "{out}"
+    );
     assert_eq!(out["is_error"], false, "{out}");
     assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
-    assert_eq!(out["protocol"], "2025-11-25", "server-everything has no 2026 era: the SDK fell back: {out}");
+    assert_eq!(
+        out["protocol"], "2025-11-25",
+        "server-everything has no 2026 era: the SDK fell back: {out}"
+    );
 
     // WHEN the echo server reports the Authorization header it received, in the stateless
     // 2026-07-28 era (the SDK's default) and in the initialize-handshake era
     for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
-        let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), mode).await.unwrap();
+        let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), mode)
+            .await
+            .unwrap();
         assert_eq!(out["protocol"], era, "{out}");
-        let seen: serde_json::Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
+        let seen: serde_json::Value =
+            serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
         // THEN it is the gateway's header secret, and the caller's key appears nowhere
-        assert_eq!(seen["authorization"], UPSTREAM_SECRET, "upstream saw: {seen}");
-        assert!(!out.to_string().contains(&api_key), "the caller's key reached the upstream: {out}");
+        assert_eq!(
+            seen["authorization"], UPSTREAM_SECRET,
+            "upstream saw: {seen}"
+        );
+        assert!(
+            !out.to_string().contains(&api_key),
+            "the caller's key reached the upstream: {out}"
+        );
     }
     // AND a wrong key is refused with a challenge, an unknown endpoint is 404
-    let (s, body) = call_json(Method::POST, &gw.mcp_url("everything"), Some("mcpgw_nope"), Some(json!({"jsonrpc":"2.0","id":1,"method":"ping"})))
-        .await
-        .unwrap();
-    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
-    let (s, _) = call_json(Method::POST, &gw.mcp_url("nope"), Some(&api_key), Some(json!({"jsonrpc":"2.0","id":1,"method":"ping"})))
-        .await
-        .unwrap();
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.mcp_url("everything"),
+        Some("mcpgw_nope"),
+        Some(json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{body}"
+    );
+    let (s, _) = call_json(
+        Method::POST,
+        &gw.mcp_url("nope"),
+        Some(&api_key),
+        Some(json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+    )
+    .await
+    .unwrap();
     assert_eq!(s, 404);
 }
 
@@ -79,6 +131,8 @@ async fn walkthrough_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn walkthrough_on_dynamodb() {
-    let Some(endpoint) = mcpgw::testing::moto_endpoint() else { return };
+    let Some(endpoint) = mcpgw::testing::moto_endpoint() else {
+        return;
+    };
     walkthrough(StoreKind::Dynamo(endpoint)).await;
 }

@@ -68,10 +68,18 @@ fn validate_owner(owner: &str) -> Result<(), ApiError> {
         && owner.split('@').count() == 2
         && owner.split('@').all(|p| !p.is_empty())
         && !owner.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(()) } else { Err(invalid("owner must be an email address")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("owner must be an email address"))
+    }
 }
 
-async fn create(_: Admin, State(state): State<AppState>, ApiJson(input): ApiJson<KeyInput>) -> Result<impl IntoResponse, ApiError> {
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<KeyInput>,
+) -> Result<impl IntoResponse, ApiError> {
     validate_owner(&input.owner)?;
     let name = input.name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -90,22 +98,41 @@ async fn create(_: Admin, State(state): State<AppState>, ApiJson(input): ApiJson
     };
     let issued = issue_api_key(&input.owner, name, input.admin, now, expires_at);
     state.store.create_api_key(&issued.record).await?;
-    let mut body = serde_json::to_value(KeyView::from(issued.record)).map_err(|e| ApiError::internal(&e))?;
+    let mut body =
+        serde_json::to_value(KeyView::from(issued.record)).map_err(|e| ApiError::internal(&e))?;
     body["key"] = serde_json::Value::String(issued.plaintext);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let keys: Vec<KeyView> = state.store.list_api_keys().await?.into_iter().map(KeyView::from).collect();
+    let keys: Vec<KeyView> = state
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .map(KeyView::from)
+        .collect();
     Ok(Json(serde_json::json!({ "api_keys": keys })))
 }
 
-async fn read(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let key = state.store.get_api_key(&id).await?.ok_or_else(|| ApiError::not_found(format!("api key '{id}' not found")))?;
+async fn read(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let key = state
+        .store
+        .get_api_key(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("api key '{id}' not found")))?;
     Ok(Json(KeyView::from(key)))
 }
 
-async fn remove(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn remove(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     if state.store.delete_api_key(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

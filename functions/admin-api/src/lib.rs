@@ -34,8 +34,15 @@ pub struct Admin(pub Principal);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let principal = state.auth.authenticate(&parts.headers).await.map_err(|e| e.into_api_error(None))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = state
+            .auth
+            .authenticate(&parts.headers)
+            .await
+            .map_err(|e| e.into_api_error(None))?;
         if !principal.is_admin {
             return Err(ApiError::forbidden("the admin role is required"));
         }

@@ -1,11 +1,11 @@
 //! `/admin/servers`: register, list, read, replace and delete upstream MCP servers.
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Json;
 use mcpgw::domain::{McpServer, UpstreamAuth, validate_name};
 use mcpgw::http::{ApiError, ApiJson};
 use mcpgw::state::AppState;
@@ -19,7 +19,10 @@ use crate::time_fmt::to_rfc3339;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/servers", get(list).post(create))
-        .route("/admin/servers/{name}", get(read).put(replace).delete(remove))
+        .route(
+            "/admin/servers/{name}",
+            get(read).put(replace).delete(remove),
+        )
 }
 
 /// Request body of create and replace. Unknown fields are rejected so a typo ("auht") is an
@@ -74,7 +77,9 @@ fn validate_url(raw: &str) -> Result<(), ApiError> {
     }
     // Credentials in a URL end up in logs and Referer headers; use header auth instead.
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("url must not contain credentials; use header auth with a secret"));
+        return Err(invalid(
+            "url must not contain credentials; use header auth with a secret",
+        ));
     }
     if url.fragment().is_some() {
         return Err(invalid("url must not contain a fragment"));
@@ -91,10 +96,14 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             }
             for name in headers.keys() {
                 if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(invalid(format!("auth.headers: '{name}' is not a valid header name")));
+                    return Err(invalid(format!(
+                        "auth.headers: '{name}' is not a valid header name"
+                    )));
                 }
                 if is_reserved_header(name) {
-                    return Err(invalid(format!("auth.headers: '{name}' is reserved for the transport")));
+                    return Err(invalid(format!(
+                        "auth.headers: '{name}' is reserved for the transport"
+                    )));
                 }
             }
             Ok(())
@@ -134,13 +143,30 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
     Ok(())
 }
 
-async fn create(_: Admin, State(state): State<AppState>, ApiJson(input): ApiJson<ServerInput>) -> Result<impl IntoResponse, ApiError> {
-    let name = input.name.clone().ok_or_else(|| invalid("name is required"))?;
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<ServerInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = input
+        .name
+        .clone()
+        .ok_or_else(|| invalid("name is required"))?;
     validate(&input, &name)?;
     check_secrets(&state, &input.auth).await?;
     let now = state.clock.now();
-    let server = McpServer { name: name.clone(), url: input.url, description: input.description, auth: input.auth, created_at: now, updated_at: now };
-    state.store.create_config(ConfigKind::Server, &name, &to_doc(&server)).await?;
+    let server = McpServer {
+        name: name.clone(),
+        url: input.url,
+        description: input.description,
+        auth: input.auth,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .store
+        .create_config(ConfigKind::Server, &name, &to_doc(&server))
+        .await?;
     state.servers.invalidate(&name).await;
     Ok((StatusCode::CREATED, Json(ServerView::from(server))))
 }
@@ -151,8 +177,16 @@ async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoRespon
     Ok(Json(serde_json::json!({ "servers": views })))
 }
 
-async fn read(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let server = state.store.get_server(&name).await?.ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+async fn read(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let server = state
+        .store
+        .get_server(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
     Ok(Json(ServerView::from(server)))
 }
 
@@ -163,10 +197,16 @@ async fn replace(
     ApiJson(input): ApiJson<ServerInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     if input.name.as_ref().is_some_and(|n| *n != name) {
-        return Err(invalid("name in the body must match the path (servers cannot be renamed)"));
+        return Err(invalid(
+            "name in the body must match the path (servers cannot be renamed)",
+        ));
     }
     validate(&input, &name)?;
-    let existing = state.store.get_server(&name).await?.ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    let existing = state
+        .store
+        .get_server(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
     check_secrets(&state, &input.auth).await?;
     let server = McpServer {
         name: name.clone(),
@@ -176,13 +216,24 @@ async fn replace(
         created_at: existing.created_at,
         updated_at: state.clock.now(),
     };
-    state.store.replace_config(ConfigKind::Server, &name, &to_doc(&server)).await?;
+    state
+        .store
+        .replace_config(ConfigKind::Server, &name, &to_doc(&server))
+        .await?;
     state.servers.invalidate(&name).await;
     Ok(Json(ServerView::from(server)))
 }
 
-async fn remove(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn remove(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let deleted = state.store.delete_config(ConfigKind::Server, &name).await?;
     state.servers.invalidate(&name).await;
-    if deleted { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("server '{name}' not found"))) }
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("server '{name}' not found")))
+    }
 }

@@ -14,5 +14,10 @@ pub fn to_rfc3339(t: i64) -> String {
 pub fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|d| d.unix_timestamp())
-        .map_err(|_| ApiError::unprocessable("invalid_field", format!("{field} must be an RFC 3339 timestamp")))
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_field",
+                format!("{field} must be an RFC 3339 timestamp"),
+            )
+        })
 }

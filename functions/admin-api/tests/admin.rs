@@ -23,11 +23,21 @@ fn api_with(extra: &[(&str, &str)]) -> Api {
     let mut vars = vec![("MCPGW_MAX_BODY_BYTES", "2048")];
     vars.extend_from_slice(extra);
     let (state, guard) = local_state(&[("MCPGW_SECRET_UPSTREAM_KEY", "s3cr3t-value")], &vars);
-    Api { app: admin_api::app(state.clone()), _guard: guard, state }
+    Api {
+        app: admin_api::app(state.clone()),
+        _guard: guard,
+        state,
+    }
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -35,21 +45,33 @@ impl Api {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_default()).unwrap();
+        let req = req
+            .body(body.map(|b| Body::from(b.to_owned())).unwrap_or_default())
+            .unwrap();
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every body is JSON") };
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("every body is JSON")
+        };
         (status, v)
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let b = body.map(|v| v.to_string());
-        self.call(method, path, Some(TEST_ADMIN_KEY), b.as_deref()).await
+        self.call(method, path, Some(TEST_ADMIN_KEY), b.as_deref())
+            .await
     }
 
     async fn server_count(&self) -> usize {
-        self.admin("GET", "/admin/servers", None).await.1["servers"].as_array().unwrap().len()
+        self.admin("GET", "/admin/servers", None).await.1["servers"]
+            .as_array()
+            .unwrap()
+            .len()
     }
 }
 
@@ -60,29 +82,50 @@ fn everything() -> Value {
 fn assert_error(status: StatusCode, body: &Value, want: u16, code: &str) {
     assert_eq!(status.as_u16(), want, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn server_crud_happy_path() {
     let api = api();
-    let (s, created) = api.admin("POST", "/admin/servers", Some(everything())).await;
+    let (s, created) = api
+        .admin("POST", "/admin/servers", Some(everything()))
+        .await;
     assert_eq!(s, 201, "{created}");
     assert_eq!(created["name"], "everything");
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
     let (s, one) = api.admin("GET", "/admin/servers/everything", None).await;
-    assert_eq!((s.as_u16(), &one["url"]), (200, &json!("http://127.0.0.1:3001/mcp")));
+    assert_eq!(
+        (s.as_u16(), &one["url"]),
+        (200, &json!("http://127.0.0.1:3001/mcp"))
+    );
 
     let header_auth = json!({"url": "https://mcp.example.com/mcp", "auth": {"type": "header", "headers": {"X-Api-Key": "secret://upstream-key"}}});
-    let (s, replaced) = api.admin("PUT", "/admin/servers/everything", Some(header_auth)).await;
+    let (s, replaced) = api
+        .admin("PUT", "/admin/servers/everything", Some(header_auth))
+        .await;
     assert_eq!(s, 200, "{replaced}");
-    assert_eq!(replaced["auth"]["headers"]["X-Api-Key"], "secret://upstream-key");
+    assert_eq!(
+        replaced["auth"]["headers"]["X-Api-Key"],
+        "secret://upstream-key"
+    );
     assert_eq!(replaced["created_at"], created["created_at"]);
-    assert!(!replaced.to_string().contains("s3cr3t-value"), "secret values are never returned");
+    assert!(
+        !replaced.to_string().contains("s3cr3t-value"),
+        "secret values are never returned"
+    );
 
     let (s, list) = api.admin("GET", "/admin/servers", None).await;
-    assert_eq!((s.as_u16(), list["servers"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(
+        (s.as_u16(), list["servers"].as_array().unwrap().len()),
+        (200, 1)
+    );
 
     let (s, _) = api.admin("DELETE", "/admin/servers/everything", None).await;
     assert_eq!(s, 204);
@@ -93,32 +136,106 @@ async fn server_crud_happy_path() {
 #[tokio::test]
 async fn server_routes_reject_bad_input_and_change_nothing() {
     let api = api();
-    assert_eq!(api.admin("POST", "/admin/servers", Some(everything())).await.0, 201);
+    assert_eq!(
+        api.admin("POST", "/admin/servers", Some(everything()))
+            .await
+            .0,
+        201
+    );
 
     let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({"name": "everything", "url": "http://x/mcp", "auth": {"type": "none"}}), 409, "already_exists"),
-        (json!({"name": "Bad Name", "url": "http://x/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"name": "a__b", "url": "http://x/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"url": "http://x/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"name": "ftp", "url": "ftp://x/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"name": "rel", "url": "/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"name": "creds", "url": "https://u:p@x/mcp", "auth": {"type": "none"}}), 422, "invalid_field"),
-        (json!({"name": "noauth", "url": "http://x/mcp"}), 400, "invalid_json"),
-        (json!({"name": "typo", "url": "http://x/mcp", "auht": {"type": "none"}}), 400, "invalid_json"),
-        (json!({"name": "lit", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"X-Key": "literal"}}}), 400, "invalid_json"),
-        (json!({"name": "empty", "url": "http://x/mcp", "auth": {"type": "header", "headers": {}}}), 422, "invalid_field"),
-        (json!({"name": "host", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"Host": "secret://upstream-key"}}}), 422, "invalid_field"),
-        (json!({"name": "hdr", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"Bad Header": "secret://upstream-key"}}}), 422, "invalid_field"),
-        (json!({"name": "missing", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"X-Key": "secret://not-there"}}}), 422, "secret_unresolvable"),
-        (json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "client_secret": "secret://upstream-key"}}), 422, "unsupported_auth"),
+        (
+            json!({"name": "everything", "url": "http://x/mcp", "auth": {"type": "none"}}),
+            409,
+            "already_exists",
+        ),
+        (
+            json!({"name": "Bad Name", "url": "http://x/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "a__b", "url": "http://x/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"url": "http://x/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "ftp", "url": "ftp://x/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "rel", "url": "/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "creds", "url": "https://u:p@x/mcp", "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "noauth", "url": "http://x/mcp"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"name": "typo", "url": "http://x/mcp", "auht": {"type": "none"}}),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"name": "lit", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"X-Key": "literal"}}}),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"name": "empty", "url": "http://x/mcp", "auth": {"type": "header", "headers": {}}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "host", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"Host": "secret://upstream-key"}}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "hdr", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"Bad Header": "secret://upstream-key"}}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "missing", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"X-Key": "secret://not-there"}}}),
+            422,
+            "secret_unresolvable",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "client_secret": "secret://upstream-key"}}),
+            422,
+            "unsupported_auth",
+        ),
     ];
     for (body, status, code) in cases {
-        let (s, resp) = api.admin("POST", "/admin/servers", Some(body.clone())).await;
+        let (s, resp) = api
+            .admin("POST", "/admin/servers", Some(body.clone()))
+            .await;
         assert_error(s, &resp, status, code);
         assert!(!resp.to_string().contains("s3cr3t-value"));
     }
     // Malformed JSON, wrong content type, oversized body.
-    let (s, b) = api.call("POST", "/admin/servers", Some(TEST_ADMIN_KEY), Some("{\"name\":")).await;
+    let (s, b) = api
+        .call(
+            "POST",
+            "/admin/servers",
+            Some(TEST_ADMIN_KEY),
+            Some("{\"name\":"),
+        )
+        .await;
     assert_error(s, &b, 400, "invalid_json");
     let req = Request::post("/admin/servers")
         .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
@@ -133,11 +250,25 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
 
     // PUT: unknown name, rename attempt, invalid URL; DELETE unknown.
     let put = json!({"url": "http://y/mcp", "auth": {"type": "none"}});
-    let (s, b) = api.admin("PUT", "/admin/servers/nope", Some(put.clone())).await;
+    let (s, b) = api
+        .admin("PUT", "/admin/servers/nope", Some(put.clone()))
+        .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = api.admin("PUT", "/admin/servers/everything", Some(json!({"name": "other", "url": "http://y/mcp", "auth": {"type": "none"}}))).await;
+    let (s, b) = api
+        .admin(
+            "PUT",
+            "/admin/servers/everything",
+            Some(json!({"name": "other", "url": "http://y/mcp", "auth": {"type": "none"}})),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_field");
-    let (s, b) = api.admin("PUT", "/admin/servers/everything", Some(json!({"url": "nope", "auth": {"type": "none"}}))).await;
+    let (s, b) = api
+        .admin(
+            "PUT",
+            "/admin/servers/everything",
+            Some(json!({"url": "nope", "auth": {"type": "none"}})),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_field");
     let (s, b) = api.admin("DELETE", "/admin/servers/nope", None).await;
     assert_error(s, &b, 404, "not_found");
@@ -151,28 +282,50 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
 #[tokio::test]
 async fn admin_routes_require_an_admin() {
     let api = api();
-    let (_, key) = api.admin("POST", "/admin/api-keys", Some(json!({"owner": "bob@example.com", "name": "cli"}))).await;
+    let (_, key) = api
+        .admin(
+            "POST",
+            "/admin/api-keys",
+            Some(json!({"owner": "bob@example.com", "name": "cli"})),
+        )
+        .await;
     let user_key = key["key"].as_str().unwrap().to_owned();
     let routes = [
         ("GET", "/admin/servers", None),
         ("POST", "/admin/servers", Some(everything().to_string())),
         ("GET", "/admin/servers/everything", None),
-        ("PUT", "/admin/servers/everything", Some(everything().to_string())),
+        (
+            "PUT",
+            "/admin/servers/everything",
+            Some(everything().to_string()),
+        ),
         ("DELETE", "/admin/servers/everything", None),
         ("GET", "/admin/api-keys", None),
-        ("POST", "/admin/api-keys", Some(json!({"owner": "x@y.z", "name": "n"}).to_string())),
+        (
+            "POST",
+            "/admin/api-keys",
+            Some(json!({"owner": "x@y.z", "name": "n"}).to_string()),
+        ),
         ("GET", "/admin/api-keys/key_x", None),
         ("DELETE", "/admin/api-keys/key_x", None),
     ];
     for (method, path, body) in routes {
         let (s, b) = api.call(method, path, None, body.as_deref()).await;
         assert_error(s, &b, 401, "unauthenticated");
-        let (s, b) = api.call(method, path, Some("mcpgw_not_a_key"), body.as_deref()).await;
+        let (s, b) = api
+            .call(method, path, Some("mcpgw_not_a_key"), body.as_deref())
+            .await;
         assert_error(s, &b, 401, "unauthenticated");
-        let (s, b) = api.call(method, path, Some(&user_key), body.as_deref()).await;
+        let (s, b) = api
+            .call(method, path, Some(&user_key), body.as_deref())
+            .await;
         assert_error(s, &b, 403, "forbidden");
     }
-    assert_eq!(api.server_count().await, 0, "no refused request wrote anything");
+    assert_eq!(
+        api.server_count().await,
+        0,
+        "no refused request wrote anything"
+    );
 }
 
 #[tokio::test]
@@ -191,19 +344,34 @@ async fn api_keys_are_shown_once_and_stored_hashed() {
     let (_, list) = api.admin("GET", "/admin/api-keys", None).await;
     let listed = list["api_keys"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(listed[0].get("key").is_none() && listed[0].get("key_hash").is_none(), "{list}");
+    assert!(
+        listed[0].get("key").is_none() && listed[0].get("key_hash").is_none(),
+        "{list}"
+    );
     let stored = api.state.store.get_api_key(id).await.unwrap().unwrap();
     assert_eq!(stored.key_hash, mcpgw::crypto::sha256_hex(key.as_bytes()));
 
     // The key authenticates until deleted; then it is refused.
     let (s, _) = api.call("GET", "/admin/servers", Some(key), None).await;
-    assert_eq!(s, 403, "a valid non-admin key is authenticated but not an admin");
-    let (s, one) = api.admin("GET", &format!("/admin/api-keys/{id}"), None).await;
+    assert_eq!(
+        s, 403,
+        "a valid non-admin key is authenticated but not an admin"
+    );
+    let (s, one) = api
+        .admin("GET", &format!("/admin/api-keys/{id}"), None)
+        .await;
     assert_eq!((s.as_u16(), &one["name"]), (200, &json!("laptop")));
-    assert_eq!(api.admin("DELETE", &format!("/admin/api-keys/{id}"), None).await.0, 204);
+    assert_eq!(
+        api.admin("DELETE", &format!("/admin/api-keys/{id}"), None)
+            .await
+            .0,
+        204
+    );
     let (s, b) = api.call("GET", "/admin/servers", Some(key), None).await;
     assert_error(s, &b, 401, "unauthenticated");
-    let (s, b) = api.admin("DELETE", &format!("/admin/api-keys/{id}"), None).await;
+    let (s, b) = api
+        .admin("DELETE", &format!("/admin/api-keys/{id}"), None)
+        .await;
     assert_error(s, &b, 404, "not_found");
 }
 
@@ -211,8 +379,21 @@ async fn api_keys_are_shown_once_and_stored_hashed() {
 async fn admin_flag_and_admin_emails_grant_the_role() {
     let api = api_with(&[("MCPGW_ADMIN_EMAILS", "root@example.com")]);
     for (owner, admin) in [("root@example.com", false), ("ops@example.com", true)] {
-        let (_, k) = api.admin("POST", "/admin/api-keys", Some(json!({"owner": owner, "name": "k", "admin": admin}))).await;
-        let (s, _) = api.call("GET", "/admin/servers", Some(k["key"].as_str().unwrap()), None).await;
+        let (_, k) = api
+            .admin(
+                "POST",
+                "/admin/api-keys",
+                Some(json!({"owner": owner, "name": "k", "admin": admin})),
+            )
+            .await;
+        let (s, _) = api
+            .call(
+                "GET",
+                "/admin/servers",
+                Some(k["key"].as_str().unwrap()),
+                None,
+            )
+            .await;
         assert_eq!(s, 200, "{owner} should be an admin");
     }
 }
@@ -221,22 +402,48 @@ async fn admin_flag_and_admin_emails_grant_the_role() {
 async fn api_key_routes_reject_bad_input() {
     let api = api();
     let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({"owner": "not-an-email", "name": "x"}), 422, "invalid_field"),
+        (
+            json!({"owner": "not-an-email", "name": "x"}),
+            422,
+            "invalid_field",
+        ),
         (json!({"owner": "a@b@c", "name": "x"}), 422, "invalid_field"),
-        (json!({"owner": "a b@c.d", "name": "x"}), 422, "invalid_field"),
+        (
+            json!({"owner": "a b@c.d", "name": "x"}),
+            422,
+            "invalid_field",
+        ),
         (json!({"owner": "a@b.c", "name": ""}), 422, "invalid_field"),
-        (json!({"owner": "a@b.c", "name": "x", "expires_at": "tomorrow"}), 422, "invalid_field"),
-        (json!({"owner": "a@b.c", "name": "x", "expires_at": "2001-01-01T00:00:00Z"}), 422, "invalid_field"),
+        (
+            json!({"owner": "a@b.c", "name": "x", "expires_at": "tomorrow"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"owner": "a@b.c", "name": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            422,
+            "invalid_field",
+        ),
         (json!({"owner": "a@b.c"}), 400, "invalid_json"),
-        (json!({"owner": "a@b.c", "name": "x", "role": "admin"}), 400, "invalid_json"),
+        (
+            json!({"owner": "a@b.c", "name": "x", "role": "admin"}),
+            400,
+            "invalid_json",
+        ),
         (json!("just a string"), 400, "invalid_json"),
     ];
     for (body, status, code) in cases {
-        let (s, resp) = api.admin("POST", "/admin/api-keys", Some(body.clone())).await;
+        let (s, resp) = api
+            .admin("POST", "/admin/api-keys", Some(body.clone()))
+            .await;
         assert_error(s, &resp, status, code);
     }
     let (s, b) = api.admin("GET", "/admin/api-keys/key_missing", None).await;
     assert_error(s, &b, 404, "not_found");
     let (_, list) = api.admin("GET", "/admin/api-keys", None).await;
-    assert_eq!(list["api_keys"].as_array().unwrap().len(), 0, "no bad request created a key");
+    assert_eq!(
+        list["api_keys"].as_array().unwrap().len(),
+        0,
+        "no bad request created a key"
+    );
 }

@@ -40,9 +40,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let generate_admin = config.bootstrap_admin == BootstrapAdmin::GenerateIfAbsent;
     let state = AppState::build(config).await.context("building state")?;
     if generate_admin
-        && let Some(key) = mcpgw::identity::ensure_generated_bootstrap_key(state.store.as_ref(), state.clock.now())
-            .await
-            .context("creating the bootstrap admin key")?
+        && let Some(key) =
+            mcpgw::identity::ensure_generated_bootstrap_key(state.store.as_ref(), state.clock.now())
+                .await
+                .context("creating the bootstrap admin key")?
     {
         // Printed once, to stdout only: only its hash is kept.
         println!("bootstrap admin key (shown once, keep it safe): {key}");

@@ -22,7 +22,7 @@ impl Drop for Gateway {
 
 /// Starts the binary and waits for its `listening on http://ADDR` line.
 fn start(data_dir: &std::path::Path) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
+    let child = Command::new(env!("CARGO_BIN_EXE_local"))
         .env("MCPGW_LISTEN", "127.0.0.1:0")
         .env("MCPGW_DATA_DIR", data_dir)
         .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
@@ -32,7 +32,14 @@ fn start(data_dir: &std::path::Path) -> Gateway {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn local");
+    let mut child = child;
     let stdout = child.stdout.take().unwrap();
+    // Own the child at once, so every exit path (a failed assertion too) kills and reaps it.
+    let mut gw = Gateway {
+        child,
+        base: String::new(),
+        lines: Vec::new(),
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -41,19 +48,30 @@ fn start(data_dir: &std::path::Path) -> Gateway {
             }
         }
     });
-    let mut lines = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("gateway did not report listening");
-        let found = line.split("listening on ").nth(1).map(|s| s.trim().to_owned());
-        lines.push(line);
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("gateway did not report listening");
+        let found = line
+            .split("listening on ")
+            .nth(1)
+            .map(|s| s.trim().to_owned());
+        gw.lines.push(line);
         if let Some(base) = found {
-            return Gateway { child, base, lines };
+            gw.base = base;
+            return gw;
         }
     }
 }
 
 fn bootstrap_key(lines: &[String]) -> Option<String> {
-    lines.iter().find_map(|l| l.split("bootstrap admin key (shown once, keep it safe): ").nth(1)).map(|k| k.trim().to_owned())
+    lines
+        .iter()
+        .find_map(|l| {
+            l.split("bootstrap admin key (shown once, keep it safe): ")
+                .nth(1)
+        })
+        .map(|k| k.trim().to_owned())
 }
 
 #[tokio::test]
@@ -65,28 +83,64 @@ async fn first_start_prints_admin_key_once_and_it_survives_restart() {
     let gw = start(dir.path());
     let key = bootstrap_key(&gw.lines).expect("first start prints the bootstrap admin key");
     assert!(key.starts_with("mcpgw_"));
-    let health = http.get(format!("{}/healthz", gw.base)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let list = http.get(format!("{}/admin/servers", gw.base)).bearer_auth(&key).send().await.unwrap();
+    let list = http
+        .get(format!("{}/admin/servers", gw.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(list.status(), 200);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("keyring.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("keyring.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // SIGTERM stops it cleanly (exit status 0).
     let mut gw = gw;
     let pid = gw.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = gw.child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     drop(gw);
 
     let gw2 = start(dir.path());
-    assert_eq!(bootstrap_key(&gw2.lines), None, "the key is printed on the first start only");
-    let list = http.get(format!("{}/admin/servers", gw2.base)).bearer_auth(&key).send().await.unwrap();
-    assert_eq!(list.status(), 200, "the generated key stays valid after a restart");
-    let bad = http.get(format!("{}/admin/servers", gw2.base)).bearer_auth("mcpgw_wrong").send().await.unwrap();
+    assert_eq!(
+        bootstrap_key(&gw2.lines),
+        None,
+        "the key is printed on the first start only"
+    );
+    let list = http
+        .get(format!("{}/admin/servers", gw2.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        list.status(),
+        200,
+        "the generated key stays valid after a restart"
+    );
+    let bad = http
+        .get(format!("{}/admin/servers", gw2.base))
+        .bearer_auth("mcpgw_wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 401);
 }

@@ -8,7 +8,9 @@ use futures_util::TryStreamExt;
 use mcpgw::domain::McpServer;
 use mcpgw::http::{ApiError, is_json_content_type, read_body};
 use mcpgw::state::AppState;
-use mcpgw::upstream::{UpstreamError, credential_headers, forwarded_request_headers, returned_response_headers};
+use mcpgw::upstream::{
+    UpstreamError, credential_headers, forwarded_request_headers, returned_response_headers,
+};
 use std::sync::Arc;
 
 use crate::resource_metadata_url;
@@ -27,29 +29,46 @@ enum ProxyError {
 impl From<ProxyError> for ApiError {
     fn from(e: ProxyError) -> Self {
         match &e {
-            ProxyError::Upstream(UpstreamError::Secrets(_)) | ProxyError::Upstream(UpstreamError::BadHeaderValue(_)) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_credential_unavailable", "the gateway could not load its credential for this server")
-                    .with_cause(&e)
-            }
-            ProxyError::Upstream(UpstreamError::UnsupportedAuth { .. }) => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported_auth", e.to_string())
-            }
-            ProxyError::Transport(inner) if inner.is_timeout() => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream MCP server did not answer in time")
-                    .with_cause(&e)
-            }
-            ProxyError::Transport(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the upstream MCP server could not be reached")
-                    .with_cause(&e)
-            }
-            ProxyError::UpstreamAuth(_) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_auth_failed", e.to_string()),
+            ProxyError::Upstream(UpstreamError::Secrets(_))
+            | ProxyError::Upstream(UpstreamError::BadHeaderValue(_)) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_credential_unavailable",
+                "the gateway could not load its credential for this server",
+            )
+            .with_cause(&e),
+            ProxyError::Upstream(UpstreamError::UnsupportedAuth { .. }) => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported_auth",
+                e.to_string(),
+            ),
+            ProxyError::Transport(inner) if inner.is_timeout() => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream MCP server did not answer in time",
+            )
+            .with_cause(&e),
+            ProxyError::Transport(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream MCP server could not be reached",
+            )
+            .with_cause(&e),
+            ProxyError::UpstreamAuth(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_auth_failed",
+                e.to_string(),
+            ),
         }
     }
 }
 
 /// Authenticates the caller and finds the endpoint. Unknown endpoints are 404 only after
 /// authentication, so unauthenticated callers cannot probe what is registered.
-async fn admit(state: &AppState, headers: &HeaderMap, endpoint: &str) -> Result<Arc<McpServer>, ApiError> {
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: &str,
+) -> Result<Arc<McpServer>, ApiError> {
     state
         .auth
         .authenticate(headers)
@@ -68,14 +87,23 @@ fn jsonrpc_error(code: i64, message: &str) -> Response {
 }
 
 fn is_jsonrpc_message(v: &serde_json::Value) -> bool {
-    v.as_object().is_some_and(|o| o.get("jsonrpc").and_then(|j| j.as_str()) == Some("2.0"))
+    v.as_object()
+        .is_some_and(|o| o.get("jsonrpc").and_then(|j| j.as_str()) == Some("2.0"))
 }
 
-pub async fn post(State(state): State<AppState>, Path(endpoint): Path<String>, req: Request) -> Result<Response, ApiError> {
+pub async fn post(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let server = admit(&state, &parts.headers, &endpoint).await?;
     if !is_json_content_type(&parts.headers) {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected Content-Type: application/json"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ));
     }
     if !accepts_mcp(&parts.headers) {
         return Err(ApiError::new(
@@ -91,27 +119,44 @@ pub async fn post(State(state): State<AppState>, Path(endpoint): Path<String>, r
         return Ok(jsonrpc_error(-32700, "Parse error: body is not valid JSON"));
     };
     let valid = match &message {
-        serde_json::Value::Array(items) => !items.is_empty() && items.iter().all(is_jsonrpc_message),
+        serde_json::Value::Array(items) => {
+            !items.is_empty() && items.iter().all(is_jsonrpc_message)
+        }
         other => is_jsonrpc_message(other),
     };
     if !valid {
-        return Ok(jsonrpc_error(-32600, "Invalid Request: expected a JSON-RPC 2.0 message"));
+        return Ok(jsonrpc_error(
+            -32600,
+            "Invalid Request: expected a JSON-RPC 2.0 message",
+        ));
     }
     forward(&state, &server, Method::POST, &parts.headers, Some(bytes)).await
 }
 
-pub async fn get(State(state): State<AppState>, Path(endpoint): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let server = admit(&state, &headers, &endpoint).await?;
     if !state.config.allow_get_stream {
         // A buffered Lambda response cannot hold a server-to-client stream open; the spec
         // lets servers answer 405 and clients then rely on POST responses alone.
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this deployment does not offer a GET stream")
-            .with_header(header::ALLOW, HeaderValue::from_static("POST, DELETE")));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this deployment does not offer a GET stream",
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static("POST, DELETE")));
     }
     forward(&state, &server, Method::GET, &headers, None).await
 }
 
-pub async fn delete(State(state): State<AppState>, Path(endpoint): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let server = admit(&state, &headers, &endpoint).await?;
     forward(&state, &server, Method::DELETE, &headers, None).await
 }
@@ -122,8 +167,16 @@ fn accepts_mcp(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let types: Vec<String> = accept.split(',').filter_map(|t| t.split(';').next()).map(|t| t.trim().to_ascii_lowercase()).collect();
-    let has = |exact: &str, family: &str| types.iter().any(|t| t == exact || t == family || t == "*/*");
+    let types: Vec<String> = accept
+        .split(',')
+        .filter_map(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let has = |exact: &str, family: &str| {
+        types
+            .iter()
+            .any(|t| t == exact || t == family || t == "*/*")
+    };
     has("application/json", "application/*") && has("text/event-stream", "text/*")
 }
 
@@ -135,13 +188,21 @@ async fn forward(
     body: Option<axum::body::Bytes>,
 ) -> Result<Response, ApiError> {
     let mut headers = forwarded_request_headers(inbound);
-    let credentials = credential_headers(server, state.secrets.as_ref()).await.map_err(ProxyError::from)?;
+    let credentials = credential_headers(server, state.secrets.as_ref())
+        .await
+        .map_err(ProxyError::from)?;
     headers.extend(credentials);
-    let accept = if method == Method::GET { "text/event-stream" } else { "application/json, text/event-stream" };
+    let accept = if method == Method::GET {
+        "text/event-stream"
+    } else {
+        "application/json, text/event-stream"
+    };
     headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
     let mut request = state.http.request(method, &server.url).headers(headers);
     if let Some(body) = body {
-        request = request.header(header::CONTENT_TYPE, "application/json").body(body);
+        request = request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let upstream = request.send().await.map_err(ProxyError::Transport)?;
     let status = upstream.status();
@@ -154,7 +215,9 @@ async fn forward(
     }
     // Stream the body through as it arrives: SSE events reach the client one by one.
     let stream = upstream.bytes_stream().map_err(std::io::Error::other);
-    response.body(Body::from_stream(stream)).map_err(|e| ApiError::internal(&e))
+    response
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal(&e))
 }
 
 #[cfg(test)]

@@ -10,18 +10,26 @@
 
 mod forward;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Json;
 use mcpgw::state::AppState;
 
 /// The proxy routes, without the common layers (see [`app`]).
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/mcp/{endpoint}", get(forward::get).post(forward::post).delete(forward::delete))
-        .route("/.well-known/oauth-protected-resource/mcp/{endpoint}", get(resource_metadata))
+        .route(
+            "/mcp/{endpoint}",
+            get(forward::get)
+                .post(forward::post)
+                .delete(forward::delete),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp/{endpoint}",
+            get(resource_metadata),
+        )
         .with_state(state)
 }
 
@@ -33,13 +41,19 @@ pub fn app(state: AppState) -> Router {
 
 /// URL of an endpoint's protected-resource metadata, for `WWW-Authenticate` challenges.
 pub fn resource_metadata_url(state: &AppState, endpoint: &str) -> String {
-    format!("{}/.well-known/oauth-protected-resource/mcp/{endpoint}", state.config.public_url)
+    format!(
+        "{}/.well-known/oauth-protected-resource/mcp/{endpoint}",
+        state.config.public_url
+    )
 }
 
 /// RFC 9728 metadata. Open to everyone (clients read it before they have a credential), and
 /// the same for known and unknown endpoints so it reveals nothing about what is registered.
 /// Authorization servers are listed once identity providers can be configured.
-async fn resource_metadata(State(state): State<AppState>, Path(endpoint): Path<String>) -> impl IntoResponse {
+async fn resource_metadata(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> impl IntoResponse {
     Json(serde_json::json!({
         "resource": format!("{}/mcp/{endpoint}", state.config.public_url),
         "authorization_servers": [],

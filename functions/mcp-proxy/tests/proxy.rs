@@ -26,9 +26,17 @@ async fn start_upstream() -> (String, Seen) {
     let handler = move |method: axum::http::Method, headers: HeaderMap, body: String| {
         let rec = rec.clone();
         async move {
-            rec.0.lock().unwrap().push((method.to_string(), headers.clone(), body.clone()));
+            rec.0
+                .lock()
+                .unwrap()
+                .push((method.to_string(), headers.clone(), body.clone()));
             if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(SECRET) {
-                return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer realm=upstream")], "no").into_response();
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Bearer realm=upstream")],
+                    "no",
+                )
+                    .into_response();
             }
             if method == axum::http::Method::DELETE {
                 return StatusCode::NO_CONTENT.into_response();
@@ -44,7 +52,10 @@ async fn start_upstream() -> (String, Seen) {
             }
             let id = msg["id"].clone();
             let stream = async_stream(id);
-            Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
         }
     };
     let app = axum::Router::new().route("/mcp", post(handler.clone()).delete(handler));
@@ -55,8 +66,14 @@ async fn start_upstream() -> (String, Seen) {
 }
 
 fn async_stream(id: Value) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
-    let first = format!("event: message\ndata: {}\n\n", json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}));
-    let second = format!("event: message\ndata: {}\n\n", json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"done"}]}}));
+    let first = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}})
+    );
+    let second = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"done"}]}})
+    );
     futures_util::stream::unfold(0, move |i| {
         let (first, second) = (first.clone(), second.clone());
         async move {
@@ -81,9 +98,18 @@ struct Fixture {
 
 async fn fixture(vars: &[(&str, &str)]) -> Fixture {
     let (upstream, seen) = start_upstream().await;
-    let mut all = vec![("MCPGW_MAX_BODY_BYTES", "4096"), ("MCPGW_PUBLIC_URL", "https://gw.example.com")];
+    let mut all = vec![
+        ("MCPGW_MAX_BODY_BYTES", "4096"),
+        ("MCPGW_PUBLIC_URL", "https://gw.example.com"),
+    ];
     all.extend_from_slice(vars);
-    let (state, guard) = local_state(&[("MCPGW_SECRET_UP_KEY", SECRET), ("MCPGW_SECRET_WRONG", "nope")], &all);
+    let (state, guard) = local_state(
+        &[
+            ("MCPGW_SECRET_UP_KEY", SECRET),
+            ("MCPGW_SECRET_WRONG", "nope"),
+        ],
+        &all,
+    );
     let admin = admin_api::app(state.clone());
     let register = |name: &str, url: &str, secret: &str| {
         json!({"name": name, "url": url, "auth": {"type": "header", "headers": {"X-Api-Key": format!("secret://{secret}")}}}).to_string()
@@ -103,11 +129,23 @@ async fn fixture(vars: &[(&str, &str)]) -> Fixture {
     let req = Request::post("/admin/api-keys")
         .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
         .header("content-type", "application/json")
-        .body(Body::from(json!({"owner": "alice@example.com", "name": "t"}).to_string()))
+        .body(Body::from(
+            json!({"owner": "alice@example.com", "name": "t"}).to_string(),
+        ))
         .unwrap();
     let resp = admin.oneshot(req).await.unwrap();
-    let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
-    Fixture { app: mcp_proxy::app(state), user_key: body["key"].as_str().unwrap().to_owned(), seen, _guard: guard }
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    Fixture {
+        app: mcp_proxy::app(state),
+        user_key: body["key"].as_str().unwrap().to_owned(),
+        seen,
+        _guard: guard,
+    }
 }
 
 fn mcp_post(endpoint: &str, token: Option<&str>) -> axum::http::request::Builder {
@@ -124,11 +162,16 @@ async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, HeaderMap,
     let resp = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{}}}"#;
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{}}}"#;
 
 #[tokio::test]
 async fn forwards_with_injected_secret_and_never_the_callers_credential() {
@@ -141,14 +184,28 @@ async fn forwards_with_injected_secret_and_never_the_callers_credential() {
         .unwrap();
     let (status, headers, body) = send(&f.app, req).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(headers["mcp-session-id"], "up-session-1", "session id passes through");
-    assert!(headers.get("set-cookie").is_none(), "upstream cookies stay upstream");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(
+        headers["mcp-session-id"], "up-session-1",
+        "session id passes through"
+    );
+    assert!(
+        headers.get("set-cookie").is_none(),
+        "upstream cookies stay upstream"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["result"]["protocolVersion"],
+        "2025-06-18"
+    );
 
     let seen = f.seen.0.lock().unwrap();
     let (_, h, b) = &seen[0];
     assert_eq!(h["x-api-key"], SECRET);
-    assert!(h.get("authorization").is_none() && h.get("cookie").is_none() && h.get("x-forwarded-for").is_none(), "{h:?}");
+    assert!(
+        h.get("authorization").is_none()
+            && h.get("cookie").is_none()
+            && h.get("x-forwarded-for").is_none(),
+        "{h:?}"
+    );
     assert_eq!(h["mcp-protocol-version"], "2025-06-18");
     assert_eq!(b, INIT, "the body is forwarded byte for byte");
     assert!(!format!("{h:?}").contains(&f.user_key));
@@ -157,11 +214,17 @@ async fn forwards_with_injected_secret_and_never_the_callers_credential() {
 #[tokio::test]
 async fn sse_streams_through_and_sessions_end_with_delete() {
     let f = fixture(&[]).await;
-    let req = mcp_post("up", Some(&f.user_key)).header("mcp-session-id", "up-session-1").body(Body::from(CALL)).unwrap();
+    let req = mcp_post("up", Some(&f.user_key))
+        .header("mcp-session-id", "up-session-1")
+        .body(Body::from(CALL))
+        .unwrap();
     let (status, headers, body) = send(&f.app, req).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
-    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
     assert_eq!(events.len(), 2, "{body}");
     assert!(events[1].contains("\"id\":2") && events[1].contains("done"));
 
@@ -174,12 +237,21 @@ async fn sse_streams_through_and_sessions_end_with_delete() {
     assert_eq!(status, 204);
     let seen = f.seen.0.lock().unwrap();
     let (method, h, _) = seen.last().unwrap();
-    assert_eq!((method.as_str(), &h["mcp-session-id"]), ("DELETE", &"up-session-1".parse::<axum::http::HeaderValue>().unwrap()));
+    assert_eq!(
+        (method.as_str(), &h["mcp-session-id"]),
+        (
+            "DELETE",
+            &"up-session-1".parse::<axum::http::HeaderValue>().unwrap()
+        )
+    );
 }
 
 fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
-    v["error"]["code"].as_str().map(str::to_owned).unwrap_or_else(|| v["error"]["code"].to_string())
+    v["error"]["code"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v["error"]["code"].to_string())
 }
 
 #[tokio::test]
@@ -188,23 +260,54 @@ async fn bad_requests_get_clear_json_errors_and_reach_no_upstream() {
     let key = f.user_key.clone();
     // Unauthenticated: 401 with a challenge naming the resource metadata.
     let (s, h, b) = send(&f.app, mcp_post("up", None).body(Body::from(INIT)).unwrap()).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (401, "unauthenticated"));
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (401, "unauthenticated")
+    );
     assert_eq!(
         h["www-authenticate"],
         "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp/up\""
     );
-    let (s, h, _) = send(&f.app, mcp_post("up", Some("mcpgw_wrong")).body(Body::from(INIT)).unwrap()).await;
+    let (s, h, _) = send(
+        &f.app,
+        mcp_post("up", Some("mcpgw_wrong"))
+            .body(Body::from(INIT))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(h["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
     // Unknown endpoint, after authentication only.
-    let (s, _, b) = send(&f.app, mcp_post("ghost", Some(&key)).body(Body::from(INIT)).unwrap()).await;
+    let (s, _, b) = send(
+        &f.app,
+        mcp_post("ghost", Some(&key))
+            .body(Body::from(INIT))
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s.as_u16(), error_code(&b).as_str()), (404, "not_found"));
-    let (s, _, _) = send(&f.app, mcp_post("ghost", None).body(Body::from(INIT)).unwrap()).await;
+    let (s, _, _) = send(
+        &f.app,
+        mcp_post("ghost", None).body(Body::from(INIT)).unwrap(),
+    )
+    .await;
     assert_eq!(s, 401, "no probing of endpoint names without a credential");
     // Wrong content type, wrong Accept, oversized, not JSON, not JSON-RPC.
-    let req = Request::post("/mcp/up").header("authorization", format!("Bearer {key}")).header("content-type", "text/plain").body(Body::from(INIT)).unwrap();
+    let req = Request::post("/mcp/up")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "text/plain")
+        .body(Body::from(INIT))
+        .unwrap();
     let (s, _, b) = send(&f.app, req).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (415, "unsupported_media_type"));
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (415, "unsupported_media_type")
+    );
     let req = Request::post("/mcp/up")
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", "application/json")
@@ -212,43 +315,112 @@ async fn bad_requests_get_clear_json_errors_and_reach_no_upstream() {
         .body(Body::from(INIT))
         .unwrap();
     let (s, _, b) = send(&f.app, req).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (406, "not_acceptable"));
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#, "x".repeat(5000));
-    let (s, _, b) = send(&f.app, mcp_post("up", Some(&key)).body(Body::from(big.clone())).unwrap()).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (413, "payload_too_large"));
-    let (s, _, b) = send(&f.app, mcp_post("up", Some(&key)).body(Body::from("{oops")).unwrap()).await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (406, "not_acceptable")
+    );
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let (s, _, b) = send(
+        &f.app,
+        mcp_post("up", Some(&key))
+            .body(Body::from(big.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (413, "payload_too_large")
+    );
+    let (s, _, b) = send(
+        &f.app,
+        mcp_post("up", Some(&key))
+            .body(Body::from("{oops"))
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s.as_u16(), error_code(&b).as_str()), (400, "-32700"));
-    for junk in [r#"{"id":1}"#, "[]", "42", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{}]"#] {
-        let (s, _, b) = send(&f.app, mcp_post("up", Some(&key)).body(Body::from(junk)).unwrap()).await;
-        assert_eq!((s.as_u16(), error_code(&b).as_str()), (400, "-32600"), "{junk}");
+    for junk in [
+        r#"{"id":1}"#,
+        "[]",
+        "42",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{}]"#,
+    ] {
+        let (s, _, b) = send(
+            &f.app,
+            mcp_post("up", Some(&key)).body(Body::from(junk)).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), error_code(&b).as_str()),
+            (400, "-32600"),
+            "{junk}"
+        );
     }
-    assert!(f.seen.0.lock().unwrap().is_empty(), "no bad request reached the upstream");
+    assert!(
+        f.seen.0.lock().unwrap().is_empty(),
+        "no bad request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn upstream_failures_are_gateway_errors_without_upstream_challenges() {
     let f = fixture(&[]).await;
-    let (s, h, b) = send(&f.app, mcp_post("wrongkey", Some(&f.user_key)).body(Body::from(INIT)).unwrap()).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (502, "upstream_auth_failed"));
-    assert!(h.get("www-authenticate").is_none(), "the upstream's challenge is not the caller's business");
-    assert!(!b.contains("nope"), "the configured secret never appears in an error");
-    let (s, _, b) = send(&f.app, mcp_post("down", Some(&f.user_key)).body(Body::from(INIT)).unwrap()).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (502, "upstream_unavailable"));
+    let (s, h, b) = send(
+        &f.app,
+        mcp_post("wrongkey", Some(&f.user_key))
+            .body(Body::from(INIT))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (502, "upstream_auth_failed")
+    );
+    assert!(
+        h.get("www-authenticate").is_none(),
+        "the upstream's challenge is not the caller's business"
+    );
+    assert!(
+        !b.contains("nope"),
+        "the configured secret never appears in an error"
+    );
+    let (s, _, b) = send(
+        &f.app,
+        mcp_post("down", Some(&f.user_key))
+            .body(Body::from(INIT))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (502, "upstream_unavailable")
+    );
 }
 
 #[tokio::test]
 async fn get_stream_is_405_where_it_cannot_be_served() {
     let f = fixture(&[("MCPGW_ALLOW_GET_STREAM", "0")]).await;
-    let req = Request::get("/mcp/up").header("authorization", format!("Bearer {}", f.user_key)).body(Body::empty()).unwrap();
+    let req = Request::get("/mcp/up")
+        .header("authorization", format!("Bearer {}", f.user_key))
+        .body(Body::empty())
+        .unwrap();
     let (s, h, b) = send(&f.app, req).await;
-    assert_eq!((s.as_u16(), error_code(&b).as_str()), (405, "method_not_allowed"));
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (405, "method_not_allowed")
+    );
     assert_eq!(h["allow"], "POST, DELETE");
 }
 
 #[tokio::test]
 async fn resource_metadata_is_open() {
     let f = fixture(&[]).await;
-    let req = Request::get("/.well-known/oauth-protected-resource/mcp/up").body(Body::empty()).unwrap();
+    let req = Request::get("/.well-known/oauth-protected-resource/mcp/up")
+        .body(Body::empty())
+        .unwrap();
     let (s, _, b) = send(&f.app, req).await;
     assert_eq!(s, 200);
     let v: Value = serde_json::from_str(&b).unwrap();

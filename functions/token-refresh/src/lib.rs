@@ -26,7 +26,15 @@ pub struct SweepReport {
 pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
     let before = state.clock.now() + REFRESH_WINDOW_SECS;
     let due = state.store.grants_due(before, SWEEP_LIMIT).await?;
-    let report = SweepReport { due: due.len(), ..SweepReport::default() };
-    tracing::info!(due = report.due, refreshed = report.refreshed, failed = report.failed, "token refresh sweep");
+    let report = SweepReport {
+        due: due.len(),
+        ..SweepReport::default()
+    };
+    tracing::info!(
+        due = report.due,
+        refreshed = report.refreshed,
+        failed = report.failed,
+        "token refresh sweep"
+    );
     Ok(report)
 }

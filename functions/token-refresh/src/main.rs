@@ -9,7 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let config = mcpgw::config::Config::from_env()?;
     mcpgw::telemetry::init(config.in_lambda);
     let in_lambda = config.in_lambda;
-    let state = mcpgw::state::AppState::build(config).await.context("building state")?;
+    let state = mcpgw::state::AppState::build(config)
+        .await
+        .context("building state")?;
     if !in_lambda {
         let report = token_refresh::sweep(&state).await?;
         println!("{}", serde_json::to_string(&report)?);
@@ -23,5 +25,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         }
     });
-    lambda_runtime::run(handler).await.map_err(|e| anyhow::anyhow!(e))
+    lambda_runtime::run(handler)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }

@@ -51,7 +51,12 @@ impl SecretsManagerSecrets {
     /// `ttl` is how long a fetched secret is served from memory; `Duration::ZERO` disables the
     /// cache (every resolve calls Secrets Manager).
     pub fn new(client: Client, ttl: Duration) -> Self {
-        Self { client, ttl, slots: StdMutex::new(HashMap::new()), backend_calls: AtomicU64::new(0) }
+        Self {
+            client,
+            ttl,
+            slots: StdMutex::new(HashMap::new()),
+            backend_calls: AtomicU64::new(0),
+        }
     }
 
     /// How many GetSecretValue calls this instance has made, successful or not. Lets tests and
@@ -80,7 +85,10 @@ impl SecretsManagerSecrets {
         // Errors are not cached: a secret created (or a permission granted) after a failure
         // should be picked up by the next request, not after a TTL.
         let raw = self.fetch(name).await?;
-        *cached = Some(Cached { raw: raw.clone(), fetched_at: Instant::now() });
+        *cached = Some(Cached {
+            raw: raw.clone(),
+            fetched_at: Instant::now(),
+        });
         Ok(raw)
     }
 
@@ -135,7 +143,10 @@ fn map_sdk_error<R>(name: &str, err: SdkError<GetSecretValueError, R>) -> Secret
         SdkError::ConstructionFailure(_) => "request construction failed".to_owned(),
         _ => "unknown SDK error".to_owned(),
     };
-    SecretsError::Backend(Box::new(BackendError { name: name.to_owned(), detail }))
+    SecretsError::Backend(Box::new(BackendError {
+        name: name.to_owned(),
+        detail,
+    }))
 }
 
 /// The redacted cause of a [`SecretsError::Backend`].
@@ -147,7 +158,11 @@ struct BackendError {
 
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GetSecretValue for '{}' failed: {}", self.name, self.detail)
+        write!(
+            f,
+            "GetSecretValue for '{}' failed: {}",
+            self.name, self.detail
+        )
     }
 }
 

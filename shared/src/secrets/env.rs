@@ -42,7 +42,12 @@ impl EnvSecrets {
     }
 
     fn build(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { vars: vars.into_iter().map(|(k, v)| (k, SecretValue::new(v))).collect() }
+        Self {
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k, SecretValue::new(v)))
+                .collect(),
+        }
     }
 
     /// The variable a secret name is read from: `MCPGW_SECRET_` + the name upper-cased, with
@@ -85,7 +90,12 @@ mod tests {
     use super::*;
 
     fn secrets(pairs: &[(&str, &str)]) -> EnvSecrets {
-        EnvSecrets::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        EnvSecrets::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     async fn resolve(s: &EnvSecrets, r: &str) -> Result<SecretValue, SecretsError> {
@@ -94,33 +104,67 @@ mod tests {
 
     #[test]
     fn var_names_are_mangled() {
-        assert_eq!(EnvSecrets::var_name("prod/echo-key"), "MCPGW_SECRET_PROD_ECHO_KEY");
+        assert_eq!(
+            EnvSecrets::var_name("prod/echo-key"),
+            "MCPGW_SECRET_PROD_ECHO_KEY"
+        );
         assert_eq!(EnvSecrets::var_name("a.b:c"), "MCPGW_SECRET_A_B_C");
-        assert_eq!(EnvSecrets::var_name("Already_OK9"), "MCPGW_SECRET_ALREADY_OK9");
+        assert_eq!(
+            EnvSecrets::var_name("Already_OK9"),
+            "MCPGW_SECRET_ALREADY_OK9"
+        );
     }
 
     #[tokio::test]
     async fn resolves_plain_values_and_fields() {
         let s = secrets(&[
             ("MCPGW_SECRET_PROD_ECHO_KEY", "plain-value"),
-            ("MCPGW_SECRET_OAUTH", r#"{"client_id":"cid","client_secret":"cs","n":7}"#),
+            (
+                "MCPGW_SECRET_OAUTH",
+                r#"{"client_id":"cid","client_secret":"cs","n":7}"#,
+            ),
         ]);
-        assert_eq!(resolve(&s, "secret://prod/echo-key").await.unwrap().expose(), "plain-value");
+        assert_eq!(
+            resolve(&s, "secret://prod/echo-key")
+                .await
+                .unwrap()
+                .expose(),
+            "plain-value"
+        );
         // Any mix of cases and separators maps to the same variable.
-        assert_eq!(resolve(&s, "secret://Prod.Echo-Key").await.unwrap().expose(), "plain-value");
-        assert_eq!(resolve(&s, "secret://oauth#client_secret").await.unwrap().expose(), "cs");
+        assert_eq!(
+            resolve(&s, "secret://Prod.Echo-Key")
+                .await
+                .unwrap()
+                .expose(),
+            "plain-value"
+        );
+        assert_eq!(
+            resolve(&s, "secret://oauth#client_secret")
+                .await
+                .unwrap()
+                .expose(),
+            "cs"
+        );
         assert_eq!(resolve(&s, "secret://oauth#n").await.unwrap().expose(), "7");
     }
 
     #[tokio::test]
     async fn errors_name_the_secret_not_the_value() {
-        let s = secrets(&[("MCPGW_SECRET_OAUTH", r#"{"client_id":"cid"}"#), ("MCPGW_SECRET_RAW", "s3cr3t")]);
+        let s = secrets(&[
+            ("MCPGW_SECRET_OAUTH", r#"{"client_id":"cid"}"#),
+            ("MCPGW_SECRET_RAW", "s3cr3t"),
+        ]);
         match resolve(&s, "secret://nope").await {
             Err(SecretsError::NotFound(name)) => assert_eq!(name, "nope"),
             other => panic!("expected NotFound, got {other:?}"),
         }
-        let e = resolve(&s, "secret://oauth#client_secret").await.unwrap_err();
-        assert!(matches!(&e, SecretsError::FieldMissing { name, field } if name == "oauth" && field == "client_secret"));
+        let e = resolve(&s, "secret://oauth#client_secret")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SecretsError::FieldMissing { name, field } if name == "oauth" && field == "client_secret")
+        );
         let e = resolve(&s, "secret://raw#field").await.unwrap_err();
         assert!(matches!(e, SecretsError::NotJson(_)));
         assert!(!e.to_string().contains("s3cr3t"));

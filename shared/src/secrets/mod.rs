@@ -32,7 +32,9 @@ impl SecretRef {
         };
         let name_ok = !name.is_empty()
             && name.len() <= 2048
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-:".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-:".contains(&b));
         if !name_ok {
             return Err(SecretsError::BadReference(
                 "secret name must be non-empty and use letters, digits and /_+=.@-:".into(),
@@ -41,7 +43,10 @@ impl SecretRef {
         if field.is_some_and(|f| f.is_empty()) {
             return Err(SecretsError::BadReference("empty field after '#'".into()));
         }
-        Ok(Self { name: name.to_owned(), field: field.map(str::to_owned) })
+        Ok(Self {
+            name: name.to_owned(),
+            field: field.map(str::to_owned),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -135,7 +140,10 @@ pub(crate) fn select_field(reference: &SecretRef, raw: &str) -> Result<SecretVal
     match obj.get(field) {
         Some(serde_json::Value::String(s)) => Ok(SecretValue::new(s.clone())),
         Some(other) => Ok(SecretValue::new(other.to_string())),
-        None => Err(SecretsError::FieldMissing { name: reference.name().into(), field: field.into() }),
+        None => Err(SecretsError::FieldMissing {
+            name: reference.name().into(),
+            field: field.into(),
+        }),
     }
 }
 
@@ -150,7 +158,13 @@ mod tests {
         assert_eq!(r.to_string(), "secret://prod/echo-key#token");
         let arn = "secret://arn:aws:secretsmanager:eu-west-1:123:secret:k-AbC";
         assert_eq!(SecretRef::parse(arn).unwrap().to_string(), arn);
-        for bad in ["plain", "secret://", "secret://a b", "secret://x#", "http://x"] {
+        for bad in [
+            "plain",
+            "secret://",
+            "secret://a b",
+            "secret://x#",
+            "http://x",
+        ] {
             assert!(SecretRef::parse(bad).is_err(), "{bad}");
         }
     }
@@ -165,12 +179,24 @@ mod tests {
     #[test]
     fn field_selection() {
         let r = SecretRef::parse("secret://s#token").unwrap();
-        assert_eq!(select_field(&r, r#"{"token":"t","n":1}"#).unwrap().expose(), "t");
+        assert_eq!(
+            select_field(&r, r#"{"token":"t","n":1}"#).unwrap().expose(),
+            "t"
+        );
         let n = SecretRef::parse("secret://s#n").unwrap();
-        assert_eq!(select_field(&n, r#"{"token":"t","n":1}"#).unwrap().expose(), "1");
+        assert_eq!(
+            select_field(&n, r#"{"token":"t","n":1}"#).unwrap().expose(),
+            "1"
+        );
         let m = SecretRef::parse("secret://s#missing").unwrap();
-        assert!(matches!(select_field(&m, "{}"), Err(SecretsError::FieldMissing { .. })));
-        assert!(matches!(select_field(&r, "not json"), Err(SecretsError::NotJson(_))));
+        assert!(matches!(
+            select_field(&m, "{}"),
+            Err(SecretsError::FieldMissing { .. })
+        ));
+        assert!(matches!(
+            select_field(&r, "not json"),
+            Err(SecretsError::NotJson(_))
+        ));
         let whole = SecretRef::parse("secret://s").unwrap();
         assert_eq!(select_field(&whole, "raw").unwrap().expose(), "raw");
     }

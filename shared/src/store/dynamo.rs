@@ -38,12 +38,14 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use super::{ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult};
+use super::{
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
+};
 use crate::clock::UnixTime;
 use crate::domain::{ApiKey, Grant, OAuthState};
 
@@ -76,7 +78,11 @@ impl DynamoStore {
     /// A store over `table`, which must already exist with the layout above (see
     /// [`create_table`]).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), page_size: None }
+        Self {
+            client,
+            table: table.into(),
+            page_size: None,
+        }
     }
 
     /// Caps every query page at `items` items (DynamoDB's `Limit`). Production leaves pages
@@ -88,7 +94,11 @@ impl DynamoStore {
 
     /// Runs `query` to the end (following `LastEvaluatedKey`), stopping early once `max`
     /// items are collected.
-    async fn query_all(&self, query: QueryFluentBuilder, max: Option<usize>) -> StoreResult<Vec<Item>> {
+    async fn query_all(
+        &self,
+        query: QueryFluentBuilder,
+        max: Option<usize>,
+    ) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -197,17 +207,35 @@ pub async fn create_table(client: &Client, table: &str) -> StoreResult<()> {
             attr_def("refresh_at", ScalarAttributeType::N)?,
             attr_def("member", ScalarAttributeType::S)?,
         ]))
-        .set_key_schema(Some(vec![key_elem(PK, KeyType::Hash)?, key_elem(SK, KeyType::Range)?]))
+        .set_key_schema(Some(vec![
+            key_elem(PK, KeyType::Hash)?,
+            key_elem(SK, KeyType::Range)?,
+        ]))
         .set_global_secondary_indexes(Some(vec![
             gsi(GSI_KEY_HASH, vec![key_elem("key_hash", KeyType::Hash)?])?,
-            gsi(GSI_REFRESH, vec![key_elem("refresh_shard", KeyType::Hash)?, key_elem("refresh_at", KeyType::Range)?])?,
-            gsi(GSI_MEMBER, vec![key_elem("member", KeyType::Hash)?, key_elem(PK, KeyType::Range)?])?,
+            gsi(
+                GSI_REFRESH,
+                vec![
+                    key_elem("refresh_shard", KeyType::Hash)?,
+                    key_elem("refresh_at", KeyType::Range)?,
+                ],
+            )?,
+            gsi(
+                GSI_MEMBER,
+                vec![
+                    key_elem("member", KeyType::Hash)?,
+                    key_elem(PK, KeyType::Range)?,
+                ],
+            )?,
         ]))
         .send()
         .await;
     match created {
         Ok(_) => tracing::info!(table, "created DynamoDB table"),
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_resource_in_use_exception()) =>
+        {
             tracing::debug!(table, "DynamoDB table already exists");
         }
         Err(e) => return Err(sdk_error("CreateTable", e)),
@@ -242,7 +270,9 @@ async fn wait_until_active(client: &Client, table: &str) -> StoreResult<()> {
                 }));
             }
             let active = desc.table_status() == Some(&TableStatus::Active)
-                && gsis.iter().all(|g| g.index_status() == Some(&IndexStatus::Active));
+                && gsis
+                    .iter()
+                    .all(|g| g.index_status() == Some(&IndexStatus::Active));
             if active {
                 return Ok(());
             }
@@ -267,8 +297,13 @@ async fn ensure_ttl(client: &Client, table: &str) -> StoreResult<()> {
         .send()
         .await
         .map_err(|e| sdk_error("DescribeTimeToLive", e))?;
-    let status = out.time_to_live_description().and_then(|d| d.time_to_live_status());
-    if matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+    let status = out
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status());
+    if matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
         return Ok(());
     }
     let spec = TimeToLiveSpecification::builder()
@@ -295,14 +330,22 @@ fn attr_def(name: &str, ty: ScalarAttributeType) -> StoreResult<AttributeDefinit
 }
 
 fn key_elem(name: &str, ty: KeyType) -> StoreResult<KeySchemaElement> {
-    KeySchemaElement::builder().attribute_name(name).key_type(ty).build().map_err(StoreError::backend)
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(ty)
+        .build()
+        .map_err(StoreError::backend)
 }
 
 fn gsi(name: &str, keys: Vec<KeySchemaElement>) -> StoreResult<GlobalSecondaryIndex> {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .set_key_schema(Some(keys))
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
         .build()
         .map_err(StoreError::backend)
 }
@@ -325,7 +368,10 @@ where
     let (detail, keep_source) = match &e {
         // The service message can quote request values (keys, condition operands), and the
         // raw response of an unparseable reply could hold an item: keep neither.
-        SdkError::ServiceError(ctx) => (format!("service error {}", ctx.err().code().unwrap_or("(no code)")), false),
+        SdkError::ServiceError(ctx) => (
+            format!("service error {}", ctx.err().code().unwrap_or("(no code)")),
+            false,
+        ),
         SdkError::ResponseError(_) => ("unreadable response".to_owned(), false),
         // Transport and request-building failures carry no item data and say what went wrong.
         SdkError::TimeoutError(_) => ("timeout".to_owned(), true),
@@ -333,12 +379,17 @@ where
         SdkError::ConstructionFailure(_) => ("could not build the request".to_owned(), true),
         _ => ("unknown SDK error".to_owned(), false),
     };
-    let source = if keep_source { e.into_source().ok() } else { None };
+    let source = if keep_source {
+        e.into_source().ok()
+    } else {
+        None
+    };
     StoreError::backend(DynamoError { op, detail, source })
 }
 
 fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.as_service_error().is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
+    e.as_service_error()
+        .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
 }
 
 /// `gsi_refresh` partition of a grant: FNV-1a (64-bit) of `user\0server`, mod
@@ -382,7 +433,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn bad(&self, attr: &str) -> StoreError {
-        StoreError::Corrupt(format!("{} item: attribute '{attr}' is missing or malformed", self.what))
+        StoreError::Corrupt(format!(
+            "{} item: attribute '{attr}' is missing or malformed",
+            self.what
+        ))
     }
 
     fn s(&self, attr: &str) -> StoreResult<&'a str> {
@@ -414,13 +468,15 @@ impl<'a> Reader<'a> {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, attr: &str) -> StoreResult<T> {
-        serde_json::from_str(self.s(attr)?)
-            .map_err(|e| StoreError::Corrupt(format!("{} item: attribute '{attr}': {e}", self.what)))
+        serde_json::from_str(self.s(attr)?).map_err(|e| {
+            StoreError::Corrupt(format!("{} item: attribute '{attr}': {e}", self.what))
+        })
     }
 }
 
 fn json_text(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
 }
 
 fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
@@ -438,13 +494,21 @@ fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
 }
 
 fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
-    Reader { what: "API key", item }.json("doc")
+    Reader {
+        what: "API key",
+        item,
+    }
+    .json("doc")
 }
 
 fn grant_item(g: &Grant) -> StoreResult<Item> {
     let status = match serde_json::to_value(g.status) {
         Ok(serde_json::Value::String(v)) => v,
-        _ => return Err(StoreError::Corrupt("grant status does not serialize to a string".into())),
+        _ => {
+            return Err(StoreError::Corrupt(
+                "grant status does not serialize to a string".into(),
+            ));
+        }
     };
     let mut item = Item::from([
         (PK.to_owned(), s(grant_pk(&g.user))),
@@ -452,9 +516,15 @@ fn grant_item(g: &Grant) -> StoreResult<Item> {
         ("user".to_owned(), s(&g.user)),
         ("server".to_owned(), s(&g.server)),
         ("version".to_owned(), n(g.version)),
-        ("sealed_tokens".to_owned(), AttributeValue::B(Blob::new(g.sealed_tokens.clone()))),
+        (
+            "sealed_tokens".to_owned(),
+            AttributeValue::B(Blob::new(g.sealed_tokens.clone())),
+        ),
         ("status".to_owned(), s(status)),
-        ("scopes".to_owned(), AttributeValue::L(g.scopes.iter().map(s).collect())),
+        (
+            "scopes".to_owned(),
+            AttributeValue::L(g.scopes.iter().map(s).collect()),
+        ),
         ("updated_at".to_owned(), n(g.updated_at)),
     ]);
     if let Some(t) = g.access_expires_at {
@@ -464,13 +534,19 @@ fn grant_item(g: &Grant) -> StoreResult<Item> {
     // without these attributes takes a grant out of it.
     if let Some(t) = g.refresh_at {
         item.insert("refresh_at".to_owned(), n(t));
-        item.insert("refresh_shard".to_owned(), s(refresh_shard(&g.user, &g.server)));
+        item.insert(
+            "refresh_shard".to_owned(),
+            s(refresh_shard(&g.user, &g.server)),
+        );
     }
     Ok(item)
 }
 
 fn grant_from(item: &Item) -> StoreResult<Grant> {
-    let r = Reader { what: "grant", item };
+    let r = Reader {
+        what: "grant",
+        item,
+    };
     let status = serde_json::from_value(serde_json::Value::String(r.s("status")?.to_owned()))
         .map_err(|_| r.bad("status"))?;
     let scopes = match item.get("scopes") {
@@ -501,7 +577,10 @@ fn state_item(st: &OAuthState) -> Item {
         ("id".to_owned(), s(&st.id)),
         ("user".to_owned(), s(&st.user)),
         ("server".to_owned(), s(&st.server)),
-        ("sealed_payload".to_owned(), AttributeValue::B(Blob::new(st.sealed_payload.clone()))),
+        (
+            "sealed_payload".to_owned(),
+            AttributeValue::B(Blob::new(st.sealed_payload.clone())),
+        ),
         ("created_at".to_owned(), n(st.created_at)),
         ("expires_at".to_owned(), n(st.expires_at)),
         (TTL.to_owned(), n(st.expires_at)),
@@ -509,7 +588,10 @@ fn state_item(st: &OAuthState) -> Item {
 }
 
 fn state_from(item: &Item) -> StoreResult<OAuthState> {
-    let r = Reader { what: "OAuth state", item };
+    let r = Reader {
+        what: "OAuth state",
+        item,
+    };
     Ok(OAuthState {
         id: r.s("id")?.to_owned(),
         user: r.s("user")?.to_owned(),
@@ -522,39 +604,75 @@ fn state_from(item: &Item) -> StoreResult<OAuthState> {
 
 #[async_trait]
 impl ConfigStore for DynamoStore {
-    async fn create_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+    async fn create_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()> {
         let item = Item::from([
             (PK.to_owned(), s(config_pk(kind))),
             (SK.to_owned(), s(name)),
             ("doc".to_owned(), s(json_text(doc, kind.label())?)),
         ]);
         if !self.put_if(item, "attribute_not_exists(#pk)").await? {
-            return Err(StoreError::AlreadyExists { kind: kind.label(), name: name.to_owned() });
+            return Err(StoreError::AlreadyExists {
+                kind: kind.label(),
+                name: name.to_owned(),
+            });
         }
         Ok(())
     }
 
-    async fn replace_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+    async fn replace_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()> {
         let item = Item::from([
             (PK.to_owned(), s(config_pk(kind))),
             (SK.to_owned(), s(name)),
             ("doc".to_owned(), s(json_text(doc, kind.label())?)),
         ]);
         if !self.put_if(item, "attribute_exists(#pk)").await? {
-            return Err(StoreError::NotFound { kind: kind.label(), name: name.to_owned() });
+            return Err(StoreError::NotFound {
+                kind: kind.label(),
+                name: name.to_owned(),
+            });
         }
         Ok(())
     }
 
-    async fn get_config(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<serde_json::Value>> {
+    async fn get_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+    ) -> StoreResult<Option<serde_json::Value>> {
         let item = self.get_item(config_pk(kind), name.to_owned()).await?;
-        item.map(|i| Reader { what: kind.label(), item: &i }.json("doc")).transpose()
+        item.map(|i| {
+            Reader {
+                what: kind.label(),
+                item: &i,
+            }
+            .json("doc")
+        })
+        .transpose()
     }
 
     async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>> {
         // The partition is sorted by sk (the name) in byte order, the order SQLite uses too.
         let items = self.partition(config_pk(kind)).await?;
-        items.iter().map(|i| Reader { what: kind.label(), item: i }.json("doc")).collect()
+        items
+            .iter()
+            .map(|i| {
+                Reader {
+                    what: kind.label(),
+                    item: i,
+                }
+                .json("doc")
+            })
+            .collect()
     }
 
     async fn delete_config(&self, kind: ConfigKind, name: &str) -> StoreResult<bool> {
@@ -565,13 +683,23 @@ impl ConfigStore for DynamoStore {
 #[async_trait]
 impl ApiKeyStore for DynamoStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-        if !self.put_if(api_key_item(key)?, "attribute_not_exists(#pk)").await? {
-            return Err(StoreError::AlreadyExists { kind: "API key", name: key.id.clone() });
+        if !self
+            .put_if(api_key_item(key)?, "attribute_not_exists(#pk)")
+            .await?
+        {
+            return Err(StoreError::AlreadyExists {
+                kind: "API key",
+                name: key.id.clone(),
+            });
         }
         Ok(())
     }
 
-    async fn find_api_key_by_hash(&self, key_hash: &str, now: UnixTime) -> StoreResult<Option<ApiKey>> {
+    async fn find_api_key_by_hash(
+        &self,
+        key_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<ApiKey>> {
         let query = self
             .client
             .query()
@@ -599,7 +727,11 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        self.partition(APIKEY_PK.to_owned()).await?.iter().map(api_key_from).collect()
+        self.partition(APIKEY_PK.to_owned())
+            .await?
+            .iter()
+            .map(api_key_from)
+            .collect()
     }
 
     async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
@@ -615,7 +747,11 @@ impl GrantStore for DynamoStore {
     }
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
-        let put = self.client.put_item().table_name(&self.table).set_item(Some(grant_item(grant)?));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(grant_item(grant)?));
         // Each branch names only what its expression uses: DynamoDB rejects unused names.
         let put = match expected {
             None => put
@@ -629,9 +765,10 @@ impl GrantStore for DynamoStore {
         };
         match put.send().await {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => {
-                Err(StoreError::VersionConflict { user: grant.user.clone(), server: grant.server.clone() })
-            }
+            Err(e) if is_condition_failed(&e) => Err(StoreError::VersionConflict {
+                user: grant.user.clone(),
+                server: grant.server.clone(),
+            }),
             Err(e) => Err(sdk_error("PutItem", e)),
         }
     }
@@ -641,7 +778,11 @@ impl GrantStore for DynamoStore {
     }
 
     async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>> {
-        self.partition(grant_pk(user)).await?.iter().map(grant_from).collect()
+        self.partition(grant_pk(user))
+            .await?
+            .iter()
+            .map(grant_from)
+            .collect()
     }
 
     async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>> {
@@ -671,7 +812,9 @@ impl GrantStore for DynamoStore {
             .map(grant_from)
             .collect::<StoreResult<Vec<_>>>()?;
         // Ties broken by key so both adapters return the same order.
-        grants.sort_by(|a, b| (a.refresh_at, &a.user, &a.server).cmp(&(b.refresh_at, &b.user, &b.server)));
+        grants.sort_by(|a, b| {
+            (a.refresh_at, &a.user, &a.server).cmp(&(b.refresh_at, &b.user, &b.server))
+        });
         grants.truncate(limit);
         Ok(grants)
     }
@@ -727,15 +870,23 @@ mod tests {
         // Expected values computed outside Rust (FNV-1a 64: "a" -> 0xaf63dc4c8601ec8c,
         // "a\0b" -> 0xe5d29919042666b2): pins the function so a refactor cannot silently
         // move every grant to another shard.
-        assert_eq!(refresh_shard("a", "b"), format!("REFRESH#{}", 0xe5d2_9919_0426_66b2_u64 % 8));
+        assert_eq!(
+            refresh_shard("a", "b"),
+            format!("REFRESH#{}", 0xe5d2_9919_0426_66b2_u64 % 8)
+        );
         assert_eq!(refresh_shard("a", "b"), "REFRESH#2");
         assert_eq!(refresh_shard("alice@example.com", "github"), "REFRESH#1");
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_eq!(refresh_shard("ab", "c"), "REFRESH#7");
         assert_eq!(refresh_shard("a", "bc"), "REFRESH#3");
-        let spread: std::collections::HashSet<String> =
-            (0..64).map(|i| refresh_shard(&format!("user{i}@example.com"), "server")).collect();
-        assert_eq!(spread.len(), REFRESH_SHARDS as usize, "64 users should cover all shards");
+        let spread: std::collections::HashSet<String> = (0..64)
+            .map(|i| refresh_shard(&format!("user{i}@example.com"), "server"))
+            .collect();
+        assert_eq!(
+            spread.len(),
+            REFRESH_SHARDS as usize,
+            "64 users should cover all shards"
+        );
     }
 
     #[test]

@@ -86,10 +86,24 @@ impl ConfigKind {
 #[async_trait]
 pub trait ConfigStore: Send + Sync {
     /// Stores `doc` under `(kind, name)`; `AlreadyExists` if the name is taken.
-    async fn create_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()>;
+    async fn create_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()>;
     /// Replaces the document; `NotFound` if there is none.
-    async fn replace_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()>;
-    async fn get_config(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<serde_json::Value>>;
+    async fn replace_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()>;
+    async fn get_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+    ) -> StoreResult<Option<serde_json::Value>>;
     /// All documents of a kind, ordered by name.
     async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>>;
     /// Returns whether a document was deleted.
@@ -102,7 +116,11 @@ pub trait ApiKeyStore: Send + Sync {
     /// Stores a new key; `AlreadyExists` if the id is taken.
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
     /// The unexpired key with this hash, if any.
-    async fn find_api_key_by_hash(&self, key_hash: &str, now: UnixTime) -> StoreResult<Option<ApiKey>>;
+    async fn find_api_key_by_hash(
+        &self,
+        key_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<ApiKey>>;
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
     /// Every key (expired ones too, so admins can see and delete them), ordered by id.
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
@@ -139,9 +157,15 @@ impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore> Store for T {}
 /// Typed access to configuration documents.
 #[async_trait]
 pub trait ConfigStoreExt: ConfigStore {
-    async fn get_typed<T: DeserializeOwned>(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<T>> {
+    async fn get_typed<T: DeserializeOwned>(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+    ) -> StoreResult<Option<T>> {
         match self.get_config(kind, name).await? {
-            Some(v) => serde_json::from_value(v).map(Some).map_err(|e| StoreError::Corrupt(format!("{} '{name}': {e}", kind.label()))),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("{} '{name}': {e}", kind.label()))),
             None => Ok(None),
         }
     }
@@ -149,7 +173,10 @@ pub trait ConfigStoreExt: ConfigStore {
         self.list_configs(kind)
             .await?
             .into_iter()
-            .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{}: {e}", kind.label()))))
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", kind.label())))
+            })
             .collect()
     }
     async fn get_server(&self, name: &str) -> StoreResult<Option<McpServer>> {

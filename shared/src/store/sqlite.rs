@@ -21,7 +21,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
-use super::{ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult};
+use super::{
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
+};
 use crate::clock::UnixTime;
 use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
 
@@ -72,8 +74,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-const GRANT_COLUMNS: &str =
-    "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at";
+const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at";
 const STATE_COLUMNS: &str = "id, user, server, sealed_payload, created_at, expires_at";
 
 /// The SQLite store. Cheap to clone (the connection is shared).
@@ -104,7 +105,8 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "sqlite store could not switch to WAL journal mode");
         }
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
         Self::init(conn)
     }
 
@@ -118,7 +120,9 @@ impl SqliteStore {
         // writes wait briefly instead of failing at once with SQLITE_BUSY.
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -142,7 +146,9 @@ impl SqliteStore {
 
 /// Applies the schema steps not yet recorded in `user_version`.
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
     let current = usize::try_from(current)
         .map_err(|_| StoreError::Corrupt(format!("sqlite schema version {current} is invalid")))?;
     if current > MIGRATIONS.len() {
@@ -155,7 +161,8 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         // user_version lives in the database header, so it commits (or not) with the step.
         let tx = conn.transaction().map_err(db)?;
         tx.execute_batch(sql).map_err(db)?;
-        tx.pragma_update(None, "user_version", (step + 1) as i64).map_err(db)?;
+        tx.pragma_update(None, "user_version", (step + 1) as i64)
+            .map_err(db)?;
         tx.commit().map_err(db)?;
     }
     Ok(())
@@ -166,7 +173,8 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 fn to_json_text(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
 }
 
 fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
@@ -174,14 +182,17 @@ fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Sto
 }
 
 fn version_to_sql(v: u64) -> StoreResult<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt("grant version exceeds the range sqlite stores".into()))
+    i64::try_from(v)
+        .map_err(|_| StoreError::Corrupt("grant version exceeds the range sqlite stores".into()))
 }
 
 fn status_to_sql(status: GrantStatus) -> StoreResult<String> {
     // The serde name is the stored name, so both adapters and the JSON API agree.
     match serde_json::to_value(status) {
         Ok(serde_json::Value::String(s)) => Ok(s),
-        _ => Err(StoreError::Corrupt("grant status does not serialize to a string".into())),
+        _ => Err(StoreError::Corrupt(
+            "grant status does not serialize to a string".into(),
+        )),
     }
 }
 
@@ -245,7 +256,12 @@ fn read_state(r: &Row<'_>) -> rusqlite::Result<OAuthState> {
 
 #[async_trait]
 impl ConfigStore for SqliteStore {
-    async fn create_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+    async fn create_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()> {
         let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
         self.call(move |c| {
             let n = c
@@ -262,43 +278,66 @@ impl ConfigStore for SqliteStore {
         .await
     }
 
-    async fn replace_config(&self, kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<()> {
+    async fn replace_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> StoreResult<()> {
         let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
         self.call(move |c| {
             let n = c
-                .execute("UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2", params![kind.tag(), name, doc])
+                .execute(
+                    "UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2",
+                    params![kind.tag(), name, doc],
+                )
                 .map_err(db)?;
             if n == 0 {
-                return Err(StoreError::NotFound { kind: kind.label(), name });
+                return Err(StoreError::NotFound {
+                    kind: kind.label(),
+                    name,
+                });
             }
             Ok(())
         })
         .await
     }
 
-    async fn get_config(&self, kind: ConfigKind, name: &str) -> StoreResult<Option<serde_json::Value>> {
+    async fn get_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+    ) -> StoreResult<Option<serde_json::Value>> {
         let name = name.to_owned();
         self.call(move |c| {
             let text: Option<String> = c
-                .query_row("SELECT doc FROM config WHERE kind = ?1 AND name = ?2", params![kind.tag(), name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT doc FROM config WHERE kind = ?1 AND name = ?2",
+                    params![kind.tag(), name],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(db)?;
-            text.map(|t| from_json_text(&t, &format!("{} '{name}'", kind.label()))).transpose()
+            text.map(|t| from_json_text(&t, &format!("{} '{name}'", kind.label())))
+                .transpose()
         })
         .await
     }
 
     async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>> {
         self.call(move |c| {
-            let mut stmt = c.prepare_cached("SELECT doc FROM config WHERE kind = ?1 ORDER BY name").map_err(db)?;
+            let mut stmt = c
+                .prepare_cached("SELECT doc FROM config WHERE kind = ?1 ORDER BY name")
+                .map_err(db)?;
             let texts = stmt
                 .query_map(params![kind.tag()], |r| r.get::<_, String>(0))
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
-            texts.iter().map(|t| from_json_text(t, kind.label())).collect()
+            texts
+                .iter()
+                .map(|t| from_json_text(t, kind.label()))
+                .collect()
         })
         .await
     }
@@ -307,7 +346,10 @@ impl ConfigStore for SqliteStore {
         let name = name.to_owned();
         self.call(move |c| {
             let n = c
-                .execute("DELETE FROM config WHERE kind = ?1 AND name = ?2", params![kind.tag(), name])
+                .execute(
+                    "DELETE FROM config WHERE kind = ?1 AND name = ?2",
+                    params![kind.tag(), name],
+                )
                 .map_err(db)?;
             Ok(n > 0)
         })
@@ -329,14 +371,21 @@ impl ApiKeyStore for SqliteStore {
                 )
                 .map_err(db)?;
             if n == 0 {
-                return Err(StoreError::AlreadyExists { kind: "API key", name: id });
+                return Err(StoreError::AlreadyExists {
+                    kind: "API key",
+                    name: id,
+                });
             }
             Ok(())
         })
         .await
     }
 
-    async fn find_api_key_by_hash(&self, key_hash: &str, now: UnixTime) -> StoreResult<Option<ApiKey>> {
+    async fn find_api_key_by_hash(
+        &self,
+        key_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<ApiKey>> {
         let hash = key_hash.to_owned();
         self.call(move |c| {
             // Same rule as ApiKey::is_expired: a key is dead from its expires_at second on.
@@ -358,7 +407,9 @@ impl ApiKeyStore for SqliteStore {
         let id = id.to_owned();
         self.call(move |c| {
             let text: Option<String> = c
-                .query_row("SELECT doc FROM api_keys WHERE id = ?1", params![id], |r| r.get(0))
+                .query_row("SELECT doc FROM api_keys WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(db)?;
             text.map(|t| from_json_text(&t, "API key")).transpose()
@@ -368,7 +419,9 @@ impl ApiKeyStore for SqliteStore {
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
         self.call(|c| {
-            let mut stmt = c.prepare_cached("SELECT doc FROM api_keys ORDER BY id").map_err(db)?;
+            let mut stmt = c
+                .prepare_cached("SELECT doc FROM api_keys ORDER BY id")
+                .map_err(db)?;
             let texts = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(db)?
@@ -381,8 +434,12 @@ impl ApiKeyStore for SqliteStore {
 
     async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.call(move |c| Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", params![id]).map_err(db)? > 0))
-            .await
+        self.call(move |c| {
+            Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", params![id])
+                .map_err(db)?
+                > 0)
+        })
+        .await
     }
 }
 
@@ -392,7 +449,10 @@ impl GrantStore for SqliteStore {
         let (user, server) = (user.to_owned(), server.to_owned());
         self.call(move |c| {
             let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE user = ?1 AND server = ?2");
-            let row = c.query_row(&sql, params![user, server], GrantRow::read).optional().map_err(db)?;
+            let row = c
+                .query_row(&sql, params![user, server], GrantRow::read)
+                .optional()
+                .map_err(db)?;
             row.map(GrantRow::into_grant).transpose()
         })
         .await
@@ -444,7 +504,10 @@ impl GrantStore for SqliteStore {
         let (user, server) = (user.to_owned(), server.to_owned());
         self.call(move |c| {
             let n = c
-                .execute("DELETE FROM grants WHERE user = ?1 AND server = ?2", params![user, server])
+                .execute(
+                    "DELETE FROM grants WHERE user = ?1 AND server = ?2",
+                    params![user, server],
+                )
                 .map_err(db)?;
             Ok(n > 0)
         })
@@ -518,7 +581,11 @@ impl OAuthStateStore for SqliteStore {
                 .map_err(db)?;
             // SQLite has no TTL: sweep abandoned flows here, the one place that knows `now`.
             // They already read as absent, so removing them changes nothing observable.
-            c.execute("DELETE FROM oauth_states WHERE expires_at <= ?1", params![now]).map_err(db)?;
+            c.execute(
+                "DELETE FROM oauth_states WHERE expires_at <= ?1",
+                params![now],
+            )
+            .map_err(db)?;
             Ok(state.filter(|s| !s.is_expired(now)))
         })
         .await
@@ -547,9 +614,13 @@ mod tests {
             Some(serde_json::json!({"name": "t"}))
         );
         let conn = store.conn.lock().unwrap();
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -559,10 +630,14 @@ mod tests {
         let path = dir.path().join("future.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+                .unwrap();
         }
         let err = SqliteStore::open(&path).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("newer")), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.contains("newer")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -580,6 +655,9 @@ mod tests {
             updated_at: 5,
         };
         store.save_grant_if_version(&g, None).await.unwrap();
-        assert_eq!(store.get_grant("a@example.com", "s").await.unwrap(), Some(g));
+        assert_eq!(
+            store.get_grant("a@example.com", "s").await.unwrap(),
+            Some(g)
+        );
     }
 }
