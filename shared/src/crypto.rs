@@ -182,6 +182,22 @@ impl Keyring {
     }
 }
 
+/// Creates `dir` (and parents) accessible by its owner only; an existing folder is left as it
+/// is, so an operator's own choice of permissions stands.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes a file readable by its owner only, creating parent folders.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -312,6 +328,27 @@ mod tests {
         }
         let k2 = Keyring::load_or_create_file(&path).unwrap();
         assert_eq!(k2.open(&blob, b"").unwrap(), b"v");
+    }
+
+    #[test]
+    fn private_dirs_are_owner_only_and_existing_ones_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("a/b");
+        create_private_dir(&new).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+            std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o750)).unwrap();
+            create_private_dir(&new).unwrap();
+            assert_eq!(
+                std::fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+                0o750
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,12 @@ impl AppState {
             None
         };
 
+        if matches!(config.store, StoreBackend::Sqlite { .. })
+            || matches!(config.keyring, KeyringConfig::File(_))
+        {
+            // The data folder holds key hashes, sealed tokens and the keyring: owner only.
+            crate::crypto::create_private_dir(&config.data_dir).map_err(KeyringError::Io)?;
+        }
         let store: Arc<dyn Store> = match (&config.store, &sdk) {
             (StoreBackend::Sqlite { path }, _) => {
                 Arc::new(crate::store::sqlite::SqliteStore::open(path)?)

@@ -16,6 +16,8 @@ pub fn init(in_lambda: bool) {
             .with_target(false)
             .init();
     } else {
-        builder.with_target(false).init();
+        // Colors only on a terminal: piped output (files, CI logs, tests) stays plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        builder.with_target(false).with_ansi(ansi).init();
     }
 }

@@ -24,7 +24,7 @@ impl Drop for Gateway {
 fn start(data_dir: &std::path::Path) -> Gateway {
     let child = Command::new(env!("CARGO_BIN_EXE_local"))
         .env("MCPGW_LISTEN", "127.0.0.1:0")
-        .env("MCPGW_DATA_DIR", data_dir)
+        .env("MCPGW_DATA_DIR", data_dir.join("data"))
         .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -99,11 +99,19 @@ async fn first_start_prints_admin_key_once_and_it_survives_restart() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("keyring.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let meta = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            meta("data/keyring.json"),
+            0o600,
+            "the keyring file is private"
+        );
+        assert_eq!(meta("data"), 0o700, "the data folder is private");
     }
     // SIGTERM stops it cleanly (exit status 0).
     let mut gw = gw;
