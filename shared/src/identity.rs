@@ -275,3 +275,104 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod authenticator_tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::secrets::SecretRef;
+    use crate::secrets::env::EnvSecrets;
+    use crate::store::sqlite::SqliteStore;
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {v}")).unwrap(),
+        );
+        h
+    }
+
+    fn auth(
+        store: Arc<SqliteStore>,
+        bootstrap: BootstrapAdmin,
+        clock: Arc<FixedClock>,
+    ) -> Authenticator {
+        let secrets = EnvSecrets::from_map(
+            [(
+                "MCPGW_SECRET_ADMIN_KEY".to_string(),
+                "admin-from-secret-0123".to_string(),
+            )]
+            .into(),
+        );
+        Authenticator::new(
+            store,
+            Arc::new(secrets),
+            clock,
+            bootstrap,
+            vec!["root@example.com".into()],
+        )
+    }
+
+    #[tokio::test]
+    async fn keys_authenticate_until_they_expire() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let clock = Arc::new(FixedClock::at(1_000));
+        let k = issue_api_key("bob@example.com", "t", false, 1_000, Some(1_100));
+        store.create_api_key(&k.record).await.unwrap();
+        let a = auth(store, BootstrapAdmin::Disabled, clock.clone());
+        let p = a.authenticate(&bearer(&k.plaintext)).await.unwrap();
+        assert_eq!((p.user.as_str(), p.is_admin), ("bob@example.com", false));
+        clock.advance(100);
+        assert!(matches!(
+            a.authenticate(&bearer(&k.plaintext)).await,
+            Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn admin_role_from_flag_email_or_bootstrap_secret() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let clock = Arc::new(FixedClock::at(0));
+        let root = issue_api_key("root@example.com", "t", false, 0, None);
+        store.create_api_key(&root.record).await.unwrap();
+        let a = auth(
+            store,
+            BootstrapAdmin::Secret(SecretRef::parse("secret://admin-key").unwrap()),
+            clock,
+        );
+        assert!(
+            a.authenticate(&bearer(&root.plaintext))
+                .await
+                .unwrap()
+                .is_admin
+        );
+        let boot = a
+            .authenticate(&bearer("admin-from-secret-0123"))
+            .await
+            .unwrap();
+        assert!(boot.is_admin && boot.api_key_id.is_none());
+        assert!(matches!(
+            a.authenticate(&bearer("admin-from-secret-0124")).await,
+            Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn generated_bootstrap_key_is_created_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let first = ensure_generated_bootstrap_key(&store, 0)
+            .await
+            .unwrap()
+            .expect("first start makes a key");
+        assert!(
+            ensure_generated_bootstrap_key(&store, 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stored = store.get_api_key(BOOTSTRAP_KEY_ID).await.unwrap().unwrap();
+        assert!(stored.admin);
+        assert_eq!(stored.key_hash, sha256_hex(first.as_bytes()));
+    }
+}

@@ -228,3 +228,119 @@ impl ServerCache {
         self.entries.write().await.remove(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretRef;
+    use crate::secrets::env::EnvSecrets;
+
+    fn secrets(vars: &[(&str, &str)]) -> Arc<dyn Secrets> {
+        Arc::new(EnvSecrets::from_map(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn keyring_from_a_secret_is_fetched_on_first_use_and_opens_its_own_blobs() {
+        let doc = r#"{"active":"k1","k1":"0123456789abcdef0123456789abcdef-material"}"#;
+        let source = KeyringSource::new(
+            KeyringConfig::Secret(SecretRef::parse("secret://gw/keyring").unwrap()),
+            secrets(&[("MCPGW_SECRET_GW_KEYRING", doc)]),
+        )
+        .unwrap();
+        let ring = source.get().await.unwrap();
+        let blob = ring.seal(b"token", b"ctx").unwrap();
+        assert_eq!(
+            source.get().await.unwrap().open(&blob, b"ctx").unwrap(),
+            b"token"
+        );
+        assert!(
+            Arc::ptr_eq(&ring, &source.get().await.unwrap()),
+            "fetched once, then reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_bad_keyring_secret_is_an_error_not_a_panic() {
+        let missing = KeyringSource::new(
+            KeyringConfig::Secret(SecretRef::parse("secret://nope").unwrap()),
+            secrets(&[]),
+        )
+        .unwrap();
+        assert!(matches!(
+            missing.get().await,
+            Err(KeyringSourceError::Secrets(_))
+        ));
+        let bad = KeyringSource::new(
+            KeyringConfig::Secret(SecretRef::parse("secret://bad").unwrap()),
+            secrets(&[("MCPGW_SECRET_BAD", "not json")]),
+        )
+        .unwrap();
+        assert!(matches!(
+            bad.get().await,
+            Err(KeyringSourceError::Keyring(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn server_cache_serves_warm_reads_without_the_store_and_forgets_on_invalidate() {
+        use crate::domain::{McpServer, UpstreamAuth};
+        use crate::store::{ConfigKind, ConfigStore, to_doc};
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
+        let mut server = McpServer {
+            name: "s".into(),
+            url: "http://a/mcp".into(),
+            description: None,
+            auth: UpstreamAuth::None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        store
+            .create_config(ConfigKind::Server, "s", &to_doc(&server))
+            .await
+            .unwrap();
+        let cache = ServerCache::new(Duration::from_secs(60));
+        assert_eq!(
+            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            "http://a/mcp"
+        );
+        server.url = "http://b/mcp".into();
+        store
+            .replace_config(ConfigKind::Server, "s", &to_doc(&server))
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            "http://a/mcp",
+            "served from cache"
+        );
+        cache.invalidate("s").await;
+        assert_eq!(
+            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            "http://b/mcp"
+        );
+        assert!(
+            cache
+                .get("missing", store.as_ref())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let expired = ServerCache::new(Duration::ZERO);
+        expired.get("s", store.as_ref()).await.unwrap();
+        server.url = "http://c/mcp".into();
+        store
+            .replace_config(ConfigKind::Server, "s", &to_doc(&server))
+            .await
+            .unwrap();
+        assert_eq!(
+            expired.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            "http://c/mcp",
+            "re-read after the TTL"
+        );
+    }
+}
