@@ -63,3 +63,27 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
 }
+
+/// Why an HTTP function could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Startup(#[from] crate::state::StartupError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The whole `main` of an HTTP function: read config, set up logging, build the state once,
+/// then serve `app(state)` under Lambda (or on `MCPGW_LISTEN` outside it).
+pub async fn run_http_function(
+    app: fn(crate::state::AppState) -> Router,
+) -> Result<(), FunctionError> {
+    let config = crate::config::Config::from_env()?;
+    crate::telemetry::init(config.in_lambda);
+    let listen = config.listen;
+    let state = crate::state::AppState::build(config).await?;
+    serve(app(state), listen).await?;
+    Ok(())
+}

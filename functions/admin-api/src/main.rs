@@ -1,15 +1,8 @@
-//! admin-api Lambda: builds the shared state once, then serves the admin router.
-
-use anyhow::Context;
+//! admin-api Lambda: builds the shared state once per execution environment, then serves the
+//! router (see `mcpgw::runtime::run_http_function`).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = mcpgw::config::Config::from_env()?;
-    mcpgw::telemetry::init(config.in_lambda);
-    let listen = config.listen;
-    let state = mcpgw::state::AppState::build(config)
-        .await
-        .context("building state")?;
-    mcpgw::runtime::serve(admin_api::app(state), listen).await?;
+    mcpgw::runtime::run_http_function(admin_api::app).await?;
     Ok(())
 }
