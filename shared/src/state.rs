@@ -288,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn server_cache_serves_warm_reads_without_the_store_and_forgets_on_invalidate() {
         use crate::domain::{McpServer, UpstreamAuth};
-        use crate::store::{ConfigKind, ConfigStore, to_doc};
+        use crate::store::{ConfigKind, to_doc};
         let store: Arc<dyn Store> =
             Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
         let mut server = McpServer {

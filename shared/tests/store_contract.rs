@@ -12,9 +12,17 @@
 //! `dynamo_layout` pins the DynamoDB item and table layout the SAM template relies on.
 //!
 //! Concurrency cases line 16 tasks up on a barrier before the racing call; tests run on the
-//! multi-threaded runtime so the calls really overlap.
+//! multi-threaded runtime so the calls really overlap. The DynamoDB client hands moto one
+//! HTTP request at a time ([`one_request_at_a_time`]), because moto, unlike DynamoDB, does
+//! not apply a conditional write atomically under concurrent requests.
 
 use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::http::HttpRequest;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector,
+    http_client_fn,
+};
 
 use mcpgw::domain::{ApiKey, Grant, GrantStatus, OAuthState};
 use mcpgw::store::{
@@ -39,9 +47,51 @@ fn sqlite() -> Fixture {
 
 async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
     let endpoint = mcpgw::testing::moto_endpoint()?;
-    Some(aws_sdk_dynamodb::Client::new(
-        &mcpgw::aws::emulator_sdk_config(&endpoint),
-    ))
+    let conf = aws_sdk_dynamodb::config::Builder::from(&mcpgw::aws::emulator_sdk_config(&endpoint))
+        .http_client(one_request_at_a_time())
+        .build();
+    Some(aws_sdk_dynamodb::Client::from_conf(conf))
+}
+
+/// An SDK HTTP client that lets one request at a time through to moto.
+///
+/// moto serves requests on concurrent threads and evaluates a condition expression, then
+/// writes, with no lock in between: under load two `attribute_not_exists` puts of the same
+/// item both succeed (seen: 2 winners of 16 racing creators, about once in 25 runs on a busy
+/// 2-core machine). Real DynamoDB applies each request atomically. Serializing requests gives
+/// moto that same per-request atomicity and nothing more: the adapter's calls still race,
+/// so an adapter that read and then wrote in two requests would still be caught.
+fn one_request_at_a_time() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+    #[derive(Debug)]
+    struct Serial {
+        inner: SharedHttpConnector,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    }
+
+    impl HttpConnector for Serial {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let (inner, turn) = (self.inner.clone(), self.turn.clone());
+            // moto answers only once it has handled the request, so holding the turn until
+            // the response head arrives covers the whole server-side operation.
+            HttpConnectorFuture::new(async move {
+                let _turn = turn.lock().await;
+                inner.call(request).await
+            })
+        }
+    }
+
+    let inner = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https();
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    http_client_fn(move |settings, components| {
+        SharedHttpConnector::new(Serial {
+            inner: inner.http_connector(settings, components),
+            turn: turn.clone(),
+        })
+    })
 }
 
 async fn dynamo(page_size: Option<i32>) -> Option<Fixture> {
@@ -535,10 +585,8 @@ mod cases {
                         next.version = read.version + 1;
                         next.sealed_tokens = format!("round {round} writer {i}").into_bytes();
                         barrier.wait().await;
-                        (
-                            next.clone(),
-                            store.save_grant_if_version(&next, Some(read.version)).await,
-                        )
+                        let result = store.save_grant_if_version(&next, Some(read.version)).await;
+                        (next, result)
                     })
                 })
                 .collect();
@@ -575,7 +623,8 @@ mod cases {
                     let mut g = grant(user, server, 1, None);
                     g.sealed_tokens = format!("creator {i}").into_bytes();
                     barrier.wait().await;
-                    (g.clone(), store.save_grant_if_version(&g, None).await)
+                    let result = store.save_grant_if_version(&g, None).await;
+                    (g, result)
                 })
             })
             .collect();
@@ -600,9 +649,16 @@ mod cases {
         );
     }
 
+    fn keys(grants: &[Grant]) -> Vec<(Option<i64>, &str, &str)> {
+        grants
+            .iter()
+            .map(|g| (g.refresh_at, g.user.as_str(), g.server.as_str()))
+            .collect()
+    }
+
     pub async fn grants_due_order_limit_and_sparse(store: Arc<dyn Store>) {
-        // 24 grants over 12 users (so over several refresh shards), distinct refresh times in
-        // scrambled order, every fourth without a refresh time.
+        // 24 grants over 12 users, distinct refresh times in scrambled order, every fourth
+        // without a refresh time. The 12 due ones land in all 8 DynamoDB refresh shards.
         let mut all = Vec::new();
         for i in 0..24i64 {
             let refresh_at = (i % 4 != 3).then_some(1_000 + ((i * 7) % 24) * 10);
@@ -632,15 +688,14 @@ mod cases {
             "fixture covers the boundary"
         );
 
-        assert_eq!(store.grants_due(before, 100).await.unwrap(), expected);
-        assert_eq!(
-            store.grants_due(before, 5).await.unwrap(),
-            expected[..5].to_vec()
-        );
-        assert_eq!(
-            store.grants_due(before, 1).await.unwrap(),
-            expected[..1].to_vec()
-        );
+        // Keys first, for a readable failure; then whole grants.
+        let due = store.grants_due(before, 100).await.unwrap();
+        assert_eq!(keys(&due), keys(&expected));
+        assert_eq!(due, expected);
+        let due = store.grants_due(before, 5).await.unwrap();
+        assert_eq!(keys(&due), keys(&expected[..5]));
+        let due = store.grants_due(before, 1).await.unwrap();
+        assert_eq!(keys(&due), keys(&expected[..1]));
         assert!(store.grants_due(before, 0).await.unwrap().is_empty());
         assert!(store.grants_due(999, 100).await.unwrap().is_empty());
         // Far in the future: every grant with a refresh time, none without.

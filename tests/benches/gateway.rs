@@ -325,29 +325,69 @@ impl Backend {
     }
 }
 
-/// `local::router` on a loopback port over a counted store and counted secrets.
+/// Two gateways over one store, as deployed: an admin one (the admin-api function) that
+/// registers servers and keys, and the measured one (the mcp-proxy function) whose store and
+/// secrets are counted. Each has its own caches, so the measured one starts cold: the admin
+/// API resolving a server's secrets while registering it does not warm the proxy's cache.
+/// Both serve `local::router` on loopback ports, as `tests/src/lib.rs` does.
 struct Gateway {
     backend: Backend,
+    /// The measured gateway.
     base: String,
+    /// The admin gateway, with its bootstrap admin key.
+    admin_base: String,
     admin_key: String,
     counters: Counters,
-    /// Only set for the DynamoDB gateway: where upstream header secrets are stored.
-    sm_client: Option<aws_sdk_secretsmanager::Client>,
-    /// Secret variables of the environment adapter, for the SQLite gateway. Secrets are added
-    /// before the state is built, so every upstream's secret is known up front.
-    server: tokio::task::JoinHandle<()>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.server.abort();
+        for s in &self.servers {
+            s.abort();
+        }
     }
 }
 
 /// The secret name holding `upstream`'s header credential in `backend`.
 fn secret_name(upstream: &str) -> String {
     format!("mcpgw/bench-{}-{upstream}", std::process::id())
+}
+
+/// Where one gateway's store lives; each gateway opens its own adapters on it.
+enum StoreAt {
+    Sqlite(PathBuf),
+    Dynamo(aws_sdk_dynamodb::Client, String),
+}
+
+/// One gateway's store and secrets adapters, plus the Secrets Manager adapter when it is one.
+type Ports = (
+    Arc<dyn Store>,
+    Arc<dyn Secrets>,
+    Option<Arc<SecretsManagerSecrets>>,
+);
+
+/// Serves `local::router` over `store` and `secrets` on a fresh loopback port.
+async fn serve(
+    dir: &std::path::Path,
+    admin_key: &str,
+    store: Arc<dyn Store>,
+    secrets: Arc<dyn Secrets>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut vars: HashMap<&str, String> = HashMap::new();
+    vars.insert("MCPGW_LISTEN", addr.to_string());
+    vars.insert("MCPGW_DATA_DIR", dir.display().to_string());
+    vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.to_owned());
+    let config = Config::from_lookup(|k| vars.get(k).cloned())?;
+    let state = AppState::from_parts(config, store, secrets, Arc::new(SystemClock))?;
+    let app = local::router(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}"), task))
 }
 
 impl Gateway {
@@ -357,35 +397,13 @@ impl Gateway {
         upstream_secrets: &[(String, String)],
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let admin_key = mcpgw::crypto::random_token(24);
-        let mut vars: HashMap<&str, String> = HashMap::new();
-        vars.insert("MCPGW_LISTEN", addr.to_string());
-        vars.insert("MCPGW_DATA_DIR", dir.path().display().to_string());
-        vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.clone());
-        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-
-        let (store, secrets, sm, sm_client): (
-            Arc<dyn Store>,
-            Arc<dyn Secrets>,
-            Option<Arc<SecretsManagerSecrets>>,
-            _,
-        ) = match backend {
-            Backend::Sqlite => {
-                let store =
-                    mcpgw::store::sqlite::SqliteStore::open(&dir.path().join("gw.sqlite3"))?;
-                let env = upstream_secrets
-                    .iter()
-                    .map(|(name, value)| (EnvSecrets::var_name(name), value.clone()))
-                    .collect();
-                (
-                    Arc::new(store),
-                    Arc::new(EnvSecrets::from_map(env)),
-                    None,
-                    None,
-                )
-            }
+        // The secrets cache TTL production uses (MCPGW_SECRETS_CACHE_SECONDS, default 300 s).
+        let secrets_ttl = Config::from_lookup(|_| None)?.secrets_cache_ttl;
+        // Every upstream's secret exists before a state is built: the environment adapter
+        // snapshots its variables once, and the proxy must find the secrets in moto.
+        let (at, sm_client) = match backend {
+            Backend::Sqlite => (StoreAt::Sqlite(dir.path().join("gw.sqlite3")), None),
             Backend::Dynamo => {
                 let endpoint = moto.context("the DynamoDB gateway needs moto")?;
                 let sdk = mcpgw::aws::emulator_sdk_config(endpoint);
@@ -402,19 +420,36 @@ impl Gateway {
                         .await
                         .with_context(|| format!("storing secret {name} in moto"))?;
                 }
-                // The adapter and TTL production uses (MCPGW_SECRETS_CACHE_SECONDS, 300 s).
-                let sm = Arc::new(SecretsManagerSecrets::new(
-                    sm_client.clone(),
-                    config.secrets_cache_ttl,
-                ));
-                (
-                    Arc::new(mcpgw::store::dynamo::DynamoStore::new(ddb, table)),
-                    sm.clone() as Arc<dyn Secrets>,
-                    Some(sm),
-                    Some(sm_client),
-                )
+                (StoreAt::Dynamo(ddb, table), Some(sm_client))
             }
         };
+        let ports = || -> Result<Ports> {
+            let store: Arc<dyn Store> = match &at {
+                StoreAt::Sqlite(path) => Arc::new(mcpgw::store::sqlite::SqliteStore::open(path)?),
+                StoreAt::Dynamo(client, table) => Arc::new(mcpgw::store::dynamo::DynamoStore::new(
+                    client.clone(),
+                    table.clone(),
+                )),
+            };
+            Ok(match &sm_client {
+                None => {
+                    let env = upstream_secrets
+                        .iter()
+                        .map(|(name, value)| (EnvSecrets::var_name(name), value.clone()))
+                        .collect();
+                    (store, Arc::new(EnvSecrets::from_map(env)), None)
+                }
+                Some(client) => {
+                    let sm = Arc::new(SecretsManagerSecrets::new(client.clone(), secrets_ttl));
+                    (store, sm.clone(), Some(sm))
+                }
+            })
+        };
+
+        let (store, secrets, _) = ports()?;
+        let (admin_base, admin_task) = serve(dir.path(), &admin_key, store, secrets).await?;
+
+        let (store, secrets, sm) = ports()?;
         let counters = Counters {
             store: Arc::default(),
             resolves: Arc::default(),
@@ -428,18 +463,14 @@ impl Gateway {
             inner: secrets,
             resolves: counters.resolves.clone(),
         });
-        let state = AppState::from_parts(config, store, secrets, Arc::new(SystemClock))?;
-        let app = local::router(state);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, task) = serve(dir.path(), &admin_key, store, secrets).await?;
         Ok(Self {
             backend,
-            base: format!("http://{addr}"),
+            base,
+            admin_base,
             admin_key,
             counters,
-            sm_client,
-            server,
+            servers: vec![admin_task, task],
             _dir: dir,
         })
     }
@@ -447,7 +478,7 @@ impl Gateway {
     async fn admin(&self, path: &str, body: Value) -> Result<Value> {
         let (status, out) = e2e::call_json(
             reqwest::Method::POST,
-            &format!("{}{path}", self.base),
+            &format!("{}{path}", self.admin_base),
             Some(&self.admin_key),
             Some(body),
         )
@@ -618,9 +649,6 @@ async fn call_tool(client: &reqwest::Client, target: &Target, id: u64) -> Result
 // ------------------------------------------------------------------------------------------
 // Measurement
 
-#[derive(Clone, serde_derive_free::Stats)]
-struct Stats;
-
 /// Summary of one measured run.
 #[derive(Clone)]
 struct Run {
@@ -725,4 +753,429 @@ async fn concurrent(
         lat.extend(w.await??);
     }
     Ok(summarize(lat, started.elapsed()))
+}
+
+// ------------------------------------------------------------------------------------------
+// The run
+
+fn env_num(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// `$CARGO_TARGET_DIR/bench`, or the target folder this binary was built in
+/// (`<target>/<profile>/deps/gateway-<hash>`).
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            exe.ancestors().nth(3).map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target.join("bench")
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes --bench; `cargo test --bench gateway` does not: a smoke run then.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let settings = Settings {
+        calls: env_num("MCPGW_BENCH_CALLS", if bench { 300 } else { 16 }),
+        concurrency: env_num("MCPGW_BENCH_CONCURRENCY", 8),
+        warmup: env_num("MCPGW_BENCH_WARMUP", if bench { 50 } else { 3 }),
+        bench,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(settings))
+}
+
+/// One row of the latency table.
+struct Row {
+    upstream: &'static str,
+    path: &'static str,
+    mode: String,
+    run: Run,
+    /// Same upstream and mode, direct.
+    direct: Option<Run>,
+    accounting: Option<Value>,
+}
+
+impl Row {
+    fn json(&self) -> Value {
+        let ratio = self.direct.as_ref().map(|d| {
+            json!({
+                "median": self.run.median_ms / d.median_ms,
+                "p95": self.run.p95_ms / d.p95_ms,
+                "throughput": self.run.throughput / d.throughput,
+                "median_overhead_ms": self.run.median_ms - d.median_ms,
+            })
+        });
+        json!({
+            "upstream": self.upstream, "path": self.path, "mode": self.mode,
+            "stats": run_json(&self.run), "gateway_over_direct": ratio,
+            "accounting": self.accounting,
+        })
+    }
+}
+
+async fn run(s: Settings) -> Result<()> {
+    mcpgw::crypto::install_tls_provider();
+    let t0 = Instant::now();
+    let (minimal_url, _minimal) = start_minimal_upstream().await?;
+    let mut upstreams = vec![Upstream {
+        name: "minimal",
+        url: minimal_url,
+        tool: "add",
+        session: false,
+    }];
+    if let Some(url) = mcpgw::testing::peer_url("MCPGW_TEST_ECHO_URL") {
+        upstreams.push(Upstream {
+            name: "echo-py",
+            url,
+            tool: "add",
+            session: true,
+        });
+    }
+    if let Some(url) = mcpgw::testing::peer_url("MCPGW_TEST_EVERYTHING_URL") {
+        upstreams.push(Upstream {
+            name: "everything",
+            url,
+            tool: "get-sum",
+            session: true,
+        });
+    }
+    let moto = mcpgw::testing::moto_endpoint();
+
+    // Each upstream's credential, as the gateway injects it and as a direct call sends it.
+    let credential = |u: &Upstream| format!("Bearer bench-credential-for-{}", u.name);
+    let secrets: Vec<(String, String)> = upstreams
+        .iter()
+        .map(|u| (secret_name(u.name), credential(u)))
+        .collect();
+    let mut gateways = vec![Gateway::start(Backend::Sqlite, None, &secrets).await?];
+    if moto.is_some() {
+        gateways.push(Gateway::start(Backend::Dynamo, moto.as_deref(), &secrets).await?);
+    }
+    let mut keys = Vec::new();
+    for gw in &gateways {
+        for u in &upstreams {
+            gw.register(u).await?;
+        }
+        keys.push(gw.issue_key().await?);
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+
+    println!(
+        "gateway bench: {} sequential calls and {} calls {} in flight per path, {} warm-up calls, \
+         {} cores, {} build",
+        s.calls,
+        s.calls,
+        s.concurrency,
+        s.warmup,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if s.bench {
+            "bench (release)"
+        } else {
+            "test (debug, smoke)"
+        },
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut first_calls: Vec<Value> = Vec::new();
+    let mut per_call_reads: Vec<Value> = Vec::new();
+    for u in &upstreams {
+        // Targets: direct, then one per gateway.
+        let mut direct = Target {
+            url: u.url.clone(),
+            authorization: credential(u),
+            session: None,
+            tool: u.tool,
+        };
+        if u.session {
+            open_session(&client, &mut direct).await?;
+        }
+        let mut proxied = Vec::new();
+        for (gw, key) in gateways.iter().zip(&keys) {
+            let mut t = Target {
+                url: format!("{}/mcp/{}", gw.base, u.name),
+                authorization: format!("Bearer {key}"),
+                session: None,
+                tool: u.tool,
+            };
+            // The first requests to the endpoint: nothing of it is cached yet.
+            let before = gw.counters.snapshot();
+            let requests = if u.session {
+                open_session(&client, &mut t).await?;
+                3
+            } else {
+                1
+            };
+            call_tool(&client, &t, 1).await?;
+            let delta = gw.counters.snapshot().since(&before);
+            let mut acc = accounting_json(&delta, requests);
+            acc["upstream"] = json!(u.name);
+            acc["path"] = json!(gw.backend.label());
+            acc["what"] = json!(if u.session {
+                "initialize+initialized+tools/call"
+            } else {
+                "first tools/call"
+            });
+            first_calls.push(acc);
+            proxied.push((gw, t));
+        }
+
+        // Warm-up, not measured.
+        for i in 0..s.warmup {
+            call_tool(&client, &direct, i as u64).await?;
+            for (_, t) in &proxied {
+                call_tool(&client, t, i as u64).await?;
+            }
+        }
+
+        // Sequential.
+        let (d, _) = sequential(&client, &direct, s.calls, None).await?;
+        rows.push(Row {
+            upstream: u.name,
+            path: "direct",
+            mode: "seq".into(),
+            run: d.clone(),
+            direct: None,
+            accounting: None,
+        });
+        for (gw, t) in &proxied {
+            let before = gw.counters.snapshot();
+            let (r, reads) = sequential(&client, t, s.calls, Some(&gw.counters)).await?;
+            let delta = gw.counters.snapshot().since(&before);
+            let mut histogram: BTreeMap<u64, usize> = BTreeMap::new();
+            for n in &reads {
+                *histogram.entry(*n).or_default() += 1;
+            }
+            per_call_reads.push(json!({
+                "upstream": u.name, "path": gw.backend.label(),
+                "calls_by_store_reads": histogram.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                "max_store_reads_in_one_call": reads.iter().max(),
+            }));
+            rows.push(Row {
+                upstream: u.name,
+                path: gw.backend.label(),
+                mode: "seq".into(),
+                run: r,
+                direct: Some(d.clone()),
+                accounting: Some(accounting_json(&delta, s.calls)),
+            });
+        }
+
+        // Concurrent.
+        let mode = format!("{} in flight", s.concurrency);
+        let d = concurrent(&client, &direct, s.calls, s.concurrency).await?;
+        rows.push(Row {
+            upstream: u.name,
+            path: "direct",
+            mode: mode.clone(),
+            run: d.clone(),
+            direct: None,
+            accounting: None,
+        });
+        for (gw, t) in &proxied {
+            let before = gw.counters.snapshot();
+            let r = concurrent(&client, t, s.calls, s.concurrency).await?;
+            let delta = gw.counters.snapshot().since(&before);
+            rows.push(Row {
+                upstream: u.name,
+                path: gw.backend.label(),
+                mode: mode.clone(),
+                run: r,
+                direct: Some(d.clone()),
+                accounting: Some(accounting_json(&delta, s.calls)),
+            });
+        }
+    }
+
+    print_report(&rows, &first_calls, &per_call_reads);
+    let defaults = Config::from_lookup(|_| None)?;
+    let goals = goals(&rows, &per_call_reads);
+
+    let report = json!({
+        "bench": "gateway",
+        "build": if s.bench { "bench" } else { "test" },
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "git_rev": std::env::var("MCPGW_BENCH_GIT_REV").ok(),
+        "settings": {"calls": s.calls, "concurrency": s.concurrency, "warmup": s.warmup},
+        "upstreams": upstreams.iter().map(|u| json!({"name": u.name, "url": u.url, "tool": u.tool, "session": u.session})).collect::<Vec<_>>(),
+        "server_cache_ttl_s": defaults.server_cache_ttl.as_secs(),
+        "secrets_cache_ttl_s": defaults.secrets_cache_ttl.as_secs(),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "first_calls": first_calls,
+        "per_call_store_reads": per_call_reads,
+        "goals": goals,
+        "elapsed_s": t0.elapsed().as_secs_f64(),
+    });
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(if s.bench {
+        "gateway.json"
+    } else {
+        "gateway-smoke.json"
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("\nwritten: {}", file.display());
+    Ok(())
+}
+
+fn fmt_per_call(v: &Value, key: &str) -> String {
+    v[key]
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"))
+}
+
+fn print_report(rows: &[Row], first_calls: &[Value], per_call_reads: &[Value]) {
+    println!(
+        "\n{:<11} {:<15} {:<12} {:>5} {:>10} {:>10} {:>9} | {:>8} {:>8} {:>8} {:>9}",
+        "upstream",
+        "path",
+        "mode",
+        "calls",
+        "median ms",
+        "p95 ms",
+        "req/s",
+        "x median",
+        "x p95",
+        "x req/s",
+        "+median"
+    );
+    for r in rows {
+        let ratio = r.direct.as_ref().map_or_else(String::new, |d| {
+            format!(
+                "{:>8.2} {:>8.2} {:>8.2} {:>7.3}ms",
+                r.run.median_ms / d.median_ms,
+                r.run.p95_ms / d.p95_ms,
+                r.run.throughput / d.throughput,
+                r.run.median_ms - d.median_ms
+            )
+        });
+        println!(
+            "{:<11} {:<15} {:<12} {:>5} {:>10.3} {:>10.3} {:>9.0} | {}",
+            r.upstream,
+            r.path,
+            r.mode,
+            r.run.calls,
+            r.run.median_ms,
+            r.run.p95_ms,
+            r.run.throughput,
+            ratio
+        );
+    }
+
+    println!(
+        "\nstore and secrets traffic of the measured gateway (reads: store methods served by \
+         GetItem/Query; resolves: Secrets port calls, cached or not; SM: GetSecretValue calls \
+         made by the Secrets Manager adapter, its backend_calls())"
+    );
+    println!("cold, the first requests to each endpoint of a fresh gateway (totals):");
+    println!(
+        "  {:<11} {:<15} {:<34} {:>5} {:>8} {:>5}  store calls by method",
+        "upstream", "path", "requests", "reads", "resolves", "SM"
+    );
+    for a in first_calls {
+        println!(
+            "  {:<11} {:<15} {:<34} {:>5} {:>8} {:>5}  {}",
+            a["upstream"].as_str().unwrap_or_default(),
+            a["path"].as_str().unwrap_or_default(),
+            a["what"].as_str().unwrap_or_default(),
+            a["store_reads"],
+            a["secret_resolves"],
+            if a["secrets_manager_calls"].is_null() {
+                "-".to_owned()
+            } else {
+                a["secrets_manager_calls"].to_string()
+            },
+            a["store_calls_by_method"]
+        );
+    }
+    println!("warm tools/call (per call):");
+    println!(
+        "  {:<11} {:<15} {:<12} {:>5} {:>10} {:>12} {:>8}  store calls by method (totals)",
+        "upstream", "path", "mode", "calls", "reads/call", "resolves/call", "SM/call"
+    );
+    for r in rows {
+        if let Some(a) = &r.accounting {
+            println!(
+                "  {:<11} {:<15} {:<12} {:>5} {:>10} {:>12} {:>8}  {}",
+                r.upstream,
+                r.path,
+                r.mode,
+                a["calls"],
+                fmt_per_call(a, "store_reads_per_call"),
+                fmt_per_call(a, "secret_resolves_per_call"),
+                fmt_per_call(a, "secrets_manager_calls_per_call"),
+                a["store_calls_by_method"]
+            );
+        }
+    }
+    println!("\nstore reads per single warm sequential call (calls with that many reads):");
+    for p in per_call_reads {
+        println!(
+            "  {:<11} {:<15} {}  max {}",
+            p["upstream"].as_str().unwrap_or_default(),
+            p["path"].as_str().unwrap_or_default(),
+            p["calls_by_store_reads"],
+            p["max_store_reads_in_one_call"]
+        );
+    }
+}
+
+/// The two goals, checked on the DynamoDB gateway's warm calls: at most one store read and no
+/// Secrets Manager call per proxied tool call. Reported, not asserted.
+fn goals(rows: &[Row], per_call_reads: &[Value]) -> Value {
+    let dynamo = Backend::Dynamo.label();
+    let warm: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r.path == dynamo)
+        .filter_map(|r| r.accounting.as_ref())
+        .collect();
+    if warm.is_empty() {
+        println!("\ngoals: not checked (no DynamoDB gateway: moto not running)");
+        return Value::Null;
+    }
+    let max_reads_per_call = per_call_reads
+        .iter()
+        .filter(|p| p["path"] == json!(dynamo))
+        .filter_map(|p| p["max_store_reads_in_one_call"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let mean_reads = warm
+        .iter()
+        .filter_map(|a| a["store_reads_per_call"].as_f64())
+        .fold(0.0_f64, f64::max);
+    let sm_calls: u64 = warm
+        .iter()
+        .filter_map(|a| a["secrets_manager_calls"].as_u64())
+        .sum();
+    let reads_ok = max_reads_per_call <= 1;
+    let sm_ok = sm_calls == 0;
+    println!(
+        "\ngoals (DynamoDB gateway, warm calls): at most 1 store read per call: {} (max {} in one \
+         sequential call, highest mean {:.4}/call); 0 Secrets Manager calls: {} ({} calls in all \
+         warm phases)",
+        if reads_ok { "MET" } else { "MISSED" },
+        max_reads_per_call,
+        mean_reads,
+        if sm_ok { "MET" } else { "MISSED" },
+        sm_calls
+    );
+    json!({
+        "max_store_reads_in_one_warm_call": max_reads_per_call,
+        "highest_mean_store_reads_per_warm_call": mean_reads,
+        "at_most_one_read_met": reads_ok,
+        "secrets_manager_calls_in_warm_phases": sm_calls,
+        "zero_secrets_manager_calls_met": sm_ok,
+    })
 }

@@ -5,6 +5,8 @@
 //! Peers are started by `scripts/test-all.sh`, which exports their addresses (see
 //! `mcpgw::testing`). Run everything with `scripts/test-all.sh`.
 
+pub mod lambda;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

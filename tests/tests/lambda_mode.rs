@@ -1,0 +1,567 @@
+//! Lambda for real: the four function binaries under the Lambda runtime API emulator
+//! (`cargo lambda watch`), on DynamoDB and Secrets Manager in moto, with the real MCP peers,
+//! driven the way API Gateway drives them (see `e2e::lambda`).
+//!
+//! One test with several steps, so the emulators (and their compiled, warm functions) are
+//! shared and stopped at the end, and the last step can prove no process is left behind.
+//! Needs the peers of `scripts/test-all.sh` and `cargo-lambda`; skips without them unless
+//! `MCPGW_REQUIRE_PEERS=1`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use e2e::lambda::{
+    ApiKind, BoundGateway, Emulator, FUNCTIONS, Integration, LambdaStack, STAGE, Transfer,
+    load_event, mcp_message, process_alive, process_name, proxy_body, set_body,
+};
+use e2e::{call_json, python_mcp_call};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const UPSTREAM_SECRET: &str = "Bearer upstream-secret-for-lambda-echo";
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"lambda-mode","version":"1.0.0"}}}"#;
+
+struct Peers {
+    moto: String,
+    everything: String,
+    echo: String,
+    cargo_lambda: PathBuf,
+}
+
+fn peers() -> Option<Peers> {
+    let moto = mcpgw::testing::moto_endpoint()?;
+    let everything = mcpgw::testing::peer_url("MCPGW_TEST_EVERYTHING_URL")?;
+    let echo = mcpgw::testing::peer_url("MCPGW_TEST_ECHO_URL")?;
+    mcpgw::testing::peer_url("MCPGW_TEST_PYTHON")?;
+    let cargo_lambda = e2e::lambda::cargo_lambda()?;
+    Some(Peers {
+        moto,
+        everything,
+        echo,
+        cargo_lambda,
+    })
+}
+
+/// Logs how long a step took (visible with `--nocapture`).
+struct Step(&'static str, Instant);
+
+impl Step {
+    fn start(name: &'static str) -> Self {
+        Self(name, Instant::now())
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        eprintln!(
+            "[lambda_mode] {}: {:.1}s",
+            self.0,
+            self.1.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// One HTTP call; returns (status, headers, JSON body or Null).
+async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some((content_type, b)) = body {
+        req = req
+            .header("Content-Type", content_type)
+            .header("Accept", "application/json, text/event-stream")
+            .body(b.to_owned());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .or_else(|_| mcp_message(text.as_bytes()))
+        .unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// An admin-api REST event derived from the committed create-server fixture: another method,
+/// `/admin/{proxy}` path and body, everything else as API Gateway sent it.
+fn admin_event(base: &Value, method: &str, proxy: &str, body: Option<Value>) -> Value {
+    let mut e = base.clone();
+    e["httpMethod"] = json!(method);
+    e["requestContext"]["httpMethod"] = json!(method);
+    e["path"] = json!(format!("/admin/{proxy}"));
+    e["requestContext"]["path"] = json!(format!("/{STAGE}/admin/{proxy}"));
+    e["pathParameters"] = json!({"proxy": proxy});
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    set_body(&mut e, bytes.as_deref(), true);
+    e
+}
+
+fn result_body(result: &Value) -> Value {
+    let body = proxy_body(result).unwrap();
+    serde_json::from_slice(&body).unwrap_or_else(|_| mcp_message(&body).unwrap_or(Value::Null))
+}
+
+/// The committed fixtures, placeholders substituted, invoked raw on the buffered emulator.
+/// Leaves `everything` unregistered again for the walk-through.
+async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
+    let _t = Step::start("raw fixtures");
+    let emu = &stack.buffered;
+    let admin = stack.aws.admin_key.as_str();
+    let vars = [
+        ("__ADMIN_KEY__", admin),
+        ("__EVERYTHING_URL__", p.everything.as_str()),
+    ];
+
+    // healthz, with the stage in requestContext: 200 only because the stage is ignored
+    let out = emu
+        .invoke_json("admin-api", &load_event("rest-healthz", &vars).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert_eq!(result_body(&out), json!({"status": "ok"}));
+    assert_eq!(
+        out["multiValueHeaders"]["content-type"],
+        json!(["application/json"]),
+        "REST answers use multiValueHeaders: {out}"
+    );
+
+    // create a server (base64 body, mixed-case headers) with the bootstrap key from Secrets Manager
+    let create = load_event("rest-admin-create-server", &vars).unwrap();
+    let out = emu.invoke_json("admin-api", &create).await.unwrap();
+    assert_eq!(out["statusCode"], 201, "{out}");
+    assert_eq!(result_body(&out)["url"], p.everything.as_str());
+    // then GET lists it
+    let out = emu
+        .invoke_json("admin-api", &admin_event(&create, "GET", "servers", None))
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    let listed = result_body(&out);
+    assert!(
+        listed["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "everything"),
+        "{listed}"
+    );
+    // and an API key for the MCP fixtures
+    let key_body = json!({"owner": "fixture@example.com", "name": "fixtures"});
+    let out = emu
+        .invoke_json(
+            "admin-api",
+            &admin_event(&create, "POST", "api-keys", Some(key_body)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 201, "{out}");
+    let api_key = result_body(&out)["key"].as_str().unwrap().to_owned();
+
+    // MCP initialize over REST (v1) and HTTP API (v2) events, answered by server-everything
+    for (fixture, version) in [
+        ("rest-mcp-initialize", "1.0"),
+        ("http-v2-mcp-initialize", "2.0"),
+    ] {
+        let event = load_event(fixture, &[("__API_KEY__", &api_key)]).unwrap();
+        let out = emu.invoke_json("mcp-proxy", &event).await.unwrap();
+        assert_eq!(out["statusCode"], 200, "{fixture}: {out}");
+        let msg = mcp_message(&proxy_body(&out).unwrap()).unwrap();
+        assert_eq!(msg["id"], 1, "{fixture}: {msg}");
+        assert!(
+            msg["result"]["serverInfo"]["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty()),
+            "{fixture}: {msg}"
+        );
+        assert!(
+            msg["result"]["capabilities"]["tools"].is_object(),
+            "{fixture}: {msg}"
+        );
+        if version == "2.0" {
+            assert!(
+                out.get("multiValueHeaders")
+                    .is_none_or(|m| m.as_object().is_none_or(|m| m.is_empty())),
+                "v2 answers use headers: {out}"
+            );
+        }
+    }
+
+    // the EventBridge schedule: token-refresh answers a sweep report
+    let out = emu
+        .invoke_json(
+            "token-refresh",
+            &load_event("schedule-token-refresh", &[]).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"due": 0, "refreshed": 0, "failed": 0}));
+
+    // clean up for the walk-through, which registers `everything` itself
+    let out = emu
+        .invoke_json(
+            "admin-api",
+            &admin_event(&create, "DELETE", "servers/everything", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 204, "{out}");
+}
+
+/// The README walk-through through the REST API (mcp-proxy streaming, as deployed); returns a
+/// user's API key.
+async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
+    let _t = Step::start("REST walk-through");
+    let gw = &stack.rest;
+    let admin = Some(stack.aws.admin_key.as_str());
+    let secret_ref = stack.aws.upstream_secret_ref.as_str();
+
+    // GIVEN two registered servers and a user's key
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.url("/admin/servers"),
+        admin,
+        Some(json!({"name": "everything", "url": p.everything, "auth": {"type": "none"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.url("/admin/servers"),
+        admin,
+        Some(json!({"name": "echo", "url": p.echo, "auth": {"type": "header", "headers": {"Authorization": secret_ref}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        body["auth"]["headers"]["Authorization"], secret_ref,
+        "the reference is shown, never the value"
+    );
+    let (s, key) = call_json(
+        Method::POST,
+        &gw.url("/admin/api-keys"),
+        admin,
+        Some(json!({"owner": "alice@example.com", "name": "laptop"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{key}");
+    let api_key = key["key"].as_str().unwrap().to_owned();
+
+    // WHEN the Python SDK calls server-everything's get-sum through API Gateway and Lambda
+    let out = python_mcp_call(
+        &gw.mcp_url("everything"),
+        &api_key,
+        "get-sum",
+        json!({"a": 2, "b": 40}),
+        "auto",
+    )
+    .await
+    .unwrap();
+    // THEN the tools are listed and the sum comes back
+    assert!(
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "get-sum"),
+        "{out}"
+    );
+    assert_eq!(out["is_error"], false, "{out}");
+    assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
+
+    // WHEN the echo server reports the Authorization header it received, in both eras
+    for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), mode)
+            .await
+            .unwrap();
+        assert_eq!(out["protocol"], era, "{out}");
+        let seen: Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
+        // THEN it is the Secrets Manager secret, and the caller's key appears nowhere
+        assert_eq!(
+            seen["authorization"], UPSTREAM_SECRET,
+            "upstream saw: {seen}"
+        );
+        assert!(
+            !out.to_string().contains(&api_key),
+            "the caller's key reached the upstream: {out}"
+        );
+    }
+
+    // AND the REST /mcp answer really was streamed (chunked by the fake gateway, which
+    // relays a streamed body as it comes), with the initialize result inside
+    let (s, headers, msg) = call(
+        Method::POST,
+        &gw.mcp_url("everything"),
+        Some(&api_key),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(s, 200, "{msg}");
+    assert_eq!(
+        headers
+            .get("transfer-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("chunked"),
+        "{headers:?}"
+    );
+    assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+    api_key
+}
+
+/// The same through the HTTP API (payload 2.0, buffered).
+async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
+    let _t = Step::start("HTTP API walk-through");
+    let gw = &stack.http;
+    let out = python_mcp_call(&gw.mcp_url("echo"), api_key, "whoami", json!({}), "auto")
+        .await
+        .unwrap();
+    let seen: Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen["authorization"], UPSTREAM_SECRET,
+        "upstream saw: {seen}"
+    );
+    assert!(!out.to_string().contains(api_key), "{out}");
+    let out = python_mcp_call(
+        &gw.mcp_url("everything"),
+        api_key,
+        "get-sum",
+        json!({"a": 20, "b": 22}),
+        "auto",
+    )
+    .await
+    .unwrap();
+    assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
+
+    // buffered: a Content-Length, no chunking
+    let (s, headers, msg) = call(
+        Method::POST,
+        &gw.mcp_url("everything"),
+        Some(api_key),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(s, 200, "{msg}");
+    assert!(headers.get("content-length").is_some(), "{headers:?}");
+    let (s, body) = call_json(
+        Method::GET,
+        &gw.url("/admin/servers"),
+        Some(&stack.aws.admin_key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["servers"].as_array().unwrap().len(), 2, "{body}");
+}
+
+/// Bad input through the gateways: JSON errors from the functions, API Gateway's own answers
+/// for what matches no route.
+async fn bad_input(stack: &LambdaStack) {
+    let _t = Step::start("bad input");
+    let rest = &stack.rest;
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+    // no key on /mcp: 401 JSON with a challenge naming the metadata URL under the public URL
+    // (stage included), through the streaming integration and the HTTP API alike
+    for url in [rest.mcp_url("x"), stack.http.mcp_url("x")] {
+        let (s, headers, body) =
+            call(Method::POST, &url, None, Some(("application/json", ping))).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{url}: {body}"
+        );
+        let challenge = headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let metadata = rest.url("/.well-known/oauth-protected-resource/mcp/x");
+        assert_eq!(
+            challenge,
+            format!("Bearer resource_metadata=\"{metadata}\""),
+            "{url}"
+        );
+        // the metadata document itself is reachable there
+        let (s, _, doc) = call(Method::GET, &metadata, None, None).await;
+        assert_eq!(
+            (s, doc["resource"].as_str()),
+            (200, Some(rest.mcp_url("x").as_str())),
+            "{doc}"
+        );
+    }
+    // an unknown route under a function: the function's 404 JSON (oauth-callback has no
+    // routes yet, so its connect route is one too)
+    let admin = Some(stack.aws.admin_key.as_str());
+    for url in [
+        rest.url("/admin/nope"),
+        rest.url("/oauth/connect/echo"),
+        stack.http.url("/oauth/callback/echo"),
+    ] {
+        let (s, _, body) = call(Method::GET, &url, admin, None).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{url}: {body}"
+        );
+    }
+    // no route at all: API Gateway answers by itself
+    let (s, _, body) = call(Method::GET, &rest.url("/nope"), None, None).await;
+    assert_eq!(
+        (s, body),
+        (403, json!({"message": "Missing Authentication Token"}))
+    );
+    let (s, _, body) = call(Method::GET, &stack.http.url("/nope"), None, None).await;
+    assert_eq!((s, body), (404, json!({"message": "Not Found"})));
+    // malformed admin JSON: 400 JSON
+    let (s, _, body) = call(
+        Method::POST,
+        &rest.url("/admin/servers"),
+        admin,
+        Some(("application/json", r#"{"name": "#)),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"]["code"].is_string(), "{body}");
+}
+
+/// Response streaming beyond the REST API: the emulator's function URL, and what a REST
+/// streaming integration makes of a buffered binary.
+async fn streaming(stack: &LambdaStack, api_key: &str) {
+    let _t = Step::start("streaming");
+    // the function URL of the streaming mcp-proxy (the emulator builds a 2.0 event)
+    let url = stack.streaming.function_url("mcp-proxy", "/mcp/everything");
+    let (s, headers, msg) = call(
+        Method::POST,
+        &url,
+        Some(api_key),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(s, 200, "{msg}");
+    assert_eq!(
+        headers
+            .get("lambda-runtime-function-response-mode")
+            .map(|v| v.to_str().unwrap()),
+        Some("streaming")
+    );
+    assert!(
+        headers
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream")),
+        "{headers:?}"
+    );
+    assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+
+    // a REST STREAM integration in front of a buffered mcp-proxy (MCPGW_LAMBDA_STREAMING unset)
+    // cannot work: API Gateway never sees a metadata prelude
+    let gw = BoundGateway::bind(ApiKind::Rest {
+        stage: STAGE.into(),
+    })
+    .await
+    .unwrap();
+    let gw = gw
+        .serve(
+            FUNCTIONS
+                .iter()
+                .map(|&f| (f, Integration::new(&stack.buffered, Transfer::Stream)))
+                .collect(),
+        )
+        .unwrap();
+    let (s, _, body) = call(
+        Method::POST,
+        &gw.mcp_url("everything"),
+        Some(api_key),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(
+        (s, body),
+        (502, json!({"message": "Internal server error"}))
+    );
+}
+
+/// Without AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH, lambda_http prefixes REST paths with the
+/// stage and the routers answer 404: the variable is required for a REST deployment.
+async fn stage_prefix(stack: &LambdaStack, p: &Peers) -> Vec<u32> {
+    let _t = Step::start("stage prefix");
+    let env: Vec<(String, String)> = stack
+        .aws
+        .function_env(&stack.rest.base)
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH")
+        .collect();
+    let emu = Emulator::start(&p.cargo_lambda, &env).await.unwrap();
+    let healthz = load_event("rest-healthz", &[]).unwrap();
+    let out = emu.invoke_json("admin-api", &healthz).await.unwrap();
+    assert_eq!(
+        out["statusCode"], 404,
+        "the router saw /{STAGE}/healthz: {out}"
+    );
+    // HTTP API events ($default stage) are not affected
+    let mut v2 = load_event("http-v2-mcp-initialize", &[("__API_KEY__", "x")]).unwrap();
+    v2["rawPath"] = json!("/healthz");
+    v2["requestContext"]["http"]["method"] = json!("GET");
+    v2["requestContext"]["http"]["path"] = json!("/healthz");
+    set_body(&mut v2, None, false);
+    let out = emu.invoke_json("admin-api", &v2).await.unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    emu.process_ids()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_mode_end_to_end() {
+    let Some(p) = peers() else { return };
+    let total = Step::start("total");
+
+    let built = e2e::lambda::build_functions().await.unwrap();
+    eprintln!(
+        "[lambda_mode] cargo build of the functions: {:.1}s",
+        built.as_secs_f64()
+    );
+    let stack = {
+        let _t = Step::start("start moto resources, two emulators, two gateways");
+        LambdaStack::start(&p.cargo_lambda, &p.moto, UPSTREAM_SECRET)
+            .await
+            .unwrap()
+    };
+
+    raw_fixtures(&stack, &p).await;
+    let api_key = rest_walkthrough(&stack, &p).await;
+    http_walkthrough(&stack, &api_key).await;
+    bad_input(&stack).await;
+    streaming(&stack, &api_key).await;
+    let mut pids = stage_prefix(&stack, &p).await;
+
+    // every function ran as its own process under the emulator...
+    let names: Vec<String> = stack
+        .buffered
+        .process_ids()
+        .into_iter()
+        .filter_map(process_name)
+        .collect();
+    for f in FUNCTIONS {
+        assert!(
+            names.iter().any(|n| n == f),
+            "{f} is not running under the emulator: {names:?}"
+        );
+    }
+    pids.extend(stack.process_ids());
+    // ...and none of them outlives the stack
+    drop(stack);
+    let left: Vec<u32> = pids.into_iter().filter(|p| process_alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    drop(total);
+}
