@@ -31,6 +31,7 @@ import copy
 import http.server
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.wfile.flush()
 
+    def quickack(self):
+        # Diagnosis only (--quickack): acknowledge every segment at once instead of delaying
+        # ACKs, which shows whether a sender's Nagle algorithm is waiting for our ACKs.
+        if self.server.quickack:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
     def body(self):
+        # Streamed responses (MCPGW_LAMBDA_STREAMING=1) arrive chunked.
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                self.quickack()
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -144,6 +163,8 @@ class RuntimeServer(http.server.ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError)):
             return
         super().handle_error(request, client_address)
+
+    quickack = False
 
     def __init__(self, function, session):
         super().__init__(("127.0.0.1", 0), Handler)
@@ -225,8 +246,12 @@ def durations_ms(session, spawned):
 
 
 def api_response(session, index):
-    """The API Gateway proxy response of event `index`: (statusCode, body text)."""
+    """The API Gateway proxy response of event `index`: (statusCode, body text). A streamed
+    response is a JSON prelude, eight NUL bytes, then the body."""
     raw = session.responses[f"00000000-0000-4000-8000-{index:012d}"]
+    if b"\0" * 8 in raw:
+        prelude, body = raw.split(b"\0" * 8, 1)
+        return json.loads(prelude).get("statusCode"), body.decode(errors="replace")
     r = json.loads(raw)
     body = r.get("body") or ""
     if r.get("isBase64Encoded"):
@@ -321,9 +346,13 @@ def main():
     ap.add_argument("--warm", type=int, default=50)
     ap.add_argument("--zip-dir", help="holds <function>/bootstrap.zip, for the size report")
     ap.add_argument("--log", default=os.devnull)
+    ap.add_argument("--quickack", action="store_true",
+                    help="diagnosis: the fake Runtime API acknowledges TCP segments at once")
+    ap.add_argument("--only", help="run only scenarios whose 'function scenario' contains this")
     ap.add_argument("--experiments", action="store_true",
                     help="also time init with the AWS SDK left out (SQLite + env secrets)")
     args = ap.parse_args()
+    RuntimeServer.quickack = args.quickack
     log = open(args.log, "a")
 
     import boto3  # the cache venv has it (moto's dependency)
@@ -371,34 +400,41 @@ def main():
                 continue
             status, body = api_response(session, i)
             assert status == 200, f"{function} {scenario}: HTTP {status}: {body}"
-            if scenario == "tools/call":
+            if scenario.startswith("tools/call"):
                 text = json.loads(body)["result"]["content"][0]["text"]
                 assert text == "42", f"{function}: unexpected answer {body}"
 
+    # (function, scenario, event, extra environment). "stream": MCPGW_LAMBDA_STREAMING=1, how
+    # the template runs the functions behind a REST API; the others answer buffered (HTTP API).
+    streaming = {"MCPGW_LAMBDA_STREAMING": "1"}
     scenarios = [
-        ("mcp-proxy", "GET /healthz", healthz),
-        ("mcp-proxy", "tools/call", call),
-        ("admin-api", "GET /healthz", healthz),
-        ("oauth-callback", "GET /healthz", healthz),
-        ("token-refresh", "scheduled", schedule),
+        ("mcp-proxy", "GET /healthz", healthz, {}),
+        ("mcp-proxy", "tools/call", call, {}),
+        ("mcp-proxy", "tools/call stream", call, streaming),
+        ("admin-api", "GET /healthz", healthz, {}),
+        ("oauth-callback", "GET /healthz", healthz, {}),
+        ("token-refresh", "scheduled", schedule, {}),
     ]
     results = []
-    for function, scenario, event in scenarios:
+    for function, scenario, event, extra in scenarios:
+        if args.only and args.only not in f"{function} {scenario}":
+            continue
+        fenv = {**env, **extra}
         inits, firsts = [], []
         for _ in range(args.runs):
-            s, spawned = run_process(binary[function], function, [event], env, log)
+            s, spawned = run_process(binary[function], function, [event], fenv, log)
             check(function, scenario, s, 1)
             init, handler = durations_ms(s, spawned)
             inits.append(init)
             firsts.append(handler[0])
         # One more process serving 1 + warm events: the warm handler duration.
-        s, spawned = run_process(binary[function], function, [event] * (1 + args.warm), env, log)
+        s, spawned = run_process(binary[function], function, [event] * (1 + args.warm), fenv, log)
         check(function, scenario, s, 1 + args.warm)
         _, handler = durations_ms(s, spawned)
         row = {"function": function, "scenario": scenario, "init_ms": summary(inits),
                "first_request_ms": summary(firsts), "warm_ms": summary(handler[1:])}
         results.append(row)
-        print(f"  {function:<15} {scenario:<13} init median {row['init_ms']['median']:7.2f} ms"
+        print(f"  {function:<15} {scenario:<17} init median {row['init_ms']['median']:7.2f} ms"
               f"   first request {row['first_request_ms']['median']:7.2f} ms"
               f"   warm {row['warm_ms']['median']:6.2f} ms (p95 {row['warm_ms']['p95']:.2f})",
               flush=True)
@@ -433,14 +469,14 @@ def main():
 
     limit_mb, init_goal_ms = 6, 60
     print(f"\n{'function':<15} {'zip MB':>7} {'binary MB':>10} {'< 6 MB':>7} | "
-          f"{'scenario':<13} {'init ms':>8} {'< 60 ms':>8} {'1st req ms':>11} {'warm ms':>8}")
+          f"{'scenario':<17} {'init ms':>8} {'< 60 ms':>8} {'1st req ms':>11} {'warm ms':>8}")
     for row in results:
         z = sizes[row["function"]]
         zip_mb = z.get("zip_bytes", 0) / 1048576
         init = row["init_ms"]["median"]
         row["init_under_60ms"] = init < init_goal_ms
         print(f"{row['function']:<15} {zip_mb:>7.2f} {z['binary_bytes'] / 1048576:>10.2f} "
-              f"{('yes' if 0 < zip_mb < limit_mb else 'NO'):>7} | {row['scenario']:<13} "
+              f"{('yes' if 0 < zip_mb < limit_mb else 'NO'):>7} | {row['scenario']:<17} "
               f"{init:>8.2f} {('yes' if row['init_under_60ms'] else 'NO'):>8} "
               f"{row['first_request_ms']['median']:>11.2f} {row['warm_ms']['median']:>8.2f}")
     print(f"(medians of {args.runs} cold starts; warm = median of {args.warm} further events "

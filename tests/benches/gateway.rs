@@ -361,6 +361,10 @@ enum StoreAt {
     Dynamo(aws_sdk_dynamodb::Client, String),
 }
 
+fn nodelay() -> bool {
+    std::env::var("MCPGW_BENCH_NODELAY").is_ok_and(|v| v == "1")
+}
+
 /// One gateway's store and secrets adapters, plus the Secrets Manager adapter when it is one.
 type Ports = (
     Arc<dyn Store>,
@@ -384,9 +388,22 @@ async fn serve(
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let state = AppState::from_parts(config, store, secrets, Arc::new(SystemClock))?;
     let app = local::router(state);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // As `mcpgw::runtime::serve` (local mode) and `tests/src/lib.rs` do: plain `axum::serve`.
+    // MCPGW_BENCH_NODELAY=1 sets TCP_NODELAY on accepted connections instead, to measure what
+    // Nagle's algorithm costs streamed (SSE) answers.
+    let task = if nodelay() {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })
+    } else {
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })
+    };
     Ok((format!("http://{addr}"), task))
 }
 
@@ -1008,7 +1025,8 @@ async fn run(s: Settings) -> Result<()> {
         "build": if s.bench { "bench" } else { "test" },
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "git_rev": std::env::var("MCPGW_BENCH_GIT_REV").ok(),
-        "settings": {"calls": s.calls, "concurrency": s.concurrency, "warmup": s.warmup},
+        "settings": {"calls": s.calls, "concurrency": s.concurrency, "warmup": s.warmup,
+                     "gateway_tcp_nodelay": nodelay()},
         "upstreams": upstreams.iter().map(|u| json!({"name": u.name, "url": u.url, "tool": u.tool, "session": u.session})).collect::<Vec<_>>(),
         "server_cache_ttl_s": defaults.server_cache_ttl.as_secs(),
         "secrets_cache_ttl_s": defaults.secrets_cache_ttl.as_secs(),
