@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                          300 sequential + 300 concurrent calls per path
 #   MCPGW_BENCH_CALLS=1000 MCPGW_BENCH_CONCURRENCY=16 scripts/bench.sh
+#   MCPGW_BENCH_NODELAY=1 scripts/bench.sh    gateways with TCP_NODELAY (gateway-nodelay.json)
 #
 # Prints the tables and writes $CARGO_TARGET_DIR/bench/gateway.json. What the figures mean:
 # docs/performance.md. The bench profile inherits the release profile (fat LTO,

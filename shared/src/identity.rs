@@ -276,7 +276,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod authenticator_tests {
     use super::*;
     use crate::clock::FixedClock;

@@ -25,6 +25,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("could not load the keyring")]
     Keyring(#[from] KeyringError),
+    #[error("this binary was built without the {0}; use MCPGW_STORE=dynamodb or the local binary")]
+    NotBuiltIn(&'static str),
     #[error("could not build the HTTP client")]
     Http(#[from] reqwest::Error),
 }
@@ -63,6 +65,7 @@ impl AppState {
             crate::crypto::create_private_dir(&config.data_dir).map_err(KeyringError::Io)?;
         }
         let store: Arc<dyn Store> = match (&config.store, &sdk) {
+            #[cfg(feature = "sqlite")]
             (StoreBackend::Sqlite { path }, _) => {
                 Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
             }
@@ -82,6 +85,8 @@ impl AppState {
                     table.clone(),
                 ))
             }
+            #[cfg(not(feature = "sqlite"))]
+            (StoreBackend::Sqlite { .. }, _) => return Err(StartupError::NotBuiltIn("sqlite store")),
             (StoreBackend::Dynamo { .. }, None) => {
                 unreachable!("sdk config is loaded for the dynamodb store")
             }
@@ -229,7 +234,7 @@ impl ServerCache {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
     use crate::secrets::SecretRef;

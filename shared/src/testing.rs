@@ -37,9 +37,10 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Admin key of states made by [`local_state`].
+/// Admin key of states made by `local_state`.
 pub const TEST_ADMIN_KEY: &str = "test-admin-key-0123456789";
 
+#[cfg(feature = "sqlite")]
 /// A complete in-process state for router tests: SQLite in a temp folder (kept alive by the
 /// returned guard), secrets from `secrets` (`MCPGW_SECRET_*` names), the bootstrap admin key
 /// [`TEST_ADMIN_KEY`], and extra settings from `vars`.

@@ -20,6 +20,10 @@
 //! `backend_calls()` is read, so the report states per warm call how many store reads and
 //! Secrets Manager calls the gateway made. Nothing here asserts a timing: failures are only
 //! wrong answers. Results also go to `$CARGO_TARGET_DIR/bench/gateway.json`.
+//!
+//! `MCPGW_BENCH_NODELAY=1` sets TCP_NODELAY on the gateways' accepted connections (local mode
+//! does not today) and writes `gateway-nodelay.json` instead: the difference is what Nagle's
+//! algorithm costs streamed (SSE) answers. See docs/performance.md.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -1038,10 +1042,10 @@ async fn run(s: Settings) -> Result<()> {
     });
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
-    let file = dir.join(if s.bench {
-        "gateway.json"
-    } else {
-        "gateway-smoke.json"
+    let file = dir.join(match (s.bench, nodelay()) {
+        (true, false) => "gateway.json",
+        (true, true) => "gateway-nodelay.json",
+        (false, _) => "gateway-smoke.json",
     });
     std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("\nwritten: {}", file.display());

@@ -10,6 +10,7 @@
 //! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late).
 
 pub mod dynamo;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use async_trait::async_trait;
