@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::secrets::{SecretRef, SecretValue};
+use crate::secrets::{SecretRef, SecretScope, SecretValue};
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,8 @@ pub struct Config {
     pub store: StoreBackend,
     pub secrets: SecretsBackend,
     pub secrets_cache_ttl: Duration,
+    /// Which secrets server configurations may reference.
+    pub secret_scope: SecretScope,
     pub keyring: KeyringConfig,
     pub bootstrap_admin: BootstrapAdmin,
     /// Lowercased emails holding the admin role.
@@ -135,6 +137,14 @@ impl Config {
             };
         let secrets_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_SECRETS_CACHE_SECONDS", 300)?);
+        // With Secrets Manager the prefix is what separates operator secrets from the
+        // gateway's own (see SecretScope); env secrets are all the operator's.
+        let secret_scope = match get("MCPGW_SECRET_PREFIX") {
+            Some(p) if p == "*" => SecretScope::unrestricted(),
+            Some(p) => SecretScope::prefixed(p),
+            None if secrets == SecretsBackend::Aws => SecretScope::prefixed("mcpgw/"),
+            None => SecretScope::unrestricted(),
+        };
         let keyring = match get("MCPGW_KEYRING_SECRET") {
             Some(r) => KeyringConfig::Secret(
                 SecretRef::parse(&r).map_err(|e| err("MCPGW_KEYRING_SECRET", e.to_string()))?,
@@ -181,6 +191,7 @@ impl Config {
             store,
             secrets,
             secrets_cache_ttl,
+            secret_scope,
             keyring,
             bootstrap_admin,
             admin_emails,
@@ -239,6 +250,7 @@ mod tests {
             KeyringConfig::File(PathBuf::from("./.mcp-gateway/keyring.json"))
         );
         assert_eq!(c.bootstrap_admin, BootstrapAdmin::GenerateIfAbsent);
+        assert_eq!(c.secret_scope, SecretScope::unrestricted());
         assert!(c.allow_get_stream);
     }
 
@@ -259,6 +271,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.secrets, SecretsBackend::Aws);
+        assert_eq!(c.secret_scope, SecretScope::prefixed("mcpgw/"));
         assert_eq!(c.public_url, "https://api.example.com/prod");
         assert_eq!(c.bootstrap_admin, BootstrapAdmin::Disabled);
         assert!(!c.allow_get_stream);

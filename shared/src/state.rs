@@ -86,7 +86,9 @@ impl AppState {
                 ))
             }
             #[cfg(not(feature = "sqlite"))]
-            (StoreBackend::Sqlite { .. }, _) => return Err(StartupError::NotBuiltIn("sqlite store")),
+            (StoreBackend::Sqlite { .. }, _) => {
+                return Err(StartupError::NotBuiltIn("sqlite store"));
+            }
             (StoreBackend::Dynamo { .. }, None) => {
                 unreachable!("sdk config is loaded for the dynamodb store")
             }

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::domain::{McpServer, UpstreamAuth};
-use crate::secrets::{Secrets, SecretsError};
+use crate::secrets::{SecretScope, Secrets, SecretsError};
 
 /// Why an upstream request could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,9 @@ pub enum UpstreamError {
     Secrets(#[from] SecretsError),
     #[error("secret for header '{0}' is not a valid header value")]
     BadHeaderValue(String),
+    /// The configuration names a secret outside the operator's scope (never resolved).
+    #[error("secret reference '{0}' is outside the allowed secret scope")]
+    OutOfScope(String),
     #[error(
         "server '{server}' uses '{kind}' authentication, which this gateway version cannot inject yet"
     )]
@@ -56,12 +59,18 @@ pub fn returned_response_headers(upstream: &HeaderMap) -> HeaderMap {
 pub async fn credential_headers(
     server: &McpServer,
     secrets: &dyn Secrets,
+    scope: &SecretScope,
 ) -> Result<HeaderMap, UpstreamError> {
     let mut out = HeaderMap::new();
     match &server.auth {
         UpstreamAuth::None => {}
         UpstreamAuth::Header { headers } => {
             for (name, reference) in headers {
+                // Checked again here, not only at registration: a record written around the
+                // admin API must not turn the proxy into a way to read the keyring.
+                if !scope.permits(reference) {
+                    return Err(UpstreamError::OutOfScope(reference.to_string()));
+                }
                 let value = secrets.resolve(reference).await?;
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| UpstreamError::BadHeaderValue(name.clone()))?;

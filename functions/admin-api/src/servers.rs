@@ -135,6 +135,15 @@ fn validate(input: &ServerInput, name: &str) -> Result<(), ApiError> {
 async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiError> {
     if let UpstreamAuth::Header { headers } = auth {
         for reference in headers.values() {
+            if !state.config.secret_scope.permits(reference) {
+                let prefix = state.config.secret_scope.prefix().unwrap_or_default();
+                return Err(ApiError::unprocessable(
+                    "secret_out_of_scope",
+                    format!(
+                        "auth.headers: '{reference}' is not an operator secret; name it '{prefix}...'"
+                    ),
+                ));
+            }
             state.secrets.resolve(reference).await.map_err(|e| {
                 ApiError::unprocessable("secret_unresolvable", format!("auth.headers: {e}"))
             })?;

@@ -447,3 +447,29 @@ async fn api_key_routes_reject_bad_input() {
         "no bad request created a key"
     );
 }
+
+#[tokio::test]
+async fn header_secrets_must_be_operator_secrets_when_a_prefix_is_set() {
+    let (state, _guard) = local_state(
+        &[
+            ("MCPGW_SECRET_MCPGW_UP", "v1"),
+            ("MCPGW_SECRET_KEYRING", "gateway-internal"),
+        ],
+        &[("MCPGW_SECRET_PREFIX", "mcpgw/")],
+    );
+    let api = Api {
+        app: admin_api::app(state.clone()),
+        _guard,
+        state,
+    };
+    let server = |secret: &str| json!({"name": "s", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"X-Key": secret}}});
+    let (s, b) = api
+        .admin("POST", "/admin/servers", Some(server("secret://keyring")))
+        .await;
+    assert_error(s, &b, 422, "secret_out_of_scope");
+    assert!(!b.to_string().contains("gateway-internal"));
+    let (s, b) = api
+        .admin("POST", "/admin/servers", Some(server("secret://mcpgw/up")))
+        .await;
+    assert_eq!(s, 201, "{b}");
+}

@@ -30,7 +30,8 @@ impl From<ProxyError> for ApiError {
     fn from(e: ProxyError) -> Self {
         match &e {
             ProxyError::Upstream(UpstreamError::Secrets(_))
-            | ProxyError::Upstream(UpstreamError::BadHeaderValue(_)) => ApiError::new(
+            | ProxyError::Upstream(UpstreamError::BadHeaderValue(_))
+            | ProxyError::Upstream(UpstreamError::OutOfScope(_)) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_credential_unavailable",
                 "the gateway could not load its credential for this server",
@@ -188,9 +189,10 @@ async fn forward(
     body: Option<axum::body::Bytes>,
 ) -> Result<Response, ApiError> {
     let mut headers = forwarded_request_headers(inbound);
-    let credentials = credential_headers(server, state.secrets.as_ref())
-        .await
-        .map_err(ProxyError::from)?;
+    let credentials =
+        credential_headers(server, state.secrets.as_ref(), &state.config.secret_scope)
+            .await
+            .map_err(ProxyError::from)?;
     headers.extend(credentials);
     let accept = if method == Method::GET {
         "text/event-stream"

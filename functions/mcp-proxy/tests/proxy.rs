@@ -426,3 +426,51 @@ async fn resource_metadata_is_open() {
     let v: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["resource"], "https://gw.example.com/mcp/up");
 }
+
+#[tokio::test]
+async fn out_of_scope_secret_in_a_stored_record_is_never_resolved() {
+    use mcpgw::domain::{McpServer, UpstreamAuth};
+    use mcpgw::secrets::SecretRef;
+    use mcpgw::store::{ConfigKind, to_doc};
+    let (upstream, seen) = start_upstream().await;
+    let (state, _guard) = local_state(
+        &[("MCPGW_SECRET_KEYRING", "gateway-internal-material")],
+        &[("MCPGW_SECRET_PREFIX", "mcpgw/")],
+    );
+    // Written around the admin API, which would have refused it.
+    let server = McpServer {
+        name: "sneaky".into(),
+        url: upstream,
+        description: None,
+        auth: UpstreamAuth::Header {
+            headers: [(
+                "X-Api-Key".to_string(),
+                SecretRef::parse("secret://keyring").unwrap(),
+            )]
+            .into(),
+        },
+        created_at: 0,
+        updated_at: 0,
+    };
+    state
+        .store
+        .create_config(ConfigKind::Server, "sneaky", &to_doc(&server))
+        .await
+        .unwrap();
+    let issued = mcpgw::identity::issue_api_key("eve@example.com", "k", false, 0, None);
+    state.store.create_api_key(&issued.record).await.unwrap();
+    let app = mcp_proxy::app(state);
+    let req = mcp_post("sneaky", Some(&issued.plaintext))
+        .body(Body::from(INIT))
+        .unwrap();
+    let (s, _, b) = send(&app, req).await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (502, "upstream_credential_unavailable")
+    );
+    assert!(!b.contains("gateway-internal-material"));
+    assert!(
+        seen.0.lock().unwrap().is_empty(),
+        "nothing was sent upstream"
+    );
+}

@@ -80,6 +80,54 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
+/// Which secrets server configurations may reference. In AWS the functions' IAM role can read
+/// both operator secrets (`mcpgw/*`) and the gateway's own (keyring, bootstrap admin key), and
+/// IAM cannot tell the uses apart; so a server's `secret://` reference must name a secret under
+/// the operator prefix, or an admin could make the proxy send the keyring to an upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretScope {
+    prefix: Option<String>,
+}
+
+impl SecretScope {
+    /// Every reference is allowed (local mode, where secrets are env vars the operator set).
+    pub fn unrestricted() -> Self {
+        Self { prefix: None }
+    }
+
+    /// Only names starting with `prefix` (or ARNs whose secret name does) are allowed.
+    pub fn prefixed(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: Some(prefix.into()),
+        }
+    }
+
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// Whether a server configuration may use `reference`.
+    pub fn permits(&self, reference: &SecretRef) -> bool {
+        let Some(prefix) = &self.prefix else {
+            return true;
+        };
+        let name = reference.name();
+        // arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX
+        let name = match name.strip_prefix("arn:") {
+            Some(rest) => match rest
+                .splitn(6, ':')
+                .nth(5)
+                .and_then(|r| r.strip_prefix("secret:"))
+            {
+                Some(n) => n,
+                None => return false,
+            },
+            None => name,
+        };
+        name.starts_with(prefix.as_str())
+    }
+}
+
 /// A secret value. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(String);
@@ -167,6 +215,27 @@ mod tests {
         ] {
             assert!(SecretRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn scope_limits_references_to_the_operator_prefix() {
+        let scope = SecretScope::prefixed("mcpgw/");
+        let ok = |s: &str| scope.permits(&SecretRef::parse(s).unwrap());
+        assert!(ok("secret://mcpgw/github#token"));
+        assert!(ok(
+            "secret://arn:aws:secretsmanager:eu-west-1:123456789012:secret:mcpgw/github-AbCdEf"
+        ));
+        assert!(!ok("secret://KeyringSecret-abc"));
+        assert!(!ok(
+            "secret://arn:aws:secretsmanager:eu-west-1:123456789012:secret:KeyringSecret-AbCdEf"
+        ));
+        assert!(!ok(
+            "secret://arn:aws:secretsmanager:eu-west-1:123456789012:mcpgw/x"
+        ));
+        assert!(!ok("secret://other/mcpgw/x"));
+        assert!(
+            SecretScope::unrestricted().permits(&SecretRef::parse("secret://anything").unwrap())
+        );
     }
 
     #[test]
