@@ -33,6 +33,9 @@ SAM=$CACHE/sam-venv/bin/sam
 if [ -x "$SAM" ]; then
     echo "== sam validate --lint $TEMPLATE"
     "$SAM" validate --lint --template "$TEMPLATE"
+elif [ "${MCPGW_REQUIRE_PEERS:-}" = 1 ] || [ "${CI:-}" = true ]; then
+    echo "lint-infra: $SAM not installed, and the test run requires it (scripts/peers.sh setup)" >&2
+    exit 2
 else
     echo "== sam validate skipped: $SAM not installed" \
         "(python3 -m venv $CACHE/sam-venv && $CACHE/sam-venv/bin/pip install aws-sam-cli==1.170.0)"

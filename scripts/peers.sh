@@ -131,6 +131,26 @@ peers_setup_node() {
   echo "$want" > "$stamp"
 }
 
+# The SAM CLI gets a venv of its own: it pins an older boto3 than moto wants.
+SAM_VENV=$CACHE/sam-venv
+SAM_PIN=aws-sam-cli==1.170.0
+peers_setup_sam() {
+  local stamp=$SAM_VENV/.mcpgw-pins.sha256 want
+  want=$(printf '%s\n' "$SAM_PIN" | peers_hash_of)
+  if [ -d "$SAM_VENV" ] && ! "$SAM_VENV/bin/python" -c '' 2>/dev/null; then
+    peers_log "venv at $SAM_VENV is broken, recreating"; rm -rf "$SAM_VENV"
+  fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  if [ -x "$SAM_VENV/bin/sam" ] && [ "$("$SAM_VENV/bin/python" -c 'from importlib.metadata import version; print(version("aws-sam-cli"))')" = "${SAM_PIN#*==}" ]; then
+    peers_log "SAM CLI already installed in $SAM_VENV, stamping"
+  else
+    peers_log "installing the SAM CLI into $SAM_VENV (about a minute the first time)"
+    [ -x "$SAM_VENV/bin/python" ] || python3 -m venv "$SAM_VENV"
+    "$SAM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SAM_PIN"
+  fi
+  echo "$want" > "$stamp"
+}
+
 peers_setup() {
   mkdir -p "$CACHE"
   # Two test runs starting at once must not install into the same venv concurrently.
@@ -138,6 +158,7 @@ peers_setup() {
   flock 9
   peers_setup_python
   peers_setup_node
+  peers_setup_sam
   exec 9>&-
 }
 

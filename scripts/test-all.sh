@@ -5,7 +5,7 @@
 #
 # 1. installs the pinned test peers once into a cache outside the repo (skipped when present),
 # 2. starts moto, server-everything and the Python echo MCP server on free loopback ports,
-# 3. runs cfn-lint on infra/template.yaml (when it exists), then `cargo test --workspace`,
+# 3. lints infra/template.yaml (cfn-lint, sam validate --lint), then `cargo test --workspace`,
 # 4. stops every process it started, whatever happens (failure, Ctrl-C).
 #
 # Tests read the peers' addresses from MCPGW_TEST_* and, because MCPGW_REQUIRE_PEERS=1, fail
@@ -92,11 +92,8 @@ peers_start "$RUN"
 . "$RUN/env"
 env | grep -E '^(MCPGW_|AWS_)' | sort | sed 's/^AWS_SECRET_ACCESS_KEY=.*/AWS_SECRET_ACCESS_KEY=***/; s/^/    /'
 
-if [ -f infra/template.yaml ]; then
-  step "cfn-lint infra/template.yaml" "$VENV/bin/cfn-lint" infra/template.yaml
-else
-  echo "==> cfn-lint: skipped (no infra/template.yaml yet)"
-fi
+# cfn-lint and `sam validate --lint`, both offline.
+step "lint infra/template.yaml" "$ROOT/scripts/lint-infra.sh"
 
 # --no-fail-fast: run every test binary even when an earlier one fails.
 step "cargo test --workspace" cargo test --workspace --no-fail-fast "$@"

@@ -382,10 +382,11 @@ async fn serve(
     admin_key: &str,
     store: Arc<dyn Store>,
     secrets: Arc<dyn Secrets>,
+    settings: &[(&'static str, String)],
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let mut vars: HashMap<&str, String> = HashMap::new();
+    let mut vars: HashMap<&str, String> = settings.iter().cloned().collect();
     vars.insert("MCPGW_LISTEN", addr.to_string());
     vars.insert("MCPGW_DATA_DIR", dir.display().to_string());
     vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.to_owned());
@@ -416,6 +417,7 @@ impl Gateway {
         backend: Backend,
         moto: Option<&str>,
         upstream_secrets: &[(String, String)],
+        settings: &[(&'static str, String)],
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let admin_key = mcpgw::crypto::random_token(24);
@@ -433,13 +435,20 @@ impl Gateway {
                 mcpgw::store::dynamo::create_table(&ddb, &table).await?;
                 let sm_client = aws_sdk_secretsmanager::Client::new(&sdk);
                 for (name, value) in upstream_secrets {
-                    sm_client
+                    let stored = sm_client
                         .create_secret()
                         .name(name)
                         .secret_string(value)
                         .send()
-                        .await
-                        .with_context(|| format!("storing secret {name} in moto"))?;
+                        .await;
+                    // A second gateway of this process (the expiry probe) reuses the secrets.
+                    if let Err(e) = stored
+                        && !e
+                            .as_service_error()
+                            .is_some_and(|e| e.is_resource_exists_exception())
+                    {
+                        return Err(e).with_context(|| format!("storing secret {name} in moto"));
+                    }
                 }
                 (StoreAt::Dynamo(ddb, table), Some(sm_client))
             }
@@ -468,7 +477,8 @@ impl Gateway {
         };
 
         let (store, secrets, _) = ports()?;
-        let (admin_base, admin_task) = serve(dir.path(), &admin_key, store, secrets).await?;
+        let (admin_base, admin_task) =
+            serve(dir.path(), &admin_key, store, secrets, settings).await?;
 
         let (store, secrets, sm) = ports()?;
         let counters = Counters {
@@ -484,7 +494,7 @@ impl Gateway {
             inner: secrets,
             resolves: counters.resolves.clone(),
         });
-        let (base, task) = serve(dir.path(), &admin_key, store, secrets).await?;
+        let (base, task) = serve(dir.path(), &admin_key, store, secrets, settings).await?;
         Ok(Self {
             backend,
             base,
@@ -879,9 +889,9 @@ async fn run(s: Settings) -> Result<()> {
         .iter()
         .map(|u| (secret_name(u.name), credential(u)))
         .collect();
-    let mut gateways = vec![Gateway::start(Backend::Sqlite, None, &secrets).await?];
+    let mut gateways = vec![Gateway::start(Backend::Sqlite, None, &secrets, &[]).await?];
     if moto.is_some() {
-        gateways.push(Gateway::start(Backend::Dynamo, moto.as_deref(), &secrets).await?);
+        gateways.push(Gateway::start(Backend::Dynamo, moto.as_deref(), &secrets, &[]).await?);
     }
     let mut keys = Vec::new();
     for gw in &gateways {
@@ -1020,9 +1030,28 @@ async fn run(s: Settings) -> Result<()> {
         }
     }
 
+    // The server cache's expiry, made deterministic: a 1-second TTL, then one call after it
+    // expired, then `concurrency` calls at once after it expired again.
+    let mut expiry = Vec::new();
+    for backend in gateways.iter().map(|g| g.backend) {
+        let u = &upstreams[0];
+        expiry.push(
+            expiry_probe(
+                backend,
+                moto.as_deref(),
+                &secrets,
+                u,
+                &client,
+                s.concurrency,
+            )
+            .await?,
+        );
+    }
+
     print_report(&rows, &first_calls, &per_call_reads);
+    print_expiry(&expiry);
     let defaults = Config::from_lookup(|_| None)?;
-    let goals = goals(&rows, &per_call_reads);
+    let goals = goals(&rows, &per_call_reads, &expiry);
 
     let report = json!({
         "bench": "gateway",
@@ -1037,6 +1066,7 @@ async fn run(s: Settings) -> Result<()> {
         "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
         "first_calls": first_calls,
         "per_call_store_reads": per_call_reads,
+        "server_cache_expiry_probe": expiry,
         "goals": goals,
         "elapsed_s": t0.elapsed().as_secs_f64(),
     });
@@ -1154,9 +1184,76 @@ fn print_report(rows: &[Row], first_calls: &[Value], per_call_reads: &[Value]) {
     }
 }
 
+/// Store reads when the server cache entry has just expired: one sequential call, then
+/// `concurrency` calls sent together (a 1-second TTL, so the probe takes ~3 s).
+async fn expiry_probe(
+    backend: Backend,
+    moto: Option<&str>,
+    secrets: &[(String, String)],
+    upstream: &Upstream,
+    client: &reqwest::Client,
+    concurrency: usize,
+) -> Result<Value> {
+    let gw = Gateway::start(
+        backend,
+        moto,
+        secrets,
+        &[("MCPGW_SERVER_CACHE_SECONDS", "1".into())],
+    )
+    .await?;
+    gw.register(upstream).await?;
+    let key = gw.issue_key().await?;
+    let target = Target {
+        url: format!("{}/mcp/{}", gw.base, upstream.name),
+        authorization: format!("Bearer {key}"),
+        session: None,
+        tool: upstream.tool,
+    };
+    call_tool(client, &target, 1).await?;
+    let wait = Duration::from_millis(1100);
+    tokio::time::sleep(wait).await;
+    let before = gw.counters.snapshot();
+    call_tool(client, &target, 2).await?;
+    let one = gw.counters.snapshot().since(&before);
+    tokio::time::sleep(wait).await;
+    let before = gw.counters.snapshot();
+    let calls: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (client, target) = (client.clone(), target.clone());
+            tokio::spawn(async move { call_tool(&client, &target, 10 + i as u64).await })
+        })
+        .collect();
+    for c in calls {
+        c.await??;
+    }
+    let burst = gw.counters.snapshot().since(&before);
+    Ok(json!({
+        "path": backend.label(), "upstream": upstream.name, "server_cache_ttl_s": 1,
+        "one_call_after_expiry": accounting_json(&one, 1),
+        "concurrent_calls_after_expiry": accounting_json(&burst, concurrency),
+    }))
+}
+
+fn print_expiry(probes: &[Value]) {
+    println!("\nserver cache expiry (TTL 1 s in this probe, 15 s by default):");
+    for p in probes {
+        let one = &p["one_call_after_expiry"];
+        let burst = &p["concurrent_calls_after_expiry"];
+        println!(
+            "  {:<15} 1 call after expiry: {} reads {}; {} calls at once after expiry: {} reads {}",
+            p["path"].as_str().unwrap_or_default(),
+            one["store_reads"],
+            one["store_calls_by_method"],
+            burst["calls"],
+            burst["store_reads"],
+            burst["store_calls_by_method"],
+        );
+    }
+}
+
 /// The two goals, checked on the DynamoDB gateway's warm calls: at most one store read and no
 /// Secrets Manager call per proxied tool call. Reported, not asserted.
-fn goals(rows: &[Row], per_call_reads: &[Value]) -> Value {
+fn goals(rows: &[Row], per_call_reads: &[Value], expiry: &[Value]) -> Value {
     let dynamo = Backend::Dynamo.label();
     let warm: Vec<&Value> = rows
         .iter()
@@ -1167,11 +1264,19 @@ fn goals(rows: &[Row], per_call_reads: &[Value]) -> Value {
         println!("\ngoals: not checked (no DynamoDB gateway: moto not running)");
         return Value::Null;
     }
-    let max_reads_per_call = per_call_reads
+    let max_in_run = per_call_reads
         .iter()
         .filter(|p| p["path"] == json!(dynamo))
         .filter_map(|p| p["max_store_reads_in_one_call"].as_u64())
         .max()
+        .unwrap_or(0);
+    let probe = expiry.iter().find(|p| p["path"] == json!(dynamo));
+    let after_expiry = probe
+        .and_then(|p| p["one_call_after_expiry"]["store_reads"].as_u64())
+        .unwrap_or(0);
+    let burst = probe.map(|p| &p["concurrent_calls_after_expiry"]);
+    let burst_config_reads = burst
+        .and_then(|b| b["store_calls_by_method"]["get_config"].as_u64())
         .unwrap_or(0);
     let mean_reads = warm
         .iter()
@@ -1181,20 +1286,30 @@ fn goals(rows: &[Row], per_call_reads: &[Value]) -> Value {
         .iter()
         .filter_map(|a| a["secrets_manager_calls"].as_u64())
         .sum();
-    let reads_ok = max_reads_per_call <= 1;
+    let max_reads = max_in_run.max(after_expiry);
+    let reads_ok = max_reads <= 1;
     let sm_ok = sm_calls == 0;
     println!(
-        "\ngoals (DynamoDB gateway, warm calls): at most 1 store read per call: {} (max {} in one \
-         sequential call, highest mean {:.4}/call); 0 Secrets Manager calls: {} ({} calls in all \
-         warm phases)",
+        "\ngoals (DynamoDB gateway, warm proxied tools/call):\n  at most 1 store read per call: \
+         {}: every warm call makes 1 read (find_api_key_by_hash, a GSI Query); the first call \
+         after the server cache TTL expires makes {} (get_config, a GetItem, too); in the \
+         measured phases the most in one call was {} and the highest mean {:.4}/call; {} calls \
+         arriving together after expiry made {} get_config reads (no single-flight)\n  \
+         0 Secrets Manager calls: {} ({} GetSecretValue calls in all warm phases)",
         if reads_ok { "MET" } else { "MISSED" },
-        max_reads_per_call,
+        after_expiry,
+        max_in_run,
         mean_reads,
+        burst.and_then(|b| b["calls"].as_u64()).unwrap_or(0),
+        burst_config_reads,
         if sm_ok { "MET" } else { "MISSED" },
         sm_calls
     );
     json!({
-        "max_store_reads_in_one_warm_call": max_reads_per_call,
+        "max_store_reads_in_one_warm_call": max_reads,
+        "max_store_reads_in_one_call_in_measured_phases": max_in_run,
+        "store_reads_of_first_call_after_server_cache_expiry": after_expiry,
+        "get_config_reads_of_concurrent_calls_after_expiry": burst_config_reads,
         "highest_mean_store_reads_per_warm_call": mean_reads,
         "at_most_one_read_met": reads_ok,
         "secrets_manager_calls_in_warm_phases": sm_calls,

@@ -112,16 +112,15 @@ impl SecretScope {
             return true;
         };
         let name = reference.name();
-        // arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX
+        // arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX
         let name = match name.strip_prefix("arn:") {
-            Some(rest) => match rest
-                .splitn(6, ':')
-                .nth(5)
-                .and_then(|r| r.strip_prefix("secret:"))
-            {
-                Some(n) => n,
-                None => return false,
-            },
+            Some(rest) => {
+                let parts: Vec<&str> = rest.splitn(6, ':').collect();
+                match parts.as_slice() {
+                    [_, "secretsmanager", _, _, "secret", n] => *n,
+                    _ => return false,
+                }
+            }
             None => name,
         };
         name.starts_with(prefix.as_str())
