@@ -92,6 +92,16 @@ peers_start "$RUN"
 . "$RUN/env"
 env | grep -E '^(MCPGW_|AWS_)' | sort | sed 's/^AWS_SECRET_ACCESS_KEY=.*/AWS_SECRET_ACCESS_KEY=***/; s/^/    /'
 
+# One crypto stack (aws-lc-rs): ring or OpenSSL creeping in through a new dependency's default
+# features would double the binaries' crypto code and what needs auditing.
+one_crypto_stack() {
+  local found=""
+  for crate in ring openssl-sys; do
+    if cargo tree --workspace -e normal -i "$crate" 2>/dev/null | grep -q .; then found="$found $crate"; fi
+  done
+  [ -z "$found" ] || { echo "found$found in the dependency tree: see README, Crypto stack" >&2; return 1; }
+}
+step "one crypto stack (no ring, no openssl)" one_crypto_stack
 # cfn-lint and `sam validate --lint`, both offline.
 step "lint infra/template.yaml" "$ROOT/scripts/lint-infra.sh"
 
