@@ -50,4 +50,8 @@ MCPGW_BENCH_GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 
 export MCPGW_BENCH_GIT_REV
 
 cargo bench -p e2e --bench gateway "$@"
-echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"
+if [ "${MCPGW_BENCH_NODELAY:-0}" = 1 ]; then
+  echo "==> results: $CARGO_TARGET_DIR/bench/gateway-nodelay.json"
+else
+  echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"
+fi

@@ -70,6 +70,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a server's configuration is reused before it is read again.
     pub server_cache_ttl: Duration,
+    /// How long the proxy waits for an upstream's response headers.
+    pub upstream_header_timeout: Duration,
     /// Whether `GET /mcp/{endpoint}` may hold an SSE stream open (not under buffered Lambda).
     pub allow_get_stream: bool,
 }
@@ -181,6 +183,8 @@ impl Config {
             })
             .unwrap_or_default();
         let max_body_bytes = parse_num(&get, "MCPGW_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize;
+        let upstream_header_timeout =
+            Duration::from_secs(parse_num(&get, "MCPGW_UPSTREAM_TIMEOUT_SECONDS", 60)?.max(1));
         let server_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
         Ok(Self {
@@ -197,6 +201,7 @@ impl Config {
             admin_emails,
             max_body_bytes,
             server_cache_ttl,
+            upstream_header_timeout,
             allow_get_stream: match get("MCPGW_ALLOW_GET_STREAM").as_deref() {
                 Some("1" | "true") => true,
                 Some("0" | "false") => false,

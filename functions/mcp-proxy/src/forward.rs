@@ -24,6 +24,10 @@ enum ProxyError {
     Transport(#[source] reqwest::Error),
     #[error("upstream rejected the gateway's credential (HTTP {0})")]
     UpstreamAuth(u16),
+    /// No response headers within the configured time. The body (an SSE stream) may then
+    /// take as long as the deployment allows; this bounds only the wait for an answer.
+    #[error("upstream sent no response within {0:?}")]
+    HeaderTimeout(std::time::Duration),
 }
 
 impl From<ProxyError> for ApiError {
@@ -52,6 +56,12 @@ impl From<ProxyError> for ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 "the upstream MCP server could not be reached",
+            )
+            .with_cause(&e),
+            ProxyError::HeaderTimeout(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream MCP server did not answer in time",
             )
             .with_cause(&e),
             ProxyError::UpstreamAuth(_) => ApiError::new(
@@ -206,7 +216,11 @@ async fn forward(
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
     }
-    let upstream = request.send().await.map_err(ProxyError::Transport)?;
+    let timeout = state.config.upstream_header_timeout;
+    let upstream = tokio::time::timeout(timeout, request.send())
+        .await
+        .map_err(|_| ProxyError::HeaderTimeout(timeout))?
+        .map_err(ProxyError::Transport)?;
     let status = upstream.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(ProxyError::UpstreamAuth(status.as_u16()).into());

@@ -42,6 +42,9 @@ async fn start_upstream() -> (String, Seen) {
                 return StatusCode::NO_CONTENT.into_response();
             }
             let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if msg["method"] == "slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
             if msg["method"] == "initialize" {
                 return Response::builder()
                     .header("content-type", "application/json")
@@ -472,5 +475,19 @@ async fn out_of_scope_secret_in_a_stored_record_is_never_resolved() {
     assert!(
         seen.0.lock().unwrap().is_empty(),
         "nothing was sent upstream"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_a_504() {
+    let f = fixture(&[("MCPGW_UPSTREAM_TIMEOUT_SECONDS", "1")]).await;
+    let slow = r#"{"jsonrpc":"2.0","id":9,"method":"slow"}"#;
+    let req = mcp_post("up", Some(&f.user_key))
+        .body(Body::from(slow))
+        .unwrap();
+    let (s, _, b) = send(&f.app, req).await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (504, "upstream_timeout")
     );
 }
