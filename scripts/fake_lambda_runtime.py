@@ -22,6 +22,9 @@ process is killed. Timestamps (time.perf_counter_ns, one clock for everything):
 
 Usage: fake_lambda_runtime.py --bin-dir DIR --events-dir DIR --out FILE.json
                               [--zip-dir DIR] [--runs 7] [--warm 50] [--experiments] [--log F]
+                              [--only TEXT] [--quickack]
+(--experiments: mcp-proxy's init with its TLS roots changed; --only: scenarios whose
+"function scenario" contains TEXT; --quickack: diagnosis, the fake runtime ACKs every segment.)
 Environment: AWS_ENDPOINT_URL (moto), MCPGW_TEST_ECHO_URL (the Python echo server).
 """
 
@@ -443,11 +446,11 @@ def main():
     if args.experiments:
         # Where init time goes: the same mcp-proxy binary and healthz event, with parts of the
         # start-up changed through the environment only (no code change):
-        # - the AWS SDK's TLS roots: the SDK's HTTPS client loads the platform's certificates
-        #   (rustls-native-certs: SSL_CERT_FILE/SSL_CERT_DIR when set, else the OpenSSL
-        #   defaults, here the Debian bundle AND each file of /etc/ssl/certs);
-        # - no AWS SDK at all: SQLite store and environment secrets (this opens and migrates a
-        #   SQLite file instead, so it is not a pure floor).
+        # the AWS SDK's TLS roots. The SDK's HTTPS client loads the platform's certificates
+        # when the clients are built at init (rustls-native-certs: SSL_CERT_FILE/SSL_CERT_DIR
+        # when set, else the OpenSSL defaults: on Debian/Ubuntu the bundle AND every file of
+        # /etc/ssl/certs, so each certificate is parsed twice). (A variant without the SDK is
+        # not possible: the Lambda binaries are built without the SQLite store.)
         import tempfile
         with tempfile.TemporaryDirectory() as data:
             empty = os.path.join(data, "empty.pem")
@@ -456,9 +459,6 @@ def main():
             variants = [
                 ("SDK, roots from one bundle file (SSL_CERT_FILE)", {**env, "SSL_CERT_FILE": bundle}),
                 ("SDK, no system roots (empty SSL_CERT_FILE)", {**env, "SSL_CERT_FILE": empty}),
-                ("no SDK: sqlite + env secrets",
-                 {"MCPGW_STORE": "sqlite", "MCPGW_SECRETS": "env", "MCPGW_DATA_DIR": data,
-                  "MCPGW_KEYRING_SECRET": "secret://keyring", "MCPGW_SECRET_KEYRING": KEYRING_DOC}),
             ]
             for variant, venv in variants:
                 if variant.startswith("SDK, roots from one") and not os.path.exists(bundle):
