@@ -5,7 +5,6 @@
 #
 #   scripts/bench.sh                          300 sequential + 300 concurrent calls per path
 #   MCPGW_BENCH_CALLS=1000 MCPGW_BENCH_CONCURRENCY=16 scripts/bench.sh
-#   MCPGW_BENCH_NODELAY=1 scripts/bench.sh    gateways with TCP_NODELAY (gateway-nodelay.json)
 #
 # Prints the tables and writes $CARGO_TARGET_DIR/bench/gateway.json. What the figures mean:
 # docs/performance.md. The bench profile inherits the release profile (fat LTO,
@@ -50,8 +49,4 @@ MCPGW_BENCH_GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 
 export MCPGW_BENCH_GIT_REV
 
 cargo bench -p e2e --bench gateway "$@"
-if [ "${MCPGW_BENCH_NODELAY:-0}" = 1 ]; then
-  echo "==> results: $CARGO_TARGET_DIR/bench/gateway-nodelay.json"
-else
-  echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"
-fi
+echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"

@@ -145,7 +145,7 @@ impl AppState {
 
     /// A server's configuration, from the cache when fresh.
     pub async fn server(&self, name: &str) -> StoreResult<Option<Arc<McpServer>>> {
-        self.servers.get(name, self.store.as_ref()).await
+        self.servers.get(name, &self.store).await
     }
 }
 
@@ -197,12 +197,25 @@ impl KeyringSource {
     }
 }
 
-/// Server configurations cached per process for `ttl`, so a warm proxied call does not read
-/// them from the store. Admin writes in the same process invalidate at once; other processes
-/// (other Lambda functions) see a change within `ttl`. Unknown names are not cached.
+/// Server configurations cached per process, so a warm proxied call does not read them from
+/// the store. Fresh for `ttl`; after that an entry is still served while one background task
+/// per name re-reads it (stale-while-revalidate), so the request path never pays the read and
+/// a burst after expiry makes one read, not one per request. Past `ttl + MAX_STALE` (the store
+/// kept failing) reads are synchronous again. Admin writes in the same process invalidate at
+/// once; other processes (other Lambda functions) see a change within about `ttl`. Unknown
+/// names are not cached.
 pub struct ServerCache {
     ttl: Duration,
-    entries: RwLock<HashMap<String, (Instant, Arc<McpServer>)>>,
+    entries: RwLock<HashMap<String, CacheEntry>>,
+}
+
+/// How long past its TTL an entry may still be served while it is being refreshed.
+const MAX_STALE: Duration = Duration::from_secs(300);
+
+struct CacheEntry {
+    fetched: Instant,
+    server: Arc<McpServer>,
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServerCache {
@@ -213,21 +226,51 @@ impl ServerCache {
         }
     }
 
-    pub async fn get(&self, name: &str, store: &dyn Store) -> StoreResult<Option<Arc<McpServer>>> {
-        if let Some((at, s)) = self.entries.read().await.get(name)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(Some(s.clone()));
+    pub async fn get(
+        self: &Arc<Self>,
+        name: &str,
+        store: &Arc<dyn Store>,
+    ) -> StoreResult<Option<Arc<McpServer>>> {
+        use std::sync::atomic::Ordering;
+        if let Some(entry) = self.entries.read().await.get(name) {
+            let age = entry.fetched.elapsed();
+            if age < self.ttl {
+                return Ok(Some(entry.server.clone()));
+            }
+            if age < self.ttl + MAX_STALE {
+                if !entry.refreshing.swap(true, Ordering::AcqRel) {
+                    let (cache, store, name, flag) = (
+                        self.clone(),
+                        store.clone(),
+                        name.to_owned(),
+                        entry.refreshing.clone(),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(e) = cache.load(&name, store.as_ref()).await {
+                            tracing::warn!(server = %name, error = %crate::http::error_chain(&e), "server config refresh failed");
+                        }
+                        flag.store(false, Ordering::Release);
+                    });
+                }
+                return Ok(Some(entry.server.clone()));
+            }
         }
+        self.load(name, store.as_ref()).await
+    }
+
+    /// Reads `name` from the store and caches (or forgets) it.
+    async fn load(&self, name: &str, store: &dyn Store) -> StoreResult<Option<Arc<McpServer>>> {
         let Some(server) = store.get_server(name).await? else {
             self.entries.write().await.remove(name);
             return Ok(None);
         };
         let server = Arc::new(server);
-        self.entries
-            .write()
-            .await
-            .insert(name.to_owned(), (Instant::now(), server.clone()));
+        let entry = CacheEntry {
+            fetched: Instant::now(),
+            server: server.clone(),
+            refreshing: Default::default(),
+        };
+        self.entries.write().await.insert(name.to_owned(), entry);
         Ok(Some(server))
     }
 
@@ -310,9 +353,9 @@ mod tests {
             .create_config(ConfigKind::Server, "s", &to_doc(&server))
             .await
             .unwrap();
-        let cache = ServerCache::new(Duration::from_secs(60));
+        let cache = Arc::new(ServerCache::new(Duration::from_secs(60)));
         assert_eq!(
-            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            cache.get("s", &store).await.unwrap().unwrap().url,
             "http://a/mcp"
         );
         server.url = "http://b/mcp".into();
@@ -321,33 +364,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            cache.get("s", &store).await.unwrap().unwrap().url,
             "http://a/mcp",
             "served from cache"
         );
         cache.invalidate("s").await;
         assert_eq!(
-            cache.get("s", store.as_ref()).await.unwrap().unwrap().url,
+            cache.get("s", &store).await.unwrap().unwrap().url,
             "http://b/mcp"
         );
-        assert!(
-            cache
-                .get("missing", store.as_ref())
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let expired = ServerCache::new(Duration::ZERO);
-        expired.get("s", store.as_ref()).await.unwrap();
+        assert!(cache.get("missing", &store).await.unwrap().is_none());
+
+        // Past the TTL the stale entry answers at once while a refresh runs behind it.
+        let expiring = Arc::new(ServerCache::new(Duration::ZERO));
+        expiring.get("s", &store).await.unwrap();
         server.url = "http://c/mcp".into();
         store
             .replace_config(ConfigKind::Server, "s", &to_doc(&server))
             .await
             .unwrap();
         assert_eq!(
-            expired.get("s", store.as_ref()).await.unwrap().unwrap().url,
-            "http://c/mcp",
-            "re-read after the TTL"
+            expiring.get("s", &store).await.unwrap().unwrap().url,
+            "http://b/mcp",
+            "stale, refreshing"
         );
+        let mut seen = String::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            seen = expiring
+                .get("s", &store)
+                .await
+                .unwrap()
+                .unwrap()
+                .url
+                .clone();
+            if seen == "http://c/mcp" {
+                break;
+            }
+        }
+        assert_eq!(seen, "http://c/mcp", "the background refresh landed");
+        // A server deleted behind the cache disappears once a refresh has seen it gone.
+        store.delete_config(ConfigKind::Server, "s").await.unwrap();
+        let mut gone = false;
+        for _ in 0..100 {
+            if expiring.get("s", &store).await.unwrap().is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone, "deleted servers drop out of the cache");
     }
 }

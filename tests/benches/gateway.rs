@@ -21,9 +21,7 @@
 //! Secrets Manager calls the gateway made. Nothing here asserts a timing: failures are only
 //! wrong answers. Results also go to `$CARGO_TARGET_DIR/bench/gateway.json`.
 //!
-//! `MCPGW_BENCH_NODELAY=1` sets TCP_NODELAY on the gateways' accepted connections (local mode
-//! does not today) and writes `gateway-nodelay.json` instead: the difference is what Nagle's
-//! algorithm costs streamed (SSE) answers. See docs/performance.md.
+//! The gateway runs on `mcpgw::runtime::serve_listener`, the server loop of local mode.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -365,10 +363,6 @@ enum StoreAt {
     Dynamo(aws_sdk_dynamodb::Client, String),
 }
 
-fn nodelay() -> bool {
-    std::env::var("MCPGW_BENCH_NODELAY").is_ok_and(|v| v == "1")
-}
-
 /// One gateway's store and secrets adapters, plus the Secrets Manager adapter when it is one.
 type Ports = (
     Arc<dyn Store>,
@@ -393,22 +387,10 @@ async fn serve(
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let state = AppState::from_parts(config, store, secrets, Arc::new(SystemClock))?;
     let app = local::router(state);
-    // As `mcpgw::runtime::serve` (local mode) and `tests/src/lib.rs` do: plain `axum::serve`.
-    // MCPGW_BENCH_NODELAY=1 sets TCP_NODELAY on accepted connections instead, to measure what
-    // Nagle's algorithm costs streamed (SSE) answers.
-    let task = if nodelay() {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        })
-    } else {
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        })
-    };
+    // The server loop local mode runs (TCP_NODELAY on accepted connections).
+    let task = tokio::spawn(async move {
+        let _ = mcpgw::runtime::serve_listener(listener, app, std::future::pending()).await;
+    });
     Ok((format!("http://{addr}"), task))
 }
 
@@ -1058,8 +1040,7 @@ async fn run(s: Settings) -> Result<()> {
         "build": if s.bench { "bench" } else { "test" },
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "git_rev": std::env::var("MCPGW_BENCH_GIT_REV").ok(),
-        "settings": {"calls": s.calls, "concurrency": s.concurrency, "warmup": s.warmup,
-                     "gateway_tcp_nodelay": nodelay()},
+        "settings": {"calls": s.calls, "concurrency": s.concurrency, "warmup": s.warmup},
         "upstreams": upstreams.iter().map(|u| json!({"name": u.name, "url": u.url, "tool": u.tool, "session": u.session})).collect::<Vec<_>>(),
         "server_cache_ttl_s": defaults.server_cache_ttl.as_secs(),
         "secrets_cache_ttl_s": defaults.secrets_cache_ttl.as_secs(),
@@ -1072,10 +1053,10 @@ async fn run(s: Settings) -> Result<()> {
     });
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
-    let file = dir.join(match (s.bench, nodelay()) {
-        (true, false) => "gateway.json",
-        (true, true) => "gateway-nodelay.json",
-        (false, _) => "gateway-smoke.json",
+    let file = dir.join(if s.bench {
+        "gateway.json"
+    } else {
+        "gateway-smoke.json"
     });
     std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("\nwritten: {}", file.display());

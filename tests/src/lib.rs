@@ -74,7 +74,7 @@ impl TestGateway {
         let state = AppState::from_parts(config, store, Arc::new(secrets), Arc::new(SystemClock))?;
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = mcpgw::runtime::serve_listener(listener, app, std::future::pending()).await;
         });
         Ok(Self {
             base: format!("http://{addr}"),
