@@ -14,7 +14,7 @@ use crate::config::BootstrapAdmin;
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
 use crate::domain::ApiKey;
 use crate::http::ApiError;
-use crate::secrets::{Secrets, SecretsError};
+use crate::secrets::Secrets;
 use crate::store::{ApiKeyStore, Store, StoreError};
 
 /// Prefix of every key the gateway issues, so leaked keys are recognizable by scanners.
@@ -44,8 +44,6 @@ pub enum AuthError {
     Invalid,
     #[error("credential lookup failed")]
     Store(#[from] StoreError),
-    #[error("bootstrap admin key unavailable")]
-    Secrets(#[from] SecretsError),
 }
 
 impl AuthError {
@@ -87,7 +85,6 @@ impl AuthError {
             )
             .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token")),
             AuthError::Store(e) => ApiError::from(e),
-            AuthError::Secrets(e) => ApiError::from(e),
         }
     }
 }
@@ -193,8 +190,16 @@ impl Authenticator {
     async fn is_bootstrap_key(&self, token: &str) -> Result<bool, AuthError> {
         let expected = match &self.bootstrap {
             BootstrapAdmin::Value(v) => v.clone(),
-            // The secrets adapter caches, so repeated misses do not call Secrets Manager.
-            BootstrapAdmin::Secret(r) => self.secrets.resolve(r).await?,
+            // The secrets adapter caches, so repeated misses do not call Secrets Manager. If the
+            // secret cannot be read, the presented credential is simply not the bootstrap key:
+            // an unknown key must get the same 401 whatever state the secret is in.
+            BootstrapAdmin::Secret(r) => match self.secrets.resolve(r).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %crate::http::error_chain(&e), "bootstrap admin key secret unavailable");
+                    return Ok(false);
+                }
+            },
             BootstrapAdmin::GenerateIfAbsent | BootstrapAdmin::Disabled => return Ok(false),
         };
         Ok(constant_time_eq(
