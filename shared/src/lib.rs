@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod identity;
+pub mod lambda_streaming;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

@@ -26,12 +26,17 @@ pub fn in_lambda() -> bool {
 pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), RuntimeError> {
     if in_lambda() {
         let streaming = std::env::var("MCPGW_LAMBDA_STREAMING").is_ok_and(|v| v == "1");
-        let result = if streaming {
-            lambda_http::run_with_streaming_response(router).await
+        // Streaming uses the gateway's own Runtime API loop (TCP_NODELAY; see
+        // lambda_streaming.rs); buffered responses go through lambda_http.
+        return if streaming {
+            crate::lambda_streaming::run(router)
+                .await
+                .map_err(|e| RuntimeError::Lambda(crate::http::error_chain(&e)))
         } else {
-            lambda_http::run(router).await
+            lambda_http::run(router)
+                .await
+                .map_err(|e| RuntimeError::Lambda(e.to_string()))
         };
-        return result.map_err(|e| RuntimeError::Lambda(e.to_string()));
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1232,8 +1232,18 @@ fn print_expiry(probes: &[Value]) {
     }
 }
 
-/// The two goals, checked on the DynamoDB gateway's warm calls: at most one store read and no
-/// Secrets Manager call per proxied tool call. Reported, not asserted.
+/// The two goals, checked on the DynamoDB gateway's warm calls: exactly one store read on the
+/// request path (the API-key lookup) and no Secrets Manager call per proxied tool call.
+/// Reported, not asserted.
+///
+/// Once a server cache entry is older than the TTL, `ServerCache` serves it and re-reads the
+/// server (`get_config`) in one background task per server (stale-while-revalidate,
+/// single-flight). The counting decorator sees that read wherever it runs, so the verdict
+/// is strict about the measured warm phases: any read in them other than one key lookup per
+/// call counts against the goal (with the default 15 s TTL the phases normally end before an
+/// entry expires). The expiry probe makes entries expire on purpose: there its `get_config`
+/// reads are reported apart, as config refreshes, which must be at most 1 per server per
+/// expiry; every other read of the probe counts as a request-path read.
 fn goals(rows: &[Row], per_call_reads: &[Value], expiry: &[Value]) -> Value {
     let dynamo = Backend::Dynamo.label();
     let warm: Vec<&Value> = rows
@@ -1245,54 +1255,98 @@ fn goals(rows: &[Row], per_call_reads: &[Value], expiry: &[Value]) -> Value {
         println!("\ngoals: not checked (no DynamoDB gateway: moto not running)");
         return Value::Null;
     }
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
     let max_in_run = per_call_reads
         .iter()
         .filter(|p| p["path"] == json!(dynamo))
         .filter_map(|p| p["max_store_reads_in_one_call"].as_u64())
         .max()
         .unwrap_or(0);
-    let probe = expiry.iter().find(|p| p["path"] == json!(dynamo));
-    let after_expiry = probe
-        .and_then(|p| p["one_call_after_expiry"]["store_reads"].as_u64())
-        .unwrap_or(0);
-    let burst = probe.map(|p| &p["concurrent_calls_after_expiry"]);
-    let burst_config_reads = burst
-        .and_then(|b| b["store_calls_by_method"]["get_config"].as_u64())
-        .unwrap_or(0);
+    // Warm phases whose reads were not exactly one key lookup per call.
+    let off_phases = warm
+        .iter()
+        .filter(|a| {
+            let calls = n(&a["calls"]);
+            n(&a["store_reads"]) != calls
+                || n(&a["store_calls_by_method"]["find_api_key_by_hash"]) != calls
+        })
+        .count();
+    let warm_config_reads: u64 = warm
+        .iter()
+        .map(|a| n(&a["store_calls_by_method"]["get_config"]))
+        .sum();
     let mean_reads = warm
         .iter()
         .filter_map(|a| a["store_reads_per_call"].as_f64())
         .fold(0.0_f64, f64::max);
+    // Expiry probe: (calls, request-path reads = every read but get_config, get_config reads).
+    let probe = expiry.iter().find(|p| p["path"] == json!(dynamo));
+    let split = |phase: &str| {
+        probe.map_or((0, 0, 0), |p| {
+            let a = &p[phase];
+            let refresh = n(&a["store_calls_by_method"]["get_config"]);
+            (
+                n(&a["calls"]),
+                n(&a["store_reads"]).saturating_sub(refresh),
+                refresh,
+            )
+        })
+    };
+    let (one_calls, one_path, one_refresh) = split("one_call_after_expiry");
+    let (burst_calls, burst_path, burst_refresh) = split("concurrent_calls_after_expiry");
     let sm_calls: u64 = warm
         .iter()
         .filter_map(|a| a["secrets_manager_calls"].as_u64())
         .sum();
-    let max_reads = max_in_run.max(after_expiry);
-    let reads_ok = max_reads <= 1;
+    let reads_ok =
+        max_in_run <= 1 && off_phases == 0 && one_path == one_calls && burst_path == burst_calls;
+    let refresh_ok = one_refresh <= 1 && burst_refresh <= 1;
     let sm_ok = sm_calls == 0;
     println!(
-        "\ngoals (DynamoDB gateway, warm proxied tools/call):\n  at most 1 store read per call: \
-         {}: every warm call makes 1 read (find_api_key_by_hash, a GSI Query); the first call \
-         after the server cache TTL expires makes {} (get_config, a GetItem, too); in the \
-         measured phases the most in one call was {} and the highest mean {:.4}/call; {} calls \
-         arriving together after expiry made {} get_config reads (no single-flight)\n  \
+        "\ngoals (DynamoDB gateway, warm proxied tools/call, request path):\n  \
+         exactly 1 store read per call, the API-key lookup (find_api_key_by_hash, a GSI \
+         Query): {}: the most in one sequential warm call was {}, the highest mean {:.4}/call; \
+         {} of {} warm phases read anything but one key lookup per call ({} get_config reads \
+         in them); the expiry probe's calls made {} request-path reads for {} call and {} for \
+         {} calls at once\n  \
+         server config refreshes after the TTL (get_config, ServerCache's background task, \
+         off the request path): {}: {} after 1 call, {} after {} calls at once (expected at \
+         most 1 per server per expiry)\n  \
          0 Secrets Manager calls: {} ({} GetSecretValue calls in all warm phases)",
         if reads_ok { "MET" } else { "MISSED" },
-        after_expiry,
         max_in_run,
         mean_reads,
-        burst.and_then(|b| b["calls"].as_u64()).unwrap_or(0),
-        burst_config_reads,
+        off_phases,
+        warm.len(),
+        warm_config_reads,
+        one_path,
+        one_calls,
+        burst_path,
+        burst_calls,
+        if refresh_ok { "OK" } else { "EXCEEDED" },
+        one_refresh,
+        burst_refresh,
+        burst_calls,
         if sm_ok { "MET" } else { "MISSED" },
         sm_calls
     );
     json!({
-        "max_store_reads_in_one_warm_call": max_reads,
-        "max_store_reads_in_one_call_in_measured_phases": max_in_run,
-        "store_reads_of_first_call_after_server_cache_expiry": after_expiry,
-        "get_config_reads_of_concurrent_calls_after_expiry": burst_config_reads,
+        "max_store_reads_in_one_warm_call": max_in_run,
         "highest_mean_store_reads_per_warm_call": mean_reads,
-        "at_most_one_read_met": reads_ok,
+        "warm_phases": warm.len(),
+        "warm_phases_not_one_key_lookup_per_call": off_phases,
+        "get_config_reads_in_warm_phases": warm_config_reads,
+        "expiry_probe_request_path_reads": {
+            "one_call": one_path,
+            "concurrent_calls": burst_calls,
+            "concurrent": burst_path,
+        },
+        "expiry_probe_config_refresh_reads": {
+            "one_call": one_refresh,
+            "concurrent": burst_refresh,
+        },
+        "one_read_per_warm_call_met": reads_ok,
+        "at_most_one_config_refresh_per_expiry": refresh_ok,
         "secrets_manager_calls_in_warm_phases": sm_calls,
         "zero_secrets_manager_calls_met": sm_ok,
     })

@@ -1,0 +1,232 @@
+//! A Lambda Runtime API loop for HTTP functions whose responses stream (API Gateway REST with
+//! `ResponseTransferMode: STREAM`).
+//!
+//! Why not `lambda_http::run_with_streaming_response`: its Runtime API client (hyper's
+//! `HttpConnector` inside `lambda_runtime_api_client` 1.1) leaves TCP_NODELAY off, and writes
+//! the response as several small chunks (metadata prelude, the 8-byte delimiter, then the
+//! body). Nagle's algorithm holds each chunk until the previous one is acknowledged, and the
+//! Runtime API delays that ACK, so every streamed answer waited ~43 ms (measured with
+//! `scripts/cold-start.sh`: 47 ms warm against 3.7 ms buffered; docs/performance.md). This
+//! loop speaks the same protocol, with the same chunks, through a client with TCP_NODELAY on.
+//! Event parsing is still lambda_http's (`request::from_str`), so
+//! events map to requests exactly as in buffered mode, stage handling included.
+//!
+//! Protocol (docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html, "response streaming"):
+//! `GET /2018-06-01/runtime/invocation/next` returns the event and its request id; the answer
+//! is `POST .../invocation/{id}/response` with `Lambda-Runtime-Function-Response-Mode:
+//! streaming`, chunked, content type `application/vnd.awslambda.http-integration-response`:
+//! a JSON prelude (`statusCode`, `headers`, `cookies`), eight NUL bytes, then the body. An
+//! event that cannot be parsed is reported with `POST .../invocation/{id}/error`.
+//!
+//! Tested by the Lambda-mode end-to-end tests (`tests/tests/lambda_mode.rs`, REST walk-through
+//! through cargo-lambda's emulator) and measured by `scripts/cold-start.sh`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use tower::ServiceExt;
+
+const API_VERSION: &str = "2018-06-01";
+/// Separates the JSON prelude from the body in a streamed HTTP integration response.
+const DELIMITER: [u8; 8] = [0; 8];
+
+/// Why the loop stopped. Per-invocation problems are reported to Lambda and do not stop it.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamingRuntimeError {
+    #[error("AWS_LAMBDA_RUNTIME_API is not set")]
+    NoRuntimeApi,
+    #[error("could not build the Runtime API client")]
+    Client(#[source] reqwest::Error),
+    #[error("Runtime API request failed")]
+    RuntimeApi(#[source] reqwest::Error),
+    #[error("Runtime API answered without a request id")]
+    NoRequestId,
+}
+
+/// The JSON prelude of a streamed HTTP integration response. Headers with several values
+/// become arrays, as lambda_runtime's `MetadataPrelude` writes them; `Set-Cookie` goes to
+/// `cookies`.
+pub fn metadata_prelude(status: u16, headers: &HeaderMap) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let mut cookies = Vec::new();
+    for name in headers.keys() {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if name == header::SET_COOKIE {
+            cookies.extend(values);
+            continue;
+        }
+        let value = match values.len() {
+            1 => serde_json::Value::String(values.into_iter().next().unwrap_or_default()),
+            _ => serde_json::Value::from(values),
+        };
+        out.insert(name.as_str().to_owned(), value);
+    }
+    serde_json::json!({"statusCode": status, "headers": out, "cookies": cookies})
+}
+
+/// Lambda gives `host:port`; emulators (cargo-lambda) give a full URL with a path prefix.
+fn runtime_base_url(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    if api.starts_with("http://") || api.starts_with("https://") {
+        format!("{api}/{API_VERSION}/runtime/invocation")
+    } else {
+        format!("http://{api}/{API_VERSION}/runtime/invocation")
+    }
+}
+
+/// Serves `router` for every invocation until the process is stopped.
+pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
+    let api =
+        std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| StreamingRuntimeError::NoRuntimeApi)?;
+    let base = runtime_base_url(&api);
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .no_proxy()
+        // The next-event call blocks while the sandbox is idle (or frozen): no timeout.
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(StreamingRuntimeError::Client)?;
+    loop {
+        let next = next_invocation(&client, &base).await?;
+        let request_id = next
+            .headers()
+            .get("lambda-runtime-aws-request-id")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(StreamingRuntimeError::NoRequestId)?
+            .to_owned();
+        let event = next
+            .bytes()
+            .await
+            .map_err(StreamingRuntimeError::RuntimeApi)?;
+        let request = std::str::from_utf8(&event)
+            .map_err(|e| e.to_string())
+            .and_then(|s| lambda_http::request::from_str(s).map_err(|e| e.to_string()));
+        let result = match request {
+            Ok(request) => {
+                let response = match router.clone().oneshot(request.map(Body::new)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                send_response(&client, &base, &request_id, response).await
+            }
+            Err(message) => {
+                tracing::error!(%request_id, "event is not an API Gateway event: {message}");
+                let body =
+                    serde_json::json!({"errorType": "InvalidEvent", "errorMessage": message});
+                client
+                    .post(format!("{base}/{request_id}/error"))
+                    .header("Lambda-Runtime-Function-Error-Type", "Runtime.InvalidEvent")
+                    .json(&body)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map(drop)
+            }
+        };
+        if let Err(e) = result {
+            // The invocation is lost either way; the next one may well succeed.
+            tracing::error!(%request_id, error = %crate::http::error_chain(&e), "could not deliver the response");
+        }
+    }
+}
+
+/// Asks for the next event. A pooled connection the Runtime API closed after the previous
+/// response (cargo-lambda's emulator does) fails before any answer; that request is simply
+/// made again on a new connection, a few times at most.
+async fn next_invocation(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<reqwest::Response, StreamingRuntimeError> {
+    let mut attempt = 0;
+    loop {
+        match client
+            .get(format!("{base}/next"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(r) => return Ok(r),
+            Err(e) if attempt < 3 && (e.is_request() || e.is_connect()) => {
+                attempt += 1;
+                tracing::debug!(attempt, error = %crate::http::error_chain(&e), "retrying next invocation");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+            }
+            Err(e) => return Err(StreamingRuntimeError::RuntimeApi(e)),
+        }
+    }
+}
+
+async fn send_response(
+    client: &reqwest::Client,
+    base: &str,
+    request_id: &str,
+    response: axum::response::Response,
+) -> Result<(), reqwest::Error> {
+    let (parts, body) = response.into_parts();
+    let prelude = serde_json::to_vec(&metadata_prelude(parts.status.as_u16(), &parts.headers))
+        .unwrap_or_else(|_| b"{\"statusCode\":500}".to_vec());
+    // Prelude and delimiter as chunks of their own, as lambda_runtime sends them: cargo-lambda's
+    // emulator reads the prelude per chunk. With TCP_NODELAY the extra chunk costs no wait.
+    let head = [Bytes::from(prelude), Bytes::from_static(&DELIMITER)];
+    let stream = futures_util::stream::iter(head.map(Ok::<Bytes, axum::Error>))
+        .chain(body.into_data_stream())
+        .map_err(std::io::Error::other);
+    client
+        .post(format!("{base}/{request_id}/response"))
+        .header("Lambda-Runtime-Function-Response-Mode", "streaming")
+        .header(
+            "Trailer",
+            "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        )
+        .header(
+            header::CONTENT_TYPE,
+            "application/vnd.awslambda.http-integration-response",
+        )
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn runtime_api_address_forms() {
+        assert_eq!(
+            runtime_base_url("127.0.0.1:9001"),
+            "http://127.0.0.1:9001/2018-06-01/runtime/invocation"
+        );
+        assert_eq!(
+            runtime_base_url("http://127.0.0.1:9000/.rt/mcp-proxy/"),
+            "http://127.0.0.1:9000/.rt/mcp-proxy/2018-06-01/runtime/invocation"
+        );
+    }
+
+    #[test]
+    fn prelude_carries_status_headers_and_cookies() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        let p = metadata_prelude(201, &h);
+        assert_eq!(p["statusCode"], 201);
+        assert_eq!(p["headers"]["content-type"], "text/event-stream");
+        assert_eq!(p["headers"]["x-multi"], serde_json::json!(["a", "b"]));
+        assert!(p["headers"].get("set-cookie").is_none());
+        assert_eq!(p["cookies"], serde_json::json!(["a=1"]));
+    }
+}
