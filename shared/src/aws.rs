@@ -4,7 +4,21 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 /// The standard provider chain (Lambda's role credentials, region, `AWS_ENDPOINT_URL`).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(sdk_timeouts())
+        .load()
+        .await
+}
+
+/// Bounds on every DynamoDB and Secrets Manager call. The SDK's default is a connect timeout
+/// only, so a hung call would hold the request (and, for a secret, everyone waiting on its
+/// single-flight slot) until the Lambda timeout. A small item read answers in milliseconds.
+fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(3))
+        .operation_timeout(std::time::Duration::from_secs(8))
+        .build()
 }
 
 /// A config pointed at an explicit endpoint with static dummy credentials: for moto in
@@ -18,5 +32,6 @@ pub fn emulator_sdk_config(endpoint: &str) -> SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
             creds,
         ))
+        .timeout_config(sdk_timeouts())
         .build()
 }

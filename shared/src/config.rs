@@ -183,8 +183,12 @@ impl Config {
             })
             .unwrap_or_default();
         let max_body_bytes = parse_num(&get, "MCPGW_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize;
-        let upstream_header_timeout =
-            Duration::from_secs(parse_num(&get, "MCPGW_UPSTREAM_TIMEOUT_SECONDS", 60)?.max(1));
+        // In Lambda the default stays under the template's 30 s function timeout, so the caller
+        // gets a JSON 504 instead of the environment being killed mid-request.
+        let upstream_default = if in_lambda { 25 } else { 60 };
+        let upstream_header_timeout = Duration::from_secs(
+            parse_num(&get, "MCPGW_UPSTREAM_TIMEOUT_SECONDS", upstream_default)?.max(1),
+        );
         let server_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
         Ok(Self {

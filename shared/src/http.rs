@@ -15,7 +15,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::secrets::SecretsError;
 use crate::store::StoreError;
 
 /// An HTTP error with a stable machine-readable code, rendered as
@@ -122,38 +121,46 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<SecretsError> for ApiError {
-    fn from(e: SecretsError) -> Self {
-        match &e {
-            // A reference that does not resolve is the operator's configuration, not the
-            // caller's fault, but naming the secret helps the admin fix it.
-            SecretsError::BadReference(_)
-            | SecretsError::NotFound(_)
-            | SecretsError::FieldMissing { .. }
-            | SecretsError::NotJson(_)
-            | SecretsError::NoString(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "secret_unavailable", e.to_string())
-                    .with_cause(&e)
-            }
-            SecretsError::Backend(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "secrets_unavailable",
-                "the secrets backend is unavailable",
-            )
-            .with_cause(&e),
-        }
-    }
-}
-
 /// Reads a request body of at most `limit` bytes: 413 beyond it.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request body exceeds {limit} bytes"),
-        )
-    })
+        )),
+        // The client went away or sent a broken body: nothing was read, nothing is written.
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// A path parameter extractor whose failures (bad percent-encoding, invalid UTF-8) are JSON
+/// [`ApiError`]s rather than axum's plain-text 400.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|_| {
+                ApiError::bad_request("invalid_path", "a path parameter is not valid UTF-8 text")
+            })
+    }
 }
 
 /// Whether the request declares a JSON body (`application/json`, parameters allowed).

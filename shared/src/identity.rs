@@ -142,7 +142,14 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     bootstrap: BootstrapAdmin,
     admin_emails: Vec<String>,
+    /// When reading the bootstrap secret last failed: for [`BOOTSTRAP_RETRY`] after that,
+    /// unknown keys are refused without asking Secrets Manager again, so junk credentials
+    /// cannot be turned into a stream of GetSecretValue calls during an outage.
+    bootstrap_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a failed read of the bootstrap admin secret is remembered.
+const BOOTSTRAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Authenticator {
     pub fn new(
@@ -158,6 +165,7 @@ impl Authenticator {
             clock,
             bootstrap,
             admin_emails,
+            bootstrap_failed_at: Default::default(),
         }
     }
 
@@ -193,13 +201,27 @@ impl Authenticator {
             // The secrets adapter caches, so repeated misses do not call Secrets Manager. If the
             // secret cannot be read, the presented credential is simply not the bootstrap key:
             // an unknown key must get the same 401 whatever state the secret is in.
-            BootstrapAdmin::Secret(r) => match self.secrets.resolve(r).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %crate::http::error_chain(&e), "bootstrap admin key secret unavailable");
+            BootstrapAdmin::Secret(r) => {
+                let recently_failed = self
+                    .bootstrap_failed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some_and(|t| t.elapsed() < BOOTSTRAP_RETRY);
+                if recently_failed {
                     return Ok(false);
                 }
-            },
+                match self.secrets.resolve(r).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %crate::http::error_chain(&e), "bootstrap admin key secret unavailable");
+                        *self
+                            .bootstrap_failed_at
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                        return Ok(false);
+                    }
+                }
+            }
             BootstrapAdmin::GenerateIfAbsent | BootstrapAdmin::Disabled => return Ok(false),
         };
         Ok(constant_time_eq(

@@ -25,8 +25,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 const API_VERSION: &str = "2018-06-01";
 /// Separates the JSON prelude from the body in a streamed HTTP integration response.
@@ -104,36 +105,86 @@ pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
             .bytes()
             .await
             .map_err(StreamingRuntimeError::RuntimeApi)?;
-        let request = std::str::from_utf8(&event)
-            .map_err(|e| e.to_string())
-            .and_then(|s| lambda_http::request::from_str(s).map_err(|e| e.to_string()));
-        let result = match request {
-            Ok(request) => {
-                let response = match router.clone().oneshot(request.map(Body::new)).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                send_response(&client, &base, &request_id, response).await
-            }
-            Err(message) => {
-                tracing::error!(%request_id, "event is not an API Gateway event: {message}");
-                let body =
-                    serde_json::json!({"errorType": "InvalidEvent", "errorMessage": message});
-                client
-                    .post(format!("{base}/{request_id}/error"))
-                    .header("Lambda-Runtime-Function-Error-Type", "Runtime.InvalidEvent")
-                    .json(&body)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map(drop)
-            }
-        };
-        if let Err(e) = result {
-            // The invocation is lost either way; the next one may well succeed.
-            tracing::error!(%request_id, error = %crate::http::error_chain(&e), "could not deliver the response");
+        let span = tracing::info_span!("invocation", %request_id);
+        let handled = serve_one(&client, &base, &request_id, &router, &event)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = handled {
+            let _guard = span.enter();
+            // The response could not be delivered: say so, so the invocation fails at once
+            // instead of running into its timeout. If that fails too, the next one may work.
+            tracing::error!(error = %crate::http::error_chain(&e), "could not deliver the response");
+            let _ = report_error(
+                &client,
+                &base,
+                &request_id,
+                "Runtime.ResponseDeliveryFailed",
+                "response not delivered",
+            )
+            .await;
         }
     }
+}
+
+/// Turns one event into a request, serves it and streams the answer back. A panic while
+/// parsing the event or handling it (lambda_http's conversion has `expect`s inside) is caught
+/// and reported as an invocation error, as lambda_runtime does, instead of killing the
+/// process mid-invocation.
+async fn serve_one(
+    client: &reqwest::Client,
+    base: &str,
+    request_id: &str,
+    router: &Router,
+    event: &[u8],
+) -> Result<(), reqwest::Error> {
+    let handled = std::panic::AssertUnwindSafe(async {
+        let request = std::str::from_utf8(event)
+            .map_err(|e| e.to_string())
+            .and_then(|s| lambda_http::request::from_str(s).map_err(|e| e.to_string()))?;
+        match router.clone().oneshot(request.map(Body::new)).await {
+            Ok(r) => Ok::<axum::response::Response, String>(r),
+            Err(never) => match never {},
+        }
+    })
+    .catch_unwind()
+    .await;
+    match handled {
+        Ok(Ok(response)) => send_response(client, base, request_id, response).await,
+        Ok(Err(message)) => {
+            tracing::error!("event is not an API Gateway event: {message}");
+            report_error(client, base, request_id, "Runtime.InvalidEvent", &message).await
+        }
+        Err(_) => {
+            tracing::error!("handler panicked");
+            report_error(
+                client,
+                base,
+                request_id,
+                "Runtime.HandlerPanic",
+                "the handler panicked",
+            )
+            .await
+        }
+    }
+}
+
+/// `POST .../invocation/{id}/error`.
+async fn report_error(
+    client: &reqwest::Client,
+    base: &str,
+    request_id: &str,
+    error_type: &str,
+    message: &str,
+) -> Result<(), reqwest::Error> {
+    let body = serde_json::json!({"errorType": error_type, "errorMessage": message});
+    client
+        .post(format!("{base}/{request_id}/error"))
+        .header("Lambda-Runtime-Function-Error-Type", error_type)
+        .json(&body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(drop)
 }
 
 /// Asks for the next event. A pooled connection the Runtime API closed after the previous

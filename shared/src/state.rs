@@ -207,6 +207,9 @@ impl KeyringSource {
 pub struct ServerCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, CacheEntry>>,
+    /// Bumped by every invalidation: a load that read the store before an invalidation must
+    /// not put its (older) result back afterwards.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// How long past its TTL an entry may still be served while it is being refreshed.
@@ -223,6 +226,7 @@ impl ServerCache {
         Self {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            generation: Default::default(),
         }
     }
 
@@ -237,7 +241,8 @@ impl ServerCache {
             if age < self.ttl {
                 return Ok(Some(entry.server.clone()));
             }
-            if age < self.ttl + MAX_STALE {
+            // A TTL of zero means no caching at all, not "always serve the previous value".
+            if !self.ttl.is_zero() && age < self.ttl + MAX_STALE {
                 if !entry.refreshing.swap(true, Ordering::AcqRel) {
                     let (cache, store, name, flag) = (
                         self.clone(),
@@ -260,22 +265,32 @@ impl ServerCache {
 
     /// Reads `name` from the store and caches (or forgets) it.
     async fn load(&self, name: &str, store: &dyn Store) -> StoreResult<Option<Arc<McpServer>>> {
+        use std::sync::atomic::Ordering;
+        let generation = self.generation.load(Ordering::Acquire);
         let Some(server) = store.get_server(name).await? else {
             self.entries.write().await.remove(name);
             return Ok(None);
         };
         let server = Arc::new(server);
+        let mut entries = self.entries.write().await;
+        if self.generation.load(Ordering::Acquire) != generation {
+            // Invalidated while reading: answer this caller, cache nothing possibly stale.
+            return Ok(Some(server));
+        }
         let entry = CacheEntry {
             fetched: Instant::now(),
             server: server.clone(),
             refreshing: Default::default(),
         };
-        self.entries.write().await.insert(name.to_owned(), entry);
+        entries.insert(name.to_owned(), entry);
         Ok(Some(server))
     }
 
     pub async fn invalidate(&self, name: &str) {
-        self.entries.write().await.remove(name);
+        let mut entries = self.entries.write().await;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.remove(name);
     }
 }
 
@@ -375,8 +390,26 @@ mod tests {
         );
         assert!(cache.get("missing", &store).await.unwrap().is_none());
 
+        // A zero TTL caches nothing.
+        let uncached = Arc::new(ServerCache::new(Duration::ZERO));
+        uncached.get("s", &store).await.unwrap();
+        server.url = "http://b2/mcp".into();
+        store
+            .replace_config(ConfigKind::Server, "s", &to_doc(&server))
+            .await
+            .unwrap();
+        assert_eq!(
+            uncached.get("s", &store).await.unwrap().unwrap().url,
+            "http://b2/mcp"
+        );
+        server.url = "http://b/mcp".into();
+        store
+            .replace_config(ConfigKind::Server, "s", &to_doc(&server))
+            .await
+            .unwrap();
+
         // Past the TTL the stale entry answers at once while a refresh runs behind it.
-        let expiring = Arc::new(ServerCache::new(Duration::ZERO));
+        let expiring = Arc::new(ServerCache::new(Duration::from_millis(1)));
         expiring.get("s", &store).await.unwrap();
         server.url = "http://c/mcp".into();
         store

@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use mcpgw::domain::ApiKey;
-use mcpgw::http::{ApiError, ApiJson};
+use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::identity::issue_api_key;
 use mcpgw::state::AppState;
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoRespon
 async fn read(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = state
         .store
@@ -131,7 +131,7 @@ async fn read(
 async fn remove(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.store.delete_api_key(&id).await? {
         Ok(StatusCode::NO_CONTENT)

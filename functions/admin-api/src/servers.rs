@@ -2,12 +2,13 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use mcpgw::domain::{McpServer, UpstreamAuth, validate_name};
-use mcpgw::http::{ApiError, ApiJson};
+use mcpgw::http::{ApiError, ApiJson, ApiPath};
+use mcpgw::secrets::SecretsError;
 use mcpgw::state::AppState;
 use mcpgw::store::{ConfigKind, ConfigStoreExt, to_doc};
 use mcpgw::upstream::is_reserved_header;
@@ -67,7 +68,16 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_field", message)
 }
 
+/// Bounds that keep a server document far below DynamoDB's 400 KB item limit.
+const MAX_URL_LEN: usize = 2048;
+const MAX_AUTH_HEADERS: usize = 16;
+
 fn validate_url(raw: &str) -> Result<(), ApiError> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(invalid(format!(
+            "url must be at most {MAX_URL_LEN} characters"
+        )));
+    }
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("url is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("url must use http or https"));
@@ -91,8 +101,10 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
     match auth {
         UpstreamAuth::None => Ok(()),
         UpstreamAuth::Header { headers } => {
-            if headers.is_empty() {
-                return Err(invalid("auth.headers must name at least one header"));
+            if headers.is_empty() || headers.len() > MAX_AUTH_HEADERS {
+                return Err(invalid(format!(
+                    "auth.headers must name 1 to {MAX_AUTH_HEADERS} headers"
+                )));
             }
             for name in headers.keys() {
                 if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -144,9 +156,33 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
                     ),
                 ));
             }
-            state.secrets.resolve(reference).await.map_err(|e| {
-                ApiError::unprocessable("secret_unresolvable", format!("auth.headers: {e}"))
-            })?;
+            let value = match state.secrets.resolve(reference).await {
+                Ok(v) => v,
+                // An outage is not the admin's mistake: retry later, nothing was written.
+                Err(e @ SecretsError::Backend(_)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "secrets_unavailable",
+                        "the secrets backend is unavailable, retry later",
+                    )
+                    .with_cause(&e));
+                }
+                Err(e) => {
+                    return Err(ApiError::unprocessable(
+                        "secret_unresolvable",
+                        format!("auth.headers: {e}"),
+                    ));
+                }
+            };
+            // A value that cannot be a header (a trailing newline, say) would fail every call.
+            if axum::http::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(ApiError::unprocessable(
+                    "secret_invalid",
+                    format!(
+                        "auth.headers: the value of '{reference}' is not a valid HTTP header value"
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -189,7 +225,7 @@ async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoRespon
 async fn read(
     _: Admin,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let server = state
         .store
@@ -202,7 +238,7 @@ async fn read(
 async fn replace(
     _: Admin,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ServerInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     if input.name.as_ref().is_some_and(|n| *n != name) {
@@ -236,7 +272,7 @@ async fn replace(
 async fn remove(
     _: Admin,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let deleted = state.store.delete_config(ConfigKind::Server, &name).await?;
     state.servers.invalidate(&name).await;

@@ -473,3 +473,55 @@ async fn header_secrets_must_be_operator_secrets_when_a_prefix_is_set() {
         .await;
     assert_eq!(s, 201, "{b}");
 }
+
+#[tokio::test]
+async fn server_documents_are_bounded_and_secret_values_must_fit_a_header() {
+    let (state, _guard) = local_state(
+        &[
+            ("MCPGW_SECRET_NEWLINE", "Bearer x\n"),
+            ("MCPGW_SECRET_OK", "v"),
+        ],
+        &[],
+    );
+    let api = Api {
+        app: admin_api::app(state.clone()),
+        _guard,
+        state,
+    };
+    let long_url = format!("http://x/{}", "a".repeat(3000));
+    let (s, b) = api
+        .admin(
+            "POST",
+            "/admin/servers",
+            Some(json!({"name": "l", "url": long_url, "auth": {"type": "none"}})),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let many: serde_json::Map<String, Value> = (0..17)
+        .map(|i| (format!("X-H{i}"), json!("secret://ok")))
+        .collect();
+    let (s, b) = api
+        .admin("POST", "/admin/servers", Some(json!({"name": "m", "url": "http://x/mcp", "auth": {"type": "header", "headers": many}})))
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let (s, b) = api
+        .admin("POST", "/admin/servers", Some(json!({"name": "n", "url": "http://x/mcp", "auth": {"type": "header", "headers": {"Authorization": "secret://newline"}}})))
+        .await;
+    assert_error(s, &b, 422, "secret_invalid");
+    assert!(
+        !b.to_string().contains("Bearer x"),
+        "the value is never echoed"
+    );
+    let req = axum::http::Request::get("/admin/servers/%FF")
+        .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).expect("JSON body");
+    assert_eq!(v["error"]["code"], "invalid_path");
+    assert_eq!(api.server_count().await, 0);
+}

@@ -1,12 +1,12 @@
 //! Forwarding one MCP HTTP request upstream and streaming the answer back.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
-use mcpgw::domain::McpServer;
-use mcpgw::http::{ApiError, is_json_content_type, read_body};
+use mcpgw::domain::{McpServer, validate_name};
+use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
 use mcpgw::state::AppState;
 use mcpgw::upstream::{
     UpstreamError, credential_headers, forwarded_request_headers, returned_response_headers,
@@ -24,6 +24,8 @@ enum ProxyError {
     Transport(#[source] reqwest::Error),
     #[error("upstream rejected the gateway's credential (HTTP {0})")]
     UpstreamAuth(u16),
+    #[error("upstream answered with a redirect (HTTP {0}), which the gateway does not follow")]
+    UpstreamRedirect(u16),
     /// No response headers within the configured time. The body (an SSE stream) may then
     /// take as long as the deployment allows; this bounds only the wait for an answer.
     #[error("upstream sent no response within {0:?}")]
@@ -64,6 +66,9 @@ impl From<ProxyError> for ApiError {
                 "the upstream MCP server did not answer in time",
             )
             .with_cause(&e),
+            ProxyError::UpstreamRedirect(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_redirect", e.to_string())
+            }
             ProxyError::UpstreamAuth(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_auth_failed",
@@ -80,15 +85,21 @@ async fn admit(
     headers: &HeaderMap,
     endpoint: &str,
 ) -> Result<Arc<McpServer>, ApiError> {
+    // A name that cannot be registered is unknown: it never reaches the store (DynamoDB would
+    // reject an oversized key) nor the challenge header (a quote would inject parameters).
+    let metadata = validate_name(endpoint)
+        .is_ok()
+        .then(|| resource_metadata_url(state, endpoint));
     state
         .auth
         .authenticate(headers)
         .await
-        .map_err(|e| e.into_api_error(Some(&resource_metadata_url(state, endpoint))))?;
-    state
-        .server(endpoint)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no MCP endpoint named '{endpoint}'")))
+        .map_err(|e| e.into_api_error(metadata.as_deref()))?;
+    let unknown = || ApiError::not_found("no MCP endpoint by that name");
+    if metadata.is_none() {
+        return Err(unknown());
+    }
+    state.server(endpoint).await?.ok_or_else(unknown)
 }
 
 /// A JSON-RPC error answer (HTTP 400) for a body that is not a JSON-RPC message.
@@ -104,7 +115,7 @@ fn is_jsonrpc_message(v: &serde_json::Value) -> bool {
 
 pub async fn post(
     State(state): State<AppState>,
-    Path(endpoint): Path<String>,
+    ApiPath(endpoint): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
@@ -146,7 +157,7 @@ pub async fn post(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(endpoint): Path<String>,
+    ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let server = admit(&state, &headers, &endpoint).await?;
@@ -165,7 +176,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(endpoint): Path<String>,
+    ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let server = admit(&state, &headers, &endpoint).await?;
@@ -220,8 +231,15 @@ async fn forward(
     let upstream = tokio::time::timeout(timeout, request.send())
         .await
         .map_err(|_| ProxyError::HeaderTimeout(timeout))?
-        .map_err(ProxyError::Transport)?;
+        // Without the URL: an upstream's query string may carry its API key, and this error
+        // is logged.
+        .map_err(|e| ProxyError::Transport(e.without_url()))?;
     let status = upstream.status();
+    if status.is_redirection() {
+        // Redirects are not followed (the injected credential must not travel to another
+        // host), and one without its Location is useless to the client.
+        return Err(ProxyError::UpstreamRedirect(status.as_u16()).into());
+    }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(ProxyError::UpstreamAuth(status.as_u16()).into());
     }
@@ -230,7 +248,9 @@ async fn forward(
         *h = returned_response_headers(upstream.headers());
     }
     // Stream the body through as it arrives: SSE events reach the client one by one.
-    let stream = upstream.bytes_stream().map_err(std::io::Error::other);
+    let stream = upstream
+        .bytes_stream()
+        .map_err(|e| std::io::Error::other(e.without_url()));
     response
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(&e))

@@ -12,9 +12,10 @@ mod forward;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use mcpgw::http::{ApiError, ApiPath};
 use mcpgw::state::AppState;
 
 /// The proxy routes, without the common layers (see [`app`]).
@@ -52,12 +53,16 @@ pub fn resource_metadata_url(state: &AppState, endpoint: &str) -> String {
 /// Authorization servers are listed once identity providers can be configured.
 async fn resource_metadata(
     State(state): State<AppState>,
-    Path(endpoint): Path<String>,
-) -> impl IntoResponse {
-    Json(serde_json::json!({
+    ApiPath(endpoint): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Names that cannot be registered are not resources; they also never reach a URL or header.
+    if mcpgw::domain::validate_name(&endpoint).is_err() {
+        return Err(ApiError::not_found("no MCP endpoint by that name"));
+    }
+    Ok(Json(serde_json::json!({
         "resource": format!("{}/mcp/{endpoint}", state.config.public_url),
         "authorization_servers": [],
         "bearer_methods_supported": ["header"],
         "resource_name": format!("MCP gateway endpoint {endpoint}"),
-    }))
+    })))
 }

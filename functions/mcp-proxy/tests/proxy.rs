@@ -42,6 +42,14 @@ async fn start_upstream() -> (String, Seen) {
                 return StatusCode::NO_CONTENT.into_response();
             }
             let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if msg["method"] == "redirect" {
+                return (
+                    StatusCode::FOUND,
+                    [("location", "http://elsewhere.example/mcp")],
+                    "",
+                )
+                    .into_response();
+            }
             if msg["method"] == "slow" {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -490,4 +498,58 @@ async fn an_upstream_that_never_answers_is_a_504() {
         (s.as_u16(), error_code(&b).as_str()),
         (504, "upstream_timeout")
     );
+}
+
+#[tokio::test]
+async fn odd_endpoint_names_and_redirects_get_json_errors() {
+    let f = fixture(&[]).await;
+    // Not valid UTF-8 after decoding: JSON 400, not axum's plain text.
+    let req = mcp_post("%FF", Some(&f.user_key))
+        .body(Body::from(INIT))
+        .unwrap();
+    let req = {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = "/mcp/%FF".parse().unwrap();
+        Request::from_parts(parts, body)
+    };
+    let (s, _, b) = send(&f.app, req).await;
+    assert_eq!((s.as_u16(), error_code(&b).as_str()), (400, "invalid_path"));
+    // A name that cannot be registered: 404 for a caller with a key, and without one a 401
+    // whose challenge does not echo the name (a quote would inject parameters).
+    let long = "a".repeat(2000);
+    for name in [long.as_str(), "x%22%2C%20error%3D%22evil"] {
+        let (s, _, b) = send(
+            &f.app,
+            mcp_post(name, Some(&f.user_key))
+                .body(Body::from(INIT))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), error_code(&b).as_str()),
+            (404, "not_found"),
+            "{name}"
+        );
+        let (s, h, _) = send(&f.app, mcp_post(name, None).body(Body::from(INIT)).unwrap()).await;
+        assert_eq!(s, 401);
+        assert_eq!(h["www-authenticate"], "Bearer", "{name}");
+    }
+    let req = Request::get("/.well-known/oauth-protected-resource/mcp/x%22y")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.app, req).await.0, 404);
+    // An upstream redirect is not followed and not passed on without its Location.
+    let redirect = r#"{"jsonrpc":"2.0","id":3,"method":"redirect"}"#;
+    let (s, h, b) = send(
+        &f.app,
+        mcp_post("up", Some(&f.user_key))
+            .body(Body::from(redirect))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), error_code(&b).as_str()),
+        (502, "upstream_redirect")
+    );
+    assert!(h.get("location").is_none());
 }
