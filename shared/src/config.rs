@@ -174,6 +174,14 @@ impl Config {
             (None, None) if in_lambda => BootstrapAdmin::Disabled,
             (None, None) => BootstrapAdmin::GenerateIfAbsent,
         };
+        // The gateway's own secrets are never usable as upstream credentials.
+        let mut secret_scope = secret_scope;
+        if let KeyringConfig::Secret(r) = &keyring {
+            secret_scope = secret_scope.reserve(r);
+        }
+        if let BootstrapAdmin::Secret(r) = &bootstrap_admin {
+            secret_scope = secret_scope.reserve(r);
+        }
         let admin_emails = get("MCPGW_ADMIN_EMAILS")
             .map(|v| {
                 v.split(',')
@@ -280,7 +288,15 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.secrets, SecretsBackend::Aws);
-        assert_eq!(c.secret_scope, SecretScope::prefixed("mcpgw/"));
+        let keyring = SecretRef::parse("secret://arn:aws:secretsmanager:r:1:secret:k").unwrap();
+        assert_eq!(
+            c.secret_scope,
+            SecretScope::prefixed("mcpgw/").reserve(&keyring)
+        );
+        assert!(
+            !c.secret_scope.permits(&keyring),
+            "the keyring is never an upstream credential"
+        );
         assert_eq!(c.public_url, "https://api.example.com/prod");
         assert_eq!(c.bootstrap_admin, BootstrapAdmin::Disabled);
         assert!(!c.allow_get_stream);

@@ -46,6 +46,9 @@ pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), RuntimeErro
     serve_listener(listener, router, shutdown_signal()).await
 }
 
+/// How long open connections may take to finish after SIGINT/SIGTERM.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `router` on a bound listener until `shutdown` resolves. Tests pass their own
 /// listener and a future that never resolves, so the test process keeps its signal handling.
 pub async fn serve_listener(
@@ -60,10 +63,27 @@ pub async fn serve_listener(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(RuntimeError::Serve)
+    // Graceful shutdown waits for open connections, and a GET SSE stream may never end:
+    // after the signal, connections get DRAIN_TIMEOUT to finish, then the server stops.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    tokio::select! {
+        result = server => result.map_err(RuntimeError::Serve),
+        _ = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -243,7 +243,9 @@ async fn forward(
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(ProxyError::UpstreamAuth(status.as_u16()).into());
     }
-    let mut response = Response::builder().status(status);
+    let mut response = Response::builder()
+        .status(status)
+        .extension(mcpgw::http::Relayed);
     if let Some(h) = response.headers_mut() {
         *h = returned_response_headers(upstream.headers());
     }

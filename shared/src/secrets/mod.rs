@@ -87,19 +87,32 @@ impl<'de> Deserialize<'de> for SecretRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretScope {
     prefix: Option<String>,
+    /// The gateway's own secrets (keyring, bootstrap admin key): never allowed, whatever the
+    /// prefix, so even an unrestricted scope cannot hand them to an upstream.
+    reserved: Vec<String>,
 }
 
 impl SecretScope {
     /// Every reference is allowed (local mode, where secrets are env vars the operator set).
     pub fn unrestricted() -> Self {
-        Self { prefix: None }
+        Self {
+            prefix: None,
+            reserved: Vec::new(),
+        }
     }
 
     /// Only names starting with `prefix` (or ARNs whose secret name does) are allowed.
     pub fn prefixed(prefix: impl Into<String>) -> Self {
         Self {
             prefix: Some(prefix.into()),
+            reserved: Vec::new(),
         }
+    }
+
+    /// Also refuses the secret `reference` names (with any `#field`).
+    pub fn reserve(mut self, reference: &SecretRef) -> Self {
+        self.reserved.push(reference.name().to_owned());
+        self
     }
 
     pub fn prefix(&self) -> Option<&str> {
@@ -108,6 +121,9 @@ impl SecretScope {
 
     /// Whether a server configuration may use `reference`.
     pub fn permits(&self, reference: &SecretRef) -> bool {
+        if self.reserved.iter().any(|r| r == reference.name()) {
+            return false;
+        }
         let Some(prefix) = &self.prefix else {
             return true;
         };
@@ -235,6 +251,10 @@ mod tests {
         assert!(
             SecretScope::unrestricted().permits(&SecretRef::parse("secret://anything").unwrap())
         );
+        let keyring = SecretRef::parse("secret://gw-keyring").unwrap();
+        let open = SecretScope::unrestricted().reserve(&keyring);
+        assert!(!open.permits(&SecretRef::parse("secret://gw-keyring#k1").unwrap()));
+        assert!(open.permits(&SecretRef::parse("secret://other").unwrap()));
     }
 
     #[test]
