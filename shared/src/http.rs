@@ -29,6 +29,11 @@ pub struct ApiError {
     cause: Option<Arc<str>>,
 }
 
+/// Marks a response relayed from an upstream as it was: its 5xx status is the upstream's
+/// failure, not the gateway's, and is logged as such (not as an error that pages someone).
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed;
+
 /// The cause chain of a failed request, left in the response for `log_errors`.
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub Arc<str>);
@@ -224,6 +229,12 @@ async fn log_errors(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;
     let status = resp.status();
+    if resp.extensions().get::<Relayed>().is_some() {
+        if status.is_server_error() || status.is_client_error() {
+            tracing::info!(%method, %path, status = status.as_u16(), "upstream answered with an error status");
+        }
+        return resp;
+    }
     if status.is_server_error() {
         let cause = resp.extensions().get::<ErrorCause>().map(|c| c.0.clone());
         tracing::error!(%method, %path, status = status.as_u16(), cause = cause.as_deref().unwrap_or("-"), "request failed");
