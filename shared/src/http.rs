@@ -115,6 +115,8 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            // A caller that did not bump the grant version: a bug, never the client's input.
+            StoreError::InvalidVersion { .. } => Self::internal(&e),
             StoreError::Corrupt(_) => Self::internal(&e),
             StoreError::Backend(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

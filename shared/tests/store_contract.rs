@@ -153,6 +153,7 @@ contract!(
     api_key_list_and_delete,
     grant_create_then_second_create_conflicts,
     grant_save_if_version_right_and_stale,
+    grant_save_without_version_bump_is_refused,
     grant_concurrent_savers_exactly_one_wins,
     grant_concurrent_creators_exactly_one_wins,
     grants_due_order_limit_and_sparse,
@@ -561,6 +562,87 @@ mod cases {
         let v3 = grant(user, "drive", 3, None);
         store.save_grant_if_version(&v3, Some(2)).await.unwrap();
         assert_eq!(store.get_grant(user, "drive").await.unwrap(), Some(v3));
+    }
+
+    pub async fn grant_save_without_version_bump_is_refused(store: Arc<dyn Store>) {
+        let (user, server) = ("ivan@example.com", "asana");
+        let invalid = |err: StoreError, next: u64, got: u64| {
+            assert!(
+                matches!(err, StoreError::InvalidVersion { expected_next, got: g }
+                    if expected_next == next && g == got),
+                "{err:?}"
+            );
+        };
+
+        // A new grant starts at version 1: any other version is refused and creates nothing
+        // (not even an entry in the due list).
+        for version in [0, 2, 7] {
+            let err = store
+                .save_grant_if_version(&grant(user, server, version, Some(100)), None)
+                .await
+                .unwrap_err();
+            invalid(err, 1, version);
+        }
+        assert_eq!(store.get_grant(user, server).await.unwrap(), None);
+        assert!(store.grants_due(1_000, 10).await.unwrap().is_empty());
+        assert!(store.list_grants_for_user(user).await.unwrap().is_empty());
+
+        let v1 = grant(user, server, 1, Some(100));
+        store.save_grant_if_version(&v1, None).await.unwrap();
+
+        // Two refreshers read v1. The first forgets to bump the version: refused, and the
+        // stored grant (tokens, refresh time, version) is untouched...
+        let mut unbumped = v1.clone();
+        unbumped.sealed_tokens = b"rotated by a buggy writer".to_vec();
+        unbumped.refresh_at = Some(500);
+        let err = store
+            .save_grant_if_version(&unbumped, Some(1))
+            .await
+            .unwrap_err();
+        invalid(err, 2, 1);
+        // ...and so is a writer that skips a version.
+        let err = store
+            .save_grant_if_version(&grant(user, server, 3, None), Some(1))
+            .await
+            .unwrap_err();
+        invalid(err, 2, 3);
+        assert_eq!(
+            store.get_grant(user, server).await.unwrap(),
+            Some(v1.clone())
+        );
+        assert_eq!(store.grants_due(1_000, 10).await.unwrap(), vec![v1]);
+
+        // So the version still moves on every write: the second refresher wins with v2,
+        // and the first, retrying correctly from its stale read, now conflicts.
+        let v2 = grant(user, server, 2, Some(200));
+        store.save_grant_if_version(&v2, Some(1)).await.unwrap();
+        let mut retry = unbumped.clone();
+        retry.version = 2;
+        let err = store
+            .save_grant_if_version(&retry, Some(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::VersionConflict { .. }), "{err:?}");
+        assert_eq!(
+            store.get_grant(user, server).await.unwrap(),
+            Some(v2.clone())
+        );
+
+        // The check comes before the store is consulted: an unbumped write of a grant that
+        // does not exist is a bug too, reported as such rather than as a conflict.
+        let err = store
+            .save_grant_if_version(&grant(user, "missing", 1, None), Some(1))
+            .await
+            .unwrap_err();
+        invalid(err, 2, 1);
+        // A version that cannot be incremented cannot have been read from the store.
+        let err = store
+            .save_grant_if_version(&grant(user, server, u64::MAX, None), Some(u64::MAX))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(store.get_grant(user, "missing").await.unwrap(), None);
+        assert_eq!(store.list_grants_for_user(user).await.unwrap(), vec![v2]);
     }
 
     pub async fn grant_concurrent_savers_exactly_one_wins(store: Arc<dyn Store>) {
@@ -979,11 +1061,15 @@ mod dynamo_layout {
         );
 
         store
-            .save_grant_if_version(&grant("u@example.com", "srv", 7, Some(123)), None)
+            .save_grant_if_version(&grant("u@example.com", "srv", 1, Some(99)), None)
+            .await
+            .unwrap();
+        store
+            .save_grant_if_version(&grant("u@example.com", "srv", 2, Some(123)), Some(1))
             .await
             .unwrap();
         let item = raw_item(&c, &table, "GRANT#u@example.com", "srv").await;
-        assert_eq!(item["version"], AttributeValue::N("7".into()));
+        assert_eq!(item["version"], AttributeValue::N("2".into()));
         assert_eq!(item["refresh_at"], AttributeValue::N("123".into()));
         assert!(matches!(&item["sealed_tokens"], AttributeValue::B(_)));
         let AttributeValue::S(shard) = &item["refresh_shard"] else {

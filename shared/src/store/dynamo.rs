@@ -20,7 +20,8 @@
 //!
 //! Every contract write is one conditional request, so DynamoDB itself enforces
 //! create-if-absent, replace-if-present, optimistic locking on `version` and consume-once
-//! (`DeleteItem` + `ReturnValues=ALL_OLD`). Base-table reads are strongly consistent; GSI
+//! (`DeleteItem` + `ReturnValues=ALL_OLD`). A grant write must carry the next version; that
+//! is checked before any request is sent. Base-table reads are strongly consistent; GSI
 //! reads (key lookup by hash, due grants) are eventually consistent by nature.
 //!
 //! Errors never carry item contents: service errors keep only their code, because service
@@ -501,6 +502,26 @@ fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
     .json("doc")
 }
 
+/// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
+/// or 1 for a new grant); checked before the store is touched, so a refused write writes
+/// nothing. (Each adapter keeps its own copy: the store module holds only the port.)
+fn check_next_version(grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
+    let expected_next = match expected {
+        None => 1,
+        // Versions start at 1 and grow by one per write: no stored grant gets here.
+        Some(v) => v.checked_add(1).ok_or_else(|| {
+            StoreError::Corrupt(format!("grant version {v} cannot be incremented"))
+        })?,
+    };
+    if grant.version != expected_next {
+        return Err(StoreError::InvalidVersion {
+            expected_next,
+            got: grant.version,
+        });
+    }
+    Ok(())
+}
+
 fn grant_item(g: &Grant) -> StoreResult<Item> {
     let status = match serde_json::to_value(g.status) {
         Ok(serde_json::Value::String(v)) => v,
@@ -747,6 +768,7 @@ impl GrantStore for DynamoStore {
     }
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
+        check_next_version(grant, expected)?;
         let put = self
             .client
             .put_item()

@@ -31,6 +31,12 @@ pub enum StoreError {
     /// A grant write lost the optimistic-locking race: re-read and decide again.
     #[error("grant for '{user}' on '{server}' changed since it was read")]
     VersionConflict { user: String, server: String },
+    /// A grant write did not carry the next version (the version read plus one, or 1 for a
+    /// new grant). A bug in the caller, never caller input: nothing was written.
+    #[error(
+        "grant write must carry version {expected_next} (the version read plus one), got {got}"
+    )]
+    InvalidVersion { expected_next: u64, got: u64 },
     /// An item in the store could not be decoded.
     #[error("stored item is corrupt: {0}")]
     Corrupt(String),
@@ -134,6 +140,13 @@ pub trait GrantStore: Send + Sync {
     async fn get_grant(&self, user: &str, server: &str) -> StoreResult<Option<Grant>>;
     /// Writes `grant` only if the stored version is `expected` (`None`: no grant may exist).
     /// `VersionConflict` otherwise, and nothing is written.
+    ///
+    /// `grant.version` must be the next version: `expected + 1`, or 1 when `expected` is
+    /// `None`. Anything else is refused with `InvalidVersion` before the store is touched:
+    /// a write that kept the version it read would leave the stored version unchanged, so a
+    /// second writer holding the same read would pass the check too (and two refreshers
+    /// could both redeem a rotating refresh token). (`Some(u64::MAX)` has no next version and
+    /// cannot have been read from a store: `Corrupt`, also before any write.)
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()>;
     async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool>;
     /// A user's grants, ordered by server.
