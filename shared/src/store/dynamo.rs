@@ -502,26 +502,6 @@ fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
     .json("doc")
 }
 
-/// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
-/// or 1 for a new grant); checked before the store is touched, so a refused write writes
-/// nothing. (Each adapter keeps its own copy: the store module holds only the port.)
-fn check_next_version(grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
-    let expected_next = match expected {
-        None => 1,
-        // Versions start at 1 and grow by one per write: no stored grant gets here.
-        Some(v) => v.checked_add(1).ok_or_else(|| {
-            StoreError::Corrupt(format!("grant version {v} cannot be incremented"))
-        })?,
-    };
-    if grant.version != expected_next {
-        return Err(StoreError::InvalidVersion {
-            expected_next,
-            got: grant.version,
-        });
-    }
-    Ok(())
-}
-
 fn grant_item(g: &Grant) -> StoreResult<Item> {
     let status = match serde_json::to_value(g.status) {
         Ok(serde_json::Value::String(v)) => v,
@@ -768,7 +748,7 @@ impl GrantStore for DynamoStore {
     }
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
-        check_next_version(grant, expected)?;
+        super::check_next_version(grant, expected)?;
         let put = self
             .client
             .put_item()

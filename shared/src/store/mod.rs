@@ -168,6 +168,26 @@ pub trait OAuthStateStore: Send + Sync {
 pub trait Store: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore {}
 impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore> Store for T {}
 
+/// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
+/// or 1 for a new grant); checked before the store is touched, so a refused write writes
+/// nothing.
+pub(crate) fn check_next_version(grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
+    let expected_next = match expected {
+        None => 1,
+        // Versions start at 1 and grow by one per write: no stored grant gets here.
+        Some(v) => v.checked_add(1).ok_or_else(|| {
+            StoreError::Corrupt(format!("grant version {v} cannot be incremented"))
+        })?,
+    };
+    if grant.version != expected_next {
+        return Err(StoreError::InvalidVersion {
+            expected_next,
+            got: grant.version,
+        });
+    }
+    Ok(())
+}
+
 /// Typed access to configuration documents.
 #[async_trait]
 pub trait ConfigStoreExt: ConfigStore {

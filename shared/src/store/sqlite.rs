@@ -187,26 +187,6 @@ fn version_to_sql(v: u64) -> StoreResult<i64> {
         .map_err(|_| StoreError::Corrupt("grant version exceeds the range sqlite stores".into()))
 }
 
-/// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
-/// or 1 for a new grant); checked before the store is touched, so a refused write writes
-/// nothing. (Each adapter keeps its own copy: the store module holds only the port.)
-fn check_next_version(grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
-    let expected_next = match expected {
-        None => 1,
-        // Versions start at 1 and grow by one per write: no stored grant gets here.
-        Some(v) => v.checked_add(1).ok_or_else(|| {
-            StoreError::Corrupt(format!("grant version {v} cannot be incremented"))
-        })?,
-    };
-    if grant.version != expected_next {
-        return Err(StoreError::InvalidVersion {
-            expected_next,
-            got: grant.version,
-        });
-    }
-    Ok(())
-}
-
 fn status_to_sql(status: GrantStatus) -> StoreResult<String> {
     // The serde name is the stored name, so both adapters and the JSON API agree.
     match serde_json::to_value(status) {
@@ -480,7 +460,7 @@ impl GrantStore for SqliteStore {
     }
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
-        check_next_version(grant, expected)?;
+        super::check_next_version(grant, expected)?;
         let g = grant.clone();
         let version = version_to_sql(g.version)?;
         let expected = expected.map(version_to_sql).transpose()?;
