@@ -49,7 +49,8 @@ pub fn resource_metadata_url(state: &AppState, endpoint: &str) -> String {
 }
 
 /// RFC 9728 metadata. Open to everyone (clients read it before they have a credential), and
-/// the same for known and unknown endpoints so it reveals nothing about what is registered.
+/// the same for known and unknown endpoints so it reveals nothing about what is registered
+/// (only names that could never be registered get a 404).
 /// Authorization servers are listed once identity providers can be configured.
 async fn resource_metadata(
     State(state): State<AppState>,
