@@ -151,6 +151,8 @@ contract!(
     api_key_create_and_duplicate_id,
     api_key_find_by_hash_ignores_expired,
     api_key_list_and_delete,
+    api_key_found_by_hash_right_after_create,
+    api_key_delete_frees_hash_and_id,
     grant_create_then_second_create_conflicts,
     grant_save_if_version_right_and_stale,
     grant_save_without_version_bump_is_refused,
@@ -495,6 +497,54 @@ mod cases {
                 .await
                 .unwrap()
                 .is_some()
+        );
+    }
+
+    /// Read-after-write: automation creates a key and uses it at once, so the lookup by hash
+    /// must see a key as soon as its create returned (no eventually consistent index).
+    pub async fn api_key_found_by_hash_right_after_create(store: Arc<dyn Store>) {
+        for i in 0..5 {
+            let key = api_key(&format!("fresh-{i}"), &format!("h-fresh-{i}"), None);
+            store.create_api_key(&key).await.unwrap();
+            assert_eq!(
+                store.find_api_key_by_hash(&key.key_hash, 0).await.unwrap(),
+                Some(key)
+            );
+        }
+    }
+
+    /// Delete removes the key from the lookup by hash at once, and frees its id (and hash)
+    /// for a new key.
+    pub async fn api_key_delete_frees_hash_and_id(store: Arc<dyn Store>) {
+        let first = api_key("k-reused", "h-reused", None);
+        store.create_api_key(&first).await.unwrap();
+        assert!(store.delete_api_key("k-reused").await.unwrap());
+        assert_eq!(
+            store.find_api_key_by_hash("h-reused", 0).await.unwrap(),
+            None
+        );
+        assert_eq!(store.get_api_key("k-reused").await.unwrap(), None);
+
+        // Same id, same hash.
+        let second = api_key("k-reused", "h-reused", Some(9_999));
+        store.create_api_key(&second).await.unwrap();
+        assert_eq!(
+            store.find_api_key_by_hash("h-reused", 0).await.unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(store.get_api_key("k-reused").await.unwrap(), Some(second));
+
+        // Same id, another hash: the old hash finds nothing.
+        assert!(store.delete_api_key("k-reused").await.unwrap());
+        let third = api_key("k-reused", "h-other", None);
+        store.create_api_key(&third).await.unwrap();
+        assert_eq!(
+            store.find_api_key_by_hash("h-reused", 0).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.find_api_key_by_hash("h-other", 0).await.unwrap(),
+            Some(third)
         );
     }
 
@@ -1028,6 +1078,40 @@ mod dynamo_layout {
         assert_eq!(ttl.attribute_name(), Some("ttl"));
     }
 
+    /// The pointer by hash is owned by one key: a live key's hash cannot be reused (an error,
+    /// but not `AlreadyExists`, which callers read as a lost create race on the id), while an
+    /// expired key's pointer is taken over, and deleting the expired key leaves it alone.
+    #[tokio::test]
+    async fn key_hash_pointer_ownership() {
+        let Some(c) = dynamo_client().await else {
+            return;
+        };
+        let table = mcpgw::testing::unique_name("mcpgw-layout");
+        create_table(&c, &table).await.unwrap();
+        let store = DynamoStore::new(c.clone(), &table);
+
+        store
+            .create_api_key(&api_key("live", "h-1", None))
+            .await
+            .unwrap();
+        let err = store
+            .create_api_key(&api_key("other", "h-1", None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        assert_eq!(store.get_api_key("other").await.unwrap(), None);
+
+        let dead = api_key("dead", "h-2", Some(10));
+        store.create_api_key(&dead).await.unwrap();
+        let heir = api_key("heir", "h-2", None);
+        store.create_api_key(&heir).await.unwrap();
+        assert!(store.delete_api_key("dead").await.unwrap());
+        assert_eq!(
+            store.find_api_key_by_hash("h-2", 500).await.unwrap(),
+            Some(heir)
+        );
+    }
+
     #[tokio::test]
     async fn items_use_the_fixed_keys_and_attributes() {
         let Some(c) = dynamo_client().await else {
@@ -1059,6 +1143,13 @@ mod dynamo_layout {
             !item.contains_key("ttl"),
             "expired keys stay listed, so no TTL"
         );
+        // The pointer by hash (read by find_api_key_by_hash), outside gsi_key_hash.
+        let pointer = raw_item(&c, &table, "KEYHASH#khash", "APIKEY").await;
+        assert_eq!(pointer["id"], AttributeValue::S("kid".into()));
+        assert_eq!(pointer["doc"], item["doc"]);
+        assert_eq!(pointer["expires_at"], AttributeValue::N("77".into()));
+        assert!(!pointer.contains_key("key_hash"));
+        assert!(!pointer.contains_key("ttl"));
 
         store
             .save_grant_if_version(&grant("u@example.com", "srv", 1, Some(99)), None)

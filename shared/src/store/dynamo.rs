@@ -7,10 +7,21 @@
 //! |---------------|---------------------|----------|-----------------------------------------------------|
 //! | config doc    | `CONFIG#{tag}`      | name     | `doc` (S, JSON)                                     |
 //! | API key       | `APIKEY`            | id       | `key_hash` (S), `doc` (S, JSON), `expires_at` (N)?  |
+//! | key by hash   | `KEYHASH#{key_hash}`| `APIKEY` | `id` (S), `doc` (S, JSON), `expires_at` (N)?        |
 //! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //!
-//! Indexes (all projecting ALL): `gsi_key_hash` (`key_hash`) finds an API key by hash;
+//! An API key is two items written and deleted together in one `TransactWriteItems`: the
+//! item by id (listing, admin reads) and a pointer by hash, which authentication reads with
+//! a strongly consistent `GetItem`, so a key works the moment its create returns (a GSI
+//! lookup would 401 for up to about a second). A pointer belongs to one key (`id`); a new
+//! key may take over the pointer of an expired key with the same hash, and deleting a key
+//! deletes the pointer only while it still names that key. The pointer has no `key_hash`
+//! attribute, so it stays out of `gsi_key_hash`.
+//!
+//! Indexes (all projecting ALL): `gsi_key_hash` (`key_hash`) is UNUSED: nothing queries it
+//! since key lookup moved to the pointer item; it stays in the table definition (here and in
+//! the SAM template) only until a migration drops it.
 //! `gsi_refresh` (`refresh_shard`, `refresh_at`) is sparse and lists grants due for refresh;
 //! `gsi_member` (`member`, `pk`) is reserved for team membership items. `refresh_shard`
 //! spreads due grants over [`REFRESH_SHARDS`] partitions so no single GSI partition gets hot;
@@ -18,11 +29,11 @@
 //! randomized per process). TTL on `ttl` removes expired states eventually (days late), so
 //! reads check expiry themselves.
 //!
-//! Every contract write is one conditional request, so DynamoDB itself enforces
-//! create-if-absent, replace-if-present, optimistic locking on `version` and consume-once
+//! Every contract write is one conditional request (for API keys, one transaction), so
+//! DynamoDB itself enforces create-if-absent, replace-if-present, optimistic locking on `version` and consume-once
 //! (`DeleteItem` + `ReturnValues=ALL_OLD`). A grant write must carry the next version; that
-//! is checked before any request is sent. Base-table reads are strongly consistent; GSI
-//! reads (key lookup by hash, due grants) are eventually consistent by nature.
+//! is checked before any request is sent. Base-table reads (key lookup by hash included) are
+//! strongly consistent; GSI reads (due grants) are eventually consistent by nature.
 //!
 //! Errors never carry item contents: service errors keep only their code, because service
 //! messages can echo request values.
@@ -37,17 +48,18 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus,
-    KeySchemaElement, KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType,
-    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
 };
 
 use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
 };
-use crate::clock::UnixTime;
+use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, OAuthState};
 
 /// Number of `refresh_shard` partitions of `gsi_refresh`. Changing it orphans grants in the
@@ -63,6 +75,8 @@ const PK: &str = "pk";
 const SK: &str = "sk";
 const TTL: &str = "ttl";
 const APIKEY_PK: &str = "APIKEY";
+/// `sk` of the pointer item `KEYHASH#{key_hash}`.
+const KEYHASH_SK: &str = "APIKEY";
 const STATE_SK: &str = "STATE";
 
 type Item = HashMap<String, AttributeValue>;
@@ -393,6 +407,32 @@ fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
         .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
 }
 
+/// The per-item cancellation reason codes of a cancelled transaction (`"None"` for items
+/// that were fine); `None` for any other error.
+fn cancellation_codes<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match e.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// A cancelled transaction whose cancellation is not part of the contract: keeps only the
+/// reason codes (their messages can echo request values).
+fn cancelled(codes: &[String]) -> StoreError {
+    StoreError::backend(DynamoError {
+        op: "TransactWriteItems",
+        detail: format!("transaction cancelled: [{}]", codes.join(", ")),
+        source: None,
+    })
+}
+
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
 /// `gsi_refresh` partition of a grant: FNV-1a (64-bit) of `user\0server`, mod
 /// [`REFRESH_SHARDS`]. Stable across processes, platforms and releases.
 fn refresh_shard(user: &str, server: &str) -> String {
@@ -488,6 +528,24 @@ fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
         ("doc".to_owned(), s(json_text(key, "API key")?)),
     ]);
     // Not `ttl`: expired keys stay listed until an admin deletes them.
+    if let Some(t) = key.expires_at {
+        item.insert("expires_at".to_owned(), n(t));
+    }
+    Ok(item)
+}
+
+fn key_hash_pk(key_hash: &str) -> String {
+    format!("KEYHASH#{key_hash}")
+}
+
+/// The pointer item by hash: the key's `doc` and `expires_at`, and the `id` that owns it.
+fn api_key_pointer_item(key: &ApiKey) -> StoreResult<Item> {
+    let mut item = Item::from([
+        (PK.to_owned(), s(key_hash_pk(&key.key_hash))),
+        (SK.to_owned(), s(KEYHASH_SK)),
+        ("id".to_owned(), s(&key.id)),
+        ("doc".to_owned(), s(json_text(key, "API key")?)),
+    ]);
     if let Some(t) = key.expires_at {
         item.insert("expires_at".to_owned(), n(t));
     }
@@ -684,16 +742,51 @@ impl ConfigStore for DynamoStore {
 #[async_trait]
 impl ApiKeyStore for DynamoStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-        if !self
-            .put_if(api_key_item(key)?, "attribute_not_exists(#pk)")
-            .await?
-        {
-            return Err(StoreError::AlreadyExists {
-                kind: "API key",
-                name: key.id.clone(),
-            });
+        let by_id = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(api_key_item(key)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(StoreError::backend)?;
+        // The pointer of an expired key with the same hash may be taken over (the SQLite
+        // adapter allows such duplicates too); a live one may not.
+        let by_hash = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(api_key_pointer_item(key)?))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_values(":now", n(SystemClock.now()))
+            .build()
+            .map_err(StoreError::backend)?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(by_id).build())
+            .transact_items(TransactWriteItem::builder().put(by_hash).build())
+            .send()
+            .await;
+        let Err(e) = res else { return Ok(()) };
+        match cancellation_codes(&e) {
+            Some(codes) if codes.first().map(String::as_str) == Some(CONDITION_FAILED) => {
+                Err(StoreError::AlreadyExists {
+                    kind: "API key",
+                    name: key.id.clone(),
+                })
+            }
+            // A live key with the same hash: cannot happen with random keys, and must not
+            // read as "this id exists" (callers treat that as a lost create race).
+            Some(codes) if codes.get(1).map(String::as_str) == Some(CONDITION_FAILED) => {
+                Err(StoreError::backend(DynamoError {
+                    op: "TransactWriteItems",
+                    detail: "another unexpired API key has the same hash".to_owned(),
+                    source: None,
+                }))
+            }
+            Some(codes) => Err(cancelled(&codes)),
+            None => Err(sdk_error("TransactWriteItems", e)),
         }
-        Ok(())
     }
 
     async fn find_api_key_by_hash(
@@ -701,25 +794,16 @@ impl ApiKeyStore for DynamoStore {
         key_hash: &str,
         now: UnixTime,
     ) -> StoreResult<Option<ApiKey>> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI_KEY_HASH)
-            .key_condition_expression("#h = :h")
-            .expression_attribute_names("#h", "key_hash")
-            .expression_attribute_values(":h", s(key_hash));
-        let mut keys = self
-            .query_all(query, None)
+        // Strongly consistent GetItem on the pointer: a key finds itself right after create.
+        let Some(item) = self
+            .get_item(key_hash_pk(key_hash), KEYHASH_SK.to_owned())
             .await?
-            .iter()
-            .map(api_key_from)
-            .collect::<StoreResult<Vec<_>>>()?;
+        else {
+            return Ok(None);
+        };
+        let key = api_key_from(&item)?;
         // TTL is not used for keys, and even if it were, deletion lags: check expiry here.
-        // Hashes of random keys do not collide; sorting only makes a clash deterministic.
-        keys.retain(|k| !k.is_expired(now));
-        keys.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(keys.into_iter().next())
+        Ok(Some(key).filter(|k| !k.is_expired(now)))
     }
 
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
@@ -736,7 +820,72 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
-        self.delete_item(APIKEY_PK.to_owned(), id.to_owned()).await
+        // A concurrent change between the reads and the transaction cancels it; re-read and
+        // try again a few times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Some(item) = self.get_item(APIKEY_PK.to_owned(), id.to_owned()).await? else {
+                return Ok(false);
+            };
+            let key_hash = Reader {
+                what: "API key",
+                item: &item,
+            }
+            .s("key_hash")?
+            .to_owned();
+            let pointer = self
+                .get_item(key_hash_pk(&key_hash), KEYHASH_SK.to_owned())
+                .await?;
+            // The pointer may have been taken over by a newer key with the same hash.
+            let owns_pointer = pointer
+                .as_ref()
+                .is_some_and(|p| p.get("id") == Some(&s(id)));
+
+            let by_id = Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(APIKEY_PK))
+                .key(SK, s(id))
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(StoreError::backend)?;
+            let mut tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().delete(by_id).build());
+            if owns_pointer {
+                let by_hash = Delete::builder()
+                    .table_name(&self.table)
+                    .key(PK, s(key_hash_pk(&key_hash)))
+                    .key(SK, s(KEYHASH_SK))
+                    .condition_expression("#id = :id")
+                    .expression_attribute_names("#id", "id")
+                    .expression_attribute_values(":id", s(id))
+                    .build()
+                    .map_err(StoreError::backend)?;
+                tx = tx.transact_items(TransactWriteItem::builder().delete(by_hash).build());
+            }
+            let Err(e) = tx.send().await else {
+                return Ok(true);
+            };
+            match cancellation_codes(&e) {
+                // Deleted concurrently.
+                Some(codes) if codes.first().map(String::as_str) == Some(CONDITION_FAILED) => {
+                    return Ok(false);
+                }
+                Some(codes)
+                    if attempts < 3
+                        && codes
+                            .iter()
+                            .any(|c| c == CONDITION_FAILED || c == "TransactionConflict") =>
+                {
+                    continue;
+                }
+                Some(codes) => return Err(cancelled(&codes)),
+                None => return Err(sdk_error("TransactWriteItems", e)),
+            }
+        }
     }
 }
 
