@@ -150,10 +150,15 @@ impl AppState {
 }
 
 /// The keyring, loaded eagerly from a local file or lazily (first use) from a secret.
-pub struct KeyringSource {
-    reference: Option<crate::secrets::SecretRef>,
-    secrets: Arc<dyn Secrets>,
-    ring: OnceCell<Arc<Keyring>>,
+pub enum KeyringSource {
+    /// Loaded at start from the local key file.
+    Loaded(Arc<Keyring>),
+    /// Fetched from a secret on first use, then kept for the process.
+    Secret {
+        reference: crate::secrets::SecretRef,
+        secrets: Arc<dyn Secrets>,
+        ring: OnceCell<Arc<Keyring>>,
+    },
 }
 
 /// Why the keyring could not be obtained.
@@ -167,33 +172,34 @@ pub enum KeyringSourceError {
 
 impl KeyringSource {
     fn new(config: KeyringConfig, secrets: Arc<dyn Secrets>) -> Result<Self, KeyringError> {
-        match config {
-            KeyringConfig::File(path) => Ok(Self {
-                reference: None,
-                secrets,
-                ring: OnceCell::new_with(Some(Arc::new(Keyring::load_or_create_file(&path)?))),
-            }),
-            KeyringConfig::Secret(r) => Ok(Self {
-                reference: Some(r),
+        Ok(match config {
+            KeyringConfig::File(path) => {
+                Self::Loaded(Arc::new(Keyring::load_or_create_file(&path)?))
+            }
+            KeyringConfig::Secret(reference) => Self::Secret {
+                reference,
                 secrets,
                 ring: OnceCell::new(),
-            }),
-        }
+            },
+        })
     }
 
     /// The keyring, fetching it on the first call.
     pub async fn get(&self) -> Result<Arc<Keyring>, KeyringSourceError> {
-        self.ring
-            .get_or_try_init(|| async {
-                let reference = self
-                    .reference
-                    .as_ref()
-                    .expect("file keyrings are loaded at start");
-                let doc = self.secrets.resolve(reference).await?;
-                Ok(Arc::new(Keyring::from_json(doc.expose())?))
-            })
-            .await
-            .cloned()
+        match self {
+            Self::Loaded(ring) => Ok(ring.clone()),
+            Self::Secret {
+                reference,
+                secrets,
+                ring,
+            } => ring
+                .get_or_try_init(|| async {
+                    let doc = secrets.resolve(reference).await?;
+                    Ok(Arc::new(Keyring::from_json(doc.expose())?))
+                })
+                .await
+                .cloned(),
+        }
     }
 }
 
