@@ -19,5 +19,6 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upstream;
