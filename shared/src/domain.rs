@@ -103,6 +103,23 @@ pub enum GrantStatus {
     NeedsReconsent,
 }
 
+impl GrantStatus {
+    /// The stored (and serialized) name; both store adapters use it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::NeedsReconsent => "needs_reconsent",
+        }
+    }
+
+    /// The inverse of [`GrantStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [GrantStatus::Active, GrantStatus::NeedsReconsent]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 /// A user's OAuth2 grant for one upstream server. Tokens are sealed with the keyring; the
 /// store sees only ciphertext. Every write is conditional on `version` (optimistic locking).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +181,15 @@ mod tests {
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn grant_status_names_match_serde() {
+        for st in [GrantStatus::Active, GrantStatus::NeedsReconsent] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+            assert_eq!(GrantStatus::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(GrantStatus::parse("revoked"), None);
     }
 
     #[test]

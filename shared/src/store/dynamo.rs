@@ -60,7 +60,7 @@ use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
-use crate::domain::{ApiKey, Grant, OAuthState};
+use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
 
 /// Number of `refresh_shard` partitions of `gsi_refresh`. Changing it orphans grants in the
 /// dropped shards, so it is fixed.
@@ -515,17 +515,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn json_text(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
-}
-
 fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
     let mut item = Item::from([
         (PK.to_owned(), s(APIKEY_PK)),
         (SK.to_owned(), s(&key.id)),
         ("key_hash".to_owned(), s(&key.key_hash)),
-        ("doc".to_owned(), s(json_text(key, "API key")?)),
+        ("doc".to_owned(), s(super::json_text(key, "API key")?)),
     ]);
     // Not `ttl`: expired keys stay listed until an admin deletes them.
     if let Some(t) = key.expires_at {
@@ -544,7 +539,7 @@ fn api_key_pointer_item(key: &ApiKey) -> StoreResult<Item> {
         (PK.to_owned(), s(key_hash_pk(&key.key_hash))),
         (SK.to_owned(), s(KEYHASH_SK)),
         ("id".to_owned(), s(&key.id)),
-        ("doc".to_owned(), s(json_text(key, "API key")?)),
+        ("doc".to_owned(), s(super::json_text(key, "API key")?)),
     ]);
     if let Some(t) = key.expires_at {
         item.insert("expires_at".to_owned(), n(t));
@@ -561,14 +556,7 @@ fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
 }
 
 fn grant_item(g: &Grant) -> StoreResult<Item> {
-    let status = match serde_json::to_value(g.status) {
-        Ok(serde_json::Value::String(v)) => v,
-        _ => {
-            return Err(StoreError::Corrupt(
-                "grant status does not serialize to a string".into(),
-            ));
-        }
-    };
+    let status = g.status.as_str();
     let mut item = Item::from([
         (PK.to_owned(), s(grant_pk(&g.user))),
         (SK.to_owned(), s(&g.server)),
@@ -606,8 +594,7 @@ fn grant_from(item: &Item) -> StoreResult<Grant> {
         what: "grant",
         item,
     };
-    let status = serde_json::from_value(serde_json::Value::String(r.s("status")?.to_owned()))
-        .map_err(|_| r.bad("status"))?;
+    let status = GrantStatus::parse(r.s("status")?).ok_or_else(|| r.bad("status"))?;
     let scopes = match item.get("scopes") {
         None => Vec::new(),
         Some(AttributeValue::L(list)) => list
@@ -672,7 +659,7 @@ impl ConfigStore for DynamoStore {
         let item = Item::from([
             (PK.to_owned(), s(config_pk(kind))),
             (SK.to_owned(), s(name)),
-            ("doc".to_owned(), s(json_text(doc, kind.label())?)),
+            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
         ]);
         if !self.put_if(item, "attribute_not_exists(#pk)").await? {
             return Err(StoreError::AlreadyExists {
@@ -692,7 +679,7 @@ impl ConfigStore for DynamoStore {
         let item = Item::from([
             (PK.to_owned(), s(config_pk(kind))),
             (SK.to_owned(), s(name)),
-            ("doc".to_owned(), s(json_text(doc, kind.label())?)),
+            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
         ]);
         if !self.put_if(item, "attribute_exists(#pk)").await? {
             return Err(StoreError::NotFound {

@@ -219,6 +219,12 @@ pub trait ConfigStoreExt: ConfigStore {
 }
 impl<S: ConfigStore + ?Sized> ConfigStoreExt for S {}
 
+/// JSON text of a value for a store column or attribute; `what` names it in the error.
+pub(crate) fn json_text(value: &impl Serialize, what: &str) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
+}
+
 /// Serializes a document for storage; domain types always serialize.
 pub fn to_doc<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("domain types serialize to JSON")

@@ -173,11 +173,6 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::backend(e)
 }
 
-fn to_json_text(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
-}
-
 fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -185,16 +180,6 @@ fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Sto
 fn version_to_sql(v: u64) -> StoreResult<i64> {
     i64::try_from(v)
         .map_err(|_| StoreError::Corrupt("grant version exceeds the range sqlite stores".into()))
-}
-
-fn status_to_sql(status: GrantStatus) -> StoreResult<String> {
-    // The serde name is the stored name, so both adapters and the JSON API agree.
-    match serde_json::to_value(status) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        _ => Err(StoreError::Corrupt(
-            "grant status does not serialize to a string".into(),
-        )),
-    }
 }
 
 /// A grant row; conversion errors are collected as `Corrupt` by the caller.
@@ -228,8 +213,9 @@ impl GrantRow {
     fn into_grant(self) -> StoreResult<Grant> {
         let version = u64::try_from(self.version)
             .map_err(|_| StoreError::Corrupt("grant has a negative version".into()))?;
-        let status = serde_json::from_value(serde_json::Value::String(self.status))
-            .map_err(|e| StoreError::Corrupt(format!("grant status: {e}")))?;
+        let status = GrantStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!("grant status '{}' is unknown", self.status))
+        })?;
         Ok(Grant {
             scopes: from_json_text(&self.scopes, "grant scopes")?,
             user: self.user,
@@ -263,7 +249,7 @@ impl ConfigStore for SqliteStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
+        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
         self.call(move |c| {
             let n = c
                 .execute(
@@ -285,7 +271,7 @@ impl ConfigStore for SqliteStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let (name, doc) = (name.to_owned(), to_json_text(doc, kind.label())?);
+        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
         self.call(move |c| {
             let n = c
                 .execute(
@@ -361,7 +347,7 @@ impl ConfigStore for SqliteStore {
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-        let doc = to_json_text(key, "API key")?;
+        let doc = super::json_text(key, "API key")?;
         let (id, hash, expires_at) = (key.id.clone(), key.key_hash.clone(), key.expires_at);
         self.call(move |c| {
             let n = c
@@ -464,8 +450,8 @@ impl GrantStore for SqliteStore {
         let g = grant.clone();
         let version = version_to_sql(g.version)?;
         let expected = expected.map(version_to_sql).transpose()?;
-        let status = status_to_sql(g.status)?;
-        let scopes = to_json_text(&g.scopes, "grant scopes")?;
+        let status = g.status.as_str();
+        let scopes = super::json_text(&g.scopes, "grant scopes")?;
         self.call(move |c| {
             let mut values: Vec<&dyn ToSql> = vec![
                 &g.user,
