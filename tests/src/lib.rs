@@ -159,3 +159,100 @@ pub async fn python_mcp_call(
         .context("python client printed nothing")?;
     Ok(serde_json::from_str(line)?)
 }
+
+/// Where a walk-through runs: the gateway's base URL (with the REST stage, if any), its admin
+/// key, the upstreams, and the `secret://` reference whose value the echo upstream must see.
+pub struct Walkthrough<'a> {
+    pub base: &'a str,
+    pub admin_key: &'a str,
+    pub everything_url: &'a str,
+    pub echo_url: &'a str,
+    pub secret_ref: &'a str,
+    pub secret_value: &'a str,
+}
+
+/// The README walk-through, whatever runs the gateway (in process, or Lambda behind an API
+/// Gateway): register server-everything and the echo server (header auth), issue a user's key,
+/// call `get-sum` and, in both protocol eras, `whoami` with the Python SDK. Asserts that the
+/// upstream saw the secret and never the caller's key. Returns the user's key.
+pub async fn walkthrough(w: &Walkthrough<'_>) -> String {
+    let admin = |path: &str, body: Value| {
+        let url = format!("{}{path}", w.base);
+        async move {
+            call_json(reqwest::Method::POST, &url, Some(w.admin_key), Some(body))
+                .await
+                .unwrap()
+        }
+    };
+    let mcp_url = |name: &str| format!("{}/mcp/{name}", w.base);
+
+    // GIVEN two registered servers and a user's key
+    let (s, body) =
+        admin("/admin/servers", serde_json::json!({"name": "everything", "url": w.everything_url, "auth": {"type": "none"}})).await;
+    assert_eq!(s, 201, "{body}");
+    let echo = serde_json::json!({"name": "echo", "url": w.echo_url,
+        "auth": {"type": "header", "headers": {"Authorization": w.secret_ref}}});
+    let (s, body) = admin("/admin/servers", echo).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        body["auth"]["headers"]["Authorization"], w.secret_ref,
+        "the reference is shown, never the value"
+    );
+    let (s, key) = admin(
+        "/admin/api-keys",
+        serde_json::json!({"owner": "alice@example.com", "name": "laptop"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}");
+    let api_key = key["key"].as_str().unwrap().to_owned();
+
+    // WHEN the Python SDK calls server-everything's get-sum through the gateway
+    let out = python_mcp_call(
+        &mcp_url("everything"),
+        &api_key,
+        "get-sum",
+        serde_json::json!({"a": 2, "b": 40}),
+        "auto",
+    )
+    .await
+    .unwrap();
+    // THEN the tools are listed and the sum comes back, after the SDK fell back from the
+    // 2026-07-28 era that server-everything does not speak
+    assert!(
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "get-sum"),
+        "{out}"
+    );
+    assert_eq!(out["is_error"], false, "{out}");
+    assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
+    assert_eq!(out["protocol"], "2025-11-25", "{out}");
+
+    // WHEN the echo server reports the Authorization header it received, in the stateless
+    // 2026-07-28 era (the SDK's default) and in the initialize-handshake era
+    for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = python_mcp_call(
+            &mcp_url("echo"),
+            &api_key,
+            "whoami",
+            serde_json::json!({}),
+            mode,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["protocol"], era, "{out}");
+        let seen: Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
+        // THEN it is the gateway's header secret, and the caller's key appears nowhere
+        assert_eq!(
+            seen["authorization"], w.secret_value,
+            "upstream saw: {seen}"
+        );
+        assert!(
+            !out.to_string().contains(&api_key),
+            "the caller's key reached the upstream: {out}"
+        );
+    }
+    api_key
+}

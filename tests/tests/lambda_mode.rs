@@ -14,7 +14,7 @@ use e2e::lambda::{
     ApiKind, BoundGateway, Emulator, FUNCTIONS, Integration, LambdaStack, STAGE, Transfer,
     load_event, mcp_message, process_alive, process_name, proxy_body, set_body,
 };
-use e2e::{call_json, python_mcp_call};
+use e2e::{Walkthrough, call_json, python_mcp_call, walkthrough};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -223,82 +223,17 @@ async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
 async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
     let _t = Step::start("REST walk-through");
     let gw = &stack.rest;
-    let admin = Some(stack.aws.admin_key.as_str());
     let secret_ref = stack.aws.upstream_secret_ref.as_str();
 
-    // GIVEN two registered servers and a user's key
-    let (s, body) = call_json(
-        Method::POST,
-        &gw.url("/admin/servers"),
-        admin,
-        Some(json!({"name": "everything", "url": p.everything, "auth": {"type": "none"}})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s, 201, "{body}");
-    let (s, body) = call_json(
-        Method::POST,
-        &gw.url("/admin/servers"),
-        admin,
-        Some(json!({"name": "echo", "url": p.echo, "auth": {"type": "header", "headers": {"Authorization": secret_ref}}})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s, 201, "{body}");
-    assert_eq!(
-        body["auth"]["headers"]["Authorization"], secret_ref,
-        "the reference is shown, never the value"
-    );
-    let (s, key) = call_json(
-        Method::POST,
-        &gw.url("/admin/api-keys"),
-        admin,
-        Some(json!({"owner": "alice@example.com", "name": "laptop"})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s, 201, "{key}");
-    let api_key = key["key"].as_str().unwrap().to_owned();
-
-    // WHEN the Python SDK calls server-everything's get-sum through API Gateway and Lambda
-    let out = python_mcp_call(
-        &gw.mcp_url("everything"),
-        &api_key,
-        "get-sum",
-        json!({"a": 2, "b": 40}),
-        "auto",
-    )
-    .await
-    .unwrap();
-    // THEN the tools are listed and the sum comes back
-    assert!(
-        out["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t == "get-sum"),
-        "{out}"
-    );
-    assert_eq!(out["is_error"], false, "{out}");
-    assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
-
-    // WHEN the echo server reports the Authorization header it received, in both eras
-    for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
-        let out = python_mcp_call(&gw.mcp_url("echo"), &api_key, "whoami", json!({}), mode)
-            .await
-            .unwrap();
-        assert_eq!(out["protocol"], era, "{out}");
-        let seen: Value = serde_json::from_str(out["content"][0].as_str().unwrap()).unwrap();
-        // THEN it is the Secrets Manager secret, and the caller's key appears nowhere
-        assert_eq!(
-            seen["authorization"], UPSTREAM_SECRET,
-            "upstream saw: {seen}"
-        );
-        assert!(
-            !out.to_string().contains(&api_key),
-            "the caller's key reached the upstream: {out}"
-        );
-    }
+    let api_key = walkthrough(&Walkthrough {
+        base: &gw.base,
+        admin_key: &stack.aws.admin_key,
+        everything_url: &p.everything,
+        echo_url: &p.echo,
+        secret_ref,
+        secret_value: UPSTREAM_SECRET,
+    })
+    .await;
 
     // AND the REST /mcp answer really was streamed (chunked by the fake gateway, which
     // relays a streamed body as it comes), with the initialize result inside
