@@ -138,9 +138,7 @@ async fn serve_one(
     event: &[u8],
 ) -> Result<(), reqwest::Error> {
     let handled = std::panic::AssertUnwindSafe(async {
-        let request = std::str::from_utf8(event)
-            .map_err(|e| e.to_string())
-            .and_then(|s| lambda_http::request::from_str(s).map_err(|e| e.to_string()))?;
+        let request = parse_event(event)?;
         match router.clone().oneshot(request.map(Body::new)).await {
             Ok(r) => Ok::<axum::response::Response, String>(r),
             Err(never) => match never {},
@@ -151,7 +149,7 @@ async fn serve_one(
     match handled {
         Ok(Ok(response)) => send_response(client, base, request_id, response).await,
         Ok(Err(message)) => {
-            tracing::error!("event is not an API Gateway event: {message}");
+            tracing::error!("{message}");
             report_error(client, base, request_id, "Runtime.InvalidEvent", &message).await
         }
         Err(_) => {
@@ -166,6 +164,20 @@ async fn serve_one(
             .await
         }
     }
+}
+
+/// The HTTP request an API Gateway event describes. Only the position of a parse error is
+/// kept: serde's message can quote the event, and the event carries the caller's
+/// Authorization header, which must not reach a log line or Lambda's error record.
+fn parse_event(event: &[u8]) -> Result<lambda_http::Request, String> {
+    let text = std::str::from_utf8(event).map_err(|_| "the event is not UTF-8".to_owned())?;
+    lambda_http::request::from_str(text).map_err(|e| {
+        format!(
+            "the event is not an API Gateway event (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
 }
 
 /// `POST .../invocation/{id}/error`.
@@ -250,6 +262,17 @@ async fn send_response(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn unparseable_events_are_reported_without_their_content() {
+        let event = br#"{"httpMethod":"POST","path":"/mcp/x","headers":{"Authorization":"Bearer mcpgw_SECRET"},"requestContext":42}"#;
+        let message = parse_event(event).unwrap_err();
+        assert!(!message.contains("mcpgw_SECRET"), "{message}");
+        assert!(message.starts_with("the event is not an API Gateway event"), "{message}");
+        assert_eq!(parse_event(b"\xff").unwrap_err(), "the event is not UTF-8");
+        let ok = br#"{"version":"2.0","rawPath":"/healthz","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/healthz","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":"t"},"accountId":"1","apiId":"a","domainName":"d","domainPrefix":"d","requestId":"r","routeKey":"$default","stage":"$default","time":"t","timeEpoch":0},"isBase64Encoded":false}"#;
+        assert_eq!(parse_event(ok).unwrap().uri().path(), "/healthz");
+    }
 
     #[test]
     fn runtime_api_address_forms() {
