@@ -268,7 +268,10 @@ mod tests {
         let event = br#"{"httpMethod":"POST","path":"/mcp/x","headers":{"Authorization":"Bearer mcpgw_SECRET"},"requestContext":42}"#;
         let message = parse_event(event).unwrap_err();
         assert!(!message.contains("mcpgw_SECRET"), "{message}");
-        assert!(message.starts_with("the event is not an API Gateway event"), "{message}");
+        assert!(
+            message.starts_with("the event is not an API Gateway event"),
+            "{message}"
+        );
         assert_eq!(parse_event(b"\xff").unwrap_err(), "the event is not UTF-8");
         let ok = br#"{"version":"2.0","rawPath":"/healthz","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/healthz","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":"t"},"accountId":"1","apiId":"a","domainName":"d","domainPrefix":"d","requestId":"r","routeKey":"$default","stage":"$default","time":"t","timeEpoch":0},"isBase64Encoded":false}"#;
         assert_eq!(parse_event(ok).unwrap().uri().path(), "/healthz");
