@@ -72,8 +72,15 @@ pub struct Config {
     pub server_cache_ttl: Duration,
     /// How long the proxy waits for an upstream's response headers.
     pub upstream_header_timeout: Duration,
+    /// Bound on a whole proxied call, its streamed answer included.
+    pub upstream_call_timeout: Duration,
     /// Whether `GET /mcp/{endpoint}` may hold an SSE stream open (not under buffered Lambda).
     pub allow_get_stream: bool,
+    /// How long a gateway MCP session id stays valid.
+    pub session_ttl: Duration,
+    /// Browser origins allowed to call `/mcp` besides the public URL's own (lowercased,
+    /// no trailing slash).
+    pub allowed_origins: Vec<String>,
 }
 
 /// A setting that is present but unusable.
@@ -199,6 +206,29 @@ impl Config {
         );
         let server_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_SERVER_CACHE_SECONDS", 15)?);
+        // In Lambda a call cannot outlive the function (30 s in the template): end it first
+        // with a JSON-RPC error the client can read.
+        let call_default = if in_lambda { 28 } else { 300 };
+        let upstream_call_timeout = Duration::from_secs(
+            parse_num(&get, "MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS", call_default)?.max(1),
+        );
+        let session_ttl =
+            Duration::from_secs(parse_num(&get, "MCPGW_SESSION_TTL_SECONDS", 86_400)?.max(60));
+        let allowed_origins = match get("MCPGW_ALLOWED_ORIGINS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .map(|o| match url::Url::parse(&o) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(o),
+                    _ => Err(err(
+                        "MCPGW_ALLOWED_ORIGINS",
+                        "expected comma-separated origins like https://app.example.com",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Self {
             in_lambda,
             listen,
@@ -214,6 +244,9 @@ impl Config {
             max_body_bytes,
             server_cache_ttl,
             upstream_header_timeout,
+            upstream_call_timeout,
+            session_ttl,
+            allowed_origins,
             allow_get_stream: match get("MCPGW_ALLOW_GET_STREAM").as_deref() {
                 Some("1" | "true") => true,
                 Some("0" | "false") => false,

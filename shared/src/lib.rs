@@ -14,6 +14,7 @@ pub mod domain;
 pub mod http;
 pub mod identity;
 pub mod lambda_streaming;
+pub mod mcp;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

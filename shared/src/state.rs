@@ -44,6 +44,8 @@ pub struct AppState {
     /// Client for upstream MCP servers: redirects off (a redirect could carry the injected
     /// credential to another host), pooled, built once.
     pub http: reqwest::Client,
+    /// What this process has learned about upstreams (eras, bridged sessions).
+    pub mcp: Arc<crate::mcp::memory::Memory>,
 }
 
 impl AppState {
@@ -140,6 +142,7 @@ impl AppState {
             auth,
             servers,
             http,
+            mcp: Arc::default(),
         })
     }
 

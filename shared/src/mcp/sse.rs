@@ -1,0 +1,104 @@
+//! Server-sent events framing (the WHATWG rules MCP's Streamable HTTP uses): enough to read
+//! JSON-RPC messages out of an upstream's `text/event-stream` answer and to write events.
+
+/// One event. `data` joins multi-line data with `\n`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+/// Incremental parser: feed chunks as they arrive, take complete events.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buf: Vec<u8>,
+    current: Event,
+    has_data: bool,
+}
+
+/// Longest line kept while waiting for its end; a peer that never ends a line cannot make the
+/// gateway buffer without bound.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("SSE line longer than {MAX_LINE} bytes")]
+pub struct LineTooLong;
+
+impl Parser {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, LineTooLong> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..start + pos];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            start += pos + 1;
+            if line.is_empty() {
+                if self.has_data {
+                    out.push(std::mem::take(&mut self.current));
+                } else {
+                    self.current = Event::default();
+                }
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                "event" => self.current.event = Some(value.to_owned()),
+                "id" => self.current.id = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_LINE {
+            return Err(LineTooLong);
+        }
+        Ok(out)
+    }
+}
+
+/// One event carrying a JSON message, framed for the wire.
+pub fn message_event(json: &serde_json::Value) -> String {
+    format!("event: message\ndata: {json}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_crlf_and_comments() {
+        let mut p = Parser::default();
+        assert!(p.push(b": keepalive\n\nevent: mess").unwrap().is_empty());
+        let evs = p
+            .push(b"age\r\nid: 7\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\ndata:x\n\n")
+            .unwrap();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].event.as_deref(), Some("message"));
+        assert_eq!(evs[0].id.as_deref(), Some("7"));
+        assert_eq!(evs[0].data, "{\"a\":\n1}");
+        assert_eq!(evs[1].data, "x");
+        assert_eq!(evs[1].event, None, "fields do not leak into the next event");
+        // An event with an id but no data (a priming event) is not dispatched.
+        assert!(p.push(b"id: 9\n\n").unwrap().is_empty());
+        let framed = message_event(&serde_json::json!({"k": 1}));
+        assert_eq!(p.push(framed.as_bytes()).unwrap()[0].data, "{\"k\":1}");
+    }
+}
