@@ -216,8 +216,8 @@ pub async fn walkthrough(w: &Walkthrough<'_>) -> String {
     )
     .await
     .unwrap();
-    // THEN the tools are listed and the sum comes back, after the SDK fell back from the
-    // 2026-07-28 era that server-everything does not speak
+    // THEN the tools are listed and the sum comes back in the 2026-07-28 era, which
+    // server-everything does not speak: the gateway bridges it to the upstream's session era
     assert!(
         out["tools"]
             .as_array()
@@ -228,7 +228,7 @@ pub async fn walkthrough(w: &Walkthrough<'_>) -> String {
     );
     assert_eq!(out["is_error"], false, "{out}");
     assert!(out["content"][0].as_str().unwrap().contains("42"), "{out}");
-    assert_eq!(out["protocol"], "2025-11-25", "{out}");
+    assert_eq!(out["protocol"], "2026-07-28", "{out}");
 
     // WHEN the echo server reports the Authorization header it received, in the stateless
     // 2026-07-28 era (the SDK's default) and in the initialize-handshake era

@@ -378,6 +378,7 @@ async fn streaming(stack: &LambdaStack, api_key: &str) {
     let _t = Step::start("streaming");
     // the function URL of the streaming mcp-proxy (the emulator builds a 2.0 event)
     let url = stack.streaming.function_url("mcp-proxy", "/mcp/everything");
+    // the gateway answers initialize itself (JSON, with its sealed session id) ...
     let (s, headers, msg) = call(
         Method::POST,
         &url,
@@ -386,6 +387,28 @@ async fn streaming(stack: &LambdaStack, api_key: &str) {
     )
     .await;
     assert_eq!(s, 200, "{msg}");
+    assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a gateway session id")
+        .to_owned();
+    // ... and a call in that session streams server-everything's SSE answer through
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(&url)
+        .bearer_auth(api_key)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("Mcp-Session-Id", &session)
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
     assert_eq!(
         headers
             .get("lambda-runtime-function-response-mode")
@@ -398,7 +421,8 @@ async fn streaming(stack: &LambdaStack, api_key: &str) {
             .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream")),
         "{headers:?}"
     );
-    assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+    let msg = mcp_message(&resp.bytes().await.unwrap()).unwrap();
+    assert!(msg["result"]["tools"].is_array(), "{msg}");
 
     // a REST STREAM integration in front of a buffered mcp-proxy (MCPGW_LAMBDA_STREAMING unset)
     // cannot work: API Gateway never sees a metadata prelude

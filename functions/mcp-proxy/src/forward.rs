@@ -1,116 +1,22 @@
-//! Forwarding one MCP HTTP request upstream and streaming the answer back.
+//! The three HTTP methods of `/mcp/{endpoint}`: transport checks common to every era, then
+//! the message goes to the era that owns it (`session_era` when it is an `initialize` or
+//! carries a gateway session id, `stateless_era` when it is a 2026-07-28 request).
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
-use mcpgw::domain::{McpServer, validate_name};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
+use mcpgw::mcp::envelope;
+use mcpgw::mcp::jsonrpc::{self, Message};
 use mcpgw::state::AppState;
-use mcpgw::upstream::{
-    UpstreamError, credential_headers, forwarded_request_headers, returned_response_headers,
-};
-use std::sync::Arc;
 
-use crate::resource_metadata_url;
+use crate::admission::admit;
+use crate::relay::{Upstream, rpc_error};
+use crate::{session_era, stateless_era};
 
-/// Why a proxied request failed before or while reaching the upstream.
-#[derive(Debug, thiserror::Error)]
-enum ProxyError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error("upstream request failed")]
-    Transport(#[source] reqwest::Error),
-    #[error("upstream rejected the gateway's credential (HTTP {0})")]
-    UpstreamAuth(u16),
-    #[error("upstream answered with a redirect (HTTP {0}), which the gateway does not follow")]
-    UpstreamRedirect(u16),
-    /// No response headers within the configured time. The body (an SSE stream) may then
-    /// take as long as the deployment allows; this bounds only the wait for an answer.
-    #[error("upstream sent no response within {0:?}")]
-    HeaderTimeout(std::time::Duration),
-}
-
-impl From<ProxyError> for ApiError {
-    fn from(e: ProxyError) -> Self {
-        match &e {
-            ProxyError::Upstream(UpstreamError::Secrets(_))
-            | ProxyError::Upstream(UpstreamError::BadHeaderValue(_))
-            | ProxyError::Upstream(UpstreamError::OutOfScope(_)) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_credential_unavailable",
-                "the gateway could not load its credential for this server",
-            )
-            .with_cause(&e),
-            ProxyError::Upstream(UpstreamError::UnsupportedAuth { .. }) => ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "unsupported_auth",
-                e.to_string(),
-            ),
-            ProxyError::Transport(inner) if inner.is_timeout() => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream MCP server did not answer in time",
-            )
-            .with_cause(&e),
-            ProxyError::Transport(_) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                "the upstream MCP server could not be reached",
-            )
-            .with_cause(&e),
-            ProxyError::HeaderTimeout(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream MCP server did not answer in time",
-            )
-            .with_cause(&e),
-            ProxyError::UpstreamRedirect(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_redirect", e.to_string())
-            }
-            ProxyError::UpstreamAuth(_) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_auth_failed",
-                e.to_string(),
-            ),
-        }
-    }
-}
-
-/// Authenticates the caller and finds the endpoint. Unknown endpoints are 404 only after
-/// authentication, so unauthenticated callers cannot probe what is registered.
-async fn admit(
-    state: &AppState,
-    headers: &HeaderMap,
-    endpoint: &str,
-) -> Result<Arc<McpServer>, ApiError> {
-    // A name that cannot be registered is unknown: it never reaches the store (DynamoDB would
-    // reject an oversized key) nor the challenge header (a quote would inject parameters).
-    let metadata = validate_name(endpoint)
-        .is_ok()
-        .then(|| resource_metadata_url(state, endpoint));
-    state
-        .auth
-        .authenticate(headers)
-        .await
-        .map_err(|e| e.into_api_error(metadata.as_deref()))?;
-    let unknown = || ApiError::not_found("no MCP endpoint by that name");
-    if metadata.is_none() {
-        return Err(unknown());
-    }
-    state.server(endpoint).await?.ok_or_else(unknown)
-}
-
-/// A JSON-RPC error answer (HTTP 400) for a body that is not a JSON-RPC message.
-fn jsonrpc_error(code: i64, message: &str) -> Response {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
-    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-}
-
-fn is_jsonrpc_message(v: &serde_json::Value) -> bool {
-    v.as_object()
-        .is_some_and(|o| o.get("jsonrpc").and_then(|j| j.as_str()) == Some("2.0"))
+/// The gateway session id a request presents, if any.
+pub fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
 }
 
 pub async fn post(
@@ -119,7 +25,7 @@ pub async fn post(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let server = admit(&state, &parts.headers, &endpoint).await?;
+    let (principal, server) = admit(&state, &parts.headers, &endpoint).await?;
     if !is_json_content_type(&parts.headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -135,24 +41,43 @@ pub async fn post(
         ));
     }
     let bytes = read_body(body, state.config.max_body_bytes).await?;
-    // Validate before forwarding: the upstream should never see garbage in our name, and
-    // later issues inspect the method here (tool filtering).
-    let Ok(message) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(jsonrpc_error(-32700, "Parse error: body is not valid JSON"));
-    };
-    let valid = match &message {
-        serde_json::Value::Array(items) => {
-            !items.is_empty() && items.iter().all(is_jsonrpc_message)
+    // Every message is inspected before anything reaches the upstream: the upstream never
+    // sees garbage in the gateway's name, and routing needs the method.
+    let msg = match Message::parse(&bytes) {
+        Ok(m) => m,
+        Err(invalid) => {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                invalid.code,
+                invalid.message,
+                None,
+            ));
         }
-        other => is_jsonrpc_message(other),
     };
-    if !valid {
-        return Ok(jsonrpc_error(
-            -32600,
-            "Invalid Request: expected a JSON-RPC 2.0 message",
-        ));
+    let upstream = Upstream::new(&state, server).await?;
+    let call = Call {
+        upstream,
+        principal_user: principal.user,
+        endpoint,
+        headers: parts.headers,
+    };
+    if msg.is_request("initialize") {
+        return Ok(session_era::initialize(&call, msg).await);
     }
-    forward(&state, &server, Method::POST, &parts.headers, Some(bytes)).await
+    if session_header(&call.headers).is_some() {
+        return Ok(session_era::post(&call, msg).await);
+    }
+    if envelope::looks_modern(&msg, &call.headers) {
+        return Ok(stateless_era::post(&call, msg).await);
+    }
+    Ok(rpc_error(
+        StatusCode::BAD_REQUEST,
+        msg.id(),
+        jsonrpc::INVALID_REQUEST,
+        "Bad Request: no Mcp-Session-Id; send initialize first, or use the 2026-07-28 per-request envelope",
+        None,
+    ))
 }
 
 pub async fn get(
@@ -160,18 +85,15 @@ pub async fn get(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let server = admit(&state, &headers, &endpoint).await?;
-    if !state.config.allow_get_stream {
-        // A buffered Lambda response cannot hold a server-to-client stream open; the spec
-        // lets servers answer 405 and clients then rely on POST responses alone.
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this deployment does not offer a GET stream",
-        )
-        .with_header(header::ALLOW, HeaderValue::from_static("POST, DELETE")));
-    }
-    forward(&state, &server, Method::GET, &headers, None).await
+    let (principal, server) = admit(&state, &headers, &endpoint).await?;
+    let upstream = Upstream::new(&state, server).await?;
+    let call = Call {
+        upstream,
+        principal_user: principal.user,
+        endpoint,
+        headers,
+    };
+    Ok(session_era::get(&call).await)
 }
 
 pub async fn delete(
@@ -179,8 +101,54 @@ pub async fn delete(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let server = admit(&state, &headers, &endpoint).await?;
-    forward(&state, &server, Method::DELETE, &headers, None).await
+    let (principal, server) = admit(&state, &headers, &endpoint).await?;
+    let upstream = Upstream::new(&state, server).await?;
+    let call = Call {
+        upstream,
+        principal_user: principal.user,
+        endpoint,
+        headers,
+    };
+    Ok(session_era::delete(&call).await)
+}
+
+/// One admitted request: who, which endpoint, its upstream, its headers.
+pub struct Call {
+    pub upstream: Upstream,
+    pub principal_user: String,
+    pub endpoint: String,
+    pub headers: HeaderMap,
+}
+
+impl Call {
+    pub fn state(&self) -> &AppState {
+        &self.upstream.state
+    }
+
+    /// Client headers that may travel upstream for this era: the MCP routing headers and
+    /// `Last-Event-ID`, never the session id or version (the gateway sets those) and never
+    /// a credential.
+    pub fn forwarded(&self, keep_version: bool) -> HeaderMap {
+        let mut h = mcpgw::upstream::forwarded_request_headers(&self.headers);
+        h.remove("mcp-session-id");
+        if !keep_version {
+            h.remove("mcp-protocol-version");
+        }
+        h
+    }
+}
+
+/// 405 for a GET stream this deployment or this session cannot serve; the spec lets servers
+/// answer so, and clients then rely on POST responses alone.
+pub fn no_get_stream() -> Response {
+    use axum::response::IntoResponse;
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "no server-to-client stream is offered here",
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static("POST, DELETE"))
+    .into_response()
 }
 
 /// Whether the client accepts what an MCP POST may answer. A missing Accept or `*/*` is
@@ -200,62 +168,6 @@ fn accepts_mcp(headers: &HeaderMap) -> bool {
             .any(|t| t == exact || t == family || t == "*/*")
     };
     has("application/json", "application/*") && has("text/event-stream", "text/*")
-}
-
-async fn forward(
-    state: &AppState,
-    server: &McpServer,
-    method: Method,
-    inbound: &HeaderMap,
-    body: Option<axum::body::Bytes>,
-) -> Result<Response, ApiError> {
-    let mut headers = forwarded_request_headers(inbound);
-    let credentials =
-        credential_headers(server, state.secrets.as_ref(), &state.config.secret_scope)
-            .await
-            .map_err(ProxyError::from)?;
-    headers.extend(credentials);
-    let accept = if method == Method::GET {
-        "text/event-stream"
-    } else {
-        "application/json, text/event-stream"
-    };
-    headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-    let mut request = state.http.request(method, &server.url).headers(headers);
-    if let Some(body) = body {
-        request = request
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
-    }
-    let timeout = state.config.upstream_header_timeout;
-    let upstream = tokio::time::timeout(timeout, request.send())
-        .await
-        .map_err(|_| ProxyError::HeaderTimeout(timeout))?
-        // Without the URL: an upstream's query string may carry its API key, and this error
-        // is logged.
-        .map_err(|e| ProxyError::Transport(e.without_url()))?;
-    let status = upstream.status();
-    if status.is_redirection() {
-        // Redirects are not followed (the injected credential must not travel to another
-        // host), and one without its Location is useless to the client.
-        return Err(ProxyError::UpstreamRedirect(status.as_u16()).into());
-    }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Err(ProxyError::UpstreamAuth(status.as_u16()).into());
-    }
-    let mut response = Response::builder()
-        .status(status)
-        .extension(mcpgw::http::Relayed);
-    if let Some(h) = response.headers_mut() {
-        *h = returned_response_headers(upstream.headers());
-    }
-    // Stream the body through as it arrives: SSE events reach the client one by one.
-    let stream = upstream
-        .bytes_stream()
-        .map_err(|e| std::io::Error::other(e.without_url()));
-    response
-        .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::internal(&e))
 }
 
 #[cfg(test)]

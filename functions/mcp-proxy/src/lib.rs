@@ -8,7 +8,12 @@
 //! back as they arrive. Tested in `tests/proxy.rs` against an in-process upstream and in the
 //! `e2e` crate against server-everything and the Python MCP SDK.
 
+mod admission;
 mod forward;
+mod handshakes;
+mod relay;
+mod session_era;
+mod stateless_era;
 
 use axum::Json;
 use axum::Router;

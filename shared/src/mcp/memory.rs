@@ -60,6 +60,10 @@ fn bounded<V>(map: &mut HashMap<String, V>, at: impl Fn(&V) -> Instant) {
     map.retain(|_, v| at(v) > cutoff);
 }
 
+fn bridged_key(user: &str, server: &str, url: &str, capabilities: &Value) -> String {
+    crate::crypto::sha256_hex(format!("{user}\n{server}\n{url}\n{capabilities}").as_bytes())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these maps leaves it consistent (single inserts/removes).
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -79,6 +83,28 @@ impl Memory {
         let mut eras = lock(&self.eras);
         bounded(&mut eras, |(_, at)| *at);
         eras.insert(format!("{server}\n{url}"), (era, Instant::now()));
+    }
+
+    /// Whether this upstream refused the `initialize` handshake (it speaks only the stateless
+    /// era), so handshake clients go straight to `server/discover`.
+    pub fn handshake_refused(&self, server: &str, url: &str) -> bool {
+        lock(&self.eras)
+            .get(&format!("no-handshake\n{server}\n{url}"))
+            .is_some_and(|(_, at)| at.elapsed() < ERA_TTL)
+    }
+
+    pub fn set_handshake_refused(&self, server: &str, url: &str) {
+        let mut eras = lock(&self.eras);
+        bounded(&mut eras, |(_, at)| *at);
+        eras.insert(
+            format!("no-handshake\n{server}\n{url}"),
+            (Era::Modern, Instant::now()),
+        );
+    }
+
+    /// Forgets a bridged upstream session (the upstream lost it).
+    pub fn drop_bridged(&self, user: &str, server: &str, url: &str, capabilities: &Value) {
+        lock(&self.bridged).remove(&bridged_key(user, server, url, capabilities));
     }
 
     /// The slot for a bridged upstream session; callers lock it, so concurrent first requests
@@ -162,6 +188,14 @@ mod tests {
         m.set_era("s", "http://a", Era::Session);
         assert_eq!(m.era("s", "http://a"), Some(Era::Session));
         assert_eq!(m.era("s", "http://b"), None, "a new URL is probed again");
+        assert!(!m.handshake_refused("s", "http://a"));
+        m.set_handshake_refused("s", "http://a");
+        assert!(m.handshake_refused("s", "http://a"));
+        assert_eq!(
+            m.era("s", "http://a"),
+            Some(Era::Session),
+            "facts are kept apart"
+        );
 
         let a = m.bridged_slot("u", "s", "http://a", &json!({}));
         let b = m.bridged_slot("u", "s", "http://a", &json!({}));

@@ -1,0 +1,454 @@
+//! Talking to the upstream for a client: the credential-bearing request, and the answer
+//! streamed back event by event with a deadline on the whole call, cancellation, and a
+//! `notifications/cancelled` sent upstream when the client goes away mid-call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use mcpgw::domain::McpServer;
+use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
+use mcpgw::mcp::handshake::{self, CallError, Reply};
+use mcpgw::mcp::{jsonrpc, sse};
+use mcpgw::state::AppState;
+use mcpgw::upstream::{UpstreamError, credential_headers, returned_response_headers};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// A JSON-RPC error answer with an HTTP status.
+pub fn rpc_error(
+    status: StatusCode,
+    id: Option<&Value>,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
+    (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
+}
+
+/// The answer to a failed upstream call: a JSON-RPC error that carries the request's id, so
+/// the client can tell which call failed, with a reason in `data` and the cause kept for the
+/// log only.
+pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
+    let (status, reason, message) = match e {
+        e if e.is_timeout() => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the upstream MCP server did not answer in time",
+        ),
+        CallError::Transport(_) | CallError::Timeout(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "the upstream MCP server could not be reached",
+        ),
+        CallError::Auth(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_auth_failed",
+            "the upstream MCP server rejected the gateway's credential",
+        ),
+        CallError::Redirect(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_redirect",
+            "the upstream MCP server answered with a redirect, which the gateway does not follow",
+        ),
+        CallError::BadAnswer => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_bad_answer",
+            "the upstream MCP server's answer was not valid MCP",
+        ),
+    };
+    let mut resp = rpc_error(
+        status,
+        id,
+        jsonrpc::UPSTREAM_ERROR,
+        message,
+        Some(json!({"reason": reason})),
+    );
+    resp.extensions_mut()
+        .insert(ErrorCause(error_chain(e).into()));
+    resp
+}
+
+/// A server whose credential is ready: everything needed to call it.
+#[derive(Clone)]
+pub struct Upstream {
+    pub state: AppState,
+    pub server: Arc<McpServer>,
+    credentials: HeaderMap,
+}
+
+impl Upstream {
+    pub async fn new(state: &AppState, server: Arc<McpServer>) -> Result<Self, ApiError> {
+        let credentials =
+            credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
+                .await
+                .map_err(|e| match &e {
+                    UpstreamError::UnsupportedAuth { .. } => ApiError::new(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "unsupported_auth",
+                        e.to_string(),
+                    ),
+                    _ => ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_credential_unavailable",
+                        "the gateway could not load its credential for this server",
+                    )
+                    .with_cause(&e),
+                })?;
+        Ok(Self {
+            state: state.clone(),
+            server,
+            credentials,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    /// Request headers: `extra` (transport headers the gateway chose or let through), then
+    /// the gateway's credential, which nothing from the client can replace.
+    pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
+        let mut h = extra;
+        h.extend(self.credentials.clone());
+        h
+    }
+
+    /// Session-era transport headers for an upstream session.
+    pub fn session_headers(&self, session_id: Option<&str>, version: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
+            h.insert("mcp-session-id", sid);
+        }
+        if let Ok(v) = HeaderValue::from_str(version) {
+            h.insert("mcp-protocol-version", v);
+        }
+        h
+    }
+
+    fn timeout(&self) -> Duration {
+        self.state.config.upstream_header_timeout
+    }
+
+    /// A call the gateway makes on its own account (handshakes).
+    pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
+        handshake::exchange(
+            &self.state.http,
+            self.url(),
+            self.headers(extra),
+            message,
+            self.timeout(),
+        )
+        .await
+    }
+
+    /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
+    /// its body unread.
+    pub async fn send(
+        &self,
+        method: Method,
+        extra: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, CallError> {
+        let accept = if method == Method::GET {
+            "text/event-stream"
+        } else {
+            "application/json, text/event-stream"
+        };
+        let mut headers = self.headers(extra);
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        let mut request = self.state.http.request(method, self.url()).headers(headers);
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        handshake::send(request, self.timeout()).await
+    }
+
+    /// Tells a session-era upstream that a request was abandoned (best effort, detached).
+    pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": request_id, "reason": reason}});
+            if let Err(e) = this.exchange(headers, &note).await {
+                tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
+            }
+        });
+    }
+}
+
+/// Sends `notifications/cancelled` upstream when dropped armed: the client disconnected (or
+/// the call outlived its deadline) before the answer was complete. Session-era upstreams
+/// keep working on a request whose stream closed; stateless ones stop on the close itself.
+pub struct CancelOnDrop {
+    upstream: Upstream,
+    headers: HeaderMap,
+    request_id: Value,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    pub fn new(upstream: &Upstream, headers: HeaderMap, request_id: Value) -> Self {
+        Self {
+            upstream: upstream.clone(),
+            headers,
+            request_id,
+            armed: true,
+        }
+    }
+}
+
+impl CancelOnDrop {
+    /// The request is settled another way (retried, answered): nothing to cancel.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.upstream.cancel_later(
+                std::mem::take(&mut self.headers),
+                self.request_id.take(),
+                "the client disconnected or the call timed out",
+            );
+        }
+    }
+}
+
+/// How results are adapted when the client and the upstream speak different eras. Only
+/// JSON-RPC results are touched; notifications and errors pass as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Session-era answers to a stateless-era client: 2026-07-28 requires `resultType` on
+    /// every result and the caching fields on cacheable ones (immediately stale, private:
+    /// the gateway cannot vouch for more).
+    ToModern { cacheable: bool },
+    /// Stateless-era answers to a session-era client: the new fields are dropped, since
+    /// some older SDKs validate results (empty ones especially) strictly.
+    ToSession,
+}
+
+/// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
+pub fn is_cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "prompts/list"
+            | "resources/list"
+            | "resources/read"
+            | "resources/templates/list"
+            | "server/discover"
+            | "tools/list"
+    )
+}
+
+impl Rewrite {
+    pub fn apply(self, message: &mut Value) {
+        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+            return;
+        };
+        match self {
+            Self::ToModern { cacheable } => {
+                result
+                    .entry("resultType")
+                    .or_insert_with(|| Value::from("complete"));
+                if cacheable {
+                    result.entry("ttlMs").or_insert_with(|| Value::from(0));
+                    result
+                        .entry("cacheScope")
+                        .or_insert_with(|| Value::from("private"));
+                }
+            }
+            Self::ToSession => {
+                for k in ["resultType", "ttlMs", "cacheScope"] {
+                    result.remove(k);
+                }
+            }
+        }
+    }
+
+    fn bytes(self, data: &[u8]) -> Option<Vec<u8>> {
+        let mut v: Value = serde_json::from_slice(data).ok()?;
+        self.apply(&mut v);
+        serde_json::to_vec(&v).ok()
+    }
+}
+
+/// Largest JSON answer collected for rewriting.
+const MAX_REWRITE: usize = 32 * 1024 * 1024;
+
+/// What accompanies a relayed answer.
+#[derive(Default)]
+pub struct RelayOptions {
+    /// Adapt results between eras (buffers JSON answers, re-frames SSE events).
+    pub rewrite: Option<Rewrite>,
+    /// The request's id, for the error event written when the deadline passes mid-stream.
+    pub request_id: Option<Value>,
+    /// Turns true when the client cancels the request (`notifications/cancelled`).
+    pub cancel: Option<watch::Receiver<bool>>,
+    pub cancel_on_drop: Option<CancelOnDrop>,
+    /// Anything else that must live as long as the answer (in-flight registrations).
+    pub keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// No deadline (long-lived GET streams end when the deployment ends them).
+    pub unbounded: bool,
+}
+
+struct Relay {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    deadline: tokio::time::Instant,
+    sse: bool,
+    done: bool,
+    opts: RelayOptions,
+    parser: sse::Parser,
+    collected: Vec<u8>,
+}
+
+async fn cancelled(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(rx) => {
+            while !*rx.borrow() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Relay {
+    /// One upstream chunk as the client gets it: as is, or rewritten event by event (SSE),
+    /// or held until the whole JSON answer is in.
+    fn adapt(&mut self, bytes: Bytes) -> Result<Bytes, std::io::Error> {
+        let Some(rewrite) = self.opts.rewrite else {
+            return Ok(bytes);
+        };
+        if !self.sse {
+            self.collected.extend_from_slice(&bytes);
+            if self.collected.len() > MAX_REWRITE {
+                self.done = true;
+                return Err(std::io::Error::other("upstream answer too large to adapt"));
+            }
+            return Ok(Bytes::new());
+        }
+        let events = self.parser.push(&bytes).map_err(std::io::Error::other)?;
+        let mut out = String::new();
+        for event in events {
+            if let Some(id) = &event.id {
+                out.push_str(&format!("id: {id}\n"));
+            }
+            if let Some(name) = &event.event {
+                out.push_str(&format!("event: {name}\n"));
+            }
+            let data = rewrite
+                .bytes(event.data.as_bytes())
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or(event.data);
+            for line in data.split('\n') {
+                out.push_str("data: ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The collected JSON answer, rewritten (unparseable answers pass unchanged).
+    fn finish_json(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let rewrite = self.opts.rewrite.filter(|_| !self.sse)?;
+        let body = std::mem::take(&mut self.collected);
+        if body.is_empty() {
+            return None;
+        }
+        Some(Ok(Bytes::from(rewrite.bytes(&body).unwrap_or(body))))
+    }
+
+    fn complete(&mut self) {
+        self.done = true;
+        // Registrations end with the answer, not when the client gets around to closing.
+        self.opts.keep.clear();
+        if let Some(c) = self.opts.cancel_on_drop.as_mut() {
+            c.armed = false;
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        tokio::select! {
+            chunk = self.body.next() => match chunk {
+                Some(Ok(bytes)) => Some(self.adapt(bytes)),
+                Some(Err(e)) => {
+                    self.done = true;
+                    Some(Err(std::io::Error::other(e.without_url())))
+                }
+                None => {
+                    self.complete();
+                    self.finish_json()
+                }
+            },
+            _ = tokio::time::sleep_until(self.deadline), if !self.opts.unbounded => {
+                // Still armed: the upstream is told to stop working on it.
+                self.done = true;
+                if self.sse {
+                    let err = jsonrpc::error(
+                        self.opts.request_id.as_ref(),
+                        jsonrpc::UPSTREAM_ERROR,
+                        "the upstream MCP server did not finish in time",
+                        Some(json!({"reason": "upstream_timeout"})),
+                    );
+                    Some(Ok(Bytes::from(sse::message_event(&err))))
+                } else {
+                    Some(Err(std::io::Error::other("upstream call timed out")))
+                }
+            }
+            _ = cancelled(&mut self.opts.cancel) => {
+                // The client cancelled: closing the upstream stream is the stateless era's
+                // cancellation; nothing more is owed to the client.
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+/// Relays an upstream answer: status, the safe headers (never the upstream's session id or
+/// challenge), and the body as it arrives.
+pub fn stream_back(state: &AppState, upstream: reqwest::Response, opts: RelayOptions) -> Response {
+    let status = upstream.status();
+    let mut headers = returned_response_headers(upstream.headers());
+    headers.remove(HeaderName::from_static("mcp-session-id"));
+    let sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let relay = Relay {
+        body: upstream.bytes_stream().boxed(),
+        deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
+        sse,
+        done: false,
+        opts,
+        parser: sse::Parser::default(),
+        collected: Vec::new(),
+    };
+    let stream = futures_util::stream::unfold(relay, |mut r| async move {
+        r.next().await.map(|item| (item, r))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp.extensions_mut().insert(Relayed);
+    resp
+}

@@ -1,0 +1,407 @@
+//! Clients of the session era (2025-03-26, 2025-06-18, 2025-11-25): `initialize` opens a
+//! gateway session whose id is sealed (see `mcpgw::mcp::session`); every later request
+//! presents it and is forwarded within the upstream session it names, or with the
+//! per-request envelope when the upstream speaks only the stateless era.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mcpgw::http::ApiError;
+use mcpgw::mcp::envelope;
+use mcpgw::mcp::jsonrpc::{self, Kind, Message};
+use mcpgw::mcp::session::{self, ClientInit, SessionClaims, UpstreamLink};
+use mcpgw::mcp::versions;
+use serde_json::{Value, json};
+
+use crate::forward::{Call, no_get_stream, session_header};
+use crate::handshakes::{self, InitOutcome};
+use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The answer to a session id that is not (or no longer) usable: 404, so the client
+/// initializes again. Which check failed is not said.
+fn session_not_found(id: Option<&Value>) -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        id,
+        jsonrpc::SESSION_NOT_FOUND,
+        "Session not found: initialize a new session",
+        None,
+    )
+}
+
+fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
+    ApiError::internal(e).into_response()
+}
+
+pub async fn initialize(call: &Call, msg: Message) -> Response {
+    let id = msg.id().cloned().unwrap_or(Value::Null);
+    let params = msg.params();
+    let Some(requested) = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+    else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(&id),
+            jsonrpc::INVALID_PARAMS,
+            "initialize needs params.protocolVersion",
+            None,
+        );
+    };
+    // A version the gateway does not speak gets its newest handshake version as the counter
+    // offer (the client decides whether it can live with it).
+    let offered = if versions::is_handshake(requested) {
+        requested.to_owned()
+    } else {
+        versions::LATEST_HANDSHAKE.to_owned()
+    };
+    let client = ClientInit {
+        capabilities: params
+            .and_then(|p| p.get("capabilities"))
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+        client_info: params.and_then(|p| p.get("clientInfo")).cloned(),
+    };
+    let up = &call.upstream;
+    let memory = &call.state().mcp;
+    let (name, url) = (up.server.name.as_str(), up.url());
+
+    let mut refusal = None;
+    if !memory.handshake_refused(name, url) {
+        match handshakes::initialize(up, &client, &offered, Some(&msg)).await {
+            Ok(InitOutcome::Opened(s)) => {
+                // The client gets the upstream's version when the gateway speaks it too.
+                let version = if versions::is_handshake(&s.version) {
+                    s.version.clone()
+                } else {
+                    offered.clone()
+                };
+                let mut result = s.init_result;
+                result["protocolVersion"] = Value::from(version.as_str());
+                let link = UpstreamLink::Session {
+                    session_id: s.session_id,
+                    version: s.version,
+                };
+                return open_session(call, &id, version, link, client, result).await;
+            }
+            Ok(InitOutcome::Refused(reply)) => refusal = Some(reply),
+            Err(e) => return call_failed(&e, Some(&id)),
+        }
+    }
+    // The upstream refused the handshake: it may speak only the stateless era.
+    match handshakes::discover(up, &client).await {
+        Ok(Some(discovered)) => {
+            memory.set_handshake_refused(name, url);
+            let result =
+                handshakes::initialize_result_from_discover(&discovered, &offered, &call.endpoint);
+            open_session(call, &id, offered, UpstreamLink::Modern, client, result).await
+        }
+        Ok(None) => relay_refusal(refusal, &id),
+        Err(e) => call_failed(&e, Some(&id)),
+    }
+}
+
+/// Passes the upstream's refusal of `initialize` to the client with the client's id.
+fn relay_refusal(refusal: Option<mcpgw::mcp::handshake::Reply>, id: &Value) -> Response {
+    let error = refusal
+        .as_ref()
+        .and_then(|r| r.message.as_ref())
+        .and_then(|m| m.get("error"))
+        .cloned();
+    match (refusal, error) {
+        (Some(r), Some(error)) => {
+            let status = if r.status.is_client_error() || r.status.is_server_error() {
+                r.status
+            } else {
+                StatusCode::OK
+            };
+            let body = json!({"jsonrpc": "2.0", "id": id, "error": error});
+            let mut resp = (status, axum::Json(body)).into_response();
+            resp.extensions_mut().insert(mcpgw::http::Relayed);
+            resp
+        }
+        _ => call_failed(&mcpgw::mcp::handshake::CallError::BadAnswer, Some(id)),
+    }
+}
+
+async fn open_session(
+    call: &Call,
+    id: &Value,
+    version: String,
+    upstream: UpstreamLink,
+    client: ClientInit,
+    result: Value,
+) -> Response {
+    let state = call.state();
+    let claims = SessionClaims {
+        user: call.principal_user.clone(),
+        endpoint: call.endpoint.clone(),
+        version,
+        upstream,
+        client,
+        expires_at: state.clock.now() + state.config.session_ttl.as_secs() as i64,
+    };
+    let keyring = match state.keyring.get().await {
+        Ok(k) => k,
+        Err(e) => return internal(&e),
+    };
+    let sealed = match session::seal(&keyring, &claims) {
+        Ok(s) => s,
+        Err(e) => return internal(&e),
+    };
+    let Ok(header) = HeaderValue::from_str(&sealed) else {
+        return internal(&std::io::Error::other("session id is not a header value"));
+    };
+    let mut resp = axum::Json(jsonrpc::result(id, result)).into_response();
+    resp.headers_mut().insert("mcp-session-id", header);
+    resp
+}
+
+/// The claims of the request's session, or the 404 the client gets.
+async fn session_of(call: &Call, id: Option<&Value>) -> Result<(SessionClaims, String), Response> {
+    let Some(presented) = session_header(&call.headers) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            jsonrpc::INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+            None,
+        ));
+    };
+    let state = call.state();
+    let fingerprint = session::fingerprint(presented);
+    if state.mcp.is_ended(&fingerprint) {
+        return Err(session_not_found(id));
+    }
+    let keyring = state.keyring.get().await.map_err(|e| internal(&e))?;
+    match session::open(
+        &keyring,
+        presented,
+        &call.endpoint,
+        &call.principal_user,
+        state.clock.now(),
+    ) {
+        Ok(claims) => Ok((claims, fingerprint)),
+        Err(why) => {
+            tracing::info!(session = %fingerprint, reason = %why, "session refused");
+            Err(session_not_found(id))
+        }
+    }
+}
+
+/// Checks a session-era `MCP-Protocol-Version` header: absent is fine (the spec's default),
+/// present must be a version of the era.
+fn check_version_header(call: &Call, id: Option<&Value>) -> Result<(), Response> {
+    match call.headers.get("mcp-protocol-version").map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(v)) if versions::is_handshake(v) => Ok(()),
+        Some(_) => Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            jsonrpc::INVALID_REQUEST,
+            "Bad Request: unsupported MCP-Protocol-Version",
+            Some(json!({"supported": versions::HANDSHAKE})),
+        )),
+    }
+}
+
+pub async fn post(call: &Call, msg: Message) -> Response {
+    let id = msg.id().cloned();
+    if let Err(resp) = check_version_header(call, id.as_ref()) {
+        return resp;
+    }
+    let (claims, fingerprint) = match session_of(call, id.as_ref()).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    match claims.upstream.clone() {
+        UpstreamLink::Session {
+            session_id,
+            version,
+        } => forward_in_session(call, &claims, &fingerprint, msg, session_id, &version).await,
+        UpstreamLink::Modern => forward_with_envelope(call, &claims, &fingerprint, msg).await,
+    }
+}
+
+/// Forwards within the upstream session; if the upstream has lost it (404), opens a new one
+/// with the client's original parameters and retries once, transparently.
+async fn forward_in_session(
+    call: &Call,
+    claims: &SessionClaims,
+    fingerprint: &str,
+    msg: Message,
+    session_id: Option<String>,
+    version: &str,
+) -> Response {
+    let up = &call.upstream;
+    let memory = &call.state().mcp;
+    let id = msg.id().cloned();
+    let body = Bytes::from(msg.to_bytes());
+    let mut upstream_sid = memory.rebound(fingerprint).or(session_id);
+    for attempt in 0..2 {
+        let session_headers = up.session_headers(upstream_sid.as_deref(), version);
+        let mut headers = call.forwarded(false);
+        headers.extend(session_headers.clone());
+        let mut guard = match (&id, msg.kind) {
+            (Some(id), Kind::Request) => Some(CancelOnDrop::new(up, session_headers, id.clone())),
+            _ => None,
+        };
+        let response = match up.send(Method::POST, headers, Some(body.clone())).await {
+            Ok(r) => r,
+            Err(e) => return call_failed(&e, id.as_ref()),
+        };
+        let lost = response.status() == StatusCode::NOT_FOUND && upstream_sid.is_some();
+        if lost && attempt == 0 && msg.kind == Kind::Request {
+            guard.take().map(CancelOnDrop::disarm);
+            match handshakes::initialize(up, &claims.client, version, None).await {
+                Ok(InitOutcome::Opened(s)) if s.session_id.is_some() => {
+                    tracing::info!(session = %fingerprint, "upstream lost the session; re-initialized");
+                    if let Some(sid) = &s.session_id {
+                        memory.set_rebound(fingerprint, sid.clone());
+                    }
+                    upstream_sid = s.session_id;
+                    continue;
+                }
+                Ok(_) => return session_not_found(id.as_ref()),
+                Err(e) => return call_failed(&e, id.as_ref()),
+            }
+        }
+        if lost {
+            return session_not_found(id.as_ref());
+        }
+        let opts = RelayOptions {
+            request_id: id,
+            cancel_on_drop: guard,
+            ..Default::default()
+        };
+        return stream_back(call.state(), response, opts);
+    }
+    session_not_found(id.as_ref())
+}
+
+/// Session client, stateless upstream: every request gets the envelope built from the
+/// client's `initialize`; notifications have no upstream meaning except cancellation, which
+/// stops the call in flight on this process.
+async fn forward_with_envelope(
+    call: &Call,
+    claims: &SessionClaims,
+    fingerprint: &str,
+    mut msg: Message,
+) -> Response {
+    let memory = &call.state().mcp;
+    match msg.kind {
+        Kind::Notification => {
+            if msg.method() == Some("notifications/cancelled")
+                && let Some(rid) = msg.params().and_then(|p| p.get("requestId"))
+            {
+                memory.cancel(&format!("{fingerprint}\n{rid}"));
+            }
+            return accepted();
+        }
+        // Stateless upstreams send the client no requests, so no answer is awaited.
+        Kind::Response => return accepted(),
+        Kind::Request => {}
+    }
+    let id = msg.id().cloned();
+    envelope::apply(
+        &mut msg,
+        &claims.client.capabilities,
+        claims.client.client_info.as_ref(),
+    );
+    let mut headers = call.forwarded(false);
+    for (k, v) in envelope::routing_headers(&msg) {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+    let key = format!(
+        "{fingerprint}\n{}",
+        id.as_ref().map(Value::to_string).unwrap_or_default()
+    );
+    let (in_flight, cancel) = memory.track(key);
+    let response = match call
+        .upstream
+        .send(Method::POST, headers, Some(Bytes::from(msg.to_bytes())))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return call_failed(&e, id.as_ref()),
+    };
+    let opts = RelayOptions {
+        request_id: id,
+        cancel: Some(cancel),
+        keep: vec![Box::new(in_flight)],
+        rewrite: Some(Rewrite::ToSession),
+        ..Default::default()
+    };
+    stream_back(call.state(), response, opts)
+}
+
+pub async fn get(call: &Call) -> Response {
+    let (claims, _) = match session_of(call, None).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let state = call.state();
+    let UpstreamLink::Session {
+        session_id,
+        version,
+    } = claims.upstream
+    else {
+        // A stateless upstream has no server-to-client stream to open.
+        return no_get_stream();
+    };
+    if !state.config.allow_get_stream {
+        // A buffered Lambda response cannot hold a stream open.
+        return no_get_stream();
+    }
+    let fingerprint = session::fingerprint(session_header(&call.headers).unwrap_or_default());
+    let sid = state.mcp.rebound(&fingerprint).or(session_id);
+    let mut headers = call.forwarded(false);
+    headers.extend(call.upstream.session_headers(sid.as_deref(), &version));
+    match call.upstream.send(Method::GET, headers, None).await {
+        Ok(r) => stream_back(
+            state,
+            r,
+            RelayOptions {
+                unbounded: true,
+                ..Default::default()
+            },
+        ),
+        Err(e) => call_failed(&e, None),
+    }
+}
+
+pub async fn delete(call: &Call) -> Response {
+    let (claims, fingerprint) = match session_of(call, None).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let memory = &call.state().mcp;
+    let rebound = memory.rebound(&fingerprint);
+    memory.end(&fingerprint);
+    if let UpstreamLink::Session {
+        session_id,
+        version,
+    } = claims.upstream
+        && let Some(sid) = rebound.or(session_id)
+    {
+        let headers = call.upstream.session_headers(Some(&sid), &version);
+        // The gateway session is over whatever the upstream says (it may refuse client
+        // termination with 405, or have forgotten the session already).
+        match call.upstream.send(Method::DELETE, headers, None).await {
+            Ok(r) => tracing::debug!(status = r.status().as_u16(), "upstream session ended"),
+            Err(e) => {
+                tracing::info!(error = %mcpgw::http::error_chain(&e), "upstream session end failed")
+            }
+        }
+    }
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::NO_CONTENT.into_response())
+}

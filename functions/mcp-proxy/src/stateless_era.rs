@@ -1,0 +1,238 @@
+//! Clients of the stateless era (2026-07-28): every request carries its version and the
+//! client's capabilities; no session. In front of a stateless upstream the request passes
+//! through; in front of a session-era upstream the gateway holds an upstream session per
+//! (user, server, client capabilities) in process memory and answers `server/discover`
+//! from the upstream's `initialize` result.
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mcpgw::mcp::envelope::{self, Envelope};
+use mcpgw::mcp::handshake::CallError;
+use mcpgw::mcp::jsonrpc::{self, Kind, Message};
+use mcpgw::mcp::memory::{Era, UpstreamSession};
+use mcpgw::mcp::session::ClientInit;
+use mcpgw::mcp::versions;
+use serde_json::Value;
+
+use crate::forward::Call;
+use crate::handshakes::{self, InitOutcome};
+use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
+
+pub async fn post(call: &Call, msg: Message) -> Response {
+    let id = msg.id().cloned();
+    let env = if msg.kind == Kind::Request {
+        match envelope::check(&msg, &call.headers) {
+            Ok(env) => Some(env),
+            Err(r) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    id.as_ref(),
+                    r.code,
+                    &r.message,
+                    r.data,
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let up = &call.upstream;
+    let memory = &call.state().mcp;
+    let era = memory.era(&up.server.name, up.url());
+    let Some(env) = env else {
+        // Notifications and responses: the era defines none a server acts on, but a
+        // stateless upstream may (extensions); a session-era one has no session for them.
+        return match era {
+            Some(Era::Session) => StatusCode::ACCEPTED.into_response(),
+            _ => pass_through(call, msg).await,
+        };
+    };
+    let era = match era {
+        Some(era) => era,
+        None => match probe(call, &msg, &env).await {
+            Ok(Probe::Answered(resp)) => return resp,
+            Ok(Probe::Era(era)) => era,
+            Err(e) => return call_failed(&e, id.as_ref()),
+        },
+    };
+    match era {
+        Era::Modern => pass_through(call, msg).await,
+        Era::Session => bridge(call, msg, &env).await,
+    }
+}
+
+enum Probe {
+    Era(Era),
+    /// The client's own `server/discover` was the probe and its answer is ready.
+    Answered(Response),
+}
+
+/// Learns whether the upstream speaks the stateless era. When the client's request is
+/// `server/discover`, sending it is the probe.
+async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, CallError> {
+    let up = &call.upstream;
+    let memory = &call.state().mcp;
+    let (name, url) = (up.server.name.as_str(), up.url());
+    if msg.method() == Some("server/discover") {
+        let reply = up.exchange(call.forwarded(true), &msg.value).await?;
+        if handshakes::discover_result(&reply).is_some() {
+            memory.set_era(name, url, Era::Modern);
+            let body = reply.message.unwrap_or_default();
+            return Ok(Probe::Answered(axum::Json(body).into_response()));
+        }
+        memory.set_era(name, url, Era::Session);
+        return Ok(Probe::Era(Era::Session));
+    }
+    let client = ClientInit {
+        capabilities: env.capabilities.clone(),
+        client_info: env.client_info.clone(),
+    };
+    let era = match handshakes::discover(up, &client).await? {
+        Some(_) => Era::Modern,
+        None => Era::Session,
+    };
+    memory.set_era(name, url, era);
+    Ok(Probe::Era(era))
+}
+
+/// Stateless client, stateless upstream: the request travels as it is, routing headers
+/// included. Closing the connection (client gone) is the era's cancellation.
+async fn pass_through(call: &Call, msg: Message) -> Response {
+    let id = msg.id().cloned();
+    let body = Bytes::from(msg.to_bytes());
+    match call
+        .upstream
+        .send(Method::POST, call.forwarded(true), Some(body))
+        .await
+    {
+        Ok(r) => stream_back(
+            call.state(),
+            r,
+            RelayOptions {
+                request_id: id,
+                ..Default::default()
+            },
+        ),
+        Err(e) => call_failed(&e, id.as_ref()),
+    }
+}
+
+/// The upstream session bridging this client, opened on first use (one per slot even under
+/// concurrent first requests). `stale` names a session the upstream lost: it is replaced.
+async fn bridged_session(
+    call: &Call,
+    env: &Envelope,
+    stale: Option<&UpstreamSession>,
+) -> Result<UpstreamSession, BridgeError> {
+    let up = &call.upstream;
+    let slot = call.state().mcp.bridged_slot(
+        &call.principal_user,
+        &up.server.name,
+        up.url(),
+        &env.capabilities,
+    );
+    let mut held = slot.lock().await;
+    if let Some(s) = held.as_ref()
+        && Some(s) != stale
+    {
+        return Ok(s.clone());
+    }
+    let client = ClientInit {
+        capabilities: env.capabilities.clone(),
+        client_info: env.client_info.clone(),
+    };
+    let opened = handshakes::initialize(up, &client, versions::LATEST_HANDSHAKE, None).await;
+    match opened.map_err(BridgeError::Call)? {
+        InitOutcome::Opened(s) => {
+            *held = Some(s.clone());
+            Ok(s)
+        }
+        InitOutcome::Refused(_) => {
+            *held = None;
+            Err(BridgeError::Refused)
+        }
+    }
+}
+
+enum BridgeError {
+    Call(CallError),
+    /// The upstream answered `initialize` with an error although it had refused
+    /// `server/discover`: it speaks neither era the gateway can use.
+    Refused,
+}
+
+impl BridgeError {
+    fn into_response(self, id: Option<&Value>) -> Response {
+        match self {
+            Self::Call(e) => call_failed(&e, id),
+            Self::Refused => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                jsonrpc::UPSTREAM_ERROR,
+                "the upstream MCP server refused the gateway's initialize",
+                Some(serde_json::json!({"reason": "upstream_refused_initialize"})),
+            ),
+        }
+    }
+}
+
+/// Stateless client, session-era upstream.
+async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
+    let id = msg.id().cloned();
+    let up = &call.upstream;
+    let mut session = match bridged_session(call, env, None).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(id.as_ref()),
+    };
+    if msg.method() == Some("server/discover") {
+        let mut result = handshakes::discover_result_from_initialize(&session.init_result);
+        result["ttlMs"] = 0.into();
+        result["cacheScope"] = "private".into();
+        return axum::Json(jsonrpc::result(id.as_ref().unwrap_or(&Value::Null), result))
+            .into_response();
+    }
+    envelope::strip(&mut msg);
+    let body = Bytes::from(msg.to_bytes());
+    for attempt in 0..2 {
+        let session_headers = up.session_headers(session.session_id.as_deref(), &session.version);
+        let mut headers = call.forwarded(false);
+        for h in ["mcp-method", "mcp-name"] {
+            headers.remove(h);
+        }
+        headers.extend(session_headers.clone());
+        let guard = id
+            .clone()
+            .map(|rid| CancelOnDrop::new(up, session_headers, rid));
+        let response = match up.send(Method::POST, headers, Some(body.clone())).await {
+            Ok(r) => r,
+            Err(e) => return call_failed(&e, id.as_ref()),
+        };
+        if response.status() == StatusCode::NOT_FOUND
+            && session.session_id.is_some()
+            && attempt == 0
+        {
+            guard.map(CancelOnDrop::disarm);
+            session = match bridged_session(call, env, Some(&session)).await {
+                Ok(s) => s,
+                Err(e) => return e.into_response(id.as_ref()),
+            };
+            continue;
+        }
+        let cacheable = msg.method().is_some_and(crate::relay::is_cacheable);
+        let opts = RelayOptions {
+            request_id: id,
+            cancel_on_drop: guard,
+            rewrite: Some(Rewrite::ToModern { cacheable }),
+            ..Default::default()
+        };
+        return stream_back(call.state(), response, opts);
+    }
+    rpc_error(
+        StatusCode::BAD_GATEWAY,
+        id.as_ref(),
+        jsonrpc::UPSTREAM_ERROR,
+        "the upstream MCP server keeps losing its session",
+        None,
+    )
+}
