@@ -3,8 +3,9 @@
 # free loopback ports, and stops exactly the processes it started.
 #
 #   scripts/peers.sh setup           install the pinned PyPI and npm packages (idempotent)
-#   scripts/peers.sh start RUN_DIR   start moto, server-everything and the Python echo server;
-#                                    writes RUN_DIR/env (source it), RUN_DIR/*.pid, RUN_DIR/*.log
+#   scripts/peers.sh start RUN_DIR   start moto, server-everything, the Python echo server and
+#                                    the Python conformance server; writes RUN_DIR/env (source
+#                                    it), RUN_DIR/*.pid, RUN_DIR/*.log
 #   scripts/peers.sh stop RUN_DIR    stop the process groups recorded in RUN_DIR
 #
 # scripts/test-all.sh sources this file and calls peers_setup/peers_start/peers_stop itself, so
@@ -169,7 +170,7 @@ peers_setup() {
 peers_pid_alive() { ps -p "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }
 peers_group_alive() { ps --sid "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }
 
-# Three distinct free loopback ports. The sockets are held open together so the kernel cannot
+# N distinct free loopback ports. The sockets are held open together so the kernel cannot
 # hand out the same port twice; the window between closing them and the peers binding is tiny.
 peers_free_ports() {
   python3 -c 'import socket
@@ -221,9 +222,9 @@ peers_start() {
   mkdir -p "$run"; run=$(cd "$run" && pwd)
   [ -x "$PY" ] && [ -d "$NM/@modelcontextprotocol/server-everything" ] || peers_setup
 
-  local moto_port everything_port echo_port
-  read -r moto_port everything_port echo_port < <(peers_free_ports 3)
-  [ -n "$echo_port" ] || { peers_log "could not pick free ports"; return 1; }
+  local moto_port everything_port echo_port conformance_port
+  read -r moto_port everything_port echo_port conformance_port < <(peers_free_ports 4)
+  [ -n "$conformance_port" ] || { peers_log "could not pick free ports"; return 1; }
 
   peers_start_bg "$run" moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
   # server-everything calls listen(PORT) with no host (all interfaces): the preload pins it
@@ -231,11 +232,15 @@ peers_start() {
   PORT=$everything_port NODE_OPTIONS="--require \"$ROOT/tests/peers/bind-localhost.cjs\"" \
     peers_start_bg "$run" everything node "$NM/@modelcontextprotocol/server-everything/dist/index.js" streamableHttp
   peers_start_bg "$run" echo "$PY" "$ROOT/tests/peers/echo_server.py" "$echo_port" --json
+  # The upstream the MCP conformance suite runs against, directly and through the gateway
+  # (tests/tests/conformance.rs).
+  peers_start_bg "$run" conformance "$PY" "$ROOT/tests/peers/conformance_server.py" "$conformance_port"
 
   # Started together above, awaited here: total start-up is the slowest peer, not the sum.
   peers_wait_ready "$run" moto "http://127.0.0.1:$moto_port/moto-api/" 200 \
     && peers_wait_ready "$run" everything "http://127.0.0.1:$everything_port/mcp" \
     && peers_wait_ready "$run" echo "http://127.0.0.1:$echo_port/mcp" \
+    && peers_wait_ready "$run" conformance "http://127.0.0.1:$conformance_port/mcp" \
     || { peers_stop "$run"; return 1; }
 
   # Everything a test process needs, in one sourceable file, so a developer can reproduce
@@ -245,6 +250,7 @@ export MCPGW_REQUIRE_PEERS=1
 export MCPGW_TEST_AWS_ENDPOINT=http://127.0.0.1:$moto_port
 export MCPGW_TEST_EVERYTHING_URL=http://127.0.0.1:$everything_port/mcp
 export MCPGW_TEST_ECHO_URL=http://127.0.0.1:$echo_port/mcp
+export MCPGW_TEST_CONFORMANCE_URL=http://127.0.0.1:$conformance_port/mcp
 export MCPGW_TEST_PYTHON=$PY
 export MCPGW_TEST_NODE_MODULES=$NM
 # Dummy credentials for moto; no profile or session token from the developer's shell, and
@@ -257,7 +263,7 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
 unset AWS_PROFILE AWS_SESSION_TOKEN
 EOF
-  peers_log "up: moto :$moto_port, everything :$everything_port, echo :$echo_port (logs in $run)"
+  peers_log "up: moto :$moto_port, everything :$everything_port, echo :$echo_port, conformance :$conformance_port (logs in $run)"
 }
 
 # Stops every process group recorded in RUN: TERM, up to 5 s of grace, then KILL, and waits

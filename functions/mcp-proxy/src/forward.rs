@@ -43,14 +43,14 @@ pub async fn post(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     // Every message is inspected before anything reaches the upstream: the upstream never
     // sees garbage in the gateway's name, and routing needs the method.
-    let msg = match Message::parse(&bytes) {
-        Ok(m) => m,
-        Err(invalid) => {
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => {
             return Ok(rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
-                invalid.code,
-                invalid.message,
+                jsonrpc::PARSE_ERROR,
+                "Parse error: body is not valid JSON",
                 None,
             ));
         }
@@ -61,6 +61,21 @@ pub async fn post(
         principal_user: principal.user,
         endpoint,
         headers: parts.headers,
+    };
+    if let serde_json::Value::Array(items) = value {
+        return Ok(session_era::batch(&call, items, bytes).await);
+    }
+    let msg = match Message::from_value(value) {
+        Ok(m) => m,
+        Err(invalid) => {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                invalid.code,
+                invalid.message,
+                None,
+            ));
+        }
     };
     if msg.is_request("initialize") {
         return Ok(session_era::initialize(&call, msg).await);

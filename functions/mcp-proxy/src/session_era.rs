@@ -161,45 +161,69 @@ async fn open_session(
     resp
 }
 
-/// The claims of the request's session, or the 404 the client gets.
-async fn session_of(call: &Call, id: Option<&Value>) -> Result<(SessionClaims, String), Response> {
-    let Some(presented) = session_header(&call.headers) else {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            jsonrpc::INVALID_REQUEST,
-            "Bad Request: Mcp-Session-Id header is required",
-            None,
-        ));
-    };
+/// Why a request's session cannot be used.
+enum Refusal {
+    Missing,
+    NotFound,
+    Keyring(mcpgw::state::KeyringSourceError),
+}
+
+impl Refusal {
+    fn into_response(self, id: Option<&Value>) -> Response {
+        match self {
+            Self::Missing => rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                jsonrpc::INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required",
+                None,
+            ),
+            Self::NotFound => session_not_found(id),
+            Self::Keyring(e) => internal(&e),
+        }
+    }
+}
+
+/// The claims of the request's session and its fingerprint.
+async fn session_of(call: &Call) -> Result<(SessionClaims, String), Refusal> {
+    let presented = session_header(&call.headers).ok_or(Refusal::Missing)?;
     let state = call.state();
     let fingerprint = session::fingerprint(presented);
     if state.mcp.is_ended(&fingerprint) {
-        return Err(session_not_found(id));
+        return Err(Refusal::NotFound);
     }
-    let keyring = state.keyring.get().await.map_err(|e| internal(&e))?;
-    match session::open(
-        &keyring,
-        presented,
-        &call.endpoint,
-        &call.principal_user,
-        state.clock.now(),
-    ) {
+    let keyring = state.keyring.get().await.map_err(Refusal::Keyring)?;
+    let open = |k: &mcpgw::crypto::Keyring| {
+        session::open(
+            k,
+            presented,
+            &call.endpoint,
+            &call.principal_user,
+            state.clock.now(),
+        )
+    };
+    let mut opened = open(&keyring);
+    if opened == Err(session::SessionRejected::UnknownKey)
+        && let Some(newer) = state.keyring.refresh().await
+    {
+        opened = open(&newer);
+    }
+    match opened {
         Ok(claims) => Ok((claims, fingerprint)),
         Err(why) => {
             tracing::info!(session = %fingerprint, reason = %why, "session refused");
-            Err(session_not_found(id))
+            Err(Refusal::NotFound)
         }
     }
 }
 
 /// Checks a session-era `MCP-Protocol-Version` header: absent is fine (the spec's default),
-/// present must be a version of the era.
-fn check_version_header(call: &Call, id: Option<&Value>) -> Result<(), Response> {
+/// present must be a version of the era. The refusal when it is not.
+fn bad_version_header(call: &Call, id: Option<&Value>) -> Option<Response> {
     match call.headers.get("mcp-protocol-version").map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(v)) if versions::is_handshake(v) => Ok(()),
-        Some(_) => Err(rpc_error(
+        None => None,
+        Some(Ok(v)) if versions::is_handshake(v) => None,
+        Some(_) => Some(rpc_error(
             StatusCode::BAD_REQUEST,
             id,
             jsonrpc::INVALID_REQUEST,
@@ -209,14 +233,72 @@ fn check_version_header(call: &Call, id: Option<&Value>) -> Result<(), Response>
     }
 }
 
+/// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded as
+/// they are when both the client's session and the upstream's speak that version, and
+/// refused otherwise (splitting a batch would change its semantics for the upstream).
+pub async fn batch(call: &Call, items: Vec<Value>, raw: Bytes) -> Response {
+    let refuse = |message: &str| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            message,
+            None,
+        )
+    };
+    if items.is_empty()
+        || items
+            .iter()
+            .any(|i| Message::from_value(i.clone()).is_err())
+    {
+        return refuse("Invalid Request: a batch must be a non-empty array of JSON-RPC messages");
+    }
+    if items
+        .iter()
+        .any(|i| i.get("method").and_then(Value::as_str) == Some("initialize"))
+    {
+        return refuse("Invalid Request: initialize cannot be part of a batch");
+    }
+    if session_header(&call.headers).is_none() {
+        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
+    }
+    let (claims, _) = match session_of(call).await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(None),
+    };
+    let old = "2025-03-26";
+    let UpstreamLink::Session {
+        session_id,
+        version,
+    } = &claims.upstream
+    else {
+        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
+    };
+    if claims.version != old || version != old {
+        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
+    }
+    let fingerprint = session::fingerprint(session_header(&call.headers).unwrap_or_default());
+    let sid = call
+        .state()
+        .mcp
+        .rebound(&fingerprint)
+        .or(session_id.clone());
+    let mut headers = call.forwarded(false);
+    headers.extend(call.upstream.session_headers(sid.as_deref(), version));
+    match call.upstream.send(Method::POST, headers, Some(raw)).await {
+        Ok(r) => stream_back(call.state(), r, RelayOptions::default()),
+        Err(e) => call_failed(&e, None),
+    }
+}
+
 pub async fn post(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned();
-    if let Err(resp) = check_version_header(call, id.as_ref()) {
+    if let Some(resp) = bad_version_header(call, id.as_ref()) {
         return resp;
     }
-    let (claims, fingerprint) = match session_of(call, id.as_ref()).await {
+    let (claims, fingerprint) = match session_of(call).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(id.as_ref()),
     };
     match claims.upstream.clone() {
         UpstreamLink::Session {
@@ -256,7 +338,9 @@ async fn forward_in_session(
         };
         let lost = response.status() == StatusCode::NOT_FOUND && upstream_sid.is_some();
         if lost && attempt == 0 && msg.kind == Kind::Request {
-            guard.take().map(CancelOnDrop::disarm);
+            if let Some(g) = guard.take() {
+                g.disarm();
+            }
             match handshakes::initialize(up, &claims.client, version, None).await {
                 Ok(InitOutcome::Opened(s)) if s.session_id.is_some() => {
                     tracing::info!(session = %fingerprint, "upstream lost the session; re-initialized");
@@ -342,9 +426,9 @@ async fn forward_with_envelope(
 }
 
 pub async fn get(call: &Call) -> Response {
-    let (claims, _) = match session_of(call, None).await {
+    let (claims, _) = match session_of(call).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(None),
     };
     let state = call.state();
     let UpstreamLink::Session {
@@ -377,9 +461,9 @@ pub async fn get(call: &Call) -> Response {
 }
 
 pub async fn delete(call: &Call) -> Response {
-    let (claims, fingerprint) = match session_of(call, None).await {
+    let (claims, fingerprint) = match session_of(call).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(None),
     };
     let memory = &call.state().mcp;
     let rebound = memory.rebound(&fingerprint);

@@ -212,7 +212,9 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             && session.session_id.is_some()
             && attempt == 0
         {
-            guard.map(CancelOnDrop::disarm);
+            if let Some(g) = guard {
+                g.disarm();
+            }
             session = match bridged_session(call, env, Some(&session)).await {
                 Ok(s) => s,
                 Err(e) => return e.into_response(id.as_ref()),

@@ -60,6 +60,10 @@ pub enum SessionRejected {
     OtherCaller,
     #[error("session has expired")]
     Expired,
+    /// Sealed with a key this process's keyring lacks: the keyring may have been rotated
+    /// since it was loaded (worth one refetch), or the id is forged.
+    #[error("session was sealed with an unknown key")]
+    UnknownKey,
 }
 
 fn context(endpoint: &str) -> Vec<u8> {
@@ -89,7 +93,10 @@ pub fn open(
     // A session for another endpoint fails here: the endpoint is part of the AEAD context.
     let plain = keyring
         .open(&blob, &context(endpoint))
-        .map_err(|_| SessionRejected::Unreadable)?;
+        .map_err(|e| match e {
+            KeyringError::UnknownKey(_) => SessionRejected::UnknownKey,
+            _ => SessionRejected::Unreadable,
+        })?;
     let claims: SessionClaims =
         serde_json::from_slice(&plain).map_err(|_| SessionRejected::Unreadable)?;
     if claims.endpoint != endpoint {

@@ -92,6 +92,18 @@ impl SecretsManagerSecrets {
         Ok(raw)
     }
 
+    /// Fetches `name` now and replaces the cached copy.
+    async fn refetch(&self, name: &str) -> Result<SecretValue, SecretsError> {
+        let slot = self.slot(name);
+        let mut cached = slot.lock().await;
+        let raw = self.fetch(name).await?;
+        *cached = Some(Cached {
+            raw: raw.clone(),
+            fetched_at: Instant::now(),
+        });
+        Ok(raw)
+    }
+
     async fn fetch(&self, name: &str) -> Result<SecretValue, SecretsError> {
         self.backend_calls.fetch_add(1, Ordering::Relaxed);
         let out = self
@@ -182,6 +194,11 @@ impl fmt::Debug for SecretsManagerSecrets {
 impl Secrets for SecretsManagerSecrets {
     async fn resolve(&self, reference: &SecretRef) -> Result<SecretValue, SecretsError> {
         let raw = self.raw(reference.name()).await?;
+        select_field(reference, raw.expose())
+    }
+
+    async fn resolve_fresh(&self, reference: &SecretRef) -> Result<SecretValue, SecretsError> {
+        let raw = self.refetch(reference.name()).await?;
         select_field(reference, raw.expose())
     }
 }

@@ -190,6 +190,12 @@ pub enum SecretsError {
 #[async_trait]
 pub trait Secrets: Send + Sync {
     async fn resolve(&self, reference: &SecretRef) -> Result<SecretValue, SecretsError>;
+
+    /// Resolves bypassing any cache (and refreshing it): for a value known to be stale, such
+    /// as a keyring that lacks a key another process already seals with.
+    async fn resolve_fresh(&self, reference: &SecretRef) -> Result<SecretValue, SecretsError> {
+        self.resolve(reference).await
+    }
 }
 
 /// Applies the `#field` selection to a secret's raw string: the whole string without a field,
