@@ -70,6 +70,105 @@ pub enum UpstreamAuth {
     },
 }
 
+/// An identity provider whose JWTs the gateway accepts (OIDC or plain OAuth2 with JWT access
+/// tokens). The token's `iss` picks the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    pub name: String,
+    /// Exact `iss` value of its tokens; also where discovery starts.
+    pub issuer: String,
+    /// JWKS location; discovered from the issuer's metadata (OIDC, then RFC 8414) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Audiences accepted besides the gateway's own resource URLs (for IdPs that cannot put
+    /// the resource in `aud`).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted; never `none`, never symmetric.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim holding the user's email.
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    /// Claim holding the user's groups (array of strings, or one space-separated string).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Scopes every token must carry (the `scope` or `scp` claim).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Members of these groups hold the admin role.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    #[serde(default)]
+    pub created_at: UnixTime,
+    #[serde(default)]
+    pub updated_at: UnixTime,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+fn default_email_claim() -> String {
+    "email".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// Asymmetric JWS algorithms an identity provider may be configured with.
+pub const IDP_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl IdentityProvider {
+    /// Checks what the value alone can tell: name, issuer and JWKS URLs, algorithms, claims.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name(&self.name)?;
+        let url_ok = |u: &str| {
+            url::Url::parse(u)
+                .is_ok_and(|p| matches!(p.scheme(), "https" | "http") && p.host().is_some())
+        };
+        if !url_ok(&self.issuer) || self.issuer.len() > 2048 {
+            return Err("issuer must be an http(s) URL".into());
+        }
+        if let Some(j) = &self.jwks_uri
+            && (!url_ok(j) || j.len() > 2048)
+        {
+            return Err("jwks_uri must be an http(s) URL".into());
+        }
+        if self.algorithms.is_empty()
+            || self
+                .algorithms
+                .iter()
+                .any(|a| !IDP_ALGORITHMS.contains(&a.as_str()))
+        {
+            return Err(format!(
+                "algorithms must be a non-empty subset of {}",
+                IDP_ALGORITHMS.join(", ")
+            ));
+        }
+        for (what, v) in [
+            ("email_claim", &self.email_claim),
+            ("groups_claim", &self.groups_claim),
+        ] {
+            if v.is_empty() || v.len() > 128 {
+                return Err(format!("{what} must be 1 to 128 characters"));
+            }
+        }
+        let lists = [&self.audiences, &self.required_scopes, &self.admin_groups];
+        if lists
+            .iter()
+            .any(|l| l.len() > 64 || l.iter().any(|s| s.is_empty() || s.len() > 512))
+        {
+            return Err("audiences, required_scopes and admin_groups take at most 64 non-empty entries of at most 512 characters".into());
+        }
+        Ok(())
+    }
+}
+
 /// A gateway API key. Only the SHA-256 of the key is stored; the key itself is shown once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -22,14 +22,87 @@ pub const API_KEY_PREFIX: &str = "mcpgw_";
 /// Id under which local mode stores its generated bootstrap admin key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
 
-/// An authenticated caller.
+/// How a caller proved who it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A gateway API key (its id; never the key).
+    ApiKey { key_id: String },
+    /// The bootstrap admin key.
+    Bootstrap,
+    /// A JWT from a configured identity provider.
+    Jwt { issuer: String, provider: String },
+}
+
+/// An authenticated caller: every request resolves to exactly one, and authorization
+/// decisions read only this.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
-    /// The user's email (lowercase), or `bootstrap-admin`.
+    /// The stable name everything is keyed by (sessions, key ownership, grants): the
+    /// lowercase email of a person, `service:<name>` for a service account, or
+    /// `bootstrap-admin`.
     pub user: String,
+    /// The email, for people.
+    pub email: Option<String>,
+    /// The identity provider's subject (`sub`) for JWTs; else the same as `user`.
+    pub subject: String,
+    /// Groups from the identity provider's groups claim (empty for API keys).
+    pub groups: Vec<String>,
     pub is_admin: bool,
+    /// A non-human principal (service account key).
+    pub service_account: bool,
+    pub method: AuthMethod,
     /// Id of the API key used, if any.
     pub api_key_id: Option<String>,
+}
+
+/// Prefix of service-account principals (`service:<name>`).
+pub const SERVICE_PREFIX: &str = "service:";
+
+impl Principal {
+    /// The principal of an API key.
+    pub fn from_api_key(key: &ApiKey, admin_emails: &[String]) -> Self {
+        let service_account = key.owner.starts_with(SERVICE_PREFIX);
+        let email = (!service_account && key.owner.contains('@')).then(|| key.owner.clone());
+        Self {
+            user: key.owner.clone(),
+            is_admin: key.admin || email.as_ref().is_some_and(|e| admin_emails.contains(e)),
+            email,
+            subject: key.owner.clone(),
+            groups: Vec::new(),
+            service_account,
+            method: AuthMethod::ApiKey {
+                key_id: key.id.clone(),
+            },
+            api_key_id: Some(key.id.clone()),
+        }
+    }
+
+    /// The bootstrap admin.
+    pub fn bootstrap() -> Self {
+        Self {
+            user: "bootstrap-admin".into(),
+            email: None,
+            subject: "bootstrap-admin".into(),
+            groups: Vec::new(),
+            is_admin: true,
+            service_account: false,
+            method: AuthMethod::Bootstrap,
+            api_key_id: None,
+        }
+    }
+
+    /// Role names, for display and later policy.
+    pub fn roles(&self) -> Vec<&'static str> {
+        let mut roles = vec!["user"];
+        if self.is_admin {
+            roles.push("admin");
+        }
+        if self.service_account {
+            roles.push("service_account");
+        }
+        roles
+    }
 }
 
 /// Why a caller could not be authenticated.
@@ -178,19 +251,10 @@ impl Authenticator {
             .find_api_key_by_hash(&hash, self.clock.now())
             .await?
         {
-            let is_admin = key.admin || self.admin_emails.contains(&key.owner);
-            return Ok(Principal {
-                user: key.owner,
-                is_admin,
-                api_key_id: Some(key.id),
-            });
+            return Ok(Principal::from_api_key(&key, &self.admin_emails));
         }
         if self.is_bootstrap_key(token).await? {
-            return Ok(Principal {
-                user: "bootstrap-admin".into(),
-                is_admin: true,
-                api_key_id: None,
-            });
+            return Ok(Principal::bootstrap());
         }
         Err(AuthError::Invalid)
     }
