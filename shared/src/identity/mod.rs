@@ -242,6 +242,12 @@ impl Authenticator {
         }
     }
 
+    /// Identity provider configurations changed in this process (admin API write): forget
+    /// cached ones so the change applies at once here (other processes within their TTL).
+    pub fn providers_changed(&self) {
+        // Filled in with the JWT verifier.
+    }
+
     /// Authenticates the request's bearer credential.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let token = bearer_token(headers)?;
