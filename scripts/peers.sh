@@ -3,9 +3,9 @@
 # free loopback ports, and stops exactly the processes it started.
 #
 #   scripts/peers.sh setup           install the pinned PyPI and npm packages (idempotent)
-#   scripts/peers.sh start RUN_DIR   start moto, server-everything, the Python echo server and
-#                                    the Python conformance server; writes RUN_DIR/env (source
-#                                    it), RUN_DIR/*.pid, RUN_DIR/*.log
+#   scripts/peers.sh start RUN_DIR   start moto, server-everything, the Python echo server, the
+#                                    Python conformance server and the OIDC provider; writes
+#                                    RUN_DIR/env (source it), RUN_DIR/*.pid, RUN_DIR/*.log
 #   scripts/peers.sh stop RUN_DIR    stop the process groups recorded in RUN_DIR
 #
 # scripts/test-all.sh sources this file and calls peers_setup/peers_start/peers_stop itself, so
@@ -222,9 +222,9 @@ peers_start() {
   mkdir -p "$run"; run=$(cd "$run" && pwd)
   [ -x "$PY" ] && [ -d "$NM/@modelcontextprotocol/server-everything" ] || peers_setup
 
-  local moto_port everything_port echo_port conformance_port
-  read -r moto_port everything_port echo_port conformance_port < <(peers_free_ports 4)
-  [ -n "$conformance_port" ] || { peers_log "could not pick free ports"; return 1; }
+  local moto_port everything_port echo_port conformance_port oidc_port
+  read -r moto_port everything_port echo_port conformance_port oidc_port < <(peers_free_ports 5)
+  [ -n "$oidc_port" ] || { peers_log "could not pick free ports"; return 1; }
 
   peers_start_bg "$run" moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
   # server-everything calls listen(PORT) with no host (all interfaces): the preload pins it
@@ -235,12 +235,21 @@ peers_start() {
   # The upstream the MCP conformance suite runs against, directly and through the gateway
   # (tests/tests/conformance.rs).
   peers_start_bg "$run" conformance "$PY" "$ROOT/tests/peers/conformance_server.py" "$conformance_port"
+  # The identity provider of tests/tests/identity.rs: a real OIDC/OAuth server (oidc-provider)
+  # that approves logins at once. It writes its signing key (and a rogue one with the same
+  # kid) into RUN/oidc-keys so the tests can mint tokens of their own.
+  local oidc_client_id=mcpgw-test oidc_client_secret oidc_redirect=http://127.0.0.1:9/callback
+  oidc_client_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  OIDC_KEYS_DIR=$run/oidc-keys OIDC_CLIENT_ID=$oidc_client_id OIDC_CLIENT_SECRET=$oidc_client_secret \
+    OIDC_REDIRECT=$oidc_redirect MCPGW_TEST_NODE_MODULES=$NM \
+    peers_start_bg "$run" oidc node "$ROOT/tests/peers/oidc_provider.mjs" "$oidc_port"
 
   # Started together above, awaited here: total start-up is the slowest peer, not the sum.
   peers_wait_ready "$run" moto "http://127.0.0.1:$moto_port/moto-api/" 200 \
     && peers_wait_ready "$run" everything "http://127.0.0.1:$everything_port/mcp" \
     && peers_wait_ready "$run" echo "http://127.0.0.1:$echo_port/mcp" \
     && peers_wait_ready "$run" conformance "http://127.0.0.1:$conformance_port/mcp" \
+    && peers_wait_ready "$run" oidc "http://127.0.0.1:$oidc_port/.well-known/openid-configuration" 200 \
     || { peers_stop "$run"; return 1; }
 
   # Everything a test process needs, in one sourceable file, so a developer can reproduce
@@ -251,6 +260,11 @@ export MCPGW_TEST_AWS_ENDPOINT=http://127.0.0.1:$moto_port
 export MCPGW_TEST_EVERYTHING_URL=http://127.0.0.1:$everything_port/mcp
 export MCPGW_TEST_ECHO_URL=http://127.0.0.1:$echo_port/mcp
 export MCPGW_TEST_CONFORMANCE_URL=http://127.0.0.1:$conformance_port/mcp
+export MCPGW_TEST_OIDC_ISSUER=http://127.0.0.1:$oidc_port
+export MCPGW_TEST_OIDC_KEYS=$run/oidc-keys
+export MCPGW_TEST_OIDC_CLIENT_ID=$oidc_client_id
+export MCPGW_TEST_OIDC_CLIENT_SECRET=$oidc_client_secret
+export MCPGW_TEST_OIDC_REDIRECT=$oidc_redirect
 export MCPGW_TEST_PYTHON=$PY
 export MCPGW_TEST_NODE_MODULES=$NM
 # Dummy credentials for moto; no profile or session token from the developer's shell, and
@@ -263,7 +277,7 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
 unset AWS_PROFILE AWS_SESSION_TOKEN
 EOF
-  peers_log "up: moto :$moto_port, everything :$everything_port, echo :$echo_port, conformance :$conformance_port (logs in $run)"
+  peers_log "up: moto :$moto_port, everything :$everything_port, echo :$echo_port, conformance :$conformance_port, oidc :$oidc_port (logs in $run)"
 }
 
 # Stops every process group recorded in RUN: TERM, up to 5 s of grace, then KILL, and waits

@@ -4,8 +4,8 @@
 #   scripts/test-all.sh [extra cargo test arguments]     e.g. scripts/test-all.sh -- --nocapture
 #
 # 1. installs the pinned test peers once into a cache outside the repo (skipped when present),
-# 2. starts moto, server-everything and the Python echo and conformance MCP servers on free
-#    loopback ports,
+# 2. starts moto, server-everything, the Python echo and conformance MCP servers and an OIDC
+#    provider on free loopback ports,
 # 3. lints infra/template.yaml (cfn-lint, sam validate --lint), then `cargo test --workspace`,
 # 4. stops every process it started, whatever happens (failure, Ctrl-C).
 #

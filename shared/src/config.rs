@@ -81,6 +81,9 @@ pub struct Config {
     /// Browser origins allowed to call `/mcp` besides the public URL's own (lowercased,
     /// no trailing slash).
     pub allowed_origins: Vec<String>,
+    /// An identity provider configured by environment (the SAM template's parameters), in
+    /// addition to those registered through the admin API.
+    pub identity_provider: Option<crate::domain::IdentityProvider>,
 }
 
 /// A setting that is present but unusable.
@@ -229,7 +232,9 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let identity_provider = identity_provider_from(&get)?;
         Ok(Self {
+            identity_provider,
             in_lambda,
             listen,
             data_dir,
@@ -257,6 +262,49 @@ impl Config {
     }
 }
 
+/// `MCPGW_IDP_*`: one identity provider when `MCPGW_IDP_ISSUER` is set.
+fn identity_provider_from(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::domain::IdentityProvider>, ConfigError> {
+    let Some(issuer) = get("MCPGW_IDP_ISSUER") else {
+        return Ok(None);
+    };
+    let list = |var: &str| -> Vec<String> {
+        get(var)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut doc = serde_json::json!({
+        "name": get("MCPGW_IDP_NAME").unwrap_or_else(|| "default".into()),
+        "issuer": issuer,
+        "audiences": list("MCPGW_IDP_AUDIENCES"),
+        "required_scopes": list("MCPGW_IDP_REQUIRED_SCOPES"),
+        "admin_groups": list("MCPGW_IDP_ADMIN_GROUPS"),
+    });
+    for (var, field) in [
+        ("MCPGW_IDP_JWKS_URI", "jwks_uri"),
+        ("MCPGW_IDP_EMAIL_CLAIM", "email_claim"),
+        ("MCPGW_IDP_GROUPS_CLAIM", "groups_claim"),
+    ] {
+        if let Some(v) = get(var) {
+            doc[field] = v.into();
+        }
+    }
+    let algorithms = list("MCPGW_IDP_ALGORITHMS");
+    if !algorithms.is_empty() {
+        doc["algorithms"] = algorithms.into();
+    }
+    let idp: crate::domain::IdentityProvider =
+        serde_json::from_value(doc).map_err(|e| err("MCPGW_IDP_ISSUER", e.to_string()))?;
+    idp.validate().map_err(|m| err("MCPGW_IDP_ISSUER", m))?;
+    Ok(Some(idp))
+}
+
 fn parse_num(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -281,6 +329,54 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn identity_provider_and_proxy_settings_from_the_environment() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.identity_provider.is_none());
+        assert_eq!(c.session_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.upstream_call_timeout, Duration::from_secs(300));
+        assert!(c.allowed_origins.is_empty());
+        let c = cfg(&[
+            ("MCPGW_IDP_ISSUER", "https://login.example.com/tenant"),
+            ("MCPGW_IDP_AUDIENCES", "api://gw, https://gw.example.com"),
+            ("MCPGW_IDP_EMAIL_CLAIM", "upn"),
+            ("MCPGW_IDP_ADMIN_GROUPS", "platform"),
+            ("MCPGW_IDP_ALGORITHMS", "RS256,ES256"),
+            (
+                "MCPGW_ALLOWED_ORIGINS",
+                "https://App.example.com/, http://localhost:3000",
+            ),
+            ("MCPGW_SESSION_TTL_SECONDS", "3600"),
+        ])
+        .unwrap();
+        let idp = c.identity_provider.unwrap();
+        assert_eq!(
+            (idp.name.as_str(), idp.email_claim.as_str()),
+            ("default", "upn")
+        );
+        assert_eq!(idp.audiences, vec!["api://gw", "https://gw.example.com"]);
+        assert_eq!(idp.algorithms, vec!["RS256", "ES256"]);
+        assert_eq!(idp.groups_claim, "groups");
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://app.example.com", "http://localhost:3000"]
+        );
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        for bad in [
+            ("MCPGW_IDP_ISSUER", "not a url"),
+            ("MCPGW_ALLOWED_ORIGINS", "ftp://x"),
+        ] {
+            assert!(cfg(&[bad]).is_err(), "{bad:?}");
+        }
+        assert!(
+            cfg(&[
+                ("MCPGW_IDP_ISSUER", "https://x"),
+                ("MCPGW_IDP_ALGORITHMS", "HS256")
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl IdentityProvider {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
     pub id: String,
-    /// The user the key acts for (an email).
+    /// The principal the key acts for: an email, `service:<name>` for a service account, or
+    /// `bootstrap-admin`.
     pub owner: String,
     /// A label chosen by whoever created the key ("laptop").
     pub name: String,
@@ -185,6 +186,10 @@ pub struct ApiKey {
     pub created_at: UnixTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When the key last authenticated a request, recorded at most about once a minute per
+    /// process (see `identity::key_use`), so it may lag by that much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<UnixTime>,
 }
 
 impl ApiKey {

@@ -119,13 +119,6 @@ impl AppState {
     ) -> Result<Self, StartupError> {
         crate::crypto::install_tls_provider();
         let keyring = Arc::new(KeyringSource::new(config.keyring.clone(), secrets.clone())?);
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            secrets.clone(),
-            clock.clone(),
-            config.bootstrap_admin.clone(),
-            config.admin_emails.clone(),
-        ));
         let servers = Arc::new(ServerCache::new(config.server_cache_ttl));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -133,6 +126,21 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let providers = Arc::new(crate::identity::providers::Providers::new(
+            store.clone(),
+            config.identity_provider.clone(),
+            config.server_cache_ttl,
+        ));
+        let auth = Arc::new(
+            Authenticator::new(
+                store.clone(),
+                secrets.clone(),
+                clock.clone(),
+                config.bootstrap_admin.clone(),
+                config.admin_emails.clone(),
+            )
+            .with_jwt(providers, http.clone(), config.public_url.clone()),
+        );
         Ok(Self {
             config: Arc::new(config),
             store,

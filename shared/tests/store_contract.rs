@@ -153,6 +153,9 @@ contract!(
     api_key_list_and_delete,
     api_key_found_by_hash_right_after_create,
     api_key_delete_frees_hash_and_id,
+    api_key_touch_moves_last_used_forward_only,
+    api_key_touch_of_a_missing_key_changes_nothing,
+    api_key_list_for_owner,
     grant_create_then_second_create_conflicts,
     grant_save_if_version_right_and_stale,
     grant_save_without_version_bump_is_refused,
@@ -177,6 +180,7 @@ fn api_key(id: &str, hash: &str, expires_at: Option<i64>) -> ApiKey {
         admin: id.ends_with("admin"),
         created_at: 100,
         expires_at,
+        last_used_at: None,
     }
 }
 
@@ -545,6 +549,167 @@ mod cases {
         assert_eq!(
             store.find_api_key_by_hash("h-other", 0).await.unwrap(),
             Some(third)
+        );
+    }
+
+    /// `touch_api_key` records a use: reads by id and lists see it, it never moves back, and
+    /// the key otherwise stays as it was (and still authenticates).
+    pub async fn api_key_touch_moves_last_used_forward_only(store: Arc<dyn Store>) {
+        let key = api_key("k-used", "h-used", Some(9_999));
+        let other = api_key("k-idle", "h-idle", None);
+        store.create_api_key(&key).await.unwrap();
+        store.create_api_key(&other).await.unwrap();
+        assert_eq!(
+            store
+                .get_api_key("k-used")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            None
+        );
+
+        store.touch_api_key("k-used", 500).await.unwrap();
+        let used = ApiKey {
+            last_used_at: Some(500),
+            ..key.clone()
+        };
+        assert_eq!(
+            store.get_api_key("k-used").await.unwrap(),
+            Some(used.clone())
+        );
+        assert_eq!(
+            store.list_api_keys().await.unwrap(),
+            vec![other.clone(), used.clone()],
+            "listed with its use; the other key untouched"
+        );
+
+        // Earlier or equal times do not move it back.
+        for earlier in [499, 500, 1] {
+            store.touch_api_key("k-used", earlier).await.unwrap();
+            assert_eq!(
+                store
+                    .get_api_key("k-used")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .last_used_at,
+                Some(500),
+                "touch at {earlier}"
+            );
+        }
+        store.touch_api_key("k-used", 700).await.unwrap();
+        assert_eq!(
+            store
+                .get_api_key("k-used")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            Some(700)
+        );
+
+        // Still found by hash, with everything but the use time as created.
+        let found = store
+            .find_api_key_by_hash("h-used", 600)
+            .await
+            .unwrap()
+            .expect("a touched key still authenticates");
+        assert_eq!(
+            ApiKey {
+                last_used_at: None,
+                ..found
+            },
+            key
+        );
+        // Expiry still applies.
+        assert_eq!(
+            store.find_api_key_by_hash("h-used", 9_999).await.unwrap(),
+            None
+        );
+
+        // A key created with a use time keeps it, and later touches still only move forward.
+        let imported = ApiKey {
+            last_used_at: Some(50),
+            ..api_key("k-imported", "h-imported", None)
+        };
+        store.create_api_key(&imported).await.unwrap();
+        store.touch_api_key("k-imported", 40).await.unwrap();
+        assert_eq!(
+            store.get_api_key("k-imported").await.unwrap(),
+            Some(imported.clone())
+        );
+        store.touch_api_key("k-imported", 60).await.unwrap();
+        assert_eq!(
+            store
+                .get_api_key("k-imported")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            Some(60)
+        );
+    }
+
+    /// A use recorded after the key was deleted (the write is asynchronous) is no error and
+    /// does not bring the key back; a new key with the same id starts unused.
+    pub async fn api_key_touch_of_a_missing_key_changes_nothing(store: Arc<dyn Store>) {
+        store.touch_api_key("never-existed", 10).await.unwrap();
+        assert_eq!(store.get_api_key("never-existed").await.unwrap(), None);
+
+        let key = api_key("k-gone", "h-gone", None);
+        store.create_api_key(&key).await.unwrap();
+        store.touch_api_key("k-gone", 10).await.unwrap();
+        assert!(store.delete_api_key("k-gone").await.unwrap());
+        store.touch_api_key("k-gone", 20).await.unwrap();
+        assert_eq!(store.get_api_key("k-gone").await.unwrap(), None);
+        assert!(store.list_api_keys().await.unwrap().is_empty());
+        assert_eq!(store.find_api_key_by_hash("h-gone", 0).await.unwrap(), None);
+        assert!(
+            !store.delete_api_key("k-gone").await.unwrap(),
+            "nothing to delete: the touch recreated nothing"
+        );
+
+        store.create_api_key(&key).await.unwrap();
+        assert_eq!(store.get_api_key("k-gone").await.unwrap(), Some(key));
+    }
+
+    /// Listing by owner: exact owner, ordered by id, expired keys included.
+    pub async fn api_key_list_for_owner(store: Arc<dyn Store>) {
+        let owned = |id: &str, owner: &str, expires_at| ApiKey {
+            owner: owner.into(),
+            ..api_key(id, &format!("h-{id}"), expires_at)
+        };
+        let keys = [
+            owned("k3", "ann@example.com", None),
+            owned("k1", "ann@example.com", Some(5)),
+            owned("k2", "bob@example.com", None),
+            owned("k4", "service:ann", None),
+            owned("k5", "ann@example.com.evil", None),
+        ];
+        for k in &keys {
+            store.create_api_key(k).await.unwrap();
+        }
+        store.touch_api_key("k3", 77).await.unwrap();
+        let anns = store
+            .list_api_keys_for_owner("ann@example.com")
+            .await
+            .unwrap();
+        assert_eq!(
+            anns.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            ["k1", "k3"]
+        );
+        assert_eq!(anns[1].last_used_at, Some(77));
+        assert_eq!(
+            store.list_api_keys_for_owner("service:ann").await.unwrap(),
+            vec![keys[3].clone()]
+        );
+        assert!(
+            store
+                .list_api_keys_for_owner("nobody@example.com")
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 
@@ -1150,6 +1315,13 @@ mod dynamo_layout {
         assert_eq!(pointer["expires_at"], AttributeValue::N("77".into()));
         assert!(!pointer.contains_key("key_hash"));
         assert!(!pointer.contains_key("ttl"));
+        // A use is recorded on the item by id only; `doc` stays as created.
+        store.touch_api_key("kid", 42).await.unwrap();
+        let touched = raw_item(&c, &table, "APIKEY", "kid").await;
+        assert_eq!(touched["last_used_at"], AttributeValue::N("42".into()));
+        assert_eq!(touched["doc"], item["doc"]);
+        let pointer = raw_item(&c, &table, "KEYHASH#khash", "APIKEY").await;
+        assert!(!pointer.contains_key("last_used_at"));
 
         store
             .save_grant_if_version(&grant("u@example.com", "srv", 1, Some(99)), None)

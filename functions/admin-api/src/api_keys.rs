@@ -1,19 +1,29 @@
-//! `/admin/api-keys`: issue (the key is shown once), list, read and delete gateway API keys.
+//! `/admin/api-keys`: issue (the key is shown once), list, read and delete anyone's gateway
+//! API keys, service accounts' included. The self-service routes (`/me/api-keys`, in
+//! `me.rs`) share the issuing rules below.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use mcpgw::domain::ApiKey;
+use mcpgw::clock::UnixTime;
+use mcpgw::domain::{ApiKey, validate_name};
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
-use mcpgw::identity::issue_api_key;
+use mcpgw::identity::{SERVICE_PREFIX, issue_api_key};
 use mcpgw::state::AppState;
 use serde::{Deserialize, Serialize};
 
 use crate::Admin;
 use crate::time_fmt::{parse_rfc3339, to_rfc3339};
+
+/// Most unexpired keys one owner may hold; a leaked automation loop cannot mint keys without
+/// bound, and a person with more than this many live keys has lost track of them.
+pub const MAX_ACTIVE_KEYS_PER_OWNER: usize = 50;
+
+/// Longest lifetime `expires_in_days` may ask for (ten years).
+const MAX_EXPIRES_IN_DAYS: i64 = 3650;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,10 +34,17 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyInput {
-    owner: String,
+    /// The person the key acts for (an email). Exactly one of `owner` and `service_account`.
+    #[serde(default)]
+    owner: Option<String>,
+    /// A service account name: the key acts for `service:<name>`.
+    #[serde(default)]
+    service_account: Option<String>,
     name: String,
     #[serde(default)]
     expires_at: Option<String>,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
     /// Grants the admin role to whoever holds the key.
     #[serde(default)]
     admin: bool,
@@ -35,7 +52,7 @@ struct KeyInput {
 
 /// A key as listed: never the hash, never the key.
 #[derive(Debug, Serialize)]
-struct KeyView {
+pub struct KeyView {
     id: String,
     owner: String,
     name: String,
@@ -43,6 +60,8 @@ struct KeyView {
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
+    /// `null` until the key is first used; updated at most about once a minute.
+    last_used_at: Option<String>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -54,11 +73,12 @@ impl From<ApiKey> for KeyView {
             admin: k.admin,
             created_at: to_rfc3339(k.created_at),
             expires_at: k.expires_at.map(to_rfc3339),
+            last_used_at: k.last_used_at.map(to_rfc3339),
         }
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_field", message)
 }
 
@@ -75,28 +95,76 @@ fn validate_owner(owner: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn create(
-    _: Admin,
-    State(state): State<AppState>,
-    ApiJson(input): ApiJson<KeyInput>,
-) -> Result<impl IntoResponse, ApiError> {
-    validate_owner(&input.owner)?;
-    let name = input.name.trim();
+/// The label of a key, trimmed: 1 to 128 printable characters.
+pub fn key_label(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(invalid("name must be 1 to 128 printable characters"));
     }
-    let now = state.clock.now();
-    let expires_at = match &input.expires_at {
-        Some(s) => {
+    Ok(name)
+}
+
+/// When a new key expires: `expires_at` (RFC 3339, in the future) or `expires_in_days` (1 to
+/// 3650), at most one of them; `None` for a key that does not expire.
+pub fn expiry(
+    now: UnixTime,
+    expires_at: Option<&str>,
+    expires_in_days: Option<i64>,
+) -> Result<Option<UnixTime>, ApiError> {
+    match (expires_at, expires_in_days) {
+        (Some(_), Some(_)) => Err(invalid(
+            "give at most one of expires_at and expires_in_days",
+        )),
+        (Some(s), None) => {
             let t = parse_rfc3339("expires_at", s)?;
             if t <= now {
                 return Err(invalid("expires_at must be in the future"));
             }
-            Some(t)
+            Ok(Some(t))
         }
-        None => None,
-    };
-    let issued = issue_api_key(&input.owner, name, input.admin, now, expires_at);
+        (None, Some(days)) => {
+            if !(1..=MAX_EXPIRES_IN_DAYS).contains(&days) {
+                return Err(invalid(format!(
+                    "expires_in_days must be 1 to {MAX_EXPIRES_IN_DAYS}"
+                )));
+            }
+            Ok(Some(now + days * 86_400))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Mints and stores a key for `owner` (already validated, lowercase), refusing when the owner
+/// already holds [`MAX_ACTIVE_KEYS_PER_OWNER`] unexpired keys. Answers 201 with the key
+/// (shown this once).
+///
+/// The cap is checked, then the key written: two creates racing at the cap can both pass, so
+/// an owner may end up one or two keys over it, never more than the racing requests.
+pub async fn issue(
+    state: &AppState,
+    owner: &str,
+    name: &str,
+    admin: bool,
+    now: UnixTime,
+    expires_at: Option<UnixTime>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let active = state
+        .store
+        .list_api_keys_for_owner(owner)
+        .await?
+        .iter()
+        .filter(|k| !k.is_expired(now))
+        .count();
+    if active >= MAX_ACTIVE_KEYS_PER_OWNER {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "key_limit_reached",
+            format!(
+                "'{owner}' already holds {MAX_ACTIVE_KEYS_PER_OWNER} active API keys, the most allowed; delete one first"
+            ),
+        ));
+    }
+    let issued = issue_api_key(owner, name, admin, now, expires_at);
     state.store.create_api_key(&issued.record).await?;
     let mut body =
         serde_json::to_value(KeyView::from(issued.record)).map_err(|e| ApiError::internal(&e))?;
@@ -104,15 +172,75 @@ async fn create(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let keys: Vec<KeyView> = state
-        .store
-        .list_api_keys()
-        .await?
-        .into_iter()
-        .map(KeyView::from)
-        .collect();
-    Ok(Json(serde_json::json!({ "api_keys": keys })))
+pub fn keys_json(keys: Vec<ApiKey>) -> Json<serde_json::Value> {
+    let keys: Vec<KeyView> = keys.into_iter().map(KeyView::from).collect();
+    Json(serde_json::json!({ "api_keys": keys }))
+}
+
+pub fn key_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("api key '{id}' not found"))
+}
+
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<KeyInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let owner = match (&input.owner, &input.service_account) {
+        (Some(owner), None) => {
+            validate_owner(owner)?;
+            owner.to_lowercase()
+        }
+        (None, Some(account)) => {
+            validate_name(account).map_err(|m| invalid(format!("service_account: {m}")))?;
+            format!("{SERVICE_PREFIX}{account}")
+        }
+        _ => {
+            return Err(invalid(
+                "give exactly one of owner (an email) and service_account (a name)",
+            ));
+        }
+    };
+    let name = key_label(&input.name)?;
+    let now = state.clock.now();
+    let expires_at = expiry(now, input.expires_at.as_deref(), input.expires_in_days)?;
+    issue(&state, &owner, name, input.admin, now, expires_at).await
+}
+
+/// `?owner=<email or service:name>` narrows the list to one owner; nothing else is accepted
+/// (a mistyped filter must not silently list every key).
+fn owner_filter(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut owner = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "owner" if owner.is_none() => owner = Some(v.to_lowercase()),
+            "owner" => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "give owner at most once",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "the only query parameter is owner",
+                ));
+            }
+        }
+    }
+    Ok(owner)
+}
+
+async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    let keys = match owner_filter(query.as_deref())? {
+        Some(owner) => state.store.list_api_keys_for_owner(&owner).await?,
+        None => state.store.list_api_keys().await?,
+    };
+    Ok(keys_json(keys))
 }
 
 async fn read(
@@ -124,7 +252,7 @@ async fn read(
         .store
         .get_api_key(&id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("api key '{id}' not found")))?;
+        .ok_or_else(|| key_not_found(&id))?;
     Ok(Json(KeyView::from(key)))
 }
 
@@ -136,6 +264,6 @@ async fn remove(
     if state.store.delete_api_key(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("api key '{id}' not found")))
+        Err(key_not_found(&id))
     }
 }

@@ -1,11 +1,16 @@
-//! Admin API: `/admin/servers` and `/admin/api-keys` (INTERFACE.md), for callers holding the
-//! admin role. Plain axum over [`AppState`]; `main.rs` runs it under Lambda, `functions/local`
-//! mounts it beside the other routers. Tested with `tower::ServiceExt::oneshot` in
-//! `tests/admin.rs` and end to end in the `e2e` crate.
+//! Admin API: `/admin/servers`, `/admin/api-keys` and `/admin/identity-providers`
+//! (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
+//! (`GET /me`, `/me/api-keys`) for any authenticated caller. Plain axum over [`AppState`];
+//! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
+//! Tested with `tower::ServiceExt::oneshot` in `tests/` and end to end in the `e2e` crate.
 
 mod api_keys;
+mod identity_providers;
+mod me;
 mod servers;
 mod time_fmt;
+
+pub use api_keys::MAX_ACTIVE_KEYS_PER_OWNER;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -19,6 +24,8 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .merge(servers::routes())
         .merge(api_keys::routes())
+        .merge(identity_providers::routes())
+        .merge(me::routes())
         .with_state(state)
 }
 
@@ -26,6 +33,25 @@ pub fn routes(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     mcpgw::http::finish(routes(state), limit)
+}
+
+/// Any authenticated caller; 401 otherwise.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .auth
+            .authenticate(&parts.headers)
+            .await
+            .map(Caller)
+            .map_err(|e| e.into_api_error(None))
+    }
 }
 
 /// An authenticated caller holding the admin role; 401 or 403 otherwise.
@@ -38,11 +64,7 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let principal = state
-            .auth
-            .authenticate(&parts.headers)
-            .await
-            .map_err(|e| e.into_api_error(None))?;
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
         if !principal.is_admin {
             return Err(ApiError::forbidden("the admin role is required"));
         }

@@ -3,91 +3,17 @@
 //! oversized, invalid fields, duplicates, unknown names. Each failure must be JSON and must
 //! leave the store unchanged.
 
+mod common;
+
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
+use common::{Api, api, api_with, assert_error};
 use mcpgw::testing::{TEST_ADMIN_KEY, local_state};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    _guard: mcpgw::testing::tempfile_guard::TempDir,
-    state: mcpgw::state::AppState,
-}
-
-fn api() -> Api {
-    api_with(&[])
-}
-
-fn api_with(extra: &[(&str, &str)]) -> Api {
-    let mut vars = vec![("MCPGW_MAX_BODY_BYTES", "2048")];
-    vars.extend_from_slice(extra);
-    let (state, guard) = local_state(&[("MCPGW_SECRET_UPSTREAM_KEY", "s3cr3t-value")], &vars);
-    Api {
-        app: admin_api::app(state.clone()),
-        _guard: guard,
-        state,
-    }
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(body.map(|b| Body::from(b.to_owned())).unwrap_or_default())
-            .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("every body is JSON")
-        };
-        (status, v)
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let b = body.map(|v| v.to_string());
-        self.call(method, path, Some(TEST_ADMIN_KEY), b.as_deref())
-            .await
-    }
-
-    async fn server_count(&self) -> usize {
-        self.admin("GET", "/admin/servers", None).await.1["servers"]
-            .as_array()
-            .unwrap()
-            .len()
-    }
-}
-
 fn everything() -> Value {
     json!({"name": "everything", "url": "http://127.0.0.1:3001/mcp", "auth": {"type": "none"}})
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: u16, code: &str) {
-    assert_eq!(status.as_u16(), want, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
 }
 
 #[tokio::test]
@@ -307,7 +233,26 @@ async fn admin_routes_require_an_admin() {
             Some(json!({"owner": "x@y.z", "name": "n"}).to_string()),
         ),
         ("GET", "/admin/api-keys/key_x", None),
+        ("GET", "/admin/api-keys?owner=bob@example.com", None),
         ("DELETE", "/admin/api-keys/key_x", None),
+        (
+            "POST",
+            "/admin/api-keys",
+            Some(json!({"service_account": "bot", "name": "n"}).to_string()),
+        ),
+        ("GET", "/admin/identity-providers", None),
+        (
+            "POST",
+            "/admin/identity-providers",
+            Some(json!({"name": "corp", "issuer": "https://idp.example.com"}).to_string()),
+        ),
+        ("GET", "/admin/identity-providers/corp", None),
+        (
+            "PUT",
+            "/admin/identity-providers/corp",
+            Some(json!({"issuer": "https://idp.example.com"}).to_string()),
+        ),
+        ("DELETE", "/admin/identity-providers/corp", None),
     ];
     for (method, path, body) in routes {
         let (s, b) = api.call(method, path, None, body.as_deref()).await;
@@ -326,6 +271,9 @@ async fn admin_routes_require_an_admin() {
         0,
         "no refused request wrote anything"
     );
+    assert_eq!(api.stored_key_count().await, 1, "only bob's key exists");
+    let (_, idps) = api.admin("GET", "/admin/identity-providers", None).await;
+    assert_eq!(idps["identity_providers"], json!([]));
 }
 
 #[tokio::test]

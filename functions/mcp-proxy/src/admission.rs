@@ -79,11 +79,21 @@ pub async fn admit(
     let metadata = validate_name(endpoint)
         .is_ok()
         .then(|| resource_metadata_url(state, endpoint));
-    let principal = state
+    // A JWT must be meant for this endpoint (or the gateway as a whole).
+    let resource = metadata
+        .is_some()
+        .then(|| crate::resource_url(state, endpoint));
+    let principal = match state
         .auth
-        .authenticate(headers)
+        .authenticate_for(headers, resource.as_deref())
         .await
-        .map_err(|e| e.into_api_error(metadata.as_deref()))?;
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let scopes = state.auth.challenge_scopes().await;
+            return Err(e.into_challenge(metadata.as_deref(), &scopes));
+        }
+    };
     let unknown = || ApiError::not_found("no MCP endpoint by that name");
     if metadata.is_none() {
         return Err(unknown());

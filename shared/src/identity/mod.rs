@@ -1,9 +1,13 @@
 //! Who is calling: turns the `Authorization: Bearer ...` header into a [`Principal`].
 //!
-//! Today a credential is a gateway API key (looked up by SHA-256, one store read) or the
+//! A credential is a JWT from a configured identity provider (verified against its JWKS, see
+//! [`jwt`]; no store read), a gateway API key (looked up by SHA-256, one store read), or the
 //! bootstrap admin key (compared in constant time, from config or a secret fetched only when
-//! a presented key is not in the store, so Secrets Manager stays off the hot path). IdP JWTs
-//! join here in a later issue.
+//! a presented key is not in the store, so Secrets Manager stays off the hot path).
+
+pub mod jwt;
+pub mod key_use;
+pub mod providers;
 
 use std::sync::Arc;
 
@@ -117,17 +121,47 @@ pub enum AuthError {
     Invalid,
     #[error("credential lookup failed")]
     Store(#[from] StoreError),
+    /// A valid token without the scopes the identity provider's configuration requires.
+    #[error("the token lacks required scopes")]
+    InsufficientScope { required: Vec<String> },
 }
 
 impl AuthError {
     /// The HTTP answer; 401s carry a `WWW-Authenticate` challenge pointing at the resource
     /// metadata when one is given (MCP authorization spec), else a bare `Bearer`.
     pub fn into_api_error(self, resource_metadata: Option<&str>) -> ApiError {
-        let challenge = |code: &str| {
-            let mut v = format!("Bearer error=\"{code}\"");
+        self.into_challenge(resource_metadata, &[])
+    }
+
+    /// As [`AuthError::into_api_error`], naming in the challenge the scopes a token needs
+    /// (RFC 6750 `scope`), so a client can ask its identity provider for them.
+    pub fn into_challenge(self, resource_metadata: Option<&str>, scopes: &[String]) -> ApiError {
+        // Scope tokens are configured by an admin; anything that could break out of the
+        // quoted string is left out rather than escaped.
+        let scope: Vec<&str> = scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| {
+                s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            })
+            .collect();
+        let challenge = |code: Option<&str>| {
+            let mut parts = Vec::new();
             if let Some(url) = resource_metadata {
-                v = format!("Bearer resource_metadata=\"{url}\", error=\"{code}\"");
+                parts.push(format!("resource_metadata=\"{url}\""));
             }
+            if !scope.is_empty() {
+                parts.push(format!("scope=\"{}\"", scope.join(" ")));
+            }
+            if let Some(code) = code {
+                parts.push(format!("error=\"{code}\""));
+            }
+            let v = if parts.is_empty() {
+                "Bearer".to_owned()
+            } else {
+                format!("Bearer {}", parts.join(", "))
+            };
             HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
         };
         match self {
@@ -136,27 +170,28 @@ impl AuthError {
                 "unauthenticated",
                 self.to_string(),
             )
-            .with_header(header::WWW_AUTHENTICATE, {
-                match resource_metadata {
-                    Some(url) => {
-                        HeaderValue::from_str(&format!("Bearer resource_metadata=\"{url}\""))
-                            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-                    }
-                    None => HeaderValue::from_static("Bearer"),
-                }
-            }),
+            .with_header(header::WWW_AUTHENTICATE, challenge(None)),
+            AuthError::InsufficientScope { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                self.to_string(),
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                challenge(Some("insufficient_scope")),
+            ),
             AuthError::Malformed => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 self.to_string(),
             )
-            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_request")),
+            .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request"))),
             AuthError::Invalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 self.to_string(),
             )
-            .with_header(header::WWW_AUTHENTICATE, challenge("invalid_token")),
+            .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_token"))),
             AuthError::Store(e) => ApiError::from(e),
         }
     }
@@ -204,6 +239,7 @@ pub fn issue_api_key(
         admin,
         created_at: now,
         expires_at,
+        last_used_at: None,
     };
     IssuedKey { plaintext, record }
 }
@@ -215,10 +251,21 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     bootstrap: BootstrapAdmin,
     admin_emails: Vec<String>,
+    /// JWT verification, once identity providers are wired in ([`Authenticator::with_jwt`]).
+    jwt: Option<JwtVerifier>,
+    /// Records API key uses (`last_used_at`) off the request path.
+    key_use: key_use::KeyUseRecorder,
     /// When reading the bootstrap secret last failed: for [`BOOTSTRAP_RETRY`] after that,
     /// unknown keys are refused without asking Secrets Manager again, so junk credentials
     /// cannot be turned into a stream of GetSecretValue calls during an outage.
     bootstrap_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// What JWT verification needs.
+struct JwtVerifier {
+    providers: Arc<providers::Providers>,
+    http: reqwest::Client,
+    public_url: String,
 }
 
 /// How long a failed read of the bootstrap admin secret is remembered.
@@ -232,31 +279,124 @@ impl Authenticator {
         bootstrap: BootstrapAdmin,
         admin_emails: Vec<String>,
     ) -> Self {
+        let key_use = key_use::KeyUseRecorder::new(store.clone(), clock.clone());
         Self {
             store,
             secrets,
             clock,
             bootstrap,
             admin_emails,
+            key_use,
+            jwt: None,
             bootstrap_failed_at: Default::default(),
         }
+    }
+
+    /// Accepts JWTs from `providers`; `public_url` is the gateway's base URL, an audience
+    /// every token for this gateway may carry.
+    pub fn with_jwt(
+        mut self,
+        providers: Arc<providers::Providers>,
+        http: reqwest::Client,
+        public_url: String,
+    ) -> Self {
+        self.jwt = Some(JwtVerifier {
+            providers,
+            http,
+            public_url,
+        });
+        self
+    }
+
+    /// The identity providers (for resource metadata and challenges).
+    pub async fn providers(&self) -> Result<Vec<crate::domain::IdentityProvider>, StoreError> {
+        let Some(jwt) = &self.jwt else {
+            return Ok(Vec::new());
+        };
+        let mut list: Vec<_> = jwt
+            .providers
+            .all()
+            .await?
+            .values()
+            .map(|p| p.config.clone())
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    /// Scopes any provider requires, for `WWW-Authenticate` challenges (empty on failure:
+    /// a challenge must not fail).
+    pub async fn challenge_scopes(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self
+            .providers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|p| p.required_scopes)
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    }
+
+    /// Authenticates a request to an MCP endpoint whose canonical URL is `resource`: a JWT
+    /// must name this resource (or the gateway, or a provider alias) as its audience.
+    pub async fn authenticate_for(
+        &self,
+        headers: &HeaderMap,
+        resource: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let token = bearer_token(headers)?;
+        if jwt::looks_like_jwt(token)
+            && let Some(verifier) = &self.jwt
+        {
+            let mut audiences = vec![verifier.public_url.clone()];
+            audiences.extend(resource.map(str::to_owned));
+            return match jwt::verify(
+                &verifier.providers,
+                &verifier.http,
+                token,
+                &audiences,
+                &self.admin_emails,
+            )
+            .await
+            {
+                Ok(p) => Ok(p),
+                Err(jwt::JwtError::InsufficientScope { required }) => {
+                    Err(AuthError::InsufficientScope { required })
+                }
+                Err(jwt::JwtError::Store(e)) => Err(AuthError::Store(e)),
+                Err(e) => {
+                    // The reason is for operators; the caller gets one answer for all.
+                    tracing::info!(reason = %crate::http::error_chain(&e), "JWT refused");
+                    Err(AuthError::Invalid)
+                }
+            };
+        }
+        self.authenticate_key(token).await
     }
 
     /// Identity provider configurations changed in this process (admin API write): forget
     /// cached ones so the change applies at once here (other processes within their TTL).
     pub fn providers_changed(&self) {
-        // Filled in with the JWT verifier.
+        if let Some(jwt) = &self.jwt {
+            jwt.providers.invalidate();
+        }
     }
 
-    /// Authenticates the request's bearer credential.
+    /// Authenticates the request's bearer credential (routes that are not an MCP endpoint).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
-        let token = bearer_token(headers)?;
+        self.authenticate_for(headers, None).await
+    }
+
+    async fn authenticate_key(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = sha256_hex(token.as_bytes());
         if let Some(key) = self
             .store
             .find_api_key_by_hash(&hash, self.clock.now())
             .await?
         {
+            self.key_use.record(&key);
             return Ok(Principal::from_api_key(&key, &self.admin_emails));
         }
         if self.is_bootstrap_key(token).await? {
@@ -357,6 +497,26 @@ mod tests {
                 .contains(&k.plaintext)
         );
         assert_eq!(k.record.owner, "alice@example.com");
+    }
+
+    #[test]
+    fn challenges_name_required_scopes_and_drop_unsafe_ones() {
+        let md = "https://gw/.well-known/oauth-protected-resource/mcp/x";
+        let scopes = vec!["mcp:read".to_owned(), "bad\"scope".to_owned()];
+        let e = AuthError::Missing.into_challenge(Some(md), &scopes);
+        assert_eq!(
+            e.headers[0].1.to_str().unwrap(),
+            format!("Bearer resource_metadata=\"{md}\", scope=\"mcp:read\"")
+        );
+        let e = AuthError::InsufficientScope {
+            required: vec!["mcp:read".into()],
+        }
+        .into_challenge(None, &scopes[..1]);
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            e.headers[0].1.to_str().unwrap(),
+            "Bearer scope=\"mcp:read\", error=\"insufficient_scope\""
+        );
     }
 
     #[test]

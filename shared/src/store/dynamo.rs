@@ -6,7 +6,7 @@
 //! | what          | `pk`                | `sk`     | other attributes                                    |
 //! |---------------|---------------------|----------|-----------------------------------------------------|
 //! | config doc    | `CONFIG#{tag}`      | name     | `doc` (S, JSON)                                     |
-//! | API key       | `APIKEY`            | id       | `key_hash` (S), `doc` (S, JSON), `expires_at` (N)?  |
+//! | API key       | `APIKEY`            | id       | `key_hash` (S), `doc` (S, JSON), `expires_at` (N)?, `last_used_at` (N)? |
 //! | key by hash   | `KEYHASH#{key_hash}`| `APIKEY` | `id` (S), `doc` (S, JSON), `expires_at` (N)?        |
 //! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
@@ -17,7 +17,9 @@
 //! lookup would 401 for up to about a second). A pointer belongs to one key (`id`); a new
 //! key may take over the pointer of an expired key with the same hash, and deleting a key
 //! deletes the pointer only while it still names that key. The pointer has no `key_hash`
-//! attribute, so it stays out of `gsi_key_hash`.
+//! attribute, so it stays out of `gsi_key_hash`. A key's use is recorded on the item by id
+//! only (`last_used_at`, one conditional `UpdateItem` that never moves it back and never
+//! recreates a deleted key); `doc` keeps the key as created and reads merge the attribute in.
 //!
 //! Indexes (all projecting ALL): `gsi_key_hash` (`key_hash`) is UNUSED: nothing queries it
 //! since key lookup moved to the pointer item; it stays in the table definition (here and in
@@ -78,6 +80,8 @@ const APIKEY_PK: &str = "APIKEY";
 /// `sk` of the pointer item `KEYHASH#{key_hash}`.
 const KEYHASH_SK: &str = "APIKEY";
 const STATE_SK: &str = "STATE";
+/// Attribute of the API key item by id that records its last use.
+const LAST_USED: &str = "last_used_at";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -526,6 +530,9 @@ fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
     if let Some(t) = key.expires_at {
         item.insert("expires_at".to_owned(), n(t));
     }
+    if let Some(t) = key.last_used_at {
+        item.insert(LAST_USED.to_owned(), n(t));
+    }
     Ok(item)
 }
 
@@ -547,12 +554,15 @@ fn api_key_pointer_item(key: &ApiKey) -> StoreResult<Item> {
     Ok(item)
 }
 
+/// A key from its item by id (or pointer): `doc`, with `last_used_at` merged in (the later).
 fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
-    Reader {
+    let r = Reader {
         what: "API key",
         item,
-    }
-    .json("doc")
+    };
+    let mut key: ApiKey = r.json("doc")?;
+    key.last_used_at = key.last_used_at.max(r.opt_n(LAST_USED)?);
+    Ok(key)
 }
 
 fn grant_item(g: &Grant) -> StoreResult<Item> {
@@ -872,6 +882,33 @@ impl ApiKeyStore for DynamoStore {
                 Some(codes) => return Err(cancelled(&codes)),
                 None => return Err(sdk_error("TransactWriteItems", e)),
             }
+        }
+    }
+
+    async fn touch_api_key(&self, id: &str, at: UnixTime) -> StoreResult<()> {
+        // Only the item by id: the pointer by hash serves authentication, which does not
+        // need the time. `attribute_exists` keeps an update from recreating a deleted key
+        // as a bare item; the comparison keeps the time from moving back.
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(APIKEY_PK))
+            .key(SK, s(id))
+            .update_expression("SET #used = :at")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#used) OR #used < :at)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#used", LAST_USED)
+            .expression_attribute_values(":at", n(at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Deleted, or a later use is already recorded.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - grants are written only if the stored `version` is the one the writer read, so two
 //!   concurrent refreshers can never both redeem a rotating refresh token;
 //! - an OAuth state is consumed at most once, however many callers race for it;
-//! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late).
+//! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late);
+//! - an API key's `last_used_at` only moves forward.
 
 pub mod dynamo;
 #[cfg(feature = "sqlite")]
@@ -131,7 +132,19 @@ pub trait ApiKeyStore: Send + Sync {
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
     /// Every key (expired ones too, so admins can see and delete them), ordered by id.
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// The keys owned by `owner` (exact match; owners are stored lowercase), ordered by id,
+    /// expired ones included. The default filters [`ApiKeyStore::list_api_keys`].
+    async fn list_api_keys_for_owner(&self, owner: &str) -> StoreResult<Vec<ApiKey>> {
+        let mut keys = self.list_api_keys().await?;
+        keys.retain(|k| k.owner == owner);
+        Ok(keys)
+    }
     async fn delete_api_key(&self, id: &str) -> StoreResult<bool>;
+    /// Records that the key was used at `at`: sets `last_used_at` only if `at` is later than
+    /// the stored value (or none is stored), and succeeds silently when the key is gone (it
+    /// may have been deleted since it authenticated). Reads by id and lists see the new value;
+    /// the key returned by [`ApiKeyStore::find_api_key_by_hash`] may not.
+    async fn touch_api_key(&self, id: &str, at: UnixTime) -> StoreResult<()>;
 }
 
 /// Per-user OAuth grants with optimistic locking.

@@ -73,6 +73,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX oauth_states_by_expiry ON oauth_states (expires_at);
     "#,
+    // 2: when a key was last used, written apart from `doc` (which stays as created) so
+    // recording a use is one small conditional UPDATE; reads merge it into the key.
+    r#"
+    ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+    "#,
 ];
 
 const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at";
@@ -175,6 +180,13 @@ fn db(e: rusqlite::Error) -> StoreError {
 
 fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// An API key row: its `doc` with the `last_used_at` column merged in (the later of the two).
+fn api_key_from_row(doc: &str, last_used_at: Option<UnixTime>) -> StoreResult<ApiKey> {
+    let mut key: ApiKey = from_json_text(doc, "API key")?;
+    key.last_used_at = key.last_used_at.max(last_used_at);
+    Ok(key)
 }
 
 fn version_to_sql(v: u64) -> StoreResult<i64> {
@@ -348,13 +360,18 @@ impl ConfigStore for SqliteStore {
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         let doc = super::json_text(key, "API key")?;
-        let (id, hash, expires_at) = (key.id.clone(), key.key_hash.clone(), key.expires_at);
+        let (id, hash, expires_at, used) = (
+            key.id.clone(),
+            key.key_hash.clone(),
+            key.expires_at,
+            key.last_used_at,
+        );
         self.call(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO api_keys (id, key_hash, expires_at, doc) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT DO NOTHING",
-                    params![id, hash, expires_at, doc],
+                    "INSERT INTO api_keys (id, key_hash, expires_at, doc, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    params![id, hash, expires_at, doc, used],
                 )
                 .map_err(db)?;
             if n == 0 {
@@ -376,16 +393,16 @@ impl ApiKeyStore for SqliteStore {
         let hash = key_hash.to_owned();
         self.call(move |c| {
             // Same rule as ApiKey::is_expired: a key is dead from its expires_at second on.
-            let text: Option<String> = c
+            let row: Option<(String, Option<i64>)> = c
                 .query_row(
-                    "SELECT doc FROM api_keys WHERE key_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2) \
+                    "SELECT doc, last_used_at FROM api_keys WHERE key_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2) \
                      ORDER BY id LIMIT 1",
                     params![hash, now],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
                 .map_err(db)?;
-            text.map(|t| from_json_text(&t, "API key")).transpose()
+            row.map(|(t, used)| api_key_from_row(&t, used)).transpose()
         })
         .await
     }
@@ -393,13 +410,15 @@ impl ApiKeyStore for SqliteStore {
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
         let id = id.to_owned();
         self.call(move |c| {
-            let text: Option<String> = c
-                .query_row("SELECT doc FROM api_keys WHERE id = ?1", params![id], |r| {
-                    r.get(0)
-                })
+            let row: Option<(String, Option<i64>)> = c
+                .query_row(
+                    "SELECT doc, last_used_at FROM api_keys WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()
                 .map_err(db)?;
-            text.map(|t| from_json_text(&t, "API key")).transpose()
+            row.map(|(t, used)| api_key_from_row(&t, used)).transpose()
         })
         .await
     }
@@ -407,14 +426,18 @@ impl ApiKeyStore for SqliteStore {
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
         self.call(|c| {
             let mut stmt = c
-                .prepare_cached("SELECT doc FROM api_keys ORDER BY id")
+                .prepare_cached("SELECT doc, last_used_at FROM api_keys ORDER BY id")
                 .map_err(db)?;
-            let texts = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
-            texts.iter().map(|t| from_json_text(t, "API key")).collect()
+            rows.iter()
+                .map(|(t, used)| api_key_from_row(t, *used))
+                .collect()
         })
         .await
     }
@@ -425,6 +448,21 @@ impl ApiKeyStore for SqliteStore {
             Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", params![id])
                 .map_err(db)?
                 > 0)
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: UnixTime) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            // No row (deleted key) or a later stored time: nothing changes, and that is fine.
+            c.execute(
+                "UPDATE api_keys SET last_used_at = ?2 \
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                params![id, at],
+            )
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }
@@ -583,7 +621,7 @@ impl OAuthStateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ConfigStore, GrantStore};
+    use crate::store::{ApiKeyStore, ConfigStore, GrantStore};
 
     #[tokio::test]
     async fn open_creates_parent_dir_and_reopens_with_data() {
@@ -625,6 +663,38 @@ mod tests {
         assert!(
             matches!(err, StoreError::Corrupt(ref m) if m.contains("newer")),
             "{err:?}"
+        );
+    }
+
+    /// A database made by the first schema keeps its keys and gains `last_used_at`.
+    #[tokio::test]
+    async fn upgrades_a_version_1_database_with_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let key = crate::identity::issue_api_key("a@example.com", "old", false, 10, None).record;
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO api_keys (id, key_hash, expires_at, doc) VALUES (?1, ?2, NULL, ?3)",
+                params![key.id, key.key_hash, serde_json::to_string(&key).unwrap()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_api_key(&key.id).await.unwrap(), Some(key.clone()));
+        store.touch_api_key(&key.id, 99).await.unwrap();
+        assert_eq!(
+            store
+                .find_api_key_by_hash(&key.key_hash, 0)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            Some(99)
         );
     }
 

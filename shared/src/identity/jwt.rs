@@ -1,0 +1,379 @@
+//! Verifying a JWT from a configured identity provider and turning it into a [`Principal`].
+//!
+//! The order matters: the unverified `iss` only selects a provider (nothing else is read before
+//! the signature is checked); the header's `alg` must be one the provider is configured with,
+//! so `none` and HMAC-with-the-public-key forgeries fail before any key is used; the key comes
+//! from the provider's JWKS by `kid`; then signature, `iss`, `aud`, `exp` and `nbf` (60 s
+//! leeway), required scopes, and the email claim.
+
+use std::str::FromStr;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::providers::{FetchError, Providers};
+use super::{AuthMethod, Principal};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 60;
+
+/// Why a token was refused. Only [`JwtError::InsufficientScope`] reaches the caller as
+/// something other than "invalid token"; the rest is for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("not a JWT")]
+    Malformed,
+    #[error("no identity provider is configured for this issuer")]
+    UnknownIssuer,
+    #[error("algorithm not allowed for this identity provider")]
+    Algorithm,
+    #[error("no key with this kid in the identity provider's JWKS")]
+    UnknownKey,
+    #[error("identity provider keys unavailable")]
+    Keys(#[from] FetchError),
+    #[error("token rejected: {0}")]
+    Rejected(String),
+    #[error("token has no '{0}' claim")]
+    MissingClaim(String),
+    #[error("token lacks required scopes")]
+    InsufficientScope { required: Vec<String> },
+    #[error("identity providers could not be loaded")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Whether a bearer credential is shaped like a JWT (three base64url parts). Gateway API keys
+/// never are, so JWTs skip the store lookup and keys skip the JWT parsing.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3 && token.starts_with("ey")
+}
+
+fn unverified_claims(token: &str) -> Result<Map<String, Value>, JwtError> {
+    let payload = token.split('.').nth(1).ok_or(JwtError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Verifies `token` for a request whose acceptable audiences (besides each provider's own
+/// aliases) are `audiences`.
+pub async fn verify(
+    providers: &Providers,
+    http: &reqwest::Client,
+    token: &str,
+    audiences: &[String],
+    admin_emails: &[String],
+) -> Result<Principal, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    let unverified = unverified_claims(token)?;
+    let issuer = unverified
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::UnknownIssuer)?;
+    let all = providers.all().await?;
+    let provider = all.get(issuer).ok_or(JwtError::UnknownIssuer)?;
+    let config = &provider.config;
+    let allowed: Vec<Algorithm> = config
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::from_str(a).ok())
+        .collect();
+    if !allowed.contains(&header.alg) {
+        return Err(JwtError::Algorithm);
+    }
+    let jwk = provider
+        .key(http, header.kid.as_deref())
+        .await?
+        .ok_or(JwtError::UnknownKey)?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| JwtError::Rejected(e.to_string()))?;
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[config.issuer.as_str()]);
+    let mut accepted: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    accepted.extend(config.audiences.iter().map(String::as_str));
+    validation.set_audience(&accepted);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        .map_err(|e| JwtError::Rejected(format!("{:?}", e.kind())))?
+        .claims;
+
+    if !config.required_scopes.is_empty() {
+        let mut granted = strings(claims.get("scope"));
+        granted.extend(strings(claims.get("scp")));
+        if !config.required_scopes.iter().all(|s| granted.contains(s)) {
+            return Err(JwtError::InsufficientScope {
+                required: config.required_scopes.clone(),
+            });
+        }
+    }
+    let email = claims
+        .get(&config.email_claim)
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty() && e.len() <= 320)
+        .ok_or_else(|| JwtError::MissingClaim(config.email_claim.clone()))?
+        .to_lowercase();
+    let groups = strings(claims.get(&config.groups_claim));
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or(&email)
+        .to_owned();
+    let is_admin =
+        admin_emails.contains(&email) || groups.iter().any(|g| config.admin_groups.contains(g));
+    Ok(Principal {
+        user: email.clone(),
+        email: Some(email),
+        subject,
+        groups,
+        is_admin,
+        service_account: false,
+        method: AuthMethod::Jwt {
+            issuer: config.issuer.clone(),
+            provider: config.name.clone(),
+        },
+        api_key_id: None,
+    })
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::domain::IdentityProvider;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    struct Key {
+        pkcs8: Vec<u8>,
+        jwk: Value,
+    }
+
+    fn es256_key(kid: &str) -> Key {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({"kty":"EC","crv":"P-256","kid":kid,"alg":"ES256","use":"sig",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])});
+        Key {
+            pkcs8: doc.as_ref().to_vec(),
+            jwk,
+        }
+    }
+
+    /// An identity provider: discovery document and JWKS on loopback, counting JWKS fetches.
+    async fn idp(keys: Vec<Value>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (h, iss) = (hits.clone(), issuer.clone());
+        let app =
+            axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    axum::routing::get(move || {
+                        let iss = iss.clone();
+                        async move {
+                            axum::Json(json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")}))
+                        }
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    axum::routing::get(move || {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let keys = keys.clone();
+                        async move { axum::Json(json!({ "keys": keys })) }
+                    }),
+                );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (issuer, hits)
+    }
+
+    fn provider(issuer: &str) -> IdentityProvider {
+        serde_json::from_value(json!({"name":"corp","issuer":issuer,"algorithms":["ES256"],
+            "admin_groups":["admins"]}))
+        .unwrap()
+    }
+
+    fn providers(p: IdentityProvider) -> (Providers, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        (
+            Providers::new(Arc::new(store), Some(p), Duration::from_secs(60)),
+            dir,
+        )
+    }
+
+    use std::time::Duration;
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    fn claims(issuer: &str) -> Value {
+        json!({"iss": issuer, "aud": "https://gw.example.com/mcp/docs", "sub": "u-1",
+            "email": "Alice@Example.com", "groups": ["eng", "admins"],
+            "exp": now() + 300, "iat": now(), "scope": "openid mcp:read"})
+    }
+
+    fn sign(key: &Key, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&key.pkcs8)).unwrap()
+    }
+
+    async fn check(p: &Providers, token: &str) -> Result<Principal, JwtError> {
+        let audiences = vec!["https://gw.example.com/mcp/docs".to_owned()];
+        verify(p, &reqwest::Client::new(), token, &audiences, &[]).await
+    }
+
+    #[tokio::test]
+    async fn valid_tokens_become_principals_and_every_forgery_fails() {
+        crate::crypto::install_tls_provider();
+        let key = es256_key("k1");
+        let (issuer, hits) = idp(vec![key.jwk.clone()]).await;
+        let (p, _dir) = providers(provider(&issuer));
+
+        let ok = check(&p, &sign(&key, "k1", &claims(&issuer)))
+            .await
+            .unwrap();
+        assert_eq!(ok.user, "alice@example.com");
+        assert_eq!(ok.subject, "u-1");
+        assert_eq!(ok.groups, vec!["eng", "admins"]);
+        assert!(ok.is_admin, "member of an admin group");
+        assert!(matches!(ok.method, AuthMethod::Jwt { ref provider, .. } if provider == "corp"));
+
+        let reject = |mutate: &dyn Fn(&mut Value)| {
+            let mut c = claims(&issuer);
+            mutate(&mut c);
+            sign(&key, "k1", &c)
+        };
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "wrong issuer",
+                reject(&|c| c["iss"] = "http://elsewhere.example".into()),
+            ),
+            (
+                "wrong audience",
+                reject(&|c| c["aud"] = "https://other.example/mcp/docs".into()),
+            ),
+            (
+                "missing audience",
+                reject(&|c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                }),
+            ),
+            ("expired", reject(&|c| c["exp"] = (now() - 3600).into())),
+            (
+                "not yet valid",
+                reject(&|c| c["nbf"] = (now() + 3600).into()),
+            ),
+            (
+                "no email",
+                reject(&|c| {
+                    c.as_object_mut().unwrap().remove("email");
+                }),
+            ),
+            (
+                "other key, same kid",
+                sign(&es256_key("k1"), "k1", &claims(&issuer)),
+            ),
+        ];
+        for (what, token) in cases {
+            assert!(check(&p, &token).await.is_err(), "{what} was accepted");
+        }
+        // alg none: header and claims, no signature.
+        let none = format!(
+            "{}.{}.",
+            B64.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
+            B64.encode(claims(&issuer).to_string())
+        );
+        assert!(check(&p, &none).await.is_err());
+        // HS256 keyed with the public key: the algorithm is not one the provider allows.
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("k1".into());
+        let forged = jsonwebtoken::encode(
+            &hs,
+            &claims(&issuer),
+            &EncodingKey::from_secret(key.jwk.to_string().as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(check(&p, &forged).await, Err(JwtError::Algorithm)));
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the JWKS is cached");
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_interval() {
+        crate::crypto::install_tls_provider();
+        let key = es256_key("k1");
+        let (issuer, hits) = idp(vec![key.jwk.clone()]).await;
+        let (p, _dir) = providers(provider(&issuer));
+        for i in 0..20 {
+            let token = sign(&key, &format!("made-up-{i}"), &claims(&issuer));
+            assert!(matches!(check(&p, &token).await, Err(JwtError::UnknownKey)));
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(p.all().await.unwrap()[&issuer].jwks_fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn scopes_are_enforced_and_an_unreachable_idp_verifies_nothing() {
+        crate::crypto::install_tls_provider();
+        let key = es256_key("k1");
+        let (issuer, _) = idp(vec![key.jwk.clone()]).await;
+        let mut config = provider(&issuer);
+        config.required_scopes = vec!["mcp:write".into()];
+        let (p, _dir) = providers(config);
+        let token = sign(&key, "k1", &claims(&issuer));
+        assert!(matches!(
+            check(&p, &token).await,
+            Err(JwtError::InsufficientScope { .. })
+        ));
+
+        // Nothing listens on port 9: discovery fails, so does the token, promptly.
+        let down = "http://127.0.0.1:9";
+        let (p, _dir) = providers(provider(down));
+        let started = std::time::Instant::now();
+        let err = check(&p, &sign(&key, "k1", &claims(down)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JwtError::Keys(_)), "{err:?}");
+        assert!(matches!(
+            check(&p, &sign(&key, "k1", &claims(down))).await,
+            Err(JwtError::Keys(FetchError::Backoff))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn shapes() {
+        assert!(looks_like_jwt("eyJh.eyJi.sig"));
+        assert!(!looks_like_jwt("mcpgw_abc"));
+        assert!(!looks_like_jwt("eyJh.eyJi"));
+        assert_eq!(strings(Some(&json!("a b"))), vec!["a", "b"]);
+        assert_eq!(strings(Some(&json!(["a", 1, "b"]))), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,277 @@
+//! Identity providers at run time: their configurations (the static one from the environment
+//! plus those in the store, reloaded every few seconds), discovery of each one's JWKS, and the
+//! per-provider key cache. Keys are refetched when a token names an unknown `kid`, at most once
+//! per [`REFETCH_INTERVAL`], so a flood of made-up key ids cannot become a flood of JWKS
+//! requests; a provider that cannot be reached verifies nothing (fail closed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::domain::IdentityProvider;
+use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreError};
+
+/// Least time between two JWKS fetches of one provider after a successful one.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between attempts after a failed fetch (IdP down): short, so a provider that
+/// comes back is usable soon, but bounded.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Bound on metadata and JWKS documents.
+const MAX_DOCUMENT: usize = 512 * 1024;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("identity provider request failed")]
+    Http(#[source] reqwest::Error),
+    #[error("identity provider answered HTTP {0}")]
+    Status(u16),
+    #[error("identity provider document is invalid: {0}")]
+    Invalid(&'static str),
+    #[error("identity provider was unreachable moments ago; not retried yet")]
+    Backoff,
+}
+
+#[derive(Default)]
+struct Keys {
+    jwks_uri: Option<String>,
+    set: Option<JwkSet>,
+    fetched_at: Option<Instant>,
+    failed_at: Option<Instant>,
+}
+
+/// One provider with its key cache.
+pub struct Provider {
+    pub config: IdentityProvider,
+    keys: Mutex<Keys>,
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl Provider {
+    fn new(config: IdentityProvider) -> Self {
+        Self {
+            config,
+            keys: Mutex::default(),
+            fetches: Default::default(),
+        }
+    }
+
+    /// JWKS requests made so far (tests and benchmarks check the refetch bound with it).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The key for `kid` (any key when the token names none and the set has exactly one).
+    /// Fetches the set on first use and again for an unknown kid, within the bounds above.
+    pub async fn key(
+        &self,
+        http: &reqwest::Client,
+        kid: Option<&str>,
+    ) -> Result<Option<Jwk>, FetchError> {
+        let mut keys = self.keys.lock().await;
+        if let Some(found) = keys.set.as_ref().and_then(|s| pick(s, kid)) {
+            return Ok(Some(found));
+        }
+        if keys
+            .failed_at
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return Err(FetchError::Backoff);
+        }
+        if keys
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < REFETCH_INTERVAL)
+        {
+            return Ok(None);
+        }
+        match self.fetch(http, &mut keys).await {
+            Ok(set) => {
+                let found = pick(&set, kid);
+                keys.set = Some(set);
+                keys.fetched_at = Some(Instant::now());
+                keys.failed_at = None;
+                Ok(found)
+            }
+            Err(e) => {
+                keys.failed_at = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client, keys: &mut Keys) -> Result<JwkSet, FetchError> {
+        let jwks_uri = match (&self.config.jwks_uri, &keys.jwks_uri) {
+            (Some(u), _) | (None, Some(u)) => u.clone(),
+            (None, None) => {
+                let u = discover_jwks_uri(http, &self.config.issuer).await?;
+                keys.jwks_uri = Some(u.clone());
+                u
+            }
+        };
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let doc = get_json(http, &jwks_uri).await?;
+        serde_json::from_value::<JwkSet>(doc).map_err(|_| FetchError::Invalid("not a JWK set"))
+    }
+}
+
+fn pick(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
+    match kid {
+        Some(kid) => set.find(kid).cloned(),
+        None if set.keys.len() == 1 => set.keys.first().cloned(),
+        None => None,
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, FetchError> {
+    let resp = tokio::time::timeout(FETCH_TIMEOUT, http.get(url).send())
+        .await
+        .map_err(|_| FetchError::Invalid("timed out"))?
+        .map_err(|e| FetchError::Http(e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(FetchError::Status(resp.status().as_u16()));
+    }
+    if resp
+        .content_length()
+        .is_some_and(|l| l as usize > MAX_DOCUMENT)
+    {
+        return Err(FetchError::Invalid("document too large"));
+    }
+    let bytes = tokio::time::timeout(FETCH_TIMEOUT, resp.bytes())
+        .await
+        .map_err(|_| FetchError::Invalid("timed out"))?
+        .map_err(|e| FetchError::Http(e.without_url()))?;
+    if bytes.len() > MAX_DOCUMENT {
+        return Err(FetchError::Invalid("document too large"));
+    }
+    serde_json::from_slice(&bytes).map_err(|_| FetchError::Invalid("not JSON"))
+}
+
+/// The JWKS location from the issuer's metadata: OIDC discovery, then RFC 8414 (with the
+/// well-known segment inserted before the issuer's path). The metadata must name the same
+/// issuer, or a provider could hand out keys for another.
+async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<String, FetchError> {
+    let base = issuer.trim_end_matches('/');
+    let mut candidates = vec![format!("{base}/.well-known/openid-configuration")];
+    if let Ok(u) = url::Url::parse(base) {
+        let path = u.path().trim_end_matches('/');
+        let origin = u.origin().ascii_serialization();
+        candidates.push(format!(
+            "{origin}/.well-known/oauth-authorization-server{path}"
+        ));
+    }
+    let mut last = FetchError::Invalid("no metadata");
+    for url in candidates {
+        match get_json(http, &url).await {
+            Ok(doc) => {
+                let same_issuer = doc
+                    .get("issuer")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| i.trim_end_matches('/') == base);
+                if !same_issuer {
+                    return Err(FetchError::Invalid("metadata names another issuer"));
+                }
+                return doc
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or(FetchError::Invalid("metadata has no jwks_uri"));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Every configured provider, by issuer.
+pub struct Providers {
+    store: Arc<dyn Store>,
+    from_env: Option<IdentityProvider>,
+    ttl: Duration,
+    /// Bumped by [`Providers::invalidate`]; a loaded list of an older generation is stale.
+    generation: std::sync::atomic::AtomicU64,
+    loaded: RwLock<Option<Loaded>>,
+}
+
+struct Loaded {
+    at: Instant,
+    generation: u64,
+    map: Arc<HashMap<String, Arc<Provider>>>,
+}
+
+impl Providers {
+    pub fn new(store: Arc<dyn Store>, from_env: Option<IdentityProvider>, ttl: Duration) -> Self {
+        Self {
+            store,
+            from_env,
+            ttl,
+            generation: Default::default(),
+            loaded: RwLock::new(None),
+        }
+    }
+
+    /// Forget the loaded configurations (key caches of unchanged providers survive the reload).
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn fresh(&self, l: &Loaded) -> bool {
+        l.at.elapsed() < self.ttl
+            && l.generation == self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Providers by issuer, reloaded from the store when older than the TTL. A store outage
+    /// keeps serving the last list.
+    pub async fn all(&self) -> Result<Arc<HashMap<String, Arc<Provider>>>, StoreError> {
+        if let Some(l) = self.loaded.read().await.as_ref()
+            && self.fresh(l)
+        {
+            return Ok(l.map.clone());
+        }
+        let mut loaded = self.loaded.write().await;
+        if let Some(l) = loaded.as_ref()
+            && self.fresh(l)
+        {
+            return Ok(l.map.clone());
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let stored = match self
+            .store
+            .list_typed::<IdentityProvider>(ConfigKind::IdentityProvider)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => match loaded.as_ref() {
+                Some(l) => {
+                    tracing::warn!(error = %crate::http::error_chain(&e), "identity providers not reloaded");
+                    return Ok(l.map.clone());
+                }
+                None => return Err(e),
+            },
+        };
+        let previous = loaded.as_ref().map(|l| l.map.clone());
+        let mut map = HashMap::new();
+        for config in self.from_env.iter().cloned().chain(stored) {
+            let issuer = config.issuer.clone();
+            // An unchanged provider keeps its key cache; a changed one starts afresh.
+            let provider = match previous.as_ref().and_then(|p| p.get(&issuer)) {
+                Some(old) if old.config == config => old.clone(),
+                _ => Arc::new(Provider::new(config)),
+            };
+            // The first provider named for an issuer wins (the environment's, then by name).
+            map.entry(issuer).or_insert(provider);
+        }
+        let map = Arc::new(map);
+        *loaded = Some(Loaded {
+            at: Instant::now(),
+            generation,
+            map: map.clone(),
+        });
+        Ok(map)
+    }
+}
