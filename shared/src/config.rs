@@ -221,14 +221,23 @@ impl Config {
             None => Vec::new(),
             Some(v) => v
                 .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .map(str::trim)
                 .filter(|o| !o.is_empty())
-                .map(|o| match url::Url::parse(&o) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(o),
-                    _ => Err(err(
-                        "MCPGW_ALLOWED_ORIGINS",
-                        "expected comma-separated origins like https://app.example.com",
-                    )),
+                .map(|o| {
+                    // Kept in the form browsers send (scheme://host[:non-default port]), so
+                    // `https://app.example.com:443` matches `https://app.example.com`.
+                    let bad = || {
+                        err(
+                            "MCPGW_ALLOWED_ORIGINS",
+                            "expected comma-separated origins like https://app.example.com (no path)",
+                        )
+                    };
+                    let u = url::Url::parse(o).map_err(|_| bad())?;
+                    let bare = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
+                    if !matches!(u.scheme(), "http" | "https") || !bare || u.host().is_none() {
+                        return Err(bad());
+                    }
+                    Ok(u.origin().ascii_serialization().to_ascii_lowercase())
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -367,6 +376,7 @@ mod tests {
         for bad in [
             ("MCPGW_IDP_ISSUER", "not a url"),
             ("MCPGW_ALLOWED_ORIGINS", "ftp://x"),
+            ("MCPGW_ALLOWED_ORIGINS", "https://app.example.com/path"),
         ] {
             assert!(cfg(&[bad]).is_err(), "{bad:?}");
         }

@@ -4,7 +4,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, Message};
@@ -61,9 +61,10 @@ pub async fn post(
         principal_user: principal.user,
         endpoint,
         headers: parts.headers,
+        body: bytes,
     };
     if let serde_json::Value::Array(items) = value {
-        return Ok(session_era::batch(&call, items, bytes).await);
+        return Ok(session_era::batch(&call, items).await);
     }
     let msg = match Message::from_value(value) {
         Ok(m) => m,
@@ -86,6 +87,11 @@ pub async fn post(
     if envelope::looks_modern(&msg, &call.headers) {
         return Ok(stateless_era::post(&call, msg).await);
     }
+    if msg.is_request("ping") {
+        // Liveness needs no session: the gateway answers for itself.
+        let id = msg.id().cloned().unwrap_or_default();
+        return Ok(axum::Json(jsonrpc::result(&id, serde_json::json!({}))).into_response());
+    }
     Ok(rpc_error(
         StatusCode::BAD_REQUEST,
         msg.id(),
@@ -107,6 +113,7 @@ pub async fn get(
         principal_user: principal.user,
         endpoint,
         headers,
+        body: Default::default(),
     };
     Ok(session_era::get(&call).await)
 }
@@ -123,6 +130,7 @@ pub async fn delete(
         principal_user: principal.user,
         endpoint,
         headers,
+        body: Default::default(),
     };
     Ok(session_era::delete(&call).await)
 }
@@ -133,6 +141,9 @@ pub struct Call {
     pub principal_user: String,
     pub endpoint: String,
     pub headers: HeaderMap,
+    /// The request body as the client sent it: forwarded byte for byte whenever the gateway
+    /// does not change the message (re-serializing could alter numbers beyond 64 bits).
+    pub body: axum::body::Bytes,
 }
 
 impl Call {
@@ -156,7 +167,6 @@ impl Call {
 /// 405 for a GET stream this deployment or this session cannot serve; the spec lets servers
 /// answer so, and clients then rely on POST responses alone.
 pub fn no_get_stream() -> Response {
-    use axum::response::IntoResponse;
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

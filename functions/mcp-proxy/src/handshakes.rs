@@ -78,9 +78,35 @@ pub async fn initialize(
     Ok(InitOutcome::Opened(session))
 }
 
-/// Sends `server/discover` with the client's envelope; the result when the upstream speaks a
-/// stateless-era version the gateway does, else None.
-pub async fn discover(up: &Upstream, client: &ClientInit) -> Result<Option<Value>, CallError> {
+/// What a `server/discover` probe showed.
+pub enum Discovery {
+    /// A stateless-era server; its result.
+    Modern(Value),
+    /// A definite no: the upstream understood the request and refused it (HTTP 400, 404,
+    /// 405, 406, 415, 422, or a JSON-RPC error), or answered without a stateless version.
+    Refused,
+    /// No verdict (5xx, 408, 429, or an answer that is not JSON-RPC): nothing is learned
+    /// and nothing may be remembered.
+    Unclear(StatusCode),
+}
+
+/// Classifies an answer to `server/discover`.
+pub fn classify_discovery(reply: &Reply) -> Discovery {
+    if let Some(result) = discover_result(reply) {
+        return Discovery::Modern(result.clone());
+    }
+    let s = reply.status;
+    let refused_status = matches!(s.as_u16(), 400 | 404 | 405 | 406 | 415 | 422);
+    let rpc_answer = reply.message.is_some();
+    if refused_status || (s.is_success() && rpc_answer) {
+        Discovery::Refused
+    } else {
+        Discovery::Unclear(s)
+    }
+}
+
+/// Sends `server/discover` with the client's envelope.
+pub async fn discover(up: &Upstream, client: &ClientInit) -> Result<Discovery, CallError> {
     let mut msg = Message::from_value(json!({"jsonrpc": "2.0", "id": "mcpgw-discover", "method": "server/discover", "params": {}}))
         .expect("a well-formed request");
     envelope::apply(&mut msg, &client.capabilities, client.client_info.as_ref());
@@ -91,7 +117,7 @@ pub async fn discover(up: &Upstream, client: &ClientInit) -> Result<Option<Value
         }
     }
     let reply = up.exchange(headers, &msg.value).await?;
-    Ok(discover_result(&reply).cloned())
+    Ok(classify_discovery(&reply))
 }
 
 /// The result of a `server/discover` answer that shows a stateless-era server.

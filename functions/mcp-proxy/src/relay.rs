@@ -40,7 +40,7 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
             "upstream_timeout",
             "the upstream MCP server did not answer in time",
         ),
-        CallError::Transport(_) | CallError::Timeout(_) => (
+        CallError::Transport(_) | CallError::Timeout(_) | CallError::Unavailable(_) => (
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
             "the upstream MCP server could not be reached",

@@ -14,8 +14,9 @@ use mcpgw::mcp::versions;
 use serde_json::{Value, json};
 
 use crate::forward::{Call, no_get_stream, session_header};
-use crate::handshakes::{self, InitOutcome};
+use crate::handshakes::{self, Discovery, InitOutcome};
 use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
+use mcpgw::mcp::handshake::CallError;
 
 fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
@@ -36,6 +37,9 @@ fn session_not_found(id: Option<&Value>) -> Response {
 fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
     ApiError::internal(e).into_response()
 }
+
+/// Largest client capabilities + clientInfo a session keeps (serialized).
+const MAX_CLIENT_INIT: usize = 4 * 1024;
 
 pub async fn initialize(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned().unwrap_or(Value::Null);
@@ -66,6 +70,18 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
             .unwrap_or_else(|| json!({})),
         client_info: params.and_then(|p| p.get("clientInfo")).cloned(),
     };
+    // Everything kept from initialize travels in the session id on every request; bound it
+    // so the id stays a reasonable header and never exceeds what `session::open` accepts.
+    let kept = serde_json::to_vec(&client).map_or(usize::MAX, |v| v.len());
+    if kept > MAX_CLIENT_INIT {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(&id),
+            jsonrpc::INVALID_PARAMS,
+            &format!("initialize: capabilities and clientInfo exceed {MAX_CLIENT_INIT} bytes"),
+            None,
+        );
+    }
     let up = &call.upstream;
     let memory = &call.state().mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
@@ -94,13 +110,18 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
     }
     // The upstream refused the handshake: it may speak only the stateless era.
     match handshakes::discover(up, &client).await {
-        Ok(Some(discovered)) => {
+        Ok(Discovery::Modern(discovered)) => {
             memory.set_handshake_refused(name, url);
             let result =
                 handshakes::initialize_result_from_discover(&discovered, &offered, &call.endpoint);
             open_session(call, &id, offered, UpstreamLink::Modern, client, result).await
         }
-        Ok(None) => relay_refusal(refusal, &id),
+        Ok(Discovery::Refused) => relay_refusal(refusal, &id),
+        Ok(Discovery::Unclear(status)) => match refusal {
+            // The handshake was refused for real; the probe says nothing more.
+            Some(_) => relay_refusal(refusal, &id),
+            None => call_failed(&CallError::Unavailable(status.as_u16()), Some(&id)),
+        },
         Err(e) => call_failed(&e, Some(&id)),
     }
 }
@@ -124,7 +145,7 @@ fn relay_refusal(refusal: Option<mcpgw::mcp::handshake::Reply>, id: &Value) -> R
             resp.extensions_mut().insert(mcpgw::http::Relayed);
             resp
         }
-        _ => call_failed(&mcpgw::mcp::handshake::CallError::BadAnswer, Some(id)),
+        _ => call_failed(&CallError::BadAnswer, Some(id)),
     }
 }
 
@@ -153,6 +174,10 @@ async fn open_session(
         Ok(s) => s,
         Err(e) => return internal(&e),
     };
+    if sealed.len() > session::MAX_ID_LEN {
+        // Unreachable with MAX_CLIENT_INIT, kept so an id is never issued that would be refused.
+        return internal(&std::io::Error::other("session id too long"));
+    }
     let Ok(header) = HeaderValue::from_str(&sealed) else {
         return internal(&std::io::Error::other("session id is not a header value"));
     };
@@ -236,7 +261,7 @@ fn bad_version_header(call: &Call, id: Option<&Value>) -> Option<Response> {
 /// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded as
 /// they are when both the client's session and the upstream's speak that version, and
 /// refused otherwise (splitting a batch would change its semantics for the upstream).
-pub async fn batch(call: &Call, items: Vec<Value>, raw: Bytes) -> Response {
+pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
     let refuse = |message: &str| {
         rpc_error(
             StatusCode::BAD_REQUEST,
@@ -262,6 +287,9 @@ pub async fn batch(call: &Call, items: Vec<Value>, raw: Bytes) -> Response {
     if session_header(&call.headers).is_none() {
         return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
     }
+    if let Some(resp) = bad_version_header(call, None) {
+        return resp;
+    }
     let (claims, _) = match session_of(call).await {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
@@ -285,7 +313,11 @@ pub async fn batch(call: &Call, items: Vec<Value>, raw: Bytes) -> Response {
         .or(session_id.clone());
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), version));
-    match call.upstream.send(Method::POST, headers, Some(raw)).await {
+    match call
+        .upstream
+        .send(Method::POST, headers, Some(call.body.clone()))
+        .await
+    {
         Ok(r) => stream_back(call.state(), r, RelayOptions::default()),
         Err(e) => call_failed(&e, None),
     }
@@ -322,7 +354,8 @@ async fn forward_in_session(
     let up = &call.upstream;
     let memory = &call.state().mcp;
     let id = msg.id().cloned();
-    let body = Bytes::from(msg.to_bytes());
+    // The message travels unchanged: the client's own bytes.
+    let body = call.body.clone();
     let mut upstream_sid = memory.rebound(fingerprint).or(session_id);
     for attempt in 0..2 {
         let session_headers = up.session_headers(upstream_sid.as_deref(), version);
@@ -334,7 +367,15 @@ async fn forward_in_session(
         };
         let response = match up.send(Method::POST, headers, Some(body.clone())).await {
             Ok(r) => r,
-            Err(e) => return call_failed(&e, id.as_ref()),
+            Err(e) => {
+                // Only a request that may still be running upstream needs cancelling.
+                if !e.is_timeout()
+                    && let Some(g) = guard.take()
+                {
+                    g.disarm();
+                }
+                return call_failed(&e, id.as_ref());
+            }
         };
         let lost = response.status() == StatusCode::NOT_FOUND && upstream_sid.is_some();
         if lost && attempt == 0 && msg.kind == Kind::Request {
@@ -426,6 +467,10 @@ async fn forward_with_envelope(
 }
 
 pub async fn get(call: &Call) -> Response {
+    if !call.state().config.allow_get_stream {
+        // A buffered Lambda response cannot hold a stream open.
+        return no_get_stream();
+    }
     let (claims, _) = match session_of(call).await {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
@@ -439,10 +484,6 @@ pub async fn get(call: &Call) -> Response {
         // A stateless upstream has no server-to-client stream to open.
         return no_get_stream();
     };
-    if !state.config.allow_get_stream {
-        // A buffered Lambda response cannot hold a stream open.
-        return no_get_stream();
-    }
     let fingerprint = session::fingerprint(session_header(&call.headers).unwrap_or_default());
     let sid = state.mcp.rebound(&fingerprint).or(session_id);
     let mut headers = call.forwarded(false);

@@ -16,7 +16,7 @@ use mcpgw::mcp::versions;
 use serde_json::Value;
 
 use crate::forward::Call;
-use crate::handshakes::{self, InitOutcome};
+use crate::handshakes::{self, Discovery, InitOutcome};
 use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
 
 pub async fn post(call: &Call, msg: Message) -> Response {
@@ -69,28 +69,33 @@ enum Probe {
 }
 
 /// Learns whether the upstream speaks the stateless era. When the client's request is
-/// `server/discover`, sending it is the probe.
+/// `server/discover`, sending it is the probe. Only a definite answer is remembered: an
+/// upstream that is briefly down must not be pinned to the wrong era.
 async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, CallError> {
     let up = &call.upstream;
     let memory = &call.state().mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
-    if msg.method() == Some("server/discover") {
+    let discovery = if msg.method() == Some("server/discover") {
         let reply = up.exchange(call.forwarded(true), &msg.value).await?;
-        if handshakes::discover_result(&reply).is_some() {
-            memory.set_era(name, url, Era::Modern);
-            let body = reply.message.unwrap_or_default();
-            return Ok(Probe::Answered(axum::Json(body).into_response()));
+        match handshakes::classify_discovery(&reply) {
+            Discovery::Modern(_) => {
+                memory.set_era(name, url, Era::Modern);
+                let body = reply.message.unwrap_or_default();
+                return Ok(Probe::Answered(axum::Json(body).into_response()));
+            }
+            other => other,
         }
-        memory.set_era(name, url, Era::Session);
-        return Ok(Probe::Era(Era::Session));
-    }
-    let client = ClientInit {
-        capabilities: env.capabilities.clone(),
-        client_info: env.client_info.clone(),
+    } else {
+        let client = ClientInit {
+            capabilities: env.capabilities.clone(),
+            client_info: env.client_info.clone(),
+        };
+        handshakes::discover(up, &client).await?
     };
-    let era = match handshakes::discover(up, &client).await? {
-        Some(_) => Era::Modern,
-        None => Era::Session,
+    let era = match discovery {
+        Discovery::Modern(_) => Era::Modern,
+        Discovery::Refused => Era::Session,
+        Discovery::Unclear(status) => return Err(CallError::Unavailable(status.as_u16())),
     };
     memory.set_era(name, url, era);
     Ok(Probe::Era(era))
@@ -100,7 +105,7 @@ async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, Call
 /// included. Closing the connection (client gone) is the era's cancellation.
 async fn pass_through(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned();
-    let body = Bytes::from(msg.to_bytes());
+    let body = call.body.clone();
     match call
         .upstream
         .send(Method::POST, call.forwarded(true), Some(body))
@@ -150,6 +155,8 @@ async fn bridged_session(
         }
         InitOutcome::Refused(_) => {
             *held = None;
+            // What was learned no longer holds (the upstream changed): probe again next time.
+            call.state().mcp.forget_era(&up.server.name, up.url());
             Err(BridgeError::Refused)
         }
     }
@@ -206,7 +213,14 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             .map(|rid| CancelOnDrop::new(up, session_headers, rid));
         let response = match up.send(Method::POST, headers, Some(body.clone())).await {
             Ok(r) => r,
-            Err(e) => return call_failed(&e, id.as_ref()),
+            Err(e) => {
+                if !e.is_timeout()
+                    && let Some(g) = guard
+                {
+                    g.disarm();
+                }
+                return call_failed(&e, id.as_ref());
+            }
         };
         if response.status() == StatusCode::NOT_FOUND
             && session.session_id.is_some()

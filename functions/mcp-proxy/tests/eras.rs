@@ -873,10 +873,10 @@ async fn a_bridged_modern_client_that_goes_away_cancels_the_upstream_request() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs: each of these fails today (run with `--ignored`); un-ignore with the fix.
+// Regressions: each of these failed before its fix (found by the first version of this file).
 
 #[tokio::test]
-#[ignore = "bug: ping without a session is refused with 400; the contract exempts initialize and ping"]
+
 async fn ping_needs_no_session() {
     let (gw, _up) = fixture(Speaks::Sessions, &[]).await;
     let r = post(
@@ -895,7 +895,7 @@ async fn ping_needs_no_session() {
 }
 
 #[tokio::test]
-#[ignore = "bug: initialize seals ids longer than session::MAX_ID_LEN, which every later request then fails to open (404)"]
+
 async fn the_gateway_never_issues_a_session_id_it_refuses() {
     let (gw, _up) = fixture(Speaks::Sessions, &[("MCPGW_MAX_BODY_BYTES", "65536")]).await;
     let mut init = init_message(1);
@@ -917,7 +917,7 @@ async fn the_gateway_never_issues_a_session_id_it_refuses() {
 }
 
 #[tokio::test]
-#[ignore = "bug: one failed server/discover probe (503) pins a stateless upstream as session-era for ERA_TTL"]
+
 async fn a_failed_probe_does_not_decide_the_upstreams_era() {
     let (gw, up) = fixture(Speaks::Stateless, &[]).await;
     up.unavailable_for(1);

@@ -529,10 +529,10 @@ async fn a_loopback_gateway_allows_loopback_origins_and_refuses_rebound_hosts() 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs: each of these fails today (run with `--ignored`); un-ignore with the fix.
+// Regressions: each of these failed before its fix (found by the first version of this file).
 
 #[tokio::test]
-#[ignore = "bug: messages are re-serialized through serde_json::Value, so integers beyond 64 bits reach the upstream rounded"]
+
 async fn numbers_reach_the_upstream_as_the_client_wrote_them() {
     let (gw, up) = fixture(&[]).await;
     let session = open_session(&gw.app, "up", &gw.alice).await;
@@ -547,7 +547,7 @@ async fn numbers_reach_the_upstream_as_the_client_wrote_them() {
 }
 
 #[tokio::test]
-#[ignore = "bug (shared/src/config.rs): MCPGW_ALLOWED_ORIGINS entries are not normalized like request origins"]
+
 async fn an_allowed_origin_written_with_its_default_port_is_allowed() {
     let (gw, _up) = fixture(&[("MCPGW_ALLOWED_ORIGINS", "https://app.example.com:443")]).await;
     let r = init_with(&gw, &[("origin", "https://app.example.com")]).await;

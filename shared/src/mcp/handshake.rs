@@ -28,6 +28,9 @@ pub enum CallError {
     Redirect(u16),
     #[error("upstream answer is not a JSON-RPC response to the gateway's request")]
     BadAnswer,
+    /// An answer that says the upstream is not available right now (5xx, 408, 429).
+    #[error("upstream is unavailable (HTTP {0})")]
+    Unavailable(u16),
 }
 
 impl CallError {

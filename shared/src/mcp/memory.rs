@@ -85,6 +85,13 @@ impl Memory {
         eras.insert(format!("{server}\n{url}"), (era, Instant::now()));
     }
 
+    /// Forgets what was learned about a server's eras.
+    pub fn forget_era(&self, server: &str, url: &str) {
+        let mut eras = lock(&self.eras);
+        eras.remove(&format!("{server}\n{url}"));
+        eras.remove(&format!("no-handshake\n{server}\n{url}"));
+    }
+
     /// Whether this upstream refused the `initialize` handshake (it speaks only the stateless
     /// era), so handshake clients go straight to `server/discover`.
     pub fn handshake_refused(&self, server: &str, url: &str) -> bool {
