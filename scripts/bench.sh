@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Gateway overhead benchmark: starts the test peers (moto, server-everything, the Python echo
-# server) like scripts/test-all.sh, runs `cargo bench -p e2e --bench gateway`, and stops every
-# peer it started on exit (failure and Ctrl-C included).
+# Gateway overhead benchmark: starts the test peers (moto, the Python echo server, ...) like
+# scripts/test-all.sh, runs `cargo bench -p e2e --bench gateway`, and stops every peer it
+# started on exit (failure and Ctrl-C included).
 #
-#   scripts/bench.sh                          300 sequential + 300 concurrent calls per path
-#   MCPGW_BENCH_CALLS=1000 MCPGW_BENCH_CONCURRENCY=16 scripts/bench.sh
+# The bench calls the `echo` tool of the same upstream directly and through the local gateway,
+# in alternating rounds of one run, at each concurrency; upstreams: a minimal in-process MCP
+# echo server and the Python MCP SDK server (JSON mode). Knobs, with their defaults:
+#
+#   MCPGW_BENCH_ROUNDS=10         rounds; each runs the calls direct and through the gateway,
+#                                 the order flipping every round
+#   MCPGW_BENCH_CALLS=1000        calls per path per round
+#   MCPGW_BENCH_CONCURRENCY=1,32  calls in flight, one series per value
+#   MCPGW_BENCH_WARMUP=200        warm-up calls per path before each series
+#   MCPGW_BENCH_ERAS=session,2026-07-28   client eras (initialize + session id; server/discover
+#                                 + per-request _meta)
+#   MCPGW_BENCH_GATEWAY_WORKERS=<cores>   worker threads of the gateway's runtime
+#
+#   scripts/bench.sh
+#   MCPGW_BENCH_ROUNDS=20 MCPGW_BENCH_CONCURRENCY=1,8,32 scripts/bench.sh
 #
 # Prints the tables and writes $CARGO_TARGET_DIR/bench/gateway.json. What the figures mean:
 # docs/performance.md. The bench profile inherits the release profile (fat LTO,
@@ -43,9 +56,15 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-bench.XXXXXX")
 peers_start "$RUN"
 # shellcheck disable=SC1091
 . "$RUN/env"
+# The Python echo server's pid: the bench reads its CPU time per call from /proc.
+MCPGW_BENCH_ECHO_PY_PID=$(cat "$RUN/echo.pid")
+export MCPGW_BENCH_ECHO_PY_PID
 
-# Read-only: which commit the figures belong to.
+# Read-only: which commit the figures belong to, "+dirty" when the tree has changes.
 MCPGW_BENCH_GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git --no-optional-locks -C "$ROOT" diff --quiet HEAD -- 2>/dev/null; then
+  MCPGW_BENCH_GIT_REV="$MCPGW_BENCH_GIT_REV+dirty"
+fi
 export MCPGW_BENCH_GIT_REV
 
 cargo bench -p e2e --bench gateway "$@"

@@ -81,6 +81,9 @@ pub struct Config {
     /// Browser origins allowed to call `/mcp` besides the public URL's own (lowercased,
     /// no trailing slash).
     pub allowed_origins: Vec<String>,
+    /// How long an authenticated API key is served from memory (0: every request reads the
+    /// store).
+    pub key_cache_ttl: Duration,
     /// An identity provider configured by environment (the SAM template's parameters), in
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
@@ -242,7 +245,9 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
         let identity_provider = identity_provider_from(&get)?;
+        let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         Ok(Self {
+            key_cache_ttl,
             identity_provider,
             in_lambda,
             listen,

@@ -139,7 +139,8 @@ impl AppState {
                 config.bootstrap_admin.clone(),
                 config.admin_emails.clone(),
             )
-            .with_jwt(providers, http.clone(), config.public_url.clone()),
+            .with_jwt(providers, http.clone(), config.public_url.clone())
+            .with_key_cache(config.key_cache_ttl),
         );
         Ok(Self {
             config: Arc::new(config),

@@ -262,6 +262,7 @@ async fn remove(
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.store.delete_api_key(&id).await? {
+        state.auth.key_deleted(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(key_not_found(&id))

@@ -119,6 +119,7 @@ async fn remove(
 ) -> Result<impl IntoResponse, ApiError> {
     own_key(&state, &p, &id).await?;
     if state.store.delete_api_key(&id).await? {
+        state.auth.key_deleted(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(key_not_found(&id))

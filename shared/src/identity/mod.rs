@@ -6,6 +6,7 @@
 //! a presented key is not in the store, so Secrets Manager stays off the hot path).
 
 pub mod jwt;
+pub mod key_cache;
 pub mod key_use;
 pub mod providers;
 
@@ -251,6 +252,8 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     bootstrap: BootstrapAdmin,
     admin_emails: Vec<String>,
+    /// Recently authenticated keys ([`Authenticator::with_key_cache`]; off by default).
+    keys: key_cache::KeyCache,
     /// JWT verification, once identity providers are wired in ([`Authenticator::with_jwt`]).
     jwt: Option<JwtVerifier>,
     /// Records API key uses (`last_used_at`) off the request path.
@@ -288,8 +291,21 @@ impl Authenticator {
             admin_emails,
             key_use,
             jwt: None,
+            keys: key_cache::KeyCache::new(std::time::Duration::ZERO),
             bootstrap_failed_at: Default::default(),
         }
+    }
+
+    /// Serves authenticated keys from memory for `ttl` (revocation then takes up to `ttl`
+    /// in other processes; deletes here apply at once through [`Authenticator::key_deleted`]).
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.keys = key_cache::KeyCache::new(ttl);
+        self
+    }
+
+    /// A key was deleted in this process: stop accepting it now.
+    pub fn key_deleted(&self, key_id: &str) {
+        self.keys.forget(key_id);
     }
 
     /// Accepts JWTs from `providers`; `public_url` is the gateway's base URL, an audience
@@ -391,11 +407,13 @@ impl Authenticator {
 
     async fn authenticate_key(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = sha256_hex(token.as_bytes());
-        if let Some(key) = self
-            .store
-            .find_api_key_by_hash(&hash, self.clock.now())
-            .await?
-        {
+        let now = self.clock.now();
+        if let Some(key) = self.keys.get(&hash, now) {
+            self.key_use.record(&key);
+            return Ok(Principal::from_api_key(&key, &self.admin_emails));
+        }
+        if let Some(key) = self.store.find_api_key_by_hash(&hash, now).await? {
+            self.keys.put(&key);
             self.key_use.record(&key);
             return Ok(Principal::from_api_key(&key, &self.admin_emails));
         }
