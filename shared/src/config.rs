@@ -57,6 +57,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Base URL clients use, without a trailing slash.
     pub public_url: String,
+    /// `scheme://host[:port]` of the public URL, as browsers send it in `Origin`.
+    pub public_origin: String,
+    /// Whether the public URL names a loopback host (a local gateway).
+    pub public_is_loopback: bool,
     pub store: StoreBackend,
     pub secrets: SecretsBackend,
     pub secrets_cache_ttl: Duration,
@@ -88,6 +92,10 @@ pub struct Config {
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
 }
+
+/// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
+/// `now + ttl` in signed seconds, so the setting is bounded well inside that range.
+pub const MAX_SESSION_TTL_SECONDS: u64 = 30 * 86_400;
 
 /// A setting that is present but unusable.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +134,13 @@ impl Config {
             return Err(err("MCPGW_PUBLIC_URL", "must be an http or https URL"));
         }
         let public_url = public_url.trim_end_matches('/').to_owned();
+        let public_origin = parsed.origin().ascii_serialization().to_ascii_lowercase();
+        let public_is_loopback = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
 
         let store_kind = get("MCPGW_STORE")
             .unwrap_or_else(|| if in_lambda { "dynamodb" } else { "sqlite" }.into());
@@ -218,8 +233,14 @@ impl Config {
         let upstream_call_timeout = Duration::from_secs(
             parse_num(&get, "MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS", call_default)?.max(1),
         );
-        let session_ttl =
-            Duration::from_secs(parse_num(&get, "MCPGW_SESSION_TTL_SECONDS", 86_400)?.max(60));
+        let session_ttl = parse_num(&get, "MCPGW_SESSION_TTL_SECONDS", 86_400)?;
+        if session_ttl > MAX_SESSION_TTL_SECONDS {
+            return Err(err(
+                "MCPGW_SESSION_TTL_SECONDS",
+                format!("at most {MAX_SESSION_TTL_SECONDS} (30 days)"),
+            ));
+        }
+        let session_ttl = Duration::from_secs(session_ttl.max(60));
         let allowed_origins = match get("MCPGW_ALLOWED_ORIGINS") {
             None => Vec::new(),
             Some(v) => v
@@ -253,6 +274,8 @@ impl Config {
             listen,
             data_dir,
             public_url,
+            public_origin,
+            public_is_loopback,
             store,
             secrets,
             secrets_cache_ttl,
@@ -456,9 +479,22 @@ mod tests {
             ("MCPGW_KEYRING_SECRET", "plain"),
             ("MCPGW_BOOTSTRAP_ADMIN_KEY", "short"),
             ("MCPGW_MAX_BODY_BYTES", "-1"),
+            ("MCPGW_SESSION_TTL_SECONDS", "2592001"),
+            ("MCPGW_SESSION_TTL_SECONDS", "18446744073709551615"),
         ] {
             assert_eq!(cfg(&[(k, v)]).unwrap_err().var, k);
         }
+    }
+
+    #[test]
+    fn session_ttl_is_capped_at_thirty_days() {
+        let c = cfg(&[("MCPGW_SESSION_TTL_SECONDS", "2592000")]).unwrap();
+        assert_eq!(c.session_ttl, Duration::from_secs(MAX_SESSION_TTL_SECONDS));
+        let e = cfg(&[("MCPGW_SESSION_TTL_SECONDS", "2592001")]).unwrap_err();
+        assert!(e.message.contains("2592000"), "{e}");
+        // Below a minute it is raised to one, as before.
+        let c = cfg(&[("MCPGW_SESSION_TTL_SECONDS", "5")]).unwrap();
+        assert_eq!(c.session_ttl, Duration::from_secs(60));
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub struct IdentityProvider {
     /// Members of these groups hold the admin role.
     #[serde(default)]
     pub admin_groups: Vec<String>,
+    /// When set, only emails in these domains are accepted from this provider (so one
+    /// provider cannot speak for users another one owns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email_domains: Vec<String>,
     #[serde(default)]
     pub created_at: UnixTime,
     #[serde(default)]
@@ -123,21 +127,39 @@ pub const IDP_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
+/// An `https` URL with a host, or an `http` one whose host is loopback (`localhost`,
+/// 127.0.0.0/8, `::1`): signing keys and issuer metadata fetched over plain http from
+/// anywhere else could be swapped on the way, and with them every token's signature.
+fn secure_url(raw: &str) -> bool {
+    let Ok(u) = url::Url::parse(raw) else {
+        return false;
+    };
+    match (u.scheme(), u.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 impl IdentityProvider {
     /// Checks what the value alone can tell: name, issuer and JWKS URLs, algorithms, claims.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name)?;
-        let url_ok = |u: &str| {
-            url::Url::parse(u)
-                .is_ok_and(|p| matches!(p.scheme(), "https" | "http") && p.host().is_some())
-        };
-        if !url_ok(&self.issuer) || self.issuer.len() > 2048 {
-            return Err("issuer must be an http(s) URL".into());
+        if !secure_url(&self.issuer) || self.issuer.len() > 2048 {
+            return Err(
+                "issuer must be an https URL (http only for a loopback host: localhost, 127.0.0.0/8, ::1)"
+                    .into(),
+            );
         }
         if let Some(j) = &self.jwks_uri
-            && (!url_ok(j) || j.len() > 2048)
+            && (!secure_url(j) || j.len() > 2048)
         {
-            return Err("jwks_uri must be an http(s) URL".into());
+            return Err(
+                "jwks_uri must be an https URL (http only for a loopback host: localhost, 127.0.0.0/8, ::1)"
+                    .into(),
+            );
         }
         if self.algorithms.is_empty()
             || self
@@ -158,7 +180,12 @@ impl IdentityProvider {
                 return Err(format!("{what} must be 1 to 128 characters"));
             }
         }
-        let lists = [&self.audiences, &self.required_scopes, &self.admin_groups];
+        let lists = [
+            &self.audiences,
+            &self.required_scopes,
+            &self.admin_groups,
+            &self.email_domains,
+        ];
         if lists
             .iter()
             .any(|l| l.len() > 64 || l.iter().any(|s| s.is_empty() || s.len() > 512))
@@ -284,6 +311,62 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn provider(issuer: &str, jwks_uri: Option<&str>) -> IdentityProvider {
+        serde_json::from_value(serde_json::json!({
+            "name": "corp", "issuer": issuer, "jwks_uri": jwks_uri,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_provider_urls_are_https_except_on_loopback() {
+        for ok in [
+            "https://idp.example.com",
+            "https://login.example.com/tenant/v2.0",
+            "https://10.0.0.1:8443",
+            "http://localhost:4000",
+            "http://LOCALHOST/realms/x",
+            "http://127.0.0.1:4000",
+            "http://127.8.9.10",
+            "http://[::1]:4000/oidc",
+        ] {
+            assert!(provider(ok, None).validate().is_ok(), "issuer {ok}");
+            let jwks = format!("{ok}/jwks");
+            assert!(
+                provider("https://idp.example.com", Some(&jwks))
+                    .validate()
+                    .is_ok(),
+                "jwks_uri {jwks}"
+            );
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.1:4000",
+            "http://0.0.0.0:4000",
+            "http://[::]:4000",
+            "http://[::ffff:8.8.8.8]",
+            "http://localhost.evil.example",
+            "http://evil.example/localhost",
+            "http://127.0.0.1.nip.io",
+            "ftp://localhost",
+            "https://",
+            "not a url",
+        ] {
+            let err = provider(bad, None).validate().unwrap_err();
+            assert!(
+                err.starts_with("issuer must be an https URL"),
+                "{bad}: {err}"
+            );
+            let err = provider("https://idp.example.com", Some(bad))
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.starts_with("jwks_uri must be an https URL"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -674,7 +674,7 @@ mod cases {
         assert_eq!(store.get_api_key("k-gone").await.unwrap(), Some(key));
     }
 
-    /// Listing by owner: exact owner, ordered by id, expired keys included.
+    /// Listing by owner: exact owner, ordered by id, expired keys included, deleted keys gone.
     pub async fn api_key_list_for_owner(store: Arc<dyn Store>) {
         let owned = |id: &str, owner: &str, expires_at| ApiKey {
             owner: owner.into(),
@@ -686,20 +686,55 @@ mod cases {
             owned("k2", "bob@example.com", None),
             owned("k4", "service:ann", None),
             owned("k5", "ann@example.com.evil", None),
+            owned("k6", "ann@example.com", None),
+            owned("k0", "ann@example.com", None),
         ];
         for k in &keys {
             store.create_api_key(k).await.unwrap();
         }
         store.touch_api_key("k3", 77).await.unwrap();
+        let ids = |keys: &[ApiKey]| keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
         let anns = store
             .list_api_keys_for_owner("ann@example.com")
             .await
             .unwrap();
-        assert_eq!(
-            anns.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
-            ["k1", "k3"]
+        assert_eq!(ids(&anns), ["k0", "k1", "k3", "k6"]);
+        assert_eq!(anns[2].last_used_at, Some(77));
+        assert_eq!(anns[1], keys[1]);
+        // A deleted key leaves its owner's list, and only it.
+        assert!(store.delete_api_key("k1").await.unwrap());
+        assert!(store.delete_api_key("k2").await.unwrap());
+        let anns = store
+            .list_api_keys_for_owner("ann@example.com")
+            .await
+            .unwrap();
+        assert_eq!(ids(&anns), ["k0", "k3", "k6"]);
+        assert!(
+            store
+                .list_api_keys_for_owner("bob@example.com")
+                .await
+                .unwrap()
+                .is_empty()
         );
-        assert_eq!(anns[1].last_used_at, Some(77));
+        // Recreating the same id for another owner moves it.
+        store
+            .create_api_key(&owned("k1", "bob@example.com", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store
+                .list_api_keys_for_owner("bob@example.com")
+                .await
+                .unwrap()),
+            ["k1"]
+        );
+        assert_eq!(
+            ids(&store
+                .list_api_keys_for_owner("ann@example.com")
+                .await
+                .unwrap()),
+            ["k0", "k3", "k6"]
+        );
         assert_eq!(
             store.list_api_keys_for_owner("service:ann").await.unwrap(),
             vec![keys[3].clone()]
@@ -1277,6 +1312,44 @@ mod dynamo_layout {
         );
     }
 
+    /// Listing one owner's keys reads only that owner's items: an unreadable item of
+    /// someone else in the APIKEY partition does not matter to it (listing every key, which
+    /// does read it, fails).
+    #[tokio::test]
+    async fn keys_by_owner_read_only_the_owners_items() {
+        let Some(c) = dynamo_client().await else {
+            return;
+        };
+        let table = mcpgw::testing::unique_name("mcpgw-layout");
+        create_table(&c, &table).await.unwrap();
+        let store = DynamoStore::new(c.clone(), &table).with_page_size(2);
+        let mine = ApiKey {
+            owner: "ann@example.com".into(),
+            ..api_key("k-ann", "h-ann", None)
+        };
+        store.create_api_key(&mine).await.unwrap();
+        c.put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("APIKEY".into()))
+            .item("sk", AttributeValue::S("k-broken".into()))
+            .item("key_hash", AttributeValue::S("h-broken".into()))
+            .item("doc", AttributeValue::S("not json".into()))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.list_api_keys().await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(
+            store
+                .list_api_keys_for_owner("ann@example.com")
+                .await
+                .unwrap(),
+            vec![mine]
+        );
+    }
+
     #[tokio::test]
     async fn items_use_the_fixed_keys_and_attributes() {
         let Some(c) = dynamo_client().await else {
@@ -1322,6 +1395,32 @@ mod dynamo_layout {
         assert_eq!(touched["doc"], item["doc"]);
         let pointer = raw_item(&c, &table, "KEYHASH#khash", "APIKEY").await;
         assert!(!pointer.contains_key("last_used_at"));
+        // The pointer by owner: the key only, outside every index.
+        let by_owner = raw_item(&c, &table, "KEYOWNER#kid@example.com", "kid").await;
+        assert_eq!(
+            by_owner
+                .keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["pk", "sk"].into()
+        );
+        // Deleting the key deletes both pointers.
+        assert!(store.delete_api_key("kid").await.unwrap());
+        for (pk, sk) in [
+            ("KEYHASH#khash", "APIKEY"),
+            ("KEYOWNER#kid@example.com", "kid"),
+        ] {
+            let left = c
+                .get_item()
+                .table_name(&table)
+                .key("pk", AttributeValue::S(pk.into()))
+                .key("sk", AttributeValue::S(sk.into()))
+                .send()
+                .await
+                .unwrap()
+                .item;
+            assert!(left.is_none_or(|i| i.is_empty()), "{pk} / {sk} left behind");
+        }
 
         store
             .save_grant_if_version(&grant("u@example.com", "srv", 1, Some(99)), None)

@@ -218,6 +218,31 @@ async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
     assert_eq!(out["statusCode"], 204, "{out}");
 }
 
+/// `GET /me` (a route of its own: API Gateway's `{proxy+}` needs a segment) and
+/// `GET /me/api-keys` reach the admin API through `gw` and answer for the key's owner.
+async fn me_routes(gw: &e2e::lambda::FakeApiGateway, api_key: &str) {
+    let (s, me) = call_json(Method::GET, &gw.url("/me"), Some(api_key), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{:?} GET /me: {me}", gw.kind);
+    assert_eq!(me["user"], "alice@example.com", "{me}");
+    assert_eq!(me["roles"], json!(["user"]), "{me}");
+    let (s, keys) = call_json(Method::GET, &gw.url("/me/api-keys"), Some(api_key), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{:?} GET /me/api-keys: {keys}", gw.kind);
+    let owners: Vec<&Value> = keys["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["owner"])
+        .collect();
+    assert!(
+        !owners.is_empty() && owners.iter().all(|o| *o == "alice@example.com"),
+        "{keys}"
+    );
+}
+
 /// The README walk-through through the REST API (mcp-proxy streaming, as deployed); returns a
 /// user's API key.
 async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
@@ -253,6 +278,7 @@ async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
         "{headers:?}"
     );
     assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+    me_routes(gw, &api_key).await;
     api_key
 }
 
@@ -300,6 +326,7 @@ async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
     .unwrap();
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["servers"].as_array().unwrap().len(), 2, "{body}");
+    me_routes(gw, api_key).await;
 }
 
 /// Bad input through the gateways: JSON errors from the functions, API Gateway's own answers

@@ -11,7 +11,7 @@ use axum::routing::get;
 use mcpgw::clock::UnixTime;
 use mcpgw::domain::{ApiKey, validate_name};
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
-use mcpgw::identity::{SERVICE_PREFIX, issue_api_key};
+use mcpgw::identity::{BOOTSTRAP_KEY_ID, SERVICE_PREFIX, issue_api_key};
 use mcpgw::state::AppState;
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +181,27 @@ pub fn key_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("api key '{id}' not found"))
 }
 
+/// Longest id after `key_` that [`check_key_id`] lets through; minted ids have 12.
+const MAX_KEY_ID_SUFFIX: usize = 64;
+
+/// A key id from a path, checked before it reaches the store: `key_` and 1 to 64 URL-safe
+/// characters (minted ids are `key_` + 12), or the bootstrap key's `bootstrap`. Anything
+/// else cannot name a key, so it is the same 404 as an unknown id, without echoing the id
+/// (a DynamoDB sort key over 1 KiB would otherwise fail the request as a backend error).
+pub fn check_key_id(id: &str) -> Result<(), ApiError> {
+    let minted = id.strip_prefix("key_").is_some_and(|rest| {
+        (1..=MAX_KEY_ID_SUFFIX).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if minted || id == BOOTSTRAP_KEY_ID {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("api key not found"))
+    }
+}
+
 async fn create(
     _: Admin,
     State(state): State<AppState>,
@@ -206,6 +227,11 @@ async fn create(
     let expires_at = expiry(now, input.expires_at.as_deref(), input.expires_in_days)?;
     issue(&state, &owner, name, input.admin, now, expires_at).await
 }
+
+/// Longest owner a key can have: owners are emails (at most 254 characters from this API,
+/// 320 from an identity provider's claim), `service:<name>` or `bootstrap-admin`. A longer
+/// `?owner=` matches nothing and is answered without asking the store.
+const MAX_OWNER_LEN: usize = 320;
 
 /// `?owner=<email or service:name>` narrows the list to one owner; nothing else is accepted
 /// (a mistyped filter must not silently list every key).
@@ -237,6 +263,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     let keys = match owner_filter(query.as_deref())? {
+        Some(owner) if owner.len() > MAX_OWNER_LEN => Vec::new(),
         Some(owner) => state.store.list_api_keys_for_owner(&owner).await?,
         None => state.store.list_api_keys().await?,
     };
@@ -248,6 +275,7 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_key_id(&id)?;
     let key = state
         .store
         .get_api_key(&id)
@@ -261,6 +289,7 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_key_id(&id)?;
     if state.store.delete_api_key(&id).await? {
         state.auth.key_deleted(&id);
         Ok(StatusCode::NO_CONTENT)

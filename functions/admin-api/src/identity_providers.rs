@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use mcpgw::domain::IdentityProvider;
+use mcpgw::domain::{IdentityProvider, validate_name};
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::state::AppState;
 use mcpgw::store::{ConfigKind, ConfigStoreExt, to_doc};
@@ -32,6 +32,12 @@ const KIND: ConfigKind = ConfigKind::IdentityProvider;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("identity provider '{name}' not found"))
+}
+
+/// A provider name from a path, checked before it reaches the store: a name that could not
+/// have been registered is the same 404 as an unknown one, without echoing it.
+fn check_path_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|_| ApiError::not_found("identity provider not found"))
 }
 
 /// A provider from a request body: the domain type's fields and defaults, minus the
@@ -62,8 +68,25 @@ fn body_name(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Two providers with one issuer would make the token's `iss` ambiguous: 409.
+/// Two providers with one issuer would make the token's `iss` ambiguous: 409. The provider
+/// configured by environment (`MCPGW_IDP_*`) counts too: it wins every token of its issuer,
+/// so a stored provider with that issuer would be silently ignored.
 async fn check_issuer_free(state: &AppState, idp: &IdentityProvider) -> Result<(), ApiError> {
+    if let Some(configured) = state
+        .config
+        .identity_provider
+        .as_ref()
+        .filter(|p| p.issuer == idp.issuer)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "issuer_taken",
+            format!(
+                "identity provider '{}' (configured by environment) already has issuer '{}'",
+                configured.name, idp.issuer
+            ),
+        ));
+    }
     let providers: Vec<IdentityProvider> = state.store.list_typed(KIND).await?;
     if let Some(other) = providers
         .iter()
@@ -118,6 +141,7 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_path_name(&name)?;
     let idp: IdentityProvider = state
         .store
         .get_typed(KIND, &name)
@@ -158,6 +182,7 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_path_name(&name)?;
     let deleted = state.store.delete_config(KIND, &name).await?;
     state.auth.providers_changed();
     if deleted {

@@ -16,7 +16,7 @@ use mcpgw::state::AppState;
 use serde::Deserialize;
 
 use crate::Caller;
-use crate::api_keys::{KeyView, expiry, issue, key_label, key_not_found, keys_json};
+use crate::api_keys::{KeyView, check_key_id, expiry, issue, key_label, key_not_found, keys_json};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -96,6 +96,7 @@ async fn own_key(
     p: &Principal,
     id: &str,
 ) -> Result<mcpgw::domain::ApiKey, ApiError> {
+    check_key_id(id)?;
     state
         .store
         .get_api_key(id)

@@ -222,11 +222,18 @@ async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoRespon
     Ok(Json(serde_json::json!({ "servers": views })))
 }
 
+/// A server name from a path, checked before it reaches the store: a name that could not
+/// have been registered is the same 404 as an unknown one, without echoing it.
+fn check_path_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|_| ApiError::not_found("server not found"))
+}
+
 async fn read(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_path_name(&name)?;
     let server = state
         .store
         .get_server(&name)
@@ -274,6 +281,7 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_path_name(&name)?;
     let deleted = state.store.delete_config(ConfigKind::Server, &name).await?;
     state.servers.invalidate(&name).await;
     if deleted {

@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{Api, api, api_with, assert_error};
+use common::{Api, api, api_recording, api_with, assert_error};
 use mcpgw::testing::{TEST_ADMIN_KEY, local_state};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -472,4 +472,101 @@ async fn server_documents_are_bounded_and_secret_values_must_fit_a_header() {
     let v: Value = serde_json::from_slice(&bytes).expect("JSON body");
     assert_eq!(v["error"]["code"], "invalid_path");
     assert_eq!(api.server_count().await, 0);
+}
+
+/// Path ids and names that cannot name anything are 404 before the store sees them: on
+/// DynamoDB a sort key over 1 KiB fails the request (a 503), and the id is not echoed back.
+#[tokio::test]
+async fn path_ids_and_names_are_checked_before_the_store() {
+    let (api, store) = api_recording();
+    let (alice_id, alice) = api.user_key("alice@example.com").await;
+    assert_eq!(
+        api.admin("POST", "/admin/servers", Some(everything()))
+            .await
+            .0,
+        201
+    );
+    let long = "x".repeat(1500);
+    let odd = [
+        format!("key_{long}"),
+        long.clone(),
+        "key_".to_owned(),
+        "key_a.b".to_owned(),
+        "key_a%20b".to_owned(),
+        "KEY_abc".to_owned(),
+        format!("bootstrap{long}"),
+    ];
+    for id in &odd {
+        for method in ["GET", "DELETE"] {
+            for (caller, path) in [
+                (TEST_ADMIN_KEY, format!("/admin/api-keys/{id}")),
+                (alice.as_str(), format!("/me/api-keys/{id}")),
+            ] {
+                let (s, b) = api.as_key(caller, method, &path, None).await;
+                assert_error(s, &b, 404, "not_found");
+                assert!(!b.to_string().contains(&long), "{method} {path}: {b}");
+            }
+        }
+    }
+    let odd_names = [
+        long.clone(),
+        "Everything".to_owned(),
+        "a%20b".to_owned(),
+        "a__b".to_owned(),
+    ];
+    for name in &odd_names {
+        for method in ["GET", "DELETE"] {
+            for path in [
+                format!("/admin/servers/{name}"),
+                format!("/admin/identity-providers/{name}"),
+            ] {
+                let (s, b) = api.admin(method, &path, None).await;
+                assert_error(s, &b, 404, "not_found");
+                assert!(!b.to_string().contains(&long), "{method} {path}: {b}");
+            }
+        }
+        // Replacing one is refused as invalid, also before the store.
+        let (s, b) = api
+            .admin("PUT", &format!("/admin/servers/{name}"), Some(everything()))
+            .await;
+        assert!(matches!(s.as_u16(), 404 | 422), "{s}: {b}");
+        let (s, b) = api
+            .admin(
+                "PUT",
+                &format!("/admin/identity-providers/{name}"),
+                Some(json!({"issuer": "https://idp.example.com"})),
+            )
+            .await;
+        assert!(matches!(s.as_u16(), 404 | 422), "{s}: {b}");
+    }
+    // An owner filter no key can have lists nothing, without asking either.
+    let (s, b) = api
+        .admin("GET", &format!("/admin/api-keys?owner={long}"), None)
+        .await;
+    assert_eq!((s.as_u16(), &b["api_keys"]), (200, &json!([])), "{b}");
+    assert!(!store.was_asked_about(&long), "a long id reached the store");
+    assert!(
+        !store.was_asked_about("key_a"),
+        "an odd id reached the store"
+    );
+
+    // Well-formed ids and names still do, and unknown ones still name themselves.
+    let (s, b) = api
+        .admin("GET", "/admin/api-keys/key_unknown-1_x", None)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    assert!(b.to_string().contains("key_unknown-1_x"), "{b}");
+    assert!(store.was_asked_about("key_unknown-1_x"));
+    let (s, _) = api.admin("GET", "/admin/api-keys/bootstrap", None).await;
+    assert_eq!(s, 404);
+    assert!(store.was_asked_about("bootstrap"));
+    let (s, b) = api.admin("GET", "/admin/servers/nope", None).await;
+    assert_error(s, &b, 404, "not_found");
+    assert!(b.to_string().contains("nope"), "{b}");
+    // And nothing was deleted on the way.
+    let (s, _) = api
+        .as_key(&alice, "GET", &format!("/me/api-keys/{alice_id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(api.server_count().await, 1);
 }

@@ -404,3 +404,69 @@ async fn identity_providers_need_the_admin_role() {
     let (_, list) = api.admin("GET", "/admin/identity-providers", None).await;
     assert_eq!(list, json!({"identity_providers": []}));
 }
+
+/// The provider configured by environment owns its issuer like a stored one: registering
+/// another provider for it (or moving one onto it) is a 409, because the environment's
+/// provider would win every token of that issuer and the stored one would never be used.
+#[tokio::test]
+async fn the_environment_providers_issuer_is_taken() {
+    let api = api_with(&[
+        ("MCPGW_IDP_ISSUER", "https://env-idp.example.com"),
+        ("MCPGW_IDP_NAME", "from-env"),
+    ]);
+    let (s, b) = api
+        .admin(
+            "POST",
+            "/admin/identity-providers",
+            Some(json!({"name": "corp", "issuer": "https://env-idp.example.com"})),
+        )
+        .await;
+    assert_error(s, &b, 409, "issuer_taken");
+    assert!(b.to_string().contains("from-env"), "{b}");
+
+    let (s, b) = api
+        .admin("POST", "/admin/identity-providers", Some(corp()))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api
+        .admin(
+            "PUT",
+            "/admin/identity-providers/corp",
+            Some(json!({"issuer": "https://env-idp.example.com"})),
+        )
+        .await;
+    assert_error(s, &b, 409, "issuer_taken");
+    let (_, one) = api
+        .admin("GET", "/admin/identity-providers/corp", None)
+        .await;
+    assert_eq!(one["issuer"], corp()["issuer"], "unchanged: {one}");
+}
+
+/// `issuer` and `jwks_uri` are https, or http on a loopback host only.
+#[tokio::test]
+async fn identity_provider_urls_must_be_https_off_loopback() {
+    let api = api();
+    for (body, status) in [
+        (
+            json!({"name": "a", "issuer": "http://idp.example.com"}),
+            422,
+        ),
+        (
+            json!({"name": "b", "issuer": "https://idp.example.com", "jwks_uri": "http://idp.example.com/jwks"}),
+            422,
+        ),
+        (json!({"name": "c", "issuer": "http://127.0.0.1:4000"}), 201),
+        (
+            json!({"name": "d", "issuer": "https://d.example.com", "jwks_uri": "http://localhost:4000/jwks"}),
+            201,
+        ),
+    ] {
+        let (s, b) = api
+            .admin("POST", "/admin/identity-providers", Some(body.clone()))
+            .await;
+        assert_eq!(s.as_u16(), status, "{body}: {b}");
+        if status == 422 {
+            assert_error(s, &b, 422, "invalid_field");
+        }
+    }
+}

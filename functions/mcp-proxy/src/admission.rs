@@ -20,6 +20,17 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The name part of a `Host` header (`name`, `name:port`, `[v6]:port`).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// `scheme://host[:port]` of a URL, lowercased, default ports dropped.
 fn origin_of(url: &url::Url) -> String {
     url.origin().ascii_serialization().to_ascii_lowercase()
@@ -30,10 +41,8 @@ fn origin_of(url: &url::Url) -> String {
 /// name: a page on another site, or one whose DNS name was rebound to 127.0.0.1, must not
 /// drive a local gateway with the user's credentials. Non-browser clients send no `Origin`.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Ok(public) = url::Url::parse(&state.config.public_url) else {
-        return Ok(());
-    };
-    let local = public.host_str().is_some_and(is_loopback_host);
+    // Computed once at start (this runs on every MCP request).
+    let local = state.config.public_is_loopback;
     let forbidden = || ApiError::forbidden("requests from this origin are not allowed");
     // Only a process listening on loopback is a DNS-rebinding target; behind API Gateway
     // (Lambda) the Host is the API's own and the public URL may be anything.
@@ -43,11 +52,7 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         && let Some(host) = headers.get(header::HOST)
     {
         let host = host.to_str().map_err(|_| forbidden())?;
-        // Host is `name[:port]`; parse it as an authority to split off the port.
-        let name = url::Url::parse(&format!("http://{host}"))
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned));
-        if !name.is_some_and(|n| is_loopback_host(&n)) {
+        if !is_loopback_host(host_name(host)) {
             return Err(forbidden());
         }
     }
@@ -60,7 +65,7 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         return Err(forbidden());
     };
     let serialized = origin_of(&parsed);
-    let allowed = serialized == origin_of(&public)
+    let allowed = serialized == state.config.public_origin
         || state.config.allowed_origins.contains(&serialized)
         || (local && parsed.host_str().is_some_and(is_loopback_host));
     if allowed { Ok(()) } else { Err(forbidden()) }
@@ -105,6 +110,16 @@ pub async fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("localhost:8787"), "localhost");
+        assert_eq!(host_name("[::1]:8787"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example.com:80"), "evil.example.com");
+        assert_eq!(host_name("evil:x"), "evil:x");
+        assert!(!is_loopback_host(host_name("127.0.0.1.evil.com:80")));
+    }
 
     #[test]
     fn loopback_names() {

@@ -73,12 +73,21 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
     resp
 }
 
+/// Bound on detached `notifications/cancelled` calls in flight per process.
+const MAX_PENDING_CANCELS: usize = 64;
+/// How long one may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A server whose credential is ready: everything needed to call it.
 #[derive(Clone)]
 pub struct Upstream {
     pub state: AppState,
     pub server: Arc<McpServer>,
     credentials: HeaderMap,
+    /// When the whole call must be over, set at admission: every wait (handshakes, headers,
+    /// the streamed answer) fits inside it, so in Lambda the client gets a JSON-RPC error
+    /// rather than a function killed mid-request.
+    deadline: tokio::time::Instant,
 }
 
 impl Upstream {
@@ -103,6 +112,7 @@ impl Upstream {
             state: state.clone(),
             server,
             credentials,
+            deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
         })
     }
 
@@ -130,8 +140,12 @@ impl Upstream {
         h
     }
 
+    /// The wait allowed for the next answer: the header timeout, within the call deadline.
     fn timeout(&self) -> Duration {
-        self.state.config.upstream_header_timeout
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        self.state.config.upstream_header_timeout.min(left)
     }
 
     /// A call the gateway makes on its own account (handshakes).
@@ -171,15 +185,28 @@ impl Upstream {
     }
 
     /// Tells a session-era upstream that a request was abandoned (best effort, detached).
+    /// At most [`MAX_PENDING_CANCELS`] run at once, each for at most [`CANCEL_TIMEOUT`]: a
+    /// flood of abandoned calls to a slow upstream cannot pile up tasks.
     pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
+        static PENDING: tokio::sync::Semaphore =
+            tokio::sync::Semaphore::const_new(MAX_PENDING_CANCELS);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let this = self.clone();
+        let Ok(permit) = PENDING.try_acquire() else {
+            tracing::debug!("too many pending upstream cancellations; one dropped");
+            return;
+        };
+        let (http, url, headers) = (
+            self.state.http.clone(),
+            self.server.url.clone(),
+            self.headers(headers),
+        );
         rt.spawn(async move {
+            let _permit = permit;
             let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": request_id, "reason": reason}});
-            if let Err(e) = this.exchange(headers, &note).await {
+            if let Err(e) = handshake::exchange(&http, &url, headers, &note, CANCEL_TIMEOUT).await {
                 tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
             }
         });
@@ -228,12 +255,17 @@ impl Drop for CancelOnDrop {
 
 /// How results are adapted when the client and the upstream speak different eras. Only
 /// JSON-RPC results are touched; notifications and errors pass as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rewrite {
     /// Session-era answers to a stateless-era client: 2026-07-28 requires `resultType` on
     /// every result and the caching fields on cacheable ones (immediately stale, private:
-    /// the gateway cannot vouch for more).
-    ToModern { cacheable: bool },
+    /// the gateway cannot vouch for more). The upstream session is shared by the user's
+    /// stateless clients, so their requests carry gateway-made ids: `restore_id` maps the
+    /// answer's id (the gateway's) back to the client's.
+    ToModern {
+        cacheable: bool,
+        restore_id: Option<(Value, Value)>,
+    },
     /// Stateless-era answers to a session-era client: the new fields are dropped, since
     /// some older SDKs validate results (empty ones especially) strictly.
     ToSession,
@@ -253,16 +285,25 @@ pub fn is_cacheable(method: &str) -> bool {
 }
 
 impl Rewrite {
-    pub fn apply(self, message: &mut Value) {
+    pub fn apply(&self, message: &mut Value) {
+        if let Self::ToModern {
+            restore_id: Some((gateway, client)),
+            ..
+        } = self
+            && message.get("id") == Some(gateway)
+            && (message.get("result").is_some() || message.get("error").is_some())
+        {
+            message["id"] = client.clone();
+        }
         let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
             return;
         };
         match self {
-            Self::ToModern { cacheable } => {
+            Self::ToModern { cacheable, .. } => {
                 result
                     .entry("resultType")
                     .or_insert_with(|| Value::from("complete"));
-                if cacheable {
+                if *cacheable {
                     result.entry("ttlMs").or_insert_with(|| Value::from(0));
                     result
                         .entry("cacheScope")
@@ -277,7 +318,7 @@ impl Rewrite {
         }
     }
 
-    fn bytes(self, data: &[u8]) -> Option<Vec<u8>> {
+    fn bytes(&self, data: &[u8]) -> Option<Vec<u8>> {
         let mut v: Value = serde_json::from_slice(data).ok()?;
         self.apply(&mut v);
         serde_json::to_vec(&v).ok()
@@ -285,7 +326,7 @@ impl Rewrite {
 }
 
 /// Largest JSON answer collected for rewriting.
-const MAX_REWRITE: usize = 32 * 1024 * 1024;
+const MAX_REWRITE: usize = 8 * 1024 * 1024;
 
 /// What accompanies a relayed answer.
 #[derive(Default)]
@@ -330,7 +371,7 @@ impl Relay {
     /// One upstream chunk as the client gets it: as is, or rewritten event by event (SSE),
     /// or held until the whole JSON answer is in.
     fn adapt(&mut self, bytes: Bytes) -> Result<Bytes, std::io::Error> {
-        let Some(rewrite) = self.opts.rewrite else {
+        let Some(rewrite) = self.opts.rewrite.as_ref() else {
             return Ok(bytes);
         };
         if !self.sse {
@@ -366,7 +407,7 @@ impl Relay {
 
     /// The collected JSON answer, rewritten (unparseable answers pass unchanged).
     fn finish_json(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        let rewrite = self.opts.rewrite.filter(|_| !self.sse)?;
+        let rewrite = self.opts.rewrite.as_ref().filter(|_| !self.sse)?;
         let body = std::mem::take(&mut self.collected);
         if body.is_empty() {
             return None;
@@ -426,7 +467,7 @@ impl Relay {
 
 /// Relays an upstream answer: status, the safe headers (never the upstream's session id or
 /// challenge), and the body as it arrives.
-pub fn stream_back(state: &AppState, upstream: reqwest::Response, opts: RelayOptions) -> Response {
+pub fn stream_back(up: &Upstream, upstream: reqwest::Response, opts: RelayOptions) -> Response {
     let status = upstream.status();
     let mut headers = returned_response_headers(upstream.headers());
     headers.remove(HeaderName::from_static("mcp-session-id"));
@@ -436,7 +477,7 @@ pub fn stream_back(state: &AppState, upstream: reqwest::Response, opts: RelayOpt
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let relay = Relay {
         body: upstream.bytes_stream().boxed(),
-        deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
+        deadline: up.deadline,
         sse,
         done: false,
         opts,

@@ -86,43 +86,56 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
     let memory = &call.state().mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
 
-    let mut refusal = None;
-    if !memory.handshake_refused(name, url) {
-        match handshakes::initialize(up, &client, &offered, Some(&msg)).await {
-            Ok(InitOutcome::Opened(s)) => {
-                // The client gets the upstream's version when the gateway speaks it too.
-                let version = if versions::is_handshake(&s.version) {
-                    s.version.clone()
-                } else {
-                    offered.clone()
-                };
-                let mut result = s.init_result;
-                result["protocolVersion"] = Value::from(version.as_str());
-                let link = UpstreamLink::Session {
-                    session_id: s.session_id,
-                    version: s.version,
-                };
-                return open_session(call, &id, version, link, client, result).await;
+    // Twice at most: skipping a handshake this process saw refused, then trying it after all
+    // when discovery is refused too (the upstream went back to the session era).
+    let mut skip_handshake = memory.handshake_refused(name, url);
+    loop {
+        let mut refusal = None;
+        if !skip_handshake {
+            match handshakes::initialize(up, &client, &offered, Some(&msg)).await {
+                Ok(InitOutcome::Opened(s)) => {
+                    // The client gets the upstream's version when the gateway speaks it too.
+                    let version = if versions::is_handshake(&s.version) {
+                        s.version.clone()
+                    } else {
+                        offered.clone()
+                    };
+                    let mut result = s.init_result;
+                    result["protocolVersion"] = Value::from(version.as_str());
+                    let link = UpstreamLink::Session {
+                        session_id: s.session_id,
+                        version: s.version,
+                    };
+                    return open_session(call, &id, version, link, client, result).await;
+                }
+                Ok(InitOutcome::Refused(reply)) => refusal = Some(reply),
+                Err(e) => return call_failed(&e, Some(&id)),
             }
-            Ok(InitOutcome::Refused(reply)) => refusal = Some(reply),
-            Err(e) => return call_failed(&e, Some(&id)),
         }
-    }
-    // The upstream refused the handshake: it may speak only the stateless era.
-    match handshakes::discover(up, &client).await {
-        Ok(Discovery::Modern(discovered)) => {
-            memory.set_handshake_refused(name, url);
-            let result =
-                handshakes::initialize_result_from_discover(&discovered, &offered, &call.endpoint);
-            open_session(call, &id, offered, UpstreamLink::Modern, client, result).await
-        }
-        Ok(Discovery::Refused) => relay_refusal(refusal, &id),
-        Ok(Discovery::Unclear(status)) => match refusal {
-            // The handshake was refused for real; the probe says nothing more.
-            Some(_) => relay_refusal(refusal, &id),
-            None => call_failed(&CallError::Unavailable(status.as_u16()), Some(&id)),
-        },
-        Err(e) => call_failed(&e, Some(&id)),
+        // The upstream refused the handshake: it may speak only the stateless era.
+        return match handshakes::discover(up, &client).await {
+            Ok(Discovery::Modern(discovered)) => {
+                memory.set_handshake_refused(name, url);
+                let result = handshakes::initialize_result_from_discover(
+                    &discovered,
+                    &offered,
+                    &call.endpoint,
+                );
+                open_session(call, &id, offered, UpstreamLink::Modern, client, result).await
+            }
+            Ok(Discovery::Refused) if skip_handshake => {
+                memory.forget_era(name, url);
+                skip_handshake = false;
+                continue;
+            }
+            Ok(Discovery::Refused) => relay_refusal(refusal, &id),
+            Ok(Discovery::Unclear(status)) => match refusal {
+                // The handshake was refused for real; the probe says nothing more.
+                Some(_) => relay_refusal(refusal, &id),
+                None => call_failed(&CallError::Unavailable(status.as_u16()), Some(&id)),
+            },
+            Err(e) => call_failed(&e, Some(&id)),
+        };
     }
 }
 
@@ -163,6 +176,7 @@ async fn open_session(
         endpoint: call.endpoint.clone(),
         version,
         upstream,
+        upstream_url: session::upstream_fingerprint(call.upstream.url()),
         client,
         expires_at: state.clock.now() + state.config.session_ttl.as_secs() as i64,
     };
@@ -234,6 +248,10 @@ async fn session_of(call: &Call) -> Result<(SessionClaims, String), Refusal> {
         opened = open(&newer);
     }
     match opened {
+        Ok(claims) if claims.upstream_url != session::upstream_fingerprint(call.upstream.url()) => {
+            tracing::info!(session = %fingerprint, "session refused: the endpoint now points at another upstream");
+            Err(Refusal::NotFound)
+        }
         Ok(claims) => Ok((claims, fingerprint)),
         Err(why) => {
             tracing::info!(session = %fingerprint, reason = %why, "session refused");
@@ -318,7 +336,7 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
         .send(Method::POST, headers, Some(call.body.clone()))
         .await
     {
-        Ok(r) => stream_back(call.state(), r, RelayOptions::default()),
+        Ok(r) => stream_back(&call.upstream, r, RelayOptions::default()),
         Err(e) => call_failed(&e, None),
     }
 }
@@ -403,7 +421,7 @@ async fn forward_in_session(
             cancel_on_drop: guard,
             ..Default::default()
         };
-        return stream_back(call.state(), response, opts);
+        return stream_back(&call.upstream, response, opts);
     }
     session_not_found(id.as_ref())
 }
@@ -463,7 +481,7 @@ async fn forward_with_envelope(
         rewrite: Some(Rewrite::ToSession),
         ..Default::default()
     };
-    stream_back(call.state(), response, opts)
+    stream_back(&call.upstream, response, opts)
 }
 
 pub async fn get(call: &Call) -> Response {
@@ -490,7 +508,7 @@ pub async fn get(call: &Call) -> Response {
     headers.extend(call.upstream.session_headers(sid.as_deref(), &version));
     match call.upstream.send(Method::GET, headers, None).await {
         Ok(r) => stream_back(
-            state,
+            &call.upstream,
             r,
             RelayOptions {
                 unbounded: true,

@@ -112,7 +112,7 @@ async fn pass_through(call: &Call, msg: Message) -> Response {
         .await
     {
         Ok(r) => stream_back(
-            call.state(),
+            &call.upstream,
             r,
             RelayOptions {
                 request_id: id,
@@ -131,12 +131,10 @@ async fn bridged_session(
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, BridgeError> {
     let up = &call.upstream;
-    let slot = call.state().mcp.bridged_slot(
-        &call.principal_user,
-        &up.server.name,
-        up.url(),
-        &env.capabilities,
-    );
+    let slot = call
+        .state()
+        .mcp
+        .bridged_slot(&call.principal_user, &up.server.name, up.url());
     let mut held = slot.lock().await;
     if let Some(s) = held.as_ref()
         && Some(s) != stale
@@ -200,6 +198,16 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             .into_response();
     }
     envelope::strip(&mut msg);
+    // The upstream session is shared by this user's stateless clients, whose ids may
+    // collide: the upstream sees a gateway-unique id, the client gets its own back.
+    let gateway_id = id.as_ref().map(|_| {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Value::from(format!("mcpgw-{n}"))
+    });
+    if let Some(gid) = &gateway_id {
+        msg.value["id"] = gid.clone();
+    }
     let body = Bytes::from(msg.to_bytes());
     for attempt in 0..2 {
         let session_headers = up.session_headers(session.session_id.as_deref(), &session.version);
@@ -208,7 +216,7 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             headers.remove(h);
         }
         headers.extend(session_headers.clone());
-        let guard = id
+        let guard = gateway_id
             .clone()
             .map(|rid| CancelOnDrop::new(up, session_headers, rid));
         let response = match up.send(Method::POST, headers, Some(body.clone())).await {
@@ -236,13 +244,17 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             continue;
         }
         let cacheable = msg.method().is_some_and(crate::relay::is_cacheable);
+        let restore_id = gateway_id.clone().zip(id.clone());
         let opts = RelayOptions {
             request_id: id,
             cancel_on_drop: guard,
-            rewrite: Some(Rewrite::ToModern { cacheable }),
+            rewrite: Some(Rewrite::ToModern {
+                cacheable,
+                restore_id,
+            }),
             ..Default::default()
         };
-        return stream_back(call.state(), response, opts);
+        return stream_back(&call.upstream, response, opts);
     }
     rpc_error(
         StatusCode::BAD_GATEWAY,

@@ -48,6 +48,22 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3 && token.starts_with("ey")
 }
 
+/// `local@domain`: one `@`, both sides non-empty, no whitespace or control characters, a
+/// sane length, and not a name the gateway reserves for its own principals.
+fn is_plain_email(v: &str) -> bool {
+    let mut parts = v.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && v.len() <= 320
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !v.starts_with(super::SERVICE_PREFIX)
+}
+
 fn unverified_claims(token: &str) -> Result<Map<String, Value>, JwtError> {
     let payload = token.split('.').nth(1).ok_or(JwtError::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -124,9 +140,36 @@ pub async fn verify(
     let email = claims
         .get(&config.email_claim)
         .and_then(Value::as_str)
-        .filter(|e| !e.is_empty() && e.len() <= 320)
         .ok_or_else(|| JwtError::MissingClaim(config.email_claim.clone()))?
         .to_lowercase();
+    // The email becomes the principal everything is keyed by: it must be an email (never a
+    // reserved principal such as `bootstrap-admin` or `service:...`), verified when the
+    // provider says, and in the provider's domains when it has some.
+    if !is_plain_email(&email) {
+        return Err(JwtError::Rejected(
+            "the email claim is not an email address".into(),
+        ));
+    }
+    let unverified = match claims.get("email_verified") {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("false"),
+        _ => false,
+    };
+    if unverified {
+        return Err(JwtError::Rejected("email_verified is false".into()));
+    }
+    if !config.email_domains.is_empty() {
+        let domain = email.rsplit('@').next().unwrap_or_default();
+        if !config
+            .email_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            return Err(JwtError::Rejected(
+                "email domain not allowed for this provider".into(),
+            ));
+        }
+    }
     let groups = strings(claims.get(&config.groups_claim));
     let subject = claims
         .get("sub")
@@ -353,6 +396,20 @@ mod tests {
             Err(JwtError::InsufficientScope { .. })
         ));
 
+        let mut config = provider(&issuer);
+        config.email_domains = vec!["corp.example".into()];
+        let (p, _dir2) = providers(config);
+        assert!(
+            matches!(check(&p, &token).await, Err(JwtError::Rejected(_))),
+            "foreign domain"
+        );
+        let mut c = claims(&issuer);
+        c["email"] = "bob@CORP.example".into();
+        assert_eq!(
+            check(&p, &sign(&key, "k1", &c)).await.unwrap().user,
+            "bob@corp.example"
+        );
+
         // Nothing listens on port 9: discovery fails, so does the token, promptly.
         let down = "http://127.0.0.1:9";
         let (p, _dir) = providers(provider(down));
@@ -366,6 +423,78 @@ mod tests {
             Err(JwtError::Keys(FetchError::Backoff))
         ));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A JWKS endpoint that answers at once the first time and after `delay` from then on.
+    async fn slow_after_first(keys: Vec<Value>, delay: Duration) -> String {
+        let served = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (keys, served) = (keys.clone(), served.clone());
+                async move {
+                    if served.fetch_add(1, Ordering::SeqCst) > 0 {
+                        tokio::time::sleep(delay).await;
+                    }
+                    axum::Json(json!({ "keys": keys }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_refetch_for_an_unknown_kid_never_stalls_tokens_with_known_keys() {
+        crate::crypto::install_tls_provider();
+        let key = es256_key("k1");
+        let (issuer, _) = idp(vec![]).await;
+        let mut config = provider(&issuer);
+        config.jwks_uri =
+            Some(slow_after_first(vec![key.jwk.clone()], Duration::from_secs(3)).await);
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let p = Arc::new(
+            Providers::new(Arc::new(store), Some(config), Duration::from_secs(60))
+                .with_refetch_interval(Duration::from_millis(200)),
+        );
+        let good = sign(&key, "k1", &claims(&issuer));
+        check(&p, &good)
+            .await
+            .expect("the first use fetches the JWKS");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Someone sends a made-up kid: a (slow) refetch starts.
+        let (p2, forged) = (p.clone(), sign(&key, "made-up", &claims(&issuer)));
+        let attacker = tokio::spawn(async move { check(&p2, &forged).await.is_err() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        check(&p, &good).await.unwrap();
+        let waited = started.elapsed();
+        assert!(attacker.await.unwrap());
+        assert!(
+            waited < Duration::from_secs(1),
+            "a known key waited {waited:?} behind a refetch"
+        );
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_plain_email("alice@example.com"));
+        for bad in [
+            "bootstrap-admin",
+            "service:bot@x.com",
+            "a@b",
+            "@x.com",
+            "a@x.com@y.com",
+            "a b@x.com",
+            "a@.com",
+            "a@x.",
+        ] {
+            assert!(!is_plain_email(bad), "{bad}");
+        }
     }
 
     #[test]

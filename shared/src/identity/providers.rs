@@ -36,10 +36,10 @@ pub enum FetchError {
     Backoff,
 }
 
+/// Fetch bookkeeping, behind the fetch lock.
 #[derive(Default)]
 struct Keys {
     jwks_uri: Option<String>,
-    set: Option<JwkSet>,
     fetched_at: Option<Instant>,
     failed_at: Option<Instant>,
 }
@@ -47,7 +47,12 @@ struct Keys {
 /// One provider with its key cache.
 pub struct Provider {
     pub config: IdentityProvider,
+    /// The current key set: read without waiting for any fetch, so tokens with known keys
+    /// never queue behind a refetch someone's unknown `kid` caused.
+    set: std::sync::RwLock<Option<Arc<JwkSet>>>,
+    /// Single-flight for fetches (only requests that need one wait on it).
     keys: Mutex<Keys>,
+    refetch_interval: Duration,
     fetches: std::sync::atomic::AtomicU64,
 }
 
@@ -55,7 +60,9 @@ impl Provider {
     fn new(config: IdentityProvider) -> Self {
         Self {
             config,
+            set: std::sync::RwLock::new(None),
             keys: Mutex::default(),
+            refetch_interval: REFETCH_INTERVAL,
             fetches: Default::default(),
         }
     }
@@ -72,8 +79,12 @@ impl Provider {
         http: &reqwest::Client,
         kid: Option<&str>,
     ) -> Result<Option<Jwk>, FetchError> {
+        if let Some(found) = self.cached(kid) {
+            return Ok(Some(found));
+        }
         let mut keys = self.keys.lock().await;
-        if let Some(found) = keys.set.as_ref().and_then(|s| pick(s, kid)) {
+        // Another request may have fetched while this one waited.
+        if let Some(found) = self.cached(kid) {
             return Ok(Some(found));
         }
         if keys
@@ -84,14 +95,14 @@ impl Provider {
         }
         if keys
             .fetched_at
-            .is_some_and(|t| t.elapsed() < REFETCH_INTERVAL)
+            .is_some_and(|t| t.elapsed() < self.refetch_interval)
         {
             return Ok(None);
         }
         match self.fetch(http, &mut keys).await {
             Ok(set) => {
                 let found = pick(&set, kid);
-                keys.set = Some(set);
+                *self.set.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
                 keys.fetched_at = Some(Instant::now());
                 keys.failed_at = None;
                 Ok(found)
@@ -101,6 +112,11 @@ impl Provider {
                 Err(e)
             }
         }
+    }
+
+    fn cached(&self, kid: Option<&str>) -> Option<Jwk> {
+        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().and_then(|s| pick(s, kid))
     }
 
     async fn fetch(&self, http: &reqwest::Client, keys: &mut Keys) -> Result<JwkSet, FetchError> {
@@ -192,6 +208,7 @@ pub struct Providers {
     store: Arc<dyn Store>,
     from_env: Option<IdentityProvider>,
     ttl: Duration,
+    refetch_interval: Duration,
     /// Bumped by [`Providers::invalidate`]; a loaded list of an older generation is stale.
     generation: std::sync::atomic::AtomicU64,
     loaded: RwLock<Option<Loaded>>,
@@ -209,9 +226,17 @@ impl Providers {
             store,
             from_env,
             ttl,
+            refetch_interval: REFETCH_INTERVAL,
             generation: Default::default(),
             loaded: RwLock::new(None),
         }
+    }
+
+    /// Shortens the refetch bound (tests, so they need not wait a minute).
+    #[cfg(test)]
+    pub(crate) fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
     }
 
     /// Forget the loaded configurations (key caches of unchanged providers survive the reload).
@@ -261,7 +286,11 @@ impl Providers {
             // An unchanged provider keeps its key cache; a changed one starts afresh.
             let provider = match previous.as_ref().and_then(|p| p.get(&issuer)) {
                 Some(old) if old.config == config => old.clone(),
-                _ => Arc::new(Provider::new(config)),
+                _ => {
+                    let mut p = Provider::new(config);
+                    p.refetch_interval = self.refetch_interval;
+                    Arc::new(p)
+                }
             };
             // The first provider named for an issuer wins (the environment's, then by name).
             map.entry(issuer).or_insert(provider);

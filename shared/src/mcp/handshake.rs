@@ -98,6 +98,8 @@ pub async fn exchange(
             HeaderValue::from_static("application/json, text/event-stream"),
         )
         .json(message);
+    // One budget for the whole exchange: sending and reading the answer share it.
+    let deadline = tokio::time::Instant::now() + timeout;
     let response = send(request, timeout).await?;
     let status = response.status();
     let session_id = response
@@ -115,7 +117,7 @@ pub async fn exchange(
         None => None,
         Some(id) => {
             let read = read_answer(response, id, is_sse);
-            tokio::time::timeout(timeout, read)
+            tokio::time::timeout_at(deadline, read)
                 .await
                 .map_err(|_| CallError::Timeout(timeout))??
         }

@@ -60,10 +60,6 @@ fn bounded<V>(map: &mut HashMap<String, V>, at: impl Fn(&V) -> Instant) {
     map.retain(|_, v| at(v) > cutoff);
 }
 
-fn bridged_key(user: &str, server: &str, url: &str, capabilities: &Value) -> String {
-    crate::crypto::sha256_hex(format!("{user}\n{server}\n{url}\n{capabilities}").as_bytes())
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these maps leaves it consistent (single inserts/removes).
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -109,17 +105,13 @@ impl Memory {
         );
     }
 
-    /// Forgets a bridged upstream session (the upstream lost it).
-    pub fn drop_bridged(&self, user: &str, server: &str, url: &str, capabilities: &Value) {
-        lock(&self.bridged).remove(&bridged_key(user, server, url, capabilities));
-    }
-
-    /// The slot for a bridged upstream session; callers lock it, so concurrent first requests
-    /// open one upstream session, not one each.
-    pub fn bridged_slot(&self, user: &str, server: &str, url: &str, capabilities: &Value) -> Slot {
-        let key = crate::crypto::sha256_hex(
-            format!("{user}\n{server}\n{url}\n{capabilities}").as_bytes(),
-        );
+    /// The slot for the upstream session bridging `user`'s stateless clients to a
+    /// session-era `server`; callers lock it, so concurrent first requests open one upstream
+    /// session, not one each. Keyed by user and server only: nothing a caller sends can make
+    /// the gateway open more upstream sessions (the first client's capabilities are used;
+    /// a stateless-era client cannot take server-to-client requests anyway).
+    pub fn bridged_slot(&self, user: &str, server: &str, url: &str) -> Slot {
+        let key = crate::crypto::sha256_hex(format!("{user}\n{server}\n{url}").as_bytes());
         let mut map = lock(&self.bridged);
         bounded(&mut map, |(_, at)| *at);
         map.entry(key)
@@ -186,7 +178,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn eras_sessions_and_cancellation() {
@@ -204,17 +195,11 @@ mod tests {
             "facts are kept apart"
         );
 
-        let a = m.bridged_slot("u", "s", "http://a", &json!({}));
-        let b = m.bridged_slot("u", "s", "http://a", &json!({}));
+        let a = m.bridged_slot("u", "s", "http://a");
+        let b = m.bridged_slot("u", "s", "http://a");
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(
-            &a,
-            &m.bridged_slot("v", "s", "http://a", &json!({}))
-        ));
-        assert!(!Arc::ptr_eq(
-            &a,
-            &m.bridged_slot("u", "s", "http://a", &json!({"roots":{}}))
-        ));
+        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("v", "s", "http://a")));
+        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("u", "s", "http://b")));
 
         m.set_rebound("f", "up-2".into());
         assert_eq!(m.rebound("f").as_deref(), Some("up-2"));

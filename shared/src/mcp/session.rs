@@ -46,8 +46,16 @@ pub struct SessionClaims {
     /// The version negotiated with the client.
     pub version: String,
     pub upstream: UpstreamLink,
+    /// Which upstream URL the session was opened against ([`upstream_fingerprint`]): an
+    /// endpoint re-pointed at another server must not receive the old one's session id.
+    pub upstream_url: String,
     pub client: ClientInit,
     pub expires_at: UnixTime,
+}
+
+/// A short digest of an upstream URL, for [`SessionClaims::upstream_url`].
+pub fn upstream_fingerprint(url: &str) -> String {
+    crate::crypto::sha256_hex(url.as_bytes())[..16].to_owned()
 }
 
 /// Why a presented session id is not usable. Every variant answers the same 404: the caller
@@ -134,6 +142,7 @@ mod tests {
                 session_id: Some("up-1".into()),
                 version: "2025-06-18".into(),
             },
+            upstream_url: upstream_fingerprint("http://up.example/mcp"),
             client: ClientInit {
                 capabilities: json!({"elicitation": {}}),
                 client_info: Some(json!({"name": "c", "version": "1"})),

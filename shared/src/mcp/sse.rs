@@ -17,12 +17,12 @@ pub struct Parser {
     has_data: bool,
 }
 
-/// Longest line kept while waiting for its end; a peer that never ends a line cannot make the
-/// gateway buffer without bound.
-const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Largest event (or unfinished line) kept while waiting for its end: a peer that never ends
+/// a line or an event cannot make the gateway buffer without bound.
+const MAX_EVENT: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-#[error("SSE line longer than {MAX_LINE} bytes")]
+#[error("SSE event longer than {MAX_EVENT} bytes")]
 pub struct LineTooLong;
 
 impl Parser {
@@ -55,6 +55,9 @@ impl Parser {
             };
             match field {
                 "data" => {
+                    if self.current.data.len() + value.len() >= MAX_EVENT {
+                        return Err(LineTooLong);
+                    }
                     if self.has_data {
                         self.current.data.push('\n');
                     }
@@ -67,7 +70,7 @@ impl Parser {
             }
         }
         self.buf.drain(..start);
-        if self.buf.len() > MAX_LINE {
+        if self.buf.len() > MAX_EVENT {
             return Err(LineTooLong);
         }
         Ok(out)
@@ -100,5 +103,13 @@ mod tests {
         assert!(p.push(b"id: 9\n\n").unwrap().is_empty());
         let framed = message_event(&serde_json::json!({"k": 1}));
         assert_eq!(p.push(framed.as_bytes()).unwrap()[0].data, "{\"k\":1}");
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused_not_buffered() {
+        let mut p = Parser::default();
+        let lines = format!("data: {}\n", "x".repeat(1024)).repeat(1024);
+        let refused = (0..32).any(|_| p.push(lines.as_bytes()).is_err());
+        assert!(refused, "32 MiB of one unfinished event were buffered");
     }
 }

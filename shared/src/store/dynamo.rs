@@ -8,18 +8,25 @@
 //! | config doc    | `CONFIG#{tag}`      | name     | `doc` (S, JSON)                                     |
 //! | API key       | `APIKEY`            | id       | `key_hash` (S), `doc` (S, JSON), `expires_at` (N)?, `last_used_at` (N)? |
 //! | key by hash   | `KEYHASH#{key_hash}`| `APIKEY` | `id` (S), `doc` (S, JSON), `expires_at` (N)?        |
+//! | key by owner  | `KEYOWNER#{owner}`  | id       | none                                                |
 //! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //!
-//! An API key is two items written and deleted together in one `TransactWriteItems`: the
-//! item by id (listing, admin reads) and a pointer by hash, which authentication reads with
+//! An API key is three items written and deleted together in one `TransactWriteItems`: the
+//! item by id (listing, admin reads), a pointer by hash, which authentication reads with
 //! a strongly consistent `GetItem`, so a key works the moment its create returns (a GSI
-//! lookup would 401 for up to about a second). A pointer belongs to one key (`id`); a new
-//! key may take over the pointer of an expired key with the same hash, and deleting a key
-//! deletes the pointer only while it still names that key. The pointer has no `key_hash`
-//! attribute, so it stays out of `gsi_key_hash`. A key's use is recorded on the item by id
-//! only (`last_used_at`, one conditional `UpdateItem` that never moves it back and never
-//! recreates a deleted key); `doc` keeps the key as created and reads merge the attribute in.
+//! lookup would 401 for up to about a second), and a pointer by owner, so one owner's keys
+//! (`GET /me/api-keys`, the per-owner cap on every issue) are a strongly consistent `Query`
+//! of that owner's partition (ids only) and a `BatchGetItem` of their items by id, never a
+//! read of every key. The items by id stay the one record of a key (`last_used_at` lives
+//! there), so the owner pointers carry nothing but the id. Keys stored before the owner
+//! pointers existed have none: they are listed by `list_api_keys` but not by owner.
+//! A pointer by hash belongs to one key (`id`); a new key may take over the pointer of an
+//! expired key with the same hash, and deleting a key deletes that pointer only while it
+//! still names that key. Neither pointer has a `key_hash` attribute, so both stay out of
+//! `gsi_key_hash`. A key's use is recorded on the item by id only (`last_used_at`, one
+//! conditional `UpdateItem` that never moves it back and never recreates a deleted key);
+//! `doc` keeps the key as created and reads merge the attribute in.
 //!
 //! Indexes (all projecting ALL): `gsi_key_hash` (`key_hash`) is UNUSED: nothing queries it
 //! since key lookup moved to the pointer item; it stays in the table definition (here and in
@@ -54,8 +61,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
-    TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
 };
 
 use super::{
@@ -79,6 +86,8 @@ const TTL: &str = "ttl";
 const APIKEY_PK: &str = "APIKEY";
 /// `sk` of the pointer item `KEYHASH#{key_hash}`.
 const KEYHASH_SK: &str = "APIKEY";
+/// Most keys one `BatchGetItem` may ask for.
+const BATCH_GET_MAX: usize = 100;
 const STATE_SK: &str = "STATE";
 /// Attribute of the API key item by id that records its last use.
 const LAST_USED: &str = "last_used_at";
@@ -159,6 +168,64 @@ impl DynamoStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":pk", s(pk));
         self.query_all(query, None).await
+    }
+
+    /// The API key items by id for `ids` (strongly consistent `BatchGetItem`s of at most 100
+    /// keys, or the page size), in no particular order; ids without an item are left out.
+    async fn api_key_items(&self, ids: &[String]) -> StoreResult<Vec<Item>> {
+        let chunk = self
+            .page_size
+            .map_or(BATCH_GET_MAX, |p| (p as usize).clamp(1, BATCH_GET_MAX));
+        let mut items = Vec::with_capacity(ids.len());
+        for ids in ids.chunks(chunk) {
+            let mut keys: Vec<Item> = ids
+                .iter()
+                .map(|id| Item::from([(PK.to_owned(), s(APIKEY_PK)), (SK.to_owned(), s(id))]))
+                .collect();
+            // DynamoDB may leave some keys unprocessed (throttling, 16 MB per answer): ask
+            // again for those, backing off, a bounded number of times.
+            let mut pause = Duration::from_millis(25);
+            for attempt in 1.. {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(StoreError::backend)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", e))?;
+                items.extend(
+                    out.responses
+                        .and_then(|mut r| r.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt == 8 {
+                    return Err(StoreError::backend(DynamoError {
+                        op: "BatchGetItem",
+                        detail: format!(
+                            "{} keys still unprocessed after {attempt} tries",
+                            keys.len()
+                        ),
+                        source: None,
+                    }));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+        Ok(items)
     }
 
     async fn get_item(&self, pk: String, sk: String) -> StoreResult<Option<Item>> {
@@ -540,6 +607,18 @@ fn key_hash_pk(key_hash: &str) -> String {
     format!("KEYHASH#{key_hash}")
 }
 
+fn key_owner_pk(owner: &str) -> String {
+    format!("KEYOWNER#{owner}")
+}
+
+/// The pointer item by owner: its key is all it holds.
+fn api_key_owner_item(key: &ApiKey) -> Item {
+    Item::from([
+        (PK.to_owned(), s(key_owner_pk(&key.owner))),
+        (SK.to_owned(), s(&key.id)),
+    ])
+}
+
 /// The pointer item by hash: the key's `doc` and `expires_at`, and the `id` that owns it.
 fn api_key_pointer_item(key: &ApiKey) -> StoreResult<Item> {
     let mut item = Item::from([
@@ -757,11 +836,18 @@ impl ApiKeyStore for DynamoStore {
             .expression_attribute_values(":now", n(SystemClock.now()))
             .build()
             .map_err(StoreError::backend)?;
+        // Unconditional: the id is new (the first put checks that), so is this item.
+        let by_owner = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(api_key_owner_item(key)))
+            .build()
+            .map_err(StoreError::backend)?;
         let res = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(by_id).build())
             .transact_items(TransactWriteItem::builder().put(by_hash).build())
+            .transact_items(TransactWriteItem::builder().put(by_owner).build())
             .send()
             .await;
         let Err(e) = res else { return Ok(()) };
@@ -816,6 +902,43 @@ impl ApiKeyStore for DynamoStore {
             .collect()
     }
 
+    async fn list_api_keys_for_owner(&self, owner: &str) -> StoreResult<Vec<ApiKey>> {
+        // The owner's pointers (ids only), then their items by id: only this owner's items
+        // are read, however many keys others hold.
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk")
+            .projection_expression("#sk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(key_owner_pk(owner)));
+        let ids = self
+            .query_all(query, None)
+            .await?
+            .iter()
+            .map(|i| {
+                Reader {
+                    what: "API key owner pointer",
+                    item: i,
+                }
+                .s(SK)
+                .map(str::to_owned)
+            })
+            .collect::<StoreResult<Vec<String>>>()?;
+        let mut keys = self
+            .api_key_items(&ids)
+            .await?
+            .iter()
+            .map(api_key_from)
+            .collect::<StoreResult<Vec<ApiKey>>>()?;
+        keys.retain(|k| k.owner == owner);
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
     async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
         // A concurrent change between the reads and the transaction cancels it; re-read and
         // try again a few times.
@@ -839,6 +962,10 @@ impl ApiKeyStore for DynamoStore {
                 .as_ref()
                 .is_some_and(|p| p.get("id") == Some(&s(id)));
 
+            // The owner pointer goes with the key (a key too corrupt to name its owner has
+            // none to find; one missing, from before owner pointers, deletes as a no-op).
+            let owner = api_key_from(&item).ok().map(|k| k.owner);
+
             let by_id = Delete::builder()
                 .table_name(&self.table)
                 .key(PK, s(APIKEY_PK))
@@ -851,6 +978,15 @@ impl ApiKeyStore for DynamoStore {
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().delete(by_id).build());
+            if let Some(owner) = owner {
+                let by_owner = Delete::builder()
+                    .table_name(&self.table)
+                    .key(PK, s(key_owner_pk(&owner)))
+                    .key(SK, s(id))
+                    .build()
+                    .map_err(StoreError::backend)?;
+                tx = tx.transact_items(TransactWriteItem::builder().delete(by_owner).build());
+            }
             if owns_pointer {
                 let by_hash = Delete::builder()
                     .table_name(&self.table)
