@@ -106,15 +106,7 @@ pub async fn get(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (principal, server) = admit(&state, &headers, &endpoint).await?;
-    let upstream = Upstream::new(&state, server).await?;
-    let call = Call {
-        upstream,
-        principal_user: principal.user,
-        endpoint,
-        headers,
-        body: Default::default(),
-    };
+    let call = Call::admit(&state, endpoint, headers).await?;
     Ok(session_era::get(&call).await)
 }
 
@@ -123,15 +115,7 @@ pub async fn delete(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (principal, server) = admit(&state, &headers, &endpoint).await?;
-    let upstream = Upstream::new(&state, server).await?;
-    let call = Call {
-        upstream,
-        principal_user: principal.user,
-        endpoint,
-        headers,
-        body: Default::default(),
-    };
+    let call = Call::admit(&state, endpoint, headers).await?;
     Ok(session_era::delete(&call).await)
 }
 
@@ -147,6 +131,22 @@ pub struct Call {
 }
 
 impl Call {
+    /// Admits a bodyless request (GET, DELETE): caller, endpoint and upstream credential.
+    async fn admit(
+        state: &AppState,
+        endpoint: String,
+        headers: HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let (principal, server) = admit(state, &headers, &endpoint).await?;
+        Ok(Self {
+            upstream: Upstream::new(state, server).await?,
+            principal_user: principal.user,
+            endpoint,
+            headers,
+            body: Default::default(),
+        })
+    }
+
     pub fn state(&self) -> &AppState {
         &self.upstream.state
     }
