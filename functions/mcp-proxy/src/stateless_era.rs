@@ -1,7 +1,7 @@
 //! Clients of the stateless era (2026-07-28): every request carries its version and the
 //! client's capabilities; no session. In front of a stateless upstream the request passes
 //! through; in front of a session-era upstream the gateway holds an upstream session per
-//! (user, server, client capabilities) in process memory and answers `server/discover`
+//! (user, server) in process memory and answers `server/discover`
 //! from the upstream's `initialize` result.
 
 use axum::body::Bytes;

@@ -4,7 +4,7 @@
 //!
 //! - each server's era (does it answer `server/discover`?), re-probed after `ERA_TTL`;
 //! - upstream sessions the gateway opened itself to bridge stateless clients to a
-//!   session-era upstream, per (user, server, client capabilities);
+//!   session-era upstream, per (user, server);
 //! - replacement upstream session ids, after an upstream lost a client session and the
 //!   gateway re-initialized it transparently;
 //! - sessions ended by `DELETE` here, so their ids are refused at once on this process;
