@@ -16,7 +16,9 @@
 //!   it is buffered or response-streaming, like the template's REST API (mcp-proxy streams).
 //! - [`LambdaStack`] wires all of it as deployed: a buffered emulator for every function, a
 //!   second emulator with `MCPGW_LAMBDA_STREAMING=1` behind the REST API's mcp-proxy routes,
-//!   a REST gateway (stage `prod`) and an HTTP API gateway.
+//!   a REST gateway (stage `prod`) and an HTTP API gateway. [`IdpParameters`] are the
+//!   template's identity-provider parameters (`MCPGW_IDP_*` on every function), e.g. the
+//!   oidc-provider peer as issuer.
 //!
 //! Processes: the emulator starts each function lazily (on its first invocation) with
 //! `cargo run --bin NAME`, in a session of its own, so killing the emulator's process group
@@ -168,9 +170,10 @@ impl AwsSetup {
     }
 
     /// The environment of every function, as `infra/template.yaml` sets it (plus moto's
-    /// endpoint and dummy credentials instead of the execution role).
-    pub fn function_env(&self, public_url: &str) -> Vec<(String, String)> {
-        [
+    /// endpoint and dummy credentials instead of the execution role), with `idp` as its
+    /// identity-provider parameters.
+    pub fn function_env(&self, public_url: &str, idp: &IdpParameters) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
             ("MCPGW_STORE", "dynamodb"),
             ("MCPGW_SECRETS", "aws"),
             ("MCPGW_TABLE_NAME", self.table.as_str()),
@@ -192,7 +195,70 @@ impl AwsSetup {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        .collect();
+        env.extend(idp.env());
+        env
+    }
+}
+
+/// The template's identity-provider parameters (`IdpIssuer`, ...). The template passes every
+/// one of them to every function as `MCPGW_IDP_*`, empty ones included (an empty variable is
+/// unset to the functions), so [`Default`] is a stack without an identity provider: the
+/// template's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpParameters {
+    pub issuer: String,
+    pub audiences: String,
+    pub email_claim: String,
+    pub groups_claim: String,
+    pub admin_groups: String,
+    pub required_scopes: String,
+}
+
+impl Default for IdpParameters {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audiences: String::new(),
+            email_claim: "email".into(),
+            groups_claim: "groups".into(),
+            admin_groups: String::new(),
+            required_scopes: String::new(),
+        }
+    }
+}
+
+impl IdpParameters {
+    /// (template parameter, the variable the template sets from it, value).
+    pub fn parameters(&self) -> [(&'static str, &'static str, &str); 6] {
+        [
+            ("IdpIssuer", "MCPGW_IDP_ISSUER", &self.issuer),
+            ("IdpAudiences", "MCPGW_IDP_AUDIENCES", &self.audiences),
+            ("IdpEmailClaim", "MCPGW_IDP_EMAIL_CLAIM", &self.email_claim),
+            (
+                "IdpGroupsClaim",
+                "MCPGW_IDP_GROUPS_CLAIM",
+                &self.groups_claim,
+            ),
+            (
+                "IdpAdminGroups",
+                "MCPGW_IDP_ADMIN_GROUPS",
+                &self.admin_groups,
+            ),
+            (
+                "IdpRequiredScopes",
+                "MCPGW_IDP_REQUIRED_SCOPES",
+                &self.required_scopes,
+            ),
+        ]
+    }
+
+    /// The `MCPGW_IDP_*` variables, as the template sets them.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.parameters()
+            .into_iter()
+            .map(|(_, var, value)| (var.to_owned(), value.to_owned()))
+            .collect()
     }
 }
 
@@ -1547,17 +1613,25 @@ pub struct LambdaStack {
     pub rest: FakeApiGateway,
     /// HTTP API (payload 2.0), all BUFFERED.
     pub http: FakeApiGateway,
+    /// The template's identity-provider parameters the functions run with.
+    pub idp: IdpParameters,
 }
 
 impl LambdaStack {
-    pub async fn start(cargo_lambda: &Path, moto: &str, upstream_secret: &str) -> Result<Self> {
+    /// Deploys, with `idp` as the template's identity-provider parameters.
+    pub async fn start(
+        cargo_lambda: &Path,
+        moto: &str,
+        upstream_secret: &str,
+        idp: IdpParameters,
+    ) -> Result<Self> {
         let aws = AwsSetup::create(moto, upstream_secret).await?;
         let rest = BoundGateway::bind(ApiKind::Rest {
             stage: STAGE.into(),
         })
         .await?;
         let http = BoundGateway::bind(ApiKind::Http).await?;
-        let env = aws.function_env(rest.base());
+        let env = aws.function_env(rest.base(), &idp);
         let mut streaming_env = env.clone();
         streaming_env.push(("MCPGW_LAMBDA_STREAMING".into(), "1".into()));
         let (buffered, streaming) = tokio::try_join!(
@@ -1589,7 +1663,13 @@ impl LambdaStack {
             streaming,
             rest,
             http,
+            idp,
         })
+    }
+
+    /// Every function's environment (the buffered emulator's: no `MCPGW_LAMBDA_STREAMING`).
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        self.aws.function_env(&self.rest.base, &self.idp)
     }
 
     /// Every process the stack started (supervisors, emulators, functions).
@@ -1836,6 +1916,38 @@ mod tests {
         let waits: BTreeSet<&str> = stages[0].depends_on.iter().map(String::as_str).collect();
         let all: BTreeSet<&str> = routes.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(waits, all, "the HTTP stage must depend on every route");
+    }
+
+    /// [`IdpParameters`] are the template's: each parameter sets its `MCPGW_IDP_*` variable on
+    /// every function (Globals), with the template's default, and nothing else does.
+    #[test]
+    fn idp_parameters_are_the_templates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+        let text = std::fs::read_to_string(&path).expect("read infra/template.yaml");
+        let lines: Vec<&str> = text.lines().collect();
+        let default_of = |param: &str| -> Option<String> {
+            let at = lines.iter().position(|l| *l == format!("  {param}:"))?;
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with("    "))
+                .find_map(|l| l.trim().strip_prefix("Default: "))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        let defaults = IdpParameters::default();
+        let set: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| l.starts_with("MCPGW_IDP_"))
+            .collect();
+        let expected: Vec<String> = defaults
+            .parameters()
+            .iter()
+            .map(|(param, var, _)| format!("{var}: !Ref {param}"))
+            .collect();
+        assert_eq!(set, expected);
+        for (param, _, default) in defaults.parameters() {
+            assert_eq!(default_of(param).as_deref(), Some(default), "{param}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine as _;
 use mcpgw::clock::SystemClock;
 use mcpgw::config::Config;
 use mcpgw::secrets::env::EnvSecrets;
@@ -158,6 +159,101 @@ pub async fn python_mcp_call(
         .last()
         .context("python client printed nothing")?;
     Ok(serde_json::from_str(line)?)
+}
+
+/// The OIDC provider peer (`tests/peers/oidc_provider.mjs`, logins approved at once) and the
+/// static confidential client `scripts/peers.sh` registers at it.
+#[derive(Debug, Clone)]
+pub struct OidcPeer {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect: String,
+    python: String,
+}
+
+impl OidcPeer {
+    /// From `MCPGW_TEST_OIDC_*` (and `MCPGW_TEST_PYTHON`, which runs the login helper); `None`
+    /// (after saying so) when the peer is not running and peers are optional.
+    pub fn from_env() -> Option<Self> {
+        let peer = mcpgw::testing::peer_url;
+        let (Some(issuer), Some(client_id), Some(client_secret), Some(redirect), Some(python)) = (
+            peer("MCPGW_TEST_OIDC_ISSUER"),
+            peer("MCPGW_TEST_OIDC_CLIENT_ID"),
+            peer("MCPGW_TEST_OIDC_CLIENT_SECRET"),
+            peer("MCPGW_TEST_OIDC_REDIRECT"),
+            peer("MCPGW_TEST_PYTHON"),
+        ) else {
+            return None;
+        };
+        Some(Self {
+            issuer,
+            client_id,
+            client_secret,
+            redirect,
+            python,
+        })
+    }
+
+    /// A real login of `user` (`tests/clients/oidc_login.py`: authorization code + PKCE, resource
+    /// indicator `resource`); returns the access token, after checking it is what the IdP
+    /// should issue (this issuer, `aud` exactly `resource`, the user's email), so a failure
+    /// after it is the gateway's.
+    pub async fn login(&self, resource: &str, user: &str) -> Result<String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/oidc_login.py");
+        let run = tokio::process::Command::new(&self.python)
+            .arg(&script)
+            .args([
+                &self.issuer,
+                &self.client_id,
+                &self.client_secret,
+                &self.redirect,
+                resource,
+                user,
+            ])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+            .await
+            .context("the login helper hung")??;
+        ensure!(
+            out.status.success(),
+            "login of {user} for {resource} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("login output: {}", String::from_utf8_lossy(&out.stdout)))?;
+        let token = answer["access_token"]
+            .as_str()
+            .with_context(|| format!("no access_token in {answer}"))?
+            .to_owned();
+        let claims = jwt_claims(&token)?;
+        ensure!(
+            claims["iss"] == self.issuer.as_str()
+                && jwt_audiences(&claims) == [resource]
+                && claims["email"] == format!("{user}@example.com").as_str(),
+            "the IdP issued an unexpected token for {user}, {resource}: {claims}"
+        );
+        Ok(token)
+    }
+}
+
+/// The (unverified) payload of a JWT.
+pub fn jwt_claims(token: &str) -> Result<Value> {
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    Ok(serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?,
+    )?)
+}
+
+/// `aud` as a list, whether the token has one audience or several.
+pub fn jwt_audiences(claims: &Value) -> Vec<&str> {
+    match &claims["aud"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Where a walk-through runs: the gateway's base URL (with the REST stage, if any), its admin

@@ -31,7 +31,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use e2e::{StoreKind, TestGateway, call_json, python_mcp_call};
+use e2e::{
+    OidcPeer, StoreKind, TestGateway, call_json, jwt_audiences as audiences,
+    jwt_claims as claims_of, python_mcp_call,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcpgw::testing::peer_url;
 use reqwest::Method;
@@ -652,8 +655,8 @@ struct Idp {
     issuer: String,
     jwks_uri: String,
     client_id: String,
-    client_secret: String,
-    redirect: String,
+    /// Real logins at it.
+    peer: OidcPeer,
     kid: String,
     /// The IdP's own signing key.
     signing: EncodingKey,
@@ -666,15 +669,11 @@ struct Idp {
 impl Idp {
     /// `None` (after saying so) when the peer is not running and peers are optional.
     async fn from_env() -> Result<Option<Self>> {
-        let (Some(issuer), Some(keys), Some(client_id), Some(client_secret), Some(redirect)) = (
-            peer_url("MCPGW_TEST_OIDC_ISSUER"),
-            peer_url("MCPGW_TEST_OIDC_KEYS"),
-            peer_url("MCPGW_TEST_OIDC_CLIENT_ID"),
-            peer_url("MCPGW_TEST_OIDC_CLIENT_SECRET"),
-            peer_url("MCPGW_TEST_OIDC_REDIRECT"),
-        ) else {
+        let (Some(peer), Some(keys)) = (OidcPeer::from_env(), peer_url("MCPGW_TEST_OIDC_KEYS"))
+        else {
             return Ok(None);
         };
+        let issuer = peer.issuer.clone();
         let keys = PathBuf::from(keys);
         let read = |name: &str| {
             std::fs::read(keys.join(name)).with_context(|| format!("reading {name} in {keys:?}"))
@@ -703,9 +702,8 @@ impl Idp {
         Ok(Some(Self {
             issuer,
             jwks_uri,
-            client_id,
-            client_secret,
-            redirect,
+            client_id: peer.client_id.clone(),
+            peer,
             kid,
             signing,
             rogue,
@@ -802,21 +800,6 @@ fn unsigned_token(kid: &str, claims: &Value) -> String {
     )
 }
 
-/// The (unverified) payload of a JWT.
-fn claims_of(token: &str) -> Result<Value> {
-    let payload = token.split('.').nth(1).context("not a JWT")?;
-    Ok(serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?)
-}
-
-/// `aud` as a list, whether the token has one audience or several.
-fn audiences(claims: &Value) -> Vec<&str> {
-    match &claims["aud"] {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -836,16 +819,12 @@ fn manifest_dir() -> PathBuf {
 struct Fixture {
     gw: TestGateway,
     idp: Idp,
-    python: String,
 }
 
 impl Fixture {
     async fn start() -> Result<Option<Self>> {
         mcpgw::crypto::install_tls_provider();
-        let (Some(echo), Some(python)) = (
-            peer_url("MCPGW_TEST_ECHO_URL"),
-            peer_url("MCPGW_TEST_PYTHON"),
-        ) else {
+        let Some(echo) = peer_url("MCPGW_TEST_ECHO_URL") else {
             return Ok(None);
         };
         let Some(idp) = Idp::from_env().await? else {
@@ -862,7 +841,7 @@ impl Fixture {
                 .await?;
             ensure!(status == 201, "registering {name}: {status} {body}");
         }
-        let fx = Self { gw, idp, python };
+        let fx = Self { gw, idp };
         fx.register_provider(json!({
             "name": PROVIDER,
             "issuer": fx.idp.issuer,
@@ -892,43 +871,7 @@ impl Fixture {
     /// A real login of `user` at the IdP (authorization code + PKCE, resource indicator
     /// `resource`); returns the access token, after checking it is what the IdP should issue.
     async fn login(&self, resource: &str, user: &str) -> Result<String> {
-        let script = manifest_dir().join("clients/oidc_login.py");
-        let run = tokio::process::Command::new(&self.python)
-            .arg(&script)
-            .args([
-                &self.idp.issuer,
-                &self.idp.client_id,
-                &self.idp.client_secret,
-                &self.idp.redirect,
-                resource,
-                user,
-            ])
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .context("the login helper hung")??;
-        ensure!(
-            out.status.success(),
-            "login of {user} for {resource} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let answer: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("login output: {}", String::from_utf8_lossy(&out.stdout)))?;
-        let token = answer["access_token"]
-            .as_str()
-            .with_context(|| format!("no access_token in {answer}"))?
-            .to_owned();
-        // The IdP's side of the bargain, so a failure below is the gateway's.
-        let claims = claims_of(&token)?;
-        ensure!(
-            claims["iss"] == self.idp.issuer.as_str()
-                && audiences(&claims) == [resource]
-                && claims["email"] == format!("{user}@example.com").as_str(),
-            "the IdP issued an unexpected token for {user}, {resource}: {claims}"
-        );
-        Ok(token)
+        self.idp.peer.login(resource, user).await
     }
 }
 

@@ -5,16 +5,18 @@
 //! One test with several steps, so the emulators (and their compiled, warm functions) are
 //! shared and stopped at the end, and the last step can prove no process is left behind.
 //! Needs the peers of `scripts/test-all.sh` and `cargo-lambda`; skips without them unless
-//! `MCPGW_REQUIRE_PEERS=1`.
+//! `MCPGW_REQUIRE_PEERS=1`. With the oidc-provider peer the functions get it as the template's
+//! identity provider (`IdpIssuer`, so `MCPGW_IDP_ISSUER`) and its JWTs are tried through both
+//! APIs; without it (and peers optional) only that step is skipped.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use e2e::lambda::{
-    ApiKind, BoundGateway, Emulator, FUNCTIONS, Integration, LambdaStack, STAGE, Transfer,
-    load_event, mcp_message, process_alive, process_name, proxy_body, set_body,
+    ApiKind, BoundGateway, Emulator, FUNCTIONS, IdpParameters, Integration, LambdaStack, STAGE,
+    Transfer, load_event, mcp_message, process_alive, process_name, proxy_body, set_body,
 };
-use e2e::{Walkthrough, call_json, python_mcp_call, walkthrough};
+use e2e::{OidcPeer, Walkthrough, call_json, python_mcp_call, walkthrough};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -22,11 +24,16 @@ const UPSTREAM_SECRET: &str = "Bearer upstream-secret-for-lambda-echo";
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"lambda-mode","version":"1.0.0"}}}"#;
 
+/// The IdP group whose members hold the admin role (`IdpAdminGroups`); alice is in it.
+const ADMIN_GROUP: &str = "mcp-admins";
+
 struct Peers {
     moto: String,
     everything: String,
     echo: String,
     cargo_lambda: PathBuf,
+    /// The identity provider, when its peer runs.
+    oidc: Option<OidcPeer>,
 }
 
 fn peers() -> Option<Peers> {
@@ -40,6 +47,7 @@ fn peers() -> Option<Peers> {
         everything,
         echo,
         cargo_lambda,
+        oidc: OidcPeer::from_env(),
     })
 }
 
@@ -69,6 +77,17 @@ async fn call(
     token: Option<&str>,
     body: Option<(&str, &str)>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
+    call_with(method, url, token, &[], body).await
+}
+
+/// [`call`] with extra request headers.
+async fn call_with(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -76,6 +95,9 @@ async fn call(
         .request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     if let Some((content_type, b)) = body {
         req = req
@@ -329,6 +351,122 @@ async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
     me_routes(gw, api_key).await;
 }
 
+/// Identity-provider JWTs, the provider configured only by the template's parameters
+/// (`MCPGW_IDP_*`, nothing registered through the admin API): real logins at oidc-provider
+/// give alice a token for the REST echo endpoint, which calls a tool through the REST API
+/// (streaming mcp-proxy), and one for the gateway, which `GET /me` through the HTTP API
+/// (admin-api) knows her by; the endpoint's token is refused elsewhere.
+async fn idp_tokens(stack: &LambdaStack, oidc: &OidcPeer) {
+    let _t = Step::start("IdP JWTs");
+    let rest = &stack.rest;
+    let endpoint = rest.mcp_url("echo");
+    // GIVEN alice's tokens from real logins: `aud` the endpoint, and `aud` the gateway's base
+    // URL (its MCPGW_PUBLIC_URL, the REST API's; the HTTP API's functions share it)
+    let (for_endpoint, for_gateway) = tokio::try_join!(
+        oidc.login(&endpoint, "alice"),
+        oidc.login(&rest.base, "alice")
+    )
+    .unwrap();
+
+    // THEN the endpoint's protected-resource metadata names the issuer, and only it
+    let metadata = rest.url("/.well-known/oauth-protected-resource/mcp/echo");
+    let (s, _, doc) = call(Method::GET, &metadata, None, None).await;
+    assert_eq!(s, 200, "{doc}");
+    assert_eq!(doc["resource"], endpoint.as_str(), "{doc}");
+    assert_eq!(doc["authorization_servers"], json!([oidc.issuer]), "{doc}");
+
+    // AND the endpoint's token initializes a session and calls a tool through the REST API
+    let (s, headers, msg) = call(
+        Method::POST,
+        &endpoint,
+        Some(&for_endpoint),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(s, 200, "{msg}");
+    assert!(msg["result"]["serverInfo"].is_object(), "{msg}");
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a gateway session id")
+        .to_owned();
+    let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let (s, _, msg) = call_with(
+        Method::POST,
+        &endpoint,
+        Some(&for_endpoint),
+        &[("Mcp-Session-Id", &session)],
+        Some(("application/json", whoami)),
+    )
+    .await;
+    assert_eq!(s, 200, "{msg}");
+    assert_eq!(msg["id"], 2, "{msg}");
+    assert_ne!(msg["result"]["isError"], true, "{msg}");
+    let seen: Value =
+        serde_json::from_str(msg["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    // the upstream saw the gateway's header secret, never the caller's JWT
+    assert_eq!(
+        seen["authorization"], UPSTREAM_SECRET,
+        "upstream saw: {seen}"
+    );
+    assert!(!msg.to_string().contains(&for_endpoint), "{msg}");
+
+    // AND the gateway's token shows alice on /me through the HTTP API, admin by her group
+    let me_url = stack.http.url("/me");
+    let (s, me) = call_json(Method::GET, &me_url, Some(&for_gateway), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(
+        (&me["user"], &me["subject"], &me["service_account"]),
+        (&json!("alice@example.com"), &json!("alice"), &json!(false)),
+        "{me}"
+    );
+    assert_eq!(
+        me["auth"],
+        json!({"type": "jwt", "issuer": oidc.issuer, "provider": "default"}),
+        "{me}"
+    );
+    assert_eq!(me["groups"], json!(["eng", ADMIN_GROUP]), "{me}");
+    assert!(
+        me["roles"].as_array().unwrap().iter().any(|r| r == "admin"),
+        "{ADMIN_GROUP} is IdpAdminGroups: {me}"
+    );
+
+    // AND the endpoint's token is refused for another endpoint (REST, streaming mcp-proxy)
+    // with a challenge pointing at that endpoint's metadata, and on /me (HTTP API, admin-api)
+    let (s, headers, body) = call(
+        Method::POST,
+        &rest.mcp_url("everything"),
+        Some(&for_endpoint),
+        Some(("application/json", INITIALIZE)),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "echo's token on everything: {body}"
+    );
+    let challenge = headers
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let pointer = format!(
+        "resource_metadata=\"{}\"",
+        rest.url("/.well-known/oauth-protected-resource/mcp/everything")
+    );
+    assert!(
+        challenge.starts_with("Bearer ")
+            && challenge.contains(&pointer)
+            && challenge.contains("error=\"invalid_token\""),
+        "{challenge}"
+    );
+    let (s, body) = call_json(Method::GET, &me_url, Some(&for_endpoint), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 401, "echo's token on /me: {body}");
+}
+
 /// Bad input through the gateways: JSON errors from the functions, API Gateway's own answers
 /// for what matches no route.
 async fn bad_input(stack: &LambdaStack) {
@@ -484,8 +622,7 @@ async fn streaming(stack: &LambdaStack, api_key: &str) {
 async fn stage_prefix(stack: &LambdaStack, p: &Peers) -> Vec<u32> {
     let _t = Step::start("stage prefix");
     let env: Vec<(String, String)> = stack
-        .aws
-        .function_env(&stack.rest.base)
+        .function_env()
         .into_iter()
         .filter(|(k, _)| k != "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH")
         .collect();
@@ -519,7 +656,17 @@ async fn lambda_mode_end_to_end() {
     );
     let stack = {
         let _t = Step::start("start moto resources, two emulators, two gateways");
-        LambdaStack::start(&p.cargo_lambda, &p.moto, UPSTREAM_SECRET)
+        // The oidc-provider peer as the template's identity provider; else the template's
+        // defaults (no provider).
+        let idp = match &p.oidc {
+            Some(oidc) => IdpParameters {
+                issuer: oidc.issuer.clone(),
+                admin_groups: ADMIN_GROUP.into(),
+                ..IdpParameters::default()
+            },
+            None => IdpParameters::default(),
+        };
+        LambdaStack::start(&p.cargo_lambda, &p.moto, UPSTREAM_SECRET, idp)
             .await
             .unwrap()
     };
@@ -527,6 +674,9 @@ async fn lambda_mode_end_to_end() {
     raw_fixtures(&stack, &p).await;
     let api_key = rest_walkthrough(&stack, &p).await;
     http_walkthrough(&stack, &api_key).await;
+    if let Some(oidc) = &p.oidc {
+        idp_tokens(&stack, oidc).await;
+    }
     bad_input(&stack).await;
     streaming(&stack, &api_key).await;
     let mut pids = stage_prefix(&stack, &p).await;
