@@ -24,9 +24,11 @@ use aws_smithy_runtime_api::client::http::{
     http_client_fn,
 };
 
+use mcpgw::clock::{Clock, SystemClock};
 use mcpgw::domain::{ApiKey, Grant, GrantStatus, OAuthState};
 use mcpgw::store::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, Store, StoreError,
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, Store,
+    StoreError,
 };
 
 /// A store under test plus whatever must live as long as it.
@@ -167,6 +169,9 @@ contract!(
     state_consumed_once,
     state_expired_reads_absent_and_is_removed,
     state_concurrent_consume_exactly_one_wins,
+    session_ended_until_its_expiry,
+    session_end_is_idempotent_and_keeps_the_later_expiry,
+    session_concurrent_enders_all_succeed,
 );
 
 const RACERS: usize = 16;
@@ -1174,6 +1179,68 @@ mod cases {
             );
         }
     }
+
+    // Ended sessions: times are near the wall clock's, since records past it may be swept.
+
+    pub async fn session_ended_until_its_expiry(store: Arc<dyn Store>) {
+        let now = SystemClock.now();
+        let exp = now + 600;
+        assert!(!store.session_ended("f-one", now).await.unwrap());
+        store.end_session("f-one", exp).await.unwrap();
+        assert!(store.session_ended("f-one", now).await.unwrap());
+        assert!(store.session_ended("f-one", exp - 1).await.unwrap());
+        // Not from its expires_at second on (the session's id is refused by then anyway).
+        assert!(!store.session_ended("f-one", exp).await.unwrap());
+        assert!(!store.session_ended("f-one", exp + 1_000).await.unwrap());
+        // Only that session: a fingerprint extending it, or sharing its prefix, is not ended.
+        for other in ["f-on", "f-one0", "f-two"] {
+            assert!(!store.session_ended(other, now).await.unwrap(), "{other}");
+        }
+        store.end_session("f-two", exp).await.unwrap();
+        assert!(store.session_ended("f-two", now).await.unwrap());
+        assert!(
+            store.session_ended("f-one", now).await.unwrap(),
+            "ending another session keeps this one"
+        );
+    }
+
+    pub async fn session_end_is_idempotent_and_keeps_the_later_expiry(store: Arc<dyn Store>) {
+        let now = SystemClock.now();
+        store.end_session("f-again", now + 100).await.unwrap();
+        store.end_session("f-again", now + 100).await.unwrap();
+        assert!(store.session_ended("f-again", now + 99).await.unwrap());
+        assert!(!store.session_ended("f-again", now + 100).await.unwrap());
+        // An earlier expiry never shortens the record.
+        store.end_session("f-again", now + 50).await.unwrap();
+        assert!(store.session_ended("f-again", now + 99).await.unwrap());
+        // A later one extends it.
+        store.end_session("f-again", now + 200).await.unwrap();
+        assert!(store.session_ended("f-again", now + 199).await.unwrap());
+        assert!(!store.session_ended("f-again", now + 200).await.unwrap());
+    }
+
+    pub async fn session_concurrent_enders_all_succeed(store: Arc<dyn Store>) {
+        let now = SystemClock.now();
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.end_session("f-race", now + 300 + i as i64).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let last = now + 300 + RACERS as i64 - 1;
+        assert!(store.session_ended("f-race", last - 1).await.unwrap());
+        assert!(
+            !store.session_ended("f-race", last).await.unwrap(),
+            "the latest expiry wins, whatever the order"
+        );
+    }
 }
 
 /// The DynamoDB layout the SAM template is written against.
@@ -1443,5 +1510,19 @@ mod dynamo_layout {
         store.put_state(&state("sid", 1_600)).await.unwrap();
         let item = raw_item(&c, &table, "STATE#sid", "STATE").await;
         assert_eq!(item["ttl"], AttributeValue::N("1600".into()));
+
+        // An ended session: under the SESSION# prefix the template's IAM for mcp-proxy names,
+        // removed by TTL at the session's expiry.
+        let exp = SystemClock.now() + 600;
+        store.end_session("0123abcd", exp).await.unwrap();
+        let item = raw_item(&c, &table, "SESSION#0123abcd", "ENDED").await;
+        assert_eq!(item["expires_at"], AttributeValue::N(exp.to_string()));
+        assert_eq!(item["ttl"], AttributeValue::N(exp.to_string()));
+        assert_eq!(
+            item.keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["expires_at", "pk", "sk", "ttl"].into()
+        );
     }
 }

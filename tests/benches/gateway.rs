@@ -55,7 +55,8 @@ use mcpgw::secrets::env::EnvSecrets;
 use mcpgw::secrets::{SecretRef, SecretValue, Secrets, SecretsError};
 use mcpgw::state::AppState;
 use mcpgw::store::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, Store, StoreResult,
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, Store,
+    StoreResult,
 };
 use serde_json::{Value, json};
 
@@ -147,7 +148,7 @@ impl Settings {
 // Counting decorators around the store and secrets ports
 
 /// Every store method, and whether the DynamoDB adapter serves it with reads only.
-const METHODS: [(&str, bool); 19] = [
+const METHODS: [(&str, bool); 21] = [
     ("create_config", false),
     ("replace_config", false),
     ("get_config", true),
@@ -167,6 +168,8 @@ const METHODS: [(&str, bool); 19] = [
     ("grants_due", true),
     ("put_state", false),
     ("consume_state", false), // a DeleteItem
+    ("end_session", false),
+    ("session_ended", true),
 ];
 
 #[derive(Default)]
@@ -230,6 +233,10 @@ counting!(GrantStore {
 counting!(OAuthStateStore {
     fn put_state(state: &OAuthState) -> ();
     fn consume_state(id: &str, now: UnixTime) -> Option<OAuthState>;
+});
+counting!(SessionStore {
+    fn end_session(fingerprint: &str, expires_at: UnixTime) -> ();
+    fn session_ended(fingerprint: &str, now: UnixTime) -> bool;
 });
 
 /// The secrets port, counting `resolve` and `resolve_fresh` calls (served from cache or not).

@@ -360,7 +360,8 @@ pub async fn post(call: &Call, msg: Message) -> Response {
 }
 
 /// Forwards within the upstream session; if the upstream has lost it (404), opens a new one
-/// with the client's original parameters and retries once, transparently.
+/// with the client's original parameters and retries once, transparently, unless the session
+/// was ended by a `DELETE` served elsewhere (the store's record, read only on this path).
 async fn forward_in_session(
     call: &Call,
     claims: &SessionClaims,
@@ -400,6 +401,9 @@ async fn forward_in_session(
             if let Some(g) = guard.take() {
                 g.disarm();
             }
+            if ended_elsewhere(call, fingerprint).await {
+                return session_not_found(id.as_ref());
+            }
             match handshakes::initialize(up, &claims.client, version, None).await {
                 Ok(InitOutcome::Opened(s)) if s.session_id.is_some() => {
                     tracing::info!(session = %fingerprint, "upstream lost the session; re-initialized");
@@ -424,6 +428,34 @@ async fn forward_in_session(
         return stream_back(&call.upstream, response, opts);
     }
     session_not_found(id.as_ref())
+}
+
+/// Whether the session was ended by a `DELETE` another process served (its upstream session
+/// is gone for that reason, and must not be opened again). Asked only once the upstream has
+/// answered 404, so the normal path reads nothing from the store. An ended session is
+/// remembered here, so its id is refused at once from now on. When the store cannot say, the
+/// answer is yes: the client is told its session is gone (it initializes a new one, as it
+/// would have to without the transparent re-initialization) rather than an ended session
+/// coming back.
+async fn ended_elsewhere(call: &Call, fingerprint: &str) -> bool {
+    let state = call.state();
+    match state
+        .store
+        .session_ended(fingerprint, state.clock.now())
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(session = %fingerprint, "session ended elsewhere; not re-initialized");
+            state.mcp.end(fingerprint);
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(session = %fingerprint, error = %mcpgw::http::error_chain(&e),
+                "could not tell whether the session was ended; not re-initialized");
+            true
+        }
+    }
 }
 
 /// Session client, stateless upstream: every request gets the envelope built from the
@@ -524,7 +556,18 @@ pub async fn delete(call: &Call) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
-    let memory = &call.state().mcp;
+    let state = call.state();
+    // Recorded before the upstream session ends: another process that later finds it gone
+    // upstream must know it was ended, not lost, and not re-initialize it. If the record
+    // cannot be written nothing is ended, and the client may try again.
+    if let Err(e) = state
+        .store
+        .end_session(&fingerprint, claims.expires_at)
+        .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    let memory = &state.mcp;
     let rebound = memory.rebound(&fingerprint);
     memory.end(&fingerprint);
     if let UpstreamLink::Session {

@@ -1,6 +1,6 @@
 //! The proxy across MCP protocol eras, against in-process upstreams of each era (see
 //! `common::Speaks`): gateway sessions (sealed ids bound to user and endpoint, ended by
-//! DELETE, re-opened upstream when the upstream loses them), 2026-07-28 clients passed
+//! DELETE on every process, re-opened upstream when the upstream loses them), 2026-07-28 clients passed
 //! through to stateless upstreams and bridged to session-era ones, session-era clients bridged
 //! to stateless upstreams, and cancellation (client gone, client cancels, call deadline).
 
@@ -247,6 +247,145 @@ async fn a_session_the_upstream_cannot_keep_is_a_404_for_the_client() {
             "tools/call",
             "initialize",
             "notifications/initialized"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session-era client, several gateway processes (Lambda instances) sharing store and keyring
+
+#[tokio::test]
+async fn a_session_ended_on_one_instance_is_not_reopened_on_another() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    let (a, b, store) = two_instances(&gw);
+    let sealed = open_session(&a, "up", &gw.alice).await;
+    // B serves the session as well as A: everything is in the id.
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(2, "x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = session_request(&a, Method::DELETE, "up", &gw.alice, &sealed).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        store.session_reads(),
+        0,
+        "the normal path read the ended-session record"
+    );
+
+    // B finds the upstream session gone, and learns why from the store: no re-initialize.
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(3, "x")).await;
+    let error = r.rpc_error(404, json!(3), -32001);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Session not found")
+    );
+    assert_eq!(
+        up.log.methods(),
+        ["initialize", "tools/call", "DELETE", "tools/call"],
+        "the ended session was opened again upstream"
+    );
+    assert_eq!(store.session_reads(), 1);
+
+    // From now on B refuses the id itself: neither the upstream nor the store is asked.
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(4, "x")).await;
+    r.rpc_error(404, json!(4), -32001);
+    let r = session_request(&b, Method::DELETE, "up", &gw.alice, &sealed).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(up.log.len(), 4, "{:?}", up.log.methods());
+    assert_eq!(store.session_reads(), 1);
+}
+
+#[tokio::test]
+async fn a_session_the_upstream_lost_is_still_reopened_on_another_instance() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    let (a, b, store) = two_instances(&gw);
+    let sealed = open_session(&a, "up", &gw.alice).await;
+    up.forget("up-session-1");
+
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(2, "x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let last = r.events().last().unwrap().clone();
+    assert_eq!(
+        (&last["id"], &last["result"]["content"][0]["text"]),
+        (&json!(2), &json!("done"))
+    );
+    assert_eq!(
+        up.log.methods(),
+        [
+            "initialize",
+            "tools/call",
+            "initialize",
+            "notifications/initialized",
+            "tools/call"
+        ]
+    );
+    assert_eq!(up.log.all()[4].session(), Some("up-session-2"));
+    assert_eq!(
+        store.session_reads(),
+        1,
+        "asked once, when the upstream lost it"
+    );
+
+    // B goes on in the new upstream session without asking the store again.
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(3, "x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.log.all()[5].session(), Some("up-session-2"));
+    assert_eq!(store.session_reads(), 1);
+}
+
+#[tokio::test]
+async fn a_delete_the_store_cannot_record_ends_nothing() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    let (a, _b, store) = two_instances(&gw);
+    let sealed = open_session(&a, "up", &gw.alice).await;
+    store.fail_sessions(true);
+    let r = session_request(&a, Method::DELETE, "up", &gw.alice, &sealed).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json"))
+    );
+    assert_eq!(r.error_code(), "store_unavailable");
+    assert_eq!(
+        up.log.methods(),
+        ["initialize"],
+        "the upstream session was ended"
+    );
+
+    // The session is whole; once the store is back the DELETE goes through.
+    let r = post(&a, "up", &gw.alice, Some(&sealed), &tools_call(2, "x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    store.fail_sessions(false);
+    let r = session_request(&a, Method::DELETE, "up", &gw.alice, &sealed).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(up.log.methods(), ["initialize", "tools/call", "DELETE"]);
+}
+
+#[tokio::test]
+async fn a_lost_session_is_not_reopened_while_the_store_cannot_say_it_was_not_ended() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    let (a, b, store) = two_instances(&gw);
+    let sealed = open_session(&a, "up", &gw.alice).await;
+    up.forget("up-session-1");
+    store.fail_sessions(true);
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(2, "x")).await;
+    r.rpc_error(404, json!(2), -32001);
+    assert_eq!(up.log.methods(), ["initialize", "tools/call"]);
+    assert_eq!(store.session_reads(), 1);
+
+    // Not taken for ended: with the store back, the session is re-opened after all.
+    store.fail_sessions(false);
+    let r = post(&b, "up", &gw.alice, Some(&sealed), &tools_call(3, "x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        up.log.methods(),
+        [
+            "initialize",
+            "tools/call",
+            "tools/call",
+            "initialize",
+            "notifications/initialized",
+            "tools/call"
         ]
     );
 }

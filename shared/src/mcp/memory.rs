@@ -7,7 +7,9 @@
 //!   session-era upstream, per (user, server);
 //! - replacement upstream session ids, after an upstream lost a client session and the
 //!   gateway re-initialized it transparently;
-//! - sessions ended by `DELETE` here, so their ids are refused at once on this process;
+//! - sessions ended by `DELETE` here (or found ended in the store, where `DELETE` records
+//!   every end, after their upstream answered 404), so their ids are refused at once on this
+//!   process;
 //! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them.
 
 use std::collections::HashMap;

@@ -11,6 +11,7 @@
 //! | key by owner  | `KEYOWNER#{owner}`  | id       | none                                                |
 //! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
+//! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
 //!
 //! An API key is three items written and deleted together in one `TransactWriteItems`: the
 //! item by id (listing, admin reads), a pointer by hash, which authentication reads with
@@ -35,12 +36,13 @@
 //! `gsi_member` (`member`, `pk`) is reserved for team membership items. `refresh_shard`
 //! spreads due grants over [`REFRESH_SHARDS`] partitions so no single GSI partition gets hot;
 //! the shard is FNV-1a of `user\0server`, a hash that must never change (std's hasher is
-//! randomized per process). TTL on `ttl` removes expired states eventually (days late), so
-//! reads check expiry themselves.
+//! randomized per process). TTL on `ttl` removes expired states and ended-session records
+//! eventually (days late), so reads check expiry themselves.
 //!
 //! Every contract write is one conditional request (for API keys, one transaction), so
 //! DynamoDB itself enforces create-if-absent, replace-if-present, optimistic locking on `version` and consume-once
-//! (`DeleteItem` + `ReturnValues=ALL_OLD`). A grant write must carry the next version; that
+//! (`DeleteItem` + `ReturnValues=ALL_OLD`); ending a session is a `PutItem` that only
+//! replaces a record with an earlier expiry. A grant write must carry the next version; that
 //! is checked before any request is sent. Base-table reads (key lookup by hash included) are
 //! strongly consistent; GSI reads (due grants) are eventually consistent by nature.
 //!
@@ -66,7 +68,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
+    StoreResult,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
@@ -89,6 +92,8 @@ const KEYHASH_SK: &str = "APIKEY";
 /// Most keys one `BatchGetItem` may ask for.
 const BATCH_GET_MAX: usize = 100;
 const STATE_SK: &str = "STATE";
+/// `sk` of the ended-session record `SESSION#{fingerprint}`.
+const SESSION_ENDED_SK: &str = "ENDED";
 /// Attribute of the API key item by id that records its last use.
 const LAST_USED: &str = "last_used_at";
 
@@ -527,6 +532,11 @@ fn grant_pk(user: &str) -> String {
 
 fn state_pk(id: &str) -> String {
     format!("STATE#{id}")
+}
+
+/// Partition of an ended-session record; the template's IAM for mcp-proxy names this prefix.
+fn session_pk(fingerprint: &str) -> String {
+    format!("SESSION#{fingerprint}")
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -1169,6 +1179,52 @@ impl OAuthStateStore for DynamoStore {
             Some(item) => Ok(Some(state_from(&item)?).filter(|st| !st.is_expired(now))),
             None => Ok(None),
         }
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
+        let item = Item::from([
+            (PK.to_owned(), s(session_pk(fingerprint))),
+            (SK.to_owned(), s(SESSION_ENDED_SK)),
+            ("expires_at".to_owned(), n(expires_at)),
+            (TTL.to_owned(), n(expires_at)),
+        ]);
+        // One conditional put: a record with a later expiry stays as it is.
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp < :exp")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_values(":exp", n(expires_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Already ended, until at least as late.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
+        let Some(item) = self
+            .get_item(session_pk(fingerprint), SESSION_ENDED_SK.to_owned())
+            .await?
+        else {
+            return Ok(false);
+        };
+        // TTL deletes days late: an expired record can still be here.
+        let expires_at: UnixTime = Reader {
+            what: "ended session",
+            item: &item,
+        }
+        .n("expires_at")?;
+        Ok(now < expires_at)
     }
 }
 

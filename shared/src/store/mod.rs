@@ -8,7 +8,8 @@
 //!   concurrent refreshers can never both redeem a rotating refresh token;
 //! - an OAuth state is consumed at most once, however many callers race for it;
 //! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late);
-//! - an API key's `last_used_at` only moves forward.
+//! - an API key's `last_used_at` only moves forward;
+//! - an ended session stays ended until its own expiry, however often it is ended again.
 
 pub mod dynamo;
 #[cfg(feature = "sqlite")]
@@ -177,9 +178,24 @@ pub trait OAuthStateStore: Send + Sync {
     async fn consume_state(&self, id: &str, now: UnixTime) -> StoreResult<Option<OAuthState>>;
 }
 
+/// Gateway sessions ended by `DELETE` (tombstones), so every process, not only the one that
+/// served the `DELETE`, can tell an ended session from one its upstream merely lost. Keyed by
+/// the session id's fingerprint (`mcp::session::fingerprint`); read only when an upstream
+/// answers 404 for a session, never on the normal request path.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Records that the session ended; the record lasts until `expires_at` (the session's own
+    /// expiry, after which its id is refused anyway) and may disappear once the wall clock
+    /// has passed it (DynamoDB's TTL, the SQLite adapter's sweep). Idempotent: ending a
+    /// session again succeeds and never moves its `expires_at` back.
+    async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()>;
+    /// Whether the session was ended and its record is still in force (`now < expires_at`).
+    async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool>;
+}
+
 /// Everything the gateway persists.
-pub trait Store: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore {}
-impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore> Store for T {}
+pub trait Store: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore {}
+impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore> Store for T {}
 
 /// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
 /// or 1 for a new grant); checked before the store is touched, so a refused write writes

@@ -6,7 +6,8 @@
 //! (or one transaction), so the conditional writes the contract asks for are atomic:
 //! `INSERT .. ON CONFLICT DO NOTHING` for "create if absent", `UPDATE .. WHERE version = ?`
 //! for optimistic locking (a grant write must carry the next version, checked before the
-//! statement runs), and `DELETE .. RETURNING` for consume-once.
+//! statement runs), `DELETE .. RETURNING` for consume-once, and an upsert that keeps the
+//! later expiry for ended sessions.
 //!
 //! The schema is versioned with `PRAGMA user_version`: [`MIGRATIONS`] is applied in order
 //! from the stored version, each step in its own transaction. Never edit a shipped step; add
@@ -23,9 +24,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreError, StoreResult,
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
+    StoreResult,
 };
-use crate::clock::UnixTime;
+use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
 
 /// Schema steps; `user_version` is the number of steps applied.
@@ -85,6 +87,15 @@ const MIGRATIONS: &[&str] = &[
     UPDATE api_keys SET owner =
         COALESCE(CASE WHEN json_valid(doc) THEN json_extract(doc, '$.owner') END, '');
     CREATE INDEX api_keys_by_owner ON api_keys (owner, id);
+    "#,
+    // 4: sessions ended by DELETE, until the session's own expiry; the index serves the sweep
+    // of expired records.
+    r#"
+    CREATE TABLE ended_sessions (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at);
     "#,
 ];
 
@@ -645,6 +656,49 @@ impl OAuthStateStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
+        let fingerprint = fingerprint.to_owned();
+        // SQLite has no TTL: records past their expiry by the wall clock (what DynamoDB's TTL
+        // goes by too) are swept here, so the table holds only sessions that could still be
+        // presented. They already read as not ended, so removing them changes nothing a caller
+        // with a right clock can see.
+        let now = SystemClock.now();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM ended_sessions WHERE expires_at <= ?1",
+                params![now],
+            )
+            .map_err(db)?;
+            c.execute(
+                "INSERT INTO ended_sessions (fingerprint, expires_at) VALUES (?1, ?2) \
+                 ON CONFLICT (fingerprint) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                params![fingerprint, expires_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
+        let fingerprint = fingerprint.to_owned();
+        self.call(move |c| {
+            let found: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM ended_sessions WHERE fingerprint = ?1 AND expires_at > ?2",
+                    params![fingerprint, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +805,27 @@ mod tests {
             listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
             [key.id.as_str()]
         );
+    }
+
+    /// Ending a session sweeps the records already past their expiry, so the table does not
+    /// grow with every session ever ended.
+    #[tokio::test]
+    async fn ending_a_session_sweeps_expired_records() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = SystemClock.now();
+        store.end_session("gone", now - 1).await.unwrap();
+        store.end_session("live", now + 600).await.unwrap();
+        store.end_session("next", now + 600).await.unwrap();
+        let conn = store.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT fingerprint FROM ended_sessions ORDER BY fingerprint")
+            .unwrap();
+        let left: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, ["live", "next"]);
     }
 
     #[tokio::test]

@@ -223,7 +223,8 @@ mod recording {
     use mcpgw::clock::UnixTime;
     use mcpgw::domain::{ApiKey, Grant, OAuthState};
     use mcpgw::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, StoreResult,
+        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
+        StoreResult,
     };
 
     use super::RecordingStore;
@@ -328,6 +329,16 @@ mod recording {
         }
         async fn consume_state(&self, id: &str, now: UnixTime) -> StoreResult<Option<OAuthState>> {
             self.inner.consume_state(id, now).await
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for RecordingStore {
+        async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
+            self.inner.end_session(fingerprint, expires_at).await
+        }
+        async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
+            self.inner.session_ended(fingerprint, now).await
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Shared by `proxy.rs` and `eras.rs`: in-process upstream MCP servers (one per protocol era)
 //! that record everything they receive, a gateway fixture on SQLite with registered servers
-//! and two users, and helpers that speak MCP to the proxy router.
+//! and two users, more processes of the same deployment, and helpers that speak MCP to the
+//! proxy router.
 
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -562,6 +563,127 @@ pub async fn gateway(vars: &[(&str, &str)], servers: &[(&str, &str, &str)]) -> G
         bob,
         _dir: dir,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several processes of one deployment (Lambda instances)
+
+/// The store the processes of one deployment share, watched by the test: it counts the reads
+/// of ended-session records and can be made to fail every ended-session call.
+pub struct SharedStore {
+    inner: Arc<dyn mcpgw::store::Store>,
+    session_reads: AtomicUsize,
+    failing: AtomicBool,
+}
+
+impl SharedStore {
+    /// How many times a process asked whether a session was ended.
+    pub fn session_reads(&self) -> usize {
+        self.session_reads.load(Ordering::SeqCst)
+    }
+
+    /// From now on, recording and reading ended sessions fail (`on`) or work again.
+    pub fn fail_sessions(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+
+    fn down(&self) -> mcpgw::store::StoreResult<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(mcpgw::store::StoreError::backend(std::io::Error::other(
+                "store down (test)",
+            )));
+        }
+        Ok(())
+    }
+}
+
+mod shared_store {
+    use async_trait::async_trait;
+    use mcpgw::clock::UnixTime;
+    use mcpgw::domain::{ApiKey, Grant, OAuthState};
+    use mcpgw::store::{
+        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
+        StoreResult,
+    };
+    use serde_json::Value;
+    use std::sync::atomic::Ordering;
+
+    use super::SharedStore;
+
+    /// Implements a store trait on `SharedStore` by handing every call to the inner store.
+    macro_rules! delegate {
+        ($trait:ident { $(fn $m:ident($($a:ident: $t:ty),*) -> $r:ty;)* }) => {
+            #[async_trait]
+            impl $trait for SharedStore {
+                $(async fn $m(&self, $($a: $t),*) -> StoreResult<$r> {
+                    self.inner.$m($($a),*).await
+                })*
+            }
+        };
+    }
+
+    delegate!(ConfigStore {
+        fn create_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
+        fn replace_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
+        fn get_config(kind: ConfigKind, name: &str) -> Option<Value>;
+        fn list_configs(kind: ConfigKind) -> Vec<Value>;
+        fn delete_config(kind: ConfigKind, name: &str) -> bool;
+    });
+    delegate!(ApiKeyStore {
+        fn create_api_key(key: &ApiKey) -> ();
+        fn find_api_key_by_hash(hash: &str, now: UnixTime) -> Option<ApiKey>;
+        fn get_api_key(id: &str) -> Option<ApiKey>;
+        fn list_api_keys() -> Vec<ApiKey>;
+        fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>;
+        fn delete_api_key(id: &str) -> bool;
+        fn touch_api_key(id: &str, at: UnixTime) -> ();
+    });
+    delegate!(GrantStore {
+        fn get_grant(user: &str, server: &str) -> Option<Grant>;
+        fn save_grant_if_version(grant: &Grant, expected: Option<u64>) -> ();
+        fn delete_grant(user: &str, server: &str) -> bool;
+        fn list_grants_for_user(user: &str) -> Vec<Grant>;
+        fn grants_due(before: UnixTime, limit: usize) -> Vec<Grant>;
+    });
+    delegate!(OAuthStateStore {
+        fn put_state(state: &OAuthState) -> ();
+        fn consume_state(id: &str, now: UnixTime) -> Option<OAuthState>;
+    });
+
+    #[async_trait]
+    impl SessionStore for SharedStore {
+        async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
+            self.down()?;
+            self.inner.end_session(fingerprint, expires_at).await
+        }
+        async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
+            self.session_reads.fetch_add(1, Ordering::SeqCst);
+            self.down()?;
+            self.inner.session_ended(fingerprint, now).await
+        }
+    }
+}
+
+/// Two processes of `gw`'s deployment (two Lambda instances), A and B: each with its own
+/// memory, caches and HTTP client, both with `gw`'s configuration (so the same keyring file
+/// and secrets) and its store, shared under a [`SharedStore`].
+pub fn two_instances(gw: &Gateway) -> (axum::Router, axum::Router, Arc<SharedStore>) {
+    let store = Arc::new(SharedStore {
+        inner: gw.state.store.clone(),
+        session_reads: AtomicUsize::new(0),
+        failing: AtomicBool::new(false),
+    });
+    let instance = || {
+        let state = AppState::from_parts(
+            (*gw.state.config).clone(),
+            store.clone(),
+            gw.state.secrets.clone(),
+            gw.state.clock.clone(),
+        )
+        .expect("another process's state");
+        mcp_proxy::app(state)
+    };
+    (instance(), instance(), store)
 }
 
 /// Serves `app` on a loopback port (for tests that need a real connection to drop); the
