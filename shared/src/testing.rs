@@ -107,3 +107,92 @@ pub mod tempfile_guard {
         }
     }
 }
+
+/// One store call as an [`ObservedStore`] hook sees it: the method, and the main key it was
+/// asked about (a name, id, hash, owner, user or session fingerprint) when it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreCall<'a> {
+    pub method: &'static str,
+    pub key: Option<&'a str>,
+}
+
+type StoreHook = dyn Fn(StoreCall<'_>) -> crate::store::StoreResult<()> + Send + Sync;
+
+/// A store that shows every call to a hook before handing it on: tests count, record or fail
+/// calls with it, benchmarks count them. One decorator for every test, so a new store method
+/// is added here once.
+pub struct ObservedStore {
+    inner: std::sync::Arc<dyn crate::store::Store>,
+    hook: Box<StoreHook>,
+}
+
+impl ObservedStore {
+    /// `hook` runs before each call; an error it returns is the call's answer (the inner
+    /// store is not asked).
+    pub fn new(
+        inner: std::sync::Arc<dyn crate::store::Store>,
+        hook: impl Fn(StoreCall<'_>) -> crate::store::StoreResult<()> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            hook: Box::new(hook),
+        }
+    }
+}
+
+mod observed {
+    use super::{ObservedStore, StoreCall};
+    use crate::clock::UnixTime;
+    use crate::domain::{ApiKey, Grant, OAuthState};
+    use crate::store::{
+        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
+        StoreResult,
+    };
+    use serde_json::Value;
+
+    /// Implements a store trait on `ObservedStore`: the hook sees the call, then the inner
+    /// store answers it.
+    macro_rules! observed {
+        ($trait:ident { $(fn $m:ident($($a:ident: $t:ty),*) -> $r:ty, key $key:expr;)* }) => {
+            #[async_trait::async_trait]
+            impl $trait for ObservedStore {
+                $(async fn $m(&self, $($a: $t),*) -> StoreResult<$r> {
+                    (self.hook)(StoreCall { method: stringify!($m), key: $key })?;
+                    self.inner.$m($($a),*).await
+                })*
+            }
+        };
+    }
+
+    observed!(ConfigStore {
+        fn create_config(kind: ConfigKind, name: &str, doc: &Value) -> (), key Some(name);
+        fn replace_config(kind: ConfigKind, name: &str, doc: &Value) -> (), key Some(name);
+        fn get_config(kind: ConfigKind, name: &str) -> Option<Value>, key Some(name);
+        fn list_configs(kind: ConfigKind) -> Vec<Value>, key None;
+        fn delete_config(kind: ConfigKind, name: &str) -> bool, key Some(name);
+    });
+    observed!(ApiKeyStore {
+        fn create_api_key(key: &ApiKey) -> (), key Some(key.id.as_str());
+        fn find_api_key_by_hash(key_hash: &str, now: UnixTime) -> Option<ApiKey>, key Some(key_hash);
+        fn get_api_key(id: &str) -> Option<ApiKey>, key Some(id);
+        fn list_api_keys() -> Vec<ApiKey>, key None;
+        fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>, key Some(owner);
+        fn delete_api_key(id: &str) -> bool, key Some(id);
+        fn touch_api_key(id: &str, at: UnixTime) -> (), key Some(id);
+    });
+    observed!(GrantStore {
+        fn get_grant(user: &str, server: &str) -> Option<Grant>, key Some(user);
+        fn save_grant_if_version(grant: &Grant, expected: Option<u64>) -> (), key Some(grant.user.as_str());
+        fn delete_grant(user: &str, server: &str) -> bool, key Some(user);
+        fn list_grants_for_user(user: &str) -> Vec<Grant>, key Some(user);
+        fn grants_due(before: UnixTime, limit: usize) -> Vec<Grant>, key None;
+    });
+    observed!(OAuthStateStore {
+        fn put_state(state: &OAuthState) -> (), key Some(state.id.as_str());
+        fn consume_state(id: &str, now: UnixTime) -> Option<OAuthState>, key Some(id);
+    });
+    observed!(SessionStore {
+        fn end_session(fingerprint: &str, expires_at: UnixTime) -> (), key Some(fingerprint);
+        fn session_ended(fingerprint: &str, now: UnixTime) -> bool, key Some(fingerprint);
+    });
+}

@@ -47,17 +47,13 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mcpgw::clock::{SystemClock, UnixTime};
+use mcpgw::clock::SystemClock;
 use mcpgw::config::Config;
-use mcpgw::domain::{ApiKey, Grant, OAuthState};
 use mcpgw::secrets::aws::SecretsManagerSecrets;
 use mcpgw::secrets::env::EnvSecrets;
 use mcpgw::secrets::{SecretRef, SecretValue, Secrets, SecretsError};
 use mcpgw::state::AppState;
-use mcpgw::store::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, Store,
-    StoreResult,
-};
+use mcpgw::store::Store;
 use serde_json::{Value, json};
 
 // ------------------------------------------------------------------------------------------
@@ -187,57 +183,6 @@ impl Counts {
         self.store[i].fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// The store port, counting each call per method before delegating.
-struct CountingStore {
-    inner: Arc<dyn Store>,
-    counts: Arc<Counts>,
-}
-
-/// Implements one store trait on `CountingStore`: every method counts itself, then delegates.
-macro_rules! counting {
-    ($trait:ident { $(fn $m:ident($($a:ident: $t:ty),*) -> $r:ty;)* }) => {
-        #[async_trait]
-        impl $trait for CountingStore {
-            $(async fn $m(&self, $($a: $t),*) -> StoreResult<$r> {
-                self.counts.hit(stringify!($m));
-                self.inner.$m($($a),*).await
-            })*
-        }
-    };
-}
-
-counting!(ConfigStore {
-    fn create_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
-    fn replace_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
-    fn get_config(kind: ConfigKind, name: &str) -> Option<Value>;
-    fn list_configs(kind: ConfigKind) -> Vec<Value>;
-    fn delete_config(kind: ConfigKind, name: &str) -> bool;
-});
-counting!(ApiKeyStore {
-    fn create_api_key(key: &ApiKey) -> ();
-    fn find_api_key_by_hash(hash: &str, now: UnixTime) -> Option<ApiKey>;
-    fn get_api_key(id: &str) -> Option<ApiKey>;
-    fn list_api_keys() -> Vec<ApiKey>;
-    fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>;
-    fn delete_api_key(id: &str) -> bool;
-    fn touch_api_key(id: &str, at: UnixTime) -> ();
-});
-counting!(GrantStore {
-    fn get_grant(user: &str, server: &str) -> Option<Grant>;
-    fn save_grant_if_version(grant: &Grant, expected: Option<u64>) -> ();
-    fn delete_grant(user: &str, server: &str) -> bool;
-    fn list_grants_for_user(user: &str) -> Vec<Grant>;
-    fn grants_due(before: UnixTime, limit: usize) -> Vec<Grant>;
-});
-counting!(OAuthStateStore {
-    fn put_state(state: &OAuthState) -> ();
-    fn consume_state(id: &str, now: UnixTime) -> Option<OAuthState>;
-});
-counting!(SessionStore {
-    fn end_session(fingerprint: &str, expires_at: UnixTime) -> ();
-    fn session_ended(fingerprint: &str, now: UnixTime) -> bool;
-});
 
 /// The secrets port, counting `resolve` and `resolve_fresh` calls (served from cache or not).
 struct CountingSecrets {
@@ -754,10 +699,12 @@ impl Gateway {
             counts: Arc::default(),
             secrets_manager,
         };
-        let store = Arc::new(CountingStore {
-            inner: store,
-            counts: counters.counts.clone(),
-        });
+        // The store port, counting each call per method before it is served.
+        let counts = counters.counts.clone();
+        let store = Arc::new(mcpgw::testing::ObservedStore::new(store, move |call| {
+            counts.hit(call.method);
+            Ok(())
+        }));
         let secrets = Arc::new(CountingSecrets {
             inner: secrets,
             counts: counters.counts.clone(),

@@ -200,146 +200,18 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap()
 }
 
-/// A store that records every id, name and owner it is asked about, then hands the call to
-/// SQLite: lets a test prove that a path parameter never reached the store.
+/// What the store was asked about: every id, name, owner (or other key) of every call, seen
+/// through [`mcpgw::testing::ObservedStore`]. Lets a test prove that a path parameter never
+/// reached the store.
+#[derive(Default)]
 pub struct RecordingStore {
-    inner: mcpgw::store::sqlite::SqliteStore,
     pub seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl RecordingStore {
-    fn saw(&self, what: &str) {
-        self.seen.lock().unwrap().push(what.to_owned());
-    }
-
     /// Whether any recorded argument contains `needle`.
     pub fn was_asked_about(&self, needle: &str) -> bool {
         self.seen.lock().unwrap().iter().any(|s| s.contains(needle))
-    }
-}
-
-mod recording {
-    use async_trait::async_trait;
-    use mcpgw::clock::UnixTime;
-    use mcpgw::domain::{ApiKey, Grant, OAuthState};
-    use mcpgw::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult,
-    };
-
-    use super::RecordingStore;
-
-    #[async_trait]
-    impl ConfigStore for RecordingStore {
-        async fn create_config(
-            &self,
-            kind: ConfigKind,
-            name: &str,
-            doc: &serde_json::Value,
-        ) -> StoreResult<()> {
-            self.saw(name);
-            self.inner.create_config(kind, name, doc).await
-        }
-        async fn replace_config(
-            &self,
-            kind: ConfigKind,
-            name: &str,
-            doc: &serde_json::Value,
-        ) -> StoreResult<()> {
-            self.saw(name);
-            self.inner.replace_config(kind, name, doc).await
-        }
-        async fn get_config(
-            &self,
-            kind: ConfigKind,
-            name: &str,
-        ) -> StoreResult<Option<serde_json::Value>> {
-            self.saw(name);
-            self.inner.get_config(kind, name).await
-        }
-        async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>> {
-            self.inner.list_configs(kind).await
-        }
-        async fn delete_config(&self, kind: ConfigKind, name: &str) -> StoreResult<bool> {
-            self.saw(name);
-            self.inner.delete_config(kind, name).await
-        }
-    }
-
-    #[async_trait]
-    impl ApiKeyStore for RecordingStore {
-        async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-            self.saw(&key.id);
-            self.inner.create_api_key(key).await
-        }
-        async fn find_api_key_by_hash(
-            &self,
-            key_hash: &str,
-            now: UnixTime,
-        ) -> StoreResult<Option<ApiKey>> {
-            self.inner.find_api_key_by_hash(key_hash, now).await
-        }
-        async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
-            self.saw(id);
-            self.inner.get_api_key(id).await
-        }
-        async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-            self.inner.list_api_keys().await
-        }
-        async fn list_api_keys_for_owner(&self, owner: &str) -> StoreResult<Vec<ApiKey>> {
-            self.saw(owner);
-            self.inner.list_api_keys_for_owner(owner).await
-        }
-        async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
-            self.saw(id);
-            self.inner.delete_api_key(id).await
-        }
-        async fn touch_api_key(&self, id: &str, at: UnixTime) -> StoreResult<()> {
-            self.inner.touch_api_key(id, at).await
-        }
-    }
-
-    #[async_trait]
-    impl GrantStore for RecordingStore {
-        async fn get_grant(&self, user: &str, server: &str) -> StoreResult<Option<Grant>> {
-            self.inner.get_grant(user, server).await
-        }
-        async fn save_grant_if_version(
-            &self,
-            grant: &Grant,
-            expected: Option<u64>,
-        ) -> StoreResult<()> {
-            self.inner.save_grant_if_version(grant, expected).await
-        }
-        async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool> {
-            self.inner.delete_grant(user, server).await
-        }
-        async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>> {
-            self.inner.list_grants_for_user(user).await
-        }
-        async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>> {
-            self.inner.grants_due(before, limit).await
-        }
-    }
-
-    #[async_trait]
-    impl OAuthStateStore for RecordingStore {
-        async fn put_state(&self, state: &OAuthState) -> StoreResult<()> {
-            self.inner.put_state(state).await
-        }
-        async fn consume_state(&self, id: &str, now: UnixTime) -> StoreResult<Option<OAuthState>> {
-            self.inner.consume_state(id, now).await
-        }
-    }
-
-    #[async_trait]
-    impl SessionStore for RecordingStore {
-        async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
-            self.inner.end_session(fingerprint, expires_at).await
-        }
-        async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
-            self.inner.session_ended(fingerprint, now).await
-        }
     }
 }
 
@@ -355,13 +227,19 @@ pub fn api_recording() -> (Api, Arc<RecordingStore>) {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let config = mcpgw::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let store = Arc::new(RecordingStore {
-        inner: mcpgw::store::sqlite::SqliteStore::open(&guard.path().join("test.sqlite3")).unwrap(),
-        seen: Default::default(),
+    let recording = Arc::new(RecordingStore::default());
+    let seen = recording.clone();
+    let sqlite =
+        mcpgw::store::sqlite::SqliteStore::open(&guard.path().join("test.sqlite3")).unwrap();
+    let store = mcpgw::testing::ObservedStore::new(Arc::new(sqlite), move |call| {
+        if let Some(key) = call.key {
+            seen.seen.lock().unwrap().push(key.to_owned());
+        }
+        Ok(())
     });
     let state = mcpgw::state::AppState::from_parts(
         config,
-        store.clone(),
+        Arc::new(store),
         Arc::new(mcpgw::secrets::env::EnvSecrets::from_map(HashMap::new())),
         Arc::new(mcpgw::clock::SystemClock),
     )
@@ -372,6 +250,6 @@ pub fn api_recording() -> (Api, Arc<RecordingStore>) {
             _guard: guard,
             state,
         },
-        store,
+        recording,
     )
 }

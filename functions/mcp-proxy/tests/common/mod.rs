@@ -568,10 +568,9 @@ pub async fn gateway(vars: &[(&str, &str)], servers: &[(&str, &str, &str)]) -> G
 // ---------------------------------------------------------------------------------------------
 // Several processes of one deployment (Lambda instances)
 
-/// The store the processes of one deployment share, watched by the test: it counts the reads
-/// of ended-session records and can be made to fail every ended-session call.
+/// What the test sees of the store the processes of one deployment share: it counts the
+/// reads of ended-session records and can make every ended-session call fail.
 pub struct SharedStore {
-    inner: Arc<dyn mcpgw::store::Store>,
     session_reads: AtomicUsize,
     failing: AtomicBool,
 }
@@ -587,8 +586,12 @@ impl SharedStore {
         self.failing.store(on, Ordering::SeqCst);
     }
 
-    fn down(&self) -> mcpgw::store::StoreResult<()> {
-        if self.failing.load(Ordering::SeqCst) {
+    fn observe(&self, call: mcpgw::testing::StoreCall<'_>) -> mcpgw::store::StoreResult<()> {
+        if call.method == "session_ended" {
+            self.session_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        let session_call = matches!(call.method, "session_ended" | "end_session");
+        if session_call && self.failing.load(Ordering::SeqCst) {
             return Err(mcpgw::store::StoreError::backend(std::io::Error::other(
                 "store down (test)",
             )));
@@ -597,82 +600,19 @@ impl SharedStore {
     }
 }
 
-mod shared_store {
-    use async_trait::async_trait;
-    use mcpgw::clock::UnixTime;
-    use mcpgw::domain::{ApiKey, Grant, OAuthState};
-    use mcpgw::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult,
-    };
-    use serde_json::Value;
-    use std::sync::atomic::Ordering;
-
-    use super::SharedStore;
-
-    /// Implements a store trait on `SharedStore` by handing every call to the inner store.
-    macro_rules! delegate {
-        ($trait:ident { $(fn $m:ident($($a:ident: $t:ty),*) -> $r:ty;)* }) => {
-            #[async_trait]
-            impl $trait for SharedStore {
-                $(async fn $m(&self, $($a: $t),*) -> StoreResult<$r> {
-                    self.inner.$m($($a),*).await
-                })*
-            }
-        };
-    }
-
-    delegate!(ConfigStore {
-        fn create_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
-        fn replace_config(kind: ConfigKind, name: &str, doc: &Value) -> ();
-        fn get_config(kind: ConfigKind, name: &str) -> Option<Value>;
-        fn list_configs(kind: ConfigKind) -> Vec<Value>;
-        fn delete_config(kind: ConfigKind, name: &str) -> bool;
-    });
-    delegate!(ApiKeyStore {
-        fn create_api_key(key: &ApiKey) -> ();
-        fn find_api_key_by_hash(hash: &str, now: UnixTime) -> Option<ApiKey>;
-        fn get_api_key(id: &str) -> Option<ApiKey>;
-        fn list_api_keys() -> Vec<ApiKey>;
-        fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>;
-        fn delete_api_key(id: &str) -> bool;
-        fn touch_api_key(id: &str, at: UnixTime) -> ();
-    });
-    delegate!(GrantStore {
-        fn get_grant(user: &str, server: &str) -> Option<Grant>;
-        fn save_grant_if_version(grant: &Grant, expected: Option<u64>) -> ();
-        fn delete_grant(user: &str, server: &str) -> bool;
-        fn list_grants_for_user(user: &str) -> Vec<Grant>;
-        fn grants_due(before: UnixTime, limit: usize) -> Vec<Grant>;
-    });
-    delegate!(OAuthStateStore {
-        fn put_state(state: &OAuthState) -> ();
-        fn consume_state(id: &str, now: UnixTime) -> Option<OAuthState>;
-    });
-
-    #[async_trait]
-    impl SessionStore for SharedStore {
-        async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
-            self.down()?;
-            self.inner.end_session(fingerprint, expires_at).await
-        }
-        async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {
-            self.session_reads.fetch_add(1, Ordering::SeqCst);
-            self.down()?;
-            self.inner.session_ended(fingerprint, now).await
-        }
-    }
-}
-
 /// Two processes of `gw`'s deployment (two Lambda instances), A and B: each with its own
 /// memory, caches and HTTP client, both with `gw`'s configuration (so the same keyring file
 /// and secrets) and its store, shared under a [`SharedStore`].
 pub fn two_instances(gw: &Gateway) -> (axum::Router, axum::Router, Arc<SharedStore>) {
-    let store = Arc::new(SharedStore {
-        inner: gw.state.store.clone(),
+    let watch = Arc::new(SharedStore {
         session_reads: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
     });
+    let seen = watch.clone();
+    let store: Arc<dyn mcpgw::store::Store> = Arc::new(mcpgw::testing::ObservedStore::new(
+        gw.state.store.clone(),
+        move |call| seen.observe(call),
+    ));
     let instance = || {
         let state = AppState::from_parts(
             (*gw.state.config).clone(),
@@ -683,7 +623,7 @@ pub fn two_instances(gw: &Gateway) -> (axum::Router, axum::Router, Arc<SharedSto
         .expect("another process's state");
         mcp_proxy::app(state)
     };
-    (instance(), instance(), store)
+    (instance(), instance(), watch)
 }
 
 /// Serves `app` on a loopback port (for tests that need a real connection to drop); the
