@@ -338,8 +338,8 @@ pub struct RelayOptions {
     /// Turns true when the client cancels the request (`notifications/cancelled`).
     pub cancel: Option<watch::Receiver<bool>>,
     pub cancel_on_drop: Option<CancelOnDrop>,
-    /// Anything else that must live as long as the answer (in-flight registrations).
-    pub keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// The request's in-flight registration (for cancellation), released with the answer.
+    pub in_flight: Option<mcpgw::mcp::memory::InFlight>,
     /// No deadline (long-lived GET streams end when the deployment ends them).
     pub unbounded: bool,
 }
@@ -418,7 +418,7 @@ impl Relay {
     fn complete(&mut self) {
         self.done = true;
         // Registrations end with the answer, not when the client gets around to closing.
-        self.opts.keep.clear();
+        self.opts.in_flight = None;
         if let Some(c) = self.opts.cancel_on_drop.as_mut() {
             c.armed = false;
         }

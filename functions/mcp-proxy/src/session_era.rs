@@ -308,7 +308,7 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
     if let Some(resp) = bad_version_header(call, None) {
         return resp;
     }
-    let (claims, _) = match session_of(call).await {
+    let (claims, fingerprint) = match session_of(call).await {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
@@ -323,7 +323,6 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
     if claims.version != old || version != old {
         return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
     }
-    let fingerprint = session::fingerprint(session_header(&call.headers).unwrap_or_default());
     let sid = call
         .state()
         .mcp
@@ -509,7 +508,7 @@ async fn forward_with_envelope(
     let opts = RelayOptions {
         request_id: id,
         cancel: Some(cancel),
-        keep: vec![Box::new(in_flight)],
+        in_flight: Some(in_flight),
         rewrite: Some(Rewrite::ToSession),
         ..Default::default()
     };
@@ -521,7 +520,7 @@ pub async fn get(call: &Call) -> Response {
         // A buffered Lambda response cannot hold a stream open.
         return no_get_stream();
     }
-    let (claims, _) = match session_of(call).await {
+    let (claims, fingerprint) = match session_of(call).await {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
@@ -534,7 +533,6 @@ pub async fn get(call: &Call) -> Response {
         // A stateless upstream has no server-to-client stream to open.
         return no_get_stream();
     };
-    let fingerprint = session::fingerprint(session_header(&call.headers).unwrap_or_default());
     let sid = state.mcp.rebound(&fingerprint).or(session_id);
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), &version));

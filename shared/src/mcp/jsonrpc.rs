@@ -6,9 +6,7 @@ use serde_json::{Map, Value, json};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
-pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
 /// The gateway's own code for a session it does not (or no longer) recognise. The client's
 /// cue, together with HTTP 404, to initialize again.
 pub const SESSION_NOT_FOUND: i64 = -32001;

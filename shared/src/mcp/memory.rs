@@ -45,11 +45,27 @@ type Slot = Arc<tokio::sync::Mutex<Option<UpstreamSession>>>;
 
 #[derive(Default)]
 pub struct Memory {
-    eras: Mutex<HashMap<String, (Era, Instant)>>,
+    eras: Mutex<HashMap<String, Facts>>,
     bridged: Mutex<HashMap<String, (Slot, Instant)>>,
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+}
+
+/// What one process learned about one upstream, and when.
+#[derive(Default)]
+struct Facts {
+    /// The `server/discover` probe's verdict.
+    era: Option<(Era, Instant)>,
+    /// When the upstream last refused `initialize`.
+    handshake_refused: Option<Instant>,
+}
+
+impl Facts {
+    fn last_learned(&self) -> Instant {
+        let era = self.era.map(|(_, at)| at);
+        era.max(self.handshake_refused).unwrap_or_else(Instant::now)
+    }
 }
 
 fn bounded<V>(map: &mut HashMap<String, V>, at: impl Fn(&V) -> Instant) {
@@ -68,43 +84,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Memory {
-    /// Era key: the server's name and URL, so re-pointing a server re-probes it.
+    /// Facts are keyed by the server's name and URL, so re-pointing a server learns it again.
+    fn key(server: &str, url: &str) -> String {
+        format!("{server}\n{url}")
+    }
+
+    fn learn(&self, server: &str, url: &str, write: impl FnOnce(&mut Facts)) {
+        let mut eras = lock(&self.eras);
+        bounded(&mut eras, Facts::last_learned);
+        write(eras.entry(Self::key(server, url)).or_default());
+    }
+
+    /// The answer of the last `server/discover` probe.
     pub fn era(&self, server: &str, url: &str) -> Option<Era> {
-        let key = format!("{server}\n{url}");
         lock(&self.eras)
-            .get(&key)
+            .get(&Self::key(server, url))
+            .and_then(|f| f.era)
             .filter(|(_, at)| at.elapsed() < ERA_TTL)
-            .map(|(era, _)| *era)
+            .map(|(era, _)| era)
     }
 
     pub fn set_era(&self, server: &str, url: &str, era: Era) {
-        let mut eras = lock(&self.eras);
-        bounded(&mut eras, |(_, at)| *at);
-        eras.insert(format!("{server}\n{url}"), (era, Instant::now()));
+        self.learn(server, url, |f| f.era = Some((era, Instant::now())));
     }
 
-    /// Forgets what was learned about a server's eras.
+    /// Forgets what was learned about a server.
     pub fn forget_era(&self, server: &str, url: &str) {
-        let mut eras = lock(&self.eras);
-        eras.remove(&format!("{server}\n{url}"));
-        eras.remove(&format!("no-handshake\n{server}\n{url}"));
+        lock(&self.eras).remove(&Self::key(server, url));
     }
 
     /// Whether this upstream refused the `initialize` handshake (it speaks only the stateless
     /// era), so handshake clients go straight to `server/discover`.
     pub fn handshake_refused(&self, server: &str, url: &str) -> bool {
         lock(&self.eras)
-            .get(&format!("no-handshake\n{server}\n{url}"))
-            .is_some_and(|(_, at)| at.elapsed() < ERA_TTL)
+            .get(&Self::key(server, url))
+            .and_then(|f| f.handshake_refused)
+            .is_some_and(|at| at.elapsed() < ERA_TTL)
     }
 
     pub fn set_handshake_refused(&self, server: &str, url: &str) {
-        let mut eras = lock(&self.eras);
-        bounded(&mut eras, |(_, at)| *at);
-        eras.insert(
-            format!("no-handshake\n{server}\n{url}"),
-            (Era::Modern, Instant::now()),
-        );
+        self.learn(server, url, |f| f.handshake_refused = Some(Instant::now()));
     }
 
     /// The slot for the upstream session bridging `user`'s stateless clients to a

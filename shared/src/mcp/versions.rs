@@ -12,9 +12,6 @@ pub const MODERN: &[&str] = &["2026-07-28"];
 pub const LATEST_HANDSHAKE: &str = "2025-11-25";
 /// What the gateway speaks to a stateless-era upstream.
 pub const LATEST_MODERN: &str = "2026-07-28";
-/// Assumed when a session-era request carries no `MCP-Protocol-Version` header (the spec's
-/// rule for clients that predate the header).
-pub const DEFAULT_WITHOUT_HEADER: &str = "2025-03-26";
 
 pub fn is_handshake(v: &str) -> bool {
     HANDSHAKE.contains(&v)
@@ -22,15 +19,6 @@ pub fn is_handshake(v: &str) -> bool {
 
 pub fn is_modern(v: &str) -> bool {
     MODERN.contains(&v)
-}
-
-pub fn is_supported(v: &str) -> bool {
-    is_handshake(v) || is_modern(v)
-}
-
-/// Every supported version, for error data.
-pub fn all() -> Vec<&'static str> {
-    HANDSHAKE.iter().chain(MODERN).copied().collect()
 }
 
 #[cfg(test)]
@@ -41,8 +29,8 @@ mod tests {
     fn eras_are_disjoint_and_latest_are_members() {
         assert!(HANDSHAKE.iter().all(|v| !is_modern(v)));
         assert!(is_handshake(LATEST_HANDSHAKE) && is_modern(LATEST_MODERN));
-        assert!(is_handshake(DEFAULT_WITHOUT_HEADER));
-        assert!(!is_supported("2024-11-05") && !is_supported("2099-01-01"));
-        assert_eq!(all().len(), 4);
+        for unknown in ["2024-11-05", "2099-01-01"] {
+            assert!(!is_handshake(unknown) && !is_modern(unknown));
+        }
     }
 }
