@@ -481,6 +481,10 @@ mod tests {
             ("MCPGW_MAX_BODY_BYTES", "-1"),
             ("MCPGW_SESSION_TTL_SECONDS", "2592001"),
             ("MCPGW_SESSION_TTL_SECONDS", "18446744073709551615"),
+            ("MCPGW_KEY_CACHE_SECONDS", "five"),
+            ("MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS", "-3"),
+            ("MCPGW_ALLOWED_ORIGINS", "not an origin"),
+            ("MCPGW_IDP_ISSUER", "http://idp.example.com"),
         ] {
             assert_eq!(cfg(&[(k, v)]).unwrap_err().var, k);
         }
