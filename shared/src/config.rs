@@ -88,6 +88,9 @@ pub struct Config {
     /// How long an authenticated API key is served from memory (0: every request reads the
     /// store).
     pub key_cache_ttl: Duration,
+    /// How long the access-control policy (teams, server groups, virtual servers) is reused
+    /// before it is read again: changes made through another process apply within this.
+    pub policy_cache_ttl: Duration,
     /// An identity provider configured by environment (the SAM template's parameters), in
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
@@ -267,8 +270,11 @@ impl Config {
         };
         let identity_provider = identity_provider_from(&get)?;
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
+        let policy_cache_ttl =
+            Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
         Ok(Self {
             key_cache_ttl,
+            policy_cache_ttl,
             identity_provider,
             in_lambda,
             listen,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod identity;
 pub mod lambda_streaming;
 pub mod mcp;
+pub mod policy;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

@@ -41,6 +41,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub auth: Arc<Authenticator>,
     pub servers: Arc<ServerCache>,
+    /// Teams, server groups and virtual servers, cached (see `policy::cache`).
+    pub policy: Arc<crate::policy::cache::PolicyCache>,
     /// Client for upstream MCP servers: redirects off (a redirect could carry the injected
     /// credential to another host), pooled, built once.
     pub http: reqwest::Client,
@@ -142,6 +144,7 @@ impl AppState {
             .with_jwt(providers, http.clone(), config.public_url.clone())
             .with_key_cache(config.key_cache_ttl),
         );
+        let policy_ttl = config.policy_cache_ttl;
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -150,9 +153,15 @@ impl AppState {
             clock,
             auth,
             servers,
+            policy: Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl)),
             http,
             mcp: Arc::default(),
         })
+    }
+
+    /// The access-control policy, from the cache when fresh.
+    pub async fn policy(&self) -> StoreResult<Arc<crate::policy::Snapshot>> {
+        self.policy.get(&self.store).await
     }
 
     /// A server's configuration, from the cache when fresh.

@@ -1,0 +1,139 @@
+//! The policy snapshot cached per process, so a warm `/mcp` request reads nothing from the
+//! store to decide. Fresh for `ttl` (`MCPGW_POLICY_CACHE_SECONDS`); after that the previous
+//! snapshot still answers while one background task re-reads (stale-while-revalidate), up to
+//! [`MAX_STALE`], after which reads are synchronous again (fail closed on a store that keeps
+//! failing: the request errors rather than deciding on an old policy forever). Admin writes
+//! in the same process invalidate at once. Every load that finds a different policy bumps
+//! [`PolicyCache::changes`], which open server-to-client streams watch to send
+//! `notifications/tools/list_changed`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{RwLock, watch};
+
+use super::Snapshot;
+use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreResult};
+
+/// How long past its TTL a snapshot may answer while it is being re-read.
+pub const MAX_STALE: Duration = Duration::from_secs(30);
+
+pub struct PolicyCache {
+    ttl: Duration,
+    entry: RwLock<Option<(Instant, Arc<Snapshot>)>>,
+    refreshing: Arc<AtomicBool>,
+    /// Bumped by every invalidation: a load that read before it must not be kept after it.
+    generation: AtomicU64,
+    changes: watch::Sender<u64>,
+    last_digest: std::sync::Mutex<Option<String>>,
+}
+
+impl PolicyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entry: RwLock::new(None),
+            refreshing: Default::default(),
+            generation: AtomicU64::new(0),
+            changes: watch::channel(0).0,
+            last_digest: Default::default(),
+        }
+    }
+
+    /// A receiver that changes whenever this process sees a different policy.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The current snapshot.
+    pub async fn get(self: &Arc<Self>, store: &Arc<dyn Store>) -> StoreResult<Arc<Snapshot>> {
+        if let Some((at, snap)) = self.entry.read().await.as_ref() {
+            let age = at.elapsed();
+            if age < self.ttl {
+                return Ok(snap.clone());
+            }
+            if !self.ttl.is_zero() && age < self.ttl + MAX_STALE {
+                if !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let (cache, store) = (self.clone(), store.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = cache.load(store.as_ref()).await {
+                            tracing::warn!(error = %crate::http::error_chain(&e), "policy refresh failed");
+                        }
+                        cache.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                return Ok(snap.clone());
+            }
+        }
+        self.load(store.as_ref()).await
+    }
+
+    async fn load(&self, store: &dyn Store) -> StoreResult<Arc<Snapshot>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let (teams, groups, virtuals) = tokio::try_join!(
+            store.list_typed(ConfigKind::Team),
+            store.list_typed(ConfigKind::ServerGroup),
+            store.list_typed(ConfigKind::VirtualServer),
+        )?;
+        let snap = Arc::new(Snapshot::new(teams, groups, virtuals));
+        {
+            let mut last = self.last_digest.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_deref() != Some(snap.digest.as_str()) {
+                if last.is_some() {
+                    self.changes.send_modify(|n| *n += 1);
+                }
+                *last = Some(snap.digest.clone());
+            }
+        }
+        let mut entry = self.entry.write().await;
+        if self.generation.load(Ordering::Acquire) == generation {
+            *entry = Some((Instant::now(), snap.clone()));
+        }
+        Ok(snap)
+    }
+
+    /// Forgets the snapshot (an admin write in this process); the next load reads the store
+    /// and, if the policy differs, tells watchers.
+    pub async fn invalidate(&self) {
+        let mut entry = self.entry.write().await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *entry = None;
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::store::to_doc;
+
+    #[tokio::test]
+    async fn serves_from_memory_sees_invalidations_and_reports_changes() {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
+        let cache = Arc::new(PolicyCache::new(Duration::from_secs(60)));
+        let mut changes = cache.changes();
+        assert!(cache.get(&store).await.unwrap().teams.is_empty());
+        let team: super::super::Team =
+            serde_json::from_value(serde_json::json!({"name":"eng","members":["a@x.io"]})).unwrap();
+        store
+            .create_config(ConfigKind::Team, "eng", &to_doc(&team))
+            .await
+            .unwrap();
+        assert!(cache.get(&store).await.unwrap().teams.is_empty(), "cached");
+        assert!(!changes.has_changed().unwrap());
+        cache.invalidate().await;
+        assert_eq!(cache.get(&store).await.unwrap().teams.len(), 1);
+        assert!(
+            changes.has_changed().unwrap(),
+            "a different policy is announced"
+        );
+        changes.mark_unchanged();
+        cache.invalidate().await;
+        cache.get(&store).await.unwrap();
+        assert!(
+            !changes.has_changed().unwrap(),
+            "the same policy re-read is no change"
+        );
+    }
+}
