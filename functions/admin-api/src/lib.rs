@@ -4,7 +4,9 @@
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
 //! Tested with `tower::ServiceExt::oneshot` in `tests/` and end to end in the `e2e` crate.
 
+mod access;
 mod api_keys;
+mod catalog;
 mod identity_providers;
 mod me;
 mod servers;
@@ -23,6 +25,8 @@ use mcpgw::state::AppState;
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .merge(servers::routes())
+        .merge(access::routes())
+        .merge(catalog::routes())
         .merge(api_keys::routes())
         .merge(identity_providers::routes())
         .merge(me::routes())

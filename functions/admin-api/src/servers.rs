@@ -198,6 +198,14 @@ async fn create(
         .clone()
         .ok_or_else(|| invalid("name is required"))?;
     validate(&input, &name)?;
+    // Servers and virtual servers share the /mcp/{endpoint} namespace.
+    if crate::access::virtual_server_exists(&state, &name).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("a virtual server named '{name}' already exists"),
+        ));
+    }
     check_secrets(&state, &input.auth).await?;
     let now = state.clock.now();
     let server = McpServer {
@@ -282,6 +290,11 @@ async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path_name(&name)?;
+    crate::access::refuse_if_referenced(
+        crate::access::server_referrers(&state, &name).await?,
+        ConfigKind::Server,
+        &name,
+    )?;
     let deleted = state.store.delete_config(ConfigKind::Server, &name).await?;
     state.servers.invalidate(&name).await;
     if deleted {

@@ -9,11 +9,15 @@
 //! `e2e` crate against server-everything and the Python MCP SDK.
 
 mod admission;
+pub mod catalog;
+pub mod client;
 mod forward;
 mod handshakes;
 mod relay;
 mod session_era;
 mod stateless_era;
+
+pub use relay::Upstream;
 
 use axum::Json;
 use axum::Router;

@@ -18,6 +18,7 @@ const MAX_ENTRY: usize = 320;
 
 /// An admin-managed team: explicit members plus the IdP groups that map onto it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Team {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +80,7 @@ impl ToolRule {
 
 /// A named set of servers plus who may use them, with optional per-server tool rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerGroup {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +124,7 @@ impl VirtualTool {
 
 /// An endpoint composed of tools from several servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VirtualServer {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

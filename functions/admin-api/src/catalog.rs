@@ -1,0 +1,120 @@
+//! The effective catalog: every endpoint and tool a principal can reach, computed by the same
+//! decision function the proxy uses (`mcp_proxy::catalog`). `GET /me/catalog` for the caller;
+//! `GET /admin/users/{user}/catalog[?groups=a,b]` for anyone, with a hypothetical set of IdP
+//! groups: the "what would this user see" review.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures_util::future::join_all;
+use mcpgw::http::{ApiError, ApiPath};
+use mcpgw::policy::Subject;
+use mcpgw::state::AppState;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{Admin, Caller};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me/catalog", get(mine))
+        .route("/admin/users/{user}/catalog", get(for_user))
+}
+
+async fn mine(
+    Caller(p): Caller,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(catalog(&state, &Subject::from(&p)).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hypothetical {
+    /// Comma-separated IdP groups the user would present.
+    #[serde(default)]
+    groups: Option<String>,
+}
+
+async fn for_user(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    query: Result<Query<Hypothetical>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request("invalid_query", "the only query parameter is groups=a,b")
+    })?;
+    let user = user.trim().to_lowercase();
+    if user.is_empty() || user.len() > 320 || user.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "user must be an email or service:<name>",
+        ));
+    }
+    let groups: Vec<String> = q
+        .groups
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if groups.len() > 200 || groups.iter().any(|g| g.len() > 320) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "groups takes at most 200 names of at most 320 characters",
+        ));
+    }
+    Ok(Json(catalog(&state, &Subject { user, groups }).await?))
+}
+
+async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError> {
+    let snap = state.policy().await?;
+    let teams: Vec<&str> = snap.teams_of(subject).into_iter().collect();
+    let mut endpoints = Vec::new();
+    let mut pending = Vec::new();
+    for access in snap.endpoints(subject) {
+        let kind = if access.virtual_server.is_some() {
+            "virtual_server"
+        } else if state.server(&access.endpoint).await?.is_some() {
+            "server"
+        } else {
+            // A group may outlive nothing: deletions are refused while referenced, but a
+            // race with one could leave a name behind. It is not an endpoint.
+            continue;
+        };
+        pending.push((access, kind));
+    }
+    let listed = join_all(
+        pending
+            .iter()
+            .map(|(access, _)| mcp_proxy::catalog::endpoint_tools(state, &subject.user, access)),
+    )
+    .await;
+    for ((access, kind), tools) in pending.iter().zip(listed) {
+        let mut e = json!({
+            "name": access.endpoint,
+            "kind": kind,
+            "url": format!("{}/mcp/{}", state.config.public_url, access.endpoint),
+            "tools": tools.tools.iter().map(|t| {
+                let mut v = json!({
+                    "name": t.tool.get("name").cloned().unwrap_or_default(),
+                    "upstream_server": t.server,
+                    "upstream_tool": t.upstream_tool,
+                });
+                if let Some(d) = t.tool.get("description").filter(|d| d.is_string()) {
+                    v["description"] = d.clone();
+                }
+                v
+            }).collect::<Vec<_>>(),
+        });
+        if !tools.errors.is_empty() {
+            e["error"] = tools.errors.join("; ").into();
+        }
+        endpoints.push(e);
+    }
+    Ok(json!({"user": subject.user, "teams": teams, "endpoints": endpoints}))
+}

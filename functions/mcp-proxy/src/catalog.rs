@@ -1,0 +1,142 @@
+//! The tools one caller sees on one endpoint, computed by the policy's decision function
+//! ([`Access::tool`]) over the upstreams' live lists. A virtual server's `tools/list`, the
+//! effective catalog (`/me/catalog`) and the admin's "what would this user see" all come from
+//! here; a registered server's relayed `tools/list` is filtered by the same function.
+
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use mcpgw::http::error_chain;
+use mcpgw::policy::Access;
+use mcpgw::state::AppState;
+use serde_json::Value;
+
+use crate::client;
+use crate::relay::Upstream;
+
+/// One visible tool: as the client sees it, and where a call of it goes.
+#[derive(Debug, Clone)]
+pub struct VisibleTool {
+    /// The tool object as listed to the client (exposed name, description override).
+    pub tool: Value,
+    pub server: String,
+    pub upstream_tool: String,
+}
+
+/// The tools of an endpoint, and why some upstream could not be listed (the tools of a
+/// failed upstream are absent: a partial list beats none for a virtual server).
+#[derive(Debug, Default)]
+pub struct EndpointTools {
+    pub tools: Vec<VisibleTool>,
+    pub errors: Vec<String>,
+}
+
+/// Keeps the tools `access` lets through, from a registered server's own list.
+pub fn filter_listed(access: &Access, tools: &mut Vec<Value>) {
+    tools.retain(|t| {
+        t.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| access.tool(n).is_some())
+    });
+}
+
+/// An upstream ready to call for `user`, or why not.
+pub async fn upstream_for(state: &AppState, server: &str) -> Result<Upstream, String> {
+    let Some(s) = state.server(server).await.map_err(|e| error_chain(&e))? else {
+        return Err(format!("server '{server}' is not registered"));
+    };
+    Upstream::new(state, s)
+        .await
+        .map_err(|e| format!("server '{server}': {}", e.message))
+}
+
+/// The upstreams' tool lists, fetched concurrently.
+async fn lists(
+    state: &AppState,
+    user: &str,
+    servers: &[&str],
+) -> HashMap<String, Result<Vec<Value>, String>> {
+    let fetches = servers.iter().map(|s| async move {
+        let r = match upstream_for(state, s).await {
+            Ok(up) => client::list_tools(&up, user)
+                .await
+                .map_err(|e| format!("server '{s}': {}", error_chain(&e))),
+            Err(e) => Err(e),
+        };
+        (s.to_string(), r)
+    });
+    join_all(fetches).await.into_iter().collect()
+}
+
+/// What `user` sees on the endpoint `access` describes.
+pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> EndpointTools {
+    let mut out = EndpointTools::default();
+    match &access.virtual_server {
+        None => {
+            let mut listed = lists(state, user, &[access.endpoint.as_str()]).await;
+            match listed.remove(&access.endpoint) {
+                Some(Ok(mut tools)) => {
+                    filter_listed(access, &mut tools);
+                    out.tools = tools
+                        .into_iter()
+                        .map(|tool| {
+                            let name = tool["name"].as_str().unwrap_or_default().to_owned();
+                            VisibleTool {
+                                tool,
+                                server: access.endpoint.clone(),
+                                upstream_tool: name,
+                            }
+                        })
+                        .collect();
+                }
+                Some(Err(e)) => out.errors.push(e),
+                None => {}
+            }
+        }
+        Some(vs) => {
+            let servers: Vec<&str> = {
+                let mut seen = std::collections::BTreeSet::new();
+                vs.tools
+                    .iter()
+                    .map(|t| t.server.as_str())
+                    .filter(|s| seen.insert(*s))
+                    .collect()
+            };
+            let listed = lists(state, user, &servers).await;
+            for (_, r) in listed.iter() {
+                if let Err(e) = r {
+                    out.errors.push(e.clone());
+                }
+            }
+            out.errors.sort();
+            // Configured order, each tool only if the caller may use it and its upstream
+            // lists it now (a tool removed upstream disappears instead of failing calls).
+            for t in &vs.tools {
+                let exposed = t.exposed_name();
+                if access.tool(&exposed).is_none() {
+                    continue;
+                }
+                let Some(Ok(tools)) = listed.get(&t.server) else {
+                    continue;
+                };
+                let Some(found) = tools
+                    .iter()
+                    .find(|u| u.get("name").and_then(Value::as_str) == Some(&t.tool))
+                else {
+                    continue;
+                };
+                let mut tool = found.clone();
+                tool["name"] = Value::from(exposed);
+                if let Some(d) = &t.description {
+                    tool["description"] = Value::from(d.as_str());
+                }
+                out.tools.push(VisibleTool {
+                    tool,
+                    server: t.server.clone(),
+                    upstream_tool: t.tool.clone(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,161 @@
+//! The gateway as an MCP client of one upstream, on a user's behalf: one request, one answer,
+//! whatever era the upstream speaks. Used where the gateway itself is the MCP server the
+//! client talks to (virtual servers), and to read an upstream's tools for the effective
+//! catalog and for checking tool rules when they are saved.
+//!
+//! Session-era upstreams are reached through the same per-(user, server) upstream session
+//! that bridges stateless clients (`Memory::bridged_slot`), opened on first use with the
+//! gateway's own (empty) client capabilities; a lost session (404) is re-opened once.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use mcpgw::mcp::envelope;
+use mcpgw::mcp::handshake::CallError;
+use mcpgw::mcp::jsonrpc::Message;
+use mcpgw::mcp::memory::{Era, UpstreamSession};
+use mcpgw::mcp::session::ClientInit;
+use mcpgw::mcp::versions;
+use serde_json::{Value, json};
+
+use crate::handshakes::{self, Discovery, InitOutcome};
+use crate::relay::Upstream;
+
+/// At most this many pages of a list are read (a misbehaving upstream cannot loop forever).
+const MAX_PAGES: usize = 20;
+
+fn gateway_client() -> ClientInit {
+    ClientInit {
+        capabilities: json!({}),
+        client_info: None,
+    }
+}
+
+fn next_id() -> Value {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Value::from(format!("mcpgw-c{n}"))
+}
+
+/// The upstream's era, probed once per process (only definite answers are remembered).
+async fn era(up: &Upstream) -> Result<Era, CallError> {
+    let memory = &up.state.mcp;
+    let (name, url) = (up.server.name.as_str(), up.url());
+    if let Some(e) = memory.era(name, url) {
+        return Ok(e);
+    }
+    let era = match handshakes::discover(up, &gateway_client()).await? {
+        Discovery::Modern(_) => Era::Modern,
+        Discovery::Refused => Era::Session,
+        Discovery::Unclear(s) => return Err(CallError::Unavailable(s.as_u16())),
+    };
+    memory.set_era(name, url, era);
+    Ok(era)
+}
+
+async fn session(
+    up: &Upstream,
+    user: &str,
+    stale: Option<&UpstreamSession>,
+) -> Result<UpstreamSession, CallError> {
+    let slot = up.state.mcp.bridged_slot(user, &up.server.name, up.url());
+    let mut held = slot.lock().await;
+    if let Some(s) = held.as_ref()
+        && Some(s) != stale
+    {
+        return Ok(s.clone());
+    }
+    match handshakes::initialize(up, &gateway_client(), versions::LATEST_HANDSHAKE, None).await? {
+        InitOutcome::Opened(s) => {
+            *held = Some(s.clone());
+            Ok(s)
+        }
+        InitOutcome::Refused(_) => {
+            *held = None;
+            up.state.mcp.forget_era(&up.server.name, up.url());
+            Err(CallError::BadAnswer)
+        }
+    }
+}
+
+/// Sends `method` with `params` and returns the upstream's JSON-RPC answer (a `result` or an
+/// `error` object, with the gateway's request id).
+pub async fn request(
+    up: &Upstream,
+    user: &str,
+    method: &str,
+    params: Value,
+) -> Result<Value, CallError> {
+    let mut msg = Message::from_value(
+        json!({"jsonrpc": "2.0", "id": next_id(), "method": method, "params": params}),
+    )
+    .map_err(|_| CallError::BadAnswer)?;
+    match era(up).await? {
+        Era::Modern => {
+            let client = gateway_client();
+            envelope::apply(&mut msg, &client.capabilities, None);
+            let mut headers = HeaderMap::new();
+            for (k, v) in envelope::routing_headers(&msg) {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(k, v);
+                }
+            }
+            let reply = up.exchange(headers, &msg.value).await?;
+            reply.message.ok_or(CallError::BadAnswer)
+        }
+        Era::Session => {
+            let mut s = session(up, user, None).await?;
+            for attempt in 0..2 {
+                let headers = up.session_headers(s.session_id.as_deref(), &s.version);
+                let reply = up.exchange(headers, &msg.value).await?;
+                if reply.status == StatusCode::NOT_FOUND && s.session_id.is_some() && attempt == 0 {
+                    s = session(up, user, Some(&s)).await?;
+                    continue;
+                }
+                return reply.message.ok_or(CallError::BadAnswer);
+            }
+            Err(CallError::BadAnswer)
+        }
+    }
+}
+
+/// Every item of a paginated list (`tools/list` -> `tools`, ...), in the upstream's order.
+/// A JSON-RPC error answer is `BadAnswer` (the upstream does not offer the list).
+pub async fn list_all(
+    up: &Upstream,
+    user: &str,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Value>, CallError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let answer = request(up, user, method, params).await?;
+        let result = answer.get("result").ok_or(CallError::BadAnswer)?;
+        let page = result
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or(CallError::BadAnswer)?;
+        items.extend(page.iter().cloned());
+        cursor = result.get("nextCursor").filter(|c| c.is_string()).cloned();
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(items)
+}
+
+/// The upstream's tools.
+pub async fn list_tools(up: &Upstream, user: &str) -> Result<Vec<Value>, CallError> {
+    list_all(up, user, "tools/list", "tools").await
+}
+
+/// The names in a tools list.
+pub fn tool_names(tools: &[Value]) -> Vec<&str> {
+    tools
+        .iter()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect()
+}
