@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, header};
 use mcpgw::domain::{McpServer, validate_name};
 use mcpgw::http::ApiError;
 use mcpgw::identity::Principal;
+use mcpgw::policy::{Access, Subject};
 use mcpgw::state::AppState;
 
 use crate::resource_metadata_url;
@@ -71,13 +72,23 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     if allowed { Ok(()) } else { Err(forbidden()) }
 }
 
-/// Authenticates the caller and finds the endpoint. Unknown endpoints are 404 only after
-/// authentication, so unauthenticated callers cannot probe what is registered.
+/// What an admitted request is for.
+pub enum Target {
+    /// A registered server, and what this caller may do on it.
+    Server(Arc<McpServer>, Access),
+    /// A virtual server (the access carries it): the gateway is the MCP server.
+    Virtual(Access),
+}
+
+/// Authenticates the caller, finds the endpoint and decides whether the caller may use it.
+/// Unknown endpoints are 404 only after authentication, so unauthenticated callers cannot
+/// probe what is registered; an endpoint the caller may not use is the same 404 (default
+/// deny, admins included: the admin role administers, it does not grant tool access).
 pub async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     endpoint: &str,
-) -> Result<(Principal, Arc<McpServer>), ApiError> {
+) -> Result<(Principal, Target), ApiError> {
     check_origin(state, headers)?;
     // A name that cannot be registered is unknown: it never reaches the store (DynamoDB would
     // reject an oversized key) nor the challenge header (a quote would inject parameters).
@@ -103,8 +114,15 @@ pub async fn admit(
     if metadata.is_none() {
         return Err(unknown());
     }
+    let policy = state.policy().await?;
+    let access = policy
+        .access(&Subject::from(&principal), endpoint)
+        .ok_or_else(unknown)?;
+    if access.virtual_server.is_some() {
+        return Ok((principal, Target::Virtual(access)));
+    }
     let server = state.server(endpoint).await?.ok_or_else(unknown)?;
-    Ok((principal, server))
+    Ok((principal, Target::Server(server, access)))
 }
 
 #[cfg(test)]

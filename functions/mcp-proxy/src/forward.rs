@@ -10,8 +10,8 @@ use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, Message};
 use mcpgw::state::AppState;
 
-use crate::admission::admit;
-use crate::relay::{Upstream, rpc_error};
+use crate::admission::{Target, admit};
+use crate::relay::{Adapt, Upstream, rpc_error};
 use crate::{session_era, stateless_era};
 
 /// The gateway session id a request presents, if any.
@@ -25,7 +25,7 @@ pub async fn post(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let (principal, server) = admit(&state, &parts.headers, &endpoint).await?;
+    let (principal, target) = admit(&state, &parts.headers, &endpoint).await?;
     if !is_json_content_type(&parts.headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,13 +55,36 @@ pub async fn post(
             ));
         }
     };
+    let (server, access) = match target {
+        Target::Server(server, access) => (server, access),
+        Target::Virtual(access) => {
+            return Ok(crate::virtual_endpoint::post(
+                &state,
+                &principal,
+                access,
+                parts.headers,
+                value,
+            )
+            .await);
+        }
+    };
+    let mut value = value;
+    let mut headers = parts.headers;
+    let adapt = shape(&state, &access, &mut value, &mut headers);
+    // Forwarded byte for byte unless access control had to change the message.
+    let bytes = if adapt.renames.is_empty() {
+        bytes
+    } else {
+        axum::body::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    };
     let upstream = Upstream::new(&state, server).await?;
     let call = Call {
         upstream,
         principal_user: principal.user,
         endpoint,
-        headers: parts.headers,
+        headers,
         body: bytes,
+        adapt,
     };
     if let serde_json::Value::Array(items) = value {
         return Ok(session_era::batch(&call, items).await);
@@ -106,8 +129,12 @@ pub async fn get(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let call = Call::admit(&state, endpoint, headers).await?;
-    Ok(session_era::get(&call).await)
+    match Call::admit(&state, endpoint, headers).await? {
+        Admitted::Server(call) => Ok(session_era::get(&call).await),
+        Admitted::Virtual(p, access, headers) => {
+            Ok(crate::virtual_endpoint::get(&state, &p, &access, &headers).await)
+        }
+    }
 }
 
 pub async fn delete(
@@ -115,8 +142,87 @@ pub async fn delete(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let call = Call::admit(&state, endpoint, headers).await?;
-    Ok(session_era::delete(&call).await)
+    match Call::admit(&state, endpoint, headers).await? {
+        Admitted::Server(call) => Ok(session_era::delete(&call).await),
+        Admitted::Virtual(p, access, headers) => {
+            Ok(crate::virtual_endpoint::delete(&state, &p, &access, &headers).await)
+        }
+    }
+}
+
+/// Prefix of the names hidden tools are called under: no upstream has such a tool, so the
+/// answer is the upstream's own answer to an unknown tool.
+const HIDDEN_PREFIX: &str = "mcpgw-unknown-tool-";
+
+/// Applies the access decision to a client's message (or batch) before it is forwarded, and
+/// says what must change in the answer: a call of a tool the caller may not use goes out
+/// under a name that cannot exist (arguments dropped), so the caller gets exactly the answer
+/// an unknown tool gets, from the upstream itself (no existence oracle, whatever the upstream
+/// says for unknown tools); `tools/list` answers are filtered by the same decision.
+fn shape(
+    state: &AppState,
+    access: &mcpgw::policy::Access,
+    value: &mut serde_json::Value,
+    headers: &mut HeaderMap,
+) -> Adapt {
+    let mut adapt = Adapt::default();
+    // Only list answers change for a stateless client (and only lists pay for the check).
+    let list = value
+        .get("method")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|m| m.ends_with("/list"));
+    let modern = match &*value {
+        serde_json::Value::Object(_) if list => Message::from_value(value.clone()).is_ok_and(|m| {
+            envelope::looks_modern(&m, headers) && session_header(headers).is_none()
+        }),
+        _ => false,
+    };
+    let items: Vec<&mut serde_json::Value> = match value {
+        serde_json::Value::Array(items) => items.iter_mut().collect(),
+        v => vec![v],
+    };
+    for item in items {
+        match item.get("method").and_then(serde_json::Value::as_str) {
+            Some("tools/list") if !access.unrestricted() => {
+                adapt.filter = Some(std::sync::Arc::new(access.clone()));
+            }
+            Some("tools/call") => {
+                let Some(name) = item
+                    .pointer("/params/name")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                if access.tool(&name).is_some() {
+                    continue;
+                }
+                let sentinel = format!("{HIDDEN_PREFIX}{}", mcpgw::crypto::random_token(12));
+                item["params"]["name"] = sentinel.clone().into();
+                item["params"]["arguments"] = serde_json::json!({});
+                // The routing header follows the body when it named the same tool (a header
+                // that did not match stays, and fails the same check an unknown tool's would).
+                if let Some(h) = headers.get("mcp-name").and_then(|v| v.to_str().ok())
+                    && envelope::decode_header_value(h).as_deref() == Some(name.as_str())
+                    && let Ok(v) = HeaderValue::from_str(&envelope::encode_header_value(&sentinel))
+                {
+                    headers.insert("mcp-name", v);
+                }
+                adapt.renames.push((sentinel, name));
+            }
+            _ => {}
+        }
+    }
+    if modern {
+        adapt.private_lists = Some(state.config.policy_cache_ttl.as_millis() as u64);
+    }
+    adapt
+}
+
+/// An admitted bodyless request.
+pub enum Admitted {
+    Server(Call),
+    Virtual(mcpgw::identity::Principal, mcpgw::policy::Access, HeaderMap),
 }
 
 /// One admitted request: who, which endpoint, its upstream, its headers.
@@ -128,6 +234,8 @@ pub struct Call {
     /// The request body as the client sent it: forwarded byte for byte whenever the gateway
     /// does not change the message (re-serializing could alter numbers beyond 64 bits).
     pub body: axum::body::Bytes,
+    /// What access control changes in the answer.
+    pub adapt: Adapt,
 }
 
 impl Call {
@@ -136,15 +244,20 @@ impl Call {
         state: &AppState,
         endpoint: String,
         headers: HeaderMap,
-    ) -> Result<Self, ApiError> {
-        let (principal, server) = admit(state, &headers, &endpoint).await?;
-        Ok(Self {
+    ) -> Result<Admitted, ApiError> {
+        let (principal, target) = admit(state, &headers, &endpoint).await?;
+        let server = match target {
+            Target::Server(server, _) => server,
+            Target::Virtual(access) => return Ok(Admitted::Virtual(principal, access, headers)),
+        };
+        Ok(Admitted::Server(Self {
             upstream: Upstream::new(state, server).await?,
             principal_user: principal.user,
             endpoint,
             headers,
             body: Default::default(),
-        })
+            adapt: Adapt::default(),
+        }))
     }
 
     pub fn state(&self) -> &AppState {

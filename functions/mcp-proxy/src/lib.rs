@@ -16,6 +16,7 @@ mod handshakes;
 mod relay;
 mod session_era;
 mod stateless_era;
+mod virtual_endpoint;
 
 pub use relay::Upstream;
 

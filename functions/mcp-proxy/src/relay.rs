@@ -14,6 +14,7 @@ use mcpgw::domain::McpServer;
 use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
 use mcpgw::mcp::handshake::{self, CallError, Reply};
 use mcpgw::mcp::{jsonrpc, sse};
+use mcpgw::policy::Access;
 use mcpgw::state::AppState;
 use mcpgw::upstream::{UpstreamError, credential_headers, returned_response_headers};
 use serde_json::{Value, json};
@@ -317,11 +318,63 @@ impl Rewrite {
             }
         }
     }
+}
 
-    fn bytes(&self, data: &[u8]) -> Option<Vec<u8>> {
-        let mut v: Value = serde_json::from_slice(data).ok()?;
-        self.apply(&mut v);
-        serde_json::to_vec(&v).ok()
+/// What access control changes in an answer (see `forward::shape`). Applied to every
+/// JSON-RPC result in the answer, batches included.
+#[derive(Clone, Default)]
+pub struct Adapt {
+    /// Drops the tools the caller may not use from `tools/list` results.
+    pub filter: Option<Arc<Access>>,
+    /// For 2026-07-28 clients: list results are per caller (`cacheScope: "private"`) and
+    /// cached no longer than this many milliseconds (the policy's own reuse time).
+    pub private_lists: Option<u64>,
+    /// Hidden tools were called under names that cannot exist (`sentinel`, `original`): the
+    /// upstream's unknown-tool answer is relayed with the caller's name put back.
+    pub renames: Vec<(String, String)>,
+}
+
+impl Adapt {
+    pub fn active(&self) -> bool {
+        self.filter.is_some() || self.private_lists.is_some() || !self.renames.is_empty()
+    }
+
+    fn apply(&self, message: &mut Value) {
+        if let Value::Array(items) = message {
+            items.iter_mut().for_each(|m| self.apply(m));
+            return;
+        }
+        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+            return;
+        };
+        if let Some(access) = &self.filter
+            && let Some(Value::Array(tools)) = result.get_mut("tools")
+        {
+            crate::catalog::filter_listed(access, tools);
+        }
+        if let Some(max_ttl) = self.private_lists
+            && ["tools", "prompts", "resources", "resourceTemplates"]
+                .iter()
+                .any(|k| result.get(*k).is_some_and(Value::is_array))
+        {
+            result.insert("cacheScope".into(), "private".into());
+            let ttl = result.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
+            result.insert("ttlMs".into(), ttl.min(max_ttl).into());
+        }
+    }
+
+    /// The caller's names back in place of the sentinels, in serialized JSON.
+    fn rename_back(&self, mut text: Vec<u8>) -> Vec<u8> {
+        for (sentinel, original) in &self.renames {
+            let Ok(s) = String::from_utf8(text.clone()) else {
+                return text;
+            };
+            // The original as it appears inside a JSON string (quotes stripped).
+            let escaped = serde_json::to_string(original).unwrap_or_default();
+            let inner = &escaped[1..escaped.len().saturating_sub(1).max(1)];
+            text = s.replace(sentinel.as_str(), inner).into_bytes();
+        }
+        text
     }
 }
 
@@ -333,6 +386,11 @@ const MAX_REWRITE: usize = 8 * 1024 * 1024;
 pub struct RelayOptions {
     /// Adapt results between eras (buffers JSON answers, re-frames SSE events).
     pub rewrite: Option<Rewrite>,
+    /// Access control's changes to the answer (also buffers and re-frames).
+    pub adapt: Adapt,
+    /// On a server-to-client stream: announces policy changes as
+    /// `notifications/tools/list_changed`.
+    pub policy_changes: Option<watch::Receiver<u64>>,
     /// The request's id, for the error event written when the deadline passes mid-stream.
     pub request_id: Option<Value>,
     /// Turns true when the client cancels the request (`notifications/cancelled`).
@@ -367,14 +425,58 @@ async fn cancelled(rx: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
+/// Resolves when the policy changed (never, without a receiver or once its sender is gone).
+async fn policy_changed(rx: &mut Option<watch::Receiver<u64>>) -> Option<()> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Relay {
     /// One upstream chunk as the client gets it: as is, or rewritten event by event (SSE),
     /// or held until the whole JSON answer is in.
-    fn adapt(&mut self, bytes: Bytes) -> Result<Bytes, std::io::Error> {
-        let Some(rewrite) = self.opts.rewrite.as_ref() else {
-            return Ok(bytes);
+    /// Only names to put back: the answer is kept byte for byte (framing, key order), held
+    /// whole and the names replaced, so a hidden tool's answer is exactly an unknown one's.
+    fn rename_only(&self) -> bool {
+        let a = &self.opts.adapt;
+        self.opts.rewrite.is_none()
+            && a.filter.is_none()
+            && a.private_lists.is_none()
+            && self.opts.policy_changes.is_none()
+            && !a.renames.is_empty()
+    }
+
+    /// One message (JSON text) as the client gets it; unparseable text passes unchanged
+    /// (but for the names put back).
+    fn transform(&self, data: &[u8]) -> Vec<u8> {
+        let adapt = &self.opts.adapt;
+        let out = match serde_json::from_slice::<Value>(data) {
+            Ok(mut v) => {
+                if let Some(r) = &self.opts.rewrite {
+                    r.apply(&mut v);
+                }
+                adapt.apply(&mut v);
+                serde_json::to_vec(&v).unwrap_or_else(|_| data.to_vec())
+            }
+            Err(_) => data.to_vec(),
         };
-        if !self.sse {
+        adapt.rename_back(out)
+    }
+
+    fn adapt(&mut self, bytes: Bytes) -> Result<Bytes, std::io::Error> {
+        // A stream that may get notifications of the gateway's own is re-framed event by
+        // event, so they land between the upstream's events, never inside one.
+        if self.opts.rewrite.is_none()
+            && !self.opts.adapt.active()
+            && self.opts.policy_changes.is_none()
+        {
+            return Ok(bytes);
+        }
+        if !self.sse || self.rename_only() {
             self.collected.extend_from_slice(&bytes);
             if self.collected.len() > MAX_REWRITE {
                 self.done = true;
@@ -391,10 +493,8 @@ impl Relay {
             if let Some(name) = &event.event {
                 out.push_str(&format!("event: {name}\n"));
             }
-            let data = rewrite
-                .bytes(event.data.as_bytes())
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or(event.data);
+            let data =
+                String::from_utf8(self.transform(event.data.as_bytes())).unwrap_or(event.data);
             for line in data.split('\n') {
                 out.push_str("data: ");
                 out.push_str(line);
@@ -407,12 +507,18 @@ impl Relay {
 
     /// The collected JSON answer, rewritten (unparseable answers pass unchanged).
     fn finish_json(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        let rewrite = self.opts.rewrite.as_ref().filter(|_| !self.sse)?;
+        if self.rename_only() {
+            let body = std::mem::take(&mut self.collected);
+            return Some(Ok(Bytes::from(self.opts.adapt.rename_back(body))));
+        }
+        if self.sse || (self.opts.rewrite.is_none() && !self.opts.adapt.active()) {
+            return None;
+        }
         let body = std::mem::take(&mut self.collected);
         if body.is_empty() {
             return None;
         }
-        Some(Ok(Bytes::from(rewrite.bytes(&body).unwrap_or(body))))
+        Some(Ok(Bytes::from(self.transform(&body))))
     }
 
     fn complete(&mut self) {
@@ -454,6 +560,10 @@ impl Relay {
                 } else {
                     Some(Err(std::io::Error::other("upstream call timed out")))
                 }
+            }
+            Some(()) = policy_changed(&mut self.opts.policy_changes) => {
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+                Some(Ok(Bytes::from(sse::message_event(&note))))
             }
             _ = cancelled(&mut self.opts.cancel) => {
                 // The client cancelled: closing the upstream stream is the stateless era's

@@ -335,7 +335,14 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
         .send(Method::POST, headers, Some(call.body.clone()))
         .await
     {
-        Ok(r) => stream_back(&call.upstream, r, RelayOptions::default()),
+        Ok(r) => stream_back(
+            &call.upstream,
+            r,
+            RelayOptions {
+                adapt: call.adapt.clone(),
+                ..Default::default()
+            },
+        ),
         Err(e) => call_failed(&e, None),
     }
 }
@@ -355,6 +362,8 @@ pub async fn post(call: &Call, msg: Message) -> Response {
             version,
         } => forward_in_session(call, &claims, &fingerprint, msg, session_id, &version).await,
         UpstreamLink::Modern => forward_with_envelope(call, &claims, &fingerprint, msg).await,
+        // A virtual server's session presented to a registered server of the same name.
+        UpstreamLink::Virtual => session_not_found(id.as_ref()),
     }
 }
 
@@ -420,6 +429,7 @@ async fn forward_in_session(
             return session_not_found(id.as_ref());
         }
         let opts = RelayOptions {
+            adapt: call.adapt.clone(),
             request_id: id,
             cancel_on_drop: guard,
             ..Default::default()
@@ -506,6 +516,7 @@ async fn forward_with_envelope(
         Err(e) => return call_failed(&e, id.as_ref()),
     };
     let opts = RelayOptions {
+        adapt: call.adapt.clone(),
         request_id: id,
         cancel: Some(cancel),
         in_flight: Some(in_flight),
@@ -542,6 +553,7 @@ pub async fn get(call: &Call) -> Response {
             r,
             RelayOptions {
                 unbounded: true,
+                policy_changes: Some(state.policy.changes()),
                 ..Default::default()
             },
         ),

@@ -115,6 +115,7 @@ async fn pass_through(call: &Call, msg: Message) -> Response {
             &call.upstream,
             r,
             RelayOptions {
+                adapt: call.adapt.clone(),
                 request_id: id,
                 ..Default::default()
             },
@@ -246,6 +247,7 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
         let cacheable = msg.method().is_some_and(crate::relay::is_cacheable);
         let restore_id = gateway_id.clone().zip(id.clone());
         let opts = RelayOptions {
+            adapt: call.adapt.clone(),
             request_id: id,
             cancel_on_drop: guard,
             rewrite: Some(Rewrite::ToModern {

@@ -28,6 +28,9 @@ pub enum UpstreamLink {
     },
     /// A stateless-era upstream: every request carries the client's envelope.
     Modern,
+    /// A virtual server: the gateway is the server; its upstreams are reached through the
+    /// gateway's own per-(user, server) sessions.
+    Virtual,
 }
 
 /// What the client said in `initialize`, kept to re-initialize the upstream transparently
