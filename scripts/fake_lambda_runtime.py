@@ -386,12 +386,18 @@ def main():
                      "headers": {"Authorization": f"secret://{upstream_secret}"}}}),
         admin_event(post_template, "/admin/api-keys", {"owner": "bench@example.com",
                                                         "name": "cold-start"}),
+        # access is denied by default: a group admits the bench user to the echo server
+        admin_event(post_template, "/admin/server-groups", {
+            "name": "bench", "servers": ["echo"],
+            "members": {"users": ["bench@example.com"]}}),
     ], {**env, "MCPGW_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY}, log)
     status, body = api_response(s, 0)
     assert status == 201, f"register echo: {status} {body}"
     status, body = api_response(s, 1)
     assert status == 201, f"issue key: {status} {body}"
     api_key = json.loads(body)["key"]
+    status, body = api_response(s, 2)
+    assert status == 201, f"admit the bench user: {status} {body}"
     session_id = mcp_session(echo_url)
     call = tools_call_event(post_template, api_key, session_id)
 

@@ -743,6 +743,14 @@ impl Gateway {
                    "auth": {"type": "header", "headers": {"Authorization": secret}}}),
         )
         .await?;
+        // access is denied by default: the bench user is admitted by a group, so every
+        // measured call pays for the policy decision as a deployment's calls do
+        self.admin(
+            "/admin/server-groups",
+            json!({"name": format!("bench-{}", upstream.name), "servers": [upstream.name],
+                   "members": {"users": ["bench@example.com"]}}),
+        )
+        .await?;
         Ok(())
     }
 

@@ -102,6 +102,21 @@ impl TestGateway {
         .await
     }
 
+    /// Creates the server group `name` that admits every authenticated caller to `servers`:
+    /// access is denied by default, and tests of the proxy itself are not about the policy.
+    pub async fn admit_everyone(&self, name: &str, servers: &[&str]) -> Result<()> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/server-groups",
+                Some(serde_json::json!({"name": name, "servers": servers,
+                    "members": {"everyone": true}})),
+            )
+            .await?;
+        ensure!(status == 201, "creating group {name}: {status} {body}");
+        Ok(())
+    }
+
     pub fn mcp_url(&self, endpoint: &str) -> String {
         format!("{}/mcp/{endpoint}", self.base)
     }
@@ -301,6 +316,14 @@ pub async fn walkthrough(w: &Walkthrough<'_>) -> String {
     .await;
     assert_eq!(s, 201, "{key}");
     let api_key = key["key"].as_str().unwrap().to_owned();
+    // AND a server group that admits her to both (access is denied by default)
+    let (s, body) = admin(
+        "/admin/server-groups",
+        serde_json::json!({"name": "engineering", "servers": ["everything", "echo"],
+            "members": {"users": ["alice@example.com"]}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
 
     // WHEN the Python SDK calls server-everything's get-sum through the gateway
     let out = python_mcp_call(

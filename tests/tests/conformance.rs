@@ -76,6 +76,7 @@ async fn conformance_suite_passes_through_the_gateway() -> Result<()> {
         )
         .await?;
     ensure!(status == 201, "registering the upstream: {status} {body}");
+    gw.admit_everyone("everyone", &[ENDPOINT]).await?;
     let (status, body) = gw
         .admin(
             Method::POST,

@@ -841,6 +841,8 @@ impl Fixture {
                 .await?;
             ensure!(status == 201, "registering {name}: {status} {body}");
         }
+        gw.admit_everyone("everyone", &[ENDPOINT, OTHER_ENDPOINT])
+            .await?;
         let fx = Self { gw, idp };
         fx.register_provider(json!({
             "name": PROVIDER,

@@ -189,6 +189,17 @@ async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
         .unwrap();
     assert_eq!(out["statusCode"], 201, "{out}");
     let api_key = result_body(&out)["key"].as_str().unwrap().to_owned();
+    // and a group that admits that key's owner (access is denied by default)
+    let group = json!({"name": "fixtures", "servers": ["everything"],
+        "members": {"users": ["fixture@example.com"]}});
+    let out = emu
+        .invoke_json(
+            "admin-api",
+            &admin_event(&create, "POST", "server-groups", Some(group)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 201, "{out}");
 
     // MCP initialize over REST (v1) and HTTP API (v2) events, answered by server-everything
     for (fixture, version) in [
@@ -229,7 +240,16 @@ async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
         .unwrap();
     assert_eq!(out, json!({"due": 0, "refreshed": 0, "failed": 0}));
 
-    // clean up for the walk-through, which registers `everything` itself
+    // clean up for the walk-through, which registers `everything` itself (the group first:
+    // a server some group names cannot be deleted)
+    let out = emu
+        .invoke_json(
+            "admin-api",
+            &admin_event(&create, "DELETE", "server-groups/fixtures", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 204, "{out}");
     let out = emu
         .invoke_json(
             "admin-api",
@@ -308,6 +328,30 @@ async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
 async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
     let _t = Step::start("HTTP API walk-through");
     let gw = &stack.http;
+    // The buffered mcp-proxy instance behind the HTTP API last read the policy during the raw
+    // fixtures, before the walk-through's group existed; admin-api (another instance) cannot
+    // tell it. It must see the group within twice the policy TTL (2 s by default), and until
+    // then answer as for an unknown endpoint.
+    let since = std::time::Instant::now();
+    loop {
+        let (s, _, msg) = call(
+            Method::POST,
+            &gw.mcp_url("echo"),
+            Some(api_key),
+            Some(("application/json", INITIALIZE)),
+        )
+        .await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 404, "{msg}");
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(5),
+            "the new group is not in effect after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let out = python_mcp_call(&gw.mcp_url("echo"), api_key, "whoami", json!({}), "auto")
         .await
         .unwrap();

@@ -74,6 +74,9 @@ async fn register(gw: &TestGateway, name: &str, url: &str) {
         .await
         .unwrap();
     assert_eq!(s, 201, "registering {name}: {body}");
+    gw.admit_everyone(&format!("everyone-{name}"), &[name])
+        .await
+        .unwrap();
 }
 
 async fn user_key(gw: &TestGateway, owner: &str) -> String {

@@ -398,6 +398,13 @@ async fn out_of_scope_secret_in_a_stored_record_is_never_resolved() {
         .create_config(ConfigKind::Server, "sneaky", &to_doc(&server))
         .await
         .unwrap();
+    // admitted, so the refusal below is the secret's, not the policy's
+    let group = json!({"name": "all", "servers": ["sneaky"], "members": {"everyone": true}});
+    state
+        .store
+        .create_config(ConfigKind::ServerGroup, "all", &group)
+        .await
+        .unwrap();
     let issued = mcpgw::identity::issue_api_key("eve@example.com", "k", false, 0, None);
     state.store.create_api_key(&issued.record).await.unwrap();
     let app = mcp_proxy::app(state);

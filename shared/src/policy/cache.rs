@@ -1,9 +1,11 @@
 //! The policy snapshot cached per process, so a warm `/mcp` request reads nothing from the
-//! store to decide. Fresh for `ttl` (`MCPGW_POLICY_CACHE_SECONDS`); after that the previous
-//! snapshot still answers while one background task re-reads (stale-while-revalidate), up to
-//! [`MAX_STALE`], after which reads are synchronous again (fail closed on a store that keeps
-//! failing: the request errors rather than deciding on an old policy forever). Admin writes
-//! in the same process invalidate at once. Every load that finds a different policy bumps
+//! store to decide. Fresh for `ttl` (`MCPGW_POLICY_CACHE_SECONDS`); for one more `ttl` (at most
+//! [`MAX_STALE`]) the previous snapshot still answers while one background task re-reads
+//! (stale-while-revalidate), after which reads are synchronous again. So no decision is taken
+//! on a policy older than twice the TTL: a Lambda instance thawed after a long idle spell
+//! (its background refresh frozen with it) re-reads before it answers, and a store that keeps
+//! failing fails the request rather than deciding on an old policy forever. Admin writes in
+//! the same process invalidate at once. Every load that finds a different policy bumps
 //! [`PolicyCache::changes`], which open server-to-client streams watch to send
 //! `notifications/tools/list_changed`.
 
@@ -16,7 +18,8 @@ use tokio::sync::{RwLock, watch};
 use super::Snapshot;
 use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreResult};
 
-/// How long past its TTL a snapshot may answer while it is being re-read.
+/// The longest a snapshot may answer past its TTL while it is being re-read (the bound is
+/// the TTL itself when that is shorter).
 pub const MAX_STALE: Duration = Duration::from_secs(30);
 
 pub struct PolicyCache {
@@ -53,7 +56,7 @@ impl PolicyCache {
             if age < self.ttl {
                 return Ok(snap.clone());
             }
-            if !self.ttl.is_zero() && age < self.ttl + MAX_STALE {
+            if !self.ttl.is_zero() && age < self.ttl + self.ttl.min(MAX_STALE) {
                 if !self.refreshing.swap(true, Ordering::AcqRel) {
                     let (cache, store) = (self.clone(), store.clone());
                     tokio::spawn(async move {

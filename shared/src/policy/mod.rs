@@ -97,7 +97,7 @@ impl Access {
 impl Members {
     fn admits(&self, subject: &Subject, teams: &BTreeSet<&str>) -> bool {
         self.everyone
-            || self.users.iter().any(|u| *u == subject.user)
+            || self.users.contains(&subject.user)
             || self.teams.iter().any(|t| teams.contains(t.as_str()))
     }
 }
@@ -128,7 +128,7 @@ impl Snapshot {
         self.teams
             .iter()
             .filter(|t| {
-                t.members.iter().any(|m| *m == subject.user)
+                t.members.contains(&subject.user)
                     || t.idp_groups.iter().any(|g| subject.groups.contains(g))
             })
             .map(|t| t.name.as_str())

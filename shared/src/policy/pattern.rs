@@ -77,7 +77,7 @@ mod tests {
         assert!(m("a.b", "a.b"), "a dot is a dot");
         assert!(!m("a.b", "axb"));
         assert!(!m(&"*a".repeat(20), &"a".repeat(19)));
-        assert!(Pattern::new("get-*").is_exact() == false && Pattern::new("x").is_exact());
+        assert!(!Pattern::new("get-*").is_exact() && Pattern::new("x").is_exact());
         assert!(Pattern::validate("get-*").is_ok());
         for bad in ["", "a b", "a[0]", "x|y", &"a".repeat(129)] {
             assert!(Pattern::validate(bad).is_err(), "{bad}");

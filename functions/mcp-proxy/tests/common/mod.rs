@@ -547,6 +547,14 @@ pub async fn gateway(vars: &[(&str, &str)], servers: &[(&str, &str, &str)]) -> G
         let resp = send(&admin, call_admin("/admin/servers", body)).await;
         assert_eq!(resp.status, 201, "registering {name}: {}", resp.body);
     }
+    // Access is denied by default; these fixtures test the proxy, not the policy, so one
+    // group admits every caller to every registered server.
+    if !servers.is_empty() {
+        let names: Vec<&str> = servers.iter().map(|(name, _, _)| *name).collect();
+        let body = json!({"name": "everyone", "servers": names, "members": {"everyone": true}});
+        let resp = send(&admin, call_admin("/admin/server-groups", body)).await;
+        assert_eq!(resp.status, 201, "admitting everyone: {}", resp.body);
+    }
     let mut keys = Vec::new();
     for owner in ["alice@example.com", "bob@example.com"] {
         let body = json!({"owner": owner, "name": "t"});
