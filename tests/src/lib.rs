@@ -6,6 +6,7 @@
 //! `mcpgw::testing`). Run everything with `scripts/test-all.sh`.
 
 pub mod lambda;
+pub mod mcp;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
+use e2e::mcp::sse_messages;
 use e2e::{StoreKind, TestGateway};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -143,23 +144,6 @@ impl Reply {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
     }
-}
-
-/// The JSON payloads of an SSE stream's events (events without data, like priming events, are
-/// skipped; multi-line data is joined with newlines as the SSE spec says).
-fn sse_messages(text: &str) -> Vec<Value> {
-    let text = text.replace("\r\n", "\n");
-    text.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            let data = data.join("\n");
-            (!data.trim().is_empty()).then(|| serde_json::from_str(&data).ok())?
-        })
-        .collect()
 }
 
 /// A request to the gateway as an MCP client sends it: `Content-Type: application/json` and
