@@ -33,6 +33,8 @@ PY_PINS=(
   cfn-lint==1.58.0
   aws-sam-translator==1.115.0
   cargo-lambda
+  # schemathesis: fuzzes the admin API from /admin/openapi.json (tests/tests/openapi.rs)
+  schemathesis==4.32.5
 )
 NODE_DEPS='{
   "@modelcontextprotocol/server-everything": "2026.8.31",

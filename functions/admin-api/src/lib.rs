@@ -1,5 +1,6 @@
-//! Admin API: `/admin/servers`, `/admin/api-keys` and `/admin/identity-providers`
-//! (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
+//! Admin API: `/admin/servers`, `/admin/api-keys`, `/admin/identity-providers`, the access
+//! control documents (`/admin/teams`, `/admin/server-groups`, `/admin/virtual-servers`,
+//! catalogs) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
 //! (`GET /me`, `/me/api-keys`) for any authenticated caller. Plain axum over [`AppState`];
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
 //! Tested with `tower::ServiceExt::oneshot` in `tests/` and end to end in the `e2e` crate.
@@ -9,10 +10,12 @@ mod api_keys;
 mod catalog;
 mod identity_providers;
 mod me;
+mod openapi;
 mod servers;
 mod time_fmt;
 
 pub use api_keys::MAX_ACTIVE_KEYS_PER_OWNER;
+pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -30,6 +33,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(identity_providers::routes())
         .merge(me::routes())
+        .merge(openapi::routes())
         .with_state(state)
 }
 
