@@ -58,15 +58,29 @@ pub enum UpstreamAuth {
     #[serde(rename = "oauth2")]
     OAuth2 {
         client_id: String,
-        client_secret: SecretRef,
+        /// Absent for a public client (PKCE only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<SecretRef>,
         #[serde(default)]
         scopes: Vec<String>,
+        /// Endpoints; discovered from the upstream's protected-resource metadata (RFC 9728)
+        /// and its authorization server's metadata (RFC 8414, OIDC) when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         authorization_url: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token_url: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         revocation_url: Option<String>,
+        /// The authorization server's issuer, checked against `iss` in callbacks (RFC 9207).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+        /// Extra authorization parameters (`access_type=offline`, `prompt=consent`, ...).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        extra_params: BTreeMap<String, String>,
+        /// RFC 8707 resource indicator sent on authorization, exchange and refresh; the
+        /// server's URL when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
     },
 }
 

@@ -238,7 +238,10 @@ async fn raw_fixtures(stack: &LambdaStack, p: &Peers) {
         )
         .await
         .unwrap();
-    assert_eq!(out, json!({"due": 0, "refreshed": 0, "failed": 0}));
+    assert_eq!(
+        out,
+        json!({"due": 0, "refreshed": 0, "failed": 0, "skipped": 0})
+    );
 
     // clean up for the walk-through, which registers `everything` itself (the group first:
     // a server some group names cannot be deleted)
@@ -546,19 +549,27 @@ async fn bad_input(stack: &LambdaStack) {
             "{doc}"
         );
     }
-    // an unknown route under a function: the function's 404 JSON (oauth-callback has no
-    // routes yet, so its connect route is one too)
+    // an unknown route under a function: the function's 404 JSON
     let admin = Some(stack.aws.admin_key.as_str());
-    for url in [
-        rest.url("/admin/nope"),
-        rest.url("/oauth/connect/echo"),
-        stack.http.url("/oauth/callback/echo"),
+    let (s, _, body) = call(Method::GET, &rest.url("/admin/nope"), admin, None).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    // oauth-callback's pages, through both APIs: connecting a server that is not an OAuth2
+    // server is a 404 page, a callback without state a 400 page
+    for (url, status) in [
+        (rest.url("/oauth/connect/echo"), 404),
+        (stack.http.url("/oauth/callback/echo"), 400),
     ] {
-        let (s, _, body) = call(Method::GET, &url, admin, None).await;
-        assert_eq!(
-            (s, body["error"]["code"].as_str()),
-            (404, Some("not_found")),
-            "{url}: {body}"
+        let (s, headers, _) = call(Method::GET, &url, admin, None).await;
+        assert_eq!(s, status, "{url}");
+        assert!(
+            headers
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/html")),
+            "{url}: {headers:?}"
         );
     }
     // no route at all: API Gateway answers by itself

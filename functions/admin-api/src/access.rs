@@ -115,7 +115,7 @@ async fn missing_tools(
     server: &str,
     names: &[&str],
 ) -> Result<Vec<String>, String> {
-    let up = mcp_proxy::catalog::upstream_for(state, server).await?;
+    let up = mcp_proxy::catalog::upstream_for(state, server, admin).await?;
     let listed = tokio::time::timeout(
         TOOL_CHECK_TIMEOUT,
         mcp_proxy::client::list_tools(&up, admin),

@@ -126,10 +126,54 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             "unsupported_auth",
             "auth type 'per_user_token' is not supported by this gateway version yet",
         )),
-        UpstreamAuth::OAuth2 { .. } => Err(ApiError::unprocessable(
-            "unsupported_auth",
-            "auth type 'oauth2' is not supported by this gateway version yet",
-        )),
+        UpstreamAuth::OAuth2 {
+            client_id,
+            scopes,
+            authorization_url,
+            token_url,
+            revocation_url,
+            issuer,
+            extra_params,
+            resource,
+            ..
+        } => {
+            if client_id.is_empty() || client_id.len() > 512 {
+                return Err(invalid("auth.client_id must be 1 to 512 characters"));
+            }
+            if scopes.len() > 50 || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                return Err(invalid(
+                    "auth.scopes: at most 50 scopes, each non-empty and without spaces",
+                ));
+            }
+            for (what, u) in [
+                ("authorization_url", authorization_url),
+                ("token_url", token_url),
+                ("revocation_url", revocation_url),
+                ("issuer", issuer),
+                ("resource", resource),
+            ] {
+                if let Some(u) = u {
+                    validate_url(u).map_err(|e| invalid(format!("auth.{what}: {}", e.message)))?;
+                }
+            }
+            // The flow's own parameters cannot be overridden.
+            const FLOW: [&str; 8] = [
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "state",
+                "code_challenge",
+                "code_challenge_method",
+                "scope",
+                "resource",
+            ];
+            if extra_params.len() > 20 || extra_params.keys().any(|k| FLOW.contains(&k.as_str())) {
+                return Err(invalid(
+                    "auth.extra_params: at most 20, and not the flow's own parameters",
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -145,8 +189,16 @@ fn validate(input: &ServerInput, name: &str) -> Result<(), ApiError> {
 /// Checks that every secret the server references resolves now, so a typo is reported to
 /// the admin instead of to the first user.
 async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiError> {
-    if let UpstreamAuth::Header { headers } = auth {
-        for reference in headers.values() {
+    let references: Vec<&mcpgw::secrets::SecretRef> = match auth {
+        UpstreamAuth::Header { headers } => headers.values().collect(),
+        UpstreamAuth::OAuth2 {
+            client_secret: Some(r),
+            ..
+        } => vec![r],
+        _ => Vec::new(),
+    };
+    {
+        for reference in references {
             if !state.config.secret_scope.permits(reference) {
                 let prefix = state.config.secret_scope.prefix().unwrap_or_default();
                 return Err(ApiError::unprocessable(

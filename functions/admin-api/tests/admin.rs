@@ -141,7 +141,27 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
             "secret_unresolvable",
         ),
         (
-            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "client_secret": "secret://upstream-key"}}),
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "client_secret": "secret://not-there"}}),
+            422,
+            "secret_unresolvable",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "", "client_secret": "secret://upstream-key"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "extra_params": {"redirect_uri": "https://evil.example"}}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "token_url": "ftp://x"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Authorization", "format": "Bearer {token}"}}),
             422,
             "unsupported_auth",
         ),

@@ -41,11 +41,11 @@ pub fn filter_listed(access: &Access, tools: &mut Vec<Value>) {
 }
 
 /// An upstream ready to call for `user`, or why not.
-pub async fn upstream_for(state: &AppState, server: &str) -> Result<Upstream, String> {
+pub async fn upstream_for(state: &AppState, server: &str, user: &str) -> Result<Upstream, String> {
     let Some(s) = state.server(server).await.map_err(|e| error_chain(&e))? else {
         return Err(format!("server '{server}' is not registered"));
     };
-    Upstream::new(state, s)
+    Upstream::new(state, s, user)
         .await
         .map_err(|e| format!("server '{server}': {}", e.message))
 }
@@ -57,7 +57,7 @@ async fn lists(
     servers: &[&str],
 ) -> HashMap<String, Result<Vec<Value>, String>> {
     let fetches = servers.iter().map(|s| async move {
-        let r = match upstream_for(state, s).await {
+        let r = match upstream_for(state, s, user).await {
             Ok(up) => client::list_tools(&up, user)
                 .await
                 .map_err(|e| format!("server '{s}': {}", error_chain(&e))),

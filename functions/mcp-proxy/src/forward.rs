@@ -77,7 +77,7 @@ pub async fn post(
     } else {
         axum::body::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
     };
-    let upstream = Upstream::new(&state, server).await?;
+    let upstream = Upstream::new(&state, server, &principal.user).await?;
     let call = Call {
         upstream,
         principal_user: principal.user,
@@ -251,7 +251,7 @@ impl Call {
             Target::Virtual(access) => return Ok(Admitted::Virtual(principal, access, headers)),
         };
         Ok(Admitted::Server(Self {
-            upstream: Upstream::new(state, server).await?,
+            upstream: Upstream::new(state, server, &principal.user).await?,
             principal_user: principal.user,
             endpoint,
             headers,

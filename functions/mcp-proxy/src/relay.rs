@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use mcpgw::domain::McpServer;
+use mcpgw::domain::UpstreamAuth;
 use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
 use mcpgw::mcp::handshake::{self, CallError, Reply};
 use mcpgw::mcp::{jsonrpc, sse};
@@ -79,6 +80,61 @@ const MAX_PENDING_CANCELS: usize = 64;
 /// How long one may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `Authorization: Bearer` with `user`'s access token for `server`. Without a usable grant:
+/// 403 `connect_required` whose message carries a fresh single-use connect link.
+pub async fn oauth_headers(
+    state: &AppState,
+    server: &McpServer,
+    user: &str,
+    force_refresh: bool,
+) -> Result<HeaderMap, ApiError> {
+    use mcpgw::grants::{GrantError, link, tokens};
+    match tokens::access_token(state, user, server, force_refresh).await {
+        Ok(token) => {
+            let mut h = HeaderMap::new();
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_credential_unavailable",
+                    "the provider issued a token that cannot be sent",
+                )
+            })?;
+            v.set_sensitive(true);
+            h.insert(axum::http::header::AUTHORIZATION, v);
+            Ok(h)
+        }
+        Err(e @ (GrantError::NotConnected | GrantError::NeedsReconsent)) => {
+            let url = link::make(state, user, &server.name).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "connect_link_unavailable",
+                    "could not make a connect link, retry later",
+                )
+                .with_cause(&e)
+            })?;
+            let why = if matches!(e, GrantError::NeedsReconsent) {
+                "your connection to this server must be renewed"
+            } else {
+                "connect your account at this server first"
+            };
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "connect_required",
+                format!("{why}: open {url}"),
+            ))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_credential_unavailable",
+            format!(
+                "the gateway could not get a token for this server ({})",
+                e.code()
+            ),
+        )
+        .with_cause(&e)),
+    }
+}
+
 /// A server whose credential is ready: everything needed to call it.
 #[derive(Clone)]
 pub struct Upstream {
@@ -92,8 +148,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub async fn new(state: &AppState, server: Arc<McpServer>) -> Result<Self, ApiError> {
-        let credentials =
+    /// The upstream `server` called for `user`: shared credentials from the secrets port, or
+    /// the user's own OAuth2 access token (refreshed when about to expire).
+    pub async fn new(
+        state: &AppState,
+        server: Arc<McpServer>,
+        user: &str,
+    ) -> Result<Self, ApiError> {
+        let credentials = if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
+            oauth_headers(state, &server, user, false).await?
+        } else {
             credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
                 .await
                 .map_err(|e| match &e {
@@ -108,7 +172,8 @@ impl Upstream {
                         "the gateway could not load its credential for this server",
                     )
                     .with_cause(&e),
-                })?;
+                })?
+        };
         Ok(Self {
             state: state.clone(),
             server,

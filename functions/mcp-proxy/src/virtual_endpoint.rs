@@ -396,7 +396,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, mut params: Value) -> Response {
             &format!("Unknown tool: {name}"),
         );
     };
-    let up = match upstream_for(ctx.state, route.server).await {
+    let up = match upstream_for(ctx.state, route.server, ctx.user).await {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(endpoint = %ctx.vs.name, error = %e, "virtual server upstream unavailable");
@@ -422,7 +422,7 @@ async fn aggregate(
     key: &str,
 ) -> Response {
     let fetched = join_all(servers.iter().map(|s| async move {
-        let up = upstream_for(ctx.state, s).await?;
+        let up = upstream_for(ctx.state, s, ctx.user).await?;
         client::list_all(&up, ctx.user, method, key)
             .await
             .map_err(|e| format!("server '{s}': {}", mcpgw::http::error_chain(&e)))
@@ -443,7 +443,7 @@ async fn aggregate(
 /// The first of the resource servers that can read the URI answers.
 async fn read_resource(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
     for s in &ctx.vs.resources_from {
-        let Ok(up) = upstream_for(ctx.state, s).await else {
+        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
             continue;
         };
         if let Ok(a) = client::request(&up, ctx.user, "resources/read", params.clone()).await
@@ -462,7 +462,7 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
         .and_then(Value::as_str)
         .unwrap_or_default();
     for s in &ctx.vs.prompts_from {
-        let Ok(up) = upstream_for(ctx.state, s).await else {
+        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
             continue;
         };
         let Ok(prompts) = client::list_all(&up, ctx.user, "prompts/list", "prompts").await else {

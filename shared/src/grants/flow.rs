@@ -1,0 +1,295 @@
+//! The authorization-code flow with PKCE (S256): [`start`] stores a single-use `state`
+//! (10 minutes) and builds the provider's authorization URL; [`finish`] consumes the state
+//! exactly once, checks it belongs to this server, exchanges the code (RFC 8707 `resource`
+//! sent, RFC 9207 `iss` checked when the provider returns it) and stores the grant with the
+//! version check. Code exchange and refresh use the `oauth2` crate.
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use super::endpoints::{self, Endpoints};
+use super::{GrantError, TokenSet, ring};
+use crate::domain::{Grant, GrantStatus, McpServer, OAuthState, UpstreamAuth};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// How long a started authorization may take.
+pub const STATE_TTL_SECS: i64 = 600;
+/// A grant is refreshed by the sweeper this long before its access token expires.
+pub const REFRESH_AHEAD_SECS: i64 = 300;
+
+pub type Client =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// Why a callback stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("this authorization link is unknown, was already used, or has expired")]
+    StateInvalid,
+    #[error("this authorization was started for another server")]
+    WrongServer,
+    #[error("the response came from an unexpected authorization server")]
+    IssuerMismatch,
+    #[error("the provider did not grant access: {0}")]
+    Denied(String),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+}
+
+/// Sealed inside the stored state: what the callback needs and the provider must not see.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    verifier: String,
+    redirect_uri: String,
+}
+
+/// Where the provider sends the user back for `server`.
+pub fn redirect_uri(state: &AppState, server: &str) -> String {
+    format!(
+        "{}/oauth/callback/{server}",
+        state.config.public_url.trim_end_matches('/')
+    )
+}
+
+/// The RFC 8707 resource for `server`.
+pub fn resource(server: &McpServer) -> String {
+    match &server.auth {
+        UpstreamAuth::OAuth2 {
+            resource: Some(r), ..
+        } => r.clone(),
+        _ => server.url.clone(),
+    }
+}
+
+/// The oauth2 client for `server` (client id, secret from the secrets port, token URL).
+pub async fn client(
+    state: &AppState,
+    server: &McpServer,
+    e: &Endpoints,
+    redirect: Option<String>,
+) -> Result<Client, GrantError> {
+    let UpstreamAuth::OAuth2 {
+        client_id,
+        client_secret,
+        ..
+    } = &server.auth
+    else {
+        return Err(GrantError::NotOAuth);
+    };
+    let bad = |what: &str, e: &dyn std::fmt::Display| GrantError::Discovery(format!("{what}: {e}"));
+    let mut c = BasicClient::new(ClientId::new(client_id.clone()))
+        .set_auth_uri(
+            AuthUrl::new(e.authorization.clone()).map_err(|x| bad("authorization URL", &x))?,
+        )
+        .set_token_uri(TokenUrl::new(e.token.clone()).map_err(|x| bad("token URL", &x))?);
+    if let Some(reference) = client_secret {
+        if !state.config.secret_scope.permits(reference) {
+            return Err(GrantError::Secret(format!("{reference} is out of scope")));
+        }
+        let secret = state
+            .secrets
+            .resolve(reference)
+            .await
+            .map_err(|e| GrantError::Secret(crate::http::error_chain(&e)))?;
+        c = c.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+    }
+    if let Some(r) = redirect {
+        c = c.set_redirect_uri(RedirectUrl::new(r).map_err(|x| bad("redirect URI", &x))?);
+    }
+    Ok(c)
+}
+
+fn scopes(server: &McpServer) -> Vec<Scope> {
+    match &server.auth {
+        UpstreamAuth::OAuth2 { scopes, .. } => scopes.iter().cloned().map(Scope::new).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn state_context(id: &str) -> Vec<u8> {
+    format!("oauth-state:{id}").into_bytes()
+}
+
+/// Starts an authorization of `server` for `user`: the provider URL to send the browser to.
+pub async fn start(state: &AppState, user: &str, server: &McpServer) -> Result<String, GrantError> {
+    let e = endpoints::resolve(server).await?;
+    let redirect = redirect_uri(state, &server.name);
+    let c = client(state, server, &e, Some(redirect.clone())).await?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let id = crate::crypto::random_token(32);
+    let mut req = c
+        .authorize_url(|| CsrfToken::new(id.clone()))
+        .add_scopes(scopes(server))
+        .set_pkce_challenge(challenge)
+        .add_extra_param("resource", resource(server));
+    if let UpstreamAuth::OAuth2 { extra_params, .. } = &server.auth {
+        for (k, v) in extra_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
+    }
+    let (url, _) = req.url();
+    let payload = serde_json::to_vec(&Payload {
+        verifier: verifier.secret().clone(),
+        redirect_uri: redirect,
+    })
+    .map_err(|_| GrantError::Keyring("payload".into()))?;
+    let now = state.clock.now();
+    state
+        .store
+        .put_state(&OAuthState {
+            id: id.clone(),
+            user: user.to_owned(),
+            server: server.name.clone(),
+            sealed_payload: ring(state).await?.seal(&payload, &state_context(&id))?,
+            created_at: now,
+            expires_at: now + STATE_TTL_SECS,
+        })
+        .await?;
+    Ok(url.to_string())
+}
+
+/// What a provider's token endpoint said, as a [`GrantError`].
+pub fn token_error<RE: std::error::Error + 'static>(
+    e: RequestTokenError<RE, oauth2::basic::BasicErrorResponse>,
+) -> GrantError {
+    match e {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == BasicErrorResponseType::InvalidGrant =>
+        {
+            GrantError::NeedsReconsent
+        }
+        RequestTokenError::ServerResponse(r) => GrantError::Upstream(r.error().to_string()),
+        RequestTokenError::Request(e) => GrantError::Network(crate::http::error_chain(&e)),
+        RequestTokenError::Parse(e, _) => GrantError::Upstream(format!("unreadable answer: {e}")),
+        RequestTokenError::Other(m) => GrantError::Upstream(m),
+    }
+}
+
+/// The token set of a token-endpoint answer; `previous_refresh` is kept when the answer
+/// carries no new refresh token.
+pub fn token_set<T: TokenResponse>(r: &T, now: i64, previous_refresh: Option<String>) -> TokenSet {
+    TokenSet {
+        access_token: r.access_token().secret().clone(),
+        refresh_token: r
+            .refresh_token()
+            .map(|t| t.secret().clone())
+            .or(previous_refresh),
+        expires_at: r.expires_in().map(|d| now + d.as_secs() as i64),
+    }
+}
+
+/// The grant record for `tokens`, one version after `previous`.
+pub fn grant_record(
+    ring: &crate::crypto::Keyring,
+    user: &str,
+    server: &str,
+    tokens: &TokenSet,
+    scopes: Vec<String>,
+    previous: Option<u64>,
+    now: i64,
+) -> Result<Grant, GrantError> {
+    Ok(Grant {
+        user: user.to_owned(),
+        server: server.to_owned(),
+        version: previous.map_or(1, |v| v + 1),
+        sealed_tokens: tokens.seal(ring, user, server)?,
+        status: GrantStatus::Active,
+        scopes,
+        access_expires_at: tokens.expires_at,
+        // Nothing to refresh without a refresh token or an expiry: such grants are
+        // refreshed (if at all) after an upstream 401.
+        refresh_at: match (&tokens.refresh_token, tokens.expires_at) {
+            (Some(_), Some(at)) => Some(at - REFRESH_AHEAD_SECS),
+            _ => None,
+        },
+        updated_at: now,
+    })
+}
+
+/// Completes an authorization: the user whose grant was stored.
+pub async fn finish(
+    state: &AppState,
+    server_name: &str,
+    code: &str,
+    state_id: &str,
+    iss: Option<&str>,
+) -> Result<String, FlowError> {
+    let now = state.clock.now();
+    if state_id.starts_with("link:") {
+        // connect-link nonces share the state table; they are not authorizations
+        return Err(FlowError::StateInvalid);
+    }
+    let pending = state
+        .store
+        .consume_state(state_id, now)
+        .await
+        .map_err(GrantError::from)?
+        .ok_or(FlowError::StateInvalid)?;
+    if pending.server != server_name {
+        return Err(FlowError::WrongServer);
+    }
+    let Some(server) = state.server(server_name).await.map_err(GrantError::from)? else {
+        return Err(FlowError::WrongServer);
+    };
+    let ring = ring(state).await?;
+    let payload: Payload = serde_json::from_slice(
+        &ring
+            .open(&pending.sealed_payload, &state_context(state_id))
+            .map_err(GrantError::from)?,
+    )
+    .map_err(|_| FlowError::StateInvalid)?;
+    let e = endpoints::resolve(&server).await?;
+    if let (Some(got), Some(want)) = (iss, e.issuer.as_deref())
+        && got != want
+    {
+        return Err(FlowError::IssuerMismatch);
+    }
+    let c = client(state, &server, &e, Some(payload.redirect_uri)).await?;
+    let answer = c
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(payload.verifier))
+        .add_extra_param("resource", resource(&server))
+        .request_async(endpoints::http())
+        .await
+        .map_err(|e| match token_error(e) {
+            GrantError::NeedsReconsent => FlowError::Denied("the code was refused".into()),
+            other => FlowError::Grant(other),
+        })?;
+    let tokens = token_set(&answer, now, None);
+    let granted: Vec<String> = answer
+        .scopes()
+        .map(|s| s.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    // A reconnect replaces the old grant; a concurrent writer makes us read again.
+    for _ in 0..3 {
+        let previous = state
+            .store
+            .get_grant(&pending.user, server_name)
+            .await
+            .map_err(GrantError::from)?
+            .map(|g| g.version);
+        let g = grant_record(
+            &ring,
+            &pending.user,
+            server_name,
+            &tokens,
+            granted.clone(),
+            previous,
+            now,
+        )?;
+        match state.store.save_grant_if_version(&g, previous).await {
+            Ok(()) => {
+                super::tokens::forget(&pending.user, server_name);
+                return Ok(pending.user);
+            }
+            Err(StoreError::VersionConflict { .. }) => continue,
+            Err(e) => return Err(GrantError::from(e).into()),
+        }
+    }
+    Err(GrantError::Upstream("the grant kept changing while it was saved".into()).into())
+}

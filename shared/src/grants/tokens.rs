@@ -1,0 +1,200 @@
+//! The access token the proxy injects for (user, server), refreshed on demand when it
+//! expires within [`REFRESH_MARGIN_SECS`], and by the sweeper ahead of time.
+//!
+//! Races: within a process one refresh per (user, server) runs at a time (the others wait
+//! and then find the fresh token); across processes the store's version check lets exactly
+//! one refresher write, and the losers re-read and use the winner's token. So a rotating
+//! refresh token is redeemed once. Opened tokens are kept in memory for at most
+//! [`CACHE_SECS`] (a grant revoked through another process stops being used within that).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use oauth2::{RefreshToken, Scope, TokenResponse};
+
+use super::endpoints;
+use super::flow::{self, grant_record, resource, token_error, token_set};
+use super::{GrantError, TokenSet, ring};
+use crate::domain::{Grant, GrantStatus, McpServer, UpstreamAuth};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// A token expiring within this is refreshed before use.
+pub const REFRESH_MARGIN_SECS: i64 = 60;
+/// How long an opened token is reused without reading the store.
+pub const CACHE_SECS: u64 = 30;
+
+type Key = (String, String);
+
+fn cache() -> &'static Mutex<HashMap<Key, (Instant, TokenSet)>> {
+    static C: OnceLock<Mutex<HashMap<Key, (Instant, TokenSet)>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+fn locks() -> &'static Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>> {
+    static L: OnceLock<Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+fn key(user: &str, server: &str) -> Key {
+    (user.to_owned(), server.to_owned())
+}
+
+/// Drops what this process remembers of (user, server) (a new grant, a revocation).
+pub fn forget(user: &str, server: &str) {
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key(user, server));
+}
+
+fn fresh(t: &TokenSet, now: i64) -> bool {
+    t.expires_at.is_none_or(|e| e > now + REFRESH_MARGIN_SECS)
+}
+
+fn cached(user: &str, server: &str, now: i64) -> Option<String> {
+    let c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    let (at, t) = c.get(&key(user, server))?;
+    (at.elapsed() < Duration::from_secs(CACHE_SECS) && fresh(t, now))
+        .then(|| t.access_token.clone())
+}
+
+fn remember(user: &str, server: &str, t: &TokenSet) {
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() > 10_000 {
+        c.clear();
+    }
+    c.insert(key(user, server), (Instant::now(), t.clone()));
+}
+
+fn lock_for(user: &str, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut l = locks().lock().unwrap_or_else(|e| e.into_inner());
+    if l.len() > 10_000 {
+        l.retain(|_, m| Arc::strong_count(m) > 1);
+    }
+    l.entry(key(user, server)).or_default().clone()
+}
+
+/// The access token for `user` at `server`, refreshing it first if it is about to expire.
+/// `force` refreshes even a token that looks fresh (the upstream answered 401).
+pub async fn access_token(
+    state: &AppState,
+    user: &str,
+    server: &McpServer,
+    force: bool,
+) -> Result<String, GrantError> {
+    let now = state.clock.now();
+    if !force && let Some(t) = cached(user, &server.name, now) {
+        return Ok(t);
+    }
+    let lock = lock_for(user, &server.name);
+    let _one_at_a_time = lock.lock().await;
+    let ring = ring(state).await?;
+    let mut stale_version = None;
+    for _ in 0..4 {
+        let grant = state
+            .store
+            .get_grant(user, &server.name)
+            .await?
+            .ok_or(GrantError::NotConnected)?;
+        if grant.status != GrantStatus::Active {
+            return Err(GrantError::NeedsReconsent);
+        }
+        let tokens = TokenSet::open(&ring, &grant.sealed_tokens, user, &server.name)?;
+        // A forced refresh is satisfied by any newer version than the one that failed.
+        let must_refresh = !fresh(&tokens, now) || (force && stale_version.is_none());
+        if !must_refresh || stale_version.is_some_and(|v| v != grant.version) {
+            remember(user, &server.name, &tokens);
+            return Ok(tokens.access_token);
+        }
+        stale_version = Some(grant.version);
+        match refresh_grant(state, server, &grant, tokens).await {
+            Ok(t) => {
+                remember(user, &server.name, &t);
+                return Ok(t.access_token);
+            }
+            // Another process refreshed first: read its token.
+            Err(GrantError::Store(StoreError::VersionConflict { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(GrantError::Upstream(
+        "the grant kept changing while it was refreshed".into(),
+    ))
+}
+
+/// Redeems `grant`'s refresh token once and writes the result with the version check.
+/// `Store(VersionConflict)` means another refresher won; nothing was written.
+pub async fn refresh_grant(
+    state: &AppState,
+    server: &McpServer,
+    grant: &Grant,
+    tokens: TokenSet,
+) -> Result<TokenSet, GrantError> {
+    let now = state.clock.now();
+    let ring = ring(state).await?;
+    let Some(refresh) = tokens.refresh_token.clone() else {
+        mark_needs_reconsent(state, grant, now).await;
+        return Err(GrantError::NeedsReconsent);
+    };
+    let e = endpoints::resolve(server).await?;
+    let c = flow::client(state, server, &e, None).await?;
+    // Scope and resource on refresh too: some providers (Entra) refuse refreshes without.
+    let scopes: Vec<Scope> = match &server.auth {
+        UpstreamAuth::OAuth2 { scopes, .. } => scopes.iter().cloned().map(Scope::new).collect(),
+        _ => Vec::new(),
+    };
+    let answer = c
+        .exchange_refresh_token(&RefreshToken::new(refresh))
+        .add_scopes(scopes)
+        .add_extra_param("resource", resource(server))
+        .request_async(endpoints::http())
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let e = token_error(e);
+            if matches!(e, GrantError::NeedsReconsent) {
+                mark_needs_reconsent(state, grant, now).await;
+            }
+            return Err(e);
+        }
+    };
+    let new = token_set(&answer, now, tokens.refresh_token);
+    let granted = answer
+        .scopes()
+        .map(|s| s.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_else(|| grant.scopes.clone());
+    let record = grant_record(
+        &ring,
+        &grant.user,
+        &grant.server,
+        &new,
+        granted,
+        Some(grant.version),
+        now,
+    )?;
+    state
+        .store
+        .save_grant_if_version(&record, Some(grant.version))
+        .await?;
+    tracing::info!(server = %grant.server, version = record.version, "grant refreshed");
+    Ok(new)
+}
+
+async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
+    let mut g = grant.clone();
+    g.version += 1;
+    g.status = GrantStatus::NeedsReconsent;
+    g.refresh_at = None;
+    g.updated_at = now;
+    if let Err(e) = state
+        .store
+        .save_grant_if_version(&g, Some(grant.version))
+        .await
+    {
+        tracing::warn!(error = %crate::http::error_chain(&e), "could not mark a grant for re-consent");
+    }
+    forget(&grant.user, &grant.server);
+}

@@ -1,0 +1,510 @@
+//! Per-user OAuth2 grants end to end (issue 10, first part): a real authorization server
+//! (`oidc-provider`, short access tokens, rotating refresh tokens for the gateway's public
+//! client registered by RFC 7591) and the JWT-protected Python MCP server as the upstream.
+//!
+//! - without a grant, a call answers `connect_required` with a single-use connect link;
+//! - two users connect through a headless browser (the link, or their own credential): the
+//!   gateway page names the user and the server before anything redirects; the provider's
+//!   login and consent, the callback, the grant stored;
+//! - each user's calls reach the upstream with their own token (the upstream reports `sub`);
+//! - an expired token is refreshed on demand; the scheduled sweep refreshes due grants and
+//!   a second sweep right after refreshes nothing;
+//! - replayed state, a state from another server's callback, a reused or forged link, and
+//!   a tampered sealed grant are refused, storing nothing.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::mcp::{McpClient, SESSION};
+use e2e::{StoreKind, TestGateway, call_json};
+use mcpgw::clock::Clock;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Access tokens live 66 s: a few seconds past the gateway's 60 s refresh margin, so a new
+/// token is used as it is for those seconds and then refreshed on demand.
+const ACCESS_TTL: &str = "66";
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_ready(url: &str, what: &str) -> Result<()> {
+    for _ in 0..150 {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().as_u16() < 500)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not start at {url}")
+}
+
+struct Peers {
+    issuer: String,
+    upstream: String,
+    /// Killed when the test ends (`kill_on_drop`).
+    _children: Vec<tokio::process::Child>,
+    _keys: tempfile::TempDir,
+}
+
+/// Its own oidc-provider (short tokens) and protected server, so the test controls both.
+async fn peers() -> Result<Option<Peers>> {
+    mcpgw::crypto::install_tls_provider();
+    let (Some(python), Some(node_modules)) = (
+        mcpgw::testing::peer_url("MCPGW_TEST_PYTHON"),
+        mcpgw::testing::peer_url("MCPGW_TEST_NODE_MODULES"),
+    ) else {
+        return Ok(None);
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let keys = tempfile::tempdir()?;
+    let (oidc_port, up_port) = (free_port()?, free_port()?);
+    let issuer = format!("http://127.0.0.1:{oidc_port}");
+    let oidc = tokio::process::Command::new("node")
+        .arg(root.join("peers/oidc_provider.mjs"))
+        .arg(oidc_port.to_string())
+        .env("OIDC_KEYS_DIR", keys.path())
+        .env("OIDC_ACCESS_TTL", ACCESS_TTL)
+        .env("MCPGW_TEST_NODE_MODULES", &node_modules)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting oidc-provider")?;
+    let up = tokio::process::Command::new(&python)
+        .arg(root.join("peers/protected_server.py"))
+        .args([up_port.to_string(), issuer.clone()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the protected server")?;
+    wait_ready(
+        &format!("{issuer}/.well-known/openid-configuration"),
+        "oidc-provider",
+    )
+    .await?;
+    let upstream = format!("http://127.0.0.1:{up_port}/mcp");
+    wait_ready(
+        &format!("http://127.0.0.1:{up_port}/.well-known/oauth-protected-resource/mcp"),
+        "the protected server",
+    )
+    .await?;
+    Ok(Some(Peers {
+        issuer,
+        upstream,
+        _children: vec![oidc, up],
+        _keys: keys,
+    }))
+}
+
+/// What the headless browser saw.
+async fn browse(url: &str, bearer: &str, login: &str) -> Result<Value> {
+    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("python")?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/connect_browser.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args([url, bearer, login])
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "browser failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+struct Fixture {
+    peers: Peers,
+    gw: TestGateway,
+    alice: String,
+    bob: String,
+}
+
+async fn fixture() -> Result<Option<Fixture>> {
+    let Some(peers) = peers().await? else {
+        return Ok(None);
+    };
+    let gw = TestGateway::start(StoreKind::Sqlite, &[]).await?;
+    // The gateway's client at the provider (RFC 7591): public, PKCE, refresh tokens.
+    let (s, reg) = call_json(
+        Method::POST,
+        &format!("{}/reg", peers.issuer),
+        None,
+        Some(json!({
+            "redirect_uris": [format!("{}/oauth/callback/notes", gw.base),
+                              format!("{}/oauth/callback/other", gw.base)],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": "openid mcp:read"})),
+    )
+    .await?;
+    ensure!(s == 201, "client registration: {s} {reg}");
+    let client_id = reg["client_id"].as_str().context("client_id")?;
+    for name in ["notes", "other"] {
+        let (s, body) = gw
+            .admin(
+                Method::POST,
+                "/admin/servers",
+                Some(json!({"name": name, "url": peers.upstream,
+                    "auth": {"type": "oauth2", "client_id": client_id, "scopes": ["mcp:read"]}})),
+            )
+            .await?;
+        ensure!(s == 201, "registering {name}: {s} {body}");
+    }
+    gw.admit_everyone("everyone", &["notes", "other"]).await?;
+    let mut keys = Vec::new();
+    for owner in ["alice@example.com", "bob@example.com"] {
+        let (s, body) = gw
+            .admin(
+                Method::POST,
+                "/admin/api-keys",
+                Some(json!({"owner": owner, "name": "k"})),
+            )
+            .await?;
+        ensure!(s == 201, "{body}");
+        keys.push(body["key"].as_str().unwrap().to_owned());
+    }
+    let bob = keys.pop().unwrap();
+    let alice = keys.pop().unwrap();
+    Ok(Some(Fixture {
+        peers,
+        gw,
+        alice,
+        bob,
+    }))
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": SESSION, "capabilities": {},
+        "clientInfo": {"name": "oauth-e2e", "version": "1"}}})
+}
+
+/// The connect link in a `connect_required` answer.
+async fn connect_link(gw: &TestGateway, key: &str, endpoint: &str) -> Result<String> {
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.mcp_url(endpoint),
+        Some(key),
+        Some(initialize()),
+    )
+    .await?;
+    ensure!(
+        s == 403 && body["error"]["code"] == "connect_required",
+        "without a grant: {s} {body}"
+    );
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    let link = msg
+        .split("open ")
+        .nth(1)
+        .context("no link in the message")?;
+    ensure!(
+        link.starts_with(&format!("{}/oauth/connect/{endpoint}?link=", gw.base)),
+        "{msg}"
+    );
+    Ok(link.to_owned())
+}
+
+async fn whoami(gw: &TestGateway, key: &str) -> Result<Value> {
+    let mut c = McpClient::connect(&gw.mcp_url("notes"), key, SESSION).await?;
+    let r = c.call_tool("whoami", json!({})).await?;
+    let result = r.result()?;
+    ensure!(result["isError"] != true, "{}", r.raw);
+    // the SDK answers a dict as structured content, or as JSON text
+    if result["structuredContent"].is_object() {
+        return Ok(result["structuredContent"].clone());
+    }
+    let text = result["content"][0]["text"].as_str().context("no text")?;
+    serde_json::from_str(text).with_context(|| format!("whoami said {text}"))
+}
+
+/// The wall clock moved ahead: what the scheduler sees a while later.
+struct Later(i64);
+
+impl Clock for Later {
+    fn now(&self) -> i64 {
+        mcpgw::clock::SystemClock.now() + self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+
+    // GIVEN alice has not connected: the call answers with a connect link
+    let link = connect_link(gw, &fx.alice, "notes").await?;
+    // WHEN she opens it in a browser and logs in at the provider
+    let seen = browse(&link, "", "alice").await?;
+    // THEN the gateway's page named her and the server before anything redirected
+    assert_eq!(seen["page_user"], "alice@example.com", "{seen}");
+    assert_eq!(seen["page_server"], "notes", "{seen}");
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert!(
+        seen["body"].as_str().unwrap().contains("id=\"connected\""),
+        "{seen}"
+    );
+    let provider_host = fx.peers.issuer.trim_start_matches("http://");
+    assert!(
+        seen["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == provider_host),
+        "the browser went through the provider: {seen}"
+    );
+    // AND the link is used up
+    let again = browse(&link, "", "alice").await?;
+    assert_eq!(again["status"], 400, "{again}");
+    assert!(again["page_user"].is_null(), "{again}");
+
+    // WHEN bob connects with his own credential (a CLI user)
+    let seen = browse(&format!("{}/oauth/connect/notes", gw.base), &fx.bob, "bob").await?;
+    assert_eq!(
+        (seen["page_user"].as_str(), seen["status"].as_i64()),
+        (Some("bob@example.com"), Some(200)),
+        "{seen}"
+    );
+
+    // THEN each call reaches the upstream with the caller's own token
+    let a = whoami(gw, &fx.alice).await?;
+    let b = whoami(gw, &fx.bob).await?;
+    assert_eq!(a["sub"], "alice", "{a}");
+    assert_eq!(b["sub"], "bob", "{b}");
+    assert_eq!(
+        a["aud"],
+        fx.peers.upstream.as_str(),
+        "the RFC 8707 resource: {a}"
+    );
+    assert_ne!(a["token_sha256"], b["token_sha256"]);
+    // AND the grants are stored sealed, version 1
+    let store = &gw.state.store;
+    let grant = store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .context("grant")?;
+    assert_eq!(grant.version, 1);
+    assert!(grant.refresh_at.is_some(), "a refresh token was issued");
+
+    // WHEN the access token is within the refresh margin THEN the next call refreshes it
+    let stale_at = grant.access_expires_at.context("an expiry")?
+        - mcpgw::grants::tokens::REFRESH_MARGIN_SECS
+        + 1;
+    let wait = stale_at - mcpgw::clock::SystemClock.now();
+    tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+    let a2 = whoami(gw, &fx.alice).await?;
+    assert_eq!(a2["sub"], "alice");
+    assert_ne!(
+        a2["token_sha256"], a["token_sha256"],
+        "a new token after the refresh"
+    );
+    let grant = store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .unwrap();
+    assert_eq!(
+        grant.version, 2,
+        "one refresh, written with the version check"
+    );
+
+    // WHEN the scheduled sweep runs (its clock two minutes later, past the recent-write skip)
+    let later = mcpgw::state::AppState::from_parts(
+        (*gw.state.config).clone(),
+        gw.state.store.clone(),
+        gw.state.secrets.clone(),
+        Arc::new(Later(120)),
+    )?;
+    let report = token_refresh::sweep(&later).await?;
+    // THEN both grants are refreshed, and a second run right after refreshes nothing
+    assert_eq!(
+        (report.due, report.refreshed, report.failed),
+        (2, 2, 0),
+        "{report:?}"
+    );
+    let again = token_refresh::sweep(&later).await?;
+    assert_eq!(
+        (again.refreshed, again.failed, again.skipped),
+        (0, 0, 2),
+        "{again:?}"
+    );
+    let grant = store.get_grant("bob@example.com", "notes").await?.unwrap();
+    assert_eq!(grant.version, 2);
+    // AND the swept tokens work
+    mcpgw::grants::tokens::forget("bob@example.com", "notes");
+    assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_misdirected_and_forged_flows_store_nothing() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let store = &gw.state.store;
+
+    // a forged or altered link
+    for bad in ["AAAA", "not-base64!"] {
+        let seen = browse(
+            &format!("{}/oauth/connect/notes?link={bad}", gw.base),
+            "",
+            "alice",
+        )
+        .await?;
+        assert_eq!(seen["status"], 400, "{seen}");
+    }
+    // a link for one server used at another
+    let link = connect_link(gw, &fx.alice, "notes").await?;
+    let moved = link.replace("/oauth/connect/notes?", "/oauth/connect/other?");
+    let seen = browse(&moved, "", "alice").await?;
+    assert_eq!(seen["status"], 400, "{seen}");
+
+    // Drive a flow by hand to hold a real state and code.
+    let (s, page) = call_text(&format!("{}/oauth/connect/notes", gw.base), Some(&fx.alice)).await?;
+    assert_eq!(s, 200, "{page}");
+    let go = page
+        .split("id=\"continue\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("continue link")?
+        .replace("&amp;", "&");
+    let (s, location) = redirect_of(&format!("{}{go}", gw.base)).await?;
+    assert_eq!(s, 302);
+    assert!(
+        location.starts_with(&fx.peers.issuer),
+        "redirects to the provider only: {location}"
+    );
+    let state_param = url::Url::parse(&location)?
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .context("state")?;
+    // a continue link the gateway did not make is refused (no open redirect)
+    let (s, _) = redirect_of(&format!(
+        "{}/oauth/connect/notes?go=aHR0cHM6Ly9ldmlsLmV4YW1wbGU",
+        gw.base
+    ))
+    .await?;
+    assert_eq!(s, 400);
+
+    // the state presented at another server's callback: refused, and used up
+    let (s, body) = call_text(
+        &format!(
+            "{}/oauth/callback/other?code=x&state={state_param}",
+            gw.base
+        ),
+        None,
+    )
+    .await?;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("another server"), "{body}");
+    // replayed at the right one: unknown now
+    let (s, body) = call_text(
+        &format!(
+            "{}/oauth/callback/notes?code=x&state={state_param}",
+            gw.base
+        ),
+        None,
+    )
+    .await?;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    // denied consent and a missing state
+    let (s, _) = call_text(
+        &format!(
+            "{}/oauth/callback/notes?error=access_denied&state=zz",
+            gw.base
+        ),
+        None,
+    )
+    .await?;
+    assert_eq!(s, 400);
+    let (s, _) = call_text(&format!("{}/oauth/callback/notes?code=x", gw.base), None).await?;
+    assert_eq!(s, 400);
+    assert!(
+        store
+            .get_grant("alice@example.com", "notes")
+            .await?
+            .is_none(),
+        "nothing stored"
+    );
+
+    // a tampered sealed grant, and a sealed grant moved onto another user, are not used
+    let seen = browse(
+        &format!("{}/oauth/connect/notes", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    assert_eq!(seen["status"], 200, "{seen}");
+    let mut g = store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .unwrap();
+    let mut moved = g.clone();
+    moved.user = "bob@example.com".into();
+    moved.version = 1;
+    store.save_grant_if_version(&moved, None).await?;
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.mcp_url("notes"),
+        Some(&fx.bob),
+        Some(initialize()),
+    )
+    .await?;
+    assert_eq!(s, 502, "alice's sealed tokens do not open as bob's: {body}");
+    assert!(!body.to_string().contains("token"), "{body}");
+    *g.sealed_tokens.last_mut().unwrap() ^= 1;
+    g.version += 1;
+    store.save_grant_if_version(&g, Some(g.version - 1)).await?;
+    mcpgw::grants::tokens::forget("alice@example.com", "notes");
+    let (s, body) = call_json(
+        Method::POST,
+        &gw.mcp_url("notes"),
+        Some(&fx.alice),
+        Some(initialize()),
+    )
+    .await?;
+    assert_eq!(s, 502, "{body}");
+    Ok(())
+}
+
+/// A GET without following redirects: (status, Location, body).
+async fn get(url: &str, bearer: Option<&str>) -> Result<(u16, String, String)> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut req = client.get(url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await?;
+    let loc = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((r.status().as_u16(), loc, r.text().await?))
+}
+
+async fn call_text(url: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    let (s, _, body) = get(url, bearer).await?;
+    Ok((s, body))
+}
+
+async fn redirect_of(url: &str) -> Result<(u16, String)> {
+    let (s, loc, _) = get(url, None).await?;
+    Ok((s, loc))
+}
