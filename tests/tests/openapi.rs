@@ -63,6 +63,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> Result<
         .args(["--max-examples", MAX_EXAMPLES, "--seed", &seed, "--workers", "2"])
         .args(["--request-timeout", "20", "--no-color", "--report-dir"])
         .arg(reports.path())
+        // schemathesis keeps a cache in its working directory: not in the checkout
+        .current_dir(reports.path())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
