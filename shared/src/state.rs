@@ -48,6 +48,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// What this process has learned about upstreams (eras, bridged sessions).
     pub mcp: Arc<crate::mcp::memory::Memory>,
+    /// Opened OAuth tokens and refresh locks of this process (see `grants::tokens`).
+    pub grants: Arc<crate::grants::tokens::TokenMemory>,
 }
 
 impl AppState {
@@ -156,6 +158,7 @@ impl AppState {
             policy: Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl)),
             http,
             mcp: Arc::default(),
+            grants: Arc::default(),
         })
     }
 

@@ -129,10 +129,14 @@ struct Fixture {
 }
 
 async fn fixture() -> Result<Option<Fixture>> {
+    fixture_on(StoreKind::Sqlite).await
+}
+
+async fn fixture_on(store: StoreKind) -> Result<Option<Fixture>> {
     let Some(peers) = peers().await? else {
         return Ok(None);
     };
-    let gw = TestGateway::start(StoreKind::Sqlite, &[]).await?;
+    let gw = TestGateway::start(store, &[]).await?;
     // The gateway's client at the provider (RFC 7591): public, PKCE, refresh tokens.
     let (s, reg) = call_json(
         Method::POST,
@@ -341,9 +345,76 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     let grant = store.get_grant("bob@example.com", "notes").await?.unwrap();
     assert_eq!(grant.version, 2);
     // AND the swept tokens work
-    mcpgw::grants::tokens::forget("bob@example.com", "notes");
+    gw.state.grants.forget("bob@example.com", "notes");
     assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
     Ok(())
+}
+
+/// 50 concurrent calls of one user whose access token is due: one refresh (one redemption
+/// of the rotating refresh token), and every call succeeds with the new token.
+async fn concurrent_calls_refresh_once(store: StoreKind) -> Result<()> {
+    let Some(fx) = fixture_on(store).await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let seen = browse(
+        &format!("{}/oauth/connect/notes", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    let first = whoami(gw, &fx.alice).await?;
+    let grant = gw
+        .state
+        .store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .context("grant")?;
+    let stale_at = grant.access_expires_at.context("an expiry")?
+        - mcpgw::grants::tokens::REFRESH_MARGIN_SECS
+        + 1;
+    let wait = stale_at - mcpgw::clock::SystemClock.now();
+    tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+
+    let calls = (0..50).map(|_| whoami(gw, &fx.alice));
+    let answers = futures_util::future::join_all(calls).await;
+    let mut tokens = std::collections::BTreeSet::new();
+    for a in answers {
+        let a = a?;
+        ensure!(a["sub"] == "alice", "{a}");
+        tokens.insert(a["token_sha256"].as_str().unwrap_or_default().to_owned());
+    }
+    ensure!(
+        tokens.len() == 1 && !tokens.contains(first["token_sha256"].as_str().unwrap_or("")),
+        "every call used the one new token: {tokens:?}"
+    );
+    let after = gw
+        .state
+        .store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .context("grant")?;
+    ensure!(
+        after.version == grant.version + 1,
+        "exactly one refresh was written: {} -> {}",
+        grant.version,
+        after.version
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_calls_refresh_once_on_sqlite() -> Result<()> {
+    concurrent_calls_refresh_once(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_calls_refresh_once_on_dynamodb() -> Result<()> {
+    let Some(endpoint) = mcpgw::testing::peer_url("MCPGW_TEST_AWS_ENDPOINT") else {
+        return Ok(());
+    };
+    concurrent_calls_refresh_once(StoreKind::Dynamo(endpoint)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -464,11 +535,19 @@ async fn replayed_misdirected_and_forged_flows_store_nothing() -> Result<()> {
     )
     .await?;
     assert_eq!(s, 502, "alice's sealed tokens do not open as bob's: {body}");
-    assert!(!body.to_string().contains("token"), "{body}");
+    assert_eq!(
+        body["error"]["code"], "upstream_credential_unavailable",
+        "{body}"
+    );
+    // no token (JWTs start with eyJ) and no credential in the answer
+    assert!(
+        !body.to_string().contains("eyJ") && !body.to_string().contains("Bearer"),
+        "{body}"
+    );
     *g.sealed_tokens.last_mut().unwrap() ^= 1;
     g.version += 1;
     store.save_grant_if_version(&g, Some(g.version - 1)).await?;
-    mcpgw::grants::tokens::forget("alice@example.com", "notes");
+    gw.state.grants.forget("alice@example.com", "notes");
     let (s, body) = call_json(
         Method::POST,
         &gw.mcp_url("notes"),

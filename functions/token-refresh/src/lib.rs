@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use mcpgw::grants::{GrantError, TokenSet, tokens};
+use mcpgw::grants::{GrantError, tokens};
 use mcpgw::state::AppState;
 use mcpgw::store::StoreError;
 use serde::Serialize;
@@ -48,19 +48,9 @@ async fn one(state: &AppState, grant: mcpgw::domain::Grant, now: i64) -> Outcome
     let Ok(Some(server)) = state.server(&grant.server).await else {
         return Outcome::Skipped;
     };
-    let ring = match state.keyring.get().await {
-        Ok(r) => r,
-        Err(_) => return Outcome::Failed,
-    };
-    let opened = match TokenSet::open(&ring, &grant.sealed_tokens, &grant.user, &grant.server) {
-        Ok(t) => t,
-        Err(_) => return Outcome::Failed,
-    };
-    match tokens::refresh_grant(state, &server, &grant, opened).await {
-        Ok(_) => {
-            tokens::forget(&grant.user, &grant.server);
-            Outcome::Refreshed
-        }
+    match tokens::refresh_due(state, &server, &grant).await {
+        Ok(true) => Outcome::Refreshed,
+        Ok(false) => Outcome::Skipped,
         // Someone else refreshed it meanwhile: nothing left to do.
         Err(GrantError::Store(StoreError::VersionConflict { .. })) => Outcome::Skipped,
         Err(e) => {

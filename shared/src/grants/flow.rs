@@ -284,7 +284,7 @@ pub async fn finish(
         )?;
         match state.store.save_grant_if_version(&g, previous).await {
             Ok(()) => {
-                super::tokens::forget(&pending.user, server_name);
+                state.grants.forget(&pending.user, server_name);
                 return Ok(pending.user);
             }
             Err(StoreError::VersionConflict { .. }) => continue,

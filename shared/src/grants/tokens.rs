@@ -8,7 +8,7 @@
 //! [`CACHE_SECS`] (a grant revoked through another process stops being used within that).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oauth2::{RefreshToken, Scope, TokenResponse};
@@ -27,53 +27,53 @@ pub const CACHE_SECS: u64 = 30;
 
 type Key = (String, String);
 
-fn cache() -> &'static Mutex<HashMap<Key, (Instant, TokenSet)>> {
-    static C: OnceLock<Mutex<HashMap<Key, (Instant, TokenSet)>>> = OnceLock::new();
-    C.get_or_init(Default::default)
-}
-
-fn locks() -> &'static Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>> {
-    static L: OnceLock<Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    L.get_or_init(Default::default)
+/// What one process (one [`AppState`]) remembers: opened tokens, and one refresh lock per
+/// (user, server).
+#[derive(Default)]
+pub struct TokenMemory {
+    tokens: Mutex<HashMap<Key, (Instant, TokenSet)>>,
+    locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn key(user: &str, server: &str) -> Key {
     (user.to_owned(), server.to_owned())
 }
 
-/// Drops what this process remembers of (user, server) (a new grant, a revocation).
-pub fn forget(user: &str, server: &str) {
-    cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key(user, server));
+impl TokenMemory {
+    /// Drops what this process remembers of (user, server) (a new grant, a revocation).
+    pub fn forget(&self, user: &str, server: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key(user, server));
+    }
+
+    fn cached(&self, user: &str, server: &str, now: i64) -> Option<String> {
+        let c = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, t) = c.get(&key(user, server))?;
+        (at.elapsed() < Duration::from_secs(CACHE_SECS) && fresh(t, now))
+            .then(|| t.access_token.clone())
+    }
+
+    fn remember(&self, user: &str, server: &str, t: &TokenSet) {
+        let mut c = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(key(user, server), (Instant::now(), t.clone()));
+    }
+
+    fn lock_for(&self, user: &str, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut l = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() > 10_000 {
+            l.retain(|_, m| Arc::strong_count(m) > 1);
+        }
+        l.entry(key(user, server)).or_default().clone()
+    }
 }
 
 fn fresh(t: &TokenSet, now: i64) -> bool {
     t.expires_at.is_none_or(|e| e > now + REFRESH_MARGIN_SECS)
-}
-
-fn cached(user: &str, server: &str, now: i64) -> Option<String> {
-    let c = cache().lock().unwrap_or_else(|e| e.into_inner());
-    let (at, t) = c.get(&key(user, server))?;
-    (at.elapsed() < Duration::from_secs(CACHE_SECS) && fresh(t, now))
-        .then(|| t.access_token.clone())
-}
-
-fn remember(user: &str, server: &str, t: &TokenSet) {
-    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-    if c.len() > 10_000 {
-        c.clear();
-    }
-    c.insert(key(user, server), (Instant::now(), t.clone()));
-}
-
-fn lock_for(user: &str, server: &str) -> Arc<tokio::sync::Mutex<()>> {
-    let mut l = locks().lock().unwrap_or_else(|e| e.into_inner());
-    if l.len() > 10_000 {
-        l.retain(|_, m| Arc::strong_count(m) > 1);
-    }
-    l.entry(key(user, server)).or_default().clone()
 }
 
 /// The access token for `user` at `server`, refreshing it first if it is about to expire.
@@ -85,10 +85,10 @@ pub async fn access_token(
     force: bool,
 ) -> Result<String, GrantError> {
     let now = state.clock.now();
-    if !force && let Some(t) = cached(user, &server.name, now) {
+    if !force && let Some(t) = state.grants.cached(user, &server.name, now) {
         return Ok(t);
     }
-    let lock = lock_for(user, &server.name);
+    let lock = state.grants.lock_for(user, &server.name);
     let _one_at_a_time = lock.lock().await;
     let ring = ring(state).await?;
     let mut stale_version = None;
@@ -105,13 +105,13 @@ pub async fn access_token(
         // A forced refresh is satisfied by any newer version than the one that failed.
         let must_refresh = !fresh(&tokens, now) || (force && stale_version.is_none());
         if !must_refresh || stale_version.is_some_and(|v| v != grant.version) {
-            remember(user, &server.name, &tokens);
+            state.grants.remember(user, &server.name, &tokens);
             return Ok(tokens.access_token);
         }
         stale_version = Some(grant.version);
         match refresh_grant(state, server, &grant, tokens).await {
             Ok(t) => {
-                remember(user, &server.name, &t);
+                state.grants.remember(user, &server.name, &t);
                 return Ok(t.access_token);
             }
             // Another process refreshed first: read its token.
@@ -122,6 +122,31 @@ pub async fn access_token(
     Err(GrantError::Upstream(
         "the grant kept changing while it was refreshed".into(),
     ))
+}
+
+/// The sweeper's refresh of a due grant: under the same per-process lock as the proxy's
+/// on-demand refresh, on the grant as stored now (unchanged since the sweep read it, or it
+/// is left alone: someone else wrote it meanwhile). `Ok(false)`: nothing to do.
+pub async fn refresh_due(
+    state: &AppState,
+    server: &McpServer,
+    seen: &Grant,
+) -> Result<bool, GrantError> {
+    let lock = state.grants.lock_for(&seen.user, &seen.server);
+    let _one_at_a_time = lock.lock().await;
+    let Some(grant) = state.store.get_grant(&seen.user, &seen.server).await? else {
+        return Ok(false);
+    };
+    if grant.version != seen.version || grant.status != GrantStatus::Active {
+        return Ok(false);
+    }
+    let ring = ring(state).await?;
+    let tokens = TokenSet::open(&ring, &grant.sealed_tokens, &grant.user, &grant.server)?;
+    let fresh_tokens = refresh_grant(state, server, &grant, tokens).await?;
+    state
+        .grants
+        .remember(&grant.user, &grant.server, &fresh_tokens);
+    Ok(true)
 }
 
 /// Redeems `grant`'s refresh token once and writes the result with the version check.
@@ -196,5 +221,5 @@ async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
     {
         tracing::warn!(error = %crate::http::error_chain(&e), "could not mark a grant for re-consent");
     }
-    forget(&grant.user, &grant.server);
+    state.grants.forget(&grant.user, &grant.server);
 }
