@@ -284,6 +284,13 @@ pub struct Grant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_at: Option<UnixTime>,
     pub updated_at: UnixTime,
+    /// When the tokens were last refreshed (`None`: as first obtained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_at: Option<UnixTime>,
+    /// Why the last refresh failed, from the fixed set `network_error`, `upstream_error`,
+    /// `invalid_grant`, `refresh_failed` (`GrantError::code`); cleared by a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A pending OAuth authorization: single use, expires (10 minutes by default).

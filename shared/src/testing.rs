@@ -185,6 +185,7 @@ mod observed {
         fn save_grant_if_version(grant: &Grant, expected: Option<u64>) -> (), key Some(grant.user.as_str());
         fn delete_grant(user: &str, server: &str) -> bool, key Some(user);
         fn list_grants_for_user(user: &str) -> Vec<Grant>, key Some(user);
+        fn list_grants(limit: usize) -> Vec<Grant>, key None;
         fn grants_due(before: UnixTime, limit: usize) -> Vec<Grant>, key None;
     });
     observed!(OAuthStateStore {

@@ -166,6 +166,7 @@ contract!(
     grants_due_order_limit_and_sparse,
     grants_due_follows_refresh_at_changes,
     list_grants_for_user_ordered_and_scoped,
+    list_grants_everyone_ordered_and_limited,
     state_consumed_once,
     state_expired_reads_absent_and_is_removed,
     state_concurrent_consume_exactly_one_wins,
@@ -200,6 +201,9 @@ fn grant(user: &str, server: &str, version: u64, refresh_at: Option<i64>) -> Gra
         access_expires_at: Some(5_000 + version as i64),
         refresh_at,
         updated_at: 1_000 + version as i64,
+        // Optional fields set on some versions, so round trips cover both forms.
+        last_refresh_at: (version > 1).then(|| 900 + version as i64),
+        last_error: (version == 2).then(|| "network_error".to_owned()),
     }
 }
 
@@ -1060,6 +1064,37 @@ mod cases {
 
         assert!(store.delete_grant(user, server).await.unwrap());
         assert!(store.grants_due(300, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn list_grants_everyone_ordered_and_limited(store: Arc<dyn Store>) {
+        assert!(store.list_grants(10).await.unwrap().is_empty());
+        let wanted = [
+            ("amy@example.com", "b", 2),
+            ("amy@example.com", "z", 1),
+            ("bo@example.com", "a", 1),
+            ("cy@example.com", "m", 1),
+        ];
+        for (u, srv, v) in wanted.iter().rev() {
+            store
+                .save_grant_if_version(&grant(u, srv, 1, Some(7)), None)
+                .await
+                .unwrap();
+            if *v == 2 {
+                store
+                    .save_grant_if_version(&grant(u, srv, 2, None), Some(1))
+                    .await
+                    .unwrap();
+            }
+        }
+        // Items of other kinds in the table are not grants.
+        store.put_state(&state("s1", 9_999_999_999)).await.unwrap();
+        let all: Vec<Grant> = wanted
+            .iter()
+            .map(|(u, srv, v)| grant(u, srv, *v, if *v == 2 { None } else { Some(7) }))
+            .collect();
+        assert_eq!(store.list_grants(10).await.unwrap(), all);
+        assert_eq!(store.list_grants(2).await.unwrap(), all[..2].to_vec());
+        assert!(store.list_grants(0).await.unwrap().is_empty());
     }
 
     pub async fn list_grants_for_user_ordered_and_scoped(store: Arc<dyn Store>) {

@@ -9,6 +9,8 @@
 //! - each user's calls reach the upstream with their own token (the upstream reports `sub`);
 //! - an expired token is refreshed on demand; the scheduled sweep refreshes due grants and
 //!   a second sweep right after refreshes nothing;
+//! - disconnecting deletes the grant and revokes the refresh token at the provider, which
+//!   then refuses it; the next call asks to connect again;
 //! - replayed state, a state from another server's callback, a reused or forged link, and
 //!   a tampered sealed grant are refused, storing nothing.
 
@@ -347,7 +349,89 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     // AND the swept tokens work
     gw.state.grants.forget("bob@example.com", "notes");
     assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
+
+    // WHEN alice disconnects (her refresh token as stored, to try at the provider after)
+    let sealed = store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .context("grant")?;
+    let ring = gw.state.keyring.get().await?;
+    let tokens =
+        mcpgw::grants::TokenSet::open(&ring, &sealed.sealed_tokens, "alice@example.com", "notes")?;
+    let refresh = tokens.refresh_token.context("a refresh token")?;
+    let (s, body) = call_json(
+        Method::DELETE,
+        &format!("{}/me/connections/notes", gw.base),
+        Some(&fx.alice),
+        None,
+    )
+    .await?;
+    // THEN the provider accepted the revocation of the refresh token
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["provider_revocation"],
+        json!({"status": "revoked", "token": "refresh_token"}),
+        "{body}"
+    );
+    // AND her next call asks her to connect again, while bob's still works
+    connect_link(gw, &fx.alice, "notes").await?;
+    assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
+    // AND the provider refuses the revoked refresh token
+    let answer = reqwest::Client::new()
+        .post(format!("{}/token", fx.peers.issuer))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("client_id", client_id(gw, "notes").await?.as_str()),
+        ])
+        .send()
+        .await?;
+    let status = answer.status().as_u16();
+    let refused: Value = answer.json().await?;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    // AND her connections say so, bob's do not change
+    let (_, mine) = call_json(
+        Method::GET,
+        &format!("{}/me/connections", gw.base),
+        Some(&fx.alice),
+        None,
+    )
+    .await?;
+    let status_of = |list: &Value, server: &str| {
+        list["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["server"] == server)
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(
+        status_of(&mine, "notes"),
+        Some(json!("not_connected")),
+        "{mine}"
+    );
+    let (_, his) = call_json(
+        Method::GET,
+        &format!("{}/me/connections", gw.base),
+        Some(&fx.bob),
+        None,
+    )
+    .await?;
+    assert_eq!(status_of(&his, "notes"), Some(json!("connected")), "{his}");
     Ok(())
+}
+
+/// The client id the gateway uses for `server`.
+async fn client_id(gw: &TestGateway, server: &str) -> Result<String> {
+    let s = gw.state.server(server).await?.context("server")?;
+    match &s.auth {
+        mcpgw::domain::UpstreamAuth::OAuth2 { client_id, .. } => Ok(client_id.clone()),
+        _ => bail!("{server} is not an OAuth2 server"),
+    }
 }
 
 /// 50 concurrent calls of one user whose access token is due: one refresh (one redemption

@@ -47,13 +47,7 @@ async fn for_user(
     let Query(q) = query.map_err(|_| {
         ApiError::bad_request("invalid_query", "the only query parameter is groups=a,b")
     })?;
-    let user = user.trim().to_lowercase();
-    if user.is_empty() || user.len() > 320 || user.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "user must be an email or service:<name>",
-        ));
-    }
+    let user = crate::connections::check_user(&user)?;
     let groups: Vec<String> = q
         .groups
         .unwrap_or_default()

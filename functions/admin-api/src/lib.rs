@@ -1,13 +1,14 @@
 //! Admin API: `/admin/servers`, `/admin/api-keys`, `/admin/identity-providers`, the access
 //! control documents (`/admin/teams`, `/admin/server-groups`, `/admin/virtual-servers`,
 //! catalogs) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
-//! (`GET /me`, `/me/api-keys`) for any authenticated caller. Plain axum over [`AppState`];
+//! (`GET /me`, `/me/api-keys`, `/me/catalog`, `/me/connections`) for any authenticated caller. Plain axum over [`AppState`];
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
 //! Tested with `tower::ServiceExt::oneshot` in `tests/` and end to end in the `e2e` crate.
 
 mod access;
 mod api_keys;
 mod catalog;
+mod connections;
 mod identity_providers;
 mod me;
 mod openapi;
@@ -30,6 +31,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(servers::routes())
         .merge(access::routes())
         .merge(catalog::routes())
+        .merge(connections::routes())
         .merge(api_keys::routes())
         .merge(identity_providers::routes())
         .merge(me::routes())

@@ -21,6 +21,7 @@ fn concrete(path: &str) -> String {
     path.replace("{name}", "zz-none")
         .replace("{id}", "key_none")
         .replace("{user}", "nobody@example.com")
+        .replace("{server}", "zz-none")
 }
 
 #[tokio::test]

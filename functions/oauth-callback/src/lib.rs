@@ -126,13 +126,13 @@ async fn connect(
         },
         None => match state.auth.authenticate(&headers).await {
             Ok(p) => {
-                // Only callers the policy admits to the server may connect it.
+                // Only callers who reach the server (directly or through a virtual server)
+                // may connect it.
                 let admitted = state
                     .policy()
                     .await
-                    .ok()
-                    .and_then(|snap| snap.access(&Subject::from(&p), &server));
-                if admitted.is_none() {
+                    .is_ok_and(|snap| snap.reachable_servers(&Subject::from(&p)).contains(&server));
+                if !admitted {
                     return unknown();
                 }
                 p.user

@@ -208,6 +208,8 @@ pub fn grant_record(
             _ => None,
         },
         updated_at: now,
+        last_refresh_at: None,
+        last_error: None,
     })
 }
 

@@ -9,6 +9,7 @@
 pub mod endpoints;
 pub mod flow;
 pub mod link;
+pub mod revoke;
 pub mod tokens;
 
 use serde::{Deserialize, Serialize};

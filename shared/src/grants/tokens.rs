@@ -182,6 +182,10 @@ pub async fn refresh_grant(
             let e = token_error(e);
             if matches!(e, GrantError::NeedsReconsent) {
                 mark_needs_reconsent(state, grant, now).await;
+            } else {
+                // Network or provider trouble: the grant stays usable and is retried later
+                // (its refresh time has passed, so the next sweep or call tries again).
+                record_error(state, grant, e.code(), now).await;
             }
             return Err(e);
         }
@@ -191,7 +195,7 @@ pub async fn refresh_grant(
         .scopes()
         .map(|s| s.iter().map(|s| s.to_string()).collect())
         .unwrap_or_else(|| grant.scopes.clone());
-    let record = grant_record(
+    let mut record = grant_record(
         &ring,
         &grant.user,
         &grant.server,
@@ -200,6 +204,7 @@ pub async fn refresh_grant(
         Some(grant.version),
         now,
     )?;
+    record.last_refresh_at = Some(now);
     state
         .store
         .save_grant_if_version(&record, Some(grant.version))
@@ -208,12 +213,32 @@ pub async fn refresh_grant(
     Ok(new)
 }
 
+/// Records why a refresh failed (once per distinct error: a provider that stays down does
+/// not turn every call into a write). A lost race leaves the winner's record.
+async fn record_error(state: &AppState, grant: &Grant, code: &str, now: i64) {
+    if grant.last_error.as_deref() == Some(code) {
+        return;
+    }
+    let mut g = grant.clone();
+    g.version += 1;
+    g.last_error = Some(code.to_owned());
+    g.updated_at = now;
+    if let Err(e) = state
+        .store
+        .save_grant_if_version(&g, Some(grant.version))
+        .await
+    {
+        tracing::debug!(error = %crate::http::error_chain(&e), "refresh error not recorded");
+    }
+}
+
 async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
     let mut g = grant.clone();
     g.version += 1;
     g.status = GrantStatus::NeedsReconsent;
     g.refresh_at = None;
     g.updated_at = now;
+    g.last_error = Some("invalid_grant".to_owned());
     if let Err(e) = state
         .store
         .save_grant_if_version(&g, Some(grant.version))

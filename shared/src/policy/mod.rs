@@ -186,6 +186,19 @@ impl Snapshot {
             .collect()
     }
 
+    /// Every upstream server `subject` reaches: endpoints it may use directly, and the
+    /// servers behind the virtual servers it may use (whose credentials, such as a per-user
+    /// grant, it therefore needs). Names of deleted servers are the caller's to drop.
+    pub fn reachable_servers(&self, subject: &Subject) -> BTreeSet<String> {
+        self.endpoints(subject)
+            .into_iter()
+            .flat_map(|a| match &a.virtual_server {
+                Some(vs) => vs.upstreams().into_iter().map(str::to_owned).collect(),
+                None => vec![a.endpoint],
+            })
+            .collect()
+    }
+
     /// Groups and virtual servers that name `server` (for refusing its deletion).
     pub fn referrers_of_server(&self, server: &str) -> Vec<String> {
         let groups = self
@@ -251,6 +264,21 @@ mod tests {
             user: user.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn reachable_servers_include_those_behind_virtual_servers() {
+        let s = snapshot();
+        let names = |u: &str| {
+            s.reachable_servers(&subject(u, &[]))
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("bob@x.io"), ["everything"]);
+        assert_eq!(names("dave@x.io"), ["everything", "py"]);
+        // ops reaches combo through a group: its upstreams, not the name "combo".
+        assert_eq!(names("carol@x.io"), ["everything", "py"]);
+        assert!(names("eve@x.io").is_empty());
     }
 
     #[test]

@@ -589,6 +589,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn opt_s(&self, attr: &str) -> StoreResult<Option<&'a str>> {
+        match self.item.get(attr) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(_) => self.s(attr).map(Some),
+        }
+    }
+
     fn json<T: serde::de::DeserializeOwned>(&self, attr: &str) -> StoreResult<T> {
         serde_json::from_str(self.s(attr)?).map_err(|e| {
             StoreError::Corrupt(format!("{} item: attribute '{attr}': {e}", self.what))
@@ -676,6 +683,12 @@ fn grant_item(g: &Grant) -> StoreResult<Item> {
     if let Some(t) = g.access_expires_at {
         item.insert("access_expires_at".to_owned(), n(t));
     }
+    if let Some(t) = g.last_refresh_at {
+        item.insert("last_refresh_at".to_owned(), n(t));
+    }
+    if let Some(e) = &g.last_error {
+        item.insert("last_error".to_owned(), s(e));
+    }
     // Only grants with something to refresh enter the sparse gsi_refresh; a whole-item put
     // without these attributes takes a grant out of it.
     if let Some(t) = g.refresh_at {
@@ -712,6 +725,8 @@ fn grant_from(item: &Item) -> StoreResult<Grant> {
         access_expires_at: r.opt_n("access_expires_at")?,
         refresh_at: r.opt_n("refresh_at")?,
         updated_at: r.n("updated_at")?,
+        last_refresh_at: r.opt_n("last_refresh_at")?,
+        last_error: r.opt_s("last_error")?.map(str::to_owned),
     })
 }
 
@@ -1106,6 +1121,41 @@ impl GrantStore for DynamoStore {
             .collect()
     }
 
+    async fn list_grants(&self, limit: usize) -> StoreResult<Vec<Grant>> {
+        // Grants are partitioned by user, so "everyone's" is a filtered scan: paged, and
+        // stopped once every grant is read (the order is the scan's, so all are read before
+        // sorting and truncating to `limit`).
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("begins_with(#pk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":prefix", s("GRANT#"))
+                .set_exclusive_start_key(start.take())
+                .set_limit(self.page_size)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", e))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        let mut grants = items
+            .iter()
+            .map(grant_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        grants.sort_by(|a, b| (&a.user, &a.server).cmp(&(&b.user, &b.server)));
+        grants.truncate(limit);
+        Ok(grants)
+    }
+
     async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -1268,13 +1318,18 @@ mod tests {
             access_expires_at: Some(100),
             refresh_at: Some(90),
             updated_at: 50,
+            last_refresh_at: Some(40),
+            last_error: Some("upstream_error".into()),
         };
         let item = grant_item(&g).unwrap();
         assert!(item.contains_key("refresh_shard"));
         assert_eq!(grant_from(&item).unwrap(), g);
         g.refresh_at = None;
+        g.last_refresh_at = None;
+        g.last_error = None;
         let item = grant_item(&g).unwrap();
         assert!(!item.contains_key("refresh_shard") && !item.contains_key("refresh_at"));
+        assert!(!item.contains_key("last_error") && !item.contains_key("last_refresh_at"));
         assert_eq!(grant_from(&item).unwrap(), g);
     }
 }

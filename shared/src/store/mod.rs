@@ -165,6 +165,9 @@ pub trait GrantStore: Send + Sync {
     async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool>;
     /// A user's grants, ordered by server.
     async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>>;
+    /// Everyone's grants, ordered by user then server, at most `limit` (the admin review;
+    /// DynamoDB scans for it, so it stays off every request path).
+    async fn list_grants(&self, limit: usize) -> StoreResult<Vec<Grant>>;
     /// Grants whose `refresh_at` is at or before `before`, soonest first, at most `limit`.
     async fn grants_due(&self, before: UnixTime, limit: usize) -> StoreResult<Vec<Grant>>;
 }

@@ -97,9 +97,14 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at);
     "#,
+    // 5: a grant's refresh history, shown to its user and admins.
+    r#"
+    ALTER TABLE grants ADD COLUMN last_refresh_at INTEGER;
+    ALTER TABLE grants ADD COLUMN last_error TEXT;
+    "#,
 ];
 
-const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at";
+const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at, last_refresh_at, last_error";
 const STATE_COLUMNS: &str = "id, user, server, sealed_payload, created_at, expires_at";
 
 /// The SQLite store. Cheap to clone (the connection is shared).
@@ -247,6 +252,8 @@ struct GrantRow {
     access_expires_at: Option<i64>,
     refresh_at: Option<i64>,
     updated_at: i64,
+    last_refresh_at: Option<i64>,
+    last_error: Option<String>,
 }
 
 impl GrantRow {
@@ -261,6 +268,8 @@ impl GrantRow {
             access_expires_at: r.get(6)?,
             refresh_at: r.get(7)?,
             updated_at: r.get(8)?,
+            last_refresh_at: r.get(9)?,
+            last_error: r.get(10)?,
         })
     }
 
@@ -280,6 +289,8 @@ impl GrantRow {
             access_expires_at: self.access_expires_at,
             refresh_at: self.refresh_at,
             updated_at: self.updated_at,
+            last_refresh_at: self.last_refresh_at,
+            last_error: self.last_error,
         })
     }
 }
@@ -539,19 +550,22 @@ impl GrantStore for SqliteStore {
                 &g.access_expires_at,
                 &g.refresh_at,
                 &g.updated_at,
+                &g.last_refresh_at,
+                &g.last_error,
             ];
             // Either statement is the whole check-and-write, so no other writer can slip in
             // between the version comparison and the write.
             let sql = match &expected {
                 None => format!(
-                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                      ON CONFLICT DO NOTHING"
                 ),
                 Some(expected) => {
                     values.push(expected);
                     "UPDATE grants SET version = ?3, sealed_tokens = ?4, status = ?5, scopes = ?6, \
-                     access_expires_at = ?7, refresh_at = ?8, updated_at = ?9 \
-                     WHERE user = ?1 AND server = ?2 AND version = ?10"
+                     access_expires_at = ?7, refresh_at = ?8, updated_at = ?9, \
+                     last_refresh_at = ?10, last_error = ?11 \
+                     WHERE user = ?1 AND server = ?2 AND version = ?12"
                         .to_owned()
                 }
             };
@@ -585,6 +599,21 @@ impl GrantStore for SqliteStore {
             let mut stmt = c.prepare_cached(&sql).map_err(db)?;
             let rows = stmt
                 .query_map(params![user], GrantRow::read)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(GrantRow::into_grant).collect()
+        })
+        .await
+    }
+
+    async fn list_grants(&self, limit: usize) -> StoreResult<Vec<Grant>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let sql = format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY user, server LIMIT ?1");
+            let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+            let rows = stmt
+                .query_map(params![limit], GrantRow::read)
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
@@ -841,6 +870,8 @@ mod tests {
             access_expires_at: Some(10),
             refresh_at: None,
             updated_at: 5,
+            last_refresh_at: Some(4),
+            last_error: Some("invalid_grant".into()),
         };
         store.save_grant_if_version(&g, None).await.unwrap();
         assert_eq!(

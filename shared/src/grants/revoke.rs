@@ -1,0 +1,120 @@
+//! Disconnecting a user from a server: the local grant is deleted first (so the gateway stops
+//! using it whatever the provider says), then the refresh token is revoked at the provider
+//! (RFC 7009), and the access token only if the provider answers `unsupported_token_type`.
+//! Best effort, bounded by the OAuth call timeout; the outcome is reported, never raised.
+
+use serde::Serialize;
+
+use super::endpoints::{self, http};
+use super::{GrantError, TokenSet, ring};
+use crate::domain::{McpServer, UpstreamAuth};
+use crate::state::AppState;
+
+/// What the provider said.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// The provider accepted the revocation of this token type.
+    Revoked { token: &'static str },
+    /// The provider offers no revocation endpoint.
+    NotSupported,
+    /// The revocation failed; the local grant is gone anyway.
+    Failed { reason: String },
+}
+
+/// Deletes `user`'s grant for `server` and revokes it at the provider. `Ok(None)`: there was
+/// no grant.
+pub async fn disconnect(
+    state: &AppState,
+    user: &str,
+    server: &McpServer,
+) -> Result<Option<Revocation>, GrantError> {
+    let Some(grant) = state.store.get_grant(user, &server.name).await? else {
+        return Ok(None);
+    };
+    if !state.store.delete_grant(user, &server.name).await? {
+        return Ok(None);
+    }
+    state.grants.forget(user, &server.name);
+    let tokens = match ring(state).await.and_then(|r| {
+        TokenSet::open(&r, &grant.sealed_tokens, user, &server.name).map_err(Into::into)
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(Some(Revocation::Failed {
+                reason: format!("the stored tokens could not be opened ({})", e.code()),
+            }));
+        }
+    };
+    Ok(Some(revoke(state, server, &tokens).await))
+}
+
+async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revocation {
+    let endpoint = match endpoints::resolve(server).await {
+        Ok(e) => e.revocation,
+        Err(e) => {
+            return Revocation::Failed {
+                reason: e.to_string(),
+            };
+        }
+    };
+    let Some(endpoint) = endpoint else {
+        return Revocation::NotSupported;
+    };
+    let UpstreamAuth::OAuth2 {
+        client_id,
+        client_secret,
+        ..
+    } = &server.auth
+    else {
+        return Revocation::NotSupported;
+    };
+    let secret = match client_secret {
+        Some(r) if state.config.secret_scope.permits(r) => match state.secrets.resolve(r).await {
+            Ok(v) => Some(v.expose().to_owned()),
+            Err(e) => {
+                return Revocation::Failed {
+                    reason: format!("client secret: {}", crate::http::error_chain(&e)),
+                };
+            }
+        },
+        _ => None,
+    };
+    let mut candidates: Vec<(&'static str, &str)> = Vec::new();
+    if let Some(r) = &tokens.refresh_token {
+        candidates.push(("refresh_token", r));
+    }
+    candidates.push(("access_token", &tokens.access_token));
+    let mut last = Revocation::NotSupported;
+    for (i, (hint, token)) in candidates.iter().enumerate() {
+        let mut form = vec![("token", *token), ("token_type_hint", *hint)];
+        let mut req = http().post(&endpoint);
+        match &secret {
+            Some(s) => req = req.basic_auth(client_id, Some(s)),
+            None => form.push(("client_id", client_id.as_str())),
+        }
+        let resp = match req.form(&form).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Revocation::Failed {
+                    reason: format!("network_error: {}", crate::http::error_chain(&e)),
+                };
+            }
+        };
+        if resp.status().is_success() {
+            return Revocation::Revoked { token: hint };
+        }
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let code = body["error"].as_str().unwrap_or("").to_owned();
+        // Only an unsupported refresh-token revocation goes on to the access token.
+        if code == "unsupported_token_type" && i + 1 < candidates.len() && i == 0 {
+            last = Revocation::Failed { reason: code };
+            continue;
+        }
+        return Revocation::Failed {
+            reason: format!("upstream_error: HTTP {status} {code}"),
+        };
+    }
+    last
+}
