@@ -5,7 +5,10 @@ metadata naming that authorization server, and answers 401 with WWW-Authenticate
 
 Usage: python protected_server.py PORT ISSUER [REQUIRED_SCOPE]
 Tools: whoami() -> the token's sub, aud, client_id, and a hash of the token (so a test can tell
-two tokens apart without seeing either). Binds 127.0.0.1 only.
+two tokens apart without seeing either); distrust_my_token() -> from then on this server
+refuses the calling token with 401 although it is still valid (what a server does after the
+user changed a password or an admin revoked sessions), so a test can see the gateway refresh
+and retry. Binds 127.0.0.1 only.
 """
 
 import hashlib
@@ -20,10 +23,18 @@ PORT, ISSUER = int(sys.argv[1]), sys.argv[2].rstrip("/")
 SCOPE = sys.argv[3] if len(sys.argv) > 3 else "mcp:read"
 RESOURCE = f"http://127.0.0.1:{PORT}/mcp"
 jwks = jwt.PyJWKClient(f"{ISSUER}/jwks")
+DISTRUSTED: set[str] = set()
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class JwtVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
+        if digest(token) in DISTRUSTED:
+            print("token rejected: distrusted", file=sys.stderr, flush=True)
+            return None
         try:
             key = jwks.get_signing_key_from_jwt(token).key
             c = jwt.decode(token, key, algorithms=["RS256"], audience=RESOURCE, issuer=ISSUER)
@@ -42,11 +53,22 @@ mcp = MCPServer("py-protected", token_verifier=JwtVerifier(),
 @mcp.tool()
 def whoami(ctx: Context) -> dict:
     """The bearer token's subject, audience and client, and a hash of the token."""
-    h = ctx.headers or {}
-    token = h.get("authorization", "").split()[-1] if h.get("authorization") else ""
+    token = bearer(ctx)
     claims = jwt.decode(token, options={"verify_signature": False}) if token else {}
     return {"sub": claims.get("sub"), "aud": claims.get("aud"), "client_id": claims.get("client_id"),
-            "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+            "token_sha256": digest(token)}
+
+
+def bearer(ctx: Context) -> str:
+    h = ctx.headers or {}
+    return h.get("authorization", "").split()[-1] if h.get("authorization") else ""
+
+
+@mcp.tool()
+def distrust_my_token(ctx: Context) -> str:
+    """Refuse the calling token from now on (401), though it has not expired."""
+    DISTRUSTED.add(digest(bearer(ctx)))
+    return "distrusted"
 
 
 if __name__ == "__main__":

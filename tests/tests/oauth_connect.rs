@@ -7,7 +7,8 @@
 //!   gateway page names the user and the server before anything redirects; the provider's
 //!   login and consent, the callback, the grant stored;
 //! - each user's calls reach the upstream with their own token (the upstream reports `sub`);
-//! - an expired token is refreshed on demand; the scheduled sweep refreshes due grants and
+//! - an expired token is refreshed on demand, and so is one the upstream refuses (401: one
+//!   refresh and a retry); the scheduled sweep refreshes due grants and
 //!   a second sweep right after refreshes nothing;
 //! - disconnecting deletes the grant and revokes the refresh token at the provider, which
 //!   then refuses it; the next call asks to connect again;
@@ -432,6 +433,50 @@ async fn client_id(gw: &TestGateway, server: &str) -> Result<String> {
         mcpgw::domain::UpstreamAuth::OAuth2 { client_id, .. } => Ok(client_id.clone()),
         _ => bail!("{server} is not an OAuth2 server"),
     }
+}
+
+/// An upstream that refuses a token the gateway holds as valid (401) gets one refresh and a
+/// retry: the call succeeds with a new token; concurrent calls that all saw the 401 cause
+/// one refresh between them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_401_refreshes_once_and_retries() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let seen = browse(
+        &format!("{}/oauth/connect/notes", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    let first = whoami(gw, &fx.alice).await?;
+    // GIVEN the upstream stops trusting alice's current (unexpired) token
+    let mut c = McpClient::connect(&gw.mcp_url("notes"), &fx.alice, SESSION).await?;
+    let r = c.call_tool("distrust_my_token", json!({})).await?;
+    ensure!(r.result()?["isError"] != true, "{}", r.raw);
+    // WHEN ten calls come at once
+    let answers = futures_util::future::join_all((0..10).map(|_| whoami(gw, &fx.alice))).await;
+    // THEN every one succeeds, all with the same new token
+    let mut tokens = std::collections::BTreeSet::new();
+    for a in answers {
+        let a = a?;
+        ensure!(a["sub"] == "alice", "{a}");
+        tokens.insert(a["token_sha256"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(!tokens.contains(first["token_sha256"].as_str().unwrap()));
+    // AND the grant was refreshed exactly once
+    let grant = gw
+        .state
+        .store
+        .get_grant("alice@example.com", "notes")
+        .await?
+        .context("grant")?;
+    assert_eq!(grant.version, 2, "one refresh after the 401");
+    assert!(grant.last_refresh_at.is_some() && grant.last_error.is_none());
+    Ok(())
 }
 
 /// 50 concurrent calls of one user whose access token is due: one refresh (one redemption

@@ -80,16 +80,18 @@ const MAX_PENDING_CANCELS: usize = 64;
 /// How long one may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `Authorization: Bearer` with `user`'s access token for `server`. Without a usable grant:
-/// 403 `connect_required` whose message carries a fresh single-use connect link.
+/// `user`'s access token for `server` and the `Authorization: Bearer` header carrying it.
+/// `rejected`: the token the upstream just refused (refreshed unless already replaced).
+/// Without a usable grant: 403 `connect_required` whose message carries a fresh single-use
+/// connect link.
 pub async fn oauth_headers(
     state: &AppState,
     server: &McpServer,
     user: &str,
-    force_refresh: bool,
-) -> Result<HeaderMap, ApiError> {
+    rejected: Option<&str>,
+) -> Result<(String, HeaderMap), ApiError> {
     use mcpgw::grants::{GrantError, link, tokens};
-    match tokens::access_token(state, user, server, force_refresh).await {
+    match tokens::access_token(state, user, server, rejected).await {
         Ok(token) => {
             let mut h = HeaderMap::new();
             let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
@@ -101,7 +103,7 @@ pub async fn oauth_headers(
             })?;
             v.set_sensitive(true);
             h.insert(axum::http::header::AUTHORIZATION, v);
-            Ok(h)
+            Ok((token, h))
         }
         Err(e @ (GrantError::NotConnected | GrantError::NeedsReconsent)) => {
             let url = link::make(state, user, &server.name).await.map_err(|e| {
@@ -140,11 +142,24 @@ pub async fn oauth_headers(
 pub struct Upstream {
     pub state: AppState,
     pub server: Arc<McpServer>,
-    credentials: HeaderMap,
+    credentials: Credentials,
     /// When the whole call must be over, set at admission: every wait (handshakes, headers,
     /// the streamed answer) fits inside it, so in Lambda the client gets a JSON-RPC error
     /// rather than a function killed mid-request.
     deadline: tokio::time::Instant,
+}
+
+/// The headers that authenticate the gateway upstream.
+#[derive(Clone)]
+enum Credentials {
+    /// Fixed for the call: none, or a shared secret.
+    Fixed(HeaderMap),
+    /// The user's OAuth2 token, replaced after an upstream 401 (shared by the clones of one
+    /// [`Upstream`], so the handshakes and the call of one request refresh at most once).
+    OAuth {
+        user: String,
+        current: Arc<std::sync::Mutex<(String, HeaderMap)>>,
+    },
 }
 
 impl Upstream {
@@ -156,23 +171,29 @@ impl Upstream {
         user: &str,
     ) -> Result<Self, ApiError> {
         let credentials = if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
-            oauth_headers(state, &server, user, false).await?
+            let current = oauth_headers(state, &server, user, None).await?;
+            Credentials::OAuth {
+                user: user.to_owned(),
+                current: Arc::new(std::sync::Mutex::new(current)),
+            }
         } else {
-            credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
-                .await
-                .map_err(|e| match &e {
-                    UpstreamError::UnsupportedAuth { .. } => ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "unsupported_auth",
-                        e.to_string(),
-                    ),
-                    _ => ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_credential_unavailable",
-                        "the gateway could not load its credential for this server",
-                    )
-                    .with_cause(&e),
-                })?
+            Credentials::Fixed(
+                credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
+                    .await
+                    .map_err(|e| match &e {
+                        UpstreamError::UnsupportedAuth { .. } => ApiError::new(
+                            StatusCode::NOT_IMPLEMENTED,
+                            "unsupported_auth",
+                            e.to_string(),
+                        ),
+                        _ => ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_credential_unavailable",
+                            "the gateway could not load its credential for this server",
+                        )
+                        .with_cause(&e),
+                    })?,
+            )
         };
         Ok(Self {
             state: state.clone(),
@@ -180,6 +201,37 @@ impl Upstream {
             credentials,
             deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
         })
+    }
+
+    fn credential_headers(&self) -> HeaderMap {
+        match &self.credentials {
+            Credentials::Fixed(h) => h.clone(),
+            Credentials::OAuth { current, .. } => {
+                current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+            }
+        }
+    }
+
+    /// After an upstream 401 with the user's token: refreshes it once (unless someone already
+    /// did) and reports whether a retry may succeed. A provider that refuses the refresh marks
+    /// the grant for re-consent, so the next call asks the user to connect again.
+    async fn renew_after_401(&self, err: &CallError) -> bool {
+        let (CallError::Auth(401), Credentials::OAuth { user, current }) = (err, &self.credentials)
+        else {
+            return false;
+        };
+        let rejected = current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        match oauth_headers(&self.state, &self.server, user, Some(&rejected)).await {
+            Ok(fresh) if fresh.0 != rejected => {
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::info!(server = %self.server.name, code = e.code, "no token after an upstream 401");
+                false
+            }
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -190,7 +242,7 @@ impl Upstream {
     /// the gateway's credential, which nothing from the client can replace.
     pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
         let mut h = extra;
-        h.extend(self.credentials.clone());
+        h.extend(self.credential_headers());
         h
     }
 
@@ -216,14 +268,19 @@ impl Upstream {
 
     /// A call the gateway makes on its own account (handshakes).
     pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
-        handshake::exchange(
-            &self.state.http,
-            self.url(),
-            self.headers(extra),
-            message,
-            self.timeout(),
-        )
-        .await
+        let once = || {
+            handshake::exchange(
+                &self.state.http,
+                self.url(),
+                self.headers(extra.clone()),
+                message,
+                self.timeout(),
+            )
+        };
+        match once().await {
+            Err(e) if self.renew_after_401(&e).await => once().await,
+            other => other,
+        }
     }
 
     /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
@@ -239,15 +296,26 @@ impl Upstream {
         } else {
             "application/json, text/event-stream"
         };
-        let mut headers = self.headers(extra);
-        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-        let mut request = self.state.http.request(method, self.url()).headers(headers);
-        if let Some(body) = body {
-            request = request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
+        let once = || {
+            let mut headers = self.headers(extra.clone());
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            let mut request = self
+                .state
+                .http
+                .request(method.clone(), self.url())
+                .headers(headers);
+            if let Some(body) = &body {
+                request = request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            handshake::send(request, self.timeout())
+        };
+        match once().await {
+            // The upstream refused the user's token: one refresh, one retry.
+            Err(e) if self.renew_after_401(&e).await => once().await,
+            other => other,
         }
-        handshake::send(request, self.timeout()).await
     }
 
     /// Tells a session-era upstream that a request was abandoned (best effort, detached).

@@ -77,21 +77,24 @@ fn fresh(t: &TokenSet, now: i64) -> bool {
 }
 
 /// The access token for `user` at `server`, refreshing it first if it is about to expire.
-/// `force` refreshes even a token that looks fresh (the upstream answered 401).
+/// `rejected`: the token the upstream just answered 401 to; it is refreshed unless the stored
+/// token is already another one (someone else refreshed meanwhile), so any number of callers
+/// that saw the same 401 cause one refresh.
 pub async fn access_token(
     state: &AppState,
     user: &str,
     server: &McpServer,
-    force: bool,
+    rejected: Option<&str>,
 ) -> Result<String, GrantError> {
     let now = state.clock.now();
-    if !force && let Some(t) = state.grants.cached(user, &server.name, now) {
+    if let Some(t) = state.grants.cached(user, &server.name, now)
+        && rejected != Some(t.as_str())
+    {
         return Ok(t);
     }
     let lock = state.grants.lock_for(user, &server.name);
     let _one_at_a_time = lock.lock().await;
     let ring = ring(state).await?;
-    let mut stale_version = None;
     for _ in 0..4 {
         let grant = state
             .store
@@ -102,13 +105,11 @@ pub async fn access_token(
             return Err(GrantError::NeedsReconsent);
         }
         let tokens = TokenSet::open(&ring, &grant.sealed_tokens, user, &server.name)?;
-        // A forced refresh is satisfied by any newer version than the one that failed.
-        let must_refresh = !fresh(&tokens, now) || (force && stale_version.is_none());
-        if !must_refresh || stale_version.is_some_and(|v| v != grant.version) {
+        let must_refresh = !fresh(&tokens, now) || rejected == Some(tokens.access_token.as_str());
+        if !must_refresh {
             state.grants.remember(user, &server.name, &tokens);
             return Ok(tokens.access_token);
         }
-        stale_version = Some(grant.version);
         match refresh_grant(state, server, &grant, tokens).await {
             Ok(t) => {
                 state.grants.remember(user, &server.name, &t);
