@@ -118,6 +118,22 @@ impl TestGateway {
         Ok(())
     }
 
+    /// Issues an API key owned by `owner` (no admin role); returns the key.
+    pub async fn user_key(&self, owner: &str) -> Result<String> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/api-keys",
+                Some(serde_json::json!({"owner": owner, "name": "test"})),
+            )
+            .await?;
+        ensure!(status == 201, "issuing a key for {owner}: {status} {body}");
+        body["key"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the answer holds the key")
+    }
+
     pub fn mcp_url(&self, endpoint: &str) -> String {
         format!("{}/mcp/{endpoint}", self.base)
     }

@@ -168,20 +168,8 @@ async fn fixture_on(store: StoreKind) -> Result<Option<Fixture>> {
         ensure!(s == 201, "registering {name}: {s} {body}");
     }
     gw.admit_everyone("everyone", &["notes", "other"]).await?;
-    let mut keys = Vec::new();
-    for owner in ["alice@example.com", "bob@example.com"] {
-        let (s, body) = gw
-            .admin(
-                Method::POST,
-                "/admin/api-keys",
-                Some(json!({"owner": owner, "name": "k"})),
-            )
-            .await?;
-        ensure!(s == 201, "{body}");
-        keys.push(body["key"].as_str().unwrap().to_owned());
-    }
-    let bob = keys.pop().unwrap();
-    let alice = keys.pop().unwrap();
+    let alice = gw.user_key("alice@example.com").await?;
+    let bob = gw.user_key("bob@example.com").await?;
     Ok(Some(Fixture {
         peers,
         gw,

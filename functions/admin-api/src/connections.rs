@@ -10,6 +10,9 @@
 //!   `DELETE /admin/users/{user}/connections/{server}`: everyone's grants, for review and
 //!   revocation.
 //!
+//! - `PUT /me/credentials/{server}` `{"token"}` and `DELETE /me/credentials/{server}`: the
+//!   caller's own token for a `per_user_token` server (listed in `/me/connections` too).
+//!
 //! Tokens never leave the store sealed or not: the views carry status and times only.
 
 use axum::Json;
@@ -17,11 +20,11 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use mcpgw::domain::{Grant, GrantStatus, McpServer, UpstreamAuth, validate_name};
 use mcpgw::grants::revoke::{self, Revocation};
-use mcpgw::grants::{GrantError, link};
-use mcpgw::http::{ApiError, ApiPath};
+use mcpgw::grants::{GrantError, link, user_token};
+use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::policy::Subject;
 use mcpgw::state::AppState;
 use serde::Deserialize;
@@ -38,6 +41,10 @@ pub fn routes() -> Router<AppState> {
         .route("/me/connections", get(mine))
         .route("/me/connections/{server}", delete(disconnect_mine))
         .route("/me/connections/{server}/link", post(link_mine))
+        .route(
+            "/me/credentials/{server}",
+            put(set_credential).delete(clear_credential),
+        )
         .route("/admin/connections", get(everyone))
         .route("/admin/users/{user}/connections", get(for_user))
         .route(
@@ -58,8 +65,9 @@ pub fn check_user(raw: &str) -> Result<String, ApiError> {
     Ok(user)
 }
 
-fn not_found(server: &str) -> ApiError {
-    ApiError::not_found(format!("no connection to '{server}'"))
+/// Not echoing the name: a path segment is not reflected back.
+fn not_found() -> ApiError {
+    ApiError::not_found("no connection to that server")
 }
 
 /// What a grant is, as its user would put it.
@@ -96,6 +104,7 @@ fn revocation_view(r: &Revocation) -> Value {
         Revocation::Revoked { token } => json!({"status": "revoked", "token": token}),
         Revocation::NotSupported => json!({"status": "not_supported"}),
         Revocation::Failed { reason } => json!({"status": "failed", "reason": reason}),
+        Revocation::NotApplicable => json!({"status": "not_applicable"}),
     }
 }
 
@@ -108,15 +117,45 @@ fn grant_failed(e: GrantError) -> ApiError {
     .with_cause(&e)
 }
 
-async fn oauth_server(state: &AppState, name: &str) -> Result<Option<McpServer>, ApiError> {
+/// Which per-user credential a server takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    OAuth2,
+    UserToken,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::OAuth2 => "oauth2",
+            Kind::UserToken => "per_user_token",
+        }
+    }
+}
+
+/// The server `name` if it takes a per-user credential, with its kind.
+async fn per_user_server(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<(McpServer, Kind)>, ApiError> {
     if validate_name(name).is_err() {
         return Ok(None);
     }
-    Ok(state
-        .server(name)
+    Ok(state.server(name).await?.and_then(|s| {
+        let kind = match s.auth {
+            UpstreamAuth::OAuth2 { .. } => Kind::OAuth2,
+            UpstreamAuth::PerUserToken { .. } => Kind::UserToken,
+            _ => return None,
+        };
+        Some(((*s).clone(), kind))
+    }))
+}
+
+async fn oauth_server(state: &AppState, name: &str) -> Result<Option<McpServer>, ApiError> {
+    Ok(per_user_server(state, name)
         .await?
-        .filter(|s| matches!(s.auth, UpstreamAuth::OAuth2 { .. }))
-        .map(|s| (*s).clone()))
+        .filter(|(_, k)| *k == Kind::OAuth2)
+        .map(|(s, _)| s))
 }
 
 async fn mine(
@@ -129,15 +168,20 @@ async fn mine(
     let public = state.config.public_url.trim_end_matches('/').to_owned();
     let mut out = Vec::new();
     for name in &reachable {
-        if oauth_server(&state, name).await?.is_none() {
+        let Some((_, kind)) = per_user_server(&state, name).await? else {
             continue;
-        }
+        };
         let mut v = match grants.iter().find(|g| &g.server == name) {
             Some(g) => grant_view(g, now),
             None => json!({"user": p.user, "server": name, "status": "not_connected"}),
         };
-        v["auth"] = "oauth2".into();
-        v["connect_url"] = format!("{public}/oauth/connect/{name}").into();
+        v["auth"] = kind.name().into();
+        match kind {
+            Kind::OAuth2 => v["connect_url"] = format!("{public}/oauth/connect/{name}").into(),
+            Kind::UserToken => {
+                v["credentials_url"] = format!("{public}/me/credentials/{name}").into()
+            }
+        }
         out.push(v);
     }
     // Grants for servers the caller no longer reaches are still theirs to see and revoke.
@@ -168,28 +212,34 @@ async fn link_mine(
     ))
 }
 
+/// Deletes the stored grant and what this process remembers of it; whether there was one.
+async fn forget(state: &AppState, user: &str, server: &str) -> Result<bool, ApiError> {
+    let deleted = state.store.delete_grant(user, server).await?;
+    state.grants.forget(user, server);
+    Ok(deleted)
+}
+
 /// Deletes `user`'s grant for `server` and revokes it; 404 when there is none.
 async fn disconnect(state: &AppState, user: &str, server: &str) -> Result<Value, ApiError> {
     if validate_name(server).is_err() {
-        return Err(not_found(server));
+        return Err(not_found());
     }
-    let revocation = match oauth_server(state, server).await? {
-        Some(s) => revoke::disconnect(state, user, &s)
+    let revocation = match per_user_server(state, server).await? {
+        Some((s, Kind::OAuth2)) => revoke::disconnect(state, user, &s)
             .await
             .map_err(grant_failed)?,
+        Some((_, Kind::UserToken)) => forget(state, user, server)
+            .await?
+            .then_some(Revocation::NotApplicable),
         // The server is gone (or no longer OAuth2): the grant is deleted, there is no
         // provider to tell.
-        None => match state.store.delete_grant(user, server).await? {
-            true => {
-                state.grants.forget(user, server);
-                Some(Revocation::Failed {
-                    reason: "the server is no longer an OAuth2 server of this gateway".into(),
-                })
-            }
-            false => None,
-        },
+        None => forget(state, user, server)
+            .await?
+            .then(|| Revocation::Failed {
+                reason: "the server no longer takes per-user credentials".into(),
+            }),
     };
-    let revocation = revocation.ok_or_else(|| not_found(server))?;
+    let revocation = revocation.ok_or_else(not_found)?;
     tracing::info!(%server, outcome = ?revocation, "connection revoked");
     Ok(json!({
         "user": user,
@@ -262,4 +312,78 @@ async fn everyone(
         .map(|g| grant_view(g, now))
         .collect();
     Ok(Json(json!({"connections": views, "truncated": truncated})))
+}
+
+/// Body of `PUT /me/credentials/{server}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialInput {
+    token: String,
+}
+
+impl std::fmt::Debug for CredentialInput {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialInput { .. }")
+    }
+}
+
+/// The `per_user_token` server `server` if the caller reaches it; 404 otherwise (a server
+/// the caller may not use is answered like an unknown one).
+async fn my_token_server(
+    state: &AppState,
+    p: &mcpgw::identity::Principal,
+    server: &str,
+) -> Result<McpServer, ApiError> {
+    let unknown = || ApiError::not_found("no per-user-token server by that name");
+    let Some((s, Kind::UserToken)) = per_user_server(state, server).await? else {
+        return Err(unknown());
+    };
+    if !state
+        .policy()
+        .await?
+        .reachable_servers(&Subject::from(p))
+        .contains(server)
+    {
+        return Err(unknown());
+    }
+    Ok(s)
+}
+
+async fn set_credential(
+    Caller(p): Caller,
+    State(state): State<AppState>,
+    ApiPath(server): ApiPath<String>,
+    ApiJson(input): ApiJson<CredentialInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = my_token_server(&state, &p, &server).await?;
+    user_token::check_token(&input.token)
+        .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
+    if user_token::header_for(&s, &input.token).is_none() {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "the token cannot be sent in this server's header",
+        ));
+    }
+    user_token::store(&state, &p.user, &s, &input.token)
+        .await
+        .map_err(grant_failed)?;
+    tracing::info!(%server, "per-user token stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_credential(
+    Caller(p): Caller,
+    State(state): State<AppState>,
+    ApiPath(server): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Like disconnecting: allowed even after losing access to the server.
+    if !matches!(
+        per_user_server(&state, &server).await?,
+        Some((_, Kind::UserToken))
+    ) || !forget(&state, &p.user, &server).await?
+    {
+        return Err(ApiError::not_found("no token stored for that server"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -120,12 +120,31 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        // Accepted by the schema (INTERFACE.md) but not injectable until the per-user
-        // credential issues land: refusing now beats registering a server nobody can call.
-        UpstreamAuth::PerUserToken { .. } => Err(ApiError::unprocessable(
-            "unsupported_auth",
-            "auth type 'per_user_token' is not supported by this gateway version yet",
-        )),
+        UpstreamAuth::PerUserToken { header, format } => {
+            if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(invalid(format!(
+                    "auth.header: '{header}' is not a valid header name"
+                )));
+            }
+            if is_reserved_header(header) {
+                return Err(invalid(format!(
+                    "auth.header: '{header}' is reserved for the transport"
+                )));
+            }
+            // One {token}; the rest must be header-safe text, so any valid token makes a
+            // valid header.
+            let rest = format.replacen("{token}", "", 1);
+            if format.len() > 256
+                || !format.contains("{token}")
+                || rest.contains("{token}")
+                || axum::http::HeaderValue::from_str(&rest).is_err()
+            {
+                return Err(invalid(
+                    "auth.format must contain {token} once, in at most 256 header-safe characters",
+                ));
+            }
+            Ok(())
+        }
         UpstreamAuth::OAuth2 {
             client_id,
             scopes,

@@ -161,9 +161,24 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
             "invalid_field",
         ),
         (
-            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Authorization", "format": "Bearer {token}"}}),
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Authorization", "format": "Bearer"}}),
             422,
-            "unsupported_auth",
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Mcp-Session-Id", "format": "{token}"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "X Bad", "format": "{token}"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}\r\n{token}"}}),
+            422,
+            "invalid_field",
         ),
     ];
     for (body, status, code) in cases {

@@ -137,6 +137,51 @@ pub async fn oauth_headers(
     }
 }
 
+/// The header carrying the token `user` stored for a `per_user_token` server. Without one:
+/// 403 `credential_required`, saying where to store it.
+async fn user_token_headers(
+    state: &AppState,
+    server: &McpServer,
+    user: &str,
+) -> Result<HeaderMap, ApiError> {
+    use mcpgw::grants::{GrantError, tokens, user_token};
+    let token = match tokens::access_token(state, user, server, None).await {
+        Ok(t) => t,
+        Err(GrantError::NotConnected | GrantError::NeedsReconsent) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "credential_required",
+                format!(
+                    "store your token for this server first: PUT {}/me/credentials/{} with {{\"token\": \"...\"}}",
+                    state.config.public_url.trim_end_matches('/'),
+                    server.name
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_credential_unavailable",
+                format!(
+                    "the gateway could not read your token for this server ({})",
+                    e.code()
+                ),
+            )
+            .with_cause(&e));
+        }
+    };
+    let (name, value) = user_token::header_for(server, &token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_credential_unavailable",
+            "the stored token cannot be sent in this server's header",
+        )
+    })?;
+    let mut h = HeaderMap::new();
+    h.insert(name, value);
+    Ok(h)
+}
+
 /// A server whose credential is ready: everything needed to call it.
 #[derive(Clone)]
 pub struct Upstream {
@@ -170,7 +215,9 @@ impl Upstream {
         server: Arc<McpServer>,
         user: &str,
     ) -> Result<Self, ApiError> {
-        let credentials = if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
+        let credentials = if matches!(server.auth, UpstreamAuth::PerUserToken { .. }) {
+            Credentials::Fixed(user_token_headers(state, &server, user).await?)
+        } else if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
             let current = oauth_headers(state, &server, user, None).await?;
             Credentials::OAuth {
                 user: user.to_owned(),

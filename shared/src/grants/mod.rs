@@ -1,6 +1,8 @@
 //! Per-user OAuth2 grants for upstream servers: the authorization-code flow with PKCE
 //! ([`flow`]), the provider's endpoints ([`endpoints`]), and the tokens the proxy injects,
-//! refreshed on demand with the store's version check ([`tokens`]).
+//! refreshed on demand with the store's version check ([`tokens`]); revocation
+//! ([`revoke`]), connect links ([`link`]), and tokens users store themselves for
+//! `per_user_token` servers ([`user_token`]), kept as grants without refresh.
 //!
 //! Tokens are sealed with the keyring under the context `grant:{user}:{server}`, so a sealed
 //! blob copied onto another user's (or server's) record does not open: one user's grant can
@@ -11,6 +13,7 @@ pub mod flow;
 pub mod link;
 pub mod revoke;
 pub mod tokens;
+pub mod user_token;
 
 use serde::{Deserialize, Serialize};
 

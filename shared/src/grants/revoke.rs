@@ -20,6 +20,8 @@ pub enum Revocation {
     NotSupported,
     /// The revocation failed; the local grant is gone anyway.
     Failed { reason: String },
+    /// A token the user stored themselves: there is no provider to tell.
+    NotApplicable,
 }
 
 /// Deletes `user`'s grant for `server` and revokes it at the provider. `Ok(None)`: there was
