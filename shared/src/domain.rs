@@ -82,6 +82,24 @@ pub enum UpstreamAuth {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resource: Option<String>,
     },
+    /// One machine token for every caller (OAuth2 client credentials grant), cached until it
+    /// expires and renewed after an upstream 401. For upstreams that trust the gateway as a
+    /// client rather than acting for each user.
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials {
+        client_id: String,
+        client_secret: SecretRef,
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// Discovered like the `oauth2` endpoints when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+        /// RFC 8707 resource; the server's URL when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
+    },
 }
 
 /// An identity provider whose JWTs the gateway accepts (OIDC or plain OAuth2 with JWT access

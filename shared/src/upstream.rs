@@ -92,6 +92,12 @@ pub async fn credential_headers(
                 kind: "oauth2",
             });
         }
+        UpstreamAuth::OAuth2ClientCredentials { .. } => {
+            return Err(UpstreamError::UnsupportedAuth {
+                server: server.name.clone(),
+                kind: "oauth2_client_credentials",
+            });
+        }
     }
     Ok(out)
 }

@@ -23,16 +23,19 @@ struct Behaviour {
     error: Option<(u16, Value)>,
 }
 
+/// One posted form, as (name, value) pairs.
+type Form = Vec<(String, String)>;
+
 struct Fake {
     url: String,
     behaviour: Arc<Mutex<Behaviour>>,
     /// Every form posted to the token endpoint.
-    forms: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    forms: Arc<Mutex<Vec<Form>>>,
 }
 
 async fn fake_provider() -> Fake {
     let behaviour = Arc::new(Mutex::new(Behaviour::default()));
-    let forms: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+    let forms: Arc<Mutex<Vec<Form>>> = Arc::default();
     let (b, f) = (behaviour.clone(), forms.clone());
     let counter = Arc::new(Mutex::new(0u32));
     let app = axum::Router::new().route(
@@ -40,7 +43,7 @@ async fn fake_provider() -> Fake {
         axum::routing::post(move |body: String| {
             let (b, f, counter) = (b.clone(), f.clone(), counter.clone());
             async move {
-                let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+                let form: Form = url::form_urlencoded::parse(body.as_bytes())
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
                 f.lock().unwrap().push(form);
@@ -170,7 +173,10 @@ async fn a_token_without_expiry_is_used_until_the_upstream_refuses_it() {
         .unwrap();
     assert_eq!(t, "AT1");
     let (g, stored) = now_stored(&state).await;
-    assert_eq!((stored.expires_at, g.access_expires_at, g.refresh_at), (None, None, None));
+    assert_eq!(
+        (stored.expires_at, g.access_expires_at, g.refresh_at),
+        (None, None, None)
+    );
     // A second caller that saw the same 401 uses the new token: no second refresh
     assert_eq!(
         tokens::access_token(&state, USER, &s, Some("AT0"))
@@ -207,8 +213,7 @@ async fn invalid_grant_asks_for_reconsent() {
 #[tokio::test]
 async fn provider_outages_keep_the_grant_for_a_later_retry() {
     let fake = fake_provider().await;
-    fake.behaviour.lock().unwrap().error =
-        Some((503, json!({"error": "temporarily_unavailable"})));
+    fake.behaviour.lock().unwrap().error = Some((503, json!({"error": "temporarily_unavailable"})));
     let (state, _dir) = local_state(&[], &[]);
     let s = server(&format!("{}/token", fake.url));
     let before = stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
@@ -220,7 +225,11 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
     assert_eq!(g.status, GrantStatus::Active);
     assert_eq!(g.last_error.as_deref(), Some("upstream_error"));
     assert_eq!(g.refresh_at, before.refresh_at, "still due: retried later");
-    assert_eq!(t.refresh_token.as_deref(), Some("RT0"), "the refresh token kept");
+    assert_eq!(
+        t.refresh_token.as_deref(),
+        Some("RT0"),
+        "the refresh token kept"
+    );
     // A repeated failure is not written again
     tokens::access_token(&state, USER, &s, None)
         .await

@@ -127,6 +127,8 @@ const provider = new Provider(ISSUER, {
     devInteractions: { enabled: false },
     registration: { enabled: true },
     revocation: { enabled: true },
+    // Machine tokens for the gateway's oauth2_client_credentials servers.
+    clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {
       enabled: true,

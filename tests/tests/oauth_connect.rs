@@ -467,6 +467,96 @@ async fn an_upstream_401_refreshes_once_and_retries() -> Result<()> {
     Ok(())
 }
 
+/// An `oauth2_client_credentials` server: every caller's call carries the gateway's one
+/// machine token (fetched once, by the client credentials grant with the client secret from
+/// the secrets port and the RFC 8707 resource), no user connects anything, and an upstream
+/// 401 gets a new machine token and a retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_credentials_server_gets_one_machine_token_for_everyone() -> Result<()> {
+    let Some(peers) = peers().await? else {
+        return Ok(());
+    };
+    let (s, reg) = call_json(
+        Method::POST,
+        &format!("{}/reg", peers.issuer),
+        None,
+        Some(json!({
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "redirect_uris": [],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "scope": "mcp:read"})),
+    )
+    .await?;
+    ensure!(s == 201, "client registration: {s} {reg}");
+    let client_id = reg["client_id"].as_str().context("client_id")?;
+    let secret = reg["client_secret"].as_str().context("client_secret")?;
+    let gw = TestGateway::start(StoreKind::Sqlite, &[("MCPGW_SECRET_MACHINE", secret)]).await?;
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": "notes", "url": peers.upstream,
+                "auth": {"type": "oauth2_client_credentials", "client_id": client_id,
+                         "client_secret": "secret://machine", "scopes": ["mcp:read"]}})),
+        )
+        .await?;
+    ensure!(s == 201, "{s} {body}");
+    gw.admit_everyone("everyone", &["notes"]).await?;
+    let alice = gw.user_key("alice@example.com").await?;
+    let bob = gw.user_key("bob@example.com").await?;
+
+    // WHEN two users call THEN both reach the upstream with the same machine token
+    let a = whoami(&gw, &alice).await?;
+    let b = whoami(&gw, &bob).await?;
+    assert_eq!(a["client_id"], client_id, "{a}");
+    assert_eq!(a["aud"], peers.upstream.as_str(), "the resource: {a}");
+    assert_eq!(a["token_sha256"], b["token_sha256"], "one token: {a} {b}");
+    // AND nothing was stored per user
+    assert!(gw.state.store.list_grants(10).await?.is_empty());
+
+    // WHEN the upstream stops trusting the machine token THEN the next call gets a new one
+    let mut c = McpClient::connect(&gw.mcp_url("notes"), &alice, SESSION).await?;
+    let r = c.call_tool("distrust_my_token", json!({})).await?;
+    ensure!(r.result()?["isError"] != true, "{}", r.raw);
+    let answers = futures_util::future::join_all((0..5).map(|_| whoami(&gw, &bob))).await;
+    let mut tokens = std::collections::BTreeSet::new();
+    for x in answers {
+        tokens.insert(x?["token_sha256"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(!tokens.contains(a["token_sha256"].as_str().unwrap()));
+
+    // AND a wrong secret is an upstream_credential_unavailable answer, never a leak
+    let gw2 = TestGateway::start(StoreKind::Sqlite, &[("MCPGW_SECRET_MACHINE", "wrong")]).await?;
+    let (s, body) = gw2
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": "notes", "url": peers.upstream,
+                "auth": {"type": "oauth2_client_credentials", "client_id": client_id,
+                         "client_secret": "secret://machine"}})),
+        )
+        .await?;
+    ensure!(s == 201, "{s} {body}");
+    gw2.admit_everyone("everyone", &["notes"]).await?;
+    let carol = gw2.user_key("carol@example.com").await?;
+    let (s, body) = call_json(
+        Method::POST,
+        &gw2.mcp_url("notes"),
+        Some(&carol),
+        Some(initialize()),
+    )
+    .await?;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (502, Some("upstream_credential_unavailable")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("wrong"), "{body}");
+    Ok(())
+}
+
 /// 50 concurrent calls of one user whose access token is due: one refresh (one redemption
 /// of the rotating refresh token), and every call succeeds with the new token.
 async fn concurrent_calls_refresh_once(store: StoreKind) -> Result<()> {

@@ -193,6 +193,24 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             }
             Ok(())
         }
+        UpstreamAuth::OAuth2ClientCredentials {
+            client_id,
+            scopes,
+            token_url,
+            issuer,
+            resource,
+            ..
+        } => validate_auth(&UpstreamAuth::OAuth2 {
+            client_id: client_id.clone(),
+            client_secret: None,
+            scopes: scopes.clone(),
+            authorization_url: None,
+            token_url: token_url.clone(),
+            revocation_url: None,
+            issuer: issuer.clone(),
+            extra_params: Default::default(),
+            resource: resource.clone(),
+        }),
     }
 }
 
@@ -214,6 +232,7 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
             client_secret: Some(r),
             ..
         } => vec![r],
+        UpstreamAuth::OAuth2ClientCredentials { client_secret, .. } => vec![client_secret],
         _ => Vec::new(),
     };
     {

@@ -92,19 +92,7 @@ pub async fn oauth_headers(
 ) -> Result<(String, HeaderMap), ApiError> {
     use mcpgw::grants::{GrantError, link, tokens};
     match tokens::access_token(state, user, server, rejected).await {
-        Ok(token) => {
-            let mut h = HeaderMap::new();
-            let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_credential_unavailable",
-                    "the provider issued a token that cannot be sent",
-                )
-            })?;
-            v.set_sensitive(true);
-            h.insert(axum::http::header::AUTHORIZATION, v);
-            Ok((token, h))
-        }
+        Ok(token) => bearer(token),
         Err(e @ (GrantError::NotConnected | GrantError::NeedsReconsent)) => {
             let url = link::make(state, user, &server.name).await.map_err(|e| {
                 ApiError::new(
@@ -135,6 +123,44 @@ pub async fn oauth_headers(
         )
         .with_cause(&e)),
     }
+}
+
+/// `Authorization: Bearer` with the gateway's machine token for an
+/// `oauth2_client_credentials` server.
+async fn machine_headers(
+    state: &AppState,
+    server: &McpServer,
+    rejected: Option<&str>,
+) -> Result<(String, HeaderMap), ApiError> {
+    let token = mcpgw::grants::machine::token(state, server, rejected)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_credential_unavailable",
+                format!(
+                    "the gateway could not get its token for this server ({})",
+                    e.code()
+                ),
+            )
+            .with_cause(&e)
+        })?;
+    bearer(token)
+}
+
+/// The `Authorization: Bearer` header for `token`, marked sensitive.
+fn bearer(token: String) -> Result<(String, HeaderMap), ApiError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_credential_unavailable",
+            "the provider issued a token that cannot be sent",
+        )
+    })?;
+    v.set_sensitive(true);
+    let mut h = HeaderMap::new();
+    h.insert(header::AUTHORIZATION, v);
+    Ok((token, h))
 }
 
 /// The header carrying the token `user` stored for a `per_user_token` server. Without one:
@@ -199,10 +225,11 @@ pub struct Upstream {
 enum Credentials {
     /// Fixed for the call: none, or a shared secret.
     Fixed(HeaderMap),
-    /// The user's OAuth2 token, replaced after an upstream 401 (shared by the clones of one
-    /// [`Upstream`], so the handshakes and the call of one request refresh at most once).
+    /// An OAuth2 token, the user's (`user`) or the gateway's machine token (`None`),
+    /// replaced after an upstream 401 (shared by the clones of one [`Upstream`], so the
+    /// handshakes and the call of one request renew it at most once).
     OAuth {
-        user: String,
+        user: Option<String>,
         current: Arc<std::sync::Mutex<(String, HeaderMap)>>,
     },
 }
@@ -220,7 +247,13 @@ impl Upstream {
         } else if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
             let current = oauth_headers(state, &server, user, None).await?;
             Credentials::OAuth {
-                user: user.to_owned(),
+                user: Some(user.to_owned()),
+                current: Arc::new(std::sync::Mutex::new(current)),
+            }
+        } else if matches!(server.auth, UpstreamAuth::OAuth2ClientCredentials { .. }) {
+            let current = machine_headers(state, &server, None).await?;
+            Credentials::OAuth {
+                user: None,
                 current: Arc::new(std::sync::Mutex::new(current)),
             }
         } else {
@@ -268,7 +301,11 @@ impl Upstream {
             return false;
         };
         let rejected = current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
-        match oauth_headers(&self.state, &self.server, user, Some(&rejected)).await {
+        let renewed = match user {
+            Some(user) => oauth_headers(&self.state, &self.server, user, Some(&rejected)).await,
+            None => machine_headers(&self.state, &self.server, Some(&rejected)).await,
+        };
+        match renewed {
             Ok(fresh) if fresh.0 != rejected => {
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
                 true

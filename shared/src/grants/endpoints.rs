@@ -60,21 +60,30 @@ fn cache() -> &'static Mutex<HashMap<String, (Instant, Endpoints)>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// The endpoints of `server` (an `oauth2` server).
+/// The endpoints of `server` (an `oauth2` or `oauth2_client_credentials` server).
 pub async fn resolve(server: &McpServer) -> Result<Endpoints, GrantError> {
-    let UpstreamAuth::OAuth2 {
-        authorization_url,
-        token_url,
-        revocation_url,
-        issuer,
-        ..
-    } = &server.auth
-    else {
-        return Err(GrantError::NotOAuth);
+    let none = None;
+    let (authorization_url, token_url, revocation_url, issuer) = match &server.auth {
+        UpstreamAuth::OAuth2 {
+            authorization_url,
+            token_url,
+            revocation_url,
+            issuer,
+            ..
+        } => (authorization_url, token_url, revocation_url, issuer),
+        // No browser, so no authorization endpoint is needed.
+        UpstreamAuth::OAuth2ClientCredentials {
+            token_url, issuer, ..
+        } => (&none, token_url, &none, issuer),
+        _ => return Err(GrantError::NotOAuth),
     };
-    if let (Some(a), Some(t)) = (authorization_url, token_url) {
+    let needs_authorization = matches!(server.auth, UpstreamAuth::OAuth2 { .. });
+    if let (Some(t), true) = (
+        token_url,
+        authorization_url.is_some() || !needs_authorization,
+    ) {
         return Ok(Endpoints {
-            authorization: a.clone(),
+            authorization: authorization_url.clone().unwrap_or_default(),
             token: t.clone(),
             revocation: revocation_url.clone(),
             issuer: issuer.clone(),
@@ -167,8 +176,11 @@ async fn discover(server_url: &str, issuer: Option<&str>) -> Result<Endpoints, G
     ];
     for c in candidates {
         if let Some(m) = get_json::<AsMetadata>(&c).await?
-            && let (Some(a), Some(t)) = (m.authorization_endpoint, m.token_endpoint)
+            && let Some(t) = m.token_endpoint
         {
+            // Absent on servers that only issue machine tokens; a browser flow then fails
+            // with a clear "authorization URL" error.
+            let a = m.authorization_endpoint.unwrap_or_default();
             if m.issuer.as_deref().is_some_and(|i| i != issuer) {
                 // RFC 8414 section 3.3: the metadata must be the issuer's own.
                 return Err(GrantError::Discovery(format!("{c} names another issuer")));

@@ -11,6 +11,7 @@
 pub mod endpoints;
 pub mod flow;
 pub mod link;
+pub mod machine;
 pub mod revoke;
 pub mod tokens;
 pub mod user_token;

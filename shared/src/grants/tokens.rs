@@ -63,7 +63,18 @@ impl TokenMemory {
         c.insert(key(user, server), (Instant::now(), t.clone()));
     }
 
-    fn lock_for(&self, user: &str, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// What is remembered for (user, server), however old (machine tokens are kept until
+    /// they expire: nothing else can revoke them).
+    pub(crate) fn peek(&self, user: &str, server: &str) -> Option<TokenSet> {
+        let c = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(&key(user, server)).map(|(_, t)| t.clone())
+    }
+
+    pub(crate) fn keep(&self, user: &str, server: &str, t: &TokenSet) {
+        self.remember(user, server, t);
+    }
+
+    pub(crate) fn lock_for(&self, user: &str, server: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut l = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() > 10_000 {
             l.retain(|_, m| Arc::strong_count(m) > 1);
