@@ -129,6 +129,8 @@ pub struct AwsSetup {
     pub admin_key: String,
     /// `secret://mcpgw/<unique>`: an operator secret holding an upstream header value.
     pub upstream_secret_ref: String,
+    /// The keyring document itself (to seal test records as the functions do).
+    pub keyring_document: String,
 }
 
 impl AwsSetup {
@@ -166,7 +168,24 @@ impl AwsSetup {
             admin_key_ref: format!("secret://{admin_arn}"),
             admin_key,
             upstream_secret_ref: format!("secret://{upstream_name}"),
+            keyring_document: keyring,
         })
+    }
+
+    /// A new operator secret (`mcpgw/<unique>`) holding `value`; returns its reference.
+    pub async fn operator_secret(&self, value: &str) -> Result<String> {
+        let sm =
+            aws_sdk_secretsmanager::Client::new(&mcpgw::aws::emulator_sdk_config(&self.endpoint));
+        let name = format!("mcpgw/{}", mcpgw::testing::unique_name("lambda-secret"));
+        create_secret(&sm, &name, value).await?;
+        Ok(format!("secret://{name}"))
+    }
+
+    /// The functions' store: the moto table, through the DynamoDB adapter.
+    pub fn store(&self) -> mcpgw::store::dynamo::DynamoStore {
+        let client =
+            aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&self.endpoint));
+        mcpgw::store::dynamo::DynamoStore::new(client, self.table.clone())
     }
 
     /// The environment of every function, as `infra/template.yaml` sets it (plus moto's

@@ -232,6 +232,24 @@ impl OidcPeer {
     /// should issue (this issuer, `aud` exactly `resource`, the user's email), so a failure
     /// after it is the gateway's.
     pub async fn login(&self, resource: &str, user: &str) -> Result<String> {
+        let answer = self.login_tokens(resource, user).await?;
+        let token = answer["access_token"]
+            .as_str()
+            .with_context(|| format!("no access_token in {answer}"))?
+            .to_owned();
+        let claims = jwt_claims(&token)?;
+        ensure!(
+            claims["iss"] == self.issuer.as_str()
+                && jwt_audiences(&claims) == [resource]
+                && claims["email"] == format!("{user}@example.com").as_str(),
+            "the IdP issued an unexpected token for {user}, {resource}: {claims}"
+        );
+        Ok(token)
+    }
+
+    /// The whole token response of a real login of `user` for `resource` (access token,
+    /// refresh token, expiry), unchecked.
+    pub async fn login_tokens(&self, resource: &str, user: &str) -> Result<Value> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/oidc_login.py");
         let run = tokio::process::Command::new(&self.python)
             .arg(&script)
@@ -254,20 +272,8 @@ impl OidcPeer {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let answer: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("login output: {}", String::from_utf8_lossy(&out.stdout)))?;
-        let token = answer["access_token"]
-            .as_str()
-            .with_context(|| format!("no access_token in {answer}"))?
-            .to_owned();
-        let claims = jwt_claims(&token)?;
-        ensure!(
-            claims["iss"] == self.issuer.as_str()
-                && jwt_audiences(&claims) == [resource]
-                && claims["email"] == format!("{user}@example.com").as_str(),
-            "the IdP issued an unexpected token for {user}, {resource}: {claims}"
-        );
-        Ok(token)
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("login output: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
 

@@ -17,6 +17,8 @@ use e2e::lambda::{
     Transfer, load_event, mcp_message, process_alive, process_name, proxy_body, set_body,
 };
 use e2e::{OidcPeer, Walkthrough, call_json, python_mcp_call, walkthrough};
+use mcpgw::clock::Clock;
+use mcpgw::store::GrantStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -403,6 +405,106 @@ async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
 /// give alice a token for the REST echo endpoint, which calls a tool through the REST API
 /// (streaming mcp-proxy), and one for the gateway, which `GET /me` through the HTTP API
 /// (admin-api) knows her by; the endpoint's token is refused elsewhere.
+/// The token-refresh function on its schedule, with a real due grant in the moto table: it
+/// redeems the refresh token at the real provider (oidc-provider), writes the new tokens
+/// with the version check and reports it; a second run right after refreshes nothing.
+async fn scheduled_refresh(stack: &LambdaStack, oidc: &OidcPeer) {
+    let _t = Step::start("scheduled token refresh");
+    let resource = "https://notes.example.com/mcp";
+    // GIVEN an oauth2 server registered through the admin API, its client secret in Secrets
+    // Manager
+    let secret = stack
+        .aws
+        .operator_secret(&oidc.client_secret)
+        .await
+        .unwrap();
+    let server = json!({"name": "notes-oauth", "url": "http://127.0.0.1:9/mcp", "auth": {
+        "type": "oauth2", "client_id": oidc.client_id, "client_secret": secret,
+        "authorization_url": format!("{}/auth", oidc.issuer),
+        "token_url": format!("{}/token", oidc.issuer), "resource": resource}});
+    let (s, _, body) = call(
+        Method::POST,
+        &stack.rest.url("/admin/servers"),
+        Some(&stack.aws.admin_key),
+        Some(("application/json", &server.to_string())),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    // AND alice's grant from a real login, due for refresh, sealed with the stack's keyring
+    let tokens = oidc.login_tokens(resource, "alice").await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().expect("a refresh token");
+    let ring = mcpgw::crypto::Keyring::from_json(&stack.aws.keyring_document).unwrap();
+    let now = mcpgw::clock::SystemClock.now();
+    let set = mcpgw::grants::TokenSet {
+        access_token: tokens["access_token"].as_str().unwrap().to_owned(),
+        refresh_token: Some(refresh.to_owned()),
+        expires_at: Some(now + 120),
+    };
+    let user = "alice@example.com";
+    let mut grant = mcpgw::grants::flow::grant_record(
+        &ring,
+        user,
+        "notes-oauth",
+        &set,
+        vec![],
+        None,
+        now - 3600,
+    )
+    .unwrap();
+    grant.refresh_at = Some(now - 10);
+    let store = stack.aws.store();
+    store.save_grant_if_version(&grant, None).await.unwrap();
+
+    // WHEN the schedule fires THEN the grant is refreshed at the provider
+    let event = load_event("schedule-token-refresh", &[]).unwrap();
+    let out = stack
+        .buffered
+        .invoke_json("token-refresh", &event)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"due": 1, "refreshed": 1, "failed": 0, "skipped": 0}),
+        "{}",
+        stack.buffered.log_tail(40)
+    );
+    let after = store.get_grant(user, "notes-oauth").await.unwrap().unwrap();
+    assert_eq!(after.version, 2);
+    assert!(after.last_refresh_at.is_some() && after.last_error.is_none());
+    let new =
+        mcpgw::grants::TokenSet::open(&ring, &after.sealed_tokens, user, "notes-oauth").unwrap();
+    assert_ne!(new.access_token, set.access_token, "a new access token");
+    let claims = e2e::jwt_claims(&new.access_token).unwrap();
+    assert_eq!(claims["sub"], "alice", "{claims}");
+    // AND a second run right after refreshes nothing
+    let again = stack
+        .buffered
+        .invoke_json("token-refresh", &event)
+        .await
+        .unwrap();
+    assert_eq!(again["refreshed"], 0, "{again}");
+    assert_eq!(again["failed"], 0, "{again}");
+    assert_eq!(
+        store
+            .get_grant(user, "notes-oauth")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    // clean up: the walk-throughs that follow do not expect this server
+    store.delete_grant(user, "notes-oauth").await.unwrap();
+    let (s, _, body) = call(
+        Method::DELETE,
+        &stack.rest.url("/admin/servers/notes-oauth"),
+        Some(&stack.aws.admin_key),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+}
+
 async fn idp_tokens(stack: &LambdaStack, oidc: &OidcPeer) {
     let _t = Step::start("IdP JWTs");
     let rest = &stack.rest;
@@ -731,6 +833,7 @@ async fn lambda_mode_end_to_end() {
     http_walkthrough(&stack, &api_key).await;
     if let Some(oidc) = &p.oidc {
         idp_tokens(&stack, oidc).await;
+        scheduled_refresh(&stack, oidc).await;
     }
     bad_input(&stack).await;
     streaming(&stack, &api_key).await;
