@@ -12,7 +12,7 @@ use mcpgw::state::AppState;
 
 use crate::admission::{Target, admit};
 use crate::relay::{Adapt, Upstream, rpc_error};
-use crate::{session_era, stateless_era};
+use crate::{connect_prompt, session_era, stateless_era};
 
 /// The gateway session id a request presents, if any.
 pub fn session_header(headers: &HeaderMap) -> Option<&str> {
@@ -77,7 +77,27 @@ pub async fn post(
     } else {
         axum::body::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
     };
-    let upstream = Upstream::new(&state, server, &principal.user).await?;
+    let upstream = match Upstream::new(&state, server.clone(), &principal.user).await {
+        Ok(u) => u,
+        Err(e) => {
+            // A caller without their own credential still gets a session, answered in-band
+            // with the connect link; anything else is refused as before.
+            let Some(missing) = connect_prompt::Missing::from_error(&e) else {
+                return Err(e);
+            };
+            let at = connect_prompt::At {
+                state: &state,
+                user: &principal.user,
+                endpoint: &endpoint,
+                upstream_url: &server.url,
+                headers: &headers,
+            };
+            return match connect_prompt::post(&at, &missing, value).await {
+                Some(answer) => Ok(answer),
+                None => Err(e),
+            };
+        }
+    };
     let call = Call {
         upstream,
         principal_user: principal.user,
@@ -129,9 +149,11 @@ pub async fn get(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    match Call::admit(&state, endpoint, headers).await? {
-        Admitted::Server(call) => Ok(session_era::get(&call).await),
-        Admitted::Virtual(p, access, headers) => {
+    match Call::admit(&state, endpoint, headers).await {
+        Err(e) if connect_prompt::Missing::from_error(&e).is_some() => Ok(connect_prompt::get()),
+        Err(e) => Err(e),
+        Ok(Admitted::Server(call)) => Ok(session_era::get(&call).await),
+        Ok(Admitted::Virtual(p, access, headers)) => {
             Ok(crate::virtual_endpoint::get(&state, &p, &access, &headers).await)
         }
     }
@@ -142,9 +164,27 @@ pub async fn delete(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    match Call::admit(&state, endpoint, headers).await? {
-        Admitted::Server(call) => Ok(session_era::delete(&call).await),
-        Admitted::Virtual(p, access, headers) => {
+    let kept = headers.clone();
+    match Call::admit(&state, endpoint.clone(), headers).await {
+        Err(e) if connect_prompt::Missing::from_error(&e).is_some() => {
+            // Admission passed (the refusal is about the upstream credential): the server
+            // is known and the caller may use it.
+            let (principal, Target::Server(server, _)) = admit(&state, &kept, &endpoint).await?
+            else {
+                return Err(e);
+            };
+            let at = connect_prompt::At {
+                state: &state,
+                user: &principal.user,
+                endpoint: &endpoint,
+                upstream_url: &server.url,
+                headers: &kept,
+            };
+            Ok(connect_prompt::delete(&at).await)
+        }
+        Err(e) => Err(e),
+        Ok(Admitted::Server(call)) => Ok(session_era::delete(&call).await),
+        Ok(Admitted::Virtual(p, access, headers)) => {
             Ok(crate::virtual_endpoint::delete(&state, &p, &access, &headers).await)
         }
     }

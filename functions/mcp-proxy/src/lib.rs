@@ -11,6 +11,7 @@
 mod admission;
 pub mod catalog;
 pub mod client;
+mod connect_prompt;
 mod forward;
 mod handshakes;
 mod relay;

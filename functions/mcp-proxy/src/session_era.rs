@@ -41,20 +41,25 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
 /// Largest client capabilities + clientInfo a session keeps (serialized).
 const MAX_CLIENT_INIT: usize = 4 * 1024;
 
-pub async fn initialize(call: &Call, msg: Message) -> Response {
-    let id = msg.id().cloned().unwrap_or(Value::Null);
+/// The version the gateway offers in answer to `initialize` and what it keeps of the
+/// client's parameters; the refusal when they are missing or too large.
+#[allow(clippy::result_large_err)] // the refusal is the answer, built once per handshake
+pub(crate) fn handshake_params(
+    msg: &Message,
+    id: &Value,
+) -> Result<(String, ClientInit), Response> {
     let params = msg.params();
     let Some(requested) = params
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str)
     else {
-        return rpc_error(
+        return Err(rpc_error(
             StatusCode::BAD_REQUEST,
-            Some(&id),
+            Some(id),
             jsonrpc::INVALID_PARAMS,
             "initialize needs params.protocolVersion",
             None,
-        );
+        ));
     };
     // A version the gateway does not speak gets its newest handshake version as the counter
     // offer (the client decides whether it can live with it).
@@ -74,14 +79,23 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
     // so the id stays a reasonable header and never exceeds what `session::open` accepts.
     let kept = serde_json::to_vec(&client).map_or(usize::MAX, |v| v.len());
     if kept > MAX_CLIENT_INIT {
-        return rpc_error(
+        return Err(rpc_error(
             StatusCode::BAD_REQUEST,
-            Some(&id),
+            Some(id),
             jsonrpc::INVALID_PARAMS,
             &format!("initialize: capabilities and clientInfo exceed {MAX_CLIENT_INIT} bytes"),
             None,
-        );
+        ));
     }
+    Ok((offered, client))
+}
+
+pub async fn initialize(call: &Call, msg: Message) -> Response {
+    let id = msg.id().cloned().unwrap_or(Value::Null);
+    let (offered, client) = match handshake_params(&msg, &id) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
     let up = &call.upstream;
     let memory = &call.state().mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
@@ -170,13 +184,39 @@ async fn open_session(
     client: ClientInit,
     result: Value,
 ) -> Response {
-    let state = call.state();
+    let at = SessionAt {
+        state: call.state(),
+        user: &call.principal_user,
+        endpoint: &call.endpoint,
+        upstream_url: call.upstream.url(),
+    };
+    answer_with_session(at, id, version, upstream, client, result).await
+}
+
+/// Where a new session is opened: for whom, at which endpoint, in front of which upstream.
+pub(crate) struct SessionAt<'a> {
+    pub state: &'a mcpgw::state::AppState,
+    pub user: &'a str,
+    pub endpoint: &'a str,
+    pub upstream_url: &'a str,
+}
+
+/// The `initialize` answer `result` with a new sealed session id.
+pub(crate) async fn answer_with_session(
+    at: SessionAt<'_>,
+    id: &Value,
+    version: String,
+    upstream: UpstreamLink,
+    client: ClientInit,
+    result: Value,
+) -> Response {
+    let state = at.state;
     let claims = SessionClaims {
-        user: call.principal_user.clone(),
-        endpoint: call.endpoint.clone(),
+        user: at.user.to_owned(),
+        endpoint: at.endpoint.to_owned(),
         version,
         upstream,
-        upstream_url: session::upstream_fingerprint(call.upstream.url()),
+        upstream_url: session::upstream_fingerprint(at.upstream_url),
         client,
         expires_at: state.clock.now() + state.config.session_ttl.as_secs() as i64,
     };
@@ -201,14 +241,14 @@ async fn open_session(
 }
 
 /// Why a request's session cannot be used.
-enum Refusal {
+pub(crate) enum Refusal {
     Missing,
     NotFound,
     Keyring(mcpgw::state::KeyringSourceError),
 }
 
 impl Refusal {
-    fn into_response(self, id: Option<&Value>) -> Response {
+    pub(crate) fn into_response(self, id: Option<&Value>) -> Response {
         match self {
             Self::Missing => rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -225,22 +265,33 @@ impl Refusal {
 
 /// The claims of the request's session and its fingerprint.
 async fn session_of(call: &Call) -> Result<(SessionClaims, String), Refusal> {
-    let presented = session_header(&call.headers).ok_or(Refusal::Missing)?;
-    let state = call.state();
+    claims_of(
+        call.state(),
+        &call.headers,
+        &call.endpoint,
+        &call.principal_user,
+        call.upstream.url(),
+    )
+    .await
+}
+
+/// The claims of the session `headers` present for `user` at `endpoint`, whose upstream
+/// must still be `upstream_url`, and the session's fingerprint.
+pub(crate) async fn claims_of(
+    state: &mcpgw::state::AppState,
+    headers: &axum::http::HeaderMap,
+    endpoint: &str,
+    user: &str,
+    upstream_url: &str,
+) -> Result<(SessionClaims, String), Refusal> {
+    let presented = session_header(headers).ok_or(Refusal::Missing)?;
     let fingerprint = session::fingerprint(presented);
     if state.mcp.is_ended(&fingerprint) {
         return Err(Refusal::NotFound);
     }
     let keyring = state.keyring.get().await.map_err(Refusal::Keyring)?;
-    let open = |k: &mcpgw::crypto::Keyring| {
-        session::open(
-            k,
-            presented,
-            &call.endpoint,
-            &call.principal_user,
-            state.clock.now(),
-        )
-    };
+    let open =
+        |k: &mcpgw::crypto::Keyring| session::open(k, presented, endpoint, user, state.clock.now());
     let mut opened = open(&keyring);
     if opened == Err(session::SessionRejected::UnknownKey)
         && let Some(newer) = state.keyring.refresh().await
@@ -248,7 +299,7 @@ async fn session_of(call: &Call) -> Result<(SessionClaims, String), Refusal> {
         opened = open(&newer);
     }
     match opened {
-        Ok(claims) if claims.upstream_url != session::upstream_fingerprint(call.upstream.url()) => {
+        Ok(claims) if claims.upstream_url != session::upstream_fingerprint(upstream_url) => {
             tracing::info!(session = %fingerprint, "session refused: the endpoint now points at another upstream");
             Err(Refusal::NotFound)
         }
@@ -364,6 +415,30 @@ pub async fn post(call: &Call, msg: Message) -> Response {
         UpstreamLink::Modern => forward_with_envelope(call, &claims, &fingerprint, msg).await,
         // A virtual server's session presented to a registered server of the same name.
         UpstreamLink::Virtual => session_not_found(id.as_ref()),
+        UpstreamLink::Pending => settle(call, &claims, &fingerprint, msg).await,
+    }
+}
+
+/// A request in a session the gateway opened before the caller had a credential, which it
+/// now has: opens the upstream session with the client's original parameters (once per
+/// process; remembered like a re-initialized session) and forwards the request into it.
+/// An upstream that refuses the handshake is tried in the stateless era.
+async fn settle(call: &Call, claims: &SessionClaims, fingerprint: &str, msg: Message) -> Response {
+    let up = &call.upstream;
+    let memory = &call.state().mcp;
+    if memory.rebound(fingerprint).is_some() {
+        return forward_in_session(call, claims, fingerprint, msg, None, &claims.version).await;
+    }
+    match handshakes::initialize(up, &claims.client, &claims.version, None).await {
+        Ok(InitOutcome::Opened(s)) => {
+            tracing::info!(session = %fingerprint, "credential now present; upstream session opened");
+            if let Some(sid) = &s.session_id {
+                memory.set_rebound(fingerprint, sid.clone());
+            }
+            forward_in_session(call, claims, fingerprint, msg, s.session_id, &s.version).await
+        }
+        Ok(InitOutcome::Refused(_)) => forward_with_envelope(call, claims, fingerprint, msg).await,
+        Err(e) => call_failed(&e, msg.id()),
     }
 }
 

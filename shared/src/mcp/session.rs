@@ -31,6 +31,11 @@ pub enum UpstreamLink {
     /// A virtual server: the gateway is the server; its upstreams are reached through the
     /// gateway's own per-(user, server) sessions.
     Virtual,
+    /// Opened by the gateway alone because the caller had no credential for the upstream yet
+    /// (an OAuth2 grant or a stored token): the gateway answers in-band with a connect prompt
+    /// until the credential exists, then opens the upstream session with the client's
+    /// original parameters.
+    Pending,
 }
 
 /// What the client said in `initialize`, kept to re-initialize the upstream transparently
