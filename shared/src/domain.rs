@@ -57,7 +57,9 @@ pub enum UpstreamAuth {
     /// A per-user OAuth2 grant obtained through the gateway's authorization-code flow.
     #[serde(rename = "oauth2")]
     OAuth2 {
-        client_id: String,
+        /// Absent: the gateway registers its own client (RFC 7591), once per issuer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
         /// Absent for a public client (PKCE only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_secret: Option<SecretRef>,

@@ -8,6 +8,7 @@
 //                       http://127.0.0.1:9/callback (nothing needs to listen there: the login
 //                       helper stops at the redirect and reads the code from it)
 //       OIDC_ACCESS_TTL access-token lifetime in seconds (default 600)
+//       OIDC_NO_REGISTRATION_MANAGEMENT  when set, no RFC 7592 client configuration endpoint
 //       MCPGW_TEST_NODE_MODULES  where oidc-provider and jose are installed (default: the
 //                       cache of scripts/peers.sh, ~/.cache/mcp-gateway/node/node_modules)
 //
@@ -15,7 +16,8 @@
 // - issuer http://127.0.0.1:PORT, bound to 127.0.0.1 only; discovery at
 //   /.well-known/openid-configuration and (RFC 8414) /.well-known/oauth-authorization-server
 // - authorization code with PKCE (S256, required); refresh tokens
-// - dynamic client registration (RFC 7591) at /reg, open, as MCP clients (mcp-remote) need
+// - dynamic client registration (RFC 7591) at /reg, open, as MCP clients (mcp-remote) and
+//   the gateway need; client configuration (RFC 7592) at /reg/{client_id}
 // - resource indicators (RFC 8707): the access token is a JWT (RS256, with kid) whose `aud` is
 //   the requested `resource`; it also carries `email` = <account>@example.com and `groups`
 //   (alice: eng, mcp-admins; bob: sales; anyone else: none)
@@ -126,6 +128,9 @@ const provider = new Provider(ISSUER, {
   features: {
     devInteractions: { enabled: false },
     registration: { enabled: true },
+    // RFC 7592: the gateway adds a redirect URI to its registered client when a server is
+    // added later. OIDC_NO_REGISTRATION_MANAGEMENT=1 turns it off (as at many providers).
+    registrationManagement: { enabled: !process.env.OIDC_NO_REGISTRATION_MANAGEMENT },
     revocation: { enabled: true },
     // Machine tokens for the gateway's oauth2_client_credentials servers.
     clientCredentials: { enabled: true },

@@ -58,6 +58,11 @@ struct Peers {
 
 /// Its own oidc-provider (short tokens) and protected server, so the test controls both.
 async fn peers() -> Result<Option<Peers>> {
+    peers_with(&[]).await
+}
+
+/// [`peers`] with extra environment for the provider.
+async fn peers_with(provider_env: &[(&str, &str)]) -> Result<Option<Peers>> {
     mcpgw::crypto::install_tls_provider();
     let (Some(python), Some(node_modules)) = (
         mcpgw::testing::peer_url("MCPGW_TEST_PYTHON"),
@@ -75,6 +80,7 @@ async fn peers() -> Result<Option<Peers>> {
         .env("OIDC_KEYS_DIR", keys.path())
         .env("OIDC_ACCESS_TTL", ACCESS_TTL)
         .env("MCPGW_TEST_NODE_MODULES", &node_modules)
+        .envs(provider_env.iter().copied())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -139,30 +145,19 @@ async fn fixture_on(store: StoreKind) -> Result<Option<Fixture>> {
     let Some(peers) = peers().await? else {
         return Ok(None);
     };
+    fixture_from(store, peers).await.map(Some)
+}
+
+async fn fixture_from(store: StoreKind, peers: Peers) -> Result<Fixture> {
     let gw = TestGateway::start(store, &[]).await?;
-    // The gateway's client at the provider (RFC 7591): public, PKCE, refresh tokens.
-    let (s, reg) = call_json(
-        Method::POST,
-        &format!("{}/reg", peers.issuer),
-        None,
-        Some(json!({
-            "redirect_uris": [format!("{}/oauth/callback/notes", gw.base),
-                              format!("{}/oauth/callback/other", gw.base)],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-            "scope": "openid mcp:read"})),
-    )
-    .await?;
-    ensure!(s == 201, "client registration: {s} {reg}");
-    let client_id = reg["client_id"].as_str().context("client_id")?;
+    // No client id: the gateway registers its own client at the provider (RFC 7591).
     for name in ["notes", "other"] {
         let (s, body) = gw
             .admin(
                 Method::POST,
                 "/admin/servers",
                 Some(json!({"name": name, "url": peers.upstream,
-                    "auth": {"type": "oauth2", "client_id": client_id, "scopes": ["mcp:read"]}})),
+                    "auth": {"type": "oauth2", "scopes": ["mcp:read"]}})),
             )
             .await?;
         ensure!(s == 201, "registering {name}: {s} {body}");
@@ -170,12 +165,12 @@ async fn fixture_on(store: StoreKind) -> Result<Option<Fixture>> {
     gw.admit_everyone("everyone", &["notes", "other"]).await?;
     let alice = gw.user_key("alice@example.com").await?;
     let bob = gw.user_key("bob@example.com").await?;
-    Ok(Some(Fixture {
+    Ok(Fixture {
         peers,
         gw,
         alice,
         bob,
-    }))
+    })
 }
 
 fn initialize() -> Value {
@@ -210,7 +205,11 @@ async fn connect_link(gw: &TestGateway, key: &str, endpoint: &str) -> Result<Str
 }
 
 async fn whoami(gw: &TestGateway, key: &str) -> Result<Value> {
-    let mut c = McpClient::connect(&gw.mcp_url("notes"), key, SESSION).await?;
+    whoami_at(gw, key, "notes").await
+}
+
+async fn whoami_at(gw: &TestGateway, key: &str, endpoint: &str) -> Result<Value> {
+    let mut c = McpClient::connect(&gw.mcp_url(endpoint), key, SESSION).await?;
     let r = c.call_tool("whoami", json!({})).await?;
     let result = r.result()?;
     ensure!(result["isError"] != true, "{}", r.raw);
@@ -366,12 +365,13 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     connect_link(gw, &fx.alice, "notes").await?;
     assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
     // AND the provider refuses the revoked refresh token
+    let client = client_of(gw, "notes").await?;
     let answer = reqwest::Client::new()
         .post(format!("{}/token", fx.peers.issuer))
+        .basic_auth(&client.client_id, client.client_secret.as_deref())
         .form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
-            ("client_id", client_id(gw, "notes").await?.as_str()),
         ])
         .send()
         .await?;
@@ -414,13 +414,141 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     Ok(())
 }
 
-/// The client id the gateway uses for `server`.
-async fn client_id(gw: &TestGateway, server: &str) -> Result<String> {
+/// The client the gateway uses for `server` (registered by itself).
+async fn client_of(
+    gw: &TestGateway,
+    server: &str,
+) -> Result<mcpgw::grants::registration::ClientCredentials> {
     let s = gw.state.server(server).await?.context("server")?;
-    match &s.auth {
-        mcpgw::domain::UpstreamAuth::OAuth2 { client_id, .. } => Ok(client_id.clone()),
-        _ => bail!("{server} is not an OAuth2 server"),
+    let e = mcpgw::grants::endpoints::resolve(&s).await?;
+    Ok(mcpgw::grants::registration::credentials(&gw.state, &s, &e).await?)
+}
+
+/// The gateway's registered clients, as stored.
+async fn registrations(gw: &TestGateway) -> Result<Vec<Value>> {
+    Ok(gw
+        .state
+        .store
+        .list_configs(mcpgw::store::ConfigKind::ClientRegistration)
+        .await?)
+}
+
+async fn add_server(gw: &TestGateway, name: &str, upstream: &str) -> Result<()> {
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": name, "url": upstream,
+                "auth": {"type": "oauth2", "scopes": ["mcp:read"]}})),
+        )
+        .await?;
+    ensure!(s == 201, "registering {name}: {s} {body}");
+    gw.admit_everyone(&format!("everyone-{name}"), &[name])
+        .await
+}
+
+async fn whoami_on(gw: &TestGateway, key: &str, endpoint: &str) -> Result<String> {
+    let v = whoami_at(gw, key, endpoint).await?;
+    Ok(v["sub"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Servers without a client id: the gateway registers one client per issuer (RFC 7591),
+/// however many connects race for it, listing every such server's callback; its secret is
+/// sealed in the store. A server added later joins that client by RFC 7592 (same client
+/// id); where the provider has no client configuration endpoint it gets a client of its
+/// own, and the first client's grants keep working.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_registers_one_client_per_issuer() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    // WHEN five connects start at once, before any client exists
+    let page = format!("{}/oauth/connect/notes", gw.base);
+    let http = reqwest::Client::new();
+    let starts = futures_util::future::join_all(
+        (0..5).map(|_| http.get(&page).bearer_auth(&fx.alice).send()),
+    )
+    .await;
+    for r in starts {
+        let r = r?;
+        ensure!(r.status() == 200, "connect page: {}", r.status());
     }
+    // THEN one registration is kept, for the issuer, naming both servers' callbacks
+    let regs = registrations(gw).await?;
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0]["issuer"], fx.peers.issuer.as_str());
+    let uris = regs[0]["redirect_uris"].clone();
+    for name in ["notes", "other"] {
+        let cb = format!("{}/oauth/callback/{name}", gw.base);
+        assert!(uris.as_array().unwrap().contains(&json!(cb)), "{uris}");
+    }
+    // AND its secret is stored sealed, never in the clear
+    let client = client_of(gw, "notes").await?;
+    let secret = client
+        .client_secret
+        .clone()
+        .context("a confidential client")?;
+    assert!(!regs[0].to_string().contains(&secret), "sealed secret");
+    assert_eq!(client.client_id, regs[0]["client_id"].as_str().unwrap());
+    // AND alice's connect through it works end to end
+    let seen = browse(
+        &format!("{}/oauth/connect/notes", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    assert_eq!(whoami_on(gw, &fx.alice, "notes").await?, "alice");
+
+    // WHEN a server of the same issuer is added later and bob connects it
+    add_server(gw, "late", &fx.peers.upstream).await?;
+    let seen = browse(&format!("{}/oauth/connect/late", gw.base), &fx.bob, "bob").await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    assert_eq!(whoami_on(gw, &fx.bob, "late").await?, "bob");
+    // THEN the same client took its callback (RFC 7592), still one registration
+    let regs = registrations(gw).await?;
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0]["client_id"], client.client_id.as_str());
+    assert_eq!(regs[0]["redirect_uris"].as_array().unwrap().len(), 3);
+    // AND alice's grant, issued to it, still refreshes-and-works
+    assert_eq!(whoami_on(gw, &fx.alice, "notes").await?, "alice");
+    Ok(())
+}
+
+/// Without RFC 7592 at the provider, a later server gets a client of its own; grants issued
+/// to the first client keep using it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_server_gets_its_own_client_without_registration_management() -> Result<()> {
+    let Some(peers) = peers_with(&[("OIDC_NO_REGISTRATION_MANAGEMENT", "1")]).await? else {
+        return Ok(());
+    };
+    let fx = fixture_from(StoreKind::Sqlite, peers).await?;
+    let gw = &fx.gw;
+    let seen = browse(
+        &format!("{}/oauth/connect/notes", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    let first = client_of(gw, "notes").await?.client_id;
+    add_server(gw, "late", &fx.peers.upstream).await?;
+    let seen = browse(
+        &format!("{}/oauth/connect/late", gw.base),
+        &fx.alice,
+        "alice",
+    )
+    .await?;
+    ensure!(seen["status"] == 200, "{seen}");
+    let regs = registrations(gw).await?;
+    assert_eq!(regs.len(), 2, "{regs:?}");
+    let late = client_of(gw, "late").await?.client_id;
+    assert_ne!(late, first, "a client of its own");
+    assert_eq!(client_of(gw, "notes").await?.client_id, first);
+    assert_eq!(whoami_on(gw, &fx.alice, "late").await?, "alice");
+    assert_eq!(whoami_on(gw, &fx.alice, "notes").await?, "alice");
+    Ok(())
 }
 
 /// An upstream that refuses a token the gateway holds as valid (401) gets one refresh and a

@@ -147,6 +147,7 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
         }
         UpstreamAuth::OAuth2 {
             client_id,
+            client_secret,
             scopes,
             authorization_url,
             token_url,
@@ -156,8 +157,18 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             resource,
             ..
         } => {
-            if client_id.is_empty() || client_id.len() > 512 {
-                return Err(invalid("auth.client_id must be 1 to 512 characters"));
+            match client_id {
+                Some(id) if id.is_empty() || id.len() > 512 => {
+                    return Err(invalid("auth.client_id must be 1 to 512 characters"));
+                }
+                // Without a client id the gateway registers one (RFC 7591) and keeps the
+                // secret the provider issues; a configured secret would belong to no client.
+                None if client_secret.is_some() => {
+                    return Err(invalid(
+                        "auth.client_secret needs auth.client_id (omit both to let the gateway register its own client)",
+                    ));
+                }
+                _ => {}
             }
             if scopes.len() > 50 || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
                 return Err(invalid(
@@ -201,7 +212,7 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             resource,
             ..
         } => validate_auth(&UpstreamAuth::OAuth2 {
-            client_id: client_id.clone(),
+            client_id: Some(client_id.clone()),
             client_secret: None,
             scopes: scopes.clone(),
             authorization_url: None,

@@ -151,6 +151,12 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
             "invalid_field",
         ),
         (
+            // a secret without a client id belongs to no client (omit both for RFC 7591)
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_secret": "secret://upstream-key"}}),
+            422,
+            "invalid_field",
+        ),
+        (
             json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "client_id": "c", "extra_params": {"redirect_uri": "https://evil.example"}}}),
             422,
             "invalid_field",

@@ -39,6 +39,10 @@ pub struct Endpoints {
     pub revocation: Option<String>,
     /// Expected `iss` in callbacks (RFC 9207), when known.
     pub issuer: Option<String>,
+    /// RFC 7591 registration endpoint, when the server offers one.
+    pub registration: Option<String>,
+    /// `token_endpoint_auth_methods_supported`; empty when not published.
+    pub auth_methods: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +57,9 @@ struct AsMetadata {
     authorization_endpoint: Option<String>,
     token_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
+    registration_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint_auth_methods_supported: Vec<String>,
 }
 
 fn cache() -> &'static Mutex<HashMap<String, (Instant, Endpoints)>> {
@@ -78,15 +85,19 @@ pub async fn resolve(server: &McpServer) -> Result<Endpoints, GrantError> {
         _ => return Err(GrantError::NotOAuth),
     };
     let needs_authorization = matches!(server.auth, UpstreamAuth::OAuth2 { .. });
+    // Without a client id the registration endpoint is needed, which only metadata names.
+    let needs_registration = super::registration::self_registering(server);
     if let (Some(t), true) = (
         token_url,
-        authorization_url.is_some() || !needs_authorization,
+        (authorization_url.is_some() || !needs_authorization) && !needs_registration,
     ) {
         return Ok(Endpoints {
             authorization: authorization_url.clone().unwrap_or_default(),
             token: t.clone(),
             revocation: revocation_url.clone(),
             issuer: issuer.clone(),
+            registration: None,
+            auth_methods: Vec::new(),
         });
     }
     if let Some((at, e)) = cache()
@@ -104,6 +115,8 @@ pub async fn resolve(server: &McpServer) -> Result<Endpoints, GrantError> {
         token: token_url.clone().unwrap_or(found.token),
         revocation: revocation_url.clone().or(found.revocation),
         issuer: issuer.clone().or(found.issuer),
+        registration: found.registration,
+        auth_methods: found.auth_methods,
     };
     cache()
         .lock()
@@ -190,6 +203,8 @@ async fn discover(server_url: &str, issuer: Option<&str>) -> Result<Endpoints, G
                 token: t,
                 revocation: m.revocation_endpoint,
                 issuer: Some(issuer),
+                registration: m.registration_endpoint,
+                auth_methods: m.token_endpoint_auth_methods_supported,
             });
         }
     }

@@ -66,37 +66,22 @@ pub fn resource(server: &McpServer) -> String {
     }
 }
 
-/// The oauth2 client for `server` (client id, secret from the secrets port, token URL).
+/// The oauth2 client for `server` (client id and secret configured or registered, token URL).
 pub async fn client(
     state: &AppState,
     server: &McpServer,
     e: &Endpoints,
     redirect: Option<String>,
 ) -> Result<Client, GrantError> {
-    let UpstreamAuth::OAuth2 {
-        client_id,
-        client_secret,
-        ..
-    } = &server.auth
-    else {
-        return Err(GrantError::NotOAuth);
-    };
+    let creds = super::registration::credentials(state, server, e).await?;
     let bad = |what: &str, e: &dyn std::fmt::Display| GrantError::Discovery(format!("{what}: {e}"));
-    let mut c = BasicClient::new(ClientId::new(client_id.clone()))
+    let mut c = BasicClient::new(ClientId::new(creds.client_id))
         .set_auth_uri(
             AuthUrl::new(e.authorization.clone()).map_err(|x| bad("authorization URL", &x))?,
         )
         .set_token_uri(TokenUrl::new(e.token.clone()).map_err(|x| bad("token URL", &x))?);
-    if let Some(reference) = client_secret {
-        if !state.config.secret_scope.permits(reference) {
-            return Err(GrantError::Secret(format!("{reference} is out of scope")));
-        }
-        let secret = state
-            .secrets
-            .resolve(reference)
-            .await
-            .map_err(|e| GrantError::Secret(crate::http::error_chain(&e)))?;
-        c = c.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+    if let Some(secret) = creds.client_secret {
+        c = c.set_client_secret(ClientSecret::new(secret));
     }
     if let Some(r) = redirect {
         c = c.set_redirect_uri(RedirectUrl::new(r).map_err(|x| bad("redirect URI", &x))?);

@@ -2,7 +2,8 @@
 //! ([`flow`]), the provider's endpoints ([`endpoints`]), and the tokens the proxy injects,
 //! refreshed on demand with the store's version check ([`tokens`]); revocation
 //! ([`revoke`]), connect links ([`link`]), and tokens users store themselves for
-//! `per_user_token` servers ([`user_token`]), kept as grants without refresh.
+//! `per_user_token` servers ([`user_token`]), kept as grants without refresh; the gateway's
+//! own client at providers, configured or registered by RFC 7591 ([`registration`]).
 //!
 //! Tokens are sealed with the keyring under the context `grant:{user}:{server}`, so a sealed
 //! blob copied onto another user's (or server's) record does not open: one user's grant can
@@ -12,6 +13,7 @@ pub mod endpoints;
 pub mod flow;
 pub mod link;
 pub mod machine;
+pub mod registration;
 pub mod revoke;
 pub mod tokens;
 pub mod user_token;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::endpoints::{self, http};
 use super::{GrantError, TokenSet, ring};
-use crate::domain::{McpServer, UpstreamAuth};
+use crate::domain::McpServer;
 use crate::state::AppState;
 
 /// What the provider said.
@@ -52,36 +52,26 @@ pub async fn disconnect(
 }
 
 async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revocation {
-    let endpoint = match endpoints::resolve(server).await {
-        Ok(e) => e.revocation,
+    let e = match endpoints::resolve(server).await {
+        Ok(e) => e,
         Err(e) => {
             return Revocation::Failed {
                 reason: e.to_string(),
             };
         }
     };
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = e.revocation.clone() else {
         return Revocation::NotSupported;
     };
-    let UpstreamAuth::OAuth2 {
-        client_id,
-        client_secret,
-        ..
-    } = &server.auth
-    else {
-        return Revocation::NotSupported;
+    let creds = match super::registration::credentials(state, server, &e).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Revocation::Failed {
+                reason: format!("client credentials: {e}"),
+            };
+        }
     };
-    let secret = match client_secret {
-        Some(r) if state.config.secret_scope.permits(r) => match state.secrets.resolve(r).await {
-            Ok(v) => Some(v.expose().to_owned()),
-            Err(e) => {
-                return Revocation::Failed {
-                    reason: format!("client secret: {}", crate::http::error_chain(&e)),
-                };
-            }
-        },
-        _ => None,
-    };
+    let (client_id, secret) = (creds.client_id, creds.client_secret);
     let mut candidates: Vec<(&'static str, &str)> = Vec::new();
     if let Some(r) = &tokens.refresh_token {
         candidates.push(("refresh_token", r));
@@ -92,7 +82,7 @@ async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revo
         let mut form = vec![("token", *token), ("token_type_hint", *hint)];
         let mut req = http().post(&endpoint);
         match &secret {
-            Some(s) => req = req.basic_auth(client_id, Some(s)),
+            Some(s) => req = req.basic_auth(&client_id, Some(s)),
             None => form.push(("client_id", client_id.as_str())),
         }
         let resp = match req.form(&form).send().await {

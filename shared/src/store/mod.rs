@@ -65,6 +65,8 @@ pub enum ConfigKind {
     Team,
     ServerGroup,
     IdentityProvider,
+    /// The gateway's own OAuth clients, registered by RFC 7591 (one per issuer).
+    ClientRegistration,
 }
 
 impl ConfigKind {
@@ -76,6 +78,7 @@ impl ConfigKind {
             ConfigKind::Team => "TEAM",
             ConfigKind::ServerGroup => "SGROUP",
             ConfigKind::IdentityProvider => "IDP",
+            ConfigKind::ClientRegistration => "DCR",
         }
     }
 
@@ -87,6 +90,7 @@ impl ConfigKind {
             ConfigKind::Team => "team",
             ConfigKind::ServerGroup => "server group",
             ConfigKind::IdentityProvider => "identity provider",
+            ConfigKind::ClientRegistration => "client registration",
         }
     }
 }
