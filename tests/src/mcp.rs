@@ -42,12 +42,24 @@ pub struct McpClient {
     session: Option<String>,
     http: reqwest::Client,
     next_id: i64,
+    capabilities: Value,
 }
 
 impl McpClient {
     /// Connects in `version`'s way: `initialize` (and `notifications/initialized`) for the
     /// session era, nothing for the stateless era (every request carries its envelope).
     pub async fn connect(url: &str, token: &str, version: &'static str) -> Result<Self> {
+        Self::connect_with(url, token, version, json!({})).await
+    }
+
+    /// [`McpClient::connect`] declaring `capabilities` (in `initialize`, or in every
+    /// stateless request's envelope).
+    pub async fn connect_with(
+        url: &str,
+        token: &str,
+        version: &'static str,
+        capabilities: Value,
+    ) -> Result<Self> {
         mcpgw::crypto::install_tls_provider();
         let mut client = Self {
             url: url.to_owned(),
@@ -58,12 +70,13 @@ impl McpClient {
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
             next_id: 0,
+            capabilities,
         };
         if version != STATELESS {
             let answer = client
                 .request(
                     "initialize",
-                    json!({"protocolVersion": version, "capabilities": {},
+                    json!({"protocolVersion": version, "capabilities": client.capabilities.clone(),
                         "clientInfo": {"name": "mcpgw-e2e", "version": "1.0.0"}}),
                 )
                 .await?;
@@ -127,7 +140,7 @@ impl McpClient {
         if self.version == STATELESS {
             params["_meta"] = json!({
                 "io.modelcontextprotocol/protocolVersion": STATELESS,
-                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientCapabilities": self.capabilities.clone(),
                 "io.modelcontextprotocol/clientInfo": {"name": "mcpgw-e2e", "version": "1.0.0"}
             });
         }

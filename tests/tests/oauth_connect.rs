@@ -922,3 +922,69 @@ async fn redirect_of(url: &str) -> Result<(u16, String)> {
     let (s, loc, _) = get(url, None).await?;
     Ok((s, loc))
 }
+
+/// The in-band prompt in both eras, for clients that declare URL elicitation: the session
+/// era's `-32042` error and the 2026-07-28 `input_required` result both carry a connect
+/// link; once the user has connected through it, the same client's retry reaches the
+/// upstream as that user (the session one in the very session that got the prompt).
+#[tokio::test(flavor = "multi_thread")]
+async fn url_eliciting_clients_are_prompted_and_their_retry_goes_through() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let url_capable = json!({"elicitation": {"url": {}}});
+
+    // GIVEN alice's session-era client declares URL elicitation and has no grant
+    let mut session = McpClient::connect_with(
+        &gw.mcp_url("notes"),
+        &fx.alice,
+        SESSION,
+        url_capable.clone(),
+    )
+    .await?;
+    // WHEN it calls a tool
+    let r = session.call_tool("whoami", json!({})).await?;
+    // THEN the answer is the URL elicitation error with a connect link
+    let error = r.error().context("expected -32042")?;
+    assert_eq!(error["code"], -32042, "{}", r.raw);
+    let link = error["data"]["elicitations"][0]["url"]
+        .as_str()
+        .context("no url")?
+        .to_owned();
+    assert!(link.contains("/oauth/connect/notes?link="), "{link}");
+    // WHEN she follows it and connects, THEN the same session's retry is hers upstream
+    let seen = browse(&link, "", "alice").await?;
+    assert_eq!(seen["status"], 200, "{seen}");
+    let r = session.call_tool("whoami", json!({})).await?;
+    assert!(r.result()?["isError"] != true, "{}", r.raw);
+    assert!(r.raw.contains("alice"), "{}", r.raw);
+
+    // GIVEN bob's stateless client declares URL elicitation and has no grant
+    let mut stateless = McpClient::connect_with(
+        &gw.mcp_url("notes"),
+        &fx.bob,
+        e2e::mcp::STATELESS,
+        url_capable,
+    )
+    .await?;
+    let r = stateless.call_tool("whoami", json!({})).await?;
+    // THEN the answer is an input_required result whose input request is the URL
+    let result = r.result()?;
+    assert_eq!(result["resultType"], "input_required", "{}", r.raw);
+    let ask = &result["inputRequests"]["mcpgw-connect"];
+    assert_eq!(ask["method"], "elicitation/create", "{}", r.raw);
+    assert_eq!(ask["params"]["mode"], "url", "{}", r.raw);
+    let link = ask["params"]["url"].as_str().context("no url")?.to_owned();
+    let seen = browse(&link, "", "bob").await?;
+    assert_eq!(seen["status"], 200, "{seen}");
+    // AND the retried call reaches the upstream as bob
+    let r = stateless.call_tool("whoami", json!({})).await?;
+    assert!(r.result()?["isError"] != true, "{}", r.raw);
+    assert!(
+        r.raw.contains("bob") && !r.raw.contains("alice"),
+        "{}",
+        r.raw
+    );
+    Ok(())
+}

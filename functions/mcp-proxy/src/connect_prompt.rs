@@ -99,25 +99,41 @@ pub async fn post(at: &At<'_>, missing: &Missing, value: Value) -> Option<Respon
             .await,
         );
     }
-    let capabilities = if session_header(at.headers).is_some() {
+    let client = if session_header(at.headers).is_some() {
         match session_era::claims_of(at.state, at.headers, at.endpoint, at.user, at.upstream_url)
             .await
         {
-            Ok((claims, _)) => claims.client.capabilities,
+            Ok((claims, _)) => Client::Session(claims.client.capabilities),
             Err(r) => return Some(r.into_response(msg.id())),
         }
     } else if envelope::looks_modern(&msg, at.headers) {
-        // Stateless: no session to remember the client by. The 2026-07-28 form
-        // (`input_required`) is not built yet; the tool result fallback serves every client.
-        json!({})
+        // Stateless (2026-07-28): each request carries the client's capabilities.
+        Client::Stateless(
+            msg.params()
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get(CLIENT_CAPABILITIES))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        )
     } else {
         return None;
     };
     if msg.kind != Kind::Request {
         return Some(StatusCode::ACCEPTED.into_response());
     }
-    Some(answer(&msg, &id, &capabilities, at.endpoint, missing))
+    Some(answer(&msg, &id, &client, at.endpoint, missing))
 }
+
+/// Where the client's capabilities came from, which decides the elicitation's form.
+enum Client {
+    /// Declared at `initialize`: URL elicitation is the `-32042` error.
+    Session(Value),
+    /// Declared in the request's envelope: URL elicitation goes inside an `input_required`
+    /// result (2026-07-28, multi round-trip requests).
+    Stateless(Value),
+}
+
+const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// The gateway's own `initialize` result while the caller is not connected.
 fn init_result(version: &str, endpoint: &str, missing: &Missing) -> Value {
@@ -136,10 +152,13 @@ fn init_result(version: &str, endpoint: &str, missing: &Missing) -> Value {
 fn answer(
     msg: &Message,
     id: &Value,
-    capabilities: &Value,
+    client: &Client,
     endpoint: &str,
     missing: &Missing,
 ) -> Response {
+    let capabilities = match client {
+        Client::Session(c) | Client::Stateless(c) => c,
+    };
     let ok = |result: Value| axum::Json(jsonrpc::result(id, result)).into_response();
     match msg.method().unwrap_or_default() {
         "ping" => ok(json!({})),
@@ -151,6 +170,18 @@ fn answer(
             &init_result(mcpgw::mcp::versions::LATEST_HANDSHAKE, endpoint, missing),
         )),
         "tools/call" => match (&missing.url, declares_url_elicitation(capabilities)) {
+            (Some(url), true) if matches!(client, Client::Stateless(_)) => {
+                // The client retries the call once the user is done; if they have connected
+                // by then it reaches the upstream, else it gets this again. No requestState:
+                // the gateway keeps nothing between the rounds.
+                ok(json!({
+                    "resultType": "input_required",
+                    "inputRequests": {"mcpgw-connect": {
+                        "method": "elicitation/create",
+                        "params": {"mode": "url", "url": url, "message": missing.message},
+                    }},
+                }))
+            }
             (Some(url), true) => {
                 let data = json!({"elicitations": [{
                     "mode": "url",
@@ -270,10 +301,11 @@ mod tests {
             let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
             serde_json::from_slice::<Value>(&b).unwrap()
         };
+        let url_capable = json!({"elicitation": {"url": {}}});
         let e = body(answer(
             &call(),
             &id,
-            &json!({"elicitation": {"url": {}}}),
+            &Client::Session(url_capable.clone()),
             "x",
             &m,
         ))
@@ -283,7 +315,24 @@ mod tests {
             e["error"]["data"]["elicitations"][0]["url"],
             m.url.clone().unwrap()
         );
-        let r = body(answer(&call(), &id, &json!({}), "x", &m)).await;
+        let s = body(answer(
+            &call(),
+            &id,
+            &Client::Stateless(url_capable),
+            "x",
+            &m,
+        ))
+        .await;
+        assert_eq!(s["result"]["resultType"], "input_required", "{s}");
+        let req = &s["result"]["inputRequests"]["mcpgw-connect"];
+        assert_eq!(req["method"], "elicitation/create");
+        assert_eq!(req["params"]["mode"], "url");
+        assert_eq!(req["params"]["url"], m.url.clone().unwrap());
+        for c in [Client::Session(json!({})), Client::Stateless(json!({}))] {
+            let r = body(answer(&call(), &id, &c, "x", &m)).await;
+            assert_eq!(r["result"]["isError"], true, "{r}");
+        }
+        let r = body(answer(&call(), &id, &Client::Session(json!({})), "x", &m)).await;
         assert_eq!(r["result"]["isError"], true);
         assert!(
             r["result"]["content"][0]["text"]
