@@ -2,7 +2,8 @@
 # Test peers for the gateway: installs them once into a cache outside the repo, starts them on
 # free loopback ports, and stops exactly the processes it started.
 #
-#   scripts/peers.sh setup           install the pinned PyPI and npm packages (idempotent)
+#   scripts/peers.sh setup           install the pinned PyPI and npm packages and Debian's
+#                                    chromium (idempotent)
 #   scripts/peers.sh start RUN_DIR   start moto, server-everything, the Python echo server, the
 #                                    Python conformance server and the OIDC provider; writes
 #                                    RUN_DIR/env (source it), RUN_DIR/*.pid, RUN_DIR/*.log
@@ -35,6 +36,10 @@ PY_PINS=(
   cargo-lambda
   # schemathesis: fuzzes the admin API from /admin/openapi.json (tests/tests/openapi.rs)
   schemathesis==4.32.5
+  # playwright: drives the system Chromium for the browser tests (tests/clients/browser.py).
+  # Only the Python package and its bundled driver: `playwright install` downloads a browser
+  # build of its own, which cannot be fetched here, so the browser is Debian's (see below).
+  playwright==1.65.2
 )
 NODE_DEPS='{
   "@modelcontextprotocol/server-everything": "2026.8.31",
@@ -154,6 +159,27 @@ peers_setup_sam() {
   echo "$want" > "$stamp"
 }
 
+# The browser the Playwright tests launch. Debian's package, not Playwright's own download
+# (which is blocked here): Playwright drives it through executable_path.
+CHROMIUM=/usr/bin/chromium
+peers_setup_chromium() {
+  [ -x "$CHROMIUM" ] && return
+  if [ "$(id -u)" = 0 ]; then
+    peers_log "installing chromium with apt-get (log in $CACHE/apt-chromium.log)"
+    # A fresh machine may have no package lists yet; update only when the install needs it.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium > "$CACHE/apt-chromium.log" 2>&1 \
+      || { apt-get update -q >> "$CACHE/apt-chromium.log" 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >> "$CACHE/apt-chromium.log" 2>&1; } \
+      || { peers_log "apt-get install chromium failed; its log ($CACHE/apt-chromium.log):"
+           tail -n 20 "$CACHE/apt-chromium.log" >&2; return 1; }
+    [ -x "$CHROMIUM" ] || { peers_log "chromium installed but $CHROMIUM is missing"; return 1; }
+  else
+    peers_log "$CHROMIUM is missing and this is not root: install it with" \
+      "'sudo apt-get install chromium' and run setup again"
+    return 1
+  fi
+}
+
 peers_setup() {
   mkdir -p "$CACHE"
   # Two test runs starting at once must not install into the same venv concurrently.
@@ -162,6 +188,7 @@ peers_setup() {
   peers_setup_python
   peers_setup_node
   peers_setup_sam
+  peers_setup_chromium
   exec 9>&-
 }
 
@@ -222,7 +249,7 @@ peers_wait_ready() {
 peers_start() {
   local run=${1:?usage: peers.sh start RUN_DIR}
   mkdir -p "$run"; run=$(cd "$run" && pwd)
-  [ -x "$PY" ] && [ -d "$NM/@modelcontextprotocol/server-everything" ] || peers_setup
+  [ -x "$PY" ] && [ -d "$NM/@modelcontextprotocol/server-everything" ] && [ -x "$CHROMIUM" ] || peers_setup
 
   local moto_port everything_port echo_port conformance_port oidc_port
   read -r moto_port everything_port echo_port conformance_port oidc_port < <(peers_free_ports 5)
@@ -269,6 +296,7 @@ export MCPGW_TEST_OIDC_CLIENT_SECRET=$oidc_client_secret
 export MCPGW_TEST_OIDC_REDIRECT=$oidc_redirect
 export MCPGW_TEST_PYTHON=$PY
 export MCPGW_TEST_NODE_MODULES=$NM
+export MCPGW_TEST_CHROMIUM=$CHROMIUM
 # Dummy credentials for moto; no profile or session token from the developer's shell, and
 # every SDK client that loads the default config lands on moto, never on real AWS.
 export AWS_ACCESS_KEY_ID=test

@@ -240,6 +240,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A PKCE pair (RFC 7636): a random verifier and its S256 challenge.
+pub fn pkce_s256() -> (String, String) {
+    let verifier = random_token(32);
+    let challenge = s256_challenge(&verifier);
+    (verifier, challenge)
+}
+
+/// The S256 code challenge of `verifier`.
+pub fn s256_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()).as_ref())
+}
+
 /// Compares two byte strings in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -248,6 +260,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_s256_challenge_is_rfc_7636s() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let (v, c) = pkce_s256();
+        assert_eq!(s256_challenge(&v), c);
+        assert!(v.len() >= 43);
+    }
 
     fn ring(doc: serde_json::Value) -> Keyring {
         Keyring::from_json(&doc.to_string()).unwrap()

@@ -138,10 +138,50 @@ pub struct IdentityProvider {
     /// provider cannot speak for users another one owns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email_domains: Vec<String>,
+    /// The gateway's own OIDC client at this provider, for signing in to the web console
+    /// (authorization code + PKCE). Without it the console offers API-key sign-in only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleClient>,
     #[serde(default)]
     pub created_at: UnixTime,
     #[serde(default)]
     pub updated_at: UnixTime,
+}
+
+/// The console's OIDC client at an identity provider. Its ID tokens are verified like access
+/// tokens (issuer, keys, algorithms, claims), with `aud` = `client_id` and the sign-in's nonce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleClient {
+    pub client_id: String,
+    /// For a confidential client (`client_secret_basic`); a public client sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretRef>,
+    /// Scopes asked for besides `openid`; default `email profile`, plus what the groups claim
+    /// needs at providers that scope it (`groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl ConsoleClient {
+    fn validate(&self) -> Result<(), String> {
+        if self.client_id.is_empty()
+            || self.client_id.len() > 256
+            || self.client_id.chars().any(char::is_control)
+        {
+            return Err("console.client_id must be 1 to 256 characters".into());
+        }
+        if self.scopes.len() > 32
+            || self.scopes.iter().any(|s| {
+                s.is_empty()
+                    || s.len() > 128
+                    || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
+        {
+            return Err("console.scopes takes at most 32 scope names without spaces".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -225,6 +265,9 @@ impl IdentityProvider {
             .any(|l| l.len() > 64 || l.iter().any(|s| s.is_empty() || s.len() > 512))
         {
             return Err("audiences, required_scopes and admin_groups take at most 64 non-empty entries of at most 512 characters".into());
+        }
+        if let Some(c) = &self.console {
+            c.validate()?;
         }
         Ok(())
     }

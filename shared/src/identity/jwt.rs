@@ -93,6 +93,40 @@ pub async fn verify(
     audiences: &[String],
     admin_emails: &[String],
 ) -> Result<Principal, JwtError> {
+    verify_as(
+        providers,
+        http,
+        token,
+        Expect::Access { audiences },
+        admin_emails,
+    )
+    .await
+}
+
+/// What a token is checked for besides the provider's keys, issuer and claims.
+#[derive(Clone, Copy)]
+pub enum Expect<'a> {
+    /// An access token for this gateway: `aud` one of `audiences` (or a provider alias), and
+    /// the provider's required scopes.
+    Access { audiences: &'a [String] },
+    /// The ID token of a console sign-in at the provider `issuer`: `aud` is the console's
+    /// client id (nothing else), `nonce` the one the sign-in sent. Scopes are an access
+    /// token's business, not an ID token's.
+    IdToken {
+        issuer: &'a str,
+        client_id: &'a str,
+        nonce: &'a str,
+    },
+}
+
+/// [`verify`] for what `expect` says.
+pub async fn verify_as(
+    providers: &Providers,
+    http: &reqwest::Client,
+    token: &str,
+    expect: Expect<'_>,
+    admin_emails: &[String],
+) -> Result<Principal, JwtError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
     let unverified = unverified_claims(token)?;
     let issuer = unverified
@@ -102,6 +136,11 @@ pub async fn verify(
     let all = providers.all().await?;
     let provider = all.get(issuer).ok_or(JwtError::UnknownIssuer)?;
     let config = &provider.config;
+    if let Expect::IdToken { issuer: want, .. } = expect
+        && want != config.issuer
+    {
+        return Err(JwtError::UnknownIssuer);
+    }
     let allowed: Vec<Algorithm> = config
         .algorithms
         .iter()
@@ -120,15 +159,32 @@ pub async fn verify(
     validation.leeway = LEEWAY_SECONDS;
     validation.validate_nbf = true;
     validation.set_issuer(&[config.issuer.as_str()]);
-    let mut accepted: Vec<&str> = audiences.iter().map(String::as_str).collect();
-    accepted.extend(config.audiences.iter().map(String::as_str));
+    let accepted: Vec<&str> = match expect {
+        Expect::Access { audiences } => audiences
+            .iter()
+            .chain(&config.audiences)
+            .map(String::as_str)
+            .collect(),
+        Expect::IdToken { client_id, .. } => vec![client_id],
+    };
     validation.set_audience(&accepted);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
         .map_err(|e| JwtError::Rejected(format!("{:?}", e.kind())))?
         .claims;
 
-    if !config.required_scopes.is_empty() {
+    if let Expect::IdToken { nonce, .. } = expect {
+        let got = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !crate::crypto::constant_time_eq(got.as_bytes(), nonce.as_bytes()) {
+            return Err(JwtError::Rejected(
+                "the ID token's nonce is not this sign-in's".into(),
+            ));
+        }
+    }
+    if matches!(expect, Expect::Access { .. }) && !config.required_scopes.is_empty() {
         let mut granted = strings(claims.get("scope"));
         granted.extend(strings(claims.get("scp")));
         if !config.required_scopes.iter().all(|s| granted.contains(s)) {

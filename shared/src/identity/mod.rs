@@ -392,6 +392,42 @@ impl Authenticator {
         self.authenticate_key(token).await
     }
 
+    /// Verifies the ID token of a console sign-in at `issuer` by its console client
+    /// `client_id` with the sign-in's `nonce` ([`jwt::Expect::IdToken`]): the principal it
+    /// names, mapped exactly as that provider's access tokens are.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Principal, AuthError> {
+        let Some(verifier) = &self.jwt else {
+            return Err(AuthError::Invalid);
+        };
+        let expect = jwt::Expect::IdToken {
+            issuer,
+            client_id,
+            nonce,
+        };
+        match jwt::verify_as(
+            &verifier.providers,
+            &verifier.http,
+            token,
+            expect,
+            &self.admin_emails,
+        )
+        .await
+        {
+            Ok(p) => Ok(p),
+            Err(jwt::JwtError::Store(e)) => Err(AuthError::Store(e)),
+            Err(e) => {
+                tracing::info!(reason = %crate::http::error_chain(&e), "ID token refused");
+                Err(AuthError::Invalid)
+            }
+        }
+    }
+
     /// Identity provider configurations changed in this process (admin API write): forget
     /// cached ones so the change applies at once here (other processes within their TTL).
     pub fn providers_changed(&self) {

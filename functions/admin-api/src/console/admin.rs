@@ -1,0 +1,611 @@
+//! `/console/admin/...`: the admin pages. Every list and form is the admin API's: a
+//! document is edited as the JSON the API takes (the API's own examples and validation
+//! messages apply), created with POST, saved with PUT, deleted with DELETE, all in-process
+//! as the signed-in admin.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use mcpgw::state::AppState;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Form;
+use super::api::{self, seg};
+use super::html::{self, Page, button_form, csrf_field, escape, message};
+use super::session::Console;
+
+/// A document kind of the admin API.
+struct Kind {
+    slug: &'static str,
+    title: &'static str,
+    api: &'static str,
+    list_key: &'static str,
+    /// What the create form starts with.
+    example: &'static str,
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        slug: "servers",
+        title: "Servers",
+        api: "/admin/servers",
+        list_key: "servers",
+        example: "{\n  \"name\": \"notes\",\n  \"url\": \"https://mcp.example.com/mcp\",\n  \"auth\": {\"type\": \"none\"}\n}",
+    },
+    Kind {
+        slug: "server-groups",
+        title: "Server groups",
+        api: "/admin/server-groups",
+        list_key: "server_groups",
+        example: "{\n  \"name\": \"engineering\",\n  \"servers\": [\"notes\"],\n  \"members\": {\"users\": [\"alice@example.com\"], \"teams\": []}\n}",
+    },
+    Kind {
+        slug: "teams",
+        title: "Teams",
+        api: "/admin/teams",
+        list_key: "teams",
+        example: "{\n  \"name\": \"eng\",\n  \"members\": [\"alice@example.com\"],\n  \"idp_groups\": [\"engineering\"]\n}",
+    },
+    Kind {
+        slug: "virtual-servers",
+        title: "Virtual servers",
+        api: "/admin/virtual-servers",
+        list_key: "virtual_servers",
+        example: "{\n  \"name\": \"toolbox\",\n  \"tools\": [{\"server\": \"notes\", \"tool\": \"search\"}],\n  \"members\": {\"everyone\": true}\n}",
+    },
+    Kind {
+        slug: "identity-providers",
+        title: "Identity providers",
+        api: "/admin/identity-providers",
+        list_key: "identity_providers",
+        example: "{\n  \"name\": \"corp\",\n  \"issuer\": \"https://login.example.com\",\n  \"admin_groups\": [\"mcp-admins\"]\n}",
+    },
+];
+
+fn kind(slug: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.slug == slug)
+}
+
+fn unknown(console: &Console) -> Response {
+    Page::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        message("error", "There is no such admin page."),
+    )
+    .with_nav(console.nav())
+    .render(&console.base)
+}
+
+/// Fixed texts for `?done=`.
+fn done_text(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "created" => "Created.",
+        "saved" => "Saved.",
+        "deleted" => "Deleted.",
+        "revoked" => "Connection revoked.",
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize, Default)]
+pub struct Done {
+    done: Option<String>,
+}
+
+fn admin_page(console: &Console, status: StatusCode, title: &str, body: String) -> Response {
+    Page::new(status, title, body)
+        .with_nav(console.nav())
+        .render(&console.base)
+}
+
+pub async fn index(console: Console) -> Response {
+    if let Err(r) = console.require_admin() {
+        return r;
+    }
+    let b = &console.base;
+    let mut body = String::from("<ul id=\"admin-links\">");
+    for k in KINDS {
+        body.push_str(&format!(
+            "<li><a id=\"admin-{s}\" href=\"{b}/console/admin/{s}\">{t}</a></li>",
+            s = k.slug,
+            t = k.title
+        ));
+    }
+    body.push_str(&format!(
+        "<li><a id=\"admin-catalog\" href=\"{b}/console/admin/catalog\">What would this user see</a></li>\
+         <li><a id=\"admin-connections\" href=\"{b}/console/admin/connections\">Everyone's connections</a></li></ul>"
+    ));
+    admin_page(&console, StatusCode::OK, "Admin", body)
+}
+
+/// A document as the edit form shows it: what the API takes back (its timestamps are its own).
+fn editable(mut doc: Value) -> String {
+    if let Some(o) = doc.as_object_mut() {
+        for k in ["created_at", "updated_at", "warnings"] {
+            o.remove(k);
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// One line saying what a document is.
+fn summary(doc: &Value) -> String {
+    if let Some(d) = doc["description"].as_str() {
+        return d.to_owned();
+    }
+    for k in ["url", "issuer"] {
+        if let Some(v) = doc[k].as_str() {
+            return v.to_owned();
+        }
+    }
+    let names = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .or_else(|| x["tool"].as_str().map(str::to_owned))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    if doc["servers"].is_array() {
+        return format!("servers: {}", names(&doc["servers"]));
+    }
+    if doc["tools"].is_array() {
+        return format!("tools: {}", names(&doc["tools"]));
+    }
+    if doc["members"].is_array() {
+        return format!("members: {}", names(&doc["members"]));
+    }
+    String::new()
+}
+
+async fn list_page(
+    console: &Console,
+    state: &AppState,
+    k: &Kind,
+    status: StatusCode,
+    note: Option<String>,
+    draft: Option<&str>,
+) -> Response {
+    let b = &console.base;
+    let a = api::call(state, &console.principal, Method::GET, k.api, None).await;
+    let mut body = note.unwrap_or_default();
+    if !a.ok() {
+        body.push_str(&message("error", &a.message()));
+    }
+    body.push_str(
+        "<table id=\"items\"><thead><tr><th>Name</th><th>Summary</th><th></th></tr></thead><tbody>",
+    );
+    for item in a.body[k.list_key].as_array().into_iter().flatten() {
+        let name = item["name"].as_str().unwrap_or_default();
+        body.push_str(&format!(
+            "<tr id=\"item-{n}\" data-name=\"{n}\"><td><strong>{n}</strong></td><td>{s}</td>\
+             <td><a class=\"edit\" href=\"{b}/console/admin/{slug}/{q}\">Edit</a></td></tr>",
+            n = escape(name),
+            s = escape(&summary(item)),
+            q = seg(name),
+            slug = k.slug,
+        ));
+    }
+    body.push_str("</tbody></table>");
+    body.push_str(&format!(
+        "<h2>Create</h2><form id=\"create\" method=\"post\" action=\"{b}/console/admin/{slug}\">{csrf}\
+         <label for=\"doc\">The document, as the admin API takes it (<code>POST {api}</code>)</label>\
+         <textarea id=\"doc\" name=\"doc\" spellcheck=\"false\">{doc}</textarea>\
+         <p><button type=\"submit\" id=\"create-submit\">Create</button></p></form>",
+        slug = k.slug,
+        csrf = csrf_field(&console.csrf),
+        api = k.api,
+        doc = escape(draft.unwrap_or(k.example)),
+    ));
+    admin_page(console, status, k.title, body)
+}
+
+pub async fn list(
+    console: Console,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Query(d): Query<Done>,
+) -> Response {
+    if let Err(r) = console.require_admin() {
+        return r;
+    }
+    let Some(k) = kind(&slug) else {
+        return unknown(&console);
+    };
+    let note = done_text(d.done.as_deref()).map(|t| message("notice", t));
+    list_page(&console, &state, k, StatusCode::OK, note, None).await
+}
+
+/// The form's document, parsed; a page saying why not otherwise.
+fn parse_doc(form: &Form) -> Result<Value, String> {
+    let raw = form.get("doc").unwrap_or_default();
+    serde_json::from_str::<Value>(raw)
+        .map_err(|e| format!("The document is not valid JSON: {e}"))
+        .and_then(|v| {
+            if v.is_object() {
+                Ok(v)
+            } else {
+                Err("The document must be a JSON object.".into())
+            }
+        })
+}
+
+/// Warnings the API attached to a successful write (tool names it could not check).
+fn warnings(a: &api::Answer) -> Option<String> {
+    let w: Vec<&str> = a.body["warnings"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!w.is_empty()).then(|| w.join("; "))
+}
+
+pub async fn create(
+    console: Console,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    form: Form,
+) -> Response {
+    if let Err(r) = console
+        .require_admin()
+        .and_then(|_| console.check_csrf(&form))
+    {
+        return r;
+    }
+    let Some(k) = kind(&slug) else {
+        return unknown(&console);
+    };
+    let draft = form.get("doc");
+    let doc = match parse_doc(&form) {
+        Ok(d) => d,
+        Err(e) => {
+            return list_page(
+                &console,
+                &state,
+                k,
+                StatusCode::BAD_REQUEST,
+                Some(message("error", &e)),
+                draft,
+            )
+            .await;
+        }
+    };
+    let a = api::call(&state, &console.principal, Method::POST, k.api, Some(&doc)).await;
+    if !a.ok() {
+        let note = Some(message("error", &a.message()));
+        return list_page(&console, &state, k, a.status, note, draft).await;
+    }
+    if let Some(w) = warnings(&a) {
+        let note = Some(message("notice", &format!("Created, with warnings: {w}")));
+        return list_page(&console, &state, k, StatusCode::CREATED, note, None).await;
+    }
+    html::see_other(
+        &format!("{}/console/admin/{}?done=created", console.base, k.slug),
+        &[],
+    )
+}
+
+async fn edit_page(
+    console: &Console,
+    state: &AppState,
+    k: &Kind,
+    name: &str,
+    status: StatusCode,
+    note: Option<String>,
+    draft: Option<&str>,
+) -> Response {
+    let b = &console.base;
+    let path = format!("{}/{}", k.api, seg(name));
+    let mut body = note.unwrap_or_default();
+    let doc = match draft {
+        Some(d) => d.to_owned(),
+        None => {
+            let a = api::call(state, &console.principal, Method::GET, &path, None).await;
+            if !a.ok() {
+                body.push_str(&message("error", &a.message()));
+                return admin_page(console, a.status, k.title, body);
+            }
+            editable(a.body)
+        }
+    };
+    let action = format!("{b}/console/admin/{}/{}", k.slug, seg(name));
+    body.push_str(&format!(
+        "<h2>{n}</h2><form id=\"edit\" method=\"post\" action=\"{action}\">{csrf}\
+         <label for=\"doc\">The document (<code>PUT {api}/{n}</code>)</label>\
+         <textarea id=\"doc\" name=\"doc\" spellcheck=\"false\">{doc}</textarea>\
+         <p><button type=\"submit\" id=\"save\">Save</button></p></form>{delete}\
+         <p><a href=\"{b}/console/admin/{slug}\">Back to {title}</a></p>",
+        n = escape(name),
+        csrf = csrf_field(&console.csrf),
+        api = k.api,
+        doc = escape(&doc),
+        delete = button_form(
+            "delete",
+            &format!("{action}/delete"),
+            &console.csrf,
+            "Delete",
+            "danger"
+        ),
+        slug = k.slug,
+        title = k.title.to_lowercase(),
+    ));
+    admin_page(console, status, k.title, body)
+}
+
+pub async fn edit(
+    console: Console,
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+    Query(d): Query<Done>,
+) -> Response {
+    if let Err(r) = console.require_admin() {
+        return r;
+    }
+    let Some(k) = kind(&slug) else {
+        return unknown(&console);
+    };
+    let note = done_text(d.done.as_deref()).map(|t| message("notice", t));
+    edit_page(&console, &state, k, &name, StatusCode::OK, note, None).await
+}
+
+pub async fn save(
+    console: Console,
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = console
+        .require_admin()
+        .and_then(|_| console.check_csrf(&form))
+    {
+        return r;
+    }
+    let Some(k) = kind(&slug) else {
+        return unknown(&console);
+    };
+    let draft = form.get("doc");
+    let doc = match parse_doc(&form) {
+        Ok(d) => d,
+        Err(e) => {
+            return edit_page(
+                &console,
+                &state,
+                k,
+                &name,
+                StatusCode::BAD_REQUEST,
+                Some(message("error", &e)),
+                draft,
+            )
+            .await;
+        }
+    };
+    let path = format!("{}/{}", k.api, seg(&name));
+    let a = api::call(&state, &console.principal, Method::PUT, &path, Some(&doc)).await;
+    if !a.ok() {
+        let note = Some(message("error", &a.message()));
+        return edit_page(&console, &state, k, &name, a.status, note, draft).await;
+    }
+    if let Some(w) = warnings(&a) {
+        let note = Some(message("notice", &format!("Saved, with warnings: {w}")));
+        return edit_page(&console, &state, k, &name, StatusCode::OK, note, None).await;
+    }
+    html::see_other(
+        &format!(
+            "{}/console/admin/{}/{}?done=saved",
+            console.base,
+            k.slug,
+            seg(&name)
+        ),
+        &[],
+    )
+}
+
+pub async fn delete(
+    console: Console,
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = console
+        .require_admin()
+        .and_then(|_| console.check_csrf(&form))
+    {
+        return r;
+    }
+    let Some(k) = kind(&slug) else {
+        return unknown(&console);
+    };
+    let path = format!("{}/{}", k.api, seg(&name));
+    let a = api::call(&state, &console.principal, Method::DELETE, &path, None).await;
+    if !a.ok() {
+        let note = Some(message("error", &a.message()));
+        return edit_page(&console, &state, k, &name, a.status, note, None).await;
+    }
+    html::see_other(
+        &format!("{}/console/admin/{}?done=deleted", console.base, k.slug),
+        &[],
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct WhatIf {
+    user: Option<String>,
+    groups: Option<String>,
+}
+
+/// "What would this user see": the effective catalog of a user with a set of IdP groups.
+pub async fn catalog(
+    console: Console,
+    State(state): State<AppState>,
+    Query(q): Query<WhatIf>,
+) -> Response {
+    if let Err(r) = console.require_admin() {
+        return r;
+    }
+    let b = &console.base;
+    let user = q.user.as_deref().map(str::trim).unwrap_or_default();
+    let groups = q.groups.as_deref().map(str::trim).unwrap_or_default();
+    let mut body = format!(
+        "<form id=\"whatif\" method=\"get\" action=\"{b}/console/admin/catalog\">\
+         <label>User <input type=\"text\" id=\"whatif-user\" name=\"user\" value=\"{u}\" required></label> \
+         <label>IdP groups (comma-separated) <input type=\"text\" id=\"whatif-groups\" name=\"groups\" value=\"{g}\"></label> \
+         <button type=\"submit\" id=\"whatif-submit\">Show</button></form>",
+        u = escape(user),
+        g = escape(groups),
+    );
+    let mut status = StatusCode::OK;
+    if !user.is_empty() {
+        let mut path = format!("/admin/users/{}/catalog", seg(user));
+        if !groups.is_empty() {
+            path.push_str("?groups=");
+            path.push_str(
+                &url::form_urlencoded::byte_serialize(groups.as_bytes()).collect::<String>(),
+            );
+        }
+        let a = api::call(&state, &console.principal, Method::GET, &path, None).await;
+        if !a.ok() {
+            status = a.status;
+            body.push_str(&message("error", &a.message()));
+        } else {
+            let teams: Vec<&str> = a.body["teams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            body.push_str(&format!(
+                "<p id=\"whatif-teams\">Teams: {}</p>",
+                if teams.is_empty() {
+                    "none".to_owned()
+                } else {
+                    escape(&teams.join(", "))
+                }
+            ));
+            let endpoints = a.body["endpoints"].as_array().cloned().unwrap_or_default();
+            if endpoints.is_empty() {
+                body.push_str("<p id=\"whatif-nothing\">This user can use no endpoint.</p>");
+            } else {
+                body.push_str("<table id=\"catalog\"><thead><tr><th>Endpoint</th><th>Kind</th><th>Tools</th></tr></thead><tbody>");
+                for e in &endpoints {
+                    let name = e["name"].as_str().unwrap_or_default();
+                    let tools: Vec<String> = e["tools"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t["name"].as_str().map(escape))
+                        .collect();
+                    let mut cell = tools.join(", ");
+                    if let Some(err) = e["error"].as_str() {
+                        cell.push_str(&format!("<br><span class=\"muted\">{}</span>", escape(err)));
+                    }
+                    body.push_str(&format!(
+                        "<tr id=\"endpoint-{n}\" data-endpoint=\"{n}\"><td>{n}</td><td>{k}</td><td>{cell}</td></tr>",
+                        n = escape(name),
+                        k = escape(e["kind"].as_str().unwrap_or_default()),
+                    ));
+                }
+                body.push_str("</tbody></table>");
+            }
+        }
+    }
+    admin_page(&console, status, "What would this user see", body)
+}
+
+/// Everyone's per-user connections, with revoke.
+pub async fn grants(
+    console: Console,
+    State(state): State<AppState>,
+    Query(d): Query<Done>,
+) -> Response {
+    if let Err(r) = console.require_admin() {
+        return r;
+    }
+    grants_page(
+        &console,
+        &state,
+        StatusCode::OK,
+        done_text(d.done.as_deref()).map(|t| message("notice", t)),
+    )
+    .await
+}
+
+async fn grants_page(
+    console: &Console,
+    state: &AppState,
+    status: StatusCode,
+    note: Option<String>,
+) -> Response {
+    let b = &console.base;
+    let a = api::call(
+        state,
+        &console.principal,
+        Method::GET,
+        "/admin/connections",
+        None,
+    )
+    .await;
+    let mut body = note.unwrap_or_default();
+    if !a.ok() {
+        body.push_str(&message("error", &a.message()));
+    }
+    if a.body["truncated"] == true {
+        body.push_str(&message(
+            "notice",
+            "Only the first 1000 connections are shown.",
+        ));
+    }
+    body.push_str("<table id=\"grants\"><thead><tr><th>User</th><th>Server</th><th>Status</th><th>Access token expires</th><th>Last refresh</th><th>Last error</th><th></th></tr></thead><tbody>");
+    for g in a.body["connections"].as_array().into_iter().flatten() {
+        let text = |k: &str| escape(g[k].as_str().unwrap_or("—"));
+        let user = g["user"].as_str().unwrap_or_default();
+        let server = g["server"].as_str().unwrap_or_default();
+        body.push_str(&format!(
+            "<tr data-user=\"{u}\" data-server=\"{s}\"><td>{u}</td><td>{s}</td><td class=\"status\">{st}</td><td>{exp}</td><td>{lr}</td><td>{le}</td>\
+             <td><form class=\"revoke inline\" method=\"post\" action=\"{b}/console/admin/connections/revoke\">{csrf}\
+             <input type=\"hidden\" name=\"user\" value=\"{u}\"><input type=\"hidden\" name=\"server\" value=\"{s}\">\
+             <button type=\"submit\" class=\"danger\">Revoke</button></form></td></tr>",
+            u = escape(user),
+            s = escape(server),
+            st = text("status"),
+            exp = text("expires_at"),
+            lr = text("last_refresh_at"),
+            le = text("last_error"),
+            csrf = csrf_field(&console.csrf),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    admin_page(console, status, "Everyone's connections", body)
+}
+
+pub async fn revoke(console: Console, State(state): State<AppState>, form: Form) -> Response {
+    if let Err(r) = console
+        .require_admin()
+        .and_then(|_| console.check_csrf(&form))
+    {
+        return r;
+    }
+    let user = form.get("user").unwrap_or_default();
+    let server = form.get("server").unwrap_or_default();
+    let path = format!("/admin/users/{}/connections/{}", seg(user), seg(server));
+    let a = api::call(&state, &console.principal, Method::DELETE, &path, None).await;
+    if !a.ok() {
+        return grants_page(
+            &console,
+            &state,
+            a.status,
+            Some(message("error", &a.message())),
+        )
+        .await;
+    }
+    html::see_other(
+        &format!("{}/console/admin/connections?done=revoked", console.base),
+        &[],
+    )
+}
