@@ -5,7 +5,7 @@
 #
 # 1. installs the pinned test peers once into a cache outside the repo (skipped when present),
 # 2. starts moto, server-everything, the Python echo and conformance MCP servers and an OIDC
-#    provider on free loopback ports,
+#    provider on free loopback ports (and installs Debian's chromium for the browser tests),
 # 3. lints infra/template.yaml (cfn-lint, sam validate --lint), then `cargo test --workspace`,
 # 4. stops every process it started, whatever happens (failure, Ctrl-C).
 #
@@ -18,6 +18,8 @@ CACHE=${MCPGW_CACHE:-$HOME/.cache/mcp-gateway}
 # A shared target dir outside the repo: a warm build cache across clones and worktrees.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 export MCPGW_CACHE=$CACHE
+# Test artifacts kept after the run (the console's browser screenshots), outside the clone.
+export MCPGW_ARTIFACTS=${MCPGW_ARTIFACTS:-$CACHE/artifacts}
 
 # peers_setup / peers_start / peers_stop. Sourced rather than executed so the peers are this
 # shell's children: the EXIT trap below can then stop and reap them.
@@ -109,4 +111,5 @@ step "lint infra/template.yaml" "$ROOT/scripts/lint-infra.sh"
 # --no-fail-fast: run every test binary even when an earlier one fails.
 step "cargo test --workspace" cargo test --workspace --no-fail-fast "$@"
 
+echo "==> browser screenshots: $MCPGW_ARTIFACTS"
 [ ${#FAILED[@]} -eq 0 ]

@@ -21,6 +21,7 @@
 // - resource indicators (RFC 8707): the access token is a JWT (RS256, with kid) whose `aud` is
 //   the requested `resource`; it also carries `email` = <account>@example.com and `groups`
 //   (alice: eng, mcp-admins; bob: sales; anyone else: none)
+// - ID tokens carry the claims of the scopes asked for (email, groups), for console sign-in
 // - /interaction/{uid} logs in the `login_hint` (default "test-user") and grants what was asked
 //
 // Files written to OIDC_KEYS_DIR, so tests can mint tokens of their own:
@@ -61,7 +62,7 @@ const CLIENT_ID = process.env.OIDC_CLIENT_ID || 'mcpgw-test';
 const CLIENT_SECRET = process.env.OIDC_CLIENT_SECRET || 'mcpgw-test-secret';
 const REDIRECT = process.env.OIDC_REDIRECT || 'http://127.0.0.1:9/callback';
 const ACCESS_TTL = Number(process.env.OIDC_ACCESS_TTL || 600);
-const SCOPES = ['openid', 'profile', 'email', 'offline_access', 'mcp:read', 'mcp:write'];
+const SCOPES = ['openid', 'profile', 'email', 'groups', 'offline_access', 'mcp:read', 'mcp:write'];
 // An authorization request without scope is refused by oidc-provider; MCP clients may send
 // none (when the resource lists no scopes), so such requests get this one.
 const DEFAULT_SCOPE = 'mcp:read';
@@ -109,6 +110,9 @@ const provider = new Provider(ISSUER, {
   scopes: SCOPES,
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   pkce: { required: () => true },
+  // The claims of the scopes asked for go into the ID token too (the console's sign-in reads
+  // email and groups there, as at IdPs configured to emit them), not only into userinfo.
+  conformIdTokenClaims: false,
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   ttl: {
     AccessToken: ACCESS_TTL,

@@ -751,6 +751,17 @@ const ROUTES: &[Route] = &[
         pattern: "/me/{proxy+}",
         function: "admin-api",
     },
+    // The web console, like `/me`: the bare path and everything under it.
+    Route {
+        methods: &[],
+        pattern: "/console",
+        function: "admin-api",
+    },
+    Route {
+        methods: &[],
+        pattern: "/console/{proxy+}",
+        function: "admin-api",
+    },
     Route {
         methods: &["GET"],
         pattern: "/healthz",
@@ -1752,6 +1763,14 @@ mod tests {
             match_route("GET", "/oauth/callback/x").unwrap().function,
             "oauth-callback"
         );
+        // The console's pages and forms reach the admin function.
+        for (method, path) in [
+            ("GET", "/console"),
+            ("GET", "/console/login"),
+            ("POST", "/console/admin/server-groups"),
+        ] {
+            assert_eq!(match_route(method, path).unwrap().function, "admin-api");
+        }
         // GET /me (who am I) and its sub-resources both reach the admin API.
         let m = match_route("GET", "/me").unwrap();
         assert_eq!((m.function, m.pattern), ("admin-api", "/me"));

@@ -5,8 +5,10 @@
 //! Peers are started by `scripts/test-all.sh`, which exports their addresses (see
 //! `mcpgw::testing`). Run everything with `scripts/test-all.sh`.
 
+pub mod browser;
 pub mod lambda;
 pub mod mcp;
+pub mod oauth_peers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

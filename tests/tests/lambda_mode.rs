@@ -329,6 +329,59 @@ async fn rest_walkthrough(stack: &LambdaStack, p: &Peers) -> String {
     api_key
 }
 
+/// The web console through the REST API (stage prefix, cookies in multi-value headers) in
+/// headless Chromium: the admin signs in with the admin key and edits a server through the
+/// admin pages; the walk-through's user signs in with their key and sees their endpoints.
+async fn console(stack: &LambdaStack, api_key: &str) {
+    let _t = Step::start("console in a browser through the REST API");
+    let base = &stack.rest.base;
+    let sign_in = |key: &str| {
+        vec![
+            json!({"goto": format!("{base}/console")}),
+            json!({"url": true, "as": "login_url"}),
+            json!({"fill": "#key", "value": key}),
+            json!({"click": "#key-submit", "navigates": true}),
+            json!({"url": true, "as": "home"}),
+            json!({"text": "#whoami", "as": "whoami"}),
+            json!({"count": "#nav-admin", "as": "admin_links"}),
+        ]
+    };
+    let mut steps = sign_in(&stack.aws.admin_key);
+    steps.extend([
+        json!({"screenshot": "01-admin-home"}),
+        json!({"click": "#nav-admin", "navigates": true}),
+        json!({"click": "#admin-servers", "navigates": true}),
+        json!({"count": "#item-everything", "as": "everything"}),
+        json!({"screenshot": "02-servers"}),
+        json!({"click": "#item-echo a.edit", "navigates": true}),
+        json!({"click": "#save", "navigates": true}),
+        json!({"text": "#flash", "as": "saved"}),
+        json!({"screenshot": "03-server-saved"}),
+    ]);
+    let seen = e2e::browser::run("lambda-console", json!(steps))
+        .await
+        .unwrap();
+    let v = &seen["values"];
+    assert_eq!(v["login_url"], format!("{base}/console/login"), "{v}");
+    assert_eq!(v["home"], format!("{base}/console"), "{v}");
+    assert_eq!(v["admin_links"], 1, "{v}");
+    assert_eq!(v["everything"], 1, "{v}");
+    assert_eq!(v["saved"], "Saved.", "{v}");
+
+    let mut steps = sign_in(api_key);
+    steps.extend([
+        json!({"count": "#endpoints tbody tr", "as": "endpoints"}),
+        json!({"count": "#row-everything", "as": "everything"}),
+        json!({"screenshot": "04-user-home"}),
+    ]);
+    let seen = e2e::browser::run("lambda-console", json!(steps))
+        .await
+        .unwrap();
+    let v = &seen["values"];
+    assert_eq!(v["admin_links"], 0, "{v}");
+    assert_eq!(v["everything"], 1, "{v}");
+}
+
 /// The same through the HTTP API (payload 2.0, buffered).
 async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
     let _t = Step::start("HTTP API walk-through");
@@ -831,6 +884,9 @@ async fn lambda_mode_end_to_end() {
     raw_fixtures(&stack, &p).await;
     let api_key = rest_walkthrough(&stack, &p).await;
     http_walkthrough(&stack, &api_key).await;
+    if e2e::browser::available() {
+        console(&stack, &api_key).await;
+    }
     if let Some(oidc) = &p.oidc {
         idp_tokens(&stack, oidc).await;
         scheduled_refresh(&stack, oidc).await;

@@ -1,0 +1,85 @@
+//! Per-user OAuth2 peers a test controls itself: its own `oidc-provider` (token lifetime and
+//! options chosen by the test) and the JWT-protected Python MCP server trusting it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub async fn wait_ready(url: &str, what: &str) -> Result<()> {
+    for _ in 0..150 {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().as_u16() < 500)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not start at {url}")
+}
+
+pub struct Peers {
+    pub issuer: String,
+    pub upstream: String,
+    /// Killed when the test ends (`kill_on_drop`).
+    _children: Vec<tokio::process::Child>,
+    _keys: tempfile::TempDir,
+}
+
+/// Starts the provider (access tokens living `access_ttl` seconds, `provider_env` on top)
+/// and the protected server; `None` when the peers' toolchain is not set up.
+pub async fn start(access_ttl: &str, provider_env: &[(&str, &str)]) -> Result<Option<Peers>> {
+    mcpgw::crypto::install_tls_provider();
+    let (Some(python), Some(node_modules)) = (
+        mcpgw::testing::peer_url("MCPGW_TEST_PYTHON"),
+        mcpgw::testing::peer_url("MCPGW_TEST_NODE_MODULES"),
+    ) else {
+        return Ok(None);
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let keys = tempfile::tempdir()?;
+    let (oidc_port, up_port) = (free_port()?, free_port()?);
+    let issuer = format!("http://127.0.0.1:{oidc_port}");
+    let oidc = tokio::process::Command::new("node")
+        .arg(root.join("peers/oidc_provider.mjs"))
+        .arg(oidc_port.to_string())
+        .env("OIDC_KEYS_DIR", keys.path())
+        .env("OIDC_ACCESS_TTL", access_ttl)
+        .env("MCPGW_TEST_NODE_MODULES", &node_modules)
+        .envs(provider_env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting oidc-provider")?;
+    let up = tokio::process::Command::new(&python)
+        .arg(root.join("peers/protected_server.py"))
+        .args([up_port.to_string(), issuer.clone()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the protected server")?;
+    wait_ready(
+        &format!("{issuer}/.well-known/openid-configuration"),
+        "oidc-provider",
+    )
+    .await?;
+    let upstream = format!("http://127.0.0.1:{up_port}/mcp");
+    wait_ready(
+        &format!("http://127.0.0.1:{up_port}/.well-known/oauth-protected-resource/mcp"),
+        "the protected server",
+    )
+    .await?;
+    Ok(Some(Peers {
+        issuer,
+        upstream,
+        _children: vec![oidc, up],
+        _keys: keys,
+    }))
+}
