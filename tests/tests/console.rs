@@ -479,3 +479,78 @@ async fn forged_forms_outsiders_tampered_cookies_and_markup_are_refused_or_inert
     assert_eq!(body.unwrap(), "/console/login");
     Ok(())
 }
+
+/// A `per_user_token` server: the user sets a token in the console (never shown back), the
+/// upstream receives it in the server's header, and the user removes it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_sets_and_removes_a_per_user_token_in_the_browser() -> Result<()> {
+    if !e2e::browser::available() {
+        return Ok(());
+    }
+    let Some(echo) = mcpgw::testing::peer_url("MCPGW_TEST_ECHO_URL") else {
+        return Ok(());
+    };
+    let gw = TestGateway::start(StoreKind::Sqlite, &[]).await?;
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": "tracker", "url": echo,
+                "auth": {"type": "per_user_token", "header": "Authorization", "format": "token {token}"}})),
+        )
+        .await?;
+    ensure!(s == 201, "{s} {body}");
+    gw.admit_everyone("everyone", &["tracker"]).await?;
+    let key = gw.user_key("erin@example.com").await?;
+    let token = format!("erin-{}", mcpgw::crypto::random_token(12));
+    let seen = browser(
+        "token",
+        json!([
+            {"goto": format!("{}/console/login", gw.base)},
+            {"fill": "#key", "value": key},
+            {"click": "#key-submit", "navigates": true},
+            {"text": "#row-tracker td.status", "as": "before"},
+            {"text": "#row-tracker td.auth", "as": "auth"},
+            {"screenshot": "01-no-token"},
+            {"fill": "#token-tracker input[name=token]", "value": token},
+            {"click": "#token-tracker button", "navigates": true},
+            {"text": "#flash", "as": "saved"},
+            {"text": "#row-tracker td.status", "as": "after"},
+            {"html": true, "as": "page"},
+            {"screenshot": "02-token-set"},
+            {"cookies": true, "as": "cookies"},
+        ]),
+    )
+    .await?;
+    let v = &seen["values"];
+    assert_eq!(v["before"], "no token", "{v}");
+    assert_eq!(v["auth"], "per_user_token", "{v}");
+    assert_eq!(v["saved"], "Token saved.", "{v}");
+    assert_eq!(v["after"], "token set", "{v}");
+    assert!(
+        !v["page"].as_str().unwrap().contains(&token),
+        "the token is never shown back"
+    );
+    // the upstream receives erin's token in the server's header and format
+    let out =
+        e2e::python_mcp_call(&gw.mcp_url("tracker"), &key, "whoami", json!({}), "auto").await?;
+    assert!(out.to_string().contains(&format!("token {token}")), "{out}");
+
+    let cookie = session_cookie(&seen)?;
+    let seen = browser(
+        "token",
+        json!([
+            {"set_cookie": {"name": "mcpgw_console", "value": cookie["value"], "url": gw.base}},
+            {"goto": format!("{}/console", gw.base)},
+            {"click": "#clear-token-tracker button", "navigates": true},
+            {"text": "#flash", "as": "cleared"},
+            {"text": "#row-tracker td.status", "as": "status"},
+            {"screenshot": "03-token-removed"},
+        ]),
+    )
+    .await?;
+    let v = &seen["values"];
+    assert_eq!(v["cleared"], "Token removed.", "{v}");
+    assert_eq!(v["status"], "no token", "{v}");
+    Ok(())
+}

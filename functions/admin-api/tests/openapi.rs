@@ -73,7 +73,18 @@ fn every_route_in_the_sources_is_documented() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut routed = BTreeSet::new();
     for entry in std::fs::read_dir(src).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        // `console/` serves the web console's HTML pages, which are not part of the JSON API
+        // this document describes (they call that API in-process).
+        if path.is_dir() {
+            assert_eq!(
+                path.file_name().unwrap(),
+                "console",
+                "a new module folder: scan it"
+            );
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
         // `.route("/path", ...)` literals, and the policy documents' `const PATH` (routed as
         // the collection and `{PATH}/{name}`)
         for (marker, item) in [
