@@ -387,6 +387,7 @@ async fn forged_forms_outsiders_tampered_cookies_and_markup_are_refused_or_inert
 
     // A tampered session cookie is refused: back to the sign-in page, nothing shown.
     let cookie = session_cookie(&seen)?;
+    let alice_session = cookie["value"].as_str().unwrap().to_owned();
     let value = cookie["value"].as_str().unwrap();
     let mut tampered: Vec<u8> = value.bytes().collect();
     let i = tampered.len() / 2;
@@ -463,7 +464,26 @@ async fn forged_forms_outsiders_tampered_cookies_and_markup_are_refused_or_inert
         .await?;
     assert_eq!(s, 404, "nothing stored");
 
-    // And without any session, the console's forms and pages send the browser to sign in.
+    // Removing the identity provider ends the sessions it signed in (alice's, untampered).
+    let (s, body) = gw
+        .admin(Method::DELETE, "/admin/identity-providers/corp", None)
+        .await?;
+    assert_eq!(s, 204, "{body}");
+    let seen = browser(
+        test,
+        json!([
+            {"set_cookie": {"name": "mcpgw_console", "value": alice_session, "url": gw.base}},
+            {"goto": format!("{}/console", gw.base)},
+            {"url": true, "as": "url"},
+            {"count": "#whoami", "as": "whoami"},
+        ]),
+    )
+    .await?;
+    let v = &seen["values"];
+    assert!(v["url"].as_str().unwrap().contains("/console/login"), "{v}");
+    assert_eq!(v["whoami"], 0, "{v}");
+
+    // Without any session, the console's forms and pages send the browser to sign in.
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

@@ -4,7 +4,7 @@
 //! - A session from an API key keeps the key itself, sealed, and authenticates it again on
 //!   every request: a revoked or expired key ends its console sessions at once.
 //! - A session from an identity-provider sign-in keeps the principal the ID token named
-//!   (email, groups, admin role), for [`SESSION_TTL`].
+//!   (email, groups, admin role), for [`SESSION_TTL`] or until the provider is removed.
 //!
 //! Every state-changing form carries the session's CSRF token, checked in constant time.
 //! The cookie is `HttpOnly`, `SameSite=Lax`, and `Secure` unless the gateway's public URL is
@@ -213,16 +213,30 @@ pub async fn open(state: &AppState, headers: &HeaderMap) -> Result<Console, NoSe
             is_admin,
             issuer,
             provider,
-        } => Principal {
-            email: Some(user.clone()),
-            user,
-            subject,
-            groups,
-            is_admin,
-            service_account: false,
-            method: AuthMethod::Jwt { issuer, provider },
-            api_key_id: None,
-        },
+        } => {
+            // A provider removed (or re-pointed) by an admin ends the sessions it signed in.
+            let providers = state
+                .auth
+                .providers()
+                .await
+                .map_err(|_| NoSession::Unavailable)?;
+            if !providers
+                .iter()
+                .any(|p| p.name == provider && p.issuer == issuer && p.console.is_some())
+            {
+                return Err(NoSession::Invalid);
+            }
+            Principal {
+                email: Some(user.clone()),
+                user,
+                subject,
+                groups,
+                is_admin,
+                service_account: false,
+                method: AuthMethod::Jwt { issuer, provider },
+                api_key_id: None,
+            }
+        }
     };
     Ok(Console {
         principal,
