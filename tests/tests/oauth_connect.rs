@@ -918,3 +918,79 @@ async fn url_eliciting_clients_are_prompted_and_their_retry_goes_through() -> Re
     );
     Ok(())
 }
+
+/// A virtual server whose member takes per-user OAuth2: a caller without a grant gets the
+/// same in-band prompt on the virtual endpoint (URL elicitation or a tool result with the
+/// link), and after connecting through it the virtual tool reaches the upstream as them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_virtual_server_prompts_for_a_members_missing_grant() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/virtual-servers",
+            Some(json!({"name": "desk", "tools": [{"server": "notes", "tool": "whoami", "alias": "who"}],
+                "members": {"everyone": true}})),
+        )
+        .await?;
+    ensure!(s == 201, "{s} {body}");
+
+    // GIVEN alice's client does not declare URL elicitation: the tool is listed, saying it
+    // needs her account, and calling it answers a tool result carrying the link
+    let mut plain = McpClient::connect(&gw.mcp_url("desk"), &fx.alice, SESSION).await?;
+    let listed = plain.tools().await?;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "who");
+    assert!(
+        listed[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Needs your own account at 'notes'"),
+        "{listed:?}"
+    );
+    let r = plain.call_tool("who", json!({})).await?;
+    let result = r.result()?;
+    assert_eq!(result["isError"], true, "{}", r.raw);
+    let text = result["content"][0]["text"].as_str().context("text")?;
+    assert!(text.contains("/oauth/connect/notes?link="), "{text}");
+
+    // AND bob's declares it: the -32042 error with the link
+    let mut eliciting = McpClient::connect_with(
+        &gw.mcp_url("desk"),
+        &fx.bob,
+        SESSION,
+        json!({"elicitation": {"url": {}}}),
+    )
+    .await?;
+    let r = eliciting.call_tool("who", json!({})).await?;
+    let error = r.error().context("expected -32042")?;
+    assert_eq!(error["code"], -32042, "{}", r.raw);
+    let link = error["data"]["elicitations"][0]["url"]
+        .as_str()
+        .context("url")?
+        .to_owned();
+
+    // WHEN bob connects through the link, THEN the same session's retry is his upstream
+    let seen = browse(&link, "", "bob").await?;
+    assert_eq!(seen["status"], 200, "{seen}");
+    let r = eliciting.call_tool("who", json!({})).await?;
+    assert!(r.result()?["isError"] != true, "{}", r.raw);
+    assert!(r.raw.contains("bob"), "{}", r.raw);
+    // AND his list now carries the upstream's own definition of the tool
+    let listed = eliciting.tools().await?;
+    assert_eq!(listed[0]["name"], "who");
+    assert!(
+        !listed[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Needs your own account"),
+        "{listed:?}"
+    );
+    // AND alice, still unconnected, still gets the prompt, never bob's token
+    let r = plain.call_tool("who", json!({})).await?;
+    assert_eq!(r.result()?["isError"], true, "{}", r.raw);
+    Ok(())
+}

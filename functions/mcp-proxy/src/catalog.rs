@@ -50,22 +50,53 @@ pub async fn upstream_for(state: &AppState, server: &str, user: &str) -> Result<
         .map_err(|e| format!("server '{server}': {}", e.message))
 }
 
+/// Why an upstream's list is missing.
+struct Failure {
+    message: String,
+    /// The caller lacks a credential of their own for it (not connected, no stored token).
+    needs_credential: bool,
+}
+
 /// The upstreams' tool lists, fetched concurrently.
 async fn lists(
     state: &AppState,
     user: &str,
     servers: &[&str],
-) -> HashMap<String, Result<Vec<Value>, String>> {
+) -> HashMap<String, Result<Vec<Value>, Failure>> {
     let fetches = servers.iter().map(|s| async move {
-        let r = match upstream_for(state, s, user).await {
-            Ok(up) => client::list_tools(&up, user)
-                .await
-                .map_err(|e| format!("server '{s}': {}", error_chain(&e))),
-            Err(e) => Err(e),
+        let failed = |message: String, needs_credential| Failure {
+            message,
+            needs_credential,
+        };
+        let r = match state.server(s).await {
+            Ok(Some(server)) => match Upstream::new(state, server, user).await {
+                Ok(up) => client::list_tools(&up, user)
+                    .await
+                    .map_err(|e| failed(format!("server '{s}': {}", error_chain(&e)), false)),
+                Err(e) => {
+                    let missing = crate::connect_prompt::Missing::from_error(&e).is_some();
+                    Err(failed(format!("server '{s}': {}", e.message), missing))
+                }
+            },
+            Ok(None) => Err(failed(format!("server '{s}' is not registered"), false)),
+            Err(e) => Err(failed(error_chain(&e), false)),
         };
         (s.to_string(), r)
     });
     join_all(fetches).await.into_iter().collect()
+}
+
+/// What a virtual server lists for a tool of a member the caller has not connected: the
+/// tool by name, so clients find it, saying how to make it work (calling it answers the
+/// connect prompt). The member's own description and schema come once it can be listed.
+fn placeholder(name: &str, server: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "description": format!(
+            "Needs your own account at '{server}': call this tool to get the link to connect it."
+        ),
+        "inputSchema": {"type": "object"},
+    })
 }
 
 /// What `user` sees on the endpoint `access` describes.
@@ -89,7 +120,7 @@ pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> En
                         })
                         .collect();
                 }
-                Some(Err(e)) => out.errors.push(e),
+                Some(Err(e)) => out.errors.push(e.message),
                 None => {}
             }
         }
@@ -105,7 +136,7 @@ pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> En
             let listed = lists(state, user, &servers).await;
             for (_, r) in listed.iter() {
                 if let Err(e) = r {
-                    out.errors.push(e.clone());
+                    out.errors.push(e.message.clone());
                 }
             }
             out.errors.sort();
@@ -116,8 +147,17 @@ pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> En
                 if access.tool(&exposed).is_none() {
                     continue;
                 }
-                let Some(Ok(tools)) = listed.get(&t.server) else {
-                    continue;
+                let tools = match listed.get(&t.server) {
+                    Some(Ok(tools)) => tools,
+                    Some(Err(f)) if f.needs_credential => {
+                        out.tools.push(VisibleTool {
+                            tool: placeholder(&exposed, &t.server),
+                            server: t.server.clone(),
+                            upstream_tool: t.tool.clone(),
+                        });
+                        continue;
+                    }
+                    _ => continue,
                 };
                 let Some(found) = tools
                     .iter()

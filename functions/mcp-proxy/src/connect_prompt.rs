@@ -125,7 +125,7 @@ pub async fn post(at: &At<'_>, missing: &Missing, value: Value) -> Option<Respon
 }
 
 /// Where the client's capabilities came from, which decides the elicitation's form.
-enum Client {
+pub(crate) enum Client {
     /// Declared at `initialize`: URL elicitation is the `-32042` error.
     Session(Value),
     /// Declared in the request's envelope: URL elicitation goes inside an `input_required`
@@ -133,7 +133,7 @@ enum Client {
     Stateless(Value),
 }
 
-const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(crate) const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// The gateway's own `initialize` result while the caller is not connected.
 fn init_result(version: &str, endpoint: &str, missing: &Missing) -> Value {
@@ -156,9 +156,6 @@ fn answer(
     endpoint: &str,
     missing: &Missing,
 ) -> Response {
-    let capabilities = match client {
-        Client::Session(c) | Client::Stateless(c) => c,
-    };
     let ok = |result: Value| axum::Json(jsonrpc::result(id, result)).into_response();
     match msg.method().unwrap_or_default() {
         "ping" => ok(json!({})),
@@ -169,39 +166,7 @@ fn answer(
         "server/discover" => ok(crate::handshakes::discover_result_from_initialize(
             &init_result(mcpgw::mcp::versions::LATEST_HANDSHAKE, endpoint, missing),
         )),
-        "tools/call" => match (&missing.url, declares_url_elicitation(capabilities)) {
-            (Some(url), true) if matches!(client, Client::Stateless(_)) => {
-                // The client retries the call once the user is done; if they have connected
-                // by then it reaches the upstream, else it gets this again. No requestState:
-                // the gateway keeps nothing between the rounds.
-                ok(json!({
-                    "resultType": "input_required",
-                    "inputRequests": {"mcpgw-connect": {
-                        "method": "elicitation/create",
-                        "params": {"mode": "url", "url": url, "message": missing.message},
-                    }},
-                }))
-            }
-            (Some(url), true) => {
-                let data = json!({"elicitations": [{
-                    "mode": "url",
-                    "elicitationId": mcpgw::crypto::random_token(16),
-                    "url": url,
-                    "message": missing.message,
-                }]});
-                axum::Json(jsonrpc::error(
-                    Some(id),
-                    URL_ELICITATION_REQUIRED,
-                    &missing.message,
-                    Some(data),
-                ))
-                .into_response()
-            }
-            _ => ok(json!({
-                "content": [{"type": "text", "text": missing.message}],
-                "isError": true,
-            })),
-        },
+        "tools/call" => tool_call(id, client, missing),
         _ => axum::Json(jsonrpc::error(
             Some(id),
             jsonrpc::INVALID_REQUEST,
@@ -209,6 +174,50 @@ fn answer(
             Some(json!({"url": missing.url})),
         ))
         .into_response(),
+    }
+}
+
+/// The answer to a `tools/call` that needs a credential of the caller's own they lack: a URL
+/// elicitation for clients that declare it (the `-32042` error in the session era, an
+/// `input_required` result in the 2026-07-28 era), else a tool result with `isError` whose
+/// text carries the link. Also used by virtual servers for a member the caller lacks.
+pub(crate) fn tool_call(id: &Value, client: &Client, missing: &Missing) -> Response {
+    let capabilities = match client {
+        Client::Session(c) | Client::Stateless(c) => c,
+    };
+    let ok = |result: Value| axum::Json(jsonrpc::result(id, result)).into_response();
+    match (&missing.url, declares_url_elicitation(capabilities)) {
+        (Some(url), true) if matches!(client, Client::Stateless(_)) => {
+            // The client retries the call once the user is done; if they have connected
+            // by then it reaches the upstream, else it gets this again. No requestState:
+            // the gateway keeps nothing between the rounds.
+            ok(json!({
+                "resultType": "input_required",
+                "inputRequests": {"mcpgw-connect": {
+                    "method": "elicitation/create",
+                    "params": {"mode": "url", "url": url, "message": missing.message},
+                }},
+            }))
+        }
+        (Some(url), true) => {
+            let data = json!({"elicitations": [{
+                "mode": "url",
+                "elicitationId": mcpgw::crypto::random_token(16),
+                "url": url,
+                "message": missing.message,
+            }]});
+            axum::Json(jsonrpc::error(
+                Some(id),
+                URL_ELICITATION_REQUIRED,
+                &missing.message,
+                Some(data),
+            ))
+            .into_response()
+        }
+        _ => ok(json!({
+            "content": [{"type": "text", "text": missing.message}],
+            "isError": true,
+        })),
     }
 }
 

@@ -49,6 +49,9 @@ struct Ctx<'a> {
     access: &'a Access,
     vs: &'a VirtualServer,
     era: Era,
+    /// What the client declared (at `initialize`, or in this request's envelope): decides
+    /// the form of a connect prompt.
+    client_capabilities: Value,
 }
 
 fn vs_of(access: &Access) -> &VirtualServer {
@@ -107,6 +110,7 @@ pub async fn post(
         access: &access,
         vs,
         era: Era::Session,
+        client_capabilities: json!({}),
     };
     if msg.is_request("initialize") {
         return initialize(&ctx, &msg).await;
@@ -115,13 +119,20 @@ pub async fn post(
         if let Some(bad) = bad_version_header(&headers, msg.id()) {
             return bad;
         }
-        if let Err(r) = session_of(&ctx, &headers).await {
-            return r;
+        match session_of(&ctx, &headers).await {
+            Ok((claims, _)) => ctx.client_capabilities = claims.client.capabilities,
+            Err(r) => return r,
         }
         return dispatch(&ctx, msg).await;
     }
     if envelope::looks_modern(&msg, &headers) {
         ctx.era = Era::Modern;
+        ctx.client_capabilities = msg
+            .params()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(crate::connect_prompt::CLIENT_CAPABILITIES))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         if msg.kind == Kind::Request
             && let Err(r) = envelope::check(&msg, &headers)
         {
@@ -396,7 +407,27 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, mut params: Value) -> Response {
             &format!("Unknown tool: {name}"),
         );
     };
-    let up = match upstream_for(ctx.state, route.server, ctx.user).await {
+    let up = match ctx.state.server(route.server).await {
+        Ok(Some(s)) => match crate::relay::Upstream::new(ctx.state, s, ctx.user).await {
+            Ok(up) => Ok(up),
+            // A member that takes the caller's own credential, which they lack: the connect
+            // prompt, exactly as on the server's own endpoint.
+            Err(e) => match crate::connect_prompt::Missing::from_error(&e) {
+                Some(missing) => {
+                    let caps = ctx.client_capabilities.clone();
+                    let client = match ctx.era {
+                        Era::Modern => crate::connect_prompt::Client::Stateless(caps),
+                        Era::Session => crate::connect_prompt::Client::Session(caps),
+                    };
+                    return crate::connect_prompt::tool_call(id, &client, &missing);
+                }
+                None => Err(e.message),
+            },
+        },
+        Ok(None) => Err(format!("server '{}' is not registered", route.server)),
+        Err(e) => Err(mcpgw::http::error_chain(&e)),
+    };
+    let up = match up {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(endpoint = %ctx.vs.name, error = %e, "virtual server upstream unavailable");
@@ -503,6 +534,7 @@ pub async fn get(
         access,
         vs: vs_of(access),
         era: Era::Session,
+        client_capabilities: json!({}),
     };
     if let Err(r) = session_of(&ctx, headers).await {
         return r;
@@ -533,6 +565,7 @@ pub async fn delete(
         access,
         vs: vs_of(access),
         era: Era::Session,
+        client_capabilities: json!({}),
     };
     let (claims, fingerprint) = match session_of(&ctx, headers).await {
         Ok(c) => c,
