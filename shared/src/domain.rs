@@ -354,6 +354,11 @@ pub struct Grant {
     /// `invalid_grant`, `refresh_failed` (`GrantError::code`); cleared by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Until when one refresher holds the grant (see `grants::tokens`): set by the write that
+    /// claims it before the refresh token is redeemed, cleared by the write of the result, so
+    /// concurrent processes never redeem the same (rotating) refresh token twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_lease_until: Option<UnixTime>,
 }
 
 /// A pending OAuth authorization: single use, expires (10 minutes by default).

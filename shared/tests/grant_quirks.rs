@@ -136,7 +136,8 @@ async fn a_refresh_without_refresh_token_keeps_the_stored_one_and_sends_scope_an
     assert_eq!(token, "AT1");
     let (g, t) = now_stored(&state).await;
     assert_eq!(t.refresh_token.as_deref(), Some("RT-original"));
-    assert_eq!(g.version, 2);
+    assert_eq!(g.version, 3, "the claim, then the refreshed tokens");
+    assert_eq!(g.refresh_lease_until, None, "the claim released");
     assert!(g.last_refresh_at.is_some() && g.last_error.is_none());
     assert!(g.refresh_at.is_some(), "still refreshable");
     // Entra refuses refreshes without scope; RFC 8707 resource on refresh too
@@ -230,11 +231,14 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
         Some("RT0"),
         "the refresh token kept"
     );
-    // A repeated failure is not written again
+    // A repeated failure is recorded the same, and its claim on the grant released
     tokens::access_token(&state, USER, &s, None)
         .await
         .unwrap_err();
-    assert_eq!(now_stored(&state).await.0.version, g.version);
+    let (again, _) = now_stored(&state).await;
+    assert_eq!(again.last_error.as_deref(), Some("upstream_error"));
+    assert_eq!(again.refresh_lease_until, None);
+    assert_eq!(again.status, GrantStatus::Active);
     // The provider recovers: the retry succeeds and clears the error
     fake.behaviour.lock().unwrap().error = None;
     assert_eq!(
@@ -276,4 +280,86 @@ async fn extra_authorization_parameters_and_scopes_reach_the_provider() {
     assert_eq!(q["resource"], "https://crm.example.com/mcp");
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["response_type"], "code");
+}
+
+/// Another process's claim on the grant (its lease until `until`), as its first write does.
+async fn claim_as_another_process(state: &AppState, until: i64) -> Grant {
+    let (mut g, _) = now_stored(state).await;
+    let seen = g.version;
+    g.version += 1;
+    g.refresh_lease_until = Some(until);
+    state
+        .store
+        .save_grant_if_version(&g, Some(seen))
+        .await
+        .unwrap();
+    g
+}
+
+#[tokio::test]
+async fn a_grant_another_process_is_refreshing_is_waited_for_not_redeemed_again() {
+    let fake = fake_provider().await;
+    let (state, _dir) = local_state(&[], &[]);
+    let s = server(&format!("{}/token", fake.url));
+    stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
+    let now = state.clock.now();
+    let claimed = claim_as_another_process(&state, now + tokens::LEASE_SECS).await;
+
+    // The sweep leaves a claimed grant alone.
+    assert!(!tokens::refresh_due(&state, &s, &claimed).await.unwrap());
+    // A call waits for the holder and uses what it writes.
+    let call = tokio::spawn({
+        let (state, s) = (state.clone(), s.clone());
+        async move { tokens::access_token(&state, USER, &s, None).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    assert!(
+        !call.is_finished(),
+        "the call waits while the grant is claimed"
+    );
+    let ring = state.keyring.get().await.unwrap();
+    let holders = TokenSet {
+        access_token: "AT-holder".into(),
+        refresh_token: Some("RT-holder".into()),
+        expires_at: Some(now + 3600),
+    };
+    let written = flow::grant_record(
+        &ring,
+        USER,
+        "crm",
+        &holders,
+        vec![],
+        Some(claimed.version),
+        now,
+    )
+    .unwrap();
+    state
+        .store
+        .save_grant_if_version(&written, Some(claimed.version))
+        .await
+        .unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), "AT-holder");
+    assert!(
+        fake.forms.lock().unwrap().is_empty(),
+        "nothing redeemed here"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_holder_died_runs_out_and_the_grant_is_refreshed() {
+    let fake = fake_provider().await;
+    let (state, _dir) = local_state(&[], &[]);
+    let s = server(&format!("{}/token", fake.url));
+    stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
+    // A holder that never writes its result: its lease ends a second from now.
+    claim_as_another_process(&state, state.clock.now() + 1).await;
+
+    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    assert_eq!(token, "AT1");
+    let forms = fake.forms.lock().unwrap().clone();
+    assert_eq!(forms.len(), 1, "redeemed once, after the lease ran out");
+    assert_eq!(field(&forms[0], "refresh_token"), Some("RT0"));
+    let (g, t) = now_stored(&state).await;
+    assert_eq!(g.refresh_lease_until, None);
+    assert_eq!(t.refresh_token.as_deref(), Some("RT1"));
 }

@@ -204,6 +204,7 @@ fn grant(user: &str, server: &str, version: u64, refresh_at: Option<i64>) -> Gra
         // Optional fields set on some versions, so round trips cover both forms.
         last_refresh_at: (version > 1).then(|| 900 + version as i64),
         last_error: (version == 2).then(|| "network_error".to_owned()),
+        refresh_lease_until: (version == 3).then(|| 1_200 + version as i64),
     }
 }
 

@@ -23,6 +23,8 @@
 //   (alice: eng, mcp-admins; bob: sales; anyone else: none)
 // - ID tokens carry the claims of the scopes asked for (email, groups), for console sign-in
 // - /interaction/{uid} logs in the `login_hint` (default "test-user") and grants what was asked
+// - every refresh rotates the refresh token; GET /_stats counts token-endpoint outcomes per
+//   grant type, so tests can check how often a refresh token was redeemed
 //
 // Files written to OIDC_KEYS_DIR, so tests can mint tokens of their own:
 //   signing-key.pem   the IdP's signing key, PKCS#8 PEM
@@ -114,6 +116,9 @@ const provider = new Provider(ISSUER, {
   // email and groups there, as at IdPs configured to emit them), not only into userinfo.
   conformIdTokenClaims: false,
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Every refresh rotates the refresh token, confidential clients' too (the default rotates
+  // only public clients'): a refresh token redeemed twice is a reuse, which revokes the grant.
+  rotateRefreshToken: () => true,
   ttl: {
     AccessToken: ACCESS_TTL,
     AuthorizationCode: 60,
@@ -170,6 +175,17 @@ for (const ev of ['grant.error', 'authorization.error', 'registration_create.err
 }
 provider.on('access_token.issued', (token) => console.log('access token issued', token.accountId, token.aud));
 
+// What the token endpoint did, per grant type, for tests that count redemptions at the
+// provider (GET /_stats): {"refresh_token": {"success": n, "error": n}, ...}.
+const stats = {};
+const count = (ctx, outcome) => {
+  const type = ctx.oidc?.params?.grant_type || 'unknown';
+  stats[type] = stats[type] || { success: 0, error: 0 };
+  stats[type][outcome] += 1;
+};
+provider.on('grant.success', (ctx) => count(ctx, 'success'));
+provider.on('grant.error', (ctx) => count(ctx, 'error'));
+
 // Approves any pending interaction: login as login_hint, then consent to everything asked.
 async function autoApprove(req, res) {
   const details = await provider.interactionDetails(req, res);
@@ -201,6 +217,9 @@ const server = http.createServer((req, res) => {
       res.statusCode = 500;
       res.end(String(e));
     });
+  } else if (req.method === 'GET' && req.url === '/_stats') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(stats));
   } else {
     callback(req, res);
   }

@@ -35,8 +35,24 @@ pub struct TestGateway {
     pub base: String,
     pub admin_key: String,
     pub state: AppState,
+    /// What another gateway needs to run on the same data ([`TestGateway::beside`]).
+    shared: Shared,
     server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+}
+
+/// The data one gateway's processes share: the data folder (its keyring file, the SQLite
+/// file) and the store's location.
+#[derive(Clone)]
+struct Shared {
+    dir: Arc<tempfile::TempDir>,
+    store: SharedStore,
+    secrets: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+enum SharedStore {
+    Sqlite,
+    Dynamo { endpoint: String, table: String },
 }
 
 impl Drop for TestGateway {
@@ -48,33 +64,58 @@ impl Drop for TestGateway {
 impl TestGateway {
     /// Starts a gateway on `store` whose local secrets are `secrets` (`MCPGW_SECRET_*` names).
     pub async fn start(store: StoreKind, secrets: &[(&str, &str)]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let admin_key = mcpgw::crypto::random_token(24);
-        let mut vars: HashMap<&str, String> = HashMap::new();
-        vars.insert("MCPGW_LISTEN", addr.to_string());
-        vars.insert("MCPGW_DATA_DIR", dir.path().display().to_string());
-        vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.clone());
-        let store: Arc<dyn Store> = match store {
-            StoreKind::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(
-                &dir.path().join("gw.sqlite3"),
-            )?),
+        let dir = Arc::new(tempfile::tempdir()?);
+        let store = match store {
+            StoreKind::Sqlite => SharedStore::Sqlite,
             StoreKind::Dynamo(endpoint) => {
                 let client =
                     aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
                 let table = mcpgw::testing::unique_name("e2e");
                 mcpgw::store::dynamo::create_table(&client, &table).await?;
-                Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table))
+                SharedStore::Dynamo { endpoint, table }
             }
         };
-        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-        let secrets = EnvSecrets::from_map(
-            secrets
+        let shared = Shared {
+            dir,
+            store,
+            secrets: secrets
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        );
+        };
+        Self::serve(shared, mcpgw::crypto::random_token(24)).await
+    }
+
+    /// Another gateway on this one's data, as a second Lambda instance or a second local
+    /// process would be: the same keyring and store, but its own connection to the store,
+    /// caches and in-process locks.
+    pub async fn beside(&self) -> Result<Self> {
+        Self::serve(self.shared.clone(), self.admin_key.clone()).await
+    }
+
+    async fn serve(shared: Shared, admin_key: String) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let dir = shared.dir.path();
+        let mut vars: HashMap<&str, String> = HashMap::new();
+        vars.insert("MCPGW_LISTEN", addr.to_string());
+        vars.insert("MCPGW_DATA_DIR", dir.display().to_string());
+        vars.insert("MCPGW_BOOTSTRAP_ADMIN_KEY", admin_key.clone());
+        let store: Arc<dyn Store> = match &shared.store {
+            SharedStore::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(
+                &dir.join("gw.sqlite3"),
+            )?),
+            SharedStore::Dynamo { endpoint, table } => {
+                let client =
+                    aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(endpoint));
+                Arc::new(mcpgw::store::dynamo::DynamoStore::new(
+                    client,
+                    table.clone(),
+                ))
+            }
+        };
+        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
+        let secrets = EnvSecrets::from_map(shared.secrets.iter().cloned().collect());
         let state = AppState::from_parts(config, store, Arc::new(secrets), Arc::new(SystemClock))?;
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
@@ -84,8 +125,8 @@ impl TestGateway {
             base: format!("http://{addr}"),
             admin_key,
             state,
+            shared,
             server,
-            _dir: dir,
         })
     }
 

@@ -32,6 +32,19 @@ pub struct Peers {
     _keys: tempfile::TempDir,
 }
 
+impl Peers {
+    /// How often the provider's token endpoint answered a refresh: (succeeded, refused).
+    pub async fn refreshes(&self) -> Result<(u64, u64)> {
+        let stats: serde_json::Value = reqwest::get(format!("{}/_stats", self.issuer))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let of = |k: &str| stats["refresh_token"][k].as_u64().unwrap_or(0);
+        Ok((of("success"), of("error")))
+    }
+}
+
 /// Starts the provider (access tokens living `access_ttl` seconds, `provider_env` on top)
 /// and the protected server; `None` when the peers' toolchain is not set up.
 pub async fn start(access_ttl: &str, provider_env: &[(&str, &str)]) -> Result<Option<Peers>> {

@@ -522,7 +522,8 @@ async fn scheduled_refresh(stack: &LambdaStack, oidc: &OidcPeer) {
         stack.buffered.log_tail(40)
     );
     let after = store.get_grant(user, "notes-oauth").await.unwrap().unwrap();
-    assert_eq!(after.version, 2);
+    assert_eq!(after.version, 3, "the refresher's claim, then its result");
+    assert_eq!(after.refresh_lease_until, None);
     assert!(after.last_refresh_at.is_some() && after.last_error.is_none());
     let new =
         mcpgw::grants::TokenSet::open(&ring, &after.sealed_tokens, user, "notes-oauth").unwrap();
@@ -544,7 +545,7 @@ async fn scheduled_refresh(stack: &LambdaStack, oidc: &OidcPeer) {
             .unwrap()
             .unwrap()
             .version,
-        2
+        3
     );
     // clean up: the walk-throughs that follow do not expect this server
     store.delete_grant(user, "notes-oauth").await.unwrap();

@@ -1,6 +1,6 @@
 //! Per-user OAuth2 grants end to end (issue 10, first part): a real authorization server
-//! (`oidc-provider`, short access tokens, rotating refresh tokens for the gateway's public
-//! client registered by RFC 7591) and the JWT-protected Python MCP server as the upstream.
+//! (`oidc-provider`, short access tokens, rotating refresh tokens for the client the gateway
+//! registers by RFC 7591) and the JWT-protected Python MCP server as the upstream.
 //!
 //! - without a grant, a call answers `connect_required` with a single-use connect link;
 //! - two users connect through a headless browser (the link, or their own credential): the
@@ -227,6 +227,7 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
         + 1;
     let wait = stale_at - mcpgw::clock::SystemClock.now();
     tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+    let before = fx.peers.refreshes().await?;
     let a2 = whoami(gw, &fx.alice).await?;
     assert_eq!(a2["sub"], "alice");
     assert_ne!(
@@ -238,9 +239,11 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
         .await?
         .unwrap();
     assert_eq!(
-        grant.version, 2,
-        "one refresh, written with the version check"
+        fx.peers.refreshes().await?,
+        (before.0 + 1, before.1),
+        "one refresh at the provider"
     );
+    assert!(grant.last_refresh_at.is_some() && grant.refresh_lease_until.is_none());
 
     // WHEN the scheduled sweep runs (its clock two minutes later, past the recent-write skip)
     let later = mcpgw::state::AppState::from_parts(
@@ -249,6 +252,7 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
         gw.state.secrets.clone(),
         Arc::new(Later(120)),
     )?;
+    let before = fx.peers.refreshes().await?;
     let report = token_refresh::sweep(&later).await?;
     // THEN both grants are refreshed, and a second run right after refreshes nothing
     assert_eq!(
@@ -262,8 +266,13 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
         (0, 0, 2),
         "{again:?}"
     );
+    assert_eq!(
+        fx.peers.refreshes().await?,
+        (before.0 + 2, before.1),
+        "one refresh per grant at the provider"
+    );
     let grant = store.get_grant("bob@example.com", "notes").await?.unwrap();
-    assert_eq!(grant.version, 2);
+    assert!(grant.last_refresh_at.is_some() && grant.refresh_lease_until.is_none());
     // AND the swept tokens work
     gw.state.grants.forget("bob@example.com", "notes");
     assert_eq!(whoami(gw, &fx.bob).await?["sub"], "bob");
@@ -503,6 +512,7 @@ async fn an_upstream_401_refreshes_once_and_retries() -> Result<()> {
     let r = c.call_tool("distrust_my_token", json!({})).await?;
     ensure!(r.result()?["isError"] != true, "{}", r.raw);
     // WHEN ten calls come at once
+    let before = fx.peers.refreshes().await?;
     let answers = futures_util::future::join_all((0..10).map(|_| whoami(gw, &fx.alice))).await;
     // THEN every one succeeds, all with the same new token
     let mut tokens = std::collections::BTreeSet::new();
@@ -520,7 +530,11 @@ async fn an_upstream_401_refreshes_once_and_retries() -> Result<()> {
         .get_grant("alice@example.com", "notes")
         .await?
         .context("grant")?;
-    assert_eq!(grant.version, 2, "one refresh after the 401");
+    assert_eq!(
+        fx.peers.refreshes().await?,
+        (before.0 + 1, before.1),
+        "one refresh at the provider after the 401"
+    );
     assert!(grant.last_refresh_at.is_some() && grant.last_error.is_none());
     Ok(())
 }
@@ -615,22 +629,38 @@ async fn a_client_credentials_server_gets_one_machine_token_for_everyone() -> Re
     Ok(())
 }
 
-/// 50 concurrent calls of one user whose access token is due: one refresh (one redemption
-/// of the rotating refresh token), and every call succeeds with the new token.
-async fn concurrent_calls_refresh_once(store: StoreKind) -> Result<()> {
+/// 50 concurrent calls of one user whose access token is due, spread over `processes`
+/// gateways on one store (each with its own caches and locks, as Lambda instances are):
+/// the provider sees exactly one refresh (one redemption of the rotating refresh token; a
+/// second would be a reuse and revoke the grant), and every call succeeds with the new token.
+async fn concurrent_calls_refresh_once(store: StoreKind, processes: usize) -> Result<()> {
     let Some(fx) = fixture_on(store).await? else {
         return Ok(());
     };
-    let gw = &fx.gw;
+    let mut gateways = vec![];
+    for _ in 1..processes {
+        gateways.push(fx.gw.beside().await?);
+    }
+    let gws: Vec<&TestGateway> = std::iter::once(&fx.gw).chain(gateways.iter()).collect();
     let seen = browse(
-        &format!("{}/oauth/connect/notes", gw.base),
+        &format!("{}/oauth/connect/notes", fx.gw.base),
         &fx.alice,
         "alice",
     )
     .await?;
     ensure!(seen["status"] == 200, "{seen}");
-    let first = whoami(gw, &fx.alice).await?;
-    let grant = gw
+    // Every gateway has used (and cached) the first token before it goes stale.
+    let mut first = None;
+    for gw in &gws {
+        let a = whoami(gw, &fx.alice).await?;
+        ensure!(
+            first.is_none() || first.as_ref() == Some(&a["token_sha256"]),
+            "{a}"
+        );
+        first = Some(a["token_sha256"].clone());
+    }
+    let grant = fx
+        .gw
         .state
         .store
         .get_grant("alice@example.com", "notes")
@@ -641,8 +671,9 @@ async fn concurrent_calls_refresh_once(store: StoreKind) -> Result<()> {
         + 1;
     let wait = stale_at - mcpgw::clock::SystemClock.now();
     tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+    let before = fx.peers.refreshes().await?;
 
-    let calls = (0..50).map(|_| whoami(gw, &fx.alice));
+    let calls = (0..50).map(|i| whoami(gws[i % gws.len()], &fx.alice));
     let answers = futures_util::future::join_all(calls).await;
     let mut tokens = std::collections::BTreeSet::new();
     for a in answers {
@@ -650,28 +681,35 @@ async fn concurrent_calls_refresh_once(store: StoreKind) -> Result<()> {
         ensure!(a["sub"] == "alice", "{a}");
         tokens.insert(a["token_sha256"].as_str().unwrap_or_default().to_owned());
     }
+    let first = first.context("a first call")?;
     ensure!(
-        tokens.len() == 1 && !tokens.contains(first["token_sha256"].as_str().unwrap_or("")),
+        tokens.len() == 1 && !tokens.contains(first.as_str().unwrap_or("")),
         "every call used the one new token: {tokens:?}"
     );
-    let after = gw
+    let after = fx.peers.refreshes().await?;
+    ensure!(
+        after == (before.0 + 1, before.1),
+        "the provider answered exactly one refresh (succeeded, refused): {before:?} -> {after:?}"
+    );
+    let now = fx
+        .gw
         .state
         .store
         .get_grant("alice@example.com", "notes")
         .await?
         .context("grant")?;
     ensure!(
-        after.version == grant.version + 1,
-        "exactly one refresh was written: {} -> {}",
-        grant.version,
-        after.version
+        now.status == mcpgw::domain::GrantStatus::Active
+            && now.last_refresh_at.is_some()
+            && now.refresh_lease_until.is_none(),
+        "the refresh was written and its claim released: {now:?}"
     );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_calls_refresh_once_on_sqlite() -> Result<()> {
-    concurrent_calls_refresh_once(StoreKind::Sqlite).await
+    concurrent_calls_refresh_once(StoreKind::Sqlite, 1).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -679,7 +717,22 @@ async fn fifty_concurrent_calls_refresh_once_on_dynamodb() -> Result<()> {
     let Some(endpoint) = mcpgw::testing::peer_url("MCPGW_TEST_AWS_ENDPOINT") else {
         return Ok(());
     };
-    concurrent_calls_refresh_once(StoreKind::Dynamo(endpoint)).await
+    concurrent_calls_refresh_once(StoreKind::Dynamo(endpoint), 1).await
+}
+
+/// The same across processes: two gateways on one SQLite file, each with its own
+/// connection, caches and locks; only the store's lease keeps them from both refreshing.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_through_two_gateways_refresh_once_on_sqlite() -> Result<()> {
+    concurrent_calls_refresh_once(StoreKind::Sqlite, 2).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_through_two_gateways_refresh_once_on_dynamodb() -> Result<()> {
+    let Some(endpoint) = mcpgw::testing::peer_url("MCPGW_TEST_AWS_ENDPOINT") else {
+        return Ok(());
+    };
+    concurrent_calls_refresh_once(StoreKind::Dynamo(endpoint), 2).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -89,6 +89,7 @@ async fn grant(api: &Api, user: &str, server: &str, edit: impl FnOnce(&mut Grant
         updated_at: 1_700_000_000,
         last_refresh_at: None,
         last_error: None,
+        refresh_lease_until: None,
     };
     edit(&mut g);
     api.state

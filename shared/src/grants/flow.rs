@@ -195,6 +195,7 @@ pub fn grant_record(
         updated_at: now,
         last_refresh_at: None,
         last_error: None,
+        refresh_lease_until: None,
     })
 }
 

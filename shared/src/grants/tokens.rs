@@ -2,9 +2,11 @@
 //! expires within [`REFRESH_MARGIN_SECS`], and by the sweeper ahead of time.
 //!
 //! Races: within a process one refresh per (user, server) runs at a time (the others wait
-//! and then find the fresh token); across processes the store's version check lets exactly
-//! one refresher write, and the losers re-read and use the winner's token. So a rotating
-//! refresh token is redeemed once. Opened tokens are kept in memory for at most
+//! and then find the fresh token). Across processes a refresher first claims the grant: a
+//! version-checked write that sets `refresh_lease_until` ([`LEASE_SECS`]), before the
+//! refresh token leaves the gateway. Exactly one claim succeeds; the others see the lease,
+//! wait for the winner's write and use its token. So a rotating refresh token is redeemed
+//! once, never twice (a provider that detects reuse would revoke the whole grant). Opened tokens are kept in memory for at most
 //! [`CACHE_SECS`] (a grant revoked through another process stops being used within that).
 
 use std::collections::HashMap;
@@ -24,6 +26,30 @@ use crate::store::StoreError;
 pub const REFRESH_MARGIN_SECS: i64 = 60;
 /// How long an opened token is reused without reading the store.
 pub const CACHE_SECS: u64 = 30;
+/// How long a claim on a grant lasts: beyond the token endpoint's whole timeout, so a live
+/// refresher always writes its result within it; a refresher that died holds the grant up to
+/// this long.
+pub const LEASE_SECS: i64 = 2 * endpoints::OAUTH_CALL_TIMEOUT.as_secs() as i64 + 5;
+/// How often a process waiting on another's claim reads the grant again.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// Whether another refresher holds `grant` now.
+fn leased(grant: &Grant, now: i64) -> bool {
+    grant.refresh_lease_until.is_some_and(|t| t > now)
+}
+
+/// Waits until `grant` changes in the store (the holder wrote its result, or gave up) or its
+/// lease runs out.
+async fn wait_for_holder(state: &AppState, grant: &Grant) -> Result<(), GrantError> {
+    loop {
+        tokio::time::sleep(LEASE_POLL).await;
+        let now = state.clock.now();
+        match state.store.get_grant(&grant.user, &grant.server).await? {
+            Some(g) if g.version == grant.version && leased(&g, now) => continue,
+            _ => return Ok(()),
+        }
+    }
+}
 
 type Key = (String, String);
 
@@ -121,6 +147,11 @@ pub async fn access_token(
             state.grants.remember(user, &server.name, &tokens);
             return Ok(tokens.access_token);
         }
+        if leased(&grant, state.clock.now()) {
+            // Another process is redeeming the refresh token: use what it writes.
+            wait_for_holder(state, &grant).await?;
+            continue;
+        }
         match refresh_grant(state, server, &grant, tokens).await {
             Ok(t) => {
                 state.grants.remember(user, &server.name, &t);
@@ -149,7 +180,10 @@ pub async fn refresh_due(
     let Some(grant) = state.store.get_grant(&seen.user, &seen.server).await? else {
         return Ok(false);
     };
-    if grant.version != seen.version || grant.status != GrantStatus::Active {
+    if grant.version != seen.version
+        || grant.status != GrantStatus::Active
+        || leased(&grant, state.clock.now())
+    {
         return Ok(false);
     }
     let ring = ring(state).await?;
@@ -161,8 +195,9 @@ pub async fn refresh_due(
     Ok(true)
 }
 
-/// Redeems `grant`'s refresh token once and writes the result with the version check.
-/// `Store(VersionConflict)` means another refresher won; nothing was written.
+/// Claims `grant` (the lease), redeems its refresh token once and writes the result with the
+/// version check. `Store(VersionConflict)` means another refresher claimed it first; nothing
+/// was sent to the provider.
 pub async fn refresh_grant(
     state: &AppState,
     server: &McpServer,
@@ -175,8 +210,28 @@ pub async fn refresh_grant(
         mark_needs_reconsent(state, grant, now).await;
         return Err(GrantError::NeedsReconsent);
     };
-    let e = endpoints::resolve(server).await?;
-    let c = flow::client(state, server, &e, None).await?;
+    let mut claimed = grant.clone();
+    claimed.version += 1;
+    claimed.refresh_lease_until = Some(now + LEASE_SECS);
+    claimed.updated_at = now;
+    state
+        .store
+        .save_grant_if_version(&claimed, Some(grant.version))
+        .await?;
+    let grant = &claimed;
+    // From here on every way out releases the claim, so a failure before the provider is
+    // even asked does not hold the grant for the whole lease.
+    let c = match endpoints::resolve(server).await {
+        Ok(e) => flow::client(state, server, &e, None).await,
+        Err(e) => Err(e),
+    };
+    let c = match c {
+        Ok(c) => c,
+        Err(e) => {
+            record_error(state, grant, e.code(), now).await;
+            return Err(e);
+        }
+    };
     // Scope and resource on refresh too: some providers (Entra) refuse refreshes without.
     let scopes: Vec<Scope> = match &server.auth {
         UpstreamAuth::OAuth2 { scopes, .. } => scopes.iter().cloned().map(Scope::new).collect(),
@@ -225,14 +280,12 @@ pub async fn refresh_grant(
     Ok(new)
 }
 
-/// Records why a refresh failed (once per distinct error: a provider that stays down does
-/// not turn every call into a write). A lost race leaves the winner's record.
+/// Records why a refresh failed and releases the claim on `grant` (the claimed version), so
+/// the next call or sweep may try again at once. A lost race leaves the winner's record.
 async fn record_error(state: &AppState, grant: &Grant, code: &str, now: i64) {
-    if grant.last_error.as_deref() == Some(code) {
-        return;
-    }
     let mut g = grant.clone();
     g.version += 1;
+    g.refresh_lease_until = None;
     g.last_error = Some(code.to_owned());
     g.updated_at = now;
     if let Err(e) = state
@@ -249,6 +302,7 @@ async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
     g.version += 1;
     g.status = GrantStatus::NeedsReconsent;
     g.refresh_at = None;
+    g.refresh_lease_until = None;
     g.updated_at = now;
     g.last_error = Some("invalid_grant".to_owned());
     if let Err(e) = state

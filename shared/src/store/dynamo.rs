@@ -9,7 +9,7 @@
 //! | API key       | `APIKEY`            | id       | `key_hash` (S), `doc` (S, JSON), `expires_at` (N)?, `last_used_at` (N)? |
 //! | key by hash   | `KEYHASH#{key_hash}`| `APIKEY` | `id` (S), `doc` (S, JSON), `expires_at` (N)?        |
 //! | key by owner  | `KEYOWNER#{owner}`  | id       | none                                                |
-//! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, and when due for refresh `refresh_at` (N) + `refresh_shard` |
+//! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, `refresh_lease_until`?, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
 //!
@@ -686,6 +686,9 @@ fn grant_item(g: &Grant) -> StoreResult<Item> {
     if let Some(t) = g.last_refresh_at {
         item.insert("last_refresh_at".to_owned(), n(t));
     }
+    if let Some(t) = g.refresh_lease_until {
+        item.insert("refresh_lease_until".to_owned(), n(t));
+    }
     if let Some(e) = &g.last_error {
         item.insert("last_error".to_owned(), s(e));
     }
@@ -727,6 +730,7 @@ fn grant_from(item: &Item) -> StoreResult<Grant> {
         updated_at: r.n("updated_at")?,
         last_refresh_at: r.opt_n("last_refresh_at")?,
         last_error: r.opt_s("last_error")?.map(str::to_owned),
+        refresh_lease_until: r.opt_n("refresh_lease_until")?,
     })
 }
 
@@ -1320,6 +1324,7 @@ mod tests {
             updated_at: 50,
             last_refresh_at: Some(40),
             last_error: Some("upstream_error".into()),
+            refresh_lease_until: Some(70),
         };
         let item = grant_item(&g).unwrap();
         assert!(item.contains_key("refresh_shard"));
@@ -1327,6 +1332,7 @@ mod tests {
         g.refresh_at = None;
         g.last_refresh_at = None;
         g.last_error = None;
+        g.refresh_lease_until = None;
         let item = grant_item(&g).unwrap();
         assert!(!item.contains_key("refresh_shard") && !item.contains_key("refresh_at"));
         assert!(!item.contains_key("last_error") && !item.contains_key("last_refresh_at"));

@@ -102,9 +102,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE grants ADD COLUMN last_refresh_at INTEGER;
     ALTER TABLE grants ADD COLUMN last_error TEXT;
     "#,
+    // 6: the refresh lease, so processes sharing the file never redeem one refresh token twice.
+    r#"
+    ALTER TABLE grants ADD COLUMN refresh_lease_until INTEGER;
+    "#,
 ];
 
-const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at, last_refresh_at, last_error";
+const GRANT_COLUMNS: &str = "user, server, version, sealed_tokens, status, scopes, access_expires_at, refresh_at, updated_at, last_refresh_at, last_error, refresh_lease_until";
 const STATE_COLUMNS: &str = "id, user, server, sealed_payload, created_at, expires_at";
 
 /// The SQLite store. Cheap to clone (the connection is shared).
@@ -254,6 +258,7 @@ struct GrantRow {
     updated_at: i64,
     last_refresh_at: Option<i64>,
     last_error: Option<String>,
+    refresh_lease_until: Option<i64>,
 }
 
 impl GrantRow {
@@ -270,6 +275,7 @@ impl GrantRow {
             updated_at: r.get(8)?,
             last_refresh_at: r.get(9)?,
             last_error: r.get(10)?,
+            refresh_lease_until: r.get(11)?,
         })
     }
 
@@ -291,6 +297,7 @@ impl GrantRow {
             updated_at: self.updated_at,
             last_refresh_at: self.last_refresh_at,
             last_error: self.last_error,
+            refresh_lease_until: self.refresh_lease_until,
         })
     }
 }
@@ -552,20 +559,21 @@ impl GrantStore for SqliteStore {
                 &g.updated_at,
                 &g.last_refresh_at,
                 &g.last_error,
+                &g.refresh_lease_until,
             ];
             // Either statement is the whole check-and-write, so no other writer can slip in
             // between the version comparison and the write.
             let sql = match &expected {
                 None => format!(
-                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                      ON CONFLICT DO NOTHING"
                 ),
                 Some(expected) => {
                     values.push(expected);
                     "UPDATE grants SET version = ?3, sealed_tokens = ?4, status = ?5, scopes = ?6, \
                      access_expires_at = ?7, refresh_at = ?8, updated_at = ?9, \
-                     last_refresh_at = ?10, last_error = ?11 \
-                     WHERE user = ?1 AND server = ?2 AND version = ?12"
+                     last_refresh_at = ?10, last_error = ?11, refresh_lease_until = ?12 \
+                     WHERE user = ?1 AND server = ?2 AND version = ?13"
                         .to_owned()
                 }
             };
@@ -872,6 +880,7 @@ mod tests {
             updated_at: 5,
             last_refresh_at: Some(4),
             last_error: Some("invalid_grant".into()),
+            refresh_lease_until: Some(30),
         };
         store.save_grant_if_version(&g, None).await.unwrap();
         assert_eq!(
