@@ -116,6 +116,14 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// The path of the public URL (`/prod` behind a REST API stage, empty at a root): the
+    /// prefix of every link within the gateway's own pages.
+    pub fn public_path(&self) -> String {
+        url::Url::parse(&self.public_url)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -428,6 +436,7 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
         assert_eq!(c.public_url, "http://127.0.0.1:8787");
+        assert_eq!(c.public_path(), "");
         assert_eq!(
             c.store,
             StoreBackend::Sqlite {
@@ -471,6 +480,11 @@ mod tests {
             "the keyring is never an upstream credential"
         );
         assert_eq!(c.public_url, "https://api.example.com/prod");
+        assert_eq!(
+            c.public_path(),
+            "/prod",
+            "links in pages start with the stage"
+        );
         assert_eq!(c.bootstrap_admin, BootstrapAdmin::Disabled);
         assert!(!c.allow_get_stream);
     }

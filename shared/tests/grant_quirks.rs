@@ -363,3 +363,30 @@ async fn a_claim_whose_holder_died_runs_out_and_the_grant_is_refreshed() {
     assert_eq!(g.refresh_lease_until, None);
     assert_eq!(t.refresh_token.as_deref(), Some("RT1"));
 }
+
+#[tokio::test]
+async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
+    let fake = fake_provider().await;
+    fake.behaviour.lock().unwrap().error = Some((503, json!({"error": "temporarily_unavailable"})));
+    let (state, _dir) = local_state(&[], &[]);
+    let s = server(&format!("{}/token", fake.url));
+    // Due for refresh (inside the margin) but not expired.
+    stored_grant(&state, Some(state.clock.now() + 30), Some("RT0")).await;
+    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    assert_eq!(token, "AT0", "the call goes on with the still-valid token");
+    assert_eq!(fake.forms.lock().unwrap().len(), 1, "a refresh was tried");
+    let (g, _) = now_stored(&state).await;
+    assert_eq!(g.last_error.as_deref(), Some("upstream_error"));
+    assert_eq!(g.refresh_lease_until, None);
+    // A token the upstream refused is not handed out again.
+    let e = tokens::access_token(&state, USER, &s, Some("AT0"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "upstream_error", "{e:?}");
+    // invalid_grant: the user revoked it at the provider, so the old token is not used.
+    fake.behaviour.lock().unwrap().error = Some((400, json!({"error": "invalid_grant"})));
+    let e = tokens::access_token(&state, USER, &s, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GrantError::NeedsReconsent), "{e:?}");
+}

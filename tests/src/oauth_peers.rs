@@ -5,7 +5,10 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use crate::mcp::{McpClient, SESSION};
 
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -95,4 +98,38 @@ pub async fn start(access_ttl: &str, provider_env: &[(&str, &str)]) -> Result<Op
         _children: vec![oidc, up],
         _keys: keys,
     }))
+}
+
+/// Opens a connect URL in the headless browser (`tests/clients/connect_browser.py`) with
+/// `bearer` (empty: none) and logs in at the provider as `login`; returns what it saw.
+pub async fn browse(url: &str, bearer: &str, login: &str) -> Result<Value> {
+    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("python")?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/connect_browser.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args([url, bearer, login])
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "browser failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Calls the protected server's `whoami` through the MCP endpoint at `mcp_url`: who the
+/// upstream saw (`sub`) and a digest of the token it got (`token_sha256`).
+pub async fn whoami(mcp_url: &str, key: &str) -> Result<Value> {
+    let mut c = McpClient::connect(mcp_url, key, SESSION).await?;
+    let r = c.call_tool("whoami", json!({})).await?;
+    let result = r.result()?;
+    ensure!(result["isError"] != true, "{}", r.raw);
+    // the SDK answers a dict as structured content, or as JSON text
+    if result["structuredContent"].is_object() {
+        return Ok(result["structuredContent"].clone());
+    }
+    let text = result["content"][0]["text"].as_str().context("no text")?;
+    serde_json::from_str(text).with_context(|| format!("whoami said {text}"))
 }

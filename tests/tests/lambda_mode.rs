@@ -10,7 +10,7 @@
 //! APIs; without it (and peers optional) only that step is skipped.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use e2e::lambda::{
     ApiKind, BoundGateway, Emulator, FUNCTIONS, IdpParameters, Integration, LambdaStack, STAGE,
@@ -380,6 +380,125 @@ async fn console(stack: &LambdaStack, api_key: &str) {
     let v = &seen["values"];
     assert_eq!(v["admin_links"], 0, "{v}");
     assert_eq!(v["everything"], 1, "{v}");
+}
+
+/// Per-user OAuth2 through the Lambdas behind the REST API: mcp-proxy answers an
+/// unconnected user with a connect link at the stage URL; oauth-callback shows the connect
+/// page, registers the gateway's client at the provider (RFC 7591, its secret sealed in
+/// DynamoDB), redirects, takes the callback and stores the grant; mcp-proxy then calls the
+/// upstream with the user's own token; admin-api's disconnect revokes it at the provider.
+/// Its own oidc-provider and JWT-protected Python MCP server (`e2e::oauth_peers`).
+async fn oauth_connect(stack: &LambdaStack, api_key: &str) {
+    let Some(peers) = e2e::oauth_peers::start("600", &[]).await.unwrap() else {
+        return;
+    };
+    let _t = Step::start("per-user OAuth2 connect through the REST API");
+    let gw = &stack.rest;
+    let admin = |method: Method, path: &str, body: Option<Value>| {
+        let url = gw.url(path);
+        async move { call_json(method, &url, Some(&stack.aws.admin_key), body).await }
+    };
+    // GIVEN an oauth2 server without a client id, and a group that admits everyone to it
+    let (s, b) = admin(
+        Method::POST,
+        "/admin/servers",
+        Some(json!({"name": "notes-dcr", "url": peers.upstream,
+            "auth": {"type": "oauth2", "scopes": ["mcp:read"]}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin(
+        Method::POST,
+        "/admin/server-groups",
+        Some(
+            json!({"name": "oauth-users", "servers": ["notes-dcr"], "members": {"everyone": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{b}");
+
+    // WHEN alice, not connected, initializes THEN the gateway answers with a connect link at
+    // the stage URL (once mcp-proxy's policy cache, 2 s, has seen the group)
+    let since = std::time::Instant::now();
+    let link = loop {
+        let (s, _, msg) = call(
+            Method::POST,
+            &gw.mcp_url("notes-dcr"),
+            Some(api_key),
+            Some(("application/json", INITIALIZE)),
+        )
+        .await;
+        let instructions = msg["result"]["instructions"].as_str().unwrap_or_default();
+        if s == 200 && instructions.contains("open ") {
+            break instructions
+                .split("open ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap()
+                .to_owned();
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "{s} {msg}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        link.starts_with(&format!("{}/oauth/connect/notes-dcr?link=", gw.base)),
+        "{link}"
+    );
+    // AND following it in a browser (the connect page, the provider's login and consent, the
+    // callback) connects her account
+    let seen = e2e::oauth_peers::browse(&link, "", "alice").await.unwrap();
+    assert_eq!(
+        seen["status"],
+        200,
+        "{seen}\n{}",
+        stack.buffered.log_tail(40)
+    );
+    assert!(
+        seen["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("notes-dcr"),
+        "{seen}"
+    );
+    let store = stack.aws.store();
+    let grant = store
+        .get_grant("alice@example.com", "notes-dcr")
+        .await
+        .unwrap()
+        .expect("a grant in DynamoDB");
+    assert_eq!(grant.status, mcpgw::domain::GrantStatus::Active);
+    // THEN her calls reach the upstream with her own account's token
+    let who = e2e::oauth_peers::whoami(&gw.mcp_url("notes-dcr"), api_key)
+        .await
+        .unwrap();
+    assert_eq!(who["sub"], "alice", "{who}");
+    // AND disconnecting revokes it at the provider
+    let (s, _, body) = call(
+        Method::DELETE,
+        &gw.url("/me/connections/notes-dcr"),
+        Some(api_key),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["provider_revocation"]["status"], "revoked", "{body}");
+    assert!(
+        store
+            .get_grant("alice@example.com", "notes-dcr")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // clean up: the steps that follow do not expect this server
+    for path in [
+        "/admin/server-groups/oauth-users",
+        "/admin/servers/notes-dcr",
+    ] {
+        let (s, b) = admin(Method::DELETE, path, None).await.unwrap();
+        assert_eq!(s, 204, "{path}: {b}");
+    }
 }
 
 /// The same through the HTTP API (payload 2.0, buffered).
@@ -888,6 +1007,7 @@ async fn lambda_mode_end_to_end() {
     if e2e::browser::available() {
         console(&stack, &api_key).await;
     }
+    oauth_connect(&stack, &api_key).await;
     if let Some(oidc) = &p.oidc {
         idp_tokens(&stack, oidc).await;
         scheduled_refresh(&stack, oidc).await;

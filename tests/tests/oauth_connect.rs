@@ -15,7 +15,6 @@
 //! - replayed state, a state from another server's callback, a reused or forged link, and
 //!   a tampered sealed grant are refused, storing nothing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,23 +41,7 @@ async fn peers_with(provider_env: &[(&str, &str)]) -> Result<Option<Peers>> {
     e2e::oauth_peers::start(ACCESS_TTL, provider_env).await
 }
 
-/// What the headless browser saw.
-async fn browse(url: &str, bearer: &str, login: &str) -> Result<Value> {
-    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("python")?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/connect_browser.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .args([url, bearer, login])
-        .kill_on_drop(true)
-        .output()
-        .await?;
-    ensure!(
-        out.status.success(),
-        "browser failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
+use e2e::oauth_peers::browse;
 
 struct Fixture {
     peers: Peers,
@@ -139,16 +122,7 @@ async fn whoami(gw: &TestGateway, key: &str) -> Result<Value> {
 }
 
 async fn whoami_at(gw: &TestGateway, key: &str, endpoint: &str) -> Result<Value> {
-    let mut c = McpClient::connect(&gw.mcp_url(endpoint), key, SESSION).await?;
-    let r = c.call_tool("whoami", json!({})).await?;
-    let result = r.result()?;
-    ensure!(result["isError"] != true, "{}", r.raw);
-    // the SDK answers a dict as structured content, or as JSON text
-    if result["structuredContent"].is_object() {
-        return Ok(result["structuredContent"].clone());
-    }
-    let text = result["content"][0]["text"].as_str().context("no text")?;
-    serde_json::from_str(text).with_context(|| format!("whoami said {text}"))
+    e2e::oauth_peers::whoami(&gw.mcp_url(endpoint), key).await
 }
 
 /// The wall clock moved ahead: what the scheduler sees a while later.

@@ -157,12 +157,14 @@ async fn connect(
              <p>Continue to connect your account at <strong id=\"server\">{server}</strong> \
              (sign-in at {host}). The gateway will then call {server} with that account on \
              your behalf. If this is not you, close this page.</p>\
-             <p><a id=\"continue\" href=\"/oauth/connect/{server_q}?go={go}\">Continue</a></p>",
+             <p><a id=\"continue\" href=\"{base}/oauth/connect/{server_q}?go={go}\">Continue</a></p>",
             user = escape(&user),
             server = escape(&server),
             host = escape(&host),
             server_q = escape(&server),
             go = escape(&go),
+            // Behind a REST API stage the page's own path starts with the stage.
+            base = escape(&state.config.public_path()),
         ),
     )
 }

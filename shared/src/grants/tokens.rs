@@ -152,6 +152,10 @@ pub async fn access_token(
             wait_for_holder(state, &grant).await?;
             continue;
         }
+        // Refreshed ahead of time and still valid: usable if the provider cannot answer now.
+        let still_valid = (rejected != Some(tokens.access_token.as_str())
+            && tokens.expires_at.is_some_and(|e| e > now))
+        .then(|| tokens.access_token.clone());
         match refresh_grant(state, server, &grant, tokens).await {
             Ok(t) => {
                 state.grants.remember(user, &server.name, &t);
@@ -159,6 +163,13 @@ pub async fn access_token(
             }
             // Another process refreshed first: read its token.
             Err(GrantError::Store(StoreError::VersionConflict { .. })) => continue,
+            // A provider outage within the last minute of a token's life does not fail the
+            // call: the error is recorded and the next call or sweep tries again. Not after
+            // `invalid_grant` (the user revoked the grant at the provider).
+            Err(e) if !matches!(e, GrantError::NeedsReconsent) && still_valid.is_some() => {
+                tracing::warn!(server = %server.name, error = e.code(), "refresh failed; the current token is still valid");
+                return Ok(still_valid.unwrap_or_default());
+            }
             Err(e) => return Err(e),
         }
     }

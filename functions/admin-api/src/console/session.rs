@@ -107,9 +107,7 @@ impl Console {
 
 /// The gateway's path prefix: the path of its public URL (`/prod` behind a REST API stage).
 pub fn base(state: &AppState) -> String {
-    url::Url::parse(&state.config.public_url)
-        .map(|u| u.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default()
+    state.config.public_path()
 }
 
 /// A cookie attribute set for `name=value` living `max_age` seconds (0 deletes it).
