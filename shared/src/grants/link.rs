@@ -103,3 +103,47 @@ pub async fn open_go(
         .ok()
         .and_then(|b| String::from_utf8(b).ok()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::FixedClock;
+
+    /// The `link` query value of a connect link.
+    fn value(url: &str) -> String {
+        url.split("?link=").nth(1).unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_link_works_once_for_its_server_and_not_after_it_expires() {
+        let (mut state, _dir) = crate::testing::local_state(&[], &[]);
+        let clock = Arc::new(FixedClock::at(1_000_000));
+        state.clock = clock.clone();
+
+        let url = make(&state, "alice@example.com", "notes").await.unwrap();
+        assert!(url.contains("/oauth/connect/notes?link="), "{url}");
+        let link = value(&url);
+        // at another server: refused (and not used up)
+        assert_eq!(redeem(&state, "other", &link).await.unwrap(), None);
+        assert_eq!(
+            redeem(&state, "notes", &link).await.unwrap().as_deref(),
+            Some("alice@example.com")
+        );
+        // used once
+        assert_eq!(redeem(&state, "notes", &link).await.unwrap(), None);
+
+        // a fresh link, presented when its lifetime is over
+        let late = value(&make(&state, "alice@example.com", "notes").await.unwrap());
+        clock.advance(LINK_TTL_SECS);
+        assert_eq!(redeem(&state, "notes", &late).await.unwrap(), None);
+        // an altered one
+        let mut bytes = b64().decode(&late).unwrap();
+        bytes[20] ^= 1;
+        assert_eq!(
+            redeem(&state, "notes", &b64().encode(bytes)).await.unwrap(),
+            None
+        );
+    }
+}
