@@ -368,7 +368,9 @@ async fn a_claim_whose_holder_died_runs_out_and_the_grant_is_refreshed() {
 async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
     let fake = fake_provider().await;
     fake.behaviour.lock().unwrap().error = Some((503, json!({"error": "temporarily_unavailable"})));
-    let (state, _dir) = local_state(&[], &[]);
+    let (mut state, _dir) = local_state(&[], &[]);
+    let clock = Arc::new(mcpgw::clock::FixedClock::at(state.clock.now()));
+    state.clock = clock.clone();
     let s = server(&format!("{}/token", fake.url));
     // Due for refresh (inside the margin) but not expired.
     stored_grant(&state, Some(state.clock.now() + 30), Some("RT0")).await;
@@ -378,12 +380,18 @@ async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
     let (g, _) = now_stored(&state).await;
     assert_eq!(g.last_error.as_deref(), Some("upstream_error"));
     assert_eq!(g.refresh_lease_until, None);
+    // Right after, the provider is not asked again while the token still works.
+    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    assert_eq!(token, "AT0");
+    assert_eq!(fake.forms.lock().unwrap().len(), 1, "no second try yet");
     // A token the upstream refused is not handed out again.
     let e = tokens::access_token(&state, USER, &s, Some("AT0"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), "upstream_error", "{e:?}");
-    // invalid_grant: the user revoked it at the provider, so the old token is not used.
+    // invalid_grant, once the provider is asked again: the user revoked the grant at the
+    // provider, so the old token is not used.
+    clock.advance(tokens::RETRY_AFTER_ERROR_SECS);
     fake.behaviour.lock().unwrap().error = Some((400, json!({"error": "invalid_grant"})));
     let e = tokens::access_token(&state, USER, &s, None)
         .await

@@ -26,6 +26,9 @@ use crate::store::StoreError;
 pub const REFRESH_MARGIN_SECS: i64 = 60;
 /// How long an opened token is reused without reading the store.
 pub const CACHE_SECS: u64 = 30;
+/// After a failed refresh, how long a still-valid token is used before the provider is
+/// asked again.
+pub const RETRY_AFTER_ERROR_SECS: i64 = 10;
 /// How long a claim on a grant lasts: beyond the token endpoint's whole timeout, so a live
 /// refresher always writes its result within it; a refresher that died holds the grant up to
 /// this long.
@@ -156,6 +159,14 @@ pub async fn access_token(
         let still_valid = (rejected != Some(tokens.access_token.as_str())
             && tokens.expires_at.is_some_and(|e| e > now))
         .then(|| tokens.access_token.clone());
+        // A refresh failed moments ago and the token still works: use it without asking the
+        // provider again, so an outage does not turn every call into a token request.
+        if let Some(t) = &still_valid
+            && grant.last_error.is_some()
+            && grant.updated_at > now - RETRY_AFTER_ERROR_SECS
+        {
+            return Ok(t.clone());
+        }
         match refresh_grant(state, server, &grant, tokens).await {
             Ok(t) => {
                 state.grants.remember(user, &server.name, &t);
