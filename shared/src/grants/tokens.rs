@@ -6,7 +6,8 @@
 //! version-checked write that sets `refresh_lease_until` ([`LEASE_SECS`]), before the
 //! refresh token leaves the gateway. Exactly one claim succeeds; the others see the lease,
 //! wait for the winner's write and use its token. So a rotating refresh token is redeemed
-//! once, never twice (a provider that detects reuse would revoke the whole grant). Opened tokens are kept in memory for at most
+//! once, never twice (a provider that detects reuse would revoke the whole grant). Opened
+//! tokens are kept in memory for at most
 //! [`CACHE_SECS`] (a grant revoked through another process stops being used within that).
 
 use std::collections::HashMap;
@@ -160,7 +161,8 @@ pub async fn access_token(
             && tokens.expires_at.is_some_and(|e| e > now))
         .then(|| tokens.access_token.clone());
         // A refresh failed moments ago and the token still works: use it without asking the
-        // provider again, so an outage does not turn every call into a token request.
+        // provider again, so an outage does not turn every call into a token request. (The
+        // failure's write is the grant's last update: a success clears `last_error`.)
         if let Some(t) = &still_valid
             && grant.last_error.is_some()
             && grant.updated_at > now - RETRY_AFTER_ERROR_SECS
@@ -177,11 +179,16 @@ pub async fn access_token(
             // A provider outage within the last minute of a token's life does not fail the
             // call: the error is recorded and the next call or sweep tries again. Not after
             // `invalid_grant` (the user revoked the grant at the provider).
-            Err(e) if !matches!(e, GrantError::NeedsReconsent) && still_valid.is_some() => {
-                tracing::warn!(server = %server.name, error = e.code(), "refresh failed; the current token is still valid");
-                return Ok(still_valid.unwrap_or_default());
+            Err(e) => {
+                return match still_valid {
+                    Some(t) if !matches!(e, GrantError::NeedsReconsent) => {
+                        tracing::warn!(server = %server.name, error = e.code(),
+                            "refresh failed; the current token is still valid");
+                        Ok(t)
+                    }
+                    _ => Err(e),
+                };
             }
-            Err(e) => return Err(e),
         }
     }
     Err(GrantError::Upstream(
@@ -243,11 +250,11 @@ pub async fn refresh_grant(
     let grant = &claimed;
     // From here on every way out releases the claim, so a failure before the provider is
     // even asked does not hold the grant for the whole lease.
-    let c = match endpoints::resolve(server).await {
-        Ok(e) => flow::client(state, server, &e, None).await,
-        Err(e) => Err(e),
+    let c = async {
+        let e = endpoints::resolve(server).await?;
+        flow::client(state, server, &e, None).await
     };
-    let c = match c {
+    let c = match c.await {
         Ok(c) => c,
         Err(e) => {
             record_error(state, grant, e.code(), now).await;
