@@ -94,6 +94,8 @@ pub struct Config {
     /// An identity provider configured by environment (the SAM template's parameters), in
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
+    /// Connection limits of the local HTTP server (slow or idle clients, connection cap).
+    pub server_limits: crate::runtime::ServerLimits,
 }
 
 /// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
@@ -280,7 +282,17 @@ impl Config {
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
+        let server_limits = crate::runtime::ServerLimits {
+            header_read_timeout: Duration::from_secs(
+                parse_num(&get, "MCPGW_HEADER_READ_TIMEOUT_SECONDS", 10)?.max(1),
+            ),
+            body_read_timeout: Duration::from_secs(
+                parse_num(&get, "MCPGW_BODY_READ_TIMEOUT_SECONDS", 30)?.max(1),
+            ),
+            max_connections: parse_num(&get, "MCPGW_MAX_CONNECTIONS", 1024)?.max(1) as usize,
+        };
         Ok(Self {
+            server_limits,
             key_cache_ttl,
             policy_cache_ttl,
             identity_provider,
