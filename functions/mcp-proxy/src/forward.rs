@@ -223,7 +223,9 @@ fn shape(
     };
     for item in items {
         match item.get("method").and_then(serde_json::Value::as_str) {
-            Some("tools/list") if !access.unrestricted() => {
+            // Filtered even for a caller no rule restricts: names with control or format
+            // characters are listed to no one (`Access::tool`).
+            Some("tools/list") => {
                 adapt.filter = Some(std::sync::Arc::new(access.clone()));
             }
             Some("tools/call") => {
