@@ -239,7 +239,12 @@ fn shape(
                 if access.tool(&name).is_some() {
                     continue;
                 }
-                let sentinel = format!("{HIDDEN_PREFIX}{}", mcpgw::crypto::random_token(12));
+                // Lowercase, so an upstream that normalizes names (and echoes them in its
+                // unknown-tool error) still answers with this exact name, which is put back.
+                let sentinel = format!(
+                    "{HIDDEN_PREFIX}{}",
+                    mcpgw::crypto::random_token(12).to_ascii_lowercase()
+                );
                 item["params"]["name"] = sentinel.clone().into();
                 item["params"]["arguments"] = serde_json::json!({});
                 // The routing header follows the body when it named the same tool (a header
