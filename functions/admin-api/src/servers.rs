@@ -234,6 +234,40 @@ fn validate(input: &ServerInput, name: &str) -> Result<(), ApiError> {
     validate_auth(&input.auth)
 }
 
+/// Every URL the gateway will contact for this server, or send a browser to, passes the
+/// egress policy (422 `egress_denied` naming the field and the rule). `resource` is an
+/// identifier, never fetched.
+fn check_egress(state: &AppState, input: &ServerInput) -> Result<(), ApiError> {
+    crate::check_egress(state, "url", &input.url)?;
+    let none = None;
+    let (authorization_url, token_url, revocation_url, issuer) = match &input.auth {
+        UpstreamAuth::OAuth2 {
+            authorization_url,
+            token_url,
+            revocation_url,
+            issuer,
+            ..
+        } => (authorization_url, token_url, revocation_url, issuer),
+        UpstreamAuth::OAuth2ClientCredentials {
+            token_url, issuer, ..
+        } => (&none, token_url, &none, issuer),
+        UpstreamAuth::None | UpstreamAuth::Header { .. } | UpstreamAuth::PerUserToken { .. } => {
+            return Ok(());
+        }
+    };
+    for (what, u) in [
+        ("authorization_url", authorization_url),
+        ("token_url", token_url),
+        ("revocation_url", revocation_url),
+        ("issuer", issuer),
+    ] {
+        if let Some(u) = u {
+            crate::check_egress(state, &format!("auth.{what}"), u)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every secret the server references resolves now, so a typo is reported to
 /// the admin instead of to the first user.
 async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiError> {
@@ -299,6 +333,7 @@ async fn create(
         .clone()
         .ok_or_else(|| invalid("name is required"))?;
     validate(&input, &name)?;
+    check_egress(&state, &input)?;
     // Servers and virtual servers share the /mcp/{endpoint} namespace.
     if crate::access::virtual_server_exists(&state, &name).await? {
         return Err(ApiError::new(
@@ -363,6 +398,7 @@ async fn replace(
         ));
     }
     validate(&input, &name)?;
+    check_egress(&state, &input)?;
     let existing = state
         .store
         .get_server(&name)

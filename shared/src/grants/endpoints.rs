@@ -17,20 +17,9 @@ pub const OAUTH_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CACHE_TTL: Duration = Duration::from_secs(3600);
 const MAX_METADATA: usize = 256 * 1024;
 
-/// The client for authorization servers: bounded, and no redirects (a redirect could carry
-/// a code or a client secret elsewhere). Built once per process.
-pub fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::crypto::install_tls_provider();
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(OAUTH_CALL_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("the OAuth HTTP client builds")
-    })
-}
+// The client for authorization servers is `AppState::oauth_http`: built once per process
+// by the egress policy, bounded by OAUTH_CALL_TIMEOUT, no redirects (a redirect could carry a
+// code or a client secret elsewhere).
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoints {
@@ -68,7 +57,10 @@ fn cache() -> &'static Mutex<HashMap<String, (Instant, Endpoints)>> {
 }
 
 /// The endpoints of `server` (an `oauth2` or `oauth2_client_credentials` server).
-pub async fn resolve(server: &McpServer) -> Result<Endpoints, GrantError> {
+pub async fn resolve(
+    state: &crate::state::AppState,
+    server: &McpServer,
+) -> Result<Endpoints, GrantError> {
     let none = None;
     let (authorization_url, token_url, revocation_url, issuer) = match &server.auth {
         UpstreamAuth::OAuth2 {
@@ -108,7 +100,7 @@ pub async fn resolve(server: &McpServer) -> Result<Endpoints, GrantError> {
     {
         return Ok(e.clone());
     }
-    let found = discover(&server.url, issuer.as_deref()).await?;
+    let found = discover(&state.oauth_http, &server.url, issuer.as_deref()).await?;
     // Configured endpoints win over discovered ones.
     let e = Endpoints {
         authorization: authorization_url.clone().unwrap_or(found.authorization),
@@ -134,8 +126,11 @@ fn well_known(url: &url::Url, name: &str) -> String {
     )
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<Option<T>, GrantError> {
-    let resp = http()
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<Option<T>, GrantError> {
+    let resp = http
         .get(url)
         .header("accept", "application/json")
         .send()
@@ -154,20 +149,24 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<Option<T>
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
-async fn discover(server_url: &str, issuer: Option<&str>) -> Result<Endpoints, GrantError> {
+async fn discover(
+    http: &reqwest::Client,
+    server_url: &str,
+    issuer: Option<&str>,
+) -> Result<Endpoints, GrantError> {
     let issuer = match issuer {
         Some(i) => i.to_owned(),
         None => {
             let url = url::Url::parse(server_url)
                 .map_err(|e| GrantError::Discovery(format!("server URL: {e}")))?;
             let mut meta: Option<ResourceMetadata> =
-                get_json(&well_known(&url, "oauth-protected-resource")).await?;
+                get_json(http, &well_known(&url, "oauth-protected-resource")).await?;
             if meta.is_none() {
                 let root = format!(
                     "{}/.well-known/oauth-protected-resource",
                     url.origin().ascii_serialization()
                 );
-                meta = get_json(&root).await?;
+                meta = get_json(http, &root).await?;
             }
             meta.and_then(|m| m.authorization_servers.into_iter().next())
                 .ok_or_else(|| {
@@ -188,7 +187,7 @@ async fn discover(server_url: &str, issuer: Option<&str>) -> Result<Endpoints, G
         ),
     ];
     for c in candidates {
-        if let Some(m) = get_json::<AsMetadata>(&c).await?
+        if let Some(m) = get_json::<AsMetadata>(http, &c).await?
             && let Some(t) = m.token_endpoint
         {
             // Absent on servers that only issue machine tokens; a browser flow then fails

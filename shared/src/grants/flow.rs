@@ -102,7 +102,7 @@ fn state_context(id: &str) -> Vec<u8> {
 
 /// Starts an authorization of `server` for `user`: the provider URL to send the browser to.
 pub async fn start(state: &AppState, user: &str, server: &McpServer) -> Result<String, GrantError> {
-    let e = endpoints::resolve(server).await?;
+    let e = endpoints::resolve(state, server).await?;
     let redirect = redirect_uri(state, &server.name);
     let c = client(state, server, &e, Some(redirect.clone())).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -231,7 +231,7 @@ pub async fn finish(
             .map_err(GrantError::from)?,
     )
     .map_err(|_| FlowError::StateInvalid)?;
-    let e = endpoints::resolve(&server).await?;
+    let e = endpoints::resolve(state, &server).await?;
     if let (Some(got), Some(want)) = (iss, e.issuer.as_deref())
         && got != want
     {
@@ -242,7 +242,7 @@ pub async fn finish(
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(payload.verifier))
         .add_extra_param("resource", resource(&server))
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await
         .map_err(|e| match token_error(e) {
             GrantError::NeedsReconsent => FlowError::Denied("the code was refused".into()),

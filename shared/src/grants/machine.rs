@@ -62,7 +62,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
     else {
         return Err(GrantError::NotOAuth);
     };
-    let e = endpoints::resolve(server).await?;
+    let e = endpoints::resolve(state, server).await?;
     if !state.config.secret_scope.permits(client_secret) {
         return Err(GrantError::Secret(format!(
             "{client_secret} is out of scope"
@@ -85,7 +85,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
             "resource",
             resource.clone().unwrap_or_else(|| server.url.clone()),
         )
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await
         .map_err(token_error)?;
     Ok(TokenSet {

@@ -251,7 +251,7 @@ pub async fn refresh_grant(
     // From here on every way out releases the claim, so a failure before the provider is
     // even asked does not hold the grant for the whole lease.
     let c = async {
-        let e = endpoints::resolve(server).await?;
+        let e = endpoints::resolve(state, server).await?;
         flow::client(state, server, &e, None).await
     };
     let c = match c.await {
@@ -270,7 +270,7 @@ pub async fn refresh_grant(
         .exchange_refresh_token(&RefreshToken::new(refresh))
         .add_scopes(scopes)
         .add_extra_param("resource", resource(server))
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await;
     let answer = match answer {
         Ok(a) => a,
