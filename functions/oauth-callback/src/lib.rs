@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mcpgw::browser::session;
-use mcpgw::domain::UpstreamAuth;
+use mcpgw::domain::{UpstreamAuth, validate_name};
 use mcpgw::grants::binding::{self, Browser, Nonce, Refusal};
 use mcpgw::grants::flow::{self, FlowError};
 use mcpgw::grants::{GrantError, link};
@@ -91,7 +91,13 @@ fn grant_failure(e: &GrantError) -> Response {
         GrantError::Network(_) | GrantError::Upstream(_) | GrantError::Discovery(_) => {
             StatusCode::BAD_GATEWAY
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        GrantError::NotConnected
+        | GrantError::NeedsReconsent
+        | GrantError::NotOAuth
+        | GrantError::Store(_)
+        | GrantError::Sealed(_)
+        | GrantError::Keyring(_)
+        | GrantError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     failure(status, &e.to_string())
 }
@@ -110,8 +116,8 @@ fn refused(r: &Refusal) -> Response {
             flow_user,
         } => {
             tracing::warn!(%console_user, %flow_user, "connect step refused: the browser is signed in to the console as another user");
-            "Nothing was connected. Open the connect link in the browser of the user it is \
-             for, or sign out of the console first."
+            "Nothing was connected, and this link is used up. Open a new connect link in the \
+             browser of the user it is for, or sign out of the console first."
         }
     };
     page(
@@ -178,10 +184,14 @@ async fn connect(
     Query(q): Query<ConnectQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let unknown = || failure(StatusCode::NOT_FOUND, "no OAuth server by that name");
+    // The name goes into the flow's cookie name: only server names get that far.
+    if validate_name(&server).is_err() {
+        return unknown();
+    }
     if let Some(go) = q.go {
         return continue_to_provider(&state, &server, &go, &headers).await;
     }
-    let unknown = || failure(StatusCode::NOT_FOUND, "no OAuth server by that name");
     let Ok(Some(s)) = state.server(&server).await else {
         return unknown();
     };
@@ -311,6 +321,10 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
+    // The name goes into the flow's cookie name: only server names get that far.
+    if validate_name(&server).is_err() {
+        return failure(StatusCode::NOT_FOUND, "no OAuth server by that name");
+    }
     let Some(state_id) = q.state else {
         return failure(
             StatusCode::BAD_REQUEST,

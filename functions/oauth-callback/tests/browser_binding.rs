@@ -378,6 +378,16 @@ async fn a_continue_link_with_another_flows_cookie_is_refused() {
     let ok = get(&gw, &other.go, &both).await;
     assert_eq!(ok.status, 302, "{}", ok.body);
 
+    // a path that is no server name never reaches the cookie's name
+    for path in [
+        "/oauth/connect/x%3B%20Domain%3Devil?go=abc",
+        "/oauth/callback/x%3B%20Domain%3Devil?code=c&state=s",
+    ] {
+        let seen = get(&gw, path, &[]).await;
+        assert_eq!(seen.status, 404, "{path}");
+        assert!(seen.set_cookies().is_empty(), "{path}");
+    }
+
     // a made-up or altered continue link: refused (and no open redirect)
     for bad in ["aHR0cHM6Ly9ldmlsLmV4YW1wbGU", "x", &"A".repeat(43)] {
         let seen = get(&gw, &format!("/oauth/connect/notes?go={bad}"), &[]).await;
