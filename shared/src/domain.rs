@@ -393,7 +393,8 @@ pub struct OAuthState {
     pub id: String,
     pub user: String,
     pub server: String,
-    /// Keyring-sealed flow data (PKCE verifier, redirect URI, ...).
+    /// Keyring-sealed flow data (PKCE verifier, redirect URI, the SHA-256 of the connect
+    /// cookie of the browser the flow is bound to, ...).
     pub sealed_payload: Vec<u8>,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,

@@ -7,6 +7,7 @@
 //! `tests/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
 
 pub mod aws;
+pub mod browser;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -271,7 +271,7 @@ async fn extra_authorization_parameters_and_scopes_reach_the_provider() {
     let fake = fake_provider().await;
     let (state, _dir) = local_state(&[], &[]);
     let s = server(&format!("{}/token", fake.url));
-    let url = flow::start(&state, USER, &s).await.unwrap();
+    let url = flow::start(&state, USER, &s, "browser-hash").await.unwrap();
     let url = url::Url::parse(&url).unwrap();
     let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(q["access_type"], "offline");

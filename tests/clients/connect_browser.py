@@ -3,9 +3,10 @@
 Usage: python connect_browser.py CONNECT_URL BEARER LOGIN_HINT
 Opens CONNECT_URL (the gateway's connect page; BEARER, when not "", is sent to it only, as a
 CLI user's credential would be), checks the page names a user and a server, follows its
-`<a id="continue">` link, and from there every redirect with a cookie jar, as a browser
-does: to the provider, through its (auto-approving) login and consent, back to the gateway's
-callback. At the provider's authorization endpoint the user "types" LOGIN_HINT (added as
+`<a id="continue">` link, and from there every redirect, with one cookie jar from the first
+page on, as a browser does (the connect page's cookie binds the flow to this browser: the
+continue link and the callback need it): to the provider, through its (auto-approving) login
+and consent, back to the gateway's callback. At the provider's authorization endpoint the user "types" LOGIN_HINT (added as
 `login_hint`). Prints one JSON object: {"page_user", "page_server", "status", "body",
 "hosts"} where status/body are the final page's and hosts the hosts visited in order.
 """

@@ -6,6 +6,7 @@
 //! `mcpgw::testing`). Run everything with `scripts/test-all.sh`.
 
 pub mod browser;
+pub mod http_browser;
 pub mod lambda;
 pub mod mcp;
 pub mod oauth_peers;

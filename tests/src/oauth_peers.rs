@@ -46,6 +46,18 @@ impl Peers {
         let of = |k: &str| stats["refresh_token"][k].as_u64().unwrap_or(0);
         Ok((of("success"), of("error")))
     }
+
+    /// How often the provider's token endpoint was asked to redeem an authorization code,
+    /// whatever it answered.
+    pub async fn code_redemptions(&self) -> Result<u64> {
+        let stats: serde_json::Value = reqwest::get(format!("{}/_stats", self.issuer))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let of = |k: &str| stats["authorization_code"][k].as_u64().unwrap_or(0);
+        Ok(of("success") + of("error"))
+    }
 }
 
 /// Starts the provider (access tokens living `access_ttl` seconds, `provider_env` on top)

@@ -469,6 +469,39 @@ async fn oauth_connect(stack: &LambdaStack, api_key: &str) {
         .unwrap()
         .expect("a grant in DynamoDB");
     assert_eq!(grant.status, mcpgw::domain::GrantStatus::Active);
+    // AND the flow is bound to one browser behind the stage too: the connect page's cookie
+    // is kept to the stage's OAuth routes, and its continue link in another browser is
+    // refused, used up, storing nothing
+    let (s, _, fresh) = call(
+        Method::POST,
+        &gw.url("/me/connections/notes-dcr/link"),
+        Some(api_key),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{fresh}");
+    let (hers, other) = (
+        e2e::http_browser::Browser::new().unwrap(),
+        e2e::http_browser::Browser::new().unwrap(),
+    );
+    let page = hers.get(fresh["url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    let c = hers
+        .cookie("mcpgw_connect_notes-dcr")
+        .expect("the connect cookie");
+    assert_eq!(
+        (c.path.clone(), c.http_only, c.same_site.as_deref()),
+        (format!("/{STAGE}/oauth/"), true, Some("Lax")),
+        "{c:?}"
+    );
+    let go = page.link("continue").unwrap();
+    assert!(
+        go.starts_with(&format!("{}/oauth/connect/notes-dcr?go=", gw.base)),
+        "{go}"
+    );
+    let refused = other.get(&go).await.unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(hers.get(&go).await.unwrap().status, 400, "used up");
     // THEN her calls reach the upstream with her own account's token
     let who = e2e::oauth_peers::whoami(&gw.mcp_url("notes-dcr"), api_key)
         .await

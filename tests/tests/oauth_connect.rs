@@ -13,7 +13,10 @@
 //! - disconnecting deletes the grant and revokes the refresh token at the provider, which
 //!   then refuses it; the next call asks to connect again;
 //! - replayed state, a state from another server's callback, a reused or forged link, and
-//!   a tampered sealed grant are refused, storing nothing.
+//!   a tampered sealed grant are refused, storing nothing;
+//! - the flow is bound to the browser that saw the connect page: mallory's continue link or
+//!   provider URL in alice's browser (two browsers, separate cookie jars), or mallory's
+//!   connect link in a browser signed in to the console as alice, connects nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +44,7 @@ async fn peers_with(provider_env: &[(&str, &str)]) -> Result<Option<Peers>> {
     e2e::oauth_peers::start(ACCESS_TTL, provider_env).await
 }
 
+use e2e::http_browser::Browser;
 use e2e::oauth_peers::browse;
 
 struct Fixture {
@@ -733,17 +737,17 @@ async fn replayed_misdirected_and_forged_flows_store_nothing() -> Result<()> {
     let seen = browse(&moved, "", "alice").await?;
     assert_eq!(seen["status"], 400, "{seen}");
 
-    // Drive a flow by hand to hold a real state and code.
-    let (s, page) = call_text(&format!("{}/oauth/connect/notes", gw.base), Some(&fx.alice)).await?;
-    assert_eq!(s, 200, "{page}");
-    let go = page
-        .split("id=\"continue\" href=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .context("continue link")?
-        .replace("&amp;", "&");
-    let (s, location) = redirect_of(&format!("{}{go}", gw.base)).await?;
-    assert_eq!(s, 302);
+    // Drive a flow by hand, in one browser (the connect page's cookie carried), to hold a
+    // real state.
+    let browser = Browser::new()?;
+    let page = browser
+        .get_with(&format!("{}/oauth/connect/notes", gw.base), Some(&fx.alice))
+        .await?;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let go = page.link("continue").context("continue link")?;
+    let r = browser.get(&go).await?;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let location = r.location.context("a redirect")?;
     assert!(
         location.starts_with(&fx.peers.issuer),
         "redirects to the provider only: {location}"
@@ -762,27 +766,23 @@ async fn replayed_misdirected_and_forged_flows_store_nothing() -> Result<()> {
     assert_eq!(s, 400);
 
     // the state presented at another server's callback: refused, and used up
-    let (s, body) = call_text(
-        &format!(
+    let seen = browser
+        .get(&format!(
             "{}/oauth/callback/other?code=x&state={state_param}",
             gw.base
-        ),
-        None,
-    )
-    .await?;
-    assert_eq!(s, 400, "{body}");
-    assert!(body.contains("another server"), "{body}");
-    // replayed at the right one: unknown now
-    let (s, body) = call_text(
-        &format!(
+        ))
+        .await?;
+    assert_eq!(seen.status, 400, "{}", seen.body);
+    assert!(seen.body.contains("another server"), "{}", seen.body);
+    // replayed at the right one, in the browser that started it: unknown now
+    let seen = browser
+        .get(&format!(
             "{}/oauth/callback/notes?code=x&state={state_param}",
             gw.base
-        ),
-        None,
-    )
-    .await?;
-    assert_eq!(s, 400, "{body}");
-    assert!(body.contains("already used"), "{body}");
+        ))
+        .await?;
+    assert_eq!(seen.status, 400, "{}", seen.body);
+    assert!(seen.body.contains("already used"), "{}", seen.body);
     // denied consent and a missing state
     let (s, _) = call_text(
         &format!(
@@ -848,6 +848,150 @@ async fn replayed_misdirected_and_forged_flows_store_nothing() -> Result<()> {
     )
     .await?;
     assert_eq!(s, 502, "{body}");
+    Ok(())
+}
+
+/// The name of the connect cookie of `notes` on the test gateway (plain http: no prefix).
+const NOTES_COOKIE: &str = "mcpgw_connect_notes";
+
+/// The account-linking swap (login CSRF), with two users in two browsers through the real
+/// provider: a flow started for mallory's gateway user cannot connect the account alice signs
+/// in with at the provider, whichever piece of it reaches alice's browser (the continue
+/// link, the provider's authorization URL, the connect link itself while alice is signed in
+/// to the console). Each attempt is refused with a page, stores nothing, and the provider
+/// never sees the code redeemed; then each user connects their own account in their own
+/// browser, and the upstream sees each one's own subject.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_for_one_user_cannot_connect_another_users_browser() -> Result<()> {
+    let Some(fx) = fixture().await? else {
+        return Ok(());
+    };
+    let gw = &fx.gw;
+    let mallory_key = gw.user_key("mallory@example.com").await?;
+    let (mallory, alice) = (Browser::new()?, Browser::new()?);
+    let nothing_stored = || async {
+        for user in ["mallory@example.com", "alice@example.com"] {
+            ensure!(
+                gw.state.store.get_grant(user, "notes").await?.is_none(),
+                "no grant for {user}"
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let codes_before = fx.peers.code_redemptions().await?;
+
+    // GIVEN mallory opens her connect page in her browser
+    let link = connect_link(gw, &mallory_key, "notes").await?;
+    let page = mallory.get(&link).await?;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.text_of("user").as_deref(), Some("mallory@example.com"));
+    // THEN her browser holds the flow's cookie: HttpOnly, SameSite=Lax, the OAuth routes only,
+    // ten minutes (not Secure: this gateway is plain http on loopback)
+    let c = mallory.cookie(NOTES_COOKIE).context("the connect cookie")?;
+    assert!(c.http_only && !c.secure, "{c:?}");
+    assert_eq!(c.same_site.as_deref(), Some("Lax"), "{c:?}");
+    assert_eq!(c.path, "/oauth/", "{c:?}");
+    let lifetime = c.expires_at.context("an expiry")? - mcpgw::clock::SystemClock.now();
+    assert!((590..=600).contains(&lifetime), "{lifetime}");
+    let go = page.link("continue").context("continue link")?;
+
+    // WHEN alice's browser follows mallory's continue link
+    let seen = alice.get(&go).await?;
+    // THEN it is refused, asks to start again, and goes nowhere
+    assert_eq!(seen.status, 403, "{}", seen.body);
+    assert!(
+        seen.body.contains("Start again from the connect link"),
+        "{}",
+        seen.body
+    );
+    assert!(seen.location.is_none());
+    // AND the leaked link is used up for mallory too
+    let seen = mallory.get(&go).await?;
+    assert_eq!(seen.status, 400, "{}", seen.body);
+    nothing_stored().await?;
+
+    // GIVEN mallory takes a new flow as far as the provider in her browser...
+    let page = mallory
+        .get(&connect_link(gw, &mallory_key, "notes").await?)
+        .await?;
+    let to_provider = mallory
+        .get(&page.link("continue").context("continue link")?)
+        .await?;
+    assert_eq!(to_provider.status, 302, "{}", to_provider.body);
+    let provider_url = to_provider.location.context("the provider's URL")?;
+    assert!(provider_url.starts_with(&fx.peers.issuer), "{provider_url}");
+    // ...and hands its authorization URL to alice, who signs in there as herself
+    let (seen, visited) = alice.follow(&provider_url, "alice").await?;
+    // THEN the provider sent alice's browser back to the gateway's callback, which refused it
+    let callback = format!("{}/oauth/callback/notes?", gw.base);
+    assert!(seen.url.starts_with(&callback), "{visited:?}");
+    assert!(seen.url.contains("code="), "{}", seen.url);
+    assert_eq!(seen.status, 403, "{}", seen.body);
+    assert!(
+        seen.body.contains("Start again from the connect link"),
+        "{}",
+        seen.body
+    );
+    nothing_stored().await?;
+    // AND mallory, replaying that callback (alice's code) in her own browser, gets nothing:
+    // the state was used up
+    let replay = mallory.get(&seen.url).await?;
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+    nothing_stored().await?;
+    // AND the provider never saw alice's code redeemed
+    assert_eq!(fx.peers.code_redemptions().await?, codes_before);
+
+    // GIVEN alice is signed in to the console in her browser
+    alice.sign_in_to_console(&gw.base, &fx.alice).await?;
+    // WHEN she opens mallory's connect link herself THEN it is refused, naming why
+    let seen = alice
+        .get(&connect_link(gw, &mallory_key, "notes").await?)
+        .await?;
+    assert_eq!(seen.status, 403, "{}", seen.body);
+    assert!(
+        seen.body
+            .contains("signed in to the gateway console as alice@example.com"),
+        "{}",
+        seen.body
+    );
+    assert!(seen.link("continue").is_none());
+    assert!(alice.cookie(NOTES_COOKIE).is_none(), "no flow started");
+    nothing_stored().await?;
+    assert_eq!(fx.peers.code_redemptions().await?, codes_before);
+
+    // BASELINE: alice connects her own account in her browser (console session and all)
+    let page = alice
+        .get(&connect_link(gw, &fx.alice, "notes").await?)
+        .await?;
+    assert_eq!(page.text_of("user").as_deref(), Some("alice@example.com"));
+    let (done, visited) = alice
+        .follow(&page.link("continue").context("continue link")?, "alice")
+        .await?;
+    assert_eq!(done.status, 200, "{visited:?} {}", done.body);
+    assert!(done.body.contains("id=\"connected\""), "{}", done.body);
+    assert!(
+        visited.iter().any(|u| u.starts_with(&fx.peers.issuer)),
+        "through the provider: {visited:?}"
+    );
+    // AND the callback cleared the flow's cookie
+    assert!(
+        alice.cookie(NOTES_COOKIE).is_none(),
+        "{:?}",
+        alice.cookies()
+    );
+    // AND mallory connects hers in her browser
+    let page = mallory
+        .get(&connect_link(gw, &mallory_key, "notes").await?)
+        .await?;
+    let (done, _) = mallory
+        .follow(&page.link("continue").context("continue link")?, "mallory")
+        .await?;
+    assert_eq!(done.status, 200, "{}", done.body);
+    // THEN the upstream sees each one's own subject
+    assert_eq!(whoami(gw, &fx.alice).await?["sub"], "alice");
+    assert_eq!(whoami(gw, &mallory_key).await?["sub"], "mallory");
+    assert_eq!(fx.peers.code_redemptions().await?, codes_before + 2);
     Ok(())
 }
 

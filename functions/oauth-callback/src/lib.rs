@@ -3,19 +3,28 @@
 //! - `GET /oauth/connect/{server}` with the caller's credential (or `?link=` from a connect
 //!   link, single use): a page naming the gateway user and the server, whose one link
 //!   (`<a id="continue">`) leads on; nothing redirects before the user has seen who is being
-//!   connected, so a forwarded link cannot silently bind someone else's account.
-//! - `GET /oauth/connect/{server}?go=...`: 302 to the provider (the URL sealed into the
-//!   continue link by the gateway itself: no open redirect).
-//! - `GET /oauth/callback/{server}`: consumes the state (once), exchanges the code, stores the
-//!   grant, and says which account was connected. Every failure shows a page and stores
-//!   nothing.
+//!   connected. The page sets the flow's connect cookie (a random nonce, see
+//!   [`mcpgw::grants::binding`]): the flow is bound to the browser that saw it.
+//! - `GET /oauth/connect/{server}?go=...`: the continue link (single use) 302s to the
+//!   provider (the URL the gateway built and stored: no open redirect), in the browser that
+//!   holds the flow's cookie only.
+//! - `GET /oauth/callback/{server}`: consumes the state (once), requires the same cookie,
+//!   exchanges the code, stores the grant, says which account was connected, and clears the
+//!   cookie. Every failure shows a page and stores nothing.
+//!
+//! A continue link or provider URL that reaches another browser (Mallory's link opened by
+//! Alice) stops at a page saying to start again from the connect link, and is used up: it
+//! cannot connect Alice's provider account to Mallory's gateway user. A browser signed in to
+//! the console as another gateway user than the flow's is refused at every step.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mcpgw::domain::UpstreamAuth;
+use mcpgw::browser::session;
+use mcpgw::domain::{UpstreamAuth, validate_name};
+use mcpgw::grants::binding::{self, Browser, Nonce, Refusal};
 use mcpgw::grants::flow::{self, FlowError};
 use mcpgw::grants::{GrantError, link};
 use mcpgw::policy::Subject;
@@ -82,9 +91,85 @@ fn grant_failure(e: &GrantError) -> Response {
         GrantError::Network(_) | GrantError::Upstream(_) | GrantError::Discovery(_) => {
             StatusCode::BAD_GATEWAY
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        GrantError::NotConnected
+        | GrantError::NeedsReconsent
+        | GrantError::NotOAuth
+        | GrantError::Store(_)
+        | GrantError::Sealed(_)
+        | GrantError::Keyring(_)
+        | GrantError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     failure(status, &e.to_string())
+}
+
+/// The page of a refused step: why, and that the way on is a fresh start. Names the
+/// gateway users involved (the page already named the flow's), never a cookie or token.
+fn refused(r: &Refusal) -> Response {
+    let hint = match r {
+        Refusal::OtherBrowser => {
+            tracing::warn!("connect step refused: the browser holds no cookie of this flow");
+            "Nothing was connected. Start again from the connect link, in the browser you \
+             will sign in with (ask for a new link if this one was used)."
+        }
+        Refusal::OtherConsoleUser {
+            console_user,
+            flow_user,
+        } => {
+            tracing::warn!(%console_user, %flow_user, "connect step refused: the browser is signed in to the console as another user");
+            "Nothing was connected, and this link is used up. Open a new connect link in the \
+             browser of the user it is for, or sign out of the console first."
+        }
+    };
+    page(
+        StatusCode::FORBIDDEN,
+        "Not connected",
+        &format!(
+            "<p id=\"error\">{}.</p><p id=\"start-again\">{}</p>",
+            escape(&capitalized(&r.to_string())),
+            escape(hint)
+        ),
+    )
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// `r` with `cookie` set (or cleared).
+fn with_cookie(mut r: Response, cookie: &str) -> Response {
+    match HeaderValue::from_str(cookie) {
+        Ok(v) => {
+            r.headers_mut().append(header::SET_COOKIE, v);
+            r
+        }
+        // Built from the server's name (checked charset) and a base64url nonce: cannot
+        // fail; if it ever did, no page leaves without its cookie.
+        Err(_) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page could not be built",
+        ),
+    }
+}
+
+/// The browser of a request to `server`'s flow: its connect cookies and who it is signed in
+/// to the console as; an error page when the console session cannot be checked.
+async fn browser_of(
+    state: &AppState,
+    server: &str,
+    headers: &HeaderMap,
+) -> Result<Browser, Response> {
+    match session::signed_in_user(state, headers).await {
+        Ok(console_user) => Ok(Browser::new(&state.config, server, headers, console_user)),
+        // Fail closed: without knowing who the browser is signed in as, the flow cannot tell
+        // whether it is someone else's.
+        Err(session::Unchecked) => Err(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway cannot check this browser's console session right now; try again later",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,14 +184,14 @@ async fn connect(
     Query(q): Query<ConnectQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(go) = q.go {
-        return match link::open_go(&state, &server, &go).await {
-            Ok(Some(url)) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
-            Ok(None) => failure(StatusCode::BAD_REQUEST, "this continue link is not valid"),
-            Err(e) => grant_failure(&e),
-        };
-    }
     let unknown = || failure(StatusCode::NOT_FOUND, "no OAuth server by that name");
+    // The name goes into the flow's cookie name: only server names get that far.
+    if validate_name(&server).is_err() {
+        return unknown();
+    }
+    if let Some(go) = q.go {
+        return continue_to_provider(&state, &server, &go, &headers).await;
+    }
     let Ok(Some(s)) = state.server(&server).await else {
         return unknown();
     };
@@ -140,16 +225,27 @@ async fn connect(
             Err(e) => return e.into_api_error(None).into_response(),
         },
     };
-    let provider_url = match flow::start(&state, &user, &s).await {
+    // A browser signed in to the console as someone else is refused before anything is
+    // started. The connect link is used up by then: one that reached the wrong browser
+    // has leaked, and its user asks for a new one.
+    let browser = match browser_of(&state, &server, &headers).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = browser.check_console(&user) {
+        return refused(&r);
+    }
+    let nonce = Nonce::generate();
+    let provider_url = match flow::start(&state, &user, &s, &nonce.hash()).await {
         Ok(u) => u,
         Err(e) => return grant_failure(&e),
     };
-    let go = match link::seal_go(&state, &server, &provider_url).await {
+    let go = match link::make_continue(&state, &user, &server, &provider_url, &nonce.hash()).await {
         Ok(g) => g,
         Err(e) => return grant_failure(&e),
     };
     let host = url_host(&provider_url);
-    page(
+    let shown = page(
         StatusCode::OK,
         &format!("Connect {server}"),
         &format!(
@@ -166,7 +262,42 @@ async fn connect(
             // Behind a REST API stage the page's own path starts with the stage.
             base = escape(&state.config.public_path()),
         ),
-    )
+    );
+    with_cookie(shown, &nonce.set_cookie(&state.config, &server))
+}
+
+/// `?go=`: the continue link, used up here whatever happens next; then to the provider
+/// only in the browser that saw the connect page.
+async fn continue_to_provider(
+    state: &AppState,
+    server: &str,
+    go: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let next = match link::take_continue(state, server, go).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "this continue link is not valid: it was already used, has expired, or was not made by the gateway. Start again from the connect link.",
+            );
+        }
+        Err(e) => return grant_failure(&e),
+    };
+    let browser = match browser_of(state, server, headers).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match browser.admits(&next.browser, &next.user) {
+        Ok(()) => (StatusCode::FOUND, [(header::LOCATION, next.provider_url)]).into_response(),
+        // The cookie is not this flow's: it may be another flow's (a newer page of the same
+        // server in another tab), which stays usable.
+        Err(r @ Refusal::OtherBrowser) => refused(&r),
+        // This browser's own flow, refused: it is over, and so is its cookie.
+        Err(r @ Refusal::OtherConsoleUser { .. }) => {
+            with_cookie(refused(&r), &binding::clear_cookie(&state.config, server))
+        }
+    }
 }
 
 fn url_host(u: &str) -> String {
@@ -188,31 +319,59 @@ async fn callback(
     State(state): State<AppState>,
     Path(server): Path<String>,
     Query(q): Query<CallbackQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    // The name goes into the flow's cookie name: only server names get that far.
+    if validate_name(&server).is_err() {
+        return failure(StatusCode::NOT_FOUND, "no OAuth server by that name");
+    }
     let Some(state_id) = q.state else {
         return failure(
             StatusCode::BAD_REQUEST,
             "the provider's answer has no state",
         );
     };
+    let browser = match browser_of(&state, &server, &headers).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // The flow's cookie is cleared when the answer ends this browser's own flow; kept when
+    // the state was not this browser's (it may belong to a flow still under way here).
+    let clear = |r: Response| with_cookie(r, &binding::clear_cookie(&state.config, &server));
     if let Some(err) = q.error {
-        // Used up, so the same state cannot be completed later.
-        let _ = state
-            .store
-            .consume_state(&state_id, state.clock.now())
-            .await;
         let what = if err == "access_denied" {
             "access was not granted at the provider".to_owned()
         } else {
             format!("the provider answered {err}")
         };
-        return failure(StatusCode::BAD_REQUEST, &what);
+        // Used up, so the same state cannot be completed later.
+        return match flow::cancel(&state, &server, &state_id, &browser).await {
+            Ok(_) => clear(failure(StatusCode::BAD_REQUEST, &what)),
+            Err(FlowError::Browser(r @ Refusal::OtherBrowser)) => refused(&r),
+            Err(FlowError::Browser(r @ Refusal::OtherConsoleUser { .. })) => clear(refused(&r)),
+            Err(
+                FlowError::StateInvalid
+                | FlowError::WrongServer
+                | FlowError::IssuerMismatch
+                | FlowError::Denied(_)
+                | FlowError::Grant(_),
+            ) => failure(StatusCode::BAD_REQUEST, &what),
+        };
     }
     let Some(code) = q.code else {
         return failure(StatusCode::BAD_REQUEST, "the provider's answer has no code");
     };
-    match flow::finish(&state, &server, &code, &state_id, q.iss.as_deref()).await {
-        Ok(user) => page(
+    match flow::finish(
+        &state,
+        &server,
+        &code,
+        &state_id,
+        q.iss.as_deref(),
+        &browser,
+    )
+    .await
+    {
+        Ok(user) => clear(page(
             StatusCode::OK,
             "Connected",
             &format!(
@@ -221,16 +380,17 @@ async fn callback(
                 escape(&server),
                 escape(&user)
             ),
-        ),
-        Err(
-            e @ (FlowError::StateInvalid
-            | FlowError::WrongServer
-            | FlowError::IssuerMismatch
-            | FlowError::Denied(_)),
-        ) => {
+        )),
+        Err(FlowError::Browser(r @ Refusal::OtherBrowser)) => refused(&r),
+        Err(FlowError::Browser(r @ Refusal::OtherConsoleUser { .. })) => clear(refused(&r)),
+        Err(e @ (FlowError::StateInvalid | FlowError::WrongServer)) => {
             tracing::warn!(error = %e, "connect callback refused");
             failure(StatusCode::BAD_REQUEST, &e.to_string())
         }
-        Err(FlowError::Grant(e)) => grant_failure(&e),
+        Err(e @ (FlowError::IssuerMismatch | FlowError::Denied(_))) => {
+            tracing::warn!(error = %e, "connect callback refused");
+            clear(failure(StatusCode::BAD_REQUEST, &e.to_string()))
+        }
+        Err(FlowError::Grant(e)) => clear(grant_failure(&e)),
     }
 }

@@ -1,8 +1,10 @@
 //! The authorization-code flow with PKCE (S256): [`start`] stores a single-use `state`
-//! (10 minutes) and builds the provider's authorization URL; [`finish`] consumes the state
-//! exactly once, checks it belongs to this server, exchanges the code (RFC 8707 `resource`
-//! sent, RFC 9207 `iss` checked when the provider returns it) and stores the grant with the
-//! version check. Code exchange and refresh use the `oauth2` crate.
+//! (10 minutes) bound to the browser that started it (the hash of its connect cookie, see
+//! [`super::binding`]) and builds the provider's authorization URL; [`finish`] consumes the
+//! state exactly once, checks it belongs to this server and to this browser, exchanges the
+//! code (RFC 8707 `resource` sent, RFC 9207 `iss` checked when the provider returns it) and
+//! stores the grant with the version check; [`cancel`] consumes it when the provider
+//! answered an error. Code exchange and refresh use the `oauth2` crate.
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
@@ -12,6 +14,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::binding::{Browser, Refusal};
 use super::endpoints::{self, Endpoints};
 use super::{GrantError, TokenSet, ring};
 use crate::domain::{Grant, GrantStatus, McpServer, OAuthState, UpstreamAuth};
@@ -37,6 +40,10 @@ pub enum FlowError {
     IssuerMismatch,
     #[error("the provider did not grant access: {0}")]
     Denied(String),
+    /// The callback came to another browser than the one that started the flow, or to one
+    /// signed in to the console as another user: the state is used up, nothing stored.
+    #[error(transparent)]
+    Browser(#[from] Refusal),
     #[error(transparent)]
     Grant(#[from] GrantError),
 }
@@ -46,6 +53,9 @@ pub enum FlowError {
 struct Payload {
     verifier: String,
     redirect_uri: String,
+    /// SHA-256 of the connect cookie of the browser that started the flow. Not defaulted:
+    /// a state without it (made before this field existed) is refused like a forged one.
+    browser: String,
 }
 
 /// Where the provider sends the user back for `server`.
@@ -100,8 +110,14 @@ fn state_context(id: &str) -> Vec<u8> {
     format!("oauth-state:{id}").into_bytes()
 }
 
-/// Starts an authorization of `server` for `user`: the provider URL to send the browser to.
-pub async fn start(state: &AppState, user: &str, server: &McpServer) -> Result<String, GrantError> {
+/// Starts an authorization of `server` for `user` in the browser whose connect cookie hashes
+/// to `browser` ([`super::binding::Nonce::hash`]): the provider URL to send it to.
+pub async fn start(
+    state: &AppState,
+    user: &str,
+    server: &McpServer,
+    browser: &str,
+) -> Result<String, GrantError> {
     let e = endpoints::resolve(state, server).await?;
     let redirect = redirect_uri(state, &server.name);
     let c = client(state, server, &e, Some(redirect.clone())).await?;
@@ -121,6 +137,7 @@ pub async fn start(state: &AppState, user: &str, server: &McpServer) -> Result<S
     let payload = serde_json::to_vec(&Payload {
         verifier: verifier.secret().clone(),
         redirect_uri: redirect,
+        browser: browser.to_owned(),
     })
     .map_err(|_| GrantError::Keyring("payload".into()))?;
     let now = state.clock.now();
@@ -199,38 +216,69 @@ pub fn grant_record(
     })
 }
 
-/// Completes an authorization: the user whose grant was stored.
-pub async fn finish(
+/// Consumes the state `state_id` for `server_name`'s callback in `browser`: its record and
+/// payload once the browser is admitted. Consumed whatever the outcome: a state that
+/// reached another browser (with the provider's code for whoever signed in there) must not
+/// stay usable for the browser that holds the cookie, or that browser could finish it with
+/// the other person's code.
+async fn claim(
     state: &AppState,
     server_name: &str,
-    code: &str,
     state_id: &str,
-    iss: Option<&str>,
-) -> Result<String, FlowError> {
-    let now = state.clock.now();
-    if state_id.starts_with("link:") {
-        // connect-link nonces share the state table; they are not authorizations
+    browser: &Browser,
+) -> Result<(OAuthState, Payload), FlowError> {
+    if !super::link::is_token(state_id) {
+        // Connect-link and continue records share the state table under `link:`/`go:`
+        // ids; they are not authorizations. Anything else of another shape is not ours.
         return Err(FlowError::StateInvalid);
     }
     let pending = state
         .store
-        .consume_state(state_id, now)
+        .consume_state(state_id, state.clock.now())
         .await
         .map_err(GrantError::from)?
         .ok_or(FlowError::StateInvalid)?;
     if pending.server != server_name {
         return Err(FlowError::WrongServer);
     }
-    let Some(server) = state.server(server_name).await.map_err(GrantError::from)? else {
-        return Err(FlowError::WrongServer);
-    };
-    let ring = ring(state).await?;
     let payload: Payload = serde_json::from_slice(
-        &ring
+        &ring(state)
+            .await?
             .open(&pending.sealed_payload, &state_context(state_id))
             .map_err(GrantError::from)?,
     )
     .map_err(|_| FlowError::StateInvalid)?;
+    browser.admits(&payload.browser, &pending.user)?;
+    Ok((pending, payload))
+}
+
+/// Ends the authorization `state_id` the provider answered with an error: consumed, so it
+/// cannot be completed later. The flow's user when it was this browser's.
+pub async fn cancel(
+    state: &AppState,
+    server_name: &str,
+    state_id: &str,
+    browser: &Browser,
+) -> Result<String, FlowError> {
+    let (pending, _) = claim(state, server_name, state_id, browser).await?;
+    Ok(pending.user)
+}
+
+/// Completes an authorization in `browser`: the user whose grant was stored.
+pub async fn finish(
+    state: &AppState,
+    server_name: &str,
+    code: &str,
+    state_id: &str,
+    iss: Option<&str>,
+    browser: &Browser,
+) -> Result<String, FlowError> {
+    let now = state.clock.now();
+    let (pending, payload) = claim(state, server_name, state_id, browser).await?;
+    let Some(server) = state.server(server_name).await.map_err(GrantError::from)? else {
+        return Err(FlowError::WrongServer);
+    };
+    let ring = ring(state).await?;
     let e = endpoints::resolve(state, &server).await?;
     if let (Some(got), Some(want)) = (iss, e.issuer.as_deref())
         && got != want

@@ -1,7 +1,8 @@
 //! Per-user OAuth2 grants for upstream servers: the authorization-code flow with PKCE
 //! ([`flow`]), the provider's endpoints ([`endpoints`]), and the tokens the proxy injects,
 //! refreshed on demand with the store's version check ([`tokens`]); revocation
-//! ([`revoke`]), connect links ([`link`]), and tokens users store themselves for
+//! ([`revoke`]), connect and continue links ([`link`]), the flow's binding to one browser
+//! ([`binding`]), and tokens users store themselves for
 //! `per_user_token` servers ([`user_token`]), kept as grants without refresh; the gateway's
 //! own client at providers, configured or registered by RFC 7591 ([`registration`]).
 //!
@@ -9,6 +10,7 @@
 //! blob copied onto another user's (or server's) record does not open: one user's grant can
 //! never be used for another.
 
+pub mod binding;
 pub mod endpoints;
 pub mod flow;
 pub mod link;
