@@ -94,6 +94,8 @@ pub struct Config {
     /// An identity provider configured by environment (the SAM template's parameters), in
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
+    /// Which addresses the gateway may contact (upstreams, OAuth endpoints, metadata).
+    pub egress: crate::egress::EgressPolicy,
 }
 
 /// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
@@ -281,6 +283,7 @@ impl Config {
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
         Ok(Self {
+            egress: crate::egress::EgressPolicy::default(),
             key_cache_ttl,
             policy_cache_ttl,
             identity_provider,

@@ -226,6 +226,7 @@ async fn callback(
             e @ (FlowError::StateInvalid
             | FlowError::WrongServer
             | FlowError::IssuerMismatch
+            | FlowError::IssuerMissing
             | FlowError::Denied(_)),
         ) => {
             tracing::warn!(error = %e, "connect callback refused");

@@ -1,7 +1,8 @@
 //! The authorization-code flow with PKCE (S256): [`start`] stores a single-use `state`
 //! (10 minutes) and builds the provider's authorization URL; [`finish`] consumes the state
 //! exactly once, checks it belongs to this server, exchanges the code (RFC 8707 `resource`
-//! sent, RFC 9207 `iss` checked when the provider returns it) and stores the grant with the
+//! sent; RFC 9207 `iss` must equal the pinned issuer when present, and must be present when
+//! the pinned metadata says the provider sends it) and stores the grant with the
 //! version check. Code exchange and refresh use the `oauth2` crate.
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
@@ -35,6 +36,10 @@ pub enum FlowError {
     WrongServer,
     #[error("the response came from an unexpected authorization server")]
     IssuerMismatch,
+    /// RFC 9207: the provider always names itself in its responses, and this one did not
+    /// (a mix-up attack sends the code from another provider's response here).
+    #[error("the response does not say which authorization server sent it")]
+    IssuerMissing,
     #[error("the provider did not grant access: {0}")]
     Denied(String),
     #[error(transparent)]
@@ -102,7 +107,7 @@ fn state_context(id: &str) -> Vec<u8> {
 
 /// Starts an authorization of `server` for `user`: the provider URL to send the browser to.
 pub async fn start(state: &AppState, user: &str, server: &McpServer) -> Result<String, GrantError> {
-    let e = endpoints::resolve(server).await?;
+    let e = endpoints::for_server(state, server).await?;
     let redirect = redirect_uri(state, &server.name);
     let c = client(state, server, &e, Some(redirect.clone())).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -199,6 +204,16 @@ pub fn grant_record(
     })
 }
 
+/// RFC 9207, before the code goes anywhere: a present `iss` must be the pinned issuer, and
+/// an authorization server whose pinned metadata says it sends `iss` must have sent it.
+fn check_issuer(iss: Option<&str>, e: &Endpoints) -> Result<(), FlowError> {
+    match (iss, e.issuer.as_deref()) {
+        (Some(got), Some(want)) if got != want => Err(FlowError::IssuerMismatch),
+        (None, _) if e.iss_parameter_supported => Err(FlowError::IssuerMissing),
+        _ => Ok(()),
+    }
+}
+
 /// Completes an authorization: the user whose grant was stored.
 pub async fn finish(
     state: &AppState,
@@ -231,12 +246,8 @@ pub async fn finish(
             .map_err(GrantError::from)?,
     )
     .map_err(|_| FlowError::StateInvalid)?;
-    let e = endpoints::resolve(&server).await?;
-    if let (Some(got), Some(want)) = (iss, e.issuer.as_deref())
-        && got != want
-    {
-        return Err(FlowError::IssuerMismatch);
-    }
+    let e = endpoints::for_server(state, &server).await?;
+    check_issuer(iss, &e)?;
     let c = client(state, &server, &e, Some(payload.redirect_uri)).await?;
     let answer = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))

@@ -1,5 +1,6 @@
 //! Per-user OAuth2 grants for upstream servers: the authorization-code flow with PKCE
-//! ([`flow`]), the provider's endpoints ([`endpoints`]), and the tokens the proxy injects,
+//! ([`flow`]), the provider's endpoints as pinned on the server record ([`endpoints`]),
+//! discovered from checked metadata ([`discovery`], [`endpoint_url`]), and the tokens the proxy injects,
 //! refreshed on demand with the store's version check ([`tokens`]); revocation
 //! ([`revoke`]), connect links ([`link`]), and tokens users store themselves for
 //! `per_user_token` servers ([`user_token`]), kept as grants without refresh; the gateway's
@@ -9,6 +10,8 @@
 //! blob copied onto another user's (or server's) record does not open: one user's grant can
 //! never be used for another.
 
+pub mod discovery;
+pub mod endpoint_url;
 pub mod endpoints;
 pub mod flow;
 pub mod link;
@@ -86,7 +89,8 @@ pub enum GrantError {
     Network(String),
     #[error("the authorization server answered an error")]
     Upstream(String),
-    #[error("the provider's endpoints could not be found")]
+    /// The message says which document or endpoint and why (no secrets: URLs and rules).
+    #[error("the provider's endpoints could not be found or were refused: {0}")]
     Discovery(String),
     #[error("this server is not an OAuth2 server")]
     NotOAuth,
