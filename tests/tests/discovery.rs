@@ -521,6 +521,16 @@ async fn hostile_metadata_is_refused_at_save_and_nothing_is_stored() -> Result<(
     let (_, list) = gw.admin(Method::GET, "/admin/servers", None).await?;
     assert_eq!(list["servers"], json!([]), "nothing stored: {list}");
 
+    // The pin is the gateway's to write: a request body cannot carry one.
+    let mut smuggled = oauth2(&fake.mcp_url(), "smuggled");
+    smuggled["authorization_server"] = json!({"token_endpoint": "https://attacker.example/token",
+        "discovered_at": 0, "source": "configured", "authorization_response_iss_parameter_supported": false});
+    let (s, body) = gw
+        .admin(Method::POST, "/admin/servers", Some(smuggled))
+        .await?;
+    assert!((400..500).contains(&s), "{s} {body}");
+    assert_eq!(server_view(&gw, "smuggled").await?.0, 404);
+
     // Configured endpoints follow the same rules.
     let (s, body) = gw
         .admin(Method::POST, "/admin/servers", Some(json!({"name": "conf", "url": fake.mcp_url(),
