@@ -200,6 +200,9 @@ def lambda_env(function, port, extra):
         "MCPGW_STORE": "dynamodb",
         "MCPGW_SECRETS": "aws",
         "MCPGW_PUBLIC_URL": PUBLIC_URL,
+        # In Lambda loopback is denied by default (egress policy); the peers live there.
+        "MCPGW_EGRESS_ALLOW": "127.0.0.0/8,::1",
+        "MCPGW_EGRESS_ALLOW_HTTP": "1",
         "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH": "true",
         "RUST_LOG": "info",
     }

@@ -94,7 +94,9 @@ pub struct Config {
     /// An identity provider configured by environment (the SAM template's parameters), in
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
-    /// Which addresses the gateway may contact (upstreams, OAuth endpoints, metadata).
+    /// Connection limits of the local HTTP server (slow or idle clients, connection cap).
+    pub server_limits: crate::runtime::ServerLimits,
+    /// Which addresses outbound requests may reach (`MCPGW_EGRESS_*`, see `egress`).
     pub egress: crate::egress::EgressPolicy,
 }
 
@@ -278,12 +280,35 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let egress = egress_from(&get, in_lambda)?;
         let identity_provider = identity_provider_from(&get)?;
+        if let Some(idp) = &identity_provider {
+            // The gateway fetches these itself: refuse to start rather than fail every JWT.
+            let urls = [
+                ("MCPGW_IDP_ISSUER", Some(&idp.issuer)),
+                ("MCPGW_IDP_JWKS_URI", idp.jwks_uri.as_ref()),
+            ];
+            for (var, url) in urls {
+                if let Some(Err(e)) = url.map(|u| egress.check_url_str(u)) {
+                    return Err(err(var, e.to_string()));
+                }
+            }
+        }
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
+        let server_limits = crate::runtime::ServerLimits {
+            header_read_timeout: Duration::from_secs(
+                parse_num(&get, "MCPGW_HEADER_READ_TIMEOUT_SECONDS", 10)?.max(1),
+            ),
+            body_read_timeout: Duration::from_secs(
+                parse_num(&get, "MCPGW_BODY_READ_TIMEOUT_SECONDS", 30)?.max(1),
+            ),
+            max_connections: parse_num(&get, "MCPGW_MAX_CONNECTIONS", 1024)?.max(1) as usize,
+        };
         Ok(Self {
-            egress: crate::egress::EgressPolicy::default(),
+            server_limits,
+            egress,
             key_cache_ttl,
             policy_cache_ttl,
             identity_provider,
@@ -314,6 +339,28 @@ impl Config {
             },
         })
     }
+}
+
+/// `MCPGW_EGRESS_DENY`, `MCPGW_EGRESS_ALLOW` (comma-separated CIDRs) and
+/// `MCPGW_EGRESS_ALLOW_HTTP` over the defaults of the mode.
+fn egress_from(
+    get: &impl Fn(&str) -> Option<String>,
+    in_lambda: bool,
+) -> Result<crate::egress::EgressPolicy, ConfigError> {
+    let cidrs = |var: &'static str| {
+        crate::egress::parse_cidrs(&get(var).unwrap_or_default())
+            .map_err(|e| err(var, e.to_string()))
+    };
+    let plain_http = match get("MCPGW_EGRESS_ALLOW_HTTP").as_deref() {
+        Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        Some(_) => return Err(err("MCPGW_EGRESS_ALLOW_HTTP", "expected 1 or 0")),
+        None => !in_lambda,
+    };
+    Ok(crate::egress::EgressPolicy::defaults(in_lambda)
+        .deny(cidrs("MCPGW_EGRESS_DENY")?)
+        .allow(cidrs("MCPGW_EGRESS_ALLOW")?)
+        .plain_http(plain_http))
 }
 
 /// `MCPGW_IDP_*`: one identity provider when `MCPGW_IDP_ISSUER` is set.
@@ -522,6 +569,56 @@ mod tests {
         // Below a minute it is raised to one, as before.
         let c = cfg(&[("MCPGW_SESSION_TTL_SECONDS", "5")]).unwrap();
         assert_eq!(c.session_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn egress_settings_follow_the_mode_and_name_their_variable() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lambda = [
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("MCPGW_TABLE_NAME", "t"),
+            ("MCPGW_KEYRING_SECRET", "secret://k"),
+        ];
+        // Local: loopback and plain http allowed; Lambda: both denied.
+        let local = cfg(&[]).unwrap().egress;
+        assert!(local.check_ip(ip("127.0.0.1")).is_ok() && local.allow_plain_http());
+        let aws = cfg(&lambda).unwrap().egress;
+        assert!(aws.check_ip(ip("127.0.0.1")).is_err() && !aws.allow_plain_http());
+        // The Lambda emulator's tests admit loopback and plain http explicitly.
+        let mut vars = lambda.to_vec();
+        vars.extend([
+            ("MCPGW_EGRESS_ALLOW", "127.0.0.0/8, ::1"),
+            ("MCPGW_EGRESS_ALLOW_HTTP", "1"),
+            ("MCPGW_EGRESS_DENY", "10.0.0.0/8"),
+        ]);
+        let admitted = cfg(&vars).unwrap().egress;
+        assert!(admitted.check_ip(ip("127.0.0.1")).is_ok() && admitted.allow_plain_http());
+        assert!(admitted.check_ip(ip("::1")).is_ok());
+        assert!(admitted.check_ip(ip("10.1.2.3")).is_err());
+        for (k, v) in [
+            ("MCPGW_EGRESS_DENY", "10.0.0.0/33"),
+            ("MCPGW_EGRESS_DENY", "example.com"),
+            ("MCPGW_EGRESS_ALLOW", "127.0.0.1/8/8"),
+            ("MCPGW_EGRESS_ALLOW_HTTP", "yes"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert_eq!(e.var, k, "{e}");
+        }
+        // An environment-configured identity provider the gateway may not reach is a start
+        // failure naming the variable, not a 401 on every token.
+        let e = cfg(&[
+            ("MCPGW_IDP_ISSUER", "https://login.example.com"),
+            ("MCPGW_IDP_JWKS_URI", "https://[::ffff:169.254.1.1]/keys"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "MCPGW_IDP_JWKS_URI");
+        assert!(e.message.contains("link-local"), "{e}");
+        let mut vars = lambda.to_vec();
+        vars.push(("MCPGW_IDP_ISSUER", "http://127.0.0.1:9/idp"));
+        assert_eq!(cfg(&vars).unwrap_err().var, "MCPGW_IDP_ISSUER");
+        vars.push(("MCPGW_EGRESS_ALLOW", "127.0.0.1"));
+        assert!(cfg(&vars).is_ok());
     }
 
     #[test]

@@ -138,12 +138,29 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             "payload_too_large",
             format!("request body exceeds {limit} bytes"),
         )),
+        Err(e) if caused_by::<crate::runtime::BodyReadTimeout>(e.as_ref()) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )),
         // The client went away or sent a broken body: nothing was read, nothing is written.
         Err(_) => Err(ApiError::bad_request(
             "invalid_body",
             "the request body could not be read",
         )),
     }
+}
+
+/// Whether `T` is `e` or anywhere in its source chain.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<T>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// A path parameter extractor whose failures (bad percent-encoding, invalid UTF-8) are JSON

@@ -86,6 +86,9 @@ pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
     let api =
         std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| StreamingRuntimeError::NoRuntimeApi)?;
     let base = runtime_base_url(&api);
+    // The one outbound client NOT built by the egress policy: it talks only to the Runtime
+    // API, whose address Lambda itself sets (loopback, which the policy denies in Lambda so
+    // that no admin- or upstream-supplied URL can reach it). No configured URL goes here.
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .no_proxy()

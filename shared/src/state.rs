@@ -43,9 +43,13 @@ pub struct AppState {
     pub servers: Arc<ServerCache>,
     /// Teams, server groups and virtual servers, cached (see `policy::cache`).
     pub policy: Arc<crate::policy::cache::PolicyCache>,
-    /// Client for upstream MCP servers: redirects off (a redirect could carry the injected
-    /// credential to another host), pooled, built once.
+    /// Client for upstream MCP servers, OIDC discovery and JWKS: built by the egress policy
+    /// (every connection judged on its resolved address, redirects off: a redirect could
+    /// carry the injected credential to another host), pooled, built once.
     pub http: reqwest::Client,
+    /// Client for authorization servers (metadata, token, revocation, registration): the
+    /// same egress policy, and every call bounded by `grants::endpoints::OAUTH_CALL_TIMEOUT`.
+    pub oauth_http: reqwest::Client,
     /// What this process has learned about upstreams (eras, bridged sessions).
     pub mcp: Arc<crate::mcp::memory::Memory>,
     /// Opened OAuth tokens and refresh locks of this process (see `grants::tokens`).
@@ -124,11 +128,19 @@ impl AppState {
         crate::crypto::install_tls_provider();
         let keyring = Arc::new(KeyringSource::new(config.keyring.clone(), secrets.clone())?);
         let servers = Arc::new(ServerCache::new(config.server_cache_ttl));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        // Every outbound client starts from the egress policy's builder (see `egress`).
+        let http = config
+            .egress
+            .client_builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let oauth_http = config
+            .egress
+            .client_builder()
+            .timeout(crate::grants::endpoints::OAUTH_CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
             .build()?;
         let providers = Arc::new(crate::identity::providers::Providers::new(
             store.clone(),
@@ -157,6 +169,7 @@ impl AppState {
             servers,
             policy: Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl)),
             http,
+            oauth_http,
             mcp: Arc::default(),
             grants: Arc::default(),
         })

@@ -202,6 +202,13 @@ impl AwsSetup {
                 self.admin_key_ref.as_str(),
             ),
             ("MCPGW_PUBLIC_URL", public_url),
+            // The template's EgressAllow parameter, as a stack whose peers all live on
+            // loopback must set it: in Lambda loopback is denied by default.
+            ("MCPGW_EGRESS_DENY", ""),
+            ("MCPGW_EGRESS_ALLOW", "127.0.0.0/8,::1"),
+            // Not a template parameter (a deployment's OAuth endpoints are https): the peers
+            // here (oidc-provider, the Python servers) speak plain http on loopback.
+            ("MCPGW_EGRESS_ALLOW_HTTP", "1"),
             // REST events carry the stage in requestContext; without this lambda_http prefixes
             // every path with "/<stage>" and no route matches (see `stage_prefix` in the tests).
             ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
@@ -1985,6 +1992,37 @@ mod tests {
         assert_eq!(set, expected);
         for (param, _, default) in defaults.parameters() {
             assert_eq!(default_of(param).as_deref(), Some(default), "{param}");
+        }
+    }
+
+    /// The egress parameters reach every function (Globals) as `MCPGW_EGRESS_*`, empty by
+    /// default (the policy's own defaults: loopback denied in Lambda).
+    #[test]
+    fn egress_parameters_are_the_templates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+        let text = std::fs::read_to_string(&path).expect("read infra/template.yaml");
+        let set: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("MCPGW_EGRESS_"))
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "MCPGW_EGRESS_DENY: !Ref EgressDeny",
+                "MCPGW_EGRESS_ALLOW: !Ref EgressAllow"
+            ]
+        );
+        for param in ["EgressDeny", "EgressAllow"] {
+            let at = text
+                .find(&format!("\n  {param}:\n"))
+                .unwrap_or_else(|| panic!("{param} is a parameter"));
+            let block: String = text[at + 1..]
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    "))
+                .collect();
+            assert!(block.contains("Default: \"\""), "{param}: {block}");
         }
     }
 

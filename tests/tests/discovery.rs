@@ -591,48 +591,75 @@ async fn hostile_metadata_is_refused_at_save_and_nothing_is_stored() -> Result<(
     Ok(())
 }
 
-/// Link-local and cloud-metadata endpoints are refused by the egress policy.
-///
-/// EGRESS-PLACEHOLDER: written against the egress contract (item 4). With the placeholder
-/// egress module of this branch (which allows every address) it checks only that the save
-/// agrees with the policy; once the real policy is merged the policy denies 169.254.0.0/16
-/// and the strict branch (422 naming the field and the rule) runs.
+/// Link-local and cloud-metadata endpoints in discovered metadata are refused by the egress
+/// policy (the gateway's own loopback upstreams stay allowed in local mode): 422 naming the
+/// field and the rule, nothing stored; non-canonical spellings of the address too.
 #[tokio::test(flavor = "multi_thread")]
 async fn link_local_endpoints_are_refused_by_the_egress_policy() -> Result<()> {
     let gw = TestGateway::start(StoreKind::Sqlite, SECRETS).await?;
     let fake = Fake::start().await;
-    let target = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
-    let denied = gw.state.config.egress.check_url(&url::Url::parse(target)?);
-    fake.edit_meta(|m| m["token_endpoint"] = json!(target));
+    for (i, (field, target, rule)) in [
+        (
+            "token_endpoint",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "metadata",
+        ),
+        (
+            "authorization_endpoint",
+            "http://169.254.1.1/authorize",
+            "link-local",
+        ),
+        (
+            "token_endpoint",
+            "http://[::ffff:169.254.169.254]/token",
+            "metadata",
+        ),
+        (
+            "revocation_endpoint",
+            "http://0xa9fea9fe/revoke",
+            "metadata",
+        ),
+        (
+            "registration_endpoint",
+            "https://[fe80::1]/register",
+            "link-local",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = fake.shared.meta.lock().unwrap().clone();
+        fake.edit_meta(|m| m[field] = json!(target));
+        let name = format!("imds-{i}");
+        let (s, body) = gw
+            .admin(
+                Method::POST,
+                "/admin/servers",
+                Some(oauth2(&fake.mcp_url(), &name)),
+            )
+            .await?;
+        assert_eq!(s, 422, "{target}: {body}");
+        assert_eq!(
+            body["error"]["code"], "invalid_discovered_metadata",
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field) && message.contains("egress policy") && message.contains(rule),
+            "{target}: {message}"
+        );
+        assert_eq!(server_view(&gw, &name).await?.0, 404, "nothing stored");
+        *fake.shared.meta.lock().unwrap() = before;
+    }
+    // BASELINE: the same upstream with its own (loopback, allowed locally) endpoints
     let (s, body) = gw
         .admin(
             Method::POST,
             "/admin/servers",
-            Some(oauth2(&fake.mcp_url(), "imds")),
+            Some(oauth2(&fake.mcp_url(), "ok")),
         )
         .await?;
-    match denied {
-        Err(rule) => {
-            assert_eq!(s, 422, "{body}");
-            let message = body["error"]["message"].as_str().unwrap_or_default();
-            assert!(
-                message.contains("token_endpoint") && message.contains("egress"),
-                "{message}"
-            );
-            assert!(
-                message.contains(&rule.to_string()),
-                "names the rule: {message}"
-            );
-            let (s, _) = server_view(&gw, "imds").await?;
-            assert_eq!(s, 404, "nothing stored");
-        }
-        Ok(()) => {
-            eprintln!(
-                "EGRESS-PLACEHOLDER: the egress policy allows {target}; this test is strict once the egress branch is merged"
-            );
-            assert_eq!(s, 201, "{body}");
-        }
-    }
+    assert_eq!(s, 201, "{body}");
     Ok(())
 }
 

@@ -865,6 +865,31 @@ async fn bad_input(stack: &LambdaStack) {
     .await;
     assert_eq!(s, 400, "{body}");
     assert!(body["error"]["code"].is_string(), "{body}");
+    // an upstream at the instance metadata address (in a decimal spelling): 422 naming the
+    // rule, in Lambda as locally; nothing is stored
+    let metadata = json!({"name": "imds", "url": "http://2852039166/latest/meta-data/",
+        "auth": {"type": "none"}})
+    .to_string();
+    let (s, _, body) = call(
+        Method::POST,
+        &rest.url("/admin/servers"),
+        admin,
+        Some(("application/json", &metadata)),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (422, Some("egress_denied")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("169.254.169.254") && m.contains("cloud metadata")),
+        "{body}"
+    );
+    let (s, _, _) = call(Method::GET, &rest.url("/admin/servers/imds"), admin, None).await;
+    assert_eq!(s, 404);
 }
 
 /// Response streaming beyond the REST API: the emulator's function URL, and what a REST

@@ -59,6 +59,16 @@ fn provider_from(mut body: Map<String, Value>, name: &str) -> Result<IdentityPro
     Ok(idp)
 }
 
+/// The gateway fetches the issuer's metadata and the JWKS itself: both must pass the egress
+/// policy (422 `egress_denied`).
+fn check_egress(state: &AppState, idp: &IdentityProvider) -> Result<(), ApiError> {
+    crate::check_egress(state, "issuer", &idp.issuer)?;
+    if let Some(j) = &idp.jwks_uri {
+        crate::check_egress(state, "jwks_uri", j)?;
+    }
+    Ok(())
+}
+
 /// The body's `name` (a string), if given.
 fn body_name(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     match body.get("name") {
@@ -119,6 +129,7 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = body_name(&body)?.ok_or_else(|| invalid("name is required"))?;
     let mut idp = provider_from(body, &name)?;
+    check_egress(&state, &idp)?;
     check_issuer_free(&state, &idp).await?;
     let now = state.clock.now();
     (idp.created_at, idp.updated_at) = (now, now);
@@ -162,6 +173,7 @@ async fn replace(
         ));
     }
     let mut idp = provider_from(body, &name)?;
+    check_egress(&state, &idp)?;
     let existing: IdentityProvider = state
         .store
         .get_typed(KIND, &name)

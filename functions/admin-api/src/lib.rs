@@ -47,6 +47,18 @@ pub fn app(state: AppState) -> Router {
     mcpgw::http::finish(routes(state), limit)
 }
 
+/// 422 `egress_denied` when the egress policy refuses the host `url` names as a literal
+/// (any spelling the URL parser canonicalizes) or as `localhost`; the message names the field
+/// and the rule. DNS names pass here: what they resolve to now proves nothing about what they
+/// will resolve to, so they are judged on every connection instead (see `mcpgw::egress`).
+pub(crate) fn check_egress(state: &AppState, field: &str, url: &str) -> Result<(), ApiError> {
+    state
+        .config
+        .egress
+        .check_url_str(url)
+        .map_err(|e| ApiError::unprocessable("egress_denied", format!("{field}: {e}")))
+}
+
 /// Any authenticated caller; 401 otherwise.
 pub struct Caller(pub Principal);
 

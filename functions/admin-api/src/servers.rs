@@ -205,6 +205,7 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
             }
             // The endpoints (and the issuer) follow the rules discovered ones do: the
             // authorization URL is where browsers are sent, the token URL gets the secret.
+            // (The egress policy's part is `check_egress`, reported as `egress_denied`.)
             for (what, u, role) in [
                 ("authorization_url", authorization_url, UrlRole::Endpoint),
                 ("token_url", token_url, UrlRole::Endpoint),
@@ -212,7 +213,7 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
                 ("issuer", issuer, UrlRole::Issuer),
             ] {
                 if let Some(u) = u {
-                    endpoint_url::check(u, role, egress).map_err(|e| {
+                    endpoint_url::check_form(u, role, egress.allow_plain_http()).map_err(|e| {
                         invalid(format!("auth.{what}: {} {e}", endpoint_url::excerpt(u)))
                     })?;
                 }
@@ -281,6 +282,7 @@ async fn pin_for_save(
 ) -> Result<(), ApiError> {
     server.authorization_server = None;
     match endpoints::resolve(
+        &state.oauth_http,
         &state.config.egress,
         server,
         PinSource::DiscoveredAtSave,
@@ -340,6 +342,40 @@ async fn replace_if_unchanged(
                 server.name
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Every URL the gateway will contact for this server, or send a browser to, passes the
+/// egress policy (422 `egress_denied` naming the field and the rule). `resource` is an
+/// identifier, never fetched.
+fn check_egress(state: &AppState, input: &ServerInput) -> Result<(), ApiError> {
+    crate::check_egress(state, "url", &input.url)?;
+    let none = None;
+    let (authorization_url, token_url, revocation_url, issuer) = match &input.auth {
+        UpstreamAuth::OAuth2 {
+            authorization_url,
+            token_url,
+            revocation_url,
+            issuer,
+            ..
+        } => (authorization_url, token_url, revocation_url, issuer),
+        UpstreamAuth::OAuth2ClientCredentials {
+            token_url, issuer, ..
+        } => (&none, token_url, &none, issuer),
+        UpstreamAuth::None | UpstreamAuth::Header { .. } | UpstreamAuth::PerUserToken { .. } => {
+            return Ok(());
+        }
+    };
+    for (what, u) in [
+        ("authorization_url", authorization_url),
+        ("token_url", token_url),
+        ("revocation_url", revocation_url),
+        ("issuer", issuer),
+    ] {
+        if let Some(u) = u {
+            crate::check_egress(state, &format!("auth.{what}"), u)?;
+        }
     }
     Ok(())
 }
@@ -409,6 +445,7 @@ async fn create(
         .clone()
         .ok_or_else(|| invalid("name is required"))?;
     validate(&input, &name, &state.config.egress)?;
+    check_egress(&state, &input)?;
     // Servers and virtual servers share the /mcp/{endpoint} namespace.
     if crate::access::virtual_server_exists(&state, &name).await? {
         return Err(ApiError::new(
@@ -476,6 +513,7 @@ async fn replace(
         ));
     }
     validate(&input, &name, &state.config.egress)?;
+    check_egress(&state, &input)?;
     let (read, existing) = stored(&state, &name).await?;
     check_secrets(&state, &input.auth).await?;
     let mut server = McpServer {
@@ -532,6 +570,7 @@ async fn discover(
         ));
     }
     let pin = match endpoints::resolve(
+        &state.oauth_http,
         &state.config.egress,
         &server,
         PinSource::RediscoveredByAdmin,

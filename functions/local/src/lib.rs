@@ -36,7 +36,7 @@ pub fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// Starts the gateway from `config` and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
+    let (listen, limits) = (config.listen, config.server_limits);
     let generate_admin = config.bootstrap_admin == BootstrapAdmin::GenerateIfAbsent;
     let state = AppState::build(config).await.context("building state")?;
     if generate_admin
@@ -49,6 +49,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("bootstrap admin key (shown once, keep it safe): {key}");
     }
     spawn_sweeper(state.clone());
-    mcpgw::runtime::serve(router(state), listen).await?;
+    mcpgw::runtime::serve(router(state), listen, limits).await?;
     Ok(())
 }

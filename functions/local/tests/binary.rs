@@ -1,6 +1,7 @@
 //! The `local` binary as a user runs it: starts on a free port with a fresh data folder,
 //! prints the bootstrap admin key exactly once (first start only), keeps it valid across
-//! restarts, creates its key file private, answers /healthz, and stops on SIGTERM.
+//! restarts, creates its key file private, answers /healthz, and stops on SIGTERM; and it
+//! sheds clients that trickle their requests (slowloris) while serving the others.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +23,12 @@ impl Drop for Gateway {
 
 /// Starts the binary and waits for its `listening on http://ADDR` line.
 fn start(data_dir: &std::path::Path) -> Gateway {
+    start_with(data_dir, &[])
+}
+
+fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Gateway {
     let child = Command::new(env!("CARGO_BIN_EXE_local"))
+        .envs(env.iter().copied())
         .env("MCPGW_LISTEN", "127.0.0.1:0")
         .env("MCPGW_DATA_DIR", data_dir.join("data"))
         .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
@@ -151,4 +157,60 @@ async fn first_start_prints_admin_key_once_and_it_survives_restart() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
+}
+
+/// 200 clients each sending a header byte every second would hold 200 connections forever
+/// without a header-read timeout (and, beyond the connection cap, starve everyone). With
+/// `MCPGW_HEADER_READ_TIMEOUT_SECONDS=1` and a cap of 64, every one of them is disconnected
+/// and a well-behaved request is still answered meanwhile.
+#[tokio::test]
+async fn trickling_clients_are_disconnected_and_others_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(
+        dir.path(),
+        &[
+            ("MCPGW_HEADER_READ_TIMEOUT_SECONDS", "1"),
+            ("MCPGW_MAX_CONNECTIONS", "64"),
+        ],
+    );
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        slow.push(tcp);
+    }
+    let trickle = tokio::spawn(async move {
+        let mut open = slow.len();
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            open = 0;
+            for tcp in &mut slow {
+                let _ = tcp.write_all(b"x").await;
+                let mut probe = [0u8; 256];
+                match tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut probe)).await {
+                    Ok(Ok(0) | Err(_)) => {}
+                    _ => open += 1,
+                }
+            }
+            if open == 0 {
+                break;
+            }
+        }
+        open
+    });
+    mcpgw::crypto::install_tls_provider();
+    let health = reqwest::Client::new()
+        .get(format!("{}/healthz", gw.base))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("a well-behaved client is served while 200 trickle");
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        trickle.await.unwrap(),
+        0,
+        "trickling connections still open"
+    );
 }

@@ -42,7 +42,12 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
             "upstream_timeout",
             "the upstream MCP server did not answer in time",
         ),
-        CallError::Transport(_) | CallError::Timeout(_) | CallError::Unavailable(_) => (
+        // A denied egress answers like an unreachable upstream (the client learns nothing of
+        // the policy); the log's cause says "refused by the egress policy" and the rule.
+        CallError::Transport(_)
+        | CallError::Egress(_)
+        | CallError::Timeout(_)
+        | CallError::Unavailable(_) => (
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
             "the upstream MCP server could not be reached",

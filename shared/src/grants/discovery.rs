@@ -12,7 +12,8 @@
 //!   their documented types.
 //!
 //! Nothing here is stored or cached: [`super::endpoints`] pins the result on the server record.
-//! Fetching follows no redirects, reads at most [`MAX_METADATA`] bytes per document and ends
+//! Fetching uses the OAuth client the egress policy built (`AppState::oauth_http`: every
+//! resolved address judged at connect time), follows no redirects, reads at most [`MAX_METADATA`] bytes per document and ends
 //! within [`DISCOVERY_TIMEOUT`] overall (the admin API waits for it when a server is saved).
 
 use std::time::Duration;
@@ -77,12 +78,14 @@ pub struct Metadata {
 /// `issuer` when there is one, else from the upstream's protected-resource metadata, whose
 /// `resource` must be `server_url` or `resource` (the configured RFC 8707 resource).
 pub async fn discover(
+    http: &reqwest::Client,
     egress: &EgressPolicy,
     server_url: &str,
     issuer: Option<&str>,
     resource: Option<&str>,
 ) -> Result<Metadata, DiscoveryError> {
-    match tokio::time::timeout(DISCOVERY_TIMEOUT, run(egress, server_url, issuer, resource)).await {
+    let run = run(http, egress, server_url, issuer, resource);
+    match tokio::time::timeout(DISCOVERY_TIMEOUT, run).await {
         Ok(r) => r,
         Err(_) => Err(DiscoveryError::Unavailable(format!(
             "discovery did not finish within {} s",
@@ -92,6 +95,7 @@ pub async fn discover(
 }
 
 async fn run(
+    http: &reqwest::Client,
     egress: &EgressPolicy,
     server_url: &str,
     issuer: Option<&str>,
@@ -100,7 +104,7 @@ async fn run(
     let (issuer, resource_metadata_url) = match issuer {
         Some(i) => (i.to_owned(), None),
         None => {
-            let (issuer, from) = issuer_of_resource(egress, server_url, resource).await?;
+            let (issuer, from) = issuer_of_resource(http, egress, server_url, resource).await?;
             (issuer, Some(from))
         }
     };
@@ -116,7 +120,7 @@ async fn run(
         ),
     ];
     for c in candidates {
-        if let Some(doc) = get_json(&c).await? {
+        if let Some(doc) = get_json(http, &c).await? {
             let mut m = authorization_server(&doc, &c, &issuer, egress)?;
             m.resource_metadata_url = resource_metadata_url;
             return Ok(m);
@@ -131,6 +135,7 @@ async fn run(
 /// path-inserted well-known URL first, then the root one (RFC 9728 section 3.1, as MCP
 /// clients do).
 async fn issuer_of_resource(
+    http: &reqwest::Client,
     egress: &EgressPolicy,
     server_url: &str,
     resource: Option<&str>,
@@ -142,7 +147,7 @@ async fn issuer_of_resource(
         url.origin().ascii_serialization()
     );
     for candidate in [well_known(&url, "oauth-protected-resource"), root] {
-        if let Some(doc) = get_json(&candidate).await? {
+        if let Some(doc) = get_json(http, &candidate).await? {
             let accepted: Vec<&str> = std::iter::once(server_url).chain(resource).collect();
             let issuer = protected_resource(&doc, &candidate, &accepted, egress)?;
             return Ok((issuer, candidate));
@@ -306,9 +311,9 @@ pub(crate) fn well_known(url: &url::Url, name: &str) -> String {
 
 /// The JSON object at `url`; `Ok(None)` when it answers anything but a 2xx JSON object (the
 /// next well-known URL is tried), `Err` when it cannot be reached or is too large.
-async fn get_json(url: &str) -> Result<Option<Value>, DiscoveryError> {
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, DiscoveryError> {
     let unavailable = |e: String| DiscoveryError::Unavailable(format!("{url}: {e}"));
-    let mut resp = super::endpoints::http()
+    let mut resp = http
         .get(url)
         .header("accept", "application/json")
         .send()
@@ -368,7 +373,7 @@ mod tests {
             &doc,
             DOC,
             "https://as.example.com",
-            &EgressPolicy::default(),
+            &EgressPolicy::defaults(false),
         )
     }
 
@@ -464,7 +469,7 @@ mod tests {
 
     #[test]
     fn protected_resource_metadata_must_be_the_servers_own() {
-        let egress = EgressPolicy::default();
+        let egress = EgressPolicy::defaults(false);
         let prm = |resource: Value, servers: Value| {
             protected_resource(
                 &json!({"resource": resource, "authorization_servers": servers}),

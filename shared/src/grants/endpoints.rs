@@ -20,7 +20,6 @@
 //! use, so a stricter egress policy applies to records pinned before it); the metadata rules
 //! are in [`super::discovery`].
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::GrantError;
@@ -35,20 +34,9 @@ use crate::store::{ConfigKind, StoreError, to_doc};
 /// Every call to an authorization server (metadata, token, revocation) ends within this.
 pub const OAUTH_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The client for authorization servers: bounded, and no redirects (a redirect could carry
-/// a code or a client secret elsewhere). Built once per process.
-pub fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::crypto::install_tls_provider();
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(OAUTH_CALL_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("the OAuth HTTP client builds")
-    })
-}
+// The client for authorization servers is `AppState::oauth_http`: built once per process
+// by the egress policy, bounded by OAUTH_CALL_TIMEOUT, no redirects (a redirect could carry a
+// code or a client secret elsewhere).
 
 /// The endpoints in use for one server.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +161,7 @@ pub fn same_discovery_inputs(a: &McpServer, b: &McpServer) -> bool {
 /// alone when that names every endpoint it needs (no network), else by discovery with the
 /// configured endpoints winning. The caller stores the result on the record.
 pub async fn resolve(
+    http: &reqwest::Client,
     egress: &EgressPolicy,
     server: &McpServer,
     source: PinSource,
@@ -208,7 +197,7 @@ pub async fn resolve(
             source: PinSource::Configured,
         });
     }
-    let m = discovery::discover(egress, &server.url, c.issuer, c.resource).await?;
+    let m = discovery::discover(http, egress, &server.url, c.issuer, c.resource).await?;
     let missing = |field: &str, why: &str| {
         DiscoveryError::invalid(field, &m.metadata_url, format!("is missing: {why}"))
     };
@@ -353,6 +342,7 @@ async fn pin_at_first_use(state: &AppState, name: &str) -> Result<Endpoints, Gra
             return e;
         }
         let pin = resolve(
+            &state.oauth_http,
             egress,
             &current,
             PinSource::DiscoveredAtFirstUse,
@@ -386,6 +376,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn local() -> EgressPolicy {
+        EgressPolicy::defaults(false)
+    }
+
     fn server(auth: serde_json::Value) -> McpServer {
         serde_json::from_value(json!({"name": "s", "url": "https://mcp.example.com/mcp",
             "created_at": 0, "updated_at": 0, "auth": auth}))
@@ -413,12 +407,18 @@ mod tests {
         let s = server(json!({"type": "oauth2", "client_id": "c",
             "authorization_url": "https://as.example.com/a", "token_url": "https://as.example.com/t"}));
         // No listener anywhere: any fetch would fail.
-        let p = resolve(&EgressPolicy::default(), &s, PinSource::DiscoveredAtSave, 5)
-            .await
-            .unwrap();
+        let p = resolve(
+            &reqwest::Client::new(),
+            &local(),
+            &s,
+            PinSource::DiscoveredAtSave,
+            5,
+        )
+        .await
+        .unwrap();
         assert_eq!(p.source, PinSource::Configured);
         assert_eq!(p.token_endpoint, "https://as.example.com/t");
-        let e = stored(&EgressPolicy::default(), &s).unwrap().unwrap();
+        let e = stored(&local(), &s).unwrap().unwrap();
         assert_eq!(e.authorization, "https://as.example.com/a");
         assert!(!e.iss_parameter_supported);
     }
@@ -427,9 +427,15 @@ mod tests {
     async fn a_bad_configured_url_is_refused_naming_its_field() {
         let s = server(json!({"type": "oauth2", "client_id": "c",
             "authorization_url": "https://as.example.com/a", "token_url": "https://u:p@as.example.com/t"}));
-        let e = resolve(&EgressPolicy::default(), &s, PinSource::DiscoveredAtSave, 5)
-            .await
-            .unwrap_err();
+        let e = resolve(
+            &reqwest::Client::new(),
+            &local(),
+            &s,
+            PinSource::DiscoveredAtSave,
+            5,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(&e, DiscoveryError::Invalid { field, .. } if field == "auth.token_url"),
             "{e}"
@@ -440,12 +446,9 @@ mod tests {
     fn stored_endpoints_are_the_pin_with_configured_ones_winning() {
         let mut s =
             server(json!({"type": "oauth2", "token_url": "https://configured.example.com/t"}));
-        assert!(
-            stored(&EgressPolicy::default(), &s).is_none(),
-            "nothing pinned yet"
-        );
+        assert!(stored(&local(), &s).is_none(), "nothing pinned yet");
         s.authorization_server = Some(pin("https://as.example.com/token"));
-        let e = stored(&EgressPolicy::default(), &s).unwrap().unwrap();
+        let e = stored(&local(), &s).unwrap().unwrap();
         assert_eq!(e.token, "https://configured.example.com/t");
         assert_eq!(e.authorization, "https://as.example.com/authorize");
         assert_eq!(
@@ -456,7 +459,7 @@ mod tests {
         // A configured issuer other than the pinned one: its flag is unknown.
         let mut other = server(json!({"type": "oauth2", "issuer": "https://other.example.com"}));
         other.authorization_server = Some(pin("https://as.example.com/token"));
-        let e = stored(&EgressPolicy::default(), &other).unwrap().unwrap();
+        let e = stored(&local(), &other).unwrap().unwrap();
         assert!(!e.iss_parameter_supported);
     }
 
@@ -464,7 +467,7 @@ mod tests {
     fn a_tampered_stored_endpoint_is_refused_at_use() {
         let mut s = server(json!({"type": "oauth2"}));
         s.authorization_server = Some(pin("javascript:alert(1)"));
-        let e = stored(&EgressPolicy::default(), &s).unwrap().unwrap_err();
+        let e = stored(&local(), &s).unwrap().unwrap_err();
         assert!(e.to_string().contains("token endpoint"), "{e}");
     }
 

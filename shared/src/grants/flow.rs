@@ -253,7 +253,7 @@ pub async fn finish(
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(payload.verifier))
         .add_extra_param("resource", resource(&server))
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await
         .map_err(|e| match token_error(e) {
             GrantError::NeedsReconsent => FlowError::Denied("the code was refused".into()),

@@ -85,7 +85,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
             "resource",
             resource.clone().unwrap_or_else(|| server.url.clone()),
         )
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await
         .map_err(token_error)?;
     Ok(TokenSet {

@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::endpoints::{self, Endpoints, http};
+use super::endpoints::{self, Endpoints};
 use super::{GrantError, ring};
 use crate::domain::{McpServer, UpstreamAuth};
 use crate::state::AppState;
@@ -293,7 +293,8 @@ async fn register(
     };
     let method = auth_method(e)?;
     let answer = send(
-        http()
+        state
+            .oauth_http
             .post(endpoint)
             .json(&metadata(&uris, &scopes, method)),
         endpoint,
@@ -357,7 +358,11 @@ async fn update(
     if let Some(s) = &r.sealed_secret {
         body["client_secret"] = json!(unseal(&ring, s, key, "secret")?);
     }
-    let answer = send(http().put(uri).bearer_auth(&token).json(&body), uri).await?;
+    let answer = send(
+        state.oauth_http.put(uri).bearer_auth(&token).json(&body),
+        uri,
+    )
+    .await?;
     if answer.client_id != r.client_id {
         return Err(GrantError::Upstream(
             "the configuration endpoint changed the client id".into(),

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::endpoints::{self, http};
+use super::endpoints;
 use super::{GrantError, TokenSet, ring};
 use crate::domain::McpServer;
 use crate::state::AppState;
@@ -80,7 +80,7 @@ async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revo
     let mut last = Revocation::NotSupported;
     for (i, (hint, token)) in candidates.iter().enumerate() {
         let mut form = vec![("token", *token), ("token_type_hint", *hint)];
-        let mut req = http().post(&endpoint);
+        let mut req = state.oauth_http.post(&endpoint);
         match &secret {
             Some(s) => req = req.basic_auth(&client_id, Some(s)),
             None => form.push(("client_id", client_id.as_str())),

@@ -270,7 +270,7 @@ pub async fn refresh_grant(
         .exchange_refresh_token(&RefreshToken::new(refresh))
         .add_scopes(scopes)
         .add_extra_param("resource", resource(server))
-        .request_async(endpoints::http())
+        .request_async(&state.oauth_http)
         .await;
     let answer = match answer {
         Ok(a) => a,

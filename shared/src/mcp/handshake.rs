@@ -20,6 +20,10 @@ const MAX_ANSWER: usize = 4 * 1024 * 1024;
 pub enum CallError {
     #[error("upstream request failed")]
     Transport(#[source] reqwest::Error),
+    /// The egress policy refused the connection (the upstream's address is denied): logged
+    /// as such, answered to the client like an unreachable upstream.
+    #[error("upstream connection refused by the egress policy")]
+    Egress(#[source] crate::egress::EgressDenied),
     #[error("upstream sent no response within {0:?}")]
     Timeout(Duration),
     #[error("upstream rejected the gateway's credential (HTTP {0})")]
@@ -35,9 +39,13 @@ pub enum CallError {
 
 impl CallError {
     /// Transport errors keep no URL: an upstream's query string may carry its API key, and
-    /// these errors are logged.
+    /// these errors are logged. An egress denial anywhere in the chain becomes [`Self::Egress`]
+    /// (it names the host and the rule, never the URL).
     pub fn transport(e: reqwest::Error) -> Self {
-        Self::Transport(e.without_url())
+        match crate::egress::EgressDenied::find(&e) {
+            Some(denied) => Self::Egress(denied.clone()),
+            None => Self::Transport(e.without_url()),
+        }
     }
 
     pub fn is_timeout(&self) -> bool {
