@@ -208,6 +208,14 @@ impl Config {
                         "must be at least 16 characters",
                     ));
                 }
+                // Credentials are read as RFC 6750 b64tokens (identity::bearer_token): a key
+                // with other characters could never be presented.
+                if !crate::identity::is_b64token(&v) {
+                    return Err(err(
+                        "MCPGW_BOOTSTRAP_ADMIN_KEY",
+                        "may hold only A-Z a-z 0-9 - . _ ~ + / (and = at the end)",
+                    ));
+                }
                 BootstrapAdmin::Value(SecretValue::new(v))
             }
             (None, Some(r)) => BootstrapAdmin::Secret(
@@ -386,6 +394,7 @@ fn identity_provider_from(
         "audiences": list("MCPGW_IDP_AUDIENCES"),
         "required_scopes": list("MCPGW_IDP_REQUIRED_SCOPES"),
         "admin_groups": list("MCPGW_IDP_ADMIN_GROUPS"),
+        "allowed_client_ids": list("MCPGW_IDP_ALLOWED_CLIENT_IDS"),
     });
     for (var, field) in [
         ("MCPGW_IDP_JWKS_URI", "jwks_uri"),
@@ -445,6 +454,7 @@ mod tests {
             ("MCPGW_IDP_EMAIL_CLAIM", "upn"),
             ("MCPGW_IDP_ADMIN_GROUPS", "platform"),
             ("MCPGW_IDP_ALGORITHMS", "RS256,ES256"),
+            ("MCPGW_IDP_ALLOWED_CLIENT_IDS", "mcp-cli, 0oa1b2c3"),
             (
                 "MCPGW_ALLOWED_ORIGINS",
                 "https://App.example.com/, http://localhost:3000",
@@ -460,6 +470,7 @@ mod tests {
         assert_eq!(idp.audiences, vec!["api://gw", "https://gw.example.com"]);
         assert_eq!(idp.algorithms, vec!["RS256", "ES256"]);
         assert_eq!(idp.groups_claim, "groups");
+        assert_eq!(idp.allowed_client_ids, vec!["mcp-cli", "0oa1b2c3"]);
         assert_eq!(
             c.allowed_origins,
             vec!["https://app.example.com", "http://localhost:3000"]
@@ -548,6 +559,8 @@ mod tests {
             ("MCPGW_SECRETS", "vault"),
             ("MCPGW_KEYRING_SECRET", "plain"),
             ("MCPGW_BOOTSTRAP_ADMIN_KEY", "short"),
+            ("MCPGW_BOOTSTRAP_ADMIN_KEY", "sixteen chars with spaces"),
+            ("MCPGW_BOOTSTRAP_ADMIN_KEY", "0123456789abcdef,second"),
             ("MCPGW_MAX_BODY_BYTES", "-1"),
             ("MCPGW_SESSION_TTL_SECONDS", "2592001"),
             ("MCPGW_SESSION_TTL_SECONDS", "18446744073709551615"),

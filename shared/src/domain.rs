@@ -196,6 +196,12 @@ pub struct IdentityProvider {
     /// provider cannot speak for users another one owns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email_domains: Vec<String>,
+    /// When set, only access tokens issued to these OAuth clients are accepted: the token's
+    /// `azp`, else `client_id` (RFC 9068), else `cid` (Okta), else `appid` (Entra v1) must be
+    /// listed, and a token with none of them is refused. Keeps out tokens the provider issued
+    /// to other applications for the same audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_client_ids: Vec<String>,
     /// The gateway's own OIDC client at this provider, for signing in to the web console
     /// (authorization code + PKCE). Without it the console offers API-key sign-in only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +329,25 @@ impl IdentityProvider {
             .any(|l| l.len() > 64 || l.iter().any(|s| s.is_empty() || s.len() > 512))
         {
             return Err("audiences, required_scopes and admin_groups take at most 64 non-empty entries of at most 512 characters".into());
+        }
+        // Client ids are compared exactly: one with spaces or control characters around it
+        // would never match, and silently refuse every token.
+        if self.allowed_client_ids.len() > 64
+            || self.allowed_client_ids.iter().any(|c| {
+                c.is_empty()
+                    || c.len() > 256
+                    || c.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
+        {
+            return Err("allowed_client_ids takes at most 64 client ids of 1 to 256 characters without spaces".into());
+        }
+        if let Some(dup) = self
+            .allowed_client_ids
+            .iter()
+            .enumerate()
+            .find(|(i, c)| self.allowed_client_ids[..*i].contains(c))
+        {
+            return Err(format!("allowed_client_ids: '{}' is listed twice", dup.1));
         }
         if let Some(c) = &self.console {
             c.validate()?;
@@ -515,6 +540,39 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_client_ids_are_checked() {
+        let with = |ids: serde_json::Value| {
+            let mut v = serde_json::to_value(provider("https://idp.example.com", None)).unwrap();
+            v["allowed_client_ids"] = ids;
+            serde_json::from_value::<IdentityProvider>(v)
+                .unwrap()
+                .validate()
+        };
+        assert!(with(serde_json::json!(["mcp-client", "0oa1b2c3"])).is_ok());
+        assert!(with(serde_json::json!([])).is_ok(), "empty: not checked");
+        let long = "x".repeat(257);
+        let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+        for bad in [
+            serde_json::json!([""]),
+            serde_json::json!([" mcp-client"]),
+            serde_json::json!(["mcp\nclient"]),
+            serde_json::json!([long]),
+            serde_json::json!(many),
+        ] {
+            let err = with(bad.clone()).unwrap_err();
+            assert!(err.starts_with("allowed_client_ids"), "{bad}: {err}");
+        }
+        assert!(
+            with(serde_json::json!(["a", "a"]))
+                .unwrap_err()
+                .contains("twice")
+        );
+        // Unset, the field is not shown (nor stored): documents written before it read alike.
+        let plain = serde_json::to_value(provider("https://idp.example.com", None)).unwrap();
+        assert!(plain.get("allowed_client_ids").is_none());
     }
 
     #[test]

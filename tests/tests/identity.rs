@@ -6,8 +6,12 @@
 //!   as resource indicator (RFC 8707) gives a token the official Python MCP client calls a tool
 //!   with; `GET /me` shows the user, groups and roles the token carries.
 //! - Tokens minted here with the IdP's real signing key, each wrong in one way (issuer,
-//!   audience, expiry, not-before, signature, algorithm, endpoint), are 401 `invalid_token`,
-//!   next to controls that differ only in that one way and are accepted.
+//!   audience, expiry, not-before, issued-at in the future, signature, algorithm, endpoint),
+//!   are 401 `invalid_token`, next to controls that differ only in that one way and are
+//!   accepted.
+//! - A provider's `allowed_client_ids` admits the real login's token only while it lists the
+//!   IdP's client; tokens for another client (`azp` or `client_id`) or naming none are refused.
+//! - Two `Authorization` headers (two users' real tokens) are 400 `invalid_request`.
 //! - Random key ids cannot make the gateway hammer the IdP's JWKS (a counting relay in front
 //!   of it); an unreachable IdP means 401, quickly, never a 5xx.
 //! - The endpoint's protected-resource metadata names the IdP, 401s point at it, and
@@ -217,6 +221,12 @@ async fn forged_expired_and_misdirected_tokens_are_refused() -> Result<()> {
             token(&endpoint_aud, &|c| c["nbf"] = json!(now + 20)),
             true,
         ),
+        (
+            "iat 20 s ahead (within the 60 s leeway)",
+            &echo,
+            token(&endpoint_aud, &|c| c["iat"] = json!(now + 20)),
+            true,
+        ),
         // refused
         (
             "another issuer (signed with the real key)",
@@ -255,6 +265,15 @@ async fn forged_expired_and_misdirected_tokens_are_refused() -> Result<()> {
             "nbf an hour ahead",
             &echo,
             token(&endpoint_aud, &|c| c["nbf"] = json!(now + 3600)),
+            false,
+        ),
+        (
+            "iat an hour ahead",
+            &echo,
+            token(&endpoint_aud, &|c| {
+                c["iat"] = json!(now + 3600);
+                c["exp"] = json!(now + 4200);
+            }),
             false,
         ),
         (
@@ -333,6 +352,122 @@ async fn forged_expired_and_misdirected_tokens_are_refused() -> Result<()> {
         cases.len(),
         wrong.join("\n  ")
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_client_ids_admit_only_tokens_of_the_listed_clients() -> Result<()> {
+    let Some(fx) = Fixture::start().await? else {
+        return Ok(());
+    };
+    let idp = &fx.idp;
+    let url = fx.gw.mcp_url(ENDPOINT);
+    // GIVEN a token from a real login, issued to the IdP's client
+    let token = fx.login(&url, "alice").await?;
+    let claims = claims_of(&token)?;
+    let issued_to = claims
+        .get("azp")
+        .or(claims.get("client_id"))
+        .and_then(Value::as_str)
+        .with_context(|| format!("the IdP's token names no client: {claims}"))?;
+    ensure!(issued_to == idp.client_id, "{claims}");
+    let provider = |allowed: Value| json!({"issuer": idp.issuer, "admin_groups": [ADMIN_GROUP], "allowed_client_ids": allowed});
+    let set = |allowed: Value| {
+        let body = provider(allowed);
+        let gw = &fx.gw;
+        async move {
+            let path = format!("/admin/identity-providers/{PROVIDER}");
+            let (status, b) = gw.admin(Method::PUT, &path, Some(body)).await?;
+            ensure!(status == 200, "{status} {b}");
+            let (status, shown) = gw.admin(Method::GET, &path, None).await?;
+            ensure!(status == 200, "{status} {shown}");
+            anyhow::Ok(shown)
+        }
+    };
+
+    // WHEN the provider admits only that client THEN its token works (and the list shows)
+    let shown = set(json!([idp.client_id, "another-app"])).await?;
+    ensure!(
+        shown["allowed_client_ids"] == json!([idp.client_id, "another-app"]),
+        "{shown}"
+    );
+    initialized(&mcp_initialize(&url, Some(&token)).await?).context("the listed client")?;
+
+    // AND a token the IdP minted for another client of the same audience is refused,
+    // whether the client is named by azp or by client_id
+    let now = unix_now();
+    let mut other = idp.claims(json!(url), "alice");
+    other["client_id"] = json!("rogue-app");
+    refused(&mcp_initialize(&url, Some(&idp.mint(&other))).await?).context("client_id rogue")?;
+    let mut azp = idp.claims(json!(url), "alice");
+    azp["azp"] = json!("rogue-app");
+    refused(&mcp_initialize(&url, Some(&idp.mint(&azp))).await?).context("azp rogue")?;
+    let mut none = idp.claims(json!(url), "alice");
+    none.as_object_mut().unwrap().remove("client_id");
+    none["iat"] = json!(now);
+    refused(&mcp_initialize(&url, Some(&idp.mint(&none))).await?).context("no client")?;
+
+    // WHEN the list no longer names the IdP's client THEN the real token is refused too
+    set(json!(["another-app"])).await?;
+    refused(&mcp_initialize(&url, Some(&token)).await?).context("client delisted")?;
+
+    // AND without a list any client's token is accepted again
+    set(json!([])).await?;
+    initialized(&mcp_initialize(&url, Some(&idp.mint(&other))).await?).context("no list")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_authorization_header_is_refused_not_ignored() -> Result<()> {
+    let Some(fx) = Fixture::start().await? else {
+        return Ok(());
+    };
+    let url = fx.gw.mcp_url(ENDPOINT);
+    let alice = fx.login(&url, "alice").await?;
+    let bob = fx.login(&url, "bob").await?;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "mcpgw-identity-test", "version": "1"}}});
+    let client = reqwest::Client::new();
+    let post = |tokens: Vec<String>| {
+        let mut req = client
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&init);
+        for t in tokens {
+            // `header` appends: both go out as separate header lines.
+            req = req.header(reqwest::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    // Baseline: each token alone is good.
+    for t in [&alice, &bob] {
+        let r = post(vec![t.clone()]).await?;
+        ensure!(r.status() == 200, "one header: {}", r.status());
+    }
+    // Two valid tokens of two users, either order, and a valid one next to junk: refused.
+    for pair in [
+        vec![alice.clone(), bob.clone()],
+        vec![bob.clone(), alice.clone()],
+        vec![alice.clone(), "eyJhbGciOiJub25lIn0.e30.".to_owned()],
+    ] {
+        let r = post(pair).await?;
+        let status = r.status().as_u16();
+        let challenge = r
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body: Value = r.json().await.unwrap_or_default();
+        ensure!(
+            status == 400
+                && challenge.contains("error=\"invalid_request\"")
+                && challenge.contains("resource_metadata=")
+                && body["error"]["code"] == "invalid_request",
+            "two headers: {status} ({challenge}) {body}"
+        );
+    }
     Ok(())
 }
 

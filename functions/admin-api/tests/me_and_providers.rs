@@ -126,6 +126,7 @@ async fn identity_provider_crud_happy_path() {
         "groups_claim": "roles",
         "required_scopes": ["mcp"],
         "admin_groups": ["platform"],
+        "allowed_client_ids": ["0oa-mcp-cli", "0oa-desktop"],
     });
     let (s, okta) = api
         .admin("POST", "/admin/identity-providers", Some(full.clone()))
@@ -273,6 +274,26 @@ async fn identity_provider_routes_reject_bad_input_and_change_nothing() {
             json!({"name": 5, "issuer": "https://x.example.com"}),
             422,
             "invalid_field",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.example.com", "allowed_client_ids": [""]}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.example.com", "allowed_client_ids": ["a b"]}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.example.com", "allowed_client_ids": ["a", "a"]}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.example.com", "allowed_client_ids": "cli"}),
+            400,
+            "invalid_json",
         ),
         (json!({"name": "x"}), 400, "invalid_json"),
         (

@@ -223,7 +223,9 @@ fn shape(
     };
     for item in items {
         match item.get("method").and_then(serde_json::Value::as_str) {
-            Some("tools/list") if !access.unrestricted() => {
+            // Filtered even for a caller no rule restricts: names with control or format
+            // characters are listed to no one (`Access::tool`).
+            Some("tools/list") => {
                 adapt.filter = Some(std::sync::Arc::new(access.clone()));
             }
             Some("tools/call") => {
@@ -237,7 +239,12 @@ fn shape(
                 if access.tool(&name).is_some() {
                     continue;
                 }
-                let sentinel = format!("{HIDDEN_PREFIX}{}", mcpgw::crypto::random_token(12));
+                // Lowercase, so an upstream that normalizes names (and echoes them in its
+                // unknown-tool error) still answers with this exact name, which is put back.
+                let sentinel = format!(
+                    "{HIDDEN_PREFIX}{}",
+                    mcpgw::crypto::random_token(12).to_ascii_lowercase()
+                );
                 item["params"]["name"] = sentinel.clone().into();
                 item["params"]["arguments"] = serde_json::json!({});
                 // The routing header follows the body when it named the same tool (a header

@@ -3,8 +3,11 @@
 //! The order matters: the unverified `iss` only selects a provider (nothing else is read before
 //! the signature is checked); the header's `alg` must be one the provider is configured with,
 //! so `none` and HMAC-with-the-public-key forgeries fail before any key is used; the key comes
-//! from the provider's JWKS by `kid`; then signature, `iss`, `aud`, `exp` and `nbf` (60 s
-//! leeway), required scopes, and the email claim.
+//! from the provider's JWKS by `kid` among its signing keys (`use` absent or `sig`, `key_ops`
+//! absent or holding `verify`) and must not name another algorithm; then signature, `iss`,
+//! `aud`, `exp`, `nbf` and `iat` (60 s leeway each: a token issued in the future is refused),
+//! the client the token was issued to (when the provider lists `allowed_client_ids`),
+//! required scopes, and the email claim.
 
 use std::str::FromStr;
 
@@ -15,8 +18,12 @@ use serde_json::{Map, Value};
 use super::providers::{FetchError, Providers};
 use super::{AuthMethod, Principal};
 
-/// Clock skew tolerated on `exp` and `nbf`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 60;
+
+/// Claims naming the OAuth client a token was issued to, in the order they are read: OIDC
+/// `azp`, RFC 9068 `client_id`, Okta `cid`, Entra v1 `appid`. The first one present decides.
+pub const CLIENT_ID_CLAIMS: [&str; 4] = ["azp", "client_id", "cid", "appid"];
 
 /// Why a token was refused. Only [`JwtError::InsufficientScope`] reaches the caller as
 /// something other than "invalid token"; the rest is for the log.
@@ -38,6 +45,10 @@ pub enum JwtError {
     MissingClaim(String),
     #[error("token lacks required scopes")]
     InsufficientScope { required: Vec<String> },
+    #[error("token issued in the future (iat beyond the clock-skew leeway)")]
+    IssuedInFuture,
+    #[error("token issued to a client this identity provider does not allow")]
+    ClientNotAllowed,
     #[error("identity providers could not be loaded")]
     Store(#[from] crate::store::StoreError),
 }
@@ -81,6 +92,35 @@ fn strings(v: Option<&Value>) -> Vec<String> {
             .collect(),
         Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// `iat`, when present, is a NumericDate no later than `now` plus the leeway: a token from
+/// the future was minted with a skewed or hostile clock, and would outlive what its issuer
+/// meant once its `exp` is read relative to it.
+fn check_issued_at(claims: &Map<String, Value>, now: u64) -> Result<(), JwtError> {
+    match claims.get("iat") {
+        None => Ok(()),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(iat) if iat <= now.saturating_add(LEEWAY_SECONDS) as f64 => Ok(()),
+            Some(_) => Err(JwtError::IssuedInFuture),
+            None => Err(JwtError::Rejected("iat is not a NumericDate".into())),
+        },
+        Some(_) => Err(JwtError::Rejected("iat is not a NumericDate".into())),
+    }
+}
+
+/// With `allowed` set, the client the token names ([`CLIENT_ID_CLAIMS`], the first present)
+/// must be one of them. `azp` present decides alone: a token whose `azp` is some other
+/// client is refused even if its `client_id` is listed. No such claim at all: refused.
+fn check_client(claims: &Map<String, Value>, allowed: &[String]) -> Result<(), JwtError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let named = CLIENT_ID_CLAIMS.iter().find_map(|c| claims.get(*c));
+    match named {
+        Some(Value::String(id)) if allowed.iter().any(|a| a == id) => Ok(()),
+        Some(_) | None => Err(JwtError::ClientNotAllowed),
     }
 }
 
@@ -153,6 +193,12 @@ pub async fn verify_as(
         .key(http, header.kid.as_deref())
         .await?
         .ok_or(JwtError::UnknownKey)?;
+    // A key published for one algorithm verifies nothing else (RFC 7517 §4.4, RFC 8725 §3.1).
+    if let Some(alg) = jwk.common.key_algorithm
+        && Algorithm::try_from(alg).ok() != Some(header.alg)
+    {
+        return Err(JwtError::Algorithm);
+    }
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| JwtError::Rejected(e.to_string()))?;
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
@@ -172,6 +218,17 @@ pub async fn verify_as(
     let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
         .map_err(|e| JwtError::Rejected(format!("{:?}", e.kind())))?
         .claims;
+    // jsonwebtoken reads `exp` and `nbf` on the same clock, but never `iat`.
+    check_issued_at(&claims, jsonwebtoken::get_current_timestamp())?;
+    match expect {
+        Expect::Access { .. } => check_client(&claims, &config.allowed_client_ids)?,
+        // OIDC Core 3.1.3.7: an ID token's `azp`, when present, is the client it was for.
+        Expect::IdToken { client_id, .. } => match claims.get("azp") {
+            None => {}
+            Some(azp) if azp.as_str() == Some(client_id) => {}
+            Some(_) => return Err(JwtError::ClientNotAllowed),
+        },
+    }
 
     if let Expect::IdToken { nonce, .. } = expect {
         let got = claims
@@ -534,6 +591,205 @@ mod tests {
             waited < Duration::from_secs(1),
             "a known key waited {waited:?} behind a refetch"
         );
+    }
+
+    /// A provider (ES256) serving `keys`, with `edit` applied to its configuration.
+    async fn provider_with(
+        keys: Vec<Value>,
+        edit: impl FnOnce(&mut IdentityProvider),
+    ) -> (Providers, tempfile::TempDir, String) {
+        crate::crypto::install_tls_provider();
+        let (issuer, _) = idp(keys).await;
+        let mut config = provider(&issuer);
+        edit(&mut config);
+        let (p, dir) = providers(config);
+        (p, dir, issuer)
+    }
+
+    #[tokio::test]
+    async fn tokens_issued_in_the_future_are_refused() {
+        let key = es256_key("k1");
+        let (p, _dir, issuer) = provider_with(vec![key.jwk.clone()], |_| {}).await;
+        let with_iat = |iat: Value| {
+            let mut c = claims(&issuer);
+            c["iat"] = iat;
+            sign(&key, "k1", &c)
+        };
+        // Baseline: now, a minute ago, within the leeway ahead, and no iat at all.
+        for ok in [
+            json!(now()),
+            json!(now() - 60),
+            json!(now() + 30),
+            json!(now() as f64 + 0.5),
+        ] {
+            assert!(check(&p, &with_iat(ok.clone())).await.is_ok(), "iat {ok}");
+        }
+        let mut c = claims(&issuer);
+        c.as_object_mut().unwrap().remove("iat");
+        assert!(check(&p, &sign(&key, "k1", &c)).await.is_ok(), "no iat");
+        // Attack: minted to live longer than its exp says, or with a broken clock.
+        for future in [now() + 120, now() + 3600, now() + 10 * 365 * 86_400] {
+            assert!(
+                matches!(
+                    check(&p, &with_iat(json!(future))).await,
+                    Err(JwtError::IssuedInFuture)
+                ),
+                "iat {future}"
+            );
+        }
+        for junk in [json!("yesterday"), json!(null), json!([1]), json!(true)] {
+            assert!(
+                matches!(
+                    check(&p, &with_iat(junk.clone())).await,
+                    Err(JwtError::Rejected(_))
+                ),
+                "iat {junk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_keys_published_for_signature_verification_verify() {
+        let key = es256_key("k1");
+        let token = |c: &Value| sign(&key, "k1", c);
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut jwk = key.jwk.clone();
+            edit(&mut jwk);
+            jwk
+        };
+        let drop_use = |j: &mut Value| {
+            j.as_object_mut().unwrap().remove("use");
+        };
+        let cases: Vec<(&str, Vec<Value>, bool)> = vec![
+            ("use sig", vec![key.jwk.clone()], true),
+            ("neither use nor key_ops", vec![with(&drop_use)], true),
+            (
+                "key_ops verify",
+                vec![with(&|j| {
+                    drop_use(j);
+                    j["key_ops"] = json!(["verify"]);
+                })],
+                true,
+            ),
+            ("use enc", vec![with(&|j| j["use"] = "enc".into())], false),
+            ("use other", vec![with(&|j| j["use"] = "SIG".into())], false),
+            (
+                "key_ops without verify",
+                vec![with(&|j| {
+                    drop_use(j);
+                    j["key_ops"] = json!(["encrypt", "wrapKey"]);
+                })],
+                false,
+            ),
+            (
+                "an encryption key under the kid, then the signing key",
+                vec![with(&|j| j["use"] = "enc".into()), key.jwk.clone()],
+                true,
+            ),
+            (
+                "published for ES384",
+                vec![with(&|j| j["alg"] = "ES384".into())],
+                false,
+            ),
+        ];
+        for (what, keys, accepted) in cases {
+            let (p, _dir, issuer) = provider_with(keys, |_| {}).await;
+            let got = check(&p, &token(&claims(&issuer))).await;
+            assert_eq!(got.is_ok(), accepted, "{what}: {got:?}");
+        }
+        // A token without kid takes the only signing key, never an encryption key.
+        let mut enc = es256_key("k2").jwk;
+        enc["use"] = "enc".into();
+        let (p, _dir, issuer) = provider_with(vec![enc, key.jwk.clone()], |_| {}).await;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = None;
+        let no_kid = jsonwebtoken::encode(
+            &header,
+            &claims(&issuer),
+            &EncodingKey::from_ec_der(&key.pkcs8),
+        )
+        .unwrap();
+        assert!(check(&p, &no_kid).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn allowed_client_ids_admit_only_listed_clients() {
+        let key = es256_key("k1");
+        let (p, _dir, issuer) = provider_with(vec![key.jwk.clone()], |c| {
+            c.allowed_client_ids = vec!["mcp-cli".into(), "0oa-okta".into()];
+        })
+        .await;
+        let token = |client: Value| {
+            let mut c = claims(&issuer);
+            for (k, v) in client.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            sign(&key, "k1", &c)
+        };
+        for ok in [
+            json!({"azp": "mcp-cli"}),
+            json!({"client_id": "mcp-cli"}),
+            json!({"cid": "0oa-okta"}),
+            json!({"appid": "mcp-cli"}),
+            json!({"azp": "mcp-cli", "client_id": "someone-else"}),
+        ] {
+            assert!(check(&p, &token(ok.clone())).await.is_ok(), "{ok}");
+        }
+        for bad in [
+            json!({}),
+            json!({"azp": "other-app"}),
+            json!({"azp": "other-app", "client_id": "mcp-cli"}),
+            json!({"client_id": "MCP-CLI"}),
+            json!({"client_id": ["mcp-cli"]}),
+            json!({"azp": null, "client_id": "mcp-cli"}),
+            json!({"cid": "mcp-cli "}),
+        ] {
+            assert!(
+                matches!(
+                    check(&p, &token(bad.clone())).await,
+                    Err(JwtError::ClientNotAllowed)
+                ),
+                "{bad}"
+            );
+        }
+        // Without the list, the client is not looked at.
+        let (open, _dir2, issuer2) = provider_with(vec![key.jwk.clone()], |_| {}).await;
+        let mut c = claims(&issuer2);
+        c["azp"] = "anyone".into();
+        assert!(check(&open, &sign(&key, "k1", &c)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_id_token_for_another_authorized_party_is_refused() {
+        let key = es256_key("k1");
+        let (p, _dir, issuer) = provider_with(vec![key.jwk.clone()], |_| {}).await;
+        let id_token = |azp: Option<&str>| {
+            let mut c = claims(&issuer);
+            c["aud"] = "console".into();
+            c["nonce"] = "n-1".into();
+            if let Some(a) = azp {
+                c["azp"] = a.into();
+            }
+            sign(&key, "k1", &c)
+        };
+        let verify = |t: String| {
+            let p = &p;
+            let issuer = issuer.clone();
+            async move {
+                let expect = Expect::IdToken {
+                    issuer: &issuer,
+                    client_id: "console",
+                    nonce: "n-1",
+                };
+                verify_as(p, &reqwest::Client::new(), &t, expect, &[]).await
+            }
+        };
+        assert!(verify(id_token(None)).await.is_ok());
+        assert!(verify(id_token(Some("console"))).await.is_ok());
+        assert!(matches!(
+            verify(id_token(Some("other"))).await,
+            Err(JwtError::ClientNotAllowed)
+        ));
     }
 
     #[test]

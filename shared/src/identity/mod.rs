@@ -110,6 +110,18 @@ impl Principal {
     }
 }
 
+/// Why the `Authorization` header cannot be read as one bearer credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthHeaderError {
+    /// Two or more `Authorization` headers, or one whose value joins several with commas (as
+    /// proxies combine repeated fields): which one counts would depend on who reads it.
+    #[error("more than one Authorization header")]
+    Repeated,
+    /// Not `Bearer <b64token>`.
+    #[error("malformed Authorization header: expected 'Bearer <credential>'")]
+    Malformed,
+}
+
 /// Why a caller could not be authenticated.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -117,6 +129,10 @@ pub enum AuthError {
     Missing,
     #[error("malformed Authorization header: expected 'Bearer <credential>'")]
     Malformed,
+    /// More than one credential ([`AuthHeaderError::Repeated`]): RFC 6750 §3.1
+    /// `invalid_request`, so 400.
+    #[error("more than one Authorization header: send exactly one")]
+    RepeatedHeader,
     /// Unknown, expired or deleted: one answer so a caller learns nothing about which.
     #[error("invalid or expired credential")]
     Invalid,
@@ -187,6 +203,10 @@ impl AuthError {
                 self.to_string(),
             )
             .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request"))),
+            AuthError::RepeatedHeader => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", self.to_string())
+                    .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request")))
+            }
             AuthError::Invalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -198,23 +218,58 @@ impl AuthError {
     }
 }
 
-/// Extracts the bearer credential: `Missing` without the header, `Malformed` for any other
-/// scheme or an empty/odd token.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?;
-    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer")
-        || token.is_empty()
-        || token.len() > 8192
-        || token.contains(' ')
-    {
-        return Err(AuthError::Malformed);
+impl From<AuthHeaderError> for AuthError {
+    fn from(e: AuthHeaderError) -> Self {
+        match e {
+            AuthHeaderError::Repeated => AuthError::RepeatedHeader,
+            AuthHeaderError::Malformed => AuthError::Malformed,
+        }
     }
-    Ok(token)
+}
+
+/// Longest credential read from a header (JWTs with many groups run to a few KB).
+pub const MAX_CREDENTIAL: usize = 8192;
+
+/// Whether `t` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
+/// "/" ) *"="`. Every credential the gateway accepts (API keys, JWTs, the bootstrap key)
+/// is one; anything else (spaces, commas, quotes, control characters) is refused before it
+/// is looked up or parsed.
+pub fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// The bearer credential of a request: `Ok(None)` without an `Authorization` header, the
+/// token for exactly one header `Bearer <b64token>` (scheme in any case, one or more spaces,
+/// optional whitespace around the value), and an error for anything else, a second header
+/// included. Every route that reads a caller's credential goes through here (via
+/// [`Authenticator::authenticate_for`]).
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthHeaderError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthHeaderError::Repeated);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthHeaderError::Malformed)?
+        .trim_matches([' ', '\t']);
+    // A comma is no credential character: it is how intermediaries join repeated fields.
+    if value.contains(',') {
+        return Err(AuthHeaderError::Repeated);
+    }
+    let (scheme, token) = value.split_once(' ').ok_or(AuthHeaderError::Malformed)?;
+    let token = token.trim_start_matches(' ');
+    if !scheme.eq_ignore_ascii_case("bearer") || token.len() > MAX_CREDENTIAL || !is_b64token(token)
+    {
+        return Err(AuthHeaderError::Malformed);
+    }
+    Ok(Some(token))
 }
 
 /// A freshly issued key: the plaintext (shown once) and what is stored.
@@ -362,7 +417,7 @@ impl Authenticator {
         headers: &HeaderMap,
         resource: Option<&str>,
     ) -> Result<Principal, AuthError> {
-        let token = bearer_token(headers)?;
+        let token = bearer_token(headers)?.ok_or(AuthError::Missing)?;
         if jwt::looks_like_jwt(token)
             && let Some(verifier) = &self.jwt
         {
@@ -524,19 +579,103 @@ mod tests {
         h
     }
 
+    /// [`bearer_token`] of one `Authorization: v`, owned.
+    fn parse(v: &str) -> Result<Option<String>, AuthHeaderError> {
+        bearer_token(&headers(v)).map(|t| t.map(str::to_owned))
+    }
+
     #[test]
     fn bearer_parsing() {
-        assert_eq!(bearer_token(&headers("Bearer abc")).unwrap(), "abc");
-        assert_eq!(bearer_token(&headers("bearer abc")).unwrap(), "abc");
-        assert!(matches!(
-            bearer_token(&HeaderMap::new()),
-            Err(AuthError::Missing)
-        ));
-        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
-            assert!(
-                matches!(bearer_token(&headers(bad)), Err(AuthError::Malformed)),
-                "{bad}"
+        let token = parse;
+        let ok = |t: &str| Ok(Some(t.to_owned()));
+        assert_eq!(token("Bearer abc"), ok("abc"));
+        assert_eq!(token("bearer abc"), ok("abc"));
+        assert_eq!(token("BEARER  abc "), ok("abc"));
+        assert_eq!(token("Bearer eyJh.eyJi.c2ln"), ok("eyJh.eyJi.c2ln"));
+        assert_eq!(token("Bearer a-b_c~d+e/f=="), ok("a-b_c~d+e/f=="));
+        assert_eq!(bearer_token(&HeaderMap::new()), Ok(None));
+        for bad in [
+            "Basic abc",
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "abc",
+            "Bearer\tabc",
+            "Bearer =",
+            "Bearer a=b",
+            "Bearer \"abc\"",
+            "Bearer a;b",
+            "Bearer a\\b",
+            "Bearerabc",
+            "Bear abc",
+            "Bearer a\tb",
+        ] {
+            assert_eq!(token(bad), Err(AuthHeaderError::Malformed), "{bad:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL + 1));
+        assert_eq!(token(&long), Err(AuthHeaderError::Malformed));
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer abc\xc3\xa9").unwrap(),
+        );
+        assert_eq!(bearer_token(&non_ascii), Err(AuthHeaderError::Malformed));
+    }
+
+    #[test]
+    fn a_second_authorization_header_is_refused_not_ignored() {
+        // GIVEN one valid and one other credential, in either order
+        for (first, second) in [("Bearer good", "Bearer evil"), ("Bearer good", "Basic x")] {
+            let mut h = headers(first);
+            h.append(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(second).unwrap(),
             );
+            assert_eq!(bearer_token(&h), Err(AuthHeaderError::Repeated));
+        }
+        // AND as a proxy or API Gateway joins them into one field
+        assert_eq!(
+            parse("Bearer good, Bearer evil"),
+            Err(AuthHeaderError::Repeated)
+        );
+        assert_eq!(parse("Bearer good,evil"), Err(AuthHeaderError::Repeated));
+        // THEN the answer is 400 invalid_request with the challenge, in JSON
+        let e = AuthError::from(AuthHeaderError::Repeated).into_api_error(Some("https://gw/md"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.headers[0].1.to_str().unwrap(),
+            "Bearer resource_metadata=\"https://gw/md\", error=\"invalid_request\""
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_header_parser_never_panics(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(v) = HeaderValue::from_bytes(&raw) {
+                let mut h = HeaderMap::new();
+                h.insert(header::AUTHORIZATION, v);
+                if let Ok(Some(t)) = bearer_token(&h) {
+                    // Whatever is accepted is a b64token the value ends with.
+                    proptest::prop_assert!(is_b64token(t));
+                    proptest::prop_assert!(std::str::from_utf8(&raw).unwrap().trim_end().ends_with(t));
+                }
+            }
+        }
+
+        #[test]
+        fn bearer_and_a_b64token_is_accepted_exactly(
+            scheme in "[bB][eE][aA][rR][eE][rR]",
+            spaces in " {1,3}",
+            token in "[A-Za-z0-9._~+/-]{1,40}={0,2}",
+            junk in r#"[ ,;"\\\t=]{1,2}[A-Za-z0-9]{0,3}"#,
+        ) {
+            let good = format!("{scheme}{spaces}{token}");
+            proptest::prop_assert_eq!(parse(&good), Ok(Some(token.clone())));
+            // Anything after the token other than trailing whitespace makes it no b64token.
+            let bad = format!("{good}{junk}");
+            if bad.trim_end() != good && !is_b64token(format!("{token}{junk}").trim_end()) {
+                proptest::prop_assert!(parse(&bad).is_err(), "{:?}", bad);
+            }
         }
     }
 

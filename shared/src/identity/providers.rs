@@ -2,13 +2,14 @@
 //! plus those in the store, reloaded every few seconds), discovery of each one's JWKS, and the
 //! per-provider key cache. Keys are refetched when a token names an unknown `kid`, at most once
 //! per [`REFETCH_INTERVAL`], so a flood of made-up key ids cannot become a flood of JWKS
-//! requests; a provider that cannot be reached verifies nothing (fail closed).
+//! requests; a provider that cannot be reached verifies nothing (fail closed). Only keys
+//! published for signature verification are ever picked ([`verifies_signatures`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
@@ -135,11 +136,33 @@ impl Provider {
     }
 }
 
+/// Whether a published key may verify token signatures: `use` absent or `sig`, `key_ops`
+/// absent or holding `verify` (RFC 7517 §4.2, §4.3). An encryption key sharing a `kid` with
+/// the signing key, or a key the provider restricted to other operations, is never used.
+pub fn verifies_signatures(jwk: &Jwk) -> bool {
+    let usable = match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => true,
+        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_)) => false,
+    };
+    usable
+        && jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_none_or(|ops| ops.contains(&KeyOperations::Verify))
+}
+
+/// The signing key named `kid` (the only signing key when the token names none).
 fn pick(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
+    let mut signing = set.keys.iter().filter(|k| verifies_signatures(k));
     match kid {
-        Some(kid) => set.find(kid).cloned(),
-        None if set.keys.len() == 1 => set.keys.first().cloned(),
-        None => None,
+        Some(kid) => signing
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+            .cloned(),
+        None => match (signing.next(), signing.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        },
     }
 }
 

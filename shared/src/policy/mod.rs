@@ -7,10 +7,15 @@
 //! server group listing it admits them (users, teams, everyone) or, for a virtual server, its
 //! own member list does; the tools they see are the union of what each admitting grant allows.
 //! Rules are evaluated on the name seen at call time, never resolved at configuration time.
+//! Allow rules match names exactly; deny rules also match a name's folded spelling
+//! ([`spelling`]); names with control or format characters are refused outright. Tool rules
+//! govern tools only: prompts and resources follow endpoint access (and a virtual server's
+//! `prompts_from` / `resources_from`).
 
 pub mod cache;
 pub mod model;
 pub mod pattern;
+pub mod spelling;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -64,7 +69,8 @@ pub struct Access {
 }
 
 impl Access {
-    /// Whether every tool is allowed (a list needs no filtering for this caller).
+    /// Whether no tool rule restricts this caller. Lists are filtered all the same: names
+    /// with control or format characters are refused for everyone ([`Access::tool`]).
     pub fn unrestricted(&self) -> bool {
         self.virtual_server.is_none() && self.grants.iter().any(Option::is_none)
     }
@@ -76,9 +82,11 @@ impl Access {
     }
 
     /// THE decision: the tool a caller's name refers to on this endpoint, if the caller may
-    /// use it. `None` must be answered exactly like an unknown tool.
+    /// use it. `None` must be answered exactly like an unknown tool. A name with a control
+    /// or format character is refused whatever the rules say ([`spelling::has_forbidden`]):
+    /// no tool needs one, and an upstream that strips them would run another tool.
     pub fn tool<'a>(&'a self, exposed: &'a str) -> Option<ToolRoute<'a>> {
-        if !self.permits(exposed) {
+        if spelling::has_forbidden(exposed) || !self.permits(exposed) {
             return None;
         }
         match &self.virtual_server {
@@ -351,6 +359,121 @@ mod tests {
             .map(|a| a.endpoint)
             .collect();
         assert_eq!(names, ["combo", "everything", "py"]);
+    }
+
+    /// One server, `gh`, whose tools are ruled by `rule` for everyone.
+    fn ruled(rule: serde_json::Value) -> Access {
+        let groups: Vec<ServerGroup> = serde_json::from_value(json!([
+            {"name":"g","servers":["gh"],"members":{"everyone":true},"tool_rules":{"gh":rule}},
+        ]))
+        .unwrap();
+        let s = Snapshot::new(vec![], groups, vec![]);
+        s.access(&subject("eve@x.io", &[]), "gh").unwrap()
+    }
+
+    /// Spellings of `delete_repo` an upstream that lowercases, NFKC-normalizes and trims
+    /// would run as `delete_repo`, one per class.
+    const VARIANTS: &[(&str, &str)] = &[
+        ("case", "Delete_Repo"),
+        ("all caps", "DELETE_REPO"),
+        ("trailing space", "delete_repo "),
+        ("leading tab", "\tdelete_repo"),
+        ("inner space", "delete _repo"),
+        ("no-break space", "delete\u{a0}_repo"),
+        ("ideographic space", "delete_repo\u{3000}"),
+        ("full-width", "ｄｅｌｅｔｅ_ｒｅｐｏ"),
+        ("full-width, mixed case", "Ｄｅｌｅｔｅ＿Ｒｅｐｏ"),
+        ("mathematical bold", "𝐝𝐞𝐥𝐞𝐭𝐞_𝐫𝐞𝐩𝐨"),
+        ("combining accent", "de\u{301}lete_repo"),
+        ("zero-width space", "delete\u{200b}_repo"),
+        ("zero-width joiner", "del\u{200d}ete_repo"),
+        ("byte order mark", "\u{feff}delete_repo"),
+        ("right-to-left override", "delete_repo\u{202e}"),
+        ("soft hyphen", "delete\u{ad}_repo"),
+        ("NUL", "delete_repo\u{0}"),
+        ("newline", "delete_repo\n"),
+        ("escape", "delete\u{1b}_repo"),
+        ("C1 control", "delete\u{85}_repo"),
+    ];
+
+    #[test]
+    fn deny_rules_refuse_every_spelling_of_a_denied_tool() {
+        for rule in [
+            json!({"deny":["delete_repo"]}),
+            json!({"deny":["delete_*"]}),
+        ] {
+            let a = ruled(rule.clone());
+            assert!(a.tool("delete_repo").is_none(), "{rule}");
+            for (class, name) in VARIANTS {
+                assert!(
+                    a.tool(name).is_none(),
+                    "{rule}: {class} {name:?} was allowed"
+                );
+            }
+            // Baseline: other tools, and names that merely resemble the denied one, pass.
+            for ok in [
+                "echo",
+                "get-sum",
+                "delete-repo",
+                "undelete_repo",
+                "Echo",
+                "résumé",
+            ] {
+                assert_eq!(a.tool(ok).map(|r| r.tool), Some(ok), "{rule}: {ok}");
+            }
+        }
+        assert!(
+            ruled(json!({"deny":["delete_repo"]}))
+                .tool("delete_repos")
+                .is_some()
+        );
+        assert!(
+            ruled(json!({"deny":["delete_*"]}))
+                .tool("delete_repos")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn allow_rules_stay_exact() {
+        let a = ruled(json!({"allow":["echo", "get-*"]}));
+        assert!(a.tool("echo").is_some() && a.tool("get-sum").is_some());
+        for other in [
+            "Echo",
+            "ECHO",
+            "echo ",
+            "ｅｃｈｏ",
+            "Get-sum",
+            "get\u{200b}-sum",
+        ] {
+            assert!(
+                a.tool(other).is_none(),
+                "{other:?} is not a name the rule lists"
+            );
+        }
+    }
+
+    #[test]
+    fn names_with_control_or_format_characters_are_refused_for_everyone() {
+        // carol's g2 access to `py` has no tool rule at all.
+        let s = snapshot();
+        let open = s.access(&subject("carol@x.io", &[]), "py").unwrap();
+        assert!(open.unrestricted());
+        assert!(open.tool("whoami").is_some() && open.tool("who ami").is_some());
+        for bad in [
+            "who\u{0}ami",
+            "whoami\n",
+            "who\u{7f}ami",
+            "\u{85}whoami",
+            "who\u{200b}ami",
+            "whoami\u{202e}",
+            "\u{feff}whoami",
+            "who\u{2066}ami",
+        ] {
+            assert!(open.tool(bad).is_none(), "{bad:?}");
+        }
+        let vs = s.access(&subject("dave@x.io", &[]), "combo").unwrap();
+        assert!(vs.tool("say").is_some() && vs.tool("say\u{200b}").is_none());
     }
 
     #[test]

@@ -66,14 +66,13 @@ impl ToolRule {
     }
 
     /// Whether the rule lets `tool` through. Evaluated on the name seen at call time.
+    /// Allow rules match the name exactly as written; deny rules also match its folded
+    /// spelling (`policy::spelling`), so `Delete_Repo` or a full-width `ｄｅｌｅｔｅ_ｒｅｐｏ`
+    /// is denied with `delete_repo`: an upstream that normalizes names would run it.
     pub fn permits(&self, tool: &str) -> bool {
-        let matched = self
-            .patterns()
-            .iter()
-            .any(|p| Pattern::new(p).matches(tool));
         match self {
-            ToolRule::Allow(_) => matched,
-            ToolRule::Deny(_) => !matched,
+            ToolRule::Allow(p) => p.iter().any(|p| Pattern::new(p).matches(tool)),
+            ToolRule::Deny(p) => !p.iter().any(|p| Pattern::new(p).matches_any_spelling(tool)),
         }
     }
 }
