@@ -38,6 +38,64 @@ pub struct McpServer {
     pub auth: UpstreamAuth,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// The authorization server an `oauth2` or `oauth2_client_credentials` server uses, as
+    /// the gateway resolved, validated and pinned it (at save, at first use, or on an admin's
+    /// request). Written by the gateway only, never taken from an admin's request body; connect,
+    /// refresh, revocation, machine tokens and client registration use only these endpoints
+    /// (configured ones win), so a later change of the upstream's metadata moves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<PinnedAuthServer>,
+}
+
+/// How the endpoints pinned on a server were obtained (shown to admins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinSource {
+    /// Every endpoint the server needs is configured: nothing was fetched.
+    Configured,
+    /// Discovered when an admin saved the server.
+    DiscoveredAtSave,
+    /// Discovered at the first connect or token request because the metadata could not be
+    /// fetched when the server was saved (or the record predates pinning): trust on first use.
+    DiscoveredAtFirstUse,
+    /// Discovered again at an admin's explicit request (`POST /admin/servers/{name}/discover`).
+    RediscoveredByAdmin,
+}
+
+/// An authorization server as pinned on a server record: the configured endpoints, and for
+/// the rest what its protected-resource metadata (RFC 9728) and authorization-server metadata
+/// (RFC 8414 or OIDC discovery) said, every URL validated (see `grants::endpoint_url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinnedAuthServer {
+    /// The issuer identifier; the metadata's `issuer` was identical to it (RFC 8414 section
+    /// 3.3). `None` only when the endpoints are configured without an issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Absent for `oauth2_client_credentials` servers, which need no browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// RFC 7591 registration endpoint, when the authorization server offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    /// `token_endpoint_auth_methods_supported`; empty when not published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9207: the authorization server puts `iss` in every authorization response, so a
+    /// callback without it is refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// The protected-resource metadata document read, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_metadata_url: Option<String>,
+    /// The authorization-server metadata document read, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_url: Option<String>,
+    /// When these endpoints were resolved.
+    pub discovered_at: UnixTime,
+    pub source: PinSource,
 }
 
 /// How the gateway authenticates to an upstream on the caller's behalf. The caller's own

@@ -460,6 +460,7 @@ mod tests {
             auth: UpstreamAuth::None,
             created_at: 0,
             updated_at: 0,
+            authorization_server: None,
         };
         store
             .create_config(ConfigKind::Server, "s", &to_doc(&server))

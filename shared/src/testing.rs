@@ -167,6 +167,7 @@ mod observed {
     observed!(ConfigStore {
         fn create_config(kind: ConfigKind, name: &str, doc: &Value) -> (), key Some(name);
         fn replace_config(kind: ConfigKind, name: &str, doc: &Value) -> (), key Some(name);
+        fn replace_config_if_unchanged(kind: ConfigKind, name: &str, expected: &Value, doc: &Value) -> bool, key Some(name);
         fn get_config(kind: ConfigKind, name: &str) -> Option<Value>, key Some(name);
         fn list_configs(kind: ConfigKind) -> Vec<Value>, key None;
         fn delete_config(kind: ConfigKind, name: &str) -> bool, key Some(name);

@@ -25,10 +25,12 @@ use aws_smithy_runtime_api::client::http::{
 };
 
 use mcpgw::clock::{Clock, SystemClock};
-use mcpgw::domain::{ApiKey, Grant, GrantStatus, OAuthState};
+use mcpgw::domain::{
+    ApiKey, Grant, GrantStatus, McpServer, OAuthState, PinSource, PinnedAuthServer,
+};
 use mcpgw::store::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, Store,
-    StoreError,
+    ApiKeyStore, ConfigKind, ConfigStore, ConfigStoreExt, GrantStore, OAuthStateStore,
+    SessionStore, Store, StoreError, to_doc,
 };
 
 /// A store under test plus whatever must live as long as it.
@@ -150,6 +152,9 @@ contract!(
     config_list_is_ordered_by_name_and_scoped_by_kind,
     config_replace_requires_existing,
     config_delete,
+    config_replace_if_unchanged_is_a_compare_and_swap,
+    config_concurrent_pinners_exactly_one_wins,
+    server_pinned_authorization_server_round_trips,
     api_key_create_and_duplicate_id,
     api_key_find_by_hash_ignores_expired,
     api_key_list_and_delete,
@@ -398,6 +403,185 @@ mod cases {
                 .unwrap(),
             Some(json!({"v": 2}))
         );
+    }
+
+    pub async fn config_replace_if_unchanged_is_a_compare_and_swap(store: Arc<dyn Store>) {
+        let v1 = json!({"name": "s", "url": "https://a.example/mcp", "n": 1});
+        let v2 = json!({"name": "s", "url": "https://a.example/mcp", "n": 2});
+        let v3 = json!({"name": "s", "url": "https://a.example/mcp", "n": 3});
+        // Nothing stored: nothing written, nothing created.
+        assert!(
+            !store
+                .replace_config_if_unchanged(ConfigKind::Server, "s", &v1, &v2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "s").await.unwrap(),
+            None
+        );
+        store
+            .create_config(ConfigKind::Server, "s", &v1)
+            .await
+            .unwrap();
+        // The document read (compared as JSON, whatever its key order): written.
+        let read = store
+            .get_config(ConfigKind::Server, "s")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .replace_config_if_unchanged(ConfigKind::Server, "s", &read, &v2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "s").await.unwrap(),
+            Some(v2.clone())
+        );
+        // A stale read: refused, nothing written.
+        assert!(
+            !store
+                .replace_config_if_unchanged(ConfigKind::Server, "s", &read, &v3)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "s").await.unwrap(),
+            Some(v2.clone())
+        );
+        // Same name in another kind is another document.
+        assert!(
+            !store
+                .replace_config_if_unchanged(ConfigKind::Team, "s", &v2, &v3)
+                .await
+                .unwrap()
+        );
+        // Deleted since it was read: refused, not recreated.
+        assert!(store.delete_config(ConfigKind::Server, "s").await.unwrap());
+        assert!(
+            !store
+                .replace_config_if_unchanged(ConfigKind::Server, "s", &v2, &v3)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_config(ConfigKind::Server, "s").await.unwrap(),
+            None
+        );
+    }
+
+    /// Processes pinning a server's endpoints at first use at once: each read the record,
+    /// each writes it back with its own pin; exactly one write lands per round.
+    pub async fn config_concurrent_pinners_exactly_one_wins(store: Arc<dyn Store>) {
+        store
+            .create_config(
+                ConfigKind::Server,
+                "race",
+                &json!({"name": "race", "pin": 0}),
+            )
+            .await
+            .unwrap();
+        for round in 1..=3 {
+            let barrier = Arc::new(Barrier::new(RACERS));
+            let tasks: Vec<_> = (0..RACERS)
+                .map(|i| {
+                    let (store, barrier) = (store.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        let read = store
+                            .get_config(ConfigKind::Server, "race")
+                            .await
+                            .unwrap()
+                            .expect("exists");
+                        let mine =
+                            json!({"name": "race", "pin": format!("round {round} writer {i}")});
+                        barrier.wait().await;
+                        let won = store
+                            .replace_config_if_unchanged(ConfigKind::Server, "race", &read, &mine)
+                            .await
+                            .unwrap();
+                        (mine, won)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for t in tasks {
+                let (mine, won) = t.await.unwrap();
+                if won {
+                    winners.push(mine);
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            assert_eq!(
+                store.get_config(ConfigKind::Server, "race").await.unwrap(),
+                Some(winners.remove(0))
+            );
+        }
+    }
+
+    /// The pinned authorization server is part of the server record: written, read and
+    /// listed whole; a record written before pinning existed reads as unpinned.
+    pub async fn server_pinned_authorization_server_round_trips(store: Arc<dyn Store>) {
+        let legacy = json!({"name": "old", "url": "https://old.example/mcp", "created_at": 1,
+            "updated_at": 1, "auth": {"type": "oauth2", "client_id": "c"}});
+        store
+            .create_config(ConfigKind::Server, "old", &legacy)
+            .await
+            .unwrap();
+        let old = store.get_server("old").await.unwrap().unwrap();
+        assert_eq!(old.authorization_server, None);
+
+        let mut server: McpServer = serde_json::from_value(json!({"name": "new",
+            "url": "https://new.example/mcp", "created_at": 1, "updated_at": 2,
+            "auth": {"type": "oauth2"}}))
+        .unwrap();
+        let pin = PinnedAuthServer {
+            issuer: Some("https://as.example".into()),
+            authorization_endpoint: Some("https://as.example/authorize".into()),
+            token_endpoint: "https://as.example/token".into(),
+            revocation_endpoint: Some("https://as.example/revoke".into()),
+            registration_endpoint: Some("https://as.example/register".into()),
+            token_endpoint_auth_methods_supported: vec![
+                "client_secret_basic".into(),
+                "none".into(),
+            ],
+            authorization_response_iss_parameter_supported: true,
+            resource_metadata_url: Some(
+                "https://new.example/.well-known/oauth-protected-resource/mcp".into(),
+            ),
+            metadata_url: Some("https://as.example/.well-known/oauth-authorization-server".into()),
+            discovered_at: 1_700_000_000,
+            source: PinSource::DiscoveredAtFirstUse,
+        };
+        let unpinned = to_doc(&server);
+        store
+            .create_config(ConfigKind::Server, "new", &unpinned)
+            .await
+            .unwrap();
+        server.authorization_server = Some(pin.clone());
+        assert!(
+            store
+                .replace_config_if_unchanged(ConfigKind::Server, "new", &unpinned, &to_doc(&server))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get_server("new").await.unwrap(), Some(server.clone()));
+        let listed: Vec<McpServer> = store.list_typed(ConfigKind::Server).await.unwrap();
+        assert_eq!(listed, vec![server.clone(), old]);
+        // A second pinner holding the unpinned read loses and changes nothing.
+        let mut other = server.clone();
+        other.authorization_server = Some(PinnedAuthServer {
+            token_endpoint: "https://attacker.example/token".into(),
+            ..pin
+        });
+        assert!(
+            !store
+                .replace_config_if_unchanged(ConfigKind::Server, "new", &unpinned, &to_doc(&other))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get_server("new").await.unwrap(), Some(server));
     }
 
     pub async fn api_key_create_and_duplicate_id(store: Arc<dyn Store>) {

@@ -85,14 +85,7 @@ pub async fn start(access_ttl: &str, provider_env: &[(&str, &str)]) -> Result<Op
         .kill_on_drop(true)
         .spawn()
         .context("starting oidc-provider")?;
-    let up = tokio::process::Command::new(&python)
-        .arg(root.join("peers/protected_server.py"))
-        .args([up_port.to_string(), issuer.clone()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the protected server")?;
+    let up = spawn_protected_server(&python, up_port, &issuer)?;
     wait_ready(
         &format!("{issuer}/.well-known/openid-configuration"),
         "oidc-provider",
@@ -110,6 +103,32 @@ pub async fn start(access_ttl: &str, provider_env: &[(&str, &str)]) -> Result<Op
         _children: vec![oidc, up],
         _keys: keys,
     }))
+}
+
+fn spawn_protected_server(python: &str, port: u16, issuer: &str) -> Result<tokio::process::Child> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    tokio::process::Command::new(python)
+        .arg(root.join("peers/protected_server.py"))
+        .args([port.to_string(), issuer.to_owned()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the protected server")
+}
+
+/// Another JWT-protected Python MCP server trusting `issuer`, on `port` (chosen earlier, so a
+/// test can register it while nothing listens there); ready when this returns, killed when
+/// the child is dropped. Its MCP URL is `http://127.0.0.1:{port}/mcp`.
+pub async fn start_protected_server(port: u16, issuer: &str) -> Result<tokio::process::Child> {
+    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("python")?;
+    let child = spawn_protected_server(&python, port, issuer)?;
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"),
+        "the protected server",
+    )
+    .await?;
+    Ok(child)
 }
 
 /// Opens a connect URL in the headless browser (`tests/clients/connect_browser.py`) with

@@ -337,7 +337,7 @@ async fn client_of(
     server: &str,
 ) -> Result<mcpgw::grants::registration::ClientCredentials> {
     let s = gw.state.server(server).await?.context("server")?;
-    let e = mcpgw::grants::endpoints::resolve(&gw.state, &s).await?;
+    let e = mcpgw::grants::endpoints::for_server(&gw.state, &s).await?;
     Ok(mcpgw::grants::registration::credentials(&gw.state, &s, &e).await?)
 }
 

@@ -1,18 +1,31 @@
 //! `/admin/servers`: register, list, read, replace and delete upstream MCP servers.
+//!
+//! An `oauth2` or `oauth2_client_credentials` server's authorization server is resolved when
+//! it is saved and pinned on its record (`authorization_server` in every answer), so admins
+//! see which issuer and endpoints users' browsers and the client secret will go to before any
+//! user does. Metadata that breaks a rule is a 422 (`invalid_discovered_metadata`) and nothing
+//! is stored; an upstream that cannot be reached is saved with a warning and pinned at first
+//! use. A save that changes nothing discovery depends on keeps the pin; `POST
+//! /admin/servers/{name}/discover` discovers again on purpose. See `mcpgw::grants::endpoints`.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use mcpgw::domain::{McpServer, UpstreamAuth, validate_name};
+use axum::routing::{get, post};
+use mcpgw::domain::{McpServer, PinSource, PinnedAuthServer, UpstreamAuth, validate_name};
+use mcpgw::egress::EgressPolicy;
+use mcpgw::grants::discovery::DiscoveryError;
+use mcpgw::grants::endpoint_url::{self, UrlRole};
+use mcpgw::grants::endpoints;
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::secrets::SecretsError;
 use mcpgw::state::AppState;
-use mcpgw::store::{ConfigKind, ConfigStoreExt, to_doc};
+use mcpgw::store::{ConfigKind, ConfigStoreExt, StoreError, to_doc};
 use mcpgw::upstream::is_reserved_header;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::Admin;
 use crate::time_fmt::to_rfc3339;
@@ -24,6 +37,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/servers/{name}",
             get(read).put(replace).delete(remove),
         )
+        .route("/admin/servers/{name}/discover", post(discover))
 }
 
 /// Request body of create and replace. Unknown fields are rejected so a typo ("auht") is an
@@ -49,6 +63,18 @@ struct ServerView {
     auth: UpstreamAuth,
     created_at: String,
     updated_at: String,
+    /// The pinned authorization server (`discovered_at` as RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_server: Option<Value>,
+    /// What the admin should know about a save that still succeeded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+fn pin_view(p: &PinnedAuthServer) -> Value {
+    let mut v = to_doc(p);
+    v["discovered_at"] = Value::String(to_rfc3339(p.discovered_at));
+    v
 }
 
 impl From<McpServer> for ServerView {
@@ -60,6 +86,8 @@ impl From<McpServer> for ServerView {
             auth: s.auth,
             created_at: to_rfc3339(s.created_at),
             updated_at: to_rfc3339(s.updated_at),
+            authorization_server: s.authorization_server.as_ref().map(pin_view),
+            warnings: Vec::new(),
         }
     }
 }
@@ -97,7 +125,7 @@ fn validate_url(raw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
+fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiError> {
     match auth {
         UpstreamAuth::None => Ok(()),
         UpstreamAuth::Header { headers } => {
@@ -175,16 +203,23 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
                     "auth.scopes: at most 50 scopes, each non-empty and without spaces",
                 ));
             }
-            for (what, u) in [
-                ("authorization_url", authorization_url),
-                ("token_url", token_url),
-                ("revocation_url", revocation_url),
-                ("issuer", issuer),
-                ("resource", resource),
+            // The endpoints (and the issuer) follow the rules discovered ones do: the
+            // authorization URL is where browsers are sent, the token URL gets the secret.
+            // (The egress policy's part is `check_egress`, reported as `egress_denied`.)
+            for (what, u, role) in [
+                ("authorization_url", authorization_url, UrlRole::Endpoint),
+                ("token_url", token_url, UrlRole::Endpoint),
+                ("revocation_url", revocation_url, UrlRole::Endpoint),
+                ("issuer", issuer, UrlRole::Issuer),
             ] {
                 if let Some(u) = u {
-                    validate_url(u).map_err(|e| invalid(format!("auth.{what}: {}", e.message)))?;
+                    endpoint_url::check_form(u, role, egress.allow_plain_http()).map_err(|e| {
+                        invalid(format!("auth.{what}: {} {e}", endpoint_url::excerpt(u)))
+                    })?;
                 }
+            }
+            if let Some(u) = resource {
+                validate_url(u).map_err(|e| invalid(format!("auth.resource: {}", e.message)))?;
             }
             // The flow's own parameters cannot be overridden.
             const FLOW: [&str; 8] = [
@@ -211,27 +246,104 @@ fn validate_auth(auth: &UpstreamAuth) -> Result<(), ApiError> {
             issuer,
             resource,
             ..
-        } => validate_auth(&UpstreamAuth::OAuth2 {
-            client_id: Some(client_id.clone()),
-            client_secret: None,
-            scopes: scopes.clone(),
-            authorization_url: None,
-            token_url: token_url.clone(),
-            revocation_url: None,
-            issuer: issuer.clone(),
-            extra_params: Default::default(),
-            resource: resource.clone(),
-        }),
+        } => validate_auth(
+            &UpstreamAuth::OAuth2 {
+                client_id: Some(client_id.clone()),
+                client_secret: None,
+                scopes: scopes.clone(),
+                authorization_url: None,
+                token_url: token_url.clone(),
+                revocation_url: None,
+                issuer: issuer.clone(),
+                extra_params: Default::default(),
+                resource: resource.clone(),
+            },
+            egress,
+        ),
     }
 }
 
-fn validate(input: &ServerInput, name: &str) -> Result<(), ApiError> {
+fn validate(input: &ServerInput, name: &str, egress: &EgressPolicy) -> Result<(), ApiError> {
     validate_name(name).map_err(|m| invalid(format!("name: {m}")))?;
     validate_url(&input.url)?;
     if input.description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(invalid("description must be at most 1024 characters"));
     }
-    validate_auth(&input.auth)
+    validate_auth(&input.auth, egress)
+}
+
+/// Resolves and pins `server`'s authorization server (`source`), for a save: refused metadata
+/// is the admin's 422 and stops the save; unreachable metadata is a warning (pinned at
+/// first use instead).
+async fn pin_for_save(
+    state: &AppState,
+    server: &mut McpServer,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    server.authorization_server = None;
+    match endpoints::resolve(
+        &state.oauth_http,
+        &state.config.egress,
+        server,
+        PinSource::DiscoveredAtSave,
+        state.clock.now(),
+    )
+    .await
+    {
+        Ok(pin) => server.authorization_server = Some(pin),
+        Err(DiscoveryError::Unavailable(why)) => warnings.push(format!(
+            "the authorization server could not be discovered now ({why}); it will be \
+             discovered and pinned at the first connect or token request (trust on first use), \
+             or discover it with POST /admin/servers/{}/discover",
+            server.name
+        )),
+        Err(e @ DiscoveryError::Invalid { .. }) => return Err(refused_metadata(&e)),
+    }
+    Ok(())
+}
+
+fn refused_metadata(e: &DiscoveryError) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_discovered_metadata",
+        format!("the authorization server was refused: {e}"),
+    )
+}
+
+/// The stored document of server `name` (for a compare-and-swap) and the server; 404 if none.
+async fn stored(state: &AppState, name: &str) -> Result<(Value, McpServer), ApiError> {
+    let doc = state
+        .store
+        .get_config(ConfigKind::Server, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    let server = serde_json::from_value(doc.clone())
+        .map_err(|e| StoreError::Corrupt(format!("server '{name}': {e}")))?;
+    Ok((doc, server))
+}
+
+/// Writes `server` over `read` only if the record is still `read`: pinning at first use in
+/// another process, or another admin, may have written since.
+async fn replace_if_unchanged(
+    state: &AppState,
+    read: &Value,
+    server: &McpServer,
+) -> Result<(), ApiError> {
+    let written = state
+        .store
+        .replace_config_if_unchanged(ConfigKind::Server, &server.name, read, &to_doc(server))
+        .await?;
+    state.servers.invalidate(&server.name).await;
+    if !written {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "server '{}' changed while it was being saved; read it again and retry",
+                server.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Every URL the gateway will contact for this server, or send a browser to, passes the
@@ -332,7 +444,7 @@ async fn create(
         .name
         .clone()
         .ok_or_else(|| invalid("name is required"))?;
-    validate(&input, &name)?;
+    validate(&input, &name, &state.config.egress)?;
     check_egress(&state, &input)?;
     // Servers and virtual servers share the /mcp/{endpoint} namespace.
     if crate::access::virtual_server_exists(&state, &name).await? {
@@ -344,20 +456,27 @@ async fn create(
     }
     check_secrets(&state, &input.auth).await?;
     let now = state.clock.now();
-    let server = McpServer {
+    let mut server = McpServer {
         name: name.clone(),
         url: input.url,
         description: input.description,
         auth: input.auth,
         created_at: now,
         updated_at: now,
+        authorization_server: None,
     };
+    let mut warnings = Vec::new();
+    if endpoints::uses_oauth(&server) {
+        pin_for_save(&state, &mut server, &mut warnings).await?;
+    }
     state
         .store
         .create_config(ConfigKind::Server, &name, &to_doc(&server))
         .await?;
     state.servers.invalidate(&name).await;
-    Ok((StatusCode::CREATED, Json(ServerView::from(server))))
+    let mut view = ServerView::from(server);
+    view.warnings = warnings;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -378,11 +497,7 @@ async fn read(
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path_name(&name)?;
-    let server = state
-        .store
-        .get_server(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    let (_, server) = stored(&state, &name).await?;
     Ok(Json(ServerView::from(server)))
 }
 
@@ -397,28 +512,128 @@ async fn replace(
             "name in the body must match the path (servers cannot be renamed)",
         ));
     }
-    validate(&input, &name)?;
+    validate(&input, &name, &state.config.egress)?;
     check_egress(&state, &input)?;
-    let existing = state
-        .store
-        .get_server(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+    let (read, existing) = stored(&state, &name).await?;
     check_secrets(&state, &input.auth).await?;
-    let server = McpServer {
+    let mut server = McpServer {
         name: name.clone(),
         url: input.url,
         description: input.description,
         auth: input.auth,
         created_at: existing.created_at,
         updated_at: state.clock.now(),
+        authorization_server: None,
     };
-    state
-        .store
-        .replace_config(ConfigKind::Server, &name, &to_doc(&server))
-        .await?;
-    state.servers.invalidate(&name).await;
-    Ok(Json(ServerView::from(server)))
+    let mut warnings = Vec::new();
+    if endpoints::uses_oauth(&server) {
+        // An edit that changes nothing discovery depends on (a description, scopes) keeps the
+        // pinned endpoints: only an admin asking for it moves them.
+        if existing.authorization_server.is_some()
+            && endpoints::same_discovery_inputs(&existing, &server)
+        {
+            server.authorization_server = existing.authorization_server.clone();
+        } else {
+            pin_for_save(&state, &mut server, &mut warnings).await?;
+        }
+    }
+    replace_if_unchanged(&state, &read, &server).await?;
+    let mut view = ServerView::from(server);
+    view.warnings = warnings;
+    Ok(Json(view))
+}
+
+/// What `POST /admin/servers/{name}/discover` answers: the server as now pinned and which
+/// pinned fields changed.
+#[derive(Serialize)]
+struct Rediscovered {
+    #[serde(flatten)]
+    server: ServerView,
+    changed: Vec<&'static str>,
+}
+
+/// Discovers `name`'s authorization server again and pins the result
+/// (`rediscovered_by_admin`); refused or unreachable metadata changes nothing.
+async fn discover(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path_name(&name)?;
+    let (read, server) = stored(&state, &name).await?;
+    if !endpoints::uses_oauth(&server) {
+        return Err(ApiError::unprocessable(
+            "not_oauth",
+            format!(
+                "server '{name}' does not use OAuth: there is no authorization server to discover"
+            ),
+        ));
+    }
+    let pin = match endpoints::resolve(
+        &state.oauth_http,
+        &state.config.egress,
+        &server,
+        PinSource::RediscoveredByAdmin,
+        state.clock.now(),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(DiscoveryError::Unavailable(why)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "discovery_unavailable",
+                format!(
+                    "the authorization server could not be discovered ({why}); the pinned endpoints are unchanged"
+                ),
+            ));
+        }
+        Err(e @ DiscoveryError::Invalid { .. }) => return Err(refused_metadata(&e)),
+    };
+    let changed = changed_fields(server.authorization_server.as_ref(), &pin);
+    let mut next = server;
+    next.authorization_server = Some(pin);
+    replace_if_unchanged(&state, &read, &next).await?;
+    tracing::info!(server = %name, changed = ?changed, "authorization server rediscovered by an admin");
+    Ok(Json(Rediscovered {
+        server: ServerView::from(next),
+        changed,
+    }))
+}
+
+/// The pinned fields whose values differ (every one when nothing was pinned).
+fn changed_fields(old: Option<&PinnedAuthServer>, new: &PinnedAuthServer) -> Vec<&'static str> {
+    let Some(old) = old else {
+        return vec!["authorization_server"];
+    };
+    [
+        ("issuer", old.issuer != new.issuer),
+        (
+            "authorization_endpoint",
+            old.authorization_endpoint != new.authorization_endpoint,
+        ),
+        ("token_endpoint", old.token_endpoint != new.token_endpoint),
+        (
+            "revocation_endpoint",
+            old.revocation_endpoint != new.revocation_endpoint,
+        ),
+        (
+            "registration_endpoint",
+            old.registration_endpoint != new.registration_endpoint,
+        ),
+        (
+            "token_endpoint_auth_methods_supported",
+            old.token_endpoint_auth_methods_supported != new.token_endpoint_auth_methods_supported,
+        ),
+        (
+            "authorization_response_iss_parameter_supported",
+            old.authorization_response_iss_parameter_supported
+                != new.authorization_response_iss_parameter_supported,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect()
 }
 
 async fn remove(

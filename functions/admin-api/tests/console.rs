@@ -297,3 +297,94 @@ async fn sign_in_answers_that_were_never_asked_for_store_nothing() {
     let seen = send(&api.app, "GET", "/console/login/oidc/corp", None, None, "").await;
     assert_eq!(seen.status, 404);
 }
+
+/// A server's page shows its pinned authorization server read-only (the edit form's document
+/// leaves it out, so saving the form back is accepted) with a "Discover again" button that
+/// needs the session's CSRF token.
+#[tokio::test]
+async fn a_servers_page_shows_its_pinned_endpoints_and_discovers_again() {
+    let api = api();
+    let (s, body) = api
+        .admin(
+            "POST",
+            "/admin/servers",
+            Some(
+                serde_json::json!({"name": "crm", "url": "https://crm.example.com/mcp",
+                "auth": {"type": "oauth2", "client_id": "gw",
+                         "authorization_url": "https://as.example.com/authorize",
+                         "token_url": "https://as.example.com/token"}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["authorization_server"]["source"], "configured",
+        "{body}"
+    );
+    let ok = sign_in(&api.app, TEST_ADMIN_KEY).await;
+    let session = value_of(&ok.set_cookie("mcpgw_console").unwrap()).to_owned();
+    let page = send(
+        &api.app,
+        "GET",
+        "/console/admin/servers/crm",
+        Some(&session),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"authorization-server\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("https://as.example.com/token"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("id=\"discover\""), "{}", page.body);
+    let textarea = page.body.split("<textarea").nth(1).unwrap();
+    assert!(!textarea.contains("authorization_server"), "{textarea}");
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    // without the CSRF token: refused
+    let forged = send(
+        &api.app,
+        "POST",
+        "/console/admin/servers/crm/discover",
+        Some(&session),
+        FORM,
+        "csrf=forged",
+    )
+    .await;
+    assert_ne!(forged.status, 200, "{}", forged.body);
+    // with it: discovered again (all configured: nothing fetched, nothing changed)
+    let done = send(
+        &api.app,
+        "POST",
+        "/console/admin/servers/crm/discover",
+        Some(&session),
+        FORM,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("Discovered again"), "{}", done.body);
+    // another kind has no discovery
+    let other = send(
+        &api.app,
+        "POST",
+        "/console/admin/teams/crm/discover",
+        Some(&session),
+        FORM,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(other.status, 404, "{}", other.body);
+}

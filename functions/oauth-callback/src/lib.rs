@@ -353,6 +353,7 @@ async fn callback(
                 FlowError::StateInvalid
                 | FlowError::WrongServer
                 | FlowError::IssuerMismatch
+                | FlowError::IssuerMissing
                 | FlowError::Denied(_)
                 | FlowError::Grant(_),
             ) => failure(StatusCode::BAD_REQUEST, &what),
@@ -387,7 +388,7 @@ async fn callback(
             tracing::warn!(error = %e, "connect callback refused");
             failure(StatusCode::BAD_REQUEST, &e.to_string())
         }
-        Err(e @ (FlowError::IssuerMismatch | FlowError::Denied(_))) => {
+        Err(e @ (FlowError::IssuerMismatch | FlowError::IssuerMissing | FlowError::Denied(_))) => {
             tracing::warn!(error = %e, "connect callback refused");
             clear(failure(StatusCode::BAD_REQUEST, &e.to_string()))
         }

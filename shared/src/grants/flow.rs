@@ -2,9 +2,10 @@
 //! (10 minutes) bound to the browser that started it (the hash of its connect cookie, see
 //! [`super::binding`]) and builds the provider's authorization URL; [`finish`] consumes the
 //! state exactly once, checks it belongs to this server and to this browser, exchanges the
-//! code (RFC 8707 `resource` sent, RFC 9207 `iss` checked when the provider returns it) and
-//! stores the grant with the version check; [`cancel`] consumes it when the provider
-//! answered an error. Code exchange and refresh use the `oauth2` crate.
+//! code (RFC 8707 `resource` sent; RFC 9207 `iss` must equal the pinned issuer when present,
+//! and must be present when the pinned metadata says the provider sends it) and stores the
+//! grant with the version check; [`cancel`] consumes it when the provider answered an error.
+//! Code exchange and refresh use the `oauth2` crate.
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
@@ -38,6 +39,10 @@ pub enum FlowError {
     WrongServer,
     #[error("the response came from an unexpected authorization server")]
     IssuerMismatch,
+    /// RFC 9207: the provider always names itself in its responses, and this one did not
+    /// (a mix-up attack sends the code from another provider's response here).
+    #[error("the response does not say which authorization server sent it")]
+    IssuerMissing,
     #[error("the provider did not grant access: {0}")]
     Denied(String),
     /// The callback came to another browser than the one that started the flow, or to one
@@ -118,7 +123,7 @@ pub async fn start(
     server: &McpServer,
     browser: &str,
 ) -> Result<String, GrantError> {
-    let e = endpoints::resolve(state, server).await?;
+    let e = endpoints::for_server(state, server).await?;
     let redirect = redirect_uri(state, &server.name);
     let c = client(state, server, &e, Some(redirect.clone())).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -216,6 +221,16 @@ pub fn grant_record(
     })
 }
 
+/// RFC 9207, before the code goes anywhere: a present `iss` must be the pinned issuer, and
+/// an authorization server whose pinned metadata says it sends `iss` must have sent it.
+fn check_issuer(iss: Option<&str>, e: &Endpoints) -> Result<(), FlowError> {
+    match (iss, e.issuer.as_deref()) {
+        (Some(got), Some(want)) if got != want => Err(FlowError::IssuerMismatch),
+        (None, _) if e.iss_parameter_supported => Err(FlowError::IssuerMissing),
+        _ => Ok(()),
+    }
+}
+
 /// Consumes the state `state_id` for `server_name`'s callback in `browser`: its record and
 /// payload once the browser is admitted. Consumed whatever the outcome: a state that
 /// reached another browser (with the provider's code for whoever signed in there) must not
@@ -279,12 +294,8 @@ pub async fn finish(
         return Err(FlowError::WrongServer);
     };
     let ring = ring(state).await?;
-    let e = endpoints::resolve(state, &server).await?;
-    if let (Some(got), Some(want)) = (iss, e.issuer.as_deref())
-        && got != want
-    {
-        return Err(FlowError::IssuerMismatch);
-    }
+    let e = endpoints::for_server(state, &server).await?;
+    check_issuer(iss, &e)?;
     let c = client(state, &server, &e, Some(payload.redirect_uri)).await?;
     let answer = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))

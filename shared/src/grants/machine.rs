@@ -62,7 +62,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
     else {
         return Err(GrantError::NotOAuth);
     };
-    let e = endpoints::resolve(state, server).await?;
+    let e = endpoints::for_server(state, server).await?;
     if !state.config.secret_scope.permits(client_secret) {
         return Err(GrantError::Secret(format!(
             "{client_secret} is out of scope"

@@ -1,5 +1,6 @@
 //! Per-user OAuth2 grants for upstream servers: the authorization-code flow with PKCE
-//! ([`flow`]), the provider's endpoints ([`endpoints`]), and the tokens the proxy injects,
+//! ([`flow`]), the provider's endpoints as pinned on the server record ([`endpoints`]),
+//! discovered from checked metadata ([`discovery`], [`endpoint_url`]), and the tokens the proxy injects,
 //! refreshed on demand with the store's version check ([`tokens`]); revocation
 //! ([`revoke`]), connect and continue links ([`link`]), the flow's binding to one browser
 //! ([`binding`]), and tokens users store themselves for
@@ -11,6 +12,8 @@
 //! never be used for another.
 
 pub mod binding;
+pub mod discovery;
+pub mod endpoint_url;
 pub mod endpoints;
 pub mod flow;
 pub mod link;
@@ -88,7 +91,8 @@ pub enum GrantError {
     Network(String),
     #[error("the authorization server answered an error")]
     Upstream(String),
-    #[error("the provider's endpoints could not be found")]
+    /// The message says which document or endpoint and why (no secrets: URLs and rules).
+    #[error("the provider's endpoints could not be found or were refused: {0}")]
     Discovery(String),
     #[error("this server is not an OAuth2 server")]
     NotOAuth,

@@ -228,9 +228,9 @@ async fn peers_of(
         if other.name == server.name || !self_registering(&other) {
             continue;
         }
-        // Discovery is cached per process; a server whose provider is down is skipped (it
-        // is added with RFC 7592, or gets its own client, when it connects).
-        if let Ok(found) = endpoints::resolve(state, &other).await
+        // Only endpoints already pinned (no network); a server pinned later is added with
+        // RFC 7592, or gets its own client, when it connects.
+        if let Some(Ok(found)) = endpoints::stored(&state.config.egress, &other)
             && issuer_of(&found) == issuer
         {
             uris.push(super::flow::redirect_uri(state, &other.name));
@@ -514,6 +514,7 @@ mod tests {
             issuer: Some("https://as".into()),
             registration: Some("https://as/reg".into()),
             auth_methods: methods.iter().map(|m| m.to_string()).collect(),
+            iss_parameter_supported: false,
         }
     }
 

@@ -52,7 +52,7 @@ pub async fn disconnect(
 }
 
 async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revocation {
-    let e = match endpoints::resolve(state, server).await {
+    let e = match endpoints::for_server(state, server).await {
         Ok(e) => e,
         Err(e) => {
             return Revocation::Failed {

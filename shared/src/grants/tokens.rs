@@ -251,7 +251,7 @@ pub async fn refresh_grant(
     // From here on every way out releases the claim, so a failure before the provider is
     // even asked does not hold the grant for the whole lease.
     let c = async {
-        let e = endpoints::resolve(state, server).await?;
+        let e = endpoints::for_server(state, server).await?;
         flow::client(state, server, &e, None).await
     };
     let c = match c.await {

@@ -40,7 +40,8 @@
 //! eventually (days late), so reads check expiry themselves.
 //!
 //! Every contract write is one conditional request (for API keys, one transaction), so
-//! DynamoDB itself enforces create-if-absent, replace-if-present, optimistic locking on `version` and consume-once
+//! DynamoDB itself enforces create-if-absent, replace-if-present, replace-if-unchanged (a
+//! config `PutItem` conditional on the `doc` text just read), optimistic locking on `version` and consume-once
 //! (`DeleteItem` + `ReturnValues=ALL_OLD`); ending a session is a `PutItem` that only
 //! replaces a record with an earlier expiry. A grant write must carry the next version; that
 //! is checked before any request is sent. Base-table reads (key lookup by hash included) are
@@ -806,6 +807,48 @@ impl ConfigStore for DynamoStore {
             });
         }
         Ok(())
+    }
+
+    async fn replace_config_if_unchanged(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        expected: &serde_json::Value,
+        doc: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let Some(item) = self.get_item(config_pk(kind), name.to_owned()).await? else {
+            return Ok(false);
+        };
+        let reader = Reader {
+            what: kind.label(),
+            item: &item,
+        };
+        if reader.json::<serde_json::Value>("doc")? != *expected {
+            return Ok(false);
+        }
+        // The put is conditional on the exact stored text just read, so a write in between
+        // (another process, an admin) makes it fail instead of being overwritten.
+        let stored = reader.s("doc")?;
+        let new = Item::from([
+            (PK.to_owned(), s(config_pk(kind))),
+            (SK.to_owned(), s(name)),
+            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
+        ]);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(new))
+            .condition_expression("#doc = :stored")
+            .expression_attribute_names("#doc", "doc")
+            .expression_attribute_values(":stored", s(stored))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
     }
 
     async fn get_config(

@@ -3,7 +3,8 @@
 //! file, local mode). Both pass the same contract suite (`shared/tests/store_contract.rs`).
 //!
 //! Contract highlights every adapter keeps:
-//! - config documents are created only if absent and replaced only if present;
+//! - config documents are created only if absent and replaced only if present, or only if
+//!   unchanged since they were read (compare-and-swap);
 //! - grants are written only if the stored `version` is the one the writer read, so two
 //!   concurrent refreshers can never both redeem a rotating refresh token;
 //! - an OAuth state is consumed at most once, however many callers race for it;
@@ -112,6 +113,18 @@ pub trait ConfigStore: Send + Sync {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()>;
+    /// Replaces the document only if the stored one still equals `expected` (as JSON values),
+    /// atomically: a compare-and-swap for a writer that derived `doc` from what it read, such
+    /// as the gateway pinning a server's discovered endpoints at first use while another
+    /// process does the same or an admin edits the server. `Ok(false)`: nothing was written
+    /// because the document changed or was deleted since it was read; read it again.
+    async fn replace_config_if_unchanged(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        expected: &serde_json::Value,
+        doc: &serde_json::Value,
+    ) -> StoreResult<bool>;
     async fn get_config(
         &self,
         kind: ConfigKind,

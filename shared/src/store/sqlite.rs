@@ -4,7 +4,8 @@
 //! blocking pool (`spawn_blocking`) so a slow disk never stalls the async runtime. Holding
 //! the one connection serializes all statements, and each operation is a single statement
 //! (or one transaction), so the conditional writes the contract asks for are atomic:
-//! `INSERT .. ON CONFLICT DO NOTHING` for "create if absent", `UPDATE .. WHERE version = ?`
+//! `INSERT .. ON CONFLICT DO NOTHING` for "create if absent", `UPDATE .. WHERE doc = ?` (the
+//! text just read) for a config compare-and-swap, `UPDATE .. WHERE version = ?`
 //! for optimistic locking (a grant write must carry the next version, checked before the
 //! statement runs), `DELETE .. RETURNING` for consume-once, and an upsert that keeps the
 //! later expiry for ended sessions.
@@ -358,6 +359,45 @@ impl ConfigStore for SqliteStore {
                 });
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn replace_config_if_unchanged(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        expected: &serde_json::Value,
+        doc: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
+        let expected = expected.clone();
+        self.call(move |c| {
+            let stored: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM config WHERE kind = ?1 AND name = ?2",
+                    params![kind.tag(), name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(stored) = stored else {
+                return Ok(false);
+            };
+            let current: serde_json::Value =
+                from_json_text(&stored, &format!("{} '{name}'", kind.label()))?;
+            if current != expected {
+                return Ok(false);
+            }
+            // Conditional on the exact text just read: another process sharing the file
+            // (its own connection, so not behind this mutex) may have written in between.
+            let n = c
+                .execute(
+                    "UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2 AND doc = ?4",
+                    params![kind.tag(), name, doc, stored],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -119,10 +119,16 @@ pub async fn index(console: Console) -> Response {
     admin_page(&console, StatusCode::OK, "Admin", body)
 }
 
-/// A document as the edit form shows it: what the API takes back (its timestamps are its own).
+/// A document as the edit form shows it: what the API takes back (its timestamps and a
+/// server's pinned authorization server are its own).
 fn editable(mut doc: Value) -> String {
     if let Some(o) = doc.as_object_mut() {
-        for k in ["created_at", "updated_at", "warnings"] {
+        for k in [
+            "created_at",
+            "updated_at",
+            "warnings",
+            "authorization_server",
+        ] {
             o.remove(k);
         }
     }
@@ -304,6 +310,7 @@ async fn edit_page(
     let b = &console.base;
     let path = format!("{}/{}", k.api, seg(name));
     let mut body = note.unwrap_or_default();
+    let mut pinned = None;
     let doc = match draft {
         Some(d) => d.to_owned(),
         None => {
@@ -312,10 +319,14 @@ async fn edit_page(
                 body.push_str(&message("error", &a.message()));
                 return admin_page(console, a.status, k.title, body);
             }
+            pinned = Some(a.body["authorization_server"].clone()).filter(Value::is_object);
             editable(a.body)
         }
     };
     let action = format!("{b}/console/admin/{}/{}", k.slug, seg(name));
+    if let Some(p) = pinned {
+        body.push_str(&authorization_server_table(&p, &action, &console.csrf));
+    }
     body.push_str(&format!(
         "<h2>{n}</h2><form id=\"edit\" method=\"post\" action=\"{action}\">{csrf}\
          <label for=\"doc\">The document (<code>PUT {api}/{n}</code>)</label>\
@@ -337,6 +348,45 @@ async fn edit_page(
         title = k.title.to_lowercase(),
     ));
     admin_page(console, status, k.title, body)
+}
+
+/// A server's pinned authorization server, read-only, with a button to discover it again:
+/// these are the endpoints users' browsers and the client secret go to.
+fn authorization_server_table(p: &Value, action: &str, csrf: &str) -> String {
+    let mut rows = String::new();
+    for field in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "revocation_endpoint",
+        "registration_endpoint",
+        "authorization_response_iss_parameter_supported",
+        "source",
+        "discovered_at",
+        "metadata_url",
+        "resource_metadata_url",
+    ] {
+        let v = match &p[field] {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        rows.push_str(&format!(
+            "<tr><th>{}</th><td><code>{}</code></td></tr>",
+            escape(field),
+            escape(&v)
+        ));
+    }
+    format!(
+        "<h2>Authorization server</h2><table id=\"authorization-server\"><tbody>{rows}</tbody></table>{}",
+        button_form(
+            "discover",
+            &format!("{action}/discover"),
+            csrf,
+            "Discover again",
+            "secondary"
+        )
+    )
 }
 
 pub async fn edit(
@@ -432,6 +482,44 @@ pub async fn delete(
         &format!("{}/console/admin/{}?done=deleted", console.base, k.slug),
         &[],
     )
+}
+
+/// "Discover again" on a server's page (`POST /admin/servers/{name}/discover`).
+pub async fn discover(
+    console: Console,
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = console
+        .require_admin()
+        .and_then(|_| console.check_csrf(&form))
+    {
+        return r;
+    }
+    let Some(k) = kind(&slug).filter(|k| k.slug == "servers") else {
+        return unknown(&console);
+    };
+    let path = format!("{}/{}/discover", k.api, seg(&name));
+    let a = api::call(&state, &console.principal, Method::POST, &path, None).await;
+    let note = if a.ok() {
+        let changed: Vec<&str> = a.body["changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let text = if changed.is_empty() {
+            "Discovered again: nothing changed.".to_owned()
+        } else {
+            format!("Discovered again; changed: {}.", changed.join(", "))
+        };
+        message("notice", &text)
+    } else {
+        message("error", &a.message())
+    };
+    let status = if a.ok() { StatusCode::OK } else { a.status };
+    edit_page(&console, &state, k, &name, status, Some(note), None).await
 }
 
 #[derive(Deserialize, Default)]

@@ -65,6 +65,10 @@ pub fn routes() -> Router<AppState> {
             get(admin::edit).post(admin::save),
         )
         .route("/console/admin/{kind}/{name}/delete", post(admin::delete))
+        .route(
+            "/console/admin/{kind}/{name}/discover",
+            post(admin::discover),
+        )
 }
 
 /// A submitted form (`application/x-www-form-urlencoded`), read within the body limit. Any
