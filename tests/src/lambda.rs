@@ -239,6 +239,7 @@ pub struct IdpParameters {
     pub groups_claim: String,
     pub admin_groups: String,
     pub required_scopes: String,
+    pub allowed_client_ids: String,
 }
 
 impl Default for IdpParameters {
@@ -250,13 +251,14 @@ impl Default for IdpParameters {
             groups_claim: "groups".into(),
             admin_groups: String::new(),
             required_scopes: String::new(),
+            allowed_client_ids: String::new(),
         }
     }
 }
 
 impl IdpParameters {
     /// (template parameter, the variable the template sets from it, value).
-    pub fn parameters(&self) -> [(&'static str, &'static str, &str); 6] {
+    pub fn parameters(&self) -> [(&'static str, &'static str, &str); 7] {
         [
             ("IdpIssuer", "MCPGW_IDP_ISSUER", &self.issuer),
             ("IdpAudiences", "MCPGW_IDP_AUDIENCES", &self.audiences),
@@ -275,6 +277,11 @@ impl IdpParameters {
                 "IdpRequiredScopes",
                 "MCPGW_IDP_REQUIRED_SCOPES",
                 &self.required_scopes,
+            ),
+            (
+                "IdpAllowedClientIds",
+                "MCPGW_IDP_ALLOWED_CLIENT_IDS",
+                &self.allowed_client_ids,
             ),
         ]
     }

@@ -141,6 +141,9 @@ async fn handle(State(s): State<Shared>, req: Request) -> Response {
                 *n += 1;
                 *n
             };
+            // Slow enough that every racer is inside its discovery before the first one pins
+            // (else a fast machine lets the first finish alone and the race is not a race).
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             let mut m = s.meta.lock().unwrap().clone();
             let base = m["issuer"].as_str().unwrap_or_default().to_owned();
             m["token_endpoint"] = json!(format!("{base}/token/{n}"));
