@@ -263,7 +263,14 @@ impl Message {
                 "Invalid Request: expected a JSON-RPC 2.0 message",
             ));
         }
+        // A request carrying a result (or error) reads as a response to some parsers.
+        let answer_members = obj.contains_key("result") || obj.contains_key("error");
         let kind = match (obj.get("method"), obj.get("id")) {
+            (Some(Value::String(_)), _) if answer_members => {
+                return Err(Invalid::request(
+                    "Invalid Request: a request or notification carries no result or error",
+                ));
+            }
             (Some(Value::String(_)), Some(id)) if is_id(id) => Kind::Request,
             (Some(Value::String(_)), None) => Kind::Notification,
             (None, Some(id))
@@ -480,6 +487,180 @@ mod tests {
             Err(INVALID_REQUEST)
         );
         assert_eq!(kind(r#""2.0""#), Err(INVALID_REQUEST));
+    }
+
+    fn refused(text: &str) -> Invalid {
+        parse_client_message(text.as_bytes()).expect_err(text)
+    }
+
+    #[test]
+    fn duplicate_members_anywhere_are_refused_with_the_id_when_unambiguous() {
+        for (text, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}"#,
+                json!(1),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"ok","name":"hidden"}}"#,
+                json!("a"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ok"},"params":{"name":"hidden"}}"#,
+                json!(2),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"q":{"a":1,"a":2}}}}"#,
+                json!(3),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"x","params":{"_meta":{"progressToken":1,"progressToken":2}}}"#,
+                json!(4),
+            ),
+            // Which id would the upstream answer? None can be named.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+                Value::Null,
+            ),
+            (
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping","method":"x"}]"#,
+                Value::Null,
+            ),
+        ] {
+            let e = refused(text);
+            assert_eq!(e.code, INVALID_REQUEST, "{text}");
+            assert_eq!(e.id.unwrap_or(Value::Null), id, "{text}");
+        }
+        // Syntax errors are parse errors, even after a duplicate.
+        assert_eq!(refused(r#"{"id":1,"id":1,"#).code, PARSE_ERROR);
+    }
+
+    #[test]
+    fn near_spellings_of_members_the_gateway_reads_are_refused() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{"name":"hidden"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ok","Name":"hidden"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"hidden"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"URI":"file:///etc"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","Arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_META":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"io.modelcontextprotocol/protocolversion":"1"}}}"#,
+            r#"{"JSONRPC":"2.0","jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            // Unicode case mapping: KELVIN SIGN, LONG S, dotless i.
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"x\",\"\u{212a}\":1,\"argument\u{17f}\":{}}}",
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"\u{131}d\":2}",
+        ] {
+            let e = refused(text);
+            assert_eq!(e.code, INVALID_REQUEST, "{text}");
+        }
+        // The id is carried unless the near-spelling is of the id itself.
+        let e = refused(r#"{"jsonrpc":"2.0","id":7,"method":"x","Params":{}}"#);
+        assert_eq!(e.id, Some(json!(7)));
+        let e = refused(r#"{"jsonrpc":"2.0","id":7,"ID":8,"method":"x"}"#);
+        assert_eq!(e.id, None);
+        // Members the gateway does not read may be spelled any way, and baseline messages pass.
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"Name":1,"name":2,"NAME":3}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"Other":1,"other":2}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":5,"result":{"Result":1}}"#,
+        ] {
+            assert!(parse_client_message(text.as_bytes()).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn batches_and_what_is_forwarded() {
+        let text = " [ {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\",\"params\":{\"n\":1E3}} ,\n\
+                    {\"jsonrpc\":\"2.0\",\"method\":\"n\\u0061\"} ] ";
+        let ClientPayload::Batch(items) = parse_client_message(text.as_bytes()).unwrap() else {
+            panic!("a batch");
+        };
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].method(), Some("na"));
+        assert_eq!(
+            String::from_utf8(batch_to_bytes(&items)).unwrap(),
+            r#"[{"id":1,"jsonrpc":"2.0","method":"a","params":{"n":1E3}},{"jsonrpc":"2.0","method":"na"}]"#
+        );
+        assert_eq!(refused("[]").code, INVALID_REQUEST);
+        assert_eq!(refused(r#"[{"jsonrpc":"2.0"}]"#).code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn upstream_messages_are_read_for_what_they_are() {
+        let read = |t: &str| read_upstream_message(t.as_bytes());
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            Some(UpstreamMessage::Response {
+                id: json!(1),
+                is_error: false
+            })
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#),
+            Some(UpstreamMessage::Response {
+                id: Value::Null,
+                is_error: true
+            })
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#),
+            Some(UpstreamMessage::RequestOrNotification)
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#),
+            Some(UpstreamMessage::RequestOrNotification)
+        );
+        for bad in [
+            "<html>",
+            "{}",
+            r#"{"id":1,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"result":{}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"result":1}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#,
+        ] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(
+            read_upstream_messages(br#" [{"jsonrpc":"2.0","id":1,"result":{}}]"#).map(|v| v.len()),
+            Some(1)
+        );
+        assert_eq!(read_upstream_messages(b"[]"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes: an answer, never a panic; and what is accepted is forwarded as
+        /// a text that reads back as the same message.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            if let Ok(payload) = parse_client_message(&bytes) {
+                for m in payload.messages() {
+                    let back: Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+                    proptest::prop_assert_eq!(&back, &m.value);
+                }
+            }
+        }
+
+        /// Messages with random members: accepted exactly when no member of the top level,
+        /// params or _meta is a case variant of one the gateway reads.
+        #[test]
+        fn case_variants_are_refused_exactly(
+            top in "(jsonrpc|JsonRpc|id|Id|method|METHOD|params|Params|result|x|Y)",
+            param in "(name|Name|uri|Uri|arguments|ARGUMENTS|_meta|_Meta|cursor|Cursor|q|Q)",
+        ) {
+            let text = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"{param}":{{}}}},"{top}":null}}"#
+            );
+            let near = |k: &str, all: &[&str]| all.iter().any(|m| near_spelling(k, m));
+            let duplicate = ["jsonrpc", "id", "method", "params"].contains(&top.as_str());
+            let expect_ok = !duplicate && !near(&top, &TOP_MEMBERS) && !near(&param, &PARAMS_MEMBERS)
+                && top != "result";
+            let got = parse_client_message(text.as_bytes());
+            proptest::prop_assert_eq!(got.is_ok(), expect_ok, "{}", text);
+        }
     }
 
     #[test]

@@ -513,3 +513,289 @@ impl Parser<'_> {
         char::from_u32(code).ok_or_else(|| self.err("invalid \\u escape"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn accepts_like_serde(text: &[u8]) {
+        let ours = parse(text);
+        let theirs = serde_json::from_slice::<Value>(text);
+        match (&ours, &theirs) {
+            (Ok(doc), Ok(v)) => {
+                if doc.duplicate.is_none() {
+                    assert_eq!(&doc.value, v, "{}", String::from_utf8_lossy(text));
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => panic!(
+                "strict {:?} but serde_json {:?} for {:?}",
+                ours.map(|d| d.value),
+                theirs,
+                String::from_utf8_lossy(text)
+            ),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_found_at_any_depth_and_named() {
+        let cases = [
+            (r#"{"method":"a","method":"b"}"#, "", "method"),
+            (r#"{"params":{"name":"x","name":"y"}}"#, "/params", "name"),
+            (r#"{"p":[1,{"a~/b":{"k":1,"k":2}}]}"#, "/p/1/a~0~1b", "k"),
+            // The same name written two ways is the same name.
+            (r#"{"name":1,"n\u0061me":2}"#, "", "name"),
+        ];
+        for (text, object, key) in cases {
+            let doc = parse(text.as_bytes()).unwrap();
+            let dup = doc.duplicate.expect(text);
+            assert_eq!((dup.object.as_str(), dup.key.as_str()), (object, key));
+        }
+        let doc = parse(br#"{"id":1,"id":2,"x":{"y":1,"y":1}}"#).unwrap();
+        assert_eq!(doc.root_duplicates, ["id"]);
+        assert_eq!(
+            doc.value["id"], 1,
+            "the first is kept, the text read to its end"
+        );
+        assert!(
+            parse(br#"{"a":{"b":1},"c":{"b":1}}"#)
+                .unwrap()
+                .duplicate
+                .is_none()
+        );
+        // A duplicate does not hide a syntax error after it.
+        assert!(parse(br#"{"a":1,"a":2,}"#).is_err());
+    }
+
+    #[test]
+    fn edge_cases_read_as_serde_json_reads_them() {
+        for text in [
+            "",
+            " ",
+            "\u{feff}{}",
+            "{}",
+            "[]",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "-",
+            "-0",
+            "-0.0",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "1E5",
+            "1e400",
+            "1e-400",
+            "-1e400",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "0.1000000000000000055511151231257827",
+            "tru",
+            "nul",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\u00e9\"",
+            "\"\\x\"",
+            "\"a\tb\"",
+            "\"\\/\"",
+            "\"\u{7f}\"",
+            "[1] x",
+            "[1]\n\t ",
+            "{\"a\" 1}",
+            "{1:2}",
+            "\"\\u12\"",
+            "\"\\uZZZZ\"",
+            "[\"\\\"\"]",
+        ] {
+            accepts_like_serde(text.as_bytes());
+        }
+        accepts_like_serde(b"\"\xff\"");
+        accepts_like_serde(b"\"\xc3\xa9\"");
+        for depth in [126, 127, 128, 129] {
+            accepts_like_serde(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).as_bytes());
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            accepts_like_serde(objects.as_bytes());
+        }
+    }
+
+    #[test]
+    fn numbers_keep_the_clients_text_unless_replaced() {
+        let text = r#"{"big":123456789012345678901234567890,"e":1E5,"n":[-0,2.50],"plain":7}"#;
+        let doc = parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(doc.numbers.to_vec(&doc.value)).unwrap(),
+            text,
+            "every number as written (keys already in serde_json's order)"
+        );
+        let mut v = doc.value.clone();
+        v["big"] = json!(5);
+        v["n"][0] = json!("x");
+        let out = String::from_utf8(doc.numbers.to_vec(&v)).unwrap();
+        assert_eq!(out, r#"{"big":5,"e":1E5,"n":["x",2.50],"plain":7}"#);
+        let batch = parse(br#"[{"a":1E2},{"a":1e2},{"a":100}]"#).unwrap();
+        let item = batch.numbers.of_item(1);
+        assert_eq!(item.to_vec(&batch.value[1]), br#"{"a":1e2}"#);
+        assert!(batch.numbers.of_item(2).is_empty());
+    }
+
+    /// Any JSON value, with keys from a small alphabet (so objects are often alike).
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-dA-D_é\"\\\\/~]{0,4}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `v` serialized with member `pick` (counting members of non-empty objects in document
+    /// order) written twice.
+    fn with_duplicate(v: &Value, pick: &mut usize, out: &mut String) -> bool {
+        match v {
+            Value::Array(items) => {
+                out.push('[');
+                let mut done = false;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    done |= with_duplicate(item, pick, out);
+                }
+                out.push(']');
+                done
+            }
+            Value::Object(map) => {
+                out.push('{');
+                let mut done = false;
+                for (i, (k, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let key = serde_json::to_string(k).unwrap();
+                    if *pick == 0 && !done {
+                        // The same name again, first, with another value.
+                        out.push_str(&format!("{key}:null,"));
+                        done = true;
+                    }
+                    *pick = pick.saturating_sub(1);
+                    out.push_str(&key);
+                    out.push(':');
+                    done |= with_duplicate(item, pick, out);
+                }
+                out.push('}');
+                done
+            }
+            other => {
+                out.push_str(&other.to_string());
+                false
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Without duplicates, the strict reading is serde_json's, and what the gateway writes
+        /// reads back as the same value.
+        #[test]
+        fn reads_what_serde_json_reads(v in arb_json(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                serde_json::to_string(&v).unwrap()
+            };
+            let doc = parse(text.as_bytes()).unwrap();
+            prop_assert!(doc.duplicate.is_none());
+            let theirs: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&doc.value, &theirs);
+            let written = doc.numbers.to_vec(&doc.value);
+            prop_assert_eq!(serde_json::from_slice::<Value>(&written).unwrap(), theirs);
+        }
+
+        /// A member written twice anywhere is always found.
+        #[test]
+        fn refuses_any_injected_duplicate(v in arb_json(), pick in any::<usize>()) {
+            let members: usize = count_members(&v);
+            prop_assume!(members > 0);
+            let mut out = String::new();
+            prop_assert!(with_duplicate(&v, &mut (pick % members), &mut out));
+            let doc = parse(out.as_bytes()).unwrap();
+            prop_assert!(doc.duplicate.is_some(), "{}", out);
+        }
+
+        /// Arbitrary bytes: never a panic, and accepted exactly when serde_json accepts them.
+        #[test]
+        fn never_panics_and_agrees_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            accepts_like_serde(&bytes);
+        }
+
+        /// Near-valid texts (a valid one with a few bytes changed) find the grammar's corners.
+        #[test]
+        fn agrees_on_mutated_json(
+            v in arb_json(),
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let mut bytes = serde_json::to_vec(&v).unwrap();
+            for (at, byte, op) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => bytes[at] = byte,
+                    _ if at < bytes.len() => { bytes.remove(at); }
+                    _ => {}
+                }
+            }
+            accepts_like_serde(&bytes);
+        }
+
+        /// Strings built from escapes (surrogates, invalid ones) read as serde_json reads them.
+        #[test]
+        fn agrees_on_escapes(parts in prop::collection::vec(prop_oneof![
+            Just("\\ud800"), Just("\\udbff"), Just("\\udc00"), Just("\\udfff"), Just("\\u0041"),
+            Just("\\u00"), Just("\\n"), Just("\\\\"), Just("\\\""), Just("\\/"), Just("\\x"),
+            Just("a"), Just("é"), Just("\t"), Just("\\"), Just("\""),
+        ], 0..6)) {
+            let text = format!("\"{}\"", parts.concat());
+            accepts_like_serde(text.as_bytes());
+        }
+
+        /// Every number serde_json reads is written upstream exactly as the client wrote it.
+        #[test]
+        fn numbers_travel_as_written(
+            n in "-?(0|[1-9][0-9]{0,40})(\\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?",
+        ) {
+            let text = format!("{{\"a\":[{n}],\"b\":{n}}}");
+            prop_assume!(serde_json::from_str::<Value>(&text).is_ok());
+            let doc = parse(text.as_bytes()).unwrap();
+            prop_assert_eq!(String::from_utf8(doc.numbers.to_vec(&doc.value)).unwrap(), text);
+        }
+    }
+
+    fn count_members(v: &Value) -> usize {
+        match v {
+            Value::Array(items) => items.iter().map(count_members).sum(),
+            Value::Object(map) => map.len() + map.values().map(count_members).sum::<usize>(),
+            _ => 0,
+        }
+    }
+}

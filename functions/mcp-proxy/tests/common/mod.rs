@@ -6,6 +6,8 @@
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
