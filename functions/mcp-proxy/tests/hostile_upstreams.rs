@@ -164,9 +164,12 @@ async fn session_clients_get_their_own_id_and_never_the_upstreams_bad_answer() {
         );
         assert_eq!(events[2]["id"], 43);
         assert_eq!(events[2]["result"]["content"][0]["text"], "streamed");
-        if endpoint == "old" {
-            assert!(r.body.contains(": keep-alive"), "comments pass: {}", r.body);
-        }
+        assert!(r.body.contains(": keep-alive"), "comments pass: {}", r.body);
+        assert!(
+            r.body.contains("id: ev-0"),
+            "priming events pass: {}",
+            r.body
+        );
         // An error the upstream could not tie to a request is the client's, with its id.
         let r = post(
             &gw.app,

@@ -65,7 +65,9 @@ impl Parser {
             let line = String::from_utf8_lossy(line).into_owned();
             start += pos + 1;
             if line.is_empty() {
-                let event = if self.has_data {
+                // WHATWG: an event whose data is empty is not dispatched (a priming event,
+                // `id: 7` + `data:`, sets the client's last event id and nothing else).
+                let event = if self.has_data && !self.current.data.is_empty() {
                     Some(std::mem::take(&mut self.current))
                 } else {
                     self.current = Event::default();
@@ -133,6 +135,13 @@ mod tests {
         assert_eq!(evs[1].event, None, "fields do not leak into the next event");
         // An event with an id but no data (a priming event) is not dispatched.
         assert!(p.push(b"id: 9\n\n").unwrap().is_empty());
+        assert!(p.push(b"id: 10\ndata:\n\n").unwrap().is_empty());
+        let blocks = p.push_blocks(b"id: 11\nretry: 500\ndata: \n\n").unwrap();
+        assert_eq!(
+            (blocks.len(), &blocks[0].event),
+            (1, &None),
+            "passed on as bytes"
+        );
         let framed = message_event(&serde_json::json!({"k": 1}));
         assert_eq!(p.push(framed.as_bytes()).unwrap()[0].data, "{\"k\":1}");
     }

@@ -18,7 +18,7 @@
 //! | `big` | 200 JSON response to the right id, 9 MiB |
 //! | `sse_wrongid` | SSE: progress, then a response to id 999 |
 //! | `sse_html` | SSE: progress, then an event whose data is HTML |
-//! | `sse_ok` | SSE: a sampling request, progress, a comment, then the response |
+//! | `sse_ok` | SSE: a priming event, a sampling request, progress, a comment, the response |
 //!
 //! It speaks one era: the session era (`initialize`, session ids; `server/discover` refused
 //! with 400) or 2026-07-28 (`server/discover`; `initialize` refused with 400).
@@ -318,6 +318,8 @@ fn handle(up: &FakeState, method: Method, headers: HeaderMap, body: String) -> R
         ]),
         "sse_html" => events(&[progress, "data: <html>pwned</html>\n\n".to_owned()]),
         "sse_ok" => events(&[
+            // A priming event (resumability): an id and empty data.
+            "id: ev-0\nretry: 1000\ndata: \n\n".to_owned(),
             event(&json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
                 "params": {"messages": [], "maxTokens": 1}})),
             progress,
