@@ -1,6 +1,12 @@
 //! Talking to the upstream for a client: the credential-bearing request, and the answer
 //! streamed back event by event with a deadline on the whole call, cancellation, and a
 //! `notifications/cancelled` sent upstream when the client goes away mid-call.
+//!
+//! The upstream is not trusted to answer well (OWASP API10): what a request is owed
+//! ([`Expect`]) is checked on the way back. An answer that is neither JSON nor an event
+//! stream, is not JSON-RPC, or responds to another id (in a bridged session: anything but the
+//! gateway's own id for this request) becomes `-32002` with `data.reason:
+//! "upstream_bad_answer"` and the client's id; the upstream's text is never echoed.
 
 use std::sync::Arc;
 use std::time::Duration;

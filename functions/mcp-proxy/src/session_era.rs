@@ -329,9 +329,10 @@ fn bad_version_header(call: &Call, id: Option<&Value>) -> Option<Response> {
     }
 }
 
-/// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded as
-/// they are when both the client's session and the upstream's speak that version, and
-/// refused otherwise (splitting a batch would change its semantics for the upstream).
+/// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded
+/// whole (as parsed, re-serialized) when both the client's session and the upstream's speak
+/// that version, and refused otherwise (splitting a batch would change its semantics for the
+/// upstream). The answer must hold a response to each request in it, and no other.
 pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
     let refuse = |message: &str| {
         rpc_error(
