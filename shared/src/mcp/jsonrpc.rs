@@ -186,11 +186,9 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientPayload, Invalid> {
         message: "Parse error: body is not valid JSON".into(),
         id: None,
     })?;
-    // Read before the value moves on: only refusals use it.
-    let id = unambiguous_id(&doc.value, &doc.root_duplicates);
-    let with_id = |mut e: Invalid| {
-        e.id = id.clone();
-        e
+    let refuse = |e: Invalid, value: &Value| Invalid {
+        id: unambiguous_id(value, &doc.root_duplicates),
+        ..e
     };
     if let Some(dup) = &doc.duplicate {
         let at = if dup.object.is_empty() {
@@ -198,10 +196,11 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientPayload, Invalid> {
         } else {
             format!("the object at {}", Value::from(dup.object.as_str()))
         };
-        return Err(with_id(Invalid::request(format!(
+        let e = Invalid::request(format!(
             "Invalid Request: member {} appears twice in {at}",
             Value::from(dup.key.as_str())
-        ))));
+        ));
+        return Err(refuse(e, &doc.value));
     }
     match doc.value {
         Value::Array(items) => {
@@ -224,17 +223,65 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientPayload, Invalid> {
             Ok(ClientPayload::Batch(messages))
         }
         value => {
-            if let Err(e) = check_spelling(&value) {
-                return Err(with_id(e));
-            }
-            let mut msg = match Message::from_value(value) {
-                Ok(m) => m,
-                Err(e) => return Err(with_id(e)),
+            let kind = match check_spelling(&value).and_then(|()| kind_of(&value)) {
+                Ok(kind) => kind,
+                Err(e) => return Err(refuse(e, &value)),
             };
-            msg.numbers = doc.numbers;
-            Ok(ClientPayload::One(msg))
+            Ok(ClientPayload::One(Message {
+                kind,
+                value,
+                numbers: doc.numbers,
+            }))
         }
     }
+}
+
+/// What a value is as a JSON-RPC message, or why it is none.
+fn kind_of(value: &Value) -> Result<Kind, Invalid> {
+    let Some(obj) = value.as_object() else {
+        return Err(Invalid::request(if value.is_array() {
+            "Invalid Request: batches are not accepted; send one JSON-RPC message per request"
+        } else {
+            "Invalid Request: expected a JSON-RPC 2.0 message"
+        }));
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(Invalid::request(
+            "Invalid Request: expected a JSON-RPC 2.0 message",
+        ));
+    }
+    // A request carrying a result (or error) reads as a response to some parsers.
+    let answer_members = obj.contains_key("result") || obj.contains_key("error");
+    let kind = match (obj.get("method"), obj.get("id")) {
+        (Some(Value::String(_)), _) if answer_members => {
+            return Err(Invalid::request(
+                "Invalid Request: a request or notification carries no result or error",
+            ));
+        }
+        (Some(Value::String(_)), Some(id)) if is_id(id) => Kind::Request,
+        (Some(Value::String(_)), None) => Kind::Notification,
+        (None, Some(id)) if (is_id(id) || id.is_null()) && answer_members => {
+            if obj.contains_key("result") == obj.contains_key("error") {
+                return Err(Invalid::request(
+                    "Invalid Request: not a request, notification or response",
+                ));
+            }
+            Kind::Response
+        }
+        _ => {
+            return Err(Invalid::request(
+                "Invalid Request: not a request, notification or response",
+            ));
+        }
+    };
+    if let Some(params) = obj.get("params")
+        && !(params.is_object() || params.is_array())
+    {
+        return Err(Invalid::request(
+            "Invalid Request: params must be an object",
+        ));
+    }
+    Ok(kind)
 }
 
 impl Message {
@@ -251,49 +298,8 @@ impl Message {
     /// A message from a value (the gateway's own messages; client bytes go through
     /// [`parse_client_message`]).
     pub fn from_value(value: Value) -> Result<Self, Invalid> {
-        let Some(obj) = value.as_object() else {
-            return Err(Invalid::request(if value.is_array() {
-                "Invalid Request: batches are not accepted; send one JSON-RPC message per request"
-            } else {
-                "Invalid Request: expected a JSON-RPC 2.0 message"
-            }));
-        };
-        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(Invalid::request(
-                "Invalid Request: expected a JSON-RPC 2.0 message",
-            ));
-        }
-        // A request carrying a result (or error) reads as a response to some parsers.
-        let answer_members = obj.contains_key("result") || obj.contains_key("error");
-        let kind = match (obj.get("method"), obj.get("id")) {
-            (Some(Value::String(_)), _) if answer_members => {
-                return Err(Invalid::request(
-                    "Invalid Request: a request or notification carries no result or error",
-                ));
-            }
-            (Some(Value::String(_)), Some(id)) if is_id(id) => Kind::Request,
-            (Some(Value::String(_)), None) => Kind::Notification,
-            (None, Some(id))
-                if (is_id(id) || id.is_null())
-                    && (obj.contains_key("result") != obj.contains_key("error")) =>
-            {
-                Kind::Response
-            }
-            _ => {
-                return Err(Invalid::request(
-                    "Invalid Request: not a request, notification or response",
-                ));
-            }
-        };
-        if let Some(params) = obj.get("params")
-            && !(params.is_object() || params.is_array())
-        {
-            return Err(Invalid::request(
-                "Invalid Request: params must be an object",
-            ));
-        }
         Ok(Self {
-            kind,
+            kind: kind_of(&value)?,
             value,
             numbers: Numbers::default(),
         })

@@ -60,7 +60,7 @@ pub fn parse(bytes: &[u8]) -> Result<Document, SyntaxError> {
         b: bytes,
         i: 0,
         depth: 0,
-        path: String::new(),
+        path: Vec::new(),
         numbers: BTreeMap::new(),
         duplicate: None,
         root_duplicates: Vec::new(),
@@ -188,18 +188,54 @@ fn push_pointer_segment(path: &mut String, key: &str) {
     }
 }
 
+/// One step of the path to the value being parsed.
+#[derive(Clone, Copy)]
+enum Step {
+    /// The member whose name's opening quote is at this offset (decoded only when needed).
+    Member(usize),
+    Item(usize),
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: usize,
-    /// JSON Pointer of the value being parsed.
-    path: String,
+    /// Where the value being parsed is; made into a JSON Pointer only for the rare number
+    /// kept as written or a duplicate, so the common path costs a push and a pop.
+    path: Vec<Step>,
     numbers: BTreeMap<String, (Box<str>, Number)>,
     duplicate: Option<DuplicateKey>,
     root_duplicates: Vec<String>,
 }
 
 impl Parser<'_> {
+    /// The JSON Pointer of the value being parsed.
+    fn pointer(&self) -> String {
+        let mut out = String::new();
+        for step in &self.path {
+            match *step {
+                Step::Item(i) => {
+                    out.push('/');
+                    out.push_str(itoa(i, &mut [0u8; 20]));
+                }
+                Step::Member(at) => {
+                    // Read before, so it reads again.
+                    let mut again = Parser {
+                        b: self.b,
+                        i: at,
+                        depth: 0,
+                        path: Vec::new(),
+                        numbers: BTreeMap::new(),
+                        duplicate: None,
+                        root_duplicates: Vec::new(),
+                    };
+                    push_pointer_segment(&mut out, &again.string().unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     fn err(&self, what: &'static str) -> SyntaxError {
         SyntaxError { at: self.i, what }
     }
@@ -260,11 +296,9 @@ impl Parser<'_> {
         }
         loop {
             self.ws();
-            let len = self.path.len();
-            self.path.push('/');
-            self.path.push_str(itoa(items.len(), &mut [0u8; 20]));
+            self.path.push(Step::Item(items.len()));
             let v = self.value();
-            self.path.truncate(len);
+            self.path.pop();
             items.push(v?);
             self.ws();
             match self.peek() {
@@ -291,6 +325,7 @@ impl Parser<'_> {
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected a member name"));
             }
+            let key_at = self.i;
             let key = self.string()?;
             self.ws();
             if self.peek() != Some(b':') {
@@ -298,10 +333,9 @@ impl Parser<'_> {
             }
             self.i += 1;
             self.ws();
-            let len = self.path.len();
-            push_pointer_segment(&mut self.path, &key);
+            self.path.push(Step::Member(key_at));
             let v = self.value();
-            self.path.truncate(len);
+            self.path.pop();
             let v = v?;
             match map.entry(key) {
                 Entry::Vacant(e) => {
@@ -316,7 +350,7 @@ impl Parser<'_> {
                     }
                     if self.duplicate.is_none() {
                         self.duplicate = Some(DuplicateKey {
-                            object: self.path.clone(),
+                            object: self.pointer(),
                             key: e.key().clone(),
                         });
                     }
@@ -399,7 +433,7 @@ impl Parser<'_> {
         })?;
         if n.to_string() != text {
             self.numbers
-                .insert(self.path.clone(), (text.into(), n.clone()));
+                .insert(self.pointer(), (text.into(), n.clone()));
         }
         Ok(Value::Number(n))
     }
