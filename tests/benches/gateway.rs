@@ -1478,6 +1478,7 @@ async fn run(s: Settings, gateway_rt: tokio::runtime::Handle) -> Result<()> {
         cores()
     );
     print_accounting(&cold, &rows, &dynamo);
+    let parse = parse_cost(if s.bench { 20_000 } else { 200 });
     let targets = targets(&rows, s.bench);
     let goals = goals(&dynamo);
 
@@ -1502,6 +1503,7 @@ async fn run(s: Settings, gateway_rt: tokio::runtime::Handle) -> Result<()> {
         "elapsed_s": t0.elapsed().as_secs_f64(),
         "loadavg_1min": {"start": load_before, "end": loadavg()},
         "echo_fast_received_total": echo_fast_received(),
+        "strict_parse": parse,
     });
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
@@ -1520,6 +1522,71 @@ async fn run(s: Settings, gateway_rt: tokio::runtime::Handle) -> Result<()> {
         upstreams.len() * s.eras.len()
     );
     Ok(())
+}
+
+/// What reading client messages strictly costs (issue 22, item 5), measured in this process
+/// alone so the shared cores' load barely shows: `parse_client_message` plus the
+/// re-serialization that goes upstream, against the plain `serde_json` parse the gateway made
+/// before (when it forwarded the client's own bytes). Microseconds per message, `iters` each.
+fn parse_cost(iters: u32) -> Value {
+    use std::hint::black_box;
+    let envelope = json!({META_VERSION: MODERN_VERSION, META_CAPABILITIES: {},
+        META_CLIENT: {"name": "mcpgw-bench", "version": "1"}});
+    let items: Vec<Value> = (0..40)
+        .map(|i| json!({"k": i, "text": "the quick brown fox jumps over the lazy dog ".repeat(2)}))
+        .collect();
+    let samples = [
+        (
+            "session-era tools/call (the bench's)",
+            json!({"jsonrpc": "2.0", "id": 12345, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "m-3-12345"}}}),
+        ),
+        (
+            "2026-07-28 tools/call (the bench's)",
+            json!({"jsonrpc": "2.0", "id": 12345, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "m-3-12345"}, "_meta": envelope}}),
+        ),
+        (
+            "tools/call with 4 KiB of arguments",
+            json!({"jsonrpc": "2.0", "id": 12345, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"items": items}}}),
+        ),
+    ];
+    let mut rows = Vec::new();
+    println!("\nstrict parse + re-serialization per client message (us), {iters} iterations each:");
+    for (label, message) in samples {
+        let bytes = serde_json::to_vec(&message).unwrap_or_default();
+        let time = |f: &dyn Fn()| {
+            for _ in 0..iters / 10 {
+                f();
+            }
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(iters)
+        };
+        let before = time(&|| {
+            black_box(serde_json::from_slice::<Value>(black_box(&bytes)).ok());
+        });
+        let now = time(&|| {
+            if let Ok(p) = mcpgw::mcp::jsonrpc::parse_client_message(black_box(&bytes)) {
+                for m in p.messages() {
+                    black_box(m.to_bytes());
+                }
+            }
+        });
+        println!(
+            "  {label:<40} {:>6} bytes  serde_json {before:>7.2}  strict + re-serialize {now:>7.2}  added {:>+7.2}",
+            bytes.len(),
+            now - before
+        );
+        rows.push(
+            json!({"message": label, "bytes": bytes.len(), "serde_json_parse_us": before,
+            "strict_parse_and_reserialize_us": now, "added_us": now - before}),
+        );
+    }
+    json!({"iterations": iters, "rows": rows})
 }
 
 // ------------------------------------------------------------------------------------------

@@ -84,10 +84,18 @@ pub async fn request(
     method: &str,
     params: Value,
 ) -> Result<Value, CallError> {
-    let mut msg = Message::from_value(
+    let msg = Message::from_value(
         json!({"jsonrpc": "2.0", "id": next_id(), "method": method, "params": params}),
     )
     .map_err(|_| CallError::BadAnswer)?;
+    forward(up, user, msg).await
+}
+
+/// Sends a request a client made (parsed, authorized and routed: its params as the gateway
+/// judged them, re-serialized) under a gateway id, and returns the upstream's answer to that
+/// id. An answer to any other id, or that is not JSON-RPC, is `BadAnswer`.
+pub async fn forward(up: &Upstream, user: &str, mut msg: Message) -> Result<Value, CallError> {
+    msg.value["id"] = next_id();
     match era(up).await? {
         Era::Modern => {
             let client = gateway_client();
@@ -98,14 +106,14 @@ pub async fn request(
                     headers.insert(k, v);
                 }
             }
-            let reply = up.exchange(headers, &msg.value).await?;
+            let reply = up.exchange_message(headers, &msg).await?;
             reply.message.ok_or(CallError::BadAnswer)
         }
         Era::Session => {
             let mut s = session(up, user, None).await?;
             for attempt in 0..2 {
                 let headers = up.session_headers(s.session_id.as_deref(), &s.version);
-                let reply = up.exchange(headers, &msg.value).await?;
+                let reply = up.exchange_message(headers, &msg).await?;
                 if reply.status == StatusCode::NOT_FOUND && s.session_id.is_some() && attempt == 0 {
                     s = session(up, user, Some(&s)).await?;
                     continue;

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mcpgw::http::ApiError;
 use mcpgw::mcp::envelope;
-use mcpgw::mcp::jsonrpc::{self, Kind, Message};
+use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
 use mcpgw::mcp::session::UpstreamLink;
 use mcpgw::state::AppState;
 use serde_json::{Value, json};
@@ -58,21 +58,9 @@ pub struct At<'a> {
 
 /// Answers one POSTed message without the upstream. `None`: not a message the prompt can
 /// answer (a batch), so the caller gets the refusal itself.
-pub async fn post(at: &At<'_>, missing: &Missing, value: Value) -> Option<Response> {
-    if value.is_array() {
+pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Option<Response> {
+    let ClientPayload::One(msg) = payload else {
         return None;
-    }
-    let msg = match Message::from_value(value) {
-        Ok(m) => m,
-        Err(invalid) => {
-            return Some(crate::relay::rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                invalid.code,
-                invalid.message,
-                None,
-            ));
-        }
     };
     let id = msg.id().cloned().unwrap_or(Value::Null);
     if msg.is_request("initialize") {

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
 use mcpgw::mcp::envelope;
-use mcpgw::mcp::jsonrpc::{self, Message};
+use mcpgw::mcp::jsonrpc::{self, ClientPayload};
 use mcpgw::state::AppState;
 
 use crate::admission::{Target, admit};
@@ -42,19 +42,22 @@ pub async fn post(
     }
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     // Every message is inspected before anything reaches the upstream: the upstream never
-    // sees garbage in the gateway's name, and routing needs the method.
-    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => {
+    // sees garbage in the gateway's name, and routing needs the method. It is read strictly
+    // (no member twice, no near-spelling of one the gateway reads), and from here on only
+    // the parsed message exists: what goes upstream is it, re-serialized, never these bytes.
+    let mut payload = match jsonrpc::parse_client_message(&bytes) {
+        Ok(p) => p,
+        Err(invalid) => {
             return Ok(rpc_error(
                 StatusCode::BAD_REQUEST,
-                None,
-                jsonrpc::PARSE_ERROR,
-                "Parse error: body is not valid JSON",
+                invalid.id.as_ref(),
+                invalid.code,
+                &invalid.message,
                 None,
             ));
         }
     };
+    drop(bytes);
     let (server, access) = match target {
         Target::Server(server, access) => (server, access),
         Target::Virtual(access) => {
@@ -63,20 +66,13 @@ pub async fn post(
                 &principal,
                 access,
                 parts.headers,
-                value,
+                payload,
             )
             .await);
         }
     };
-    let mut value = value;
     let mut headers = parts.headers;
-    let adapt = shape(&state, &access, &mut value, &mut headers);
-    // Forwarded byte for byte unless access control had to change the message.
-    let bytes = if adapt.renames.is_empty() {
-        bytes
-    } else {
-        axum::body::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
-    };
+    let adapt = shape(&state, &access, &mut payload, &mut headers);
     let upstream = match Upstream::new(&state, server.clone(), &principal.user).await {
         Ok(u) => u,
         Err(e) => {
@@ -92,7 +88,7 @@ pub async fn post(
                 upstream_url: &server.url,
                 headers: &headers,
             };
-            return match connect_prompt::post(&at, &missing, value).await {
+            return match connect_prompt::post(&at, &missing, payload).await {
                 Some(answer) => Ok(answer),
                 None => Err(e),
             };
@@ -103,23 +99,11 @@ pub async fn post(
         principal_user: principal.user,
         endpoint,
         headers,
-        body: bytes,
         adapt,
     };
-    if let serde_json::Value::Array(items) = value {
-        return Ok(session_era::batch(&call, items).await);
-    }
-    let msg = match Message::from_value(value) {
-        Ok(m) => m,
-        Err(invalid) => {
-            return Ok(rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                invalid.code,
-                invalid.message,
-                None,
-            ));
-        }
+    let msg = match payload {
+        ClientPayload::Batch(items) => return Ok(session_era::batch(&call, items).await),
+        ClientPayload::One(msg) => msg,
     };
     if msg.is_request("initialize") {
         return Ok(session_era::initialize(&call, msg).await);
@@ -202,63 +186,56 @@ const HIDDEN_PREFIX: &str = "mcpgw-unknown-tool-";
 fn shape(
     state: &AppState,
     access: &mcpgw::policy::Access,
-    value: &mut serde_json::Value,
+    payload: &mut ClientPayload,
     headers: &mut HeaderMap,
 ) -> Adapt {
     let mut adapt = Adapt::default();
     // Only list answers change for a stateless client (and only lists pay for the check).
-    let list = value
-        .get("method")
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(|m| m.ends_with("/list"));
-    let modern = match &*value {
-        serde_json::Value::Object(_) if list => Message::from_value(value.clone()).is_ok_and(|m| {
-            envelope::looks_modern(&m, headers) && session_header(headers).is_none()
-        }),
+    let modern = match &*payload {
+        ClientPayload::One(m) if m.method().is_some_and(|m| m.ends_with("/list")) => {
+            envelope::looks_modern(m, headers) && session_header(headers).is_none()
+        }
         _ => false,
     };
-    let items: Vec<&mut serde_json::Value> = match value {
-        serde_json::Value::Array(items) => items.iter_mut().collect(),
-        v => vec![v],
-    };
-    for item in items {
-        match item.get("method").and_then(serde_json::Value::as_str) {
-            // Filtered even for a caller no rule restricts: names with control or format
-            // characters are listed to no one (`Access::tool`).
-            Some("tools/list") => {
-                adapt.filter = Some(std::sync::Arc::new(access.clone()));
-            }
-            Some("tools/call") => {
-                let Some(name) = item
-                    .pointer("/params/name")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned)
-                else {
-                    continue;
-                };
-                if access.tool(&name).is_some() {
-                    continue;
-                }
-                // Lowercase, so an upstream that normalizes names (and echoes them in its
-                // unknown-tool error) still answers with this exact name, which is put back.
-                let sentinel = format!(
-                    "{HIDDEN_PREFIX}{}",
-                    mcpgw::crypto::random_token(12).to_ascii_lowercase()
-                );
-                item["params"]["name"] = sentinel.clone().into();
-                item["params"]["arguments"] = serde_json::json!({});
-                // The routing header follows the body when it named the same tool (a header
-                // that did not match stays, and fails the same check an unknown tool's would).
-                if let Some(h) = headers.get("mcp-name").and_then(|v| v.to_str().ok())
-                    && envelope::decode_header_value(h).as_deref() == Some(name.as_str())
-                    && let Ok(v) = HeaderValue::from_str(&envelope::encode_header_value(&sentinel))
-                {
-                    headers.insert("mcp-name", v);
-                }
-                adapt.renames.push((sentinel, name));
-            }
-            _ => {}
+    for msg in payload.messages_mut() {
+        let method = msg.method();
+        // Filtered even for a caller no rule restricts: names with control or format
+        // characters are listed to no one (`Access::tool`).
+        if method == Some("tools/list") {
+            adapt.filter = Some(std::sync::Arc::new(access.clone()));
+            continue;
         }
+        if method != Some("tools/call") {
+            continue;
+        }
+        let Some(name) = msg
+            .params()
+            .and_then(|p| p.get("name"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if access.tool(&name).is_some() {
+            continue;
+        }
+        // Lowercase, so an upstream that normalizes names (and echoes them in its
+        // unknown-tool error) still answers with this exact name, which is put back.
+        let sentinel = format!(
+            "{HIDDEN_PREFIX}{}",
+            mcpgw::crypto::random_token(12).to_ascii_lowercase()
+        );
+        msg.value["params"]["name"] = sentinel.clone().into();
+        msg.value["params"]["arguments"] = serde_json::json!({});
+        // The routing header follows the body when it named the same tool (a header
+        // that did not match stays, and fails the same check an unknown tool's would).
+        if let Some(h) = headers.get("mcp-name").and_then(|v| v.to_str().ok())
+            && envelope::decode_header_value(h).as_deref() == Some(name.as_str())
+            && let Ok(v) = HeaderValue::from_str(&envelope::encode_header_value(&sentinel))
+        {
+            headers.insert("mcp-name", v);
+        }
+        adapt.renames.push((sentinel, name));
     }
     if modern {
         adapt.private_lists = Some(state.config.policy_cache_ttl.as_millis() as u64);
@@ -278,9 +255,6 @@ pub struct Call {
     pub principal_user: String,
     pub endpoint: String,
     pub headers: HeaderMap,
-    /// The request body as the client sent it: forwarded byte for byte whenever the gateway
-    /// does not change the message (re-serializing could alter numbers beyond 64 bits).
-    pub body: axum::body::Bytes,
     /// What access control changes in the answer.
     pub adapt: Adapt,
 }
@@ -302,7 +276,6 @@ impl Call {
             principal_user: principal.user,
             endpoint,
             headers,
-            body: Default::default(),
             adapt: Adapt::default(),
         }))
     }
@@ -313,12 +286,17 @@ impl Call {
 
     /// Client headers that may travel upstream for this era: the MCP routing headers and
     /// `Last-Event-ID`, never the session id or version (the gateway sets those) and never
-    /// a credential.
-    pub fn forwarded(&self, keep_version: bool) -> HeaderMap {
+    /// a credential. `stateless`: the 2026-07-28 era, whose routing headers were checked
+    /// against the body; otherwise they are not the client's to send (the gateway sets them
+    /// from the body when the upstream needs them), so none can route differently upstream
+    /// from what was authorized.
+    pub fn forwarded(&self, stateless: bool) -> HeaderMap {
         let mut h = mcpgw::upstream::forwarded_request_headers(&self.headers);
         h.remove("mcp-session-id");
-        if !keep_version {
-            h.remove("mcp-protocol-version");
+        if !stateless {
+            for name in ["mcp-protocol-version", "mcp-method", "mcp-name"] {
+                h.remove(name);
+            }
         }
         h
     }

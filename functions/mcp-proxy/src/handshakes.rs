@@ -33,27 +33,30 @@ pub async fn initialize(
     version: &str,
     original: Option<&Message>,
 ) -> Result<InitOutcome, CallError> {
-    let message = match original {
-        Some(m) => {
-            let mut m = m.clone();
-            if let Some(p) = m.params_mut() {
-                p.insert("protocolVersion".into(), version.into());
-            }
-            m.value
-        }
-        None => json!({"jsonrpc": "2.0", "id": "mcpgw-init", "method": "initialize", "params": {
-            "protocolVersion": version,
-            "capabilities": client.capabilities,
-            "clientInfo": client.client_info.clone().unwrap_or_else(gateway_client_info),
-        }}),
-    };
     let mut headers = HeaderMap::new();
     headers.insert(
         "mcp-protocol-version",
         HeaderValue::from_str(version)
             .unwrap_or(HeaderValue::from_static(versions::LATEST_HANDSHAKE)),
     );
-    let reply = up.exchange(headers, &message).await?;
+    let reply = match original {
+        Some(m) => {
+            // The client's own handshake, as parsed (its other params travel unchanged).
+            let mut m = m.clone();
+            if let Some(p) = m.params_mut() {
+                p.insert("protocolVersion".into(), version.into());
+            }
+            up.exchange_message(headers, &m).await?
+        }
+        None => {
+            let message = json!({"jsonrpc": "2.0", "id": "mcpgw-init", "method": "initialize", "params": {
+                "protocolVersion": version,
+                "capabilities": client.capabilities,
+                "clientInfo": client.client_info.clone().unwrap_or_else(gateway_client_info),
+            }});
+            up.exchange(headers, &message).await?
+        }
+    };
     let negotiated = reply
         .result()
         .and_then(|r| r.get("protocolVersion"))

@@ -4,9 +4,13 @@
 //! OAuth protected resource (RFC 9728).
 //!
 //! The caller authenticates with a gateway credential that never travels upstream: only the
-//! allowlisted transport headers do (see `mcpgw::upstream`). Responses, JSON or SSE, stream
-//! back as they arrive. Tested in `tests/proxy.rs` against an in-process upstream and in the
-//! `e2e` crate against server-everything and the Python MCP SDK.
+//! allowlisted transport headers do (see `mcpgw::upstream`). Client messages are read strictly
+//! and forwarded as the gateway parsed and authorized them, re-serialized
+//! (`mcpgw::mcp::jsonrpc::parse_client_message`). Answers are checked before they reach the
+//! client (`relay`): JSON whole, SSE event by event, as they arrive; one that is not JSON-RPC
+//! or answers another id becomes the gateway's `-32002 upstream_bad_answer`. Tested in
+//! `tests/proxy.rs`, `tests/strict_messages.rs` and `tests/hostile_upstreams.rs` against
+//! in-process upstreams and in the `e2e` crate against server-everything and the Python MCP SDK.
 
 mod admission;
 pub mod catalog;

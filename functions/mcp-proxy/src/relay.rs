@@ -1,6 +1,12 @@
 //! Talking to the upstream for a client: the credential-bearing request, and the answer
 //! streamed back event by event with a deadline on the whole call, cancellation, and a
 //! `notifications/cancelled` sent upstream when the client goes away mid-call.
+//!
+//! The upstream is not trusted to answer well (OWASP API10): what a request is owed
+//! ([`Expect`]) is checked on the way back. An answer that is neither JSON nor an event
+//! stream, is not JSON-RPC, or responds to another id (in a bridged session: anything but the
+//! gateway's own id for this request) becomes `-32002` with `data.reason:
+//! "upstream_bad_answer"` and the client's id; the upstream's text is never echoed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +19,8 @@ use futures_util::stream::BoxStream;
 use mcpgw::domain::McpServer;
 use mcpgw::domain::UpstreamAuth;
 use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
-use mcpgw::mcp::handshake::{self, CallError, Reply};
+use mcpgw::mcp::handshake::{self, AnswerType, CallError, Reply};
+use mcpgw::mcp::jsonrpc::{Message, UpstreamMessage};
 use mcpgw::mcp::{jsonrpc, sse};
 use mcpgw::policy::Access;
 use mcpgw::state::AppState;
@@ -78,6 +85,59 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
     resp.extensions_mut()
         .insert(ErrorCause(error_chain(e).into()));
     resp
+}
+
+/// Why an upstream's answer to a request was not passed on (never its text: the answer is
+/// the upstream's, possibly an attacker's page, and the client must not take it as MCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadAnswer {
+    /// Neither `application/json` nor `text/event-stream`.
+    NotJsonOrSse,
+    /// JSON that is not a JSON-RPC 2.0 message.
+    NotJsonRpc,
+    /// A response whose id is not the request's (another request's, the gateway's own in a
+    /// bridged session, or made up).
+    WrongId,
+    /// Larger than the gateway holds to check or adapt it.
+    TooLarge,
+}
+
+impl BadAnswer {
+    fn message(self) -> &'static str {
+        match self {
+            Self::NotJsonOrSse => {
+                "the upstream MCP server's answer was neither JSON nor an event stream"
+            }
+            Self::NotJsonRpc => "the upstream MCP server's answer was not a JSON-RPC message",
+            Self::WrongId => "the upstream MCP server answered with a response to another request",
+            Self::TooLarge => "the upstream MCP server's answer was too large to relay",
+        }
+    }
+
+    fn error(self, id: Option<&Value>, upstream_status: StatusCode) -> Value {
+        jsonrpc::error(
+            id,
+            jsonrpc::UPSTREAM_ERROR,
+            self.message(),
+            Some(
+                json!({"reason": "upstream_bad_answer", "upstream_status": upstream_status.as_u16()}),
+            ),
+        )
+    }
+
+    /// The answer to the client, before any header went out: 502, like every other answer
+    /// the gateway gives for an upstream that failed (`call_failed`), with the client's id.
+    pub fn response(self, id: Option<&Value>, upstream_status: StatusCode) -> Response {
+        let mut resp = (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(self.error(id, upstream_status)),
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorCause(
+            format!("upstream bad answer ({self:?}, HTTP {upstream_status})").into(),
+        ));
+        resp
+    }
 }
 
 /// Bound on detached `notifications/cancelled` calls in flight per process.
@@ -372,6 +432,28 @@ impl Upstream {
         }
     }
 
+    /// A call the gateway makes with a client's message (its `initialize`, a virtual
+    /// server's routed call): the message as parsed and authorized, re-serialized.
+    pub async fn exchange_message(
+        &self,
+        extra: HeaderMap,
+        message: &Message,
+    ) -> Result<Reply, CallError> {
+        let once = || {
+            handshake::exchange_message(
+                &self.state.http,
+                self.url(),
+                self.headers(extra.clone()),
+                message,
+                self.timeout(),
+            )
+        };
+        match once().await {
+            Err(e) if self.renew_after_401(&e).await => once().await,
+            other => other,
+        }
+    }
+
     /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
     /// its body unread.
     pub async fn send(
@@ -557,10 +639,6 @@ pub struct Adapt {
 }
 
 impl Adapt {
-    pub fn active(&self) -> bool {
-        self.filter.is_some() || self.private_lists.is_some() || !self.renames.is_empty()
-    }
-
     fn apply(&self, message: &mut Value) {
         if let Value::Array(items) = message {
             items.iter_mut().for_each(|m| self.apply(m));
@@ -600,12 +678,59 @@ impl Adapt {
     }
 }
 
-/// Largest JSON answer collected for rewriting.
-const MAX_REWRITE: usize = 8 * 1024 * 1024;
+/// Largest JSON answer held: every JSON answer to a request is read whole and checked before
+/// its first byte goes out, and adapted between eras when it must be. A larger one is refused
+/// (`BadAnswer::TooLarge`) before any header is sent. SSE answers are checked event by event
+/// (events up to `sse`'s own bound).
+pub const MAX_JSON_ANSWER: usize = 8 * 1024 * 1024;
+
+/// What the upstream owes the client for the message it was sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Expect {
+    /// One response with this id: the id the upstream was sent (the gateway's own in a
+    /// bridged session, else the client's).
+    Response(Value),
+    /// A batch: one response per request id.
+    Batch(Vec<Value>),
+    /// Nothing in particular (notifications, responses, a GET stream): what comes back is
+    /// passed on, but only as JSON or an event stream.
+    #[default]
+    Nothing,
+}
+
+impl Expect {
+    /// Whether `id` is owed, and still pending.
+    fn owed(&self, id: &Value, answered: &[Value]) -> bool {
+        let listed = match self {
+            Self::Response(expected) => expected == id,
+            Self::Batch(ids) => ids.contains(id),
+            Self::Nothing => false,
+        };
+        listed && !answered.contains(id)
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Self::Response(_) => 1,
+            Self::Batch(ids) => ids.len(),
+            Self::Nothing => 0,
+        }
+    }
+}
+
+/// What the upstream owes for a client's message sent as it is (same id).
+pub fn expect_for(msg: &Message, id: Option<&Value>) -> Expect {
+    match (msg.kind, id) {
+        (jsonrpc::Kind::Request, Some(id)) => Expect::Response(id.clone()),
+        _ => Expect::Nothing,
+    }
+}
 
 /// What accompanies a relayed answer.
 #[derive(Default)]
 pub struct RelayOptions {
+    /// What the answer must be; anything else becomes a `-32002 upstream_bad_answer` error.
+    pub expect: Expect,
     /// Adapt results between eras (buffers JSON answers, re-frames SSE events).
     pub rewrite: Option<Rewrite>,
     /// Access control's changes to the answer (also buffers and re-frames).
@@ -613,7 +738,7 @@ pub struct RelayOptions {
     /// On a server-to-client stream: announces policy changes as
     /// `notifications/tools/list_changed`.
     pub policy_changes: Option<watch::Receiver<u64>>,
-    /// The request's id, for the error event written when the deadline passes mid-stream.
+    /// The client's id for the request: the id of every error the gateway writes for it.
     pub request_id: Option<Value>,
     /// Turns true when the client cancels the request (`notifications/cancelled`).
     pub cancel: Option<watch::Receiver<bool>>,
@@ -624,14 +749,127 @@ pub struct RelayOptions {
     pub unbounded: bool,
 }
 
+impl RelayOptions {
+    /// Whether messages are changed on the way (rewritten, filtered, or renamed back).
+    fn changes_messages(&self) -> bool {
+        self.rewrite.is_some() || self.adapt.filter.is_some() || self.adapt.private_lists.is_some()
+    }
+
+    /// One message (JSON text) as the client gets it; `fix_id`: the client's id in place of
+    /// a null one. Unparseable text passes unchanged (but for the names put back).
+    fn transform(&self, data: &[u8], fix_id: Option<&Value>) -> Vec<u8> {
+        let out = if self.changes_messages() || fix_id.is_some() {
+            match serde_json::from_slice::<Value>(data) {
+                Ok(mut v) => {
+                    if let Some(id) = fix_id {
+                        v["id"] = id.clone();
+                    }
+                    if let Some(r) = &self.rewrite {
+                        r.apply(&mut v);
+                    }
+                    self.adapt.apply(&mut v);
+                    serde_json::to_vec(&v).unwrap_or_else(|_| data.to_vec())
+                }
+                Err(_) => data.to_vec(),
+            }
+        } else {
+            data.to_vec()
+        };
+        self.adapt.rename_back(out)
+    }
+
+    /// The request is answered: registrations end with the answer, not when the client gets
+    /// around to closing, and nothing is left to cancel.
+    fn settle(&mut self) {
+        self.in_flight = None;
+        if let Some(c) = self.cancel_on_drop.as_mut() {
+            c.armed = false;
+        }
+    }
+}
+
+/// How one upstream message relates to what is owed.
+enum Verdict {
+    /// Passed on (server-to-client requests and notifications; anything when nothing is
+    /// owed).
+    Pass,
+    /// A response owed; `null_id`: an error the upstream could not tie to the request, given
+    /// the client's id.
+    Answer {
+        ids: Vec<Value>,
+        null_id: bool,
+    },
+    Bad(BadAnswer),
+}
+
+/// Judges one upstream message (JSON text) against what is owed and already answered.
+fn judge(data: &[u8], expect: &Expect, answered: &[Value]) -> Verdict {
+    if *expect == Expect::Nothing {
+        return Verdict::Pass;
+    }
+    let batch = matches!(expect, Expect::Batch(_));
+    let messages = if batch {
+        jsonrpc::read_upstream_messages(data)
+    } else {
+        jsonrpc::read_upstream_message(data).map(|m| vec![m])
+    };
+    let Some(messages) = messages else {
+        return Verdict::Bad(BadAnswer::NotJsonRpc);
+    };
+    let mut ids = Vec::new();
+    let mut null_id = false;
+    for m in messages {
+        match m {
+            UpstreamMessage::RequestOrNotification => {}
+            UpstreamMessage::Response { id, is_error } => {
+                // An error the upstream could not tie to the request (it could not read it)
+                // still answers it; the client gets its own id in it.
+                if is_error && id.is_null() && !batch {
+                    null_id = true;
+                } else if !expect.owed(&id, answered) || ids.contains(&id) {
+                    return Verdict::Bad(BadAnswer::WrongId);
+                }
+                ids.push(id);
+            }
+        }
+    }
+    if ids.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Answer { ids, null_id }
+    }
+}
+
+/// Reads a JSON answer whole (at most [`MAX_JSON_ANSWER`] bytes).
+async fn read_json(
+    body: &mut BoxStream<'static, reqwest::Result<Bytes>>,
+) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ReadError::Transport(e.without_url()))?;
+        if out.len() + chunk.len() > MAX_JSON_ANSWER {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+enum ReadError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
 struct Relay {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     deadline: tokio::time::Instant,
-    sse: bool,
     done: bool,
     opts: RelayOptions,
     parser: sse::Parser,
-    collected: Vec<u8>,
+    /// Ids of the responses already relayed.
+    answered: Vec<Value>,
+    /// The upstream's status, for the errors written into the stream.
+    status: StatusCode,
 }
 
 async fn cancelled(rx: &mut Option<watch::Receiver<bool>>) {
@@ -659,97 +897,91 @@ async fn policy_changed(rx: &mut Option<watch::Receiver<u64>>) -> Option<()> {
 }
 
 impl Relay {
-    /// One upstream chunk as the client gets it: as is, or rewritten event by event (SSE),
-    /// or held until the whole JSON answer is in.
-    /// Only names to put back: the answer is kept byte for byte (framing, key order), held
-    /// whole and the names replaced, so a hidden tool's answer is exactly an unknown one's.
-    fn rename_only(&self) -> bool {
-        let a = &self.opts.adapt;
-        self.opts.rewrite.is_none()
-            && a.filter.is_none()
-            && a.private_lists.is_none()
+    /// Whether the stream's bytes pass as they come: nothing is owed, checked or changed,
+    /// and no notification of the gateway's own may need a place between two events.
+    fn passes_raw(&self) -> bool {
+        self.opts.expect == Expect::Nothing
+            && !self.opts.changes_messages()
+            && self.opts.adapt.renames.is_empty()
             && self.opts.policy_changes.is_none()
-            && !a.renames.is_empty()
     }
 
-    /// One message (JSON text) as the client gets it; unparseable text passes unchanged
-    /// (but for the names put back).
-    fn transform(&self, data: &[u8]) -> Vec<u8> {
-        let adapt = &self.opts.adapt;
-        let out = match serde_json::from_slice::<Value>(data) {
-            Ok(mut v) => {
-                if let Some(r) = &self.opts.rewrite {
-                    r.apply(&mut v);
-                }
-                adapt.apply(&mut v);
-                serde_json::to_vec(&v).unwrap_or_else(|_| data.to_vec())
+    /// Ends the stream with the gateway's error in place of the upstream's message.
+    fn fail(&mut self, why: BadAnswer, out: &mut Vec<u8>) {
+        self.done = true;
+        let err = why.error(self.opts.request_id.as_ref(), self.status);
+        out.extend_from_slice(sse::message_event(&err).as_bytes());
+    }
+
+    /// One upstream chunk as the client gets it: as it is, or checked and rewritten event by
+    /// event. An event that is not a JSON-RPC message, or a response to another request,
+    /// ends the stream with the gateway's error (the client's id), and the stream ends
+    /// once everything owed was relayed.
+    fn adapt(&mut self, bytes: Bytes) -> Bytes {
+        if self.passes_raw() {
+            return bytes;
+        }
+        let mut out = Vec::new();
+        let blocks = match self.parser.push_blocks(&bytes) {
+            Ok(b) => b,
+            Err(_) => {
+                self.fail(BadAnswer::TooLarge, &mut out);
+                return Bytes::from(out);
             }
-            Err(_) => data.to_vec(),
         };
-        adapt.rename_back(out)
-    }
-
-    fn adapt(&mut self, bytes: Bytes) -> Result<Bytes, std::io::Error> {
-        // A stream that may get notifications of the gateway's own is re-framed event by
-        // event, so they land between the upstream's events, never inside one.
-        if self.opts.rewrite.is_none()
-            && !self.opts.adapt.active()
-            && self.opts.policy_changes.is_none()
-        {
-            return Ok(bytes);
-        }
-        if !self.sse || self.rename_only() {
-            self.collected.extend_from_slice(&bytes);
-            if self.collected.len() > MAX_REWRITE {
-                self.done = true;
-                return Err(std::io::Error::other("upstream answer too large to adapt"));
+        for block in blocks {
+            let Some(event) = block.event else {
+                // Comments and retry hints: they keep idle connections open.
+                out.extend_from_slice(&block.raw);
+                continue;
+            };
+            let (fix_id, answered) =
+                match judge(event.data.as_bytes(), &self.opts.expect, &self.answered) {
+                    Verdict::Pass => (None, None),
+                    Verdict::Answer { ids, null_id } => (
+                        null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
+                        Some(ids),
+                    ),
+                    Verdict::Bad(why) => {
+                        self.fail(why, &mut out);
+                        break;
+                    }
+                };
+            if self.opts.changes_messages() || fix_id.is_some() {
+                // Re-framed: the data changed.
+                if let Some(id) = &event.id {
+                    out.extend_from_slice(format!("id: {id}\n").as_bytes());
+                }
+                if let Some(name) = &event.event {
+                    out.extend_from_slice(format!("event: {name}\n").as_bytes());
+                }
+                let data = self.opts.transform(event.data.as_bytes(), fix_id.as_ref());
+                let data = String::from_utf8(data).unwrap_or(event.data);
+                for line in data.split('\n') {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
+                }
+                out.push(b'\n');
+            } else {
+                // The upstream's own framing, with only the callers' names put back.
+                out.extend_from_slice(&self.opts.adapt.rename_back(block.raw));
             }
-            return Ok(Bytes::new());
-        }
-        let events = self.parser.push(&bytes).map_err(std::io::Error::other)?;
-        let mut out = String::new();
-        for event in events {
-            if let Some(id) = &event.id {
-                out.push_str(&format!("id: {id}\n"));
+            if let Some(ids) = answered {
+                self.answered.extend(ids);
+                if self.answered.len() >= self.opts.expect.count() {
+                    // Everything owed is relayed: the request is over for the client.
+                    self.complete();
+                    break;
+                }
             }
-            if let Some(name) = &event.event {
-                out.push_str(&format!("event: {name}\n"));
-            }
-            let data =
-                String::from_utf8(self.transform(event.data.as_bytes())).unwrap_or(event.data);
-            for line in data.split('\n') {
-                out.push_str("data: ");
-                out.push_str(line);
-                out.push('\n');
-            }
-            out.push('\n');
         }
-        Ok(Bytes::from(out))
-    }
-
-    /// The collected JSON answer, rewritten (unparseable answers pass unchanged).
-    fn finish_json(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        if self.rename_only() {
-            let body = std::mem::take(&mut self.collected);
-            return Some(Ok(Bytes::from(self.opts.adapt.rename_back(body))));
-        }
-        if self.sse || (self.opts.rewrite.is_none() && !self.opts.adapt.active()) {
-            return None;
-        }
-        let body = std::mem::take(&mut self.collected);
-        if body.is_empty() {
-            return None;
-        }
-        Some(Ok(Bytes::from(self.transform(&body))))
+        Bytes::from(out)
     }
 
     fn complete(&mut self) {
         self.done = true;
-        // Registrations end with the answer, not when the client gets around to closing.
-        self.opts.in_flight = None;
-        if let Some(c) = self.opts.cancel_on_drop.as_mut() {
-            c.armed = false;
-        }
+        self.opts.settle();
     }
 
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
@@ -758,30 +990,26 @@ impl Relay {
         }
         tokio::select! {
             chunk = self.body.next() => match chunk {
-                Some(Ok(bytes)) => Some(self.adapt(bytes)),
+                Some(Ok(bytes)) => Some(Ok(self.adapt(bytes))),
                 Some(Err(e)) => {
                     self.done = true;
                     Some(Err(std::io::Error::other(e.without_url())))
                 }
                 None => {
                     self.complete();
-                    self.finish_json()
+                    None
                 }
             },
             _ = tokio::time::sleep_until(self.deadline), if !self.opts.unbounded => {
                 // Still armed: the upstream is told to stop working on it.
                 self.done = true;
-                if self.sse {
-                    let err = jsonrpc::error(
-                        self.opts.request_id.as_ref(),
-                        jsonrpc::UPSTREAM_ERROR,
-                        "the upstream MCP server did not finish in time",
-                        Some(json!({"reason": "upstream_timeout"})),
-                    );
-                    Some(Ok(Bytes::from(sse::message_event(&err))))
-                } else {
-                    Some(Err(std::io::Error::other("upstream call timed out")))
-                }
+                let err = jsonrpc::error(
+                    self.opts.request_id.as_ref(),
+                    jsonrpc::UPSTREAM_ERROR,
+                    "the upstream MCP server did not finish in time",
+                    Some(json!({"reason": "upstream_timeout"})),
+                );
+                Some(Ok(Bytes::from(sse::message_event(&err))))
             }
             Some(()) = policy_changed(&mut self.opts.policy_changes) => {
                 let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
@@ -797,31 +1025,100 @@ impl Relay {
     }
 }
 
-/// Relays an upstream answer: status, the safe headers (never the upstream's session id or
-/// challenge), and the body as it arrives.
-pub fn stream_back(up: &Upstream, upstream: reqwest::Response, opts: RelayOptions) -> Response {
-    let status = upstream.status();
-    let mut headers = returned_response_headers(upstream.headers());
-    headers.remove(HeaderName::from_static("mcp-session-id"));
-    let sse = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let relay = Relay {
-        body: upstream.bytes_stream().boxed(),
-        deadline: up.deadline,
-        sse,
-        done: false,
-        opts,
-        parser: sse::Parser::default(),
-        collected: Vec::new(),
-    };
-    let stream = futures_util::stream::unfold(relay, |mut r| async move {
-        r.next().await.map(|item| (item, r))
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
+/// A response with the relayed status and headers.
+fn relayed(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp.extensions_mut().insert(Relayed);
     resp
+}
+
+/// Relays an upstream answer: status, the safe headers (never the upstream's session id or
+/// challenge), and the body. An event stream flows as it arrives, checked event by event;
+/// a JSON answer to a request is read whole and checked (and adapted) before anything goes
+/// out, so a bad one is answered with the gateway's error and a proper status. What is owed
+/// is `opts.expect`: an answer to a request that is neither JSON nor SSE, not JSON-RPC, or
+/// a response to another id becomes `-32002 upstream_bad_answer` with the client's id.
+pub async fn stream_back(
+    up: &Upstream,
+    upstream: reqwest::Response,
+    mut opts: RelayOptions,
+) -> Response {
+    let status = upstream.status();
+    let mut headers = returned_response_headers(upstream.headers());
+    headers.remove(HeaderName::from_static("mcp-session-id"));
+    let kind = AnswerType::of(upstream.headers());
+    let owed = opts.expect != Expect::Nothing;
+    let mut body = upstream.bytes_stream().boxed();
+    match kind {
+        AnswerType::Sse => {}
+        AnswerType::Other if owed => {
+            return BadAnswer::NotJsonOrSse.response(opts.request_id.as_ref(), status);
+        }
+        AnswerType::Other => {
+            // Nothing owed (a notification's 202): the status alone, never a page.
+            headers.remove(header::CONTENT_TYPE);
+            return relayed(status, headers, Body::empty());
+        }
+        AnswerType::Json if !owed && !opts.changes_messages() && opts.adapt.renames.is_empty() => {
+            return relayed(status, headers, Body::from_stream(body));
+        }
+        AnswerType::Json => {
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(up.deadline, read_json(&mut body)) => r,
+                _ = cancelled(&mut opts.cancel) => {
+                    // The client cancelled: nothing is owed to it any more (and it ignores
+                    // whatever comes, so the answer is the one a notification gets).
+                    opts.settle();
+                    return StatusCode::ACCEPTED.into_response();
+                }
+            };
+            let text = match read {
+                Err(_) => {
+                    // Still armed: the upstream is told to stop working on it.
+                    let e = CallError::Timeout(up.state.config.upstream_call_timeout);
+                    return call_failed(&e, opts.request_id.as_ref());
+                }
+                Ok(Err(ReadError::Transport(e))) => {
+                    return call_failed(&CallError::Transport(e), opts.request_id.as_ref());
+                }
+                Ok(Err(ReadError::TooLarge)) => {
+                    return BadAnswer::TooLarge.response(opts.request_id.as_ref(), status);
+                }
+                Ok(Ok(text)) => text,
+            };
+            let fix_id = match judge(&text, &opts.expect, &[]) {
+                Verdict::Bad(why) => {
+                    opts.settle();
+                    return why.response(opts.request_id.as_ref(), status);
+                }
+                Verdict::Pass if owed => {
+                    // JSON carries one answer; a request or notification in its place is none.
+                    opts.settle();
+                    return BadAnswer::NotJsonRpc.response(opts.request_id.as_ref(), status);
+                }
+                Verdict::Pass => None,
+                Verdict::Answer { null_id, .. } => {
+                    null_id.then(|| opts.request_id.clone().unwrap_or(Value::Null))
+                }
+            };
+            opts.settle();
+            let out = opts.transform(&text, fix_id.as_ref());
+            return relayed(status, headers, Body::from(out));
+        }
+    }
+    let relay = Relay {
+        body,
+        deadline: up.deadline,
+        done: false,
+        opts,
+        parser: sse::Parser::default(),
+        answered: Vec::new(),
+        status,
+    };
+    let stream = futures_util::stream::unfold(relay, |mut r| async move {
+        r.next().await.map(|item| (item, r))
+    });
+    relayed(status, headers, Body::from_stream(stream))
 }

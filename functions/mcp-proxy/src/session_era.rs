@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use crate::forward::{Call, no_get_stream, session_header};
 use crate::handshakes::{self, Discovery, InitOutcome};
-use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
+use crate::relay::{
+    CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
+};
 use mcpgw::mcp::handshake::CallError;
 
 fn accepted() -> Response {
@@ -327,10 +329,11 @@ fn bad_version_header(call: &Call, id: Option<&Value>) -> Option<Response> {
     }
 }
 
-/// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded as
-/// they are when both the client's session and the upstream's speak that version, and
-/// refused otherwise (splitting a batch would change its semantics for the upstream).
-pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
+/// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded
+/// whole (as parsed, re-serialized) when both the client's session and the upstream's speak
+/// that version, and refused otherwise (splitting a batch would change its semantics for the
+/// upstream). The answer must hold a response to each request in it, and no other.
+pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
     let refuse = |message: &str| {
         rpc_error(
             StatusCode::BAD_REQUEST,
@@ -340,17 +343,8 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
             None,
         )
     };
-    if items.is_empty()
-        || items
-            .iter()
-            .any(|i| Message::from_value(i.clone()).is_err())
-    {
-        return refuse("Invalid Request: a batch must be a non-empty array of JSON-RPC messages");
-    }
-    if items
-        .iter()
-        .any(|i| i.get("method").and_then(Value::as_str) == Some("initialize"))
-    {
+    // Non-empty and every item a message: checked by `parse_client_message`.
+    if items.iter().any(|m| m.method() == Some("initialize")) {
         return refuse("Invalid Request: initialize cannot be part of a batch");
     }
     if session_header(&call.headers).is_none() {
@@ -381,19 +375,30 @@ pub async fn batch(call: &Call, items: Vec<Value>) -> Response {
         .or(session_id.clone());
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), version));
-    match call
-        .upstream
-        .send(Method::POST, headers, Some(call.body.clone()))
-        .await
-    {
-        Ok(r) => stream_back(
-            &call.upstream,
-            r,
-            RelayOptions {
-                adapt: call.adapt.clone(),
-                ..Default::default()
-            },
-        ),
+    let owed: Vec<Value> = items
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .filter_map(|m| m.id().cloned())
+        .collect();
+    let expect = if owed.is_empty() {
+        Expect::Nothing
+    } else {
+        Expect::Batch(owed)
+    };
+    let body = Bytes::from(jsonrpc::batch_to_bytes(&items));
+    match call.upstream.send(Method::POST, headers, Some(body)).await {
+        Ok(r) => {
+            stream_back(
+                &call.upstream,
+                r,
+                RelayOptions {
+                    expect,
+                    adapt: call.adapt.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
         Err(e) => call_failed(&e, None),
     }
 }
@@ -456,8 +461,8 @@ async fn forward_in_session(
     let up = &call.upstream;
     let memory = &call.state().mcp;
     let id = msg.id().cloned();
-    // The message travels unchanged: the client's own bytes.
-    let body = call.body.clone();
+    // What was parsed and authorized, re-serialized.
+    let body = Bytes::from(msg.to_bytes());
     let mut upstream_sid = memory.rebound(fingerprint).or(session_id);
     for attempt in 0..2 {
         let session_headers = up.session_headers(upstream_sid.as_deref(), version);
@@ -504,12 +509,13 @@ async fn forward_in_session(
             return session_not_found(id.as_ref());
         }
         let opts = RelayOptions {
+            expect: expect_for(&msg, id.as_ref()),
             adapt: call.adapt.clone(),
             request_id: id,
             cancel_on_drop: guard,
             ..Default::default()
         };
-        return stream_back(&call.upstream, response, opts);
+        return stream_back(&call.upstream, response, opts).await;
     }
     session_not_found(id.as_ref())
 }
@@ -591,6 +597,7 @@ async fn forward_with_envelope(
         Err(e) => return call_failed(&e, id.as_ref()),
     };
     let opts = RelayOptions {
+        expect: expect_for(&msg, id.as_ref()),
         adapt: call.adapt.clone(),
         request_id: id,
         cancel: Some(cancel),
@@ -598,7 +605,7 @@ async fn forward_with_envelope(
         rewrite: Some(Rewrite::ToSession),
         ..Default::default()
     };
-    stream_back(&call.upstream, response, opts)
+    stream_back(&call.upstream, response, opts).await
 }
 
 pub async fn get(call: &Call) -> Response {
@@ -623,15 +630,18 @@ pub async fn get(call: &Call) -> Response {
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), &version));
     match call.upstream.send(Method::GET, headers, None).await {
-        Ok(r) => stream_back(
-            &call.upstream,
-            r,
-            RelayOptions {
-                unbounded: true,
-                policy_changes: Some(state.policy.changes()),
-                ..Default::default()
-            },
-        ),
+        Ok(r) => {
+            stream_back(
+                &call.upstream,
+                r,
+                RelayOptions {
+                    unbounded: true,
+                    policy_changes: Some(state.policy.changes()),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
         Err(e) => call_failed(&e, None),
     }
 }

@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use crate::forward::Call;
 use crate::handshakes::{self, Discovery, InitOutcome};
-use crate::relay::{CancelOnDrop, RelayOptions, Rewrite, call_failed, rpc_error, stream_back};
+use crate::relay::{
+    CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
+};
 
 pub async fn post(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned();
@@ -76,11 +78,13 @@ async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, Call
     let memory = &call.state().mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
     let discovery = if msg.method() == Some("server/discover") {
-        let reply = up.exchange(call.forwarded(true), &msg.value).await?;
+        let reply = up.exchange_message(call.forwarded(true), msg).await?;
         match handshakes::classify_discovery(&reply) {
             Discovery::Modern(_) => {
                 memory.set_era(name, url, Era::Modern);
-                let body = reply.message.unwrap_or_default();
+                let mut body = reply.message.unwrap_or_default();
+                // The answer matched the request's id (or was a null-id error): the client's.
+                body["id"] = msg.id().cloned().unwrap_or_default();
                 return Ok(Probe::Answered(axum::Json(body).into_response()));
             }
             other => other,
@@ -105,21 +109,26 @@ async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, Call
 /// included. Closing the connection (client gone) is the era's cancellation.
 async fn pass_through(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned();
-    let body = call.body.clone();
+    // What was parsed and authorized, re-serialized.
+    let body = Bytes::from(msg.to_bytes());
     match call
         .upstream
         .send(Method::POST, call.forwarded(true), Some(body))
         .await
     {
-        Ok(r) => stream_back(
-            &call.upstream,
-            r,
-            RelayOptions {
-                adapt: call.adapt.clone(),
-                request_id: id,
-                ..Default::default()
-            },
-        ),
+        Ok(r) => {
+            stream_back(
+                &call.upstream,
+                r,
+                RelayOptions {
+                    expect: expect_for(&msg, id.as_ref()),
+                    adapt: call.adapt.clone(),
+                    request_id: id,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
         Err(e) => call_failed(&e, id.as_ref()),
     }
 }
@@ -247,6 +256,12 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
         let cacheable = msg.method().is_some_and(crate::relay::is_cacheable);
         let restore_id = gateway_id.clone().zip(id.clone());
         let opts = RelayOptions {
+            // The upstream answers the gateway's id; any other (another client's request in
+            // the shared session, made up) is refused, never passed on.
+            expect: match &gateway_id {
+                Some(gid) => Expect::Response(gid.clone()),
+                None => Expect::Nothing,
+            },
             adapt: call.adapt.clone(),
             request_id: id,
             cancel_on_drop: guard,
@@ -256,7 +271,7 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             }),
             ..Default::default()
         };
-        return stream_back(&call.upstream, response, opts);
+        return stream_back(&call.upstream, response, opts).await;
     }
     rpc_error(
         StatusCode::BAD_GATEWAY,

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use mcpgw::http::ApiError;
 use mcpgw::identity::Principal;
 use mcpgw::mcp::envelope;
-use mcpgw::mcp::jsonrpc::{self, Kind, Message};
+use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
 use mcpgw::mcp::session::{self, ClientInit, SessionClaims, UpstreamLink};
 use mcpgw::mcp::{sse, versions};
 use mcpgw::policy::{Access, VirtualServer};
@@ -80,26 +80,17 @@ pub async fn post(
     principal: &Principal,
     access: Access,
     headers: HeaderMap,
-    value: Value,
+    payload: ClientPayload,
 ) -> Response {
     let vs = vs_of(&access);
-    if value.is_array() {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            jsonrpc::INVALID_REQUEST,
-            "Invalid Request: batches are not accepted on a virtual server",
-            None,
-        );
-    }
-    let msg = match Message::from_value(value) {
-        Ok(m) => m,
-        Err(invalid) => {
+    let msg = match payload {
+        ClientPayload::One(m) => m,
+        ClientPayload::Batch(_) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
-                invalid.code,
-                invalid.message,
+                jsonrpc::INVALID_REQUEST,
+                "Invalid Request: batches are not accepted on a virtual server",
                 None,
             );
         }
@@ -330,11 +321,6 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
     }
     envelope::strip(&mut msg);
     let id = msg.id().cloned().unwrap_or(Value::Null);
-    let params = msg
-        .params()
-        .cloned()
-        .map(Value::Object)
-        .unwrap_or_else(|| json!({}));
     let vs = ctx.vs;
     match msg.method().unwrap_or_default() {
         "ping" => answer(ctx, &id, json!({}), false),
@@ -358,7 +344,7 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             let tools: Vec<Value> = listed.tools.into_iter().map(|t| t.tool).collect();
             answer(ctx, &id, json!({"tools": tools}), true)
         }
-        "tools/call" => call_tool(ctx, &id, params).await,
+        "tools/call" => call_tool(ctx, &id, &msg).await,
         "resources/list" if !vs.resources_from.is_empty() => {
             aggregate(ctx, &id, &vs.resources_from, "resources/list", "resources").await
         }
@@ -372,11 +358,11 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             )
             .await
         }
-        "resources/read" if !vs.resources_from.is_empty() => read_resource(ctx, &id, params).await,
+        "resources/read" if !vs.resources_from.is_empty() => read_resource(ctx, &id, &msg).await,
         "prompts/list" if !vs.prompts_from.is_empty() => {
             aggregate(ctx, &id, &vs.prompts_from, "prompts/list", "prompts").await
         }
-        "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, params).await,
+        "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, &msg).await,
         _ => err(Some(&id), METHOD_NOT_FOUND, "Method not found"),
     }
 }
@@ -393,12 +379,16 @@ fn relay_answer(ctx: &Ctx<'_>, id: &Value, answer: Value) -> Response {
     axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": error})).into_response()
 }
 
-async fn call_tool(ctx: &Ctx<'_>, id: &Value, mut params: Value) -> Response {
-    let name = params
-        .get("name")
+/// The string param `key` of a client's request ("" when absent).
+fn str_param<'m>(msg: &'m Message, key: &str) -> &'m str {
+    msg.params()
+        .and_then(|p| p.get(key))
         .and_then(Value::as_str)
         .unwrap_or_default()
-        .to_owned();
+}
+
+async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
+    let name = str_param(msg, "name").to_owned();
     // Hidden, removed and never-existing tools get this one answer: no existence oracle.
     let Some(route) = ctx.access.tool(&name) else {
         return err(
@@ -437,8 +427,13 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, mut params: Value) -> Response {
             );
         }
     };
-    params["name"] = route.tool.into();
-    match client::request(&up, ctx.user, "tools/call", params).await {
+    // What was authorized goes upstream: the client's call as parsed, under the upstream's
+    // own name for the tool the policy admitted.
+    let mut routed = msg.clone();
+    if let Some(p) = routed.params_mut() {
+        p.insert("name".into(), route.tool.into());
+    }
+    match client::forward(&up, ctx.user, routed).await {
         Ok(a) => relay_answer(ctx, id, a),
         Err(e) => call_failed(&e, Some(id)),
     }
@@ -472,12 +467,12 @@ async fn aggregate(
 }
 
 /// The first of the resource servers that can read the URI answers.
-async fn read_resource(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
+async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     for s in &ctx.vs.resources_from {
         let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
             continue;
         };
-        if let Ok(a) = client::request(&up, ctx.user, "resources/read", params.clone()).await
+        if let Ok(a) = client::forward(&up, ctx.user, msg.clone()).await
             && a.get("result").is_some()
         {
             return relay_answer(ctx, id, a);
@@ -487,11 +482,8 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
 }
 
 /// The prompt server that lists the name answers.
-async fn get_prompt(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
-    let name = params
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
+    let name = str_param(msg, "name");
     for s in &ctx.vs.prompts_from {
         let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
             continue;
@@ -503,7 +495,7 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, params: Value) -> Response {
             .iter()
             .any(|p| p.get("name").and_then(Value::as_str) == Some(name))
         {
-            return match client::request(&up, ctx.user, "prompts/get", params.clone()).await {
+            return match client::forward(&up, ctx.user, msg.clone()).await {
                 Ok(a) => relay_answer(ctx, id, a),
                 Err(e) => call_failed(&e, Some(id)),
             };

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::jsonrpc::Message;
 use super::sse;
 
 /// Largest answer read for a handshake call.
@@ -97,6 +98,31 @@ pub async fn exchange(
     message: &Value,
     timeout: Duration,
 ) -> Result<Reply, CallError> {
+    // A Value always serializes.
+    let body = serde_json::to_vec(message).unwrap_or_default();
+    exchange_bytes(http, url, headers, message.get("id"), body, timeout).await
+}
+
+/// [`exchange`] for a client's message: sent as [`Message::to_bytes`] writes it.
+pub async fn exchange_message(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    message: &Message,
+    timeout: Duration,
+) -> Result<Reply, CallError> {
+    let body = message.to_bytes();
+    exchange_bytes(http, url, headers, message.id(), body, timeout).await
+}
+
+async fn exchange_bytes(
+    http: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    id: Option<&Value>,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Reply, CallError> {
     let request = http
         .post(url)
         .headers(headers)
@@ -105,7 +131,7 @@ pub async fn exchange(
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
         )
-        .json(message);
+        .body(body);
     // One budget for the whole exchange: sending and reading the answer share it.
     let deadline = tokio::time::Instant::now() + timeout;
     let response = send(request, timeout).await?;
@@ -115,16 +141,13 @@ pub async fn exchange(
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let id = message.get("id");
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let message = match id {
-        None => None,
-        Some(id) => {
-            let read = read_answer(response, id, is_sse);
+    let media = AnswerType::of(response.headers());
+    let message = match (id, media) {
+        (None, _) => None,
+        // Neither JSON nor SSE (an HTML error page, text): no answer, whatever the body says.
+        (Some(_), AnswerType::Other) => None,
+        (Some(id), media) => {
+            let read = read_answer(response, id, media == AnswerType::Sse);
             tokio::time::timeout_at(deadline, read)
                 .await
                 .map_err(|_| CallError::Timeout(timeout))??
@@ -138,6 +161,34 @@ pub async fn exchange(
         session_id,
         message,
     })
+}
+
+/// What an upstream's answer says it is, by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerType {
+    Json,
+    Sse,
+    /// Anything else (HTML, text, none): not an MCP answer.
+    Other,
+}
+
+impl AnswerType {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let Some(ct) = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Self::Other;
+        };
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence.eq_ignore_ascii_case("application/json") {
+            Self::Json
+        } else if essence.eq_ignore_ascii_case("text/event-stream") {
+            Self::Sse
+        } else {
+            Self::Other
+        }
+    }
 }
 
 async fn read_answer(

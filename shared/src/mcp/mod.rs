@@ -11,4 +11,5 @@ pub mod jsonrpc;
 pub mod memory;
 pub mod session;
 pub mod sse;
+pub mod strict_json;
 pub mod versions;

@@ -6,6 +6,8 @@
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -713,7 +715,8 @@ pub fn sse_messages(text: &str) -> Vec<Value> {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect();
-            (!data.is_empty()).then(|| {
+            // An event with empty data (a priming event) carries no message.
+            (!data.is_empty() && !data.concat().is_empty()).then(|| {
                 serde_json::from_str(&data.join("\n"))
                     .unwrap_or_else(|_| panic!("event data is not JSON: {event}"))
             })
