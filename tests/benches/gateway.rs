@@ -1527,7 +1527,8 @@ async fn run(s: Settings, gateway_rt: tokio::runtime::Handle) -> Result<()> {
 /// What reading client messages strictly costs (issue 22, item 5), measured in this process
 /// alone so the shared cores' load barely shows: `parse_client_message` plus the
 /// re-serialization that goes upstream, against the plain `serde_json` parse the gateway made
-/// before (when it forwarded the client's own bytes). Microseconds per message, `iters` each.
+/// before (when it forwarded the client's own bytes); and the check of an upstream answer
+/// (item 8). Microseconds per message, `iters` each.
 fn parse_cost(iters: u32) -> Value {
     use std::hint::black_box;
     let envelope = json!({META_VERSION: MODERN_VERSION, META_CAPABILITIES: {},
@@ -1586,7 +1587,25 @@ fn parse_cost(iters: u32) -> Value {
             "strict_parse_and_reserialize_us": now, "added_us": now - before}),
         );
     }
-    json!({"iterations": iters, "rows": rows})
+    // Item 8's check of each upstream answer (JSON-RPC, and whose response it is), on the
+    // echo tool's answer: read without building the answer.
+    let answer = json!({"jsonrpc": "2.0", "id": 12345,
+        "result": {"content": [{"type": "text", "text": "m-3-12345"}]}});
+    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    let t = Instant::now();
+    for _ in 0..iters {
+        black_box(mcpgw::mcp::jsonrpc::read_upstream_message(black_box(
+            &bytes,
+        )));
+    }
+    let check = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+    println!(
+        "  {:<40} {:>6} bytes  answer check {check:>7.2}",
+        "the echo answer (item 8's check)",
+        bytes.len()
+    );
+    json!({"iterations": iters, "rows": rows,
+        "answer_check": {"bytes": bytes.len(), "us": check}})
 }
 
 // ------------------------------------------------------------------------------------------
