@@ -360,6 +360,18 @@ impl Upstream {
     /// After an upstream 401 with the user's token: refreshes it once (unless someone already
     /// did) and reports whether a retry may succeed. A provider that refuses the refresh marks
     /// the grant for re-consent, so the next call asks the user to connect again.
+    /// Runs `call`; when the upstream refused the user's token (401), once more after one
+    /// refresh. Every call the gateway makes to an upstream goes through this.
+    async fn with_renewal<T, Fut>(&self, call: impl Fn() -> Fut) -> Result<T, CallError>
+    where
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        match call().await {
+            Err(e) if self.renew_after_401(&e).await => call().await,
+            other => other,
+        }
+    }
+
     async fn renew_after_401(&self, err: &CallError) -> bool {
         let (CallError::Auth(401), Credentials::OAuth { user, current }) = (err, &self.credentials)
         else {
@@ -426,10 +438,7 @@ impl Upstream {
                 self.timeout(),
             )
         };
-        match once().await {
-            Err(e) if self.renew_after_401(&e).await => once().await,
-            other => other,
-        }
+        self.with_renewal(once).await
     }
 
     /// A call the gateway makes with a client's message (its `initialize`, a virtual
@@ -448,10 +457,7 @@ impl Upstream {
                 self.timeout(),
             )
         };
-        match once().await {
-            Err(e) if self.renew_after_401(&e).await => once().await,
-            other => other,
-        }
+        self.with_renewal(once).await
     }
 
     /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
@@ -482,11 +488,7 @@ impl Upstream {
             }
             handshake::send(request, self.timeout())
         };
-        match once().await {
-            // The upstream refused the user's token: one refresh, one retry.
-            Err(e) if self.renew_after_401(&e).await => once().await,
-            other => other,
-        }
+        self.with_renewal(once).await
     }
 
     /// Tells a session-era upstream that a request was abandoned (best effort, detached).
