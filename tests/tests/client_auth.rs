@@ -135,6 +135,19 @@ async fn store_grant(gw: &TestGateway, user: &str, server: &str) -> Result<()> {
     Ok(())
 }
 
+/// `DELETE /me/connections/{server}` as the owner of `key`: what the provider said.
+async fn disconnect(gw: &TestGateway, key: &str, server: &str) -> Result<Value> {
+    let (s, body) = call_json(
+        Method::DELETE,
+        &format!("{}/me/connections/{server}", gw.base),
+        Some(key),
+        None,
+    )
+    .await?;
+    ensure!(s == 200 && body["deleted"] == true, "{s} {body}");
+    Ok(body["provider_revocation"].clone())
+}
+
 #[tokio::test]
 async fn revocation_sends_the_client_credentials_form_encoded() -> Result<()> {
     // GIVEN a revocation endpoint that decodes client credentials per RFC 6749 section 2.3.1,
@@ -168,20 +181,12 @@ async fn revocation_sends_the_client_credentials_form_encoded() -> Result<()> {
     store_grant(&gw, "alice@example.com", "docs").await?;
 
     // WHEN alice disconnects
-    let (s, body) = call_json(
-        Method::DELETE,
-        &format!("{}/me/connections/docs", gw.base),
-        Some(&alice),
-        None,
-    )
-    .await?;
+    let revocation = disconnect(&gw, &alice, "docs").await?;
 
     // THEN the provider accepted the gateway's client and revoked the refresh token
-    assert_eq!(s, 200, "{body}");
     assert_eq!(
-        body["provider_revocation"],
-        json!({"status": "revoked", "token": "refresh_token"}),
-        "{body}"
+        revocation,
+        json!({"status": "revoked", "token": "refresh_token"})
     );
     let forms = seen.lock().unwrap().clone();
     assert_eq!(forms.len(), 1, "{forms:?}");
@@ -272,19 +277,11 @@ async fn a_provider_that_decodes_per_rfc_6749_takes_every_request_of_the_gateway
     let tokens =
         mcpgw::grants::TokenSet::open(&ring, &sealed.sealed_tokens, "alice@example.com", "notes")?;
     let refresh = tokens.refresh_token.context("a refresh token")?;
-    let (s, body) = call_json(
-        Method::DELETE,
-        &format!("{}/me/connections/notes", gw.base),
-        Some(&alice),
-        None,
-    )
-    .await?;
+    let revocation = disconnect(&gw, &alice, "notes").await?;
     // THEN the provider authenticated the client and revoked the refresh token
-    assert_eq!(s, 200, "{body}");
     assert_eq!(
-        body["provider_revocation"],
-        json!({"status": "revoked", "token": "refresh_token"}),
-        "{body}"
+        revocation,
+        json!({"status": "revoked", "token": "refresh_token"})
     );
     // AND refuses it from now on (to this very client, properly authenticated)
     let answer = reqwest::Client::new()

@@ -5,7 +5,7 @@
 //!
 //! The request is the `oauth2` crate's, from the client [`crate::oauth_client`] builds (the
 //! client id and secret form-encoded in HTTP Basic, RFC 6749 section 2.3.1, as in every
-//! token request), sent by [`Sender`].
+//! token request), sent by `Sender` (below).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -121,6 +121,14 @@ async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revo
                 };
             }
             Err(RequestTokenError::ServerResponse(r)) => r.error().clone(),
+            // Nothing was sent (the request could not be built).
+            Err(e @ (RequestTokenError::Parse(..) | RequestTokenError::Other(_)))
+                if !sender.answered() =>
+            {
+                return Revocation::Failed {
+                    reason: e.to_string(),
+                };
+            }
             // No error document (an empty or unreadable body): the status says it.
             Err(RequestTokenError::Parse(..) | RequestTokenError::Other(_)) => {
                 RevocationErrorResponseType::Basic(
@@ -189,6 +197,11 @@ impl<'a> Sender<'a> {
             status: AtomicU16::new(0),
         };
         Ok((RevocationUrl::from_url(given), sender))
+    }
+
+    /// Whether the endpoint answered at all.
+    fn answered(&self) -> bool {
+        self.status.load(Ordering::Relaxed) != 0
     }
 
     /// The status of the last answer, for messages.
