@@ -238,3 +238,77 @@ impl<'c> AsyncHttpClient<'c> for Sender<'_> {
         Box::pin(self.send(request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    /// A revocation endpoint on loopback (plain http): `/gone` answers 204 No Content,
+    /// `/refuse` 400 `invalid_request`; the paths it was asked on.
+    async fn endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            s.lock().unwrap().push(uri.path().to_owned());
+            async move {
+                match uri.path() {
+                    "/gone" => (StatusCode::NO_CONTENT, String::new()),
+                    _ => (
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"invalid_request"}"#.to_owned(),
+                    ),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, seen)
+    }
+
+    async fn revoke_at(
+        http: &reqwest::Client,
+        endpoint: &str,
+    ) -> (
+        Result<
+            (),
+            RequestTokenError<
+                HttpClientError<reqwest::Error>,
+                oauth2::basic::BasicRevocationErrorResponse,
+            >,
+        >,
+        String,
+    ) {
+        let (url, sender) = Sender::for_endpoint(http, endpoint).unwrap();
+        assert_eq!(url.url().scheme(), "https", "what the crate is given");
+        let client =
+            crate::oauth_client::new::<BasicTokenResponse>("c", None).set_revocation_url(url);
+        let outcome = client
+            .revoke_token(StandardRevocableToken::RefreshToken(RefreshToken::new(
+                "rt".into(),
+            )))
+            .unwrap()
+            .request_async(&sender)
+            .await;
+        (outcome, sender.last_status())
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_endpoint_is_reached_itself_and_any_2xx_is_a_revocation() {
+        crate::crypto::install_tls_provider();
+        let http = reqwest::Client::new();
+        let (base, seen) = endpoint().await;
+        let (outcome, status) = revoke_at(&http, &format!("{base}/gone")).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(status, "204 No Content");
+        let (outcome, status) = revoke_at(&http, &format!("{base}/refuse")).await;
+        assert!(
+            matches!(&outcome, Err(RequestTokenError::ServerResponse(r)) if r.error().as_ref() == "invalid_request"),
+            "{outcome:?}"
+        );
+        assert_eq!(status, "400 Bad Request");
+        // Both reached the plain-http endpoint (the https spelling went nowhere).
+        assert_eq!(*seen.lock().unwrap(), ["/gone", "/refuse"]);
+    }
+}
