@@ -18,6 +18,8 @@ pub mod http;
 pub mod identity;
 pub mod lambda_streaming;
 pub mod mcp;
+pub mod oauth_client;
+pub mod oauth_metadata;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;

@@ -11,10 +11,15 @@
 //! - every endpoint in it passes [`endpoint_url::check`], and the fields the gateway reads have
 //!   their documented types.
 //!
-//! Nothing here is stored or cached: [`super::endpoints`] pins the result on the server record.
-//! Fetching uses the OAuth client the egress policy built (`AppState::oauth_http`: every
-//! resolved address judged at connect time), follows no redirects, reads at most [`MAX_METADATA`] bytes per document and ends
-//! within [`DISCOVERY_TIMEOUT`] overall (the admin API waits for it when a server is saved).
+//! The well-known URLs, the fetching and the issuer check are [`crate::oauth_metadata`]'s
+//! (shared with identity providers and the console); this module adds what is particular to
+//! an upstream's authorization server: the protected-resource metadata and the endpoint
+//! rules. Nothing here is stored or cached: [`super::endpoints`] pins the result on the
+//! server record. Fetching uses the OAuth client the egress policy built
+//! (`AppState::oauth_http`: every resolved address judged at connect time, each call bounded
+//! by `endpoints::OAUTH_CALL_TIMEOUT`), follows no redirects, reads at most
+//! [`MAX_METADATA`] bytes per document and ends within [`DISCOVERY_TIMEOUT`] overall (the
+//! admin API waits for it when a server is saved).
 
 use std::time::Duration;
 
@@ -22,42 +27,12 @@ use serde_json::Value;
 
 use super::endpoint_url::{self, UrlRole, excerpt};
 use crate::egress::EgressPolicy;
+use crate::oauth_metadata::{self, IssuerMetadata, Kind, well_known};
+pub use crate::oauth_metadata::{DiscoveryError, MAX_METADATA};
 
-/// Largest metadata document read.
-pub const MAX_METADATA: usize = 256 * 1024;
 /// Bound on a whole discovery (up to five documents): well inside the admin API's Lambda
 /// timeout, so a blackholed upstream is a warning, not a timed-out save.
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Why discovery produced nothing usable.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DiscoveryError {
-    /// Nothing could be fetched (network error, timeout, no document at any well-known URL):
-    /// the metadata may appear later. At save this is a warning; at first use, a failed
-    /// connect.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A document was fetched and refused (a bad endpoint, a foreign issuer or resource), or
-    /// an endpoint the server needs is missing. Never stored.
-    #[error("{field} in {document}: {reason}")]
-    Invalid {
-        /// The metadata field (or `auth.*` configuration field) at fault.
-        field: String,
-        /// Where it came from: a metadata URL, or "the server's configuration".
-        document: String,
-        reason: String,
-    },
-}
-
-impl DiscoveryError {
-    pub(crate) fn invalid(field: &str, document: &str, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.to_owned(),
-            document: document.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// What the metadata documents said, every URL in it checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,27 +83,11 @@ async fn run(
             (issuer, Some(from))
         }
     };
-    let iss = url::Url::parse(&issuer).map_err(|e| {
-        DiscoveryError::invalid("issuer", "the server's configuration", e.to_string())
-    })?;
-    let candidates = [
-        well_known(&iss, "oauth-authorization-server"),
-        well_known(&iss, "openid-configuration"),
-        format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        ),
-    ];
-    for c in candidates {
-        if let Some(doc) = get_json(http, &c).await? {
-            let mut m = authorization_server(&doc, &c, &issuer, egress)?;
-            m.resource_metadata_url = resource_metadata_url;
-            return Ok(m);
-        }
-    }
-    Err(DiscoveryError::Unavailable(format!(
-        "no authorization server metadata for {issuer}"
-    )))
+    let meta =
+        oauth_metadata::issuer_metadata(http, Kind::AuthorizationServer, &issuer, None).await?;
+    let mut m = authorization_server(&meta, egress)?;
+    m.resource_metadata_url = resource_metadata_url;
+    Ok(m)
 }
 
 /// The issuer the upstream's protected-resource metadata names, and where it was read: the
@@ -142,20 +101,15 @@ async fn issuer_of_resource(
 ) -> Result<(String, String), DiscoveryError> {
     let url = url::Url::parse(server_url)
         .map_err(|e| DiscoveryError::invalid("url", "the server's configuration", e.to_string()))?;
-    let root = format!(
-        "{}/.well-known/oauth-protected-resource",
-        url.origin().ascii_serialization()
-    );
-    for candidate in [well_known(&url, "oauth-protected-resource"), root] {
-        if let Some(doc) = get_json(http, &candidate).await? {
-            let accepted: Vec<&str> = std::iter::once(server_url).chain(resource).collect();
-            let issuer = protected_resource(&doc, &candidate, &accepted, egress)?;
-            return Ok((issuer, candidate));
-        }
-    }
-    Err(DiscoveryError::Unavailable(
-        "the server publishes no protected-resource metadata (RFC 9728) naming an authorization server".into(),
-    ))
+    let candidates = well_known::protected_resource(&url);
+    let Some((found, doc)) = oauth_metadata::first_document(http, &candidates, None).await? else {
+        return Err(DiscoveryError::Unavailable(
+            "the server publishes no protected-resource metadata (RFC 9728) naming an authorization server".into(),
+        ));
+    };
+    let accepted: Vec<&str> = std::iter::once(server_url).chain(resource).collect();
+    let issuer = protected_resource(&doc, &found, &accepted, egress)?;
+    Ok((issuer, found))
 }
 
 /// Checks a protected-resource metadata document read at `document`; the issuer it names.
@@ -213,45 +167,23 @@ pub fn protected_resource(
     Ok(issuer.clone())
 }
 
-/// Checks an authorization-server metadata document read at `document` for `issuer`.
+/// Checks the endpoints and typed fields of an authorization server's metadata (its issuer
+/// was checked when it was read).
 pub fn authorization_server(
-    doc: &Value,
-    document: &str,
-    issuer: &str,
+    meta: &IssuerMetadata,
     egress: &EgressPolicy,
 ) -> Result<Metadata, DiscoveryError> {
+    let document = meta.url();
     let bad = |field: &str, reason: String| DiscoveryError::invalid(field, document, reason);
-    match doc.get("issuer") {
-        Some(Value::String(i)) if i == issuer => {}
-        Some(Value::String(i)) => {
-            return Err(bad(
-                "issuer",
-                format!(
-                    "is {} but the metadata was fetched for the issuer {} (RFC 8414 section 3.3: they must be identical)",
-                    excerpt(i),
-                    excerpt(issuer)
-                ),
-            ));
-        }
-        Some(_) => return Err(bad("issuer", "must be a string".into())),
-        None => {
-            return Err(bad(
-                "issuer",
-                "is missing; it is required to prove the metadata is the issuer's own (RFC 8414 section 3.3)"
-                    .into(),
-            ));
-        }
-    }
     let endpoint = |field: &str| -> Result<Option<String>, DiscoveryError> {
-        match doc.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(u)) => endpoint_url::check(u, UrlRole::Endpoint, egress)
-                .map(|_| Some(u.clone()))
+        match meta.string(field)? {
+            None => Ok(None),
+            Some(u) => endpoint_url::check(u, UrlRole::Endpoint, egress)
+                .map(|_| Some(u.to_owned()))
                 .map_err(|e| bad(field, format!("{} {e}", excerpt(u)))),
-            Some(_) => Err(bad(field, "must be a string".into())),
         }
     };
-    let auth_methods = match doc.get("token_endpoint_auth_methods_supported") {
+    let auth_methods = match meta.field("token_endpoint_auth_methods_supported") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
             .iter()
@@ -271,7 +203,8 @@ pub fn authorization_server(
             ));
         }
     };
-    let iss_parameter_supported = match doc.get("authorization_response_iss_parameter_supported") {
+    let iss_parameter_supported = match meta.field("authorization_response_iss_parameter_supported")
+    {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
@@ -282,7 +215,7 @@ pub fn authorization_server(
         }
     };
     Ok(Metadata {
-        issuer: issuer.to_owned(),
+        issuer: meta.issuer().to_owned(),
         authorization_endpoint: endpoint("authorization_endpoint")?,
         token_endpoint: endpoint("token_endpoint")?,
         revocation_endpoint: endpoint("revocation_endpoint")?,
@@ -298,57 +231,6 @@ fn auth_method_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-}
-
-/// `https://host/.well-known/{name}{path}` (the path-insertion rule of RFC 8414 and 9728).
-pub(crate) fn well_known(url: &url::Url, name: &str) -> String {
-    let path = url.path().trim_end_matches('/');
-    format!(
-        "{}/.well-known/{name}{path}",
-        url.origin().ascii_serialization()
-    )
-}
-
-/// The JSON object at `url`; `Ok(None)` when it answers anything but a 2xx JSON object (the
-/// next well-known URL is tried), `Err` when it cannot be reached or is too large.
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, DiscoveryError> {
-    let unavailable = |e: String| DiscoveryError::Unavailable(format!("{url}: {e}"));
-    let mut resp = http
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| unavailable(crate::http::error_chain(&e)))?;
-    if !resp.status().is_success() {
-        return Ok(None);
-    }
-    let too_large = || {
-        DiscoveryError::invalid(
-            "metadata",
-            url,
-            format!("is larger than {MAX_METADATA} bytes"),
-        )
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_METADATA as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| unavailable(crate::http::error_chain(&e)))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_METADATA {
-            return Err(too_large());
-        }
-    }
-    Ok(serde_json::from_slice::<Value>(&body)
-        .ok()
-        .filter(Value::is_object))
 }
 
 #[cfg(test)]
@@ -369,12 +251,14 @@ mod tests {
             "authorization_response_iss_parameter_supported": true,
         });
         edit(&mut doc);
-        authorization_server(
-            &doc,
+        // Read as discovery reads it: the issuer checked first, then the rest.
+        IssuerMetadata::read(
+            doc,
             DOC,
             "https://as.example.com",
-            &EgressPolicy::defaults(false),
+            Kind::AuthorizationServer,
         )
+        .and_then(|m| authorization_server(&m, &EgressPolicy::defaults(false)))
     }
 
     fn field_of(r: Result<Metadata, DiscoveryError>) -> String {
@@ -525,19 +409,5 @@ mod tests {
                 "{resource} {servers}: {got:?}"
             );
         }
-    }
-
-    #[test]
-    fn well_known_urls_insert_the_name_before_the_path() {
-        let u = url::Url::parse("https://mcp.example.com/tools/mcp/").unwrap();
-        assert_eq!(
-            well_known(&u, "oauth-protected-resource"),
-            "https://mcp.example.com/.well-known/oauth-protected-resource/tools/mcp"
-        );
-        let u = url::Url::parse("http://127.0.0.1:9").unwrap();
-        assert_eq!(
-            well_known(&u, "openid-configuration"),
-            "http://127.0.0.1:9/.well-known/openid-configuration"
-        );
     }
 }

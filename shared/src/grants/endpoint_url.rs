@@ -20,6 +20,7 @@
 //! Tested below, with `proptest` properties for the character rule and the scheme rule.
 
 use crate::egress::{EgressDenied, EgressPolicy};
+pub use crate::oauth_metadata::excerpt;
 
 /// Longest accepted URL.
 pub const MAX_LEN: usize = 2048;
@@ -139,14 +140,6 @@ pub fn check_form(
         return Err(EndpointUrlError::IssuerQuery);
     }
     Ok(url)
-}
-
-/// A short, printable excerpt of a refused value for an error message: control characters and
-/// quotes escaped, at most 120 characters.
-pub fn excerpt(raw: &str) -> String {
-    let cut: String = raw.chars().take(120).collect();
-    let more = if raw.chars().count() > 120 { "…" } else { "" };
-    format!("{:?}{more}", cut)
 }
 
 /// Whether two resource identifiers are the same after the URL parser's normalization

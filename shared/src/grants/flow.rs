@@ -7,11 +7,10 @@
 //! grant with the version check; [`cancel`] consumes it when the provider answered an error.
 //! Code exchange and refresh use the `oauth2` crate.
 
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
-    TokenUrl,
+    AuthUrl, AuthorizationCode, CsrfToken, EndpointNotSet, EndpointSet, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +80,8 @@ pub fn resource(server: &McpServer) -> String {
     }
 }
 
-/// The oauth2 client for `server` (client id and secret configured or registered, token URL).
+/// The oauth2 client for `server` (client id and secret configured or registered, sent as
+/// [`crate::oauth_client`] says; authorization and token URL).
 pub async fn client(
     state: &AppState,
     server: &McpServer,
@@ -90,14 +90,12 @@ pub async fn client(
 ) -> Result<Client, GrantError> {
     let creds = super::registration::credentials(state, server, e).await?;
     let bad = |what: &str, e: &dyn std::fmt::Display| GrantError::Discovery(format!("{what}: {e}"));
-    let mut c = BasicClient::new(ClientId::new(creds.client_id))
-        .set_auth_uri(
-            AuthUrl::new(e.authorization.clone()).map_err(|x| bad("authorization URL", &x))?,
-        )
-        .set_token_uri(TokenUrl::new(e.token.clone()).map_err(|x| bad("token URL", &x))?);
-    if let Some(secret) = creds.client_secret {
-        c = c.set_client_secret(ClientSecret::new(secret));
-    }
+    let mut c = crate::oauth_client::new::<BasicTokenResponse>(
+        &creds.client_id,
+        creds.client_secret.as_deref(),
+    )
+    .set_auth_uri(AuthUrl::new(e.authorization.clone()).map_err(|x| bad("authorization URL", &x))?)
+    .set_token_uri(TokenUrl::new(e.token.clone()).map_err(|x| bad("token URL", &x))?);
     if let Some(r) = redirect {
         c = c.set_redirect_uri(RedirectUrl::new(r).map_err(|x| bad("redirect URI", &x))?);
     }

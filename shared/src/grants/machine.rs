@@ -1,11 +1,12 @@
 //! Machine tokens for `oauth2_client_credentials` servers: one token per server for every
-//! caller, obtained with the client credentials grant (the `oauth2` crate), kept in the
+//! caller, obtained with the client credentials grant (the `oauth2` crate, the client built
+//! by [`crate::oauth_client`]), kept in the
 //! process's [`super::tokens::TokenMemory`] until a minute before it expires, fetched by one
 //! caller at a time, and renewed after an upstream 401. Nothing is stored: a new process
 //! fetches its own.
 
-use oauth2::basic::BasicClient;
-use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
+use oauth2::basic::BasicTokenResponse;
+use oauth2::{Scope, TokenResponse, TokenUrl};
 
 use super::endpoints;
 use super::flow::token_error;
@@ -73,8 +74,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
         .resolve(client_secret)
         .await
         .map_err(|e| GrantError::Secret(crate::http::error_chain(&e)))?;
-    let client = BasicClient::new(ClientId::new(client_id.clone()))
-        .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
+    let client = crate::oauth_client::new::<BasicTokenResponse>(client_id, Some(secret.expose()))
         .set_token_uri(
             TokenUrl::new(e.token).map_err(|x| GrantError::Discovery(format!("token URL: {x}")))?,
         );

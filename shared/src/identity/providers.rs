@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyOperations, PublicKeyUse};
-use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::domain::IdentityProvider;
+use crate::oauth_metadata::fetch::{self, GetError};
+use crate::oauth_metadata::{self, DiscoveryError, Kind};
 use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreError};
 
 /// Least time between two JWKS fetches of one provider after a successful one.
@@ -21,7 +22,7 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Least time between attempts after a failed fetch (IdP down): short, so a provider that
 /// comes back is usable soon, but bounded.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-/// Bound on metadata and JWKS documents.
+/// Bound on JWKS documents (metadata documents have [`oauth_metadata::MAX_METADATA`]).
 const MAX_DOCUMENT: usize = 512 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,6 +36,20 @@ pub enum FetchError {
     Invalid(&'static str),
     #[error("identity provider was unreachable moments ago; not retried yet")]
     Backoff,
+    #[error("identity provider metadata: {0}")]
+    Metadata(#[from] DiscoveryError),
+}
+
+impl From<GetError> for FetchError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Network(e) if e.is_timeout() => FetchError::Invalid("timed out"),
+            GetError::Network(e) => FetchError::Http(e.without_url()),
+            GetError::Status(s) => FetchError::Status(s),
+            GetError::TooLarge(_) => FetchError::Invalid("document too large"),
+            GetError::NotJson => FetchError::Invalid("not JSON"),
+        }
+    }
 }
 
 /// Fetch bookkeeping, behind the fetch lock.
@@ -131,7 +146,7 @@ impl Provider {
         };
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let doc = get_json(http, &jwks_uri).await?;
+        let doc = fetch::get_json(http, &jwks_uri, MAX_DOCUMENT, Some(FETCH_TIMEOUT)).await?;
         serde_json::from_value::<JwkSet>(doc).map_err(|_| FetchError::Invalid("not a JWK set"))
     }
 }
@@ -166,64 +181,16 @@ fn pick(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
     }
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, FetchError> {
-    let resp = tokio::time::timeout(FETCH_TIMEOUT, http.get(url).send())
-        .await
-        .map_err(|_| FetchError::Invalid("timed out"))?
-        .map_err(|e| FetchError::Http(e.without_url()))?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status(resp.status().as_u16()));
-    }
-    if resp
-        .content_length()
-        .is_some_and(|l| l as usize > MAX_DOCUMENT)
-    {
-        return Err(FetchError::Invalid("document too large"));
-    }
-    let bytes = tokio::time::timeout(FETCH_TIMEOUT, resp.bytes())
-        .await
-        .map_err(|_| FetchError::Invalid("timed out"))?
-        .map_err(|e| FetchError::Http(e.without_url()))?;
-    if bytes.len() > MAX_DOCUMENT {
-        return Err(FetchError::Invalid("document too large"));
-    }
-    serde_json::from_slice(&bytes).map_err(|_| FetchError::Invalid("not JSON"))
-}
-
-/// The JWKS location from the issuer's metadata: OIDC discovery, then RFC 8414 (with the
-/// well-known segment inserted before the issuer's path). The metadata must name the same
-/// issuer, or a provider could hand out keys for another.
+/// The JWKS location from the issuer's metadata ([`Kind::TokenIssuer`]: OIDC discovery, then
+/// RFC 8414). The metadata must name the same issuer, or a provider could hand out keys for
+/// another.
 async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<String, FetchError> {
-    let base = issuer.trim_end_matches('/');
-    let mut candidates = vec![format!("{base}/.well-known/openid-configuration")];
-    if let Ok(u) = url::Url::parse(base) {
-        let path = u.path().trim_end_matches('/');
-        let origin = u.origin().ascii_serialization();
-        candidates.push(format!(
-            "{origin}/.well-known/oauth-authorization-server{path}"
-        ));
-    }
-    let mut last = FetchError::Invalid("no metadata");
-    for url in candidates {
-        match get_json(http, &url).await {
-            Ok(doc) => {
-                let same_issuer = doc
-                    .get("issuer")
-                    .and_then(Value::as_str)
-                    .is_some_and(|i| i.trim_end_matches('/') == base);
-                if !same_issuer {
-                    return Err(FetchError::Invalid("metadata names another issuer"));
-                }
-                return doc
-                    .get("jwks_uri")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or(FetchError::Invalid("metadata has no jwks_uri"));
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    let meta =
+        oauth_metadata::issuer_metadata(http, Kind::TokenIssuer, issuer, Some(FETCH_TIMEOUT))
+            .await?;
+    meta.string("jwks_uri")?
+        .map(str::to_owned)
+        .ok_or(FetchError::Invalid("metadata has no jwks_uri"))
 }
 
 /// Every configured provider, by issuer.

@@ -9,25 +9,29 @@
 //!   token is verified like the provider's access tokens (keys, algorithms, email and groups
 //!   claims, admin groups, email domains) with `aud` = the console client.
 //!
-//! The token request is written here rather than with the `oauth2` crate: the console needs
-//! the ID token from the response, which that crate's standard response type drops.
+//! The provider's endpoints come from its OIDC discovery document
+//! ([`mcpgw::oauth_metadata`], kind `OpenIdProvider`); the token request is the `oauth2`
+//! crate's, from the client [`mcpgw::oauth_client`] builds (client credentials sent as in
+//! every token request of the gateway), with a response type that keeps the ID token.
 
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use base64::Engine;
 use mcpgw::domain::{IdentityProvider, OAuthState};
+use mcpgw::oauth_client::OidcTokenResponse;
+use mcpgw::oauth_metadata::{self, Kind};
 use mcpgw::state::AppState;
+use oauth2::{AuthorizationCode, PkceCodeVerifier, RedirectUrl, TokenUrl};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Form;
 use super::html::{self, Page, escape, message};
 use super::session::{self, Console, LOGIN_COOKIE, LOGIN_TTL, Who, cookie, read_cookie};
 
-/// Bound on every call to an identity provider (discovery, token endpoint).
+/// Bound on discovery at an identity provider (the token request goes through
+/// `AppState::oauth_http`, which bounds every call by as much).
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `OAuthState.server` of console sign-ins: `:` cannot appear in a server name, so a
 /// sign-in state can never complete a server's connect flow (nor the reverse).
@@ -210,28 +214,18 @@ struct Metadata {
 }
 
 async fn discover(state: &AppState, issuer: &str) -> Result<Metadata, String> {
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    let doc: Value = state
-        .http
-        .get(&url)
-        .timeout(IDP_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("discovery: {e}"))?
-        .error_for_status()
-        .map_err(|e| format!("discovery: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("discovery: {e}"))?;
-    if doc["issuer"].as_str() != Some(issuer) {
-        return Err("discovery: the metadata names another issuer".into());
-    }
+    let meta = oauth_metadata::issuer_metadata(
+        &state.http,
+        Kind::OpenIdProvider,
+        issuer,
+        Some(IDP_TIMEOUT),
+    )
+    .await
+    .map_err(|e| format!("discovery: {e}"))?;
     let endpoint = |k: &str| {
-        doc[k]
-            .as_str()
+        meta.string(k)
+            .ok()
+            .flatten()
             .filter(|u| u.starts_with("https://") || origin_of(u) == origin_of(issuer))
             .map(str::to_owned)
             .ok_or_else(|| format!("discovery: no usable {k}"))
@@ -515,56 +509,34 @@ async fn exchange(
 ) -> Result<mcpgw::identity::Principal, String> {
     let client = provider.console.as_ref().ok_or("no console client")?;
     let meta = discover(state, &provider.issuer).await?;
-    // Built first: the serializer is not Send, so it must not live across an await.
-    let body = {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &redirect_uri(state))
-            .append_pair("code_verifier", &pending.verifier);
-        if client.client_secret.is_none() {
-            form.append_pair("client_id", &client.client_id);
-        }
-        form.finish()
-    };
-    let mut req = state
-        .http
-        .post(&meta.token_endpoint)
-        .timeout(IDP_TIMEOUT)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::ACCEPT, "application/json");
-    if let Some(r) = &client.client_secret {
-        let secret = state
-            .secrets
-            .resolve(r)
-            .await
-            .map_err(|e| format!("console client secret: {}", mcpgw::http::error_chain(&e)))?;
-        // RFC 6749 2.3.1: both parts form-encoded before the Basic encoding.
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            enc(&client.client_id),
-            enc(secret.expose())
-        ));
-        req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
-    }
-    let resp = req
-        .body(body)
-        .send()
+    let secret =
+        match &client.client_secret {
+            Some(r) => {
+                Some(state.secrets.resolve(r).await.map_err(|e| {
+                    format!("console client secret: {}", mcpgw::http::error_chain(&e))
+                })?)
+            }
+            None => None,
+        };
+    let bad = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let oauth = mcpgw::oauth_client::new::<OidcTokenResponse>(
+        &client.client_id,
+        secret.as_ref().map(|s| s.expose()),
+    )
+    .set_token_uri(TokenUrl::new(meta.token_endpoint).map_err(|e| bad("token endpoint", &e))?)
+    .set_redirect_uri(RedirectUrl::new(redirect_uri(state)).map_err(|e| bad("redirect URI", &e))?);
+    let answer = oauth
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+        .request_async(&state.oauth_http)
         .await
-        .map_err(|e| format!("token endpoint: {e}"))?;
-    let status = resp.status();
-    let doc: Value = resp
-        .json()
-        .await
-        .map_err(|_| format!("token endpoint answered {status} without JSON"))?;
-    if !status.is_success() {
-        let err = doc["error"].as_str().unwrap_or("unknown");
-        return Err(format!("token endpoint answered {status} {err}"));
-    }
-    let id_token = doc["id_token"]
-        .as_str()
-        .ok_or("the token response has no id_token")?;
+        .map_err(|e| match e {
+            oauth2::RequestTokenError::ServerResponse(r) => {
+                format!("token endpoint answered {}", r.error())
+            }
+            other => format!("token endpoint: {}", mcpgw::http::error_chain(&other)),
+        })?;
+    let id_token = &answer.extra_fields().id_token;
     state
         .auth
         .verify_id_token(
