@@ -222,3 +222,46 @@ async fn a_rewritten_answer_keeps_its_event_id_and_retry_and_the_stream_resumes_
     assert_eq!(events[0]["params"]["data"], "after the list");
     assert_eq!(client_view(&rest.body).0.as_deref(), Some("list-2"));
 }
+
+/// Polling (the server closes the stream after its priming event): the answer comes on the
+/// resumed GET stream, and is filtered there as it would have been on the POST stream.
+#[tokio::test]
+async fn a_polled_answer_arrives_on_the_resumed_stream_rewritten() {
+    let (url, up) = start(true).await;
+    let gw = gateway_for(&url).await;
+    let session = open_session(&gw.app, "res", &gw.alice).await;
+
+    let r = post(
+        &gw.app,
+        "res",
+        &gw.alice,
+        Some(&session),
+        &request(8, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.events().is_empty(), "{}", r.body);
+    assert_eq!(
+        client_view(&r.body),
+        (Some("list-0".to_owned()), Some(1000)),
+        "the id-only priming event and its retry reach the client: {}",
+        r.body
+    );
+
+    let rest = resume(&gw, &session, "list-0").await;
+    assert_eq!(rest.status, 200, "{}", rest.body);
+    assert_eq!(
+        up.resumed_from.lock().unwrap().as_slice(),
+        [Some("list-0".to_owned())]
+    );
+    let events = rest.events();
+    assert_eq!(events.len(), 1, "{}", rest.body);
+    assert_eq!(events[0]["id"], 8);
+    assert_eq!(
+        tool_names(&events[0]),
+        ["echo"],
+        "the resumed answer is filtered too: {}",
+        rest.body
+    );
+    assert_eq!(client_view(&rest.body).0.as_deref(), Some("list-1"));
+}
