@@ -15,10 +15,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::*;
-use mcpgw::testing::TEST_ADMIN_KEY;
 use serde_json::{Value, json};
 
 /// The tool the caller may not see.
@@ -125,15 +124,9 @@ async fn gateway_for(url: &str) -> Gateway {
         &[("res", url, "up-key")],
     )
     .await;
-    let group = json!({"name": "everyone", "servers": ["res"], "members": {"everyone": true},
+    let group = json!({"servers": ["res"], "members": {"everyone": true},
         "tool_rules": {"res": {"deny": [HIDDEN]}}});
-    let req = Request::put("/admin/server-groups/everyone")
-        .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
-        .header("content-type", "application/json")
-        .body(Body::from(group.to_string()))
-        .unwrap();
-    let r = send(&admin_api::app(gw.state.clone()), req).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    replace_everyone_group(&gw, group).await;
     gw
 }
 
@@ -162,6 +155,18 @@ fn tool_names(answer: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A resumable upstream behind a gateway, a session with it, and the answer to the
+/// session's `tools/list` (request id `id`).
+async fn listed(polling: bool, id: i64) -> (Gateway, Arc<Resumable>, String, Reply) {
+    let (url, up) = start(polling).await;
+    let gw = gateway_for(&url).await;
+    let session = open_session(&gw.app, "res", &gw.alice).await;
+    let list = request(id, "tools/list", json!({}));
+    let r = post(&gw.app, "res", &gw.alice, Some(&session), &list).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    (gw, up, session, r)
+}
+
 /// GET with `Last-Event-ID` in the gateway session.
 async fn resume(gw: &Gateway, session: &str, last_event_id: &str) -> Reply {
     let req = mcp_request(Method::GET, "res", Some(&gw.alice))
@@ -174,19 +179,7 @@ async fn resume(gw: &Gateway, session: &str, last_event_id: &str) -> Reply {
 
 #[tokio::test]
 async fn a_rewritten_answer_keeps_its_event_id_and_retry_and_the_stream_resumes_after_it() {
-    let (url, up) = start(false).await;
-    let gw = gateway_for(&url).await;
-    let session = open_session(&gw.app, "res", &gw.alice).await;
-
-    let r = post(
-        &gw.app,
-        "res",
-        &gw.alice,
-        Some(&session),
-        &request(7, "tools/list", json!({})),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (gw, up, session, r) = listed(false, 7).await;
     let events = r.events();
     assert_eq!(events.len(), 1, "{}", r.body);
     assert_eq!(events[0]["id"], 7);
@@ -227,19 +220,7 @@ async fn a_rewritten_answer_keeps_its_event_id_and_retry_and_the_stream_resumes_
 /// resumed GET stream, and is filtered there as it would have been on the POST stream.
 #[tokio::test]
 async fn a_polled_answer_arrives_on_the_resumed_stream_rewritten() {
-    let (url, up) = start(true).await;
-    let gw = gateway_for(&url).await;
-    let session = open_session(&gw.app, "res", &gw.alice).await;
-
-    let r = post(
-        &gw.app,
-        "res",
-        &gw.alice,
-        Some(&session),
-        &request(8, "tools/list", json!({})),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (gw, up, session, r) = listed(true, 8).await;
     assert!(r.events().is_empty(), "{}", r.body);
     assert_eq!(
         client_view(&r.body),

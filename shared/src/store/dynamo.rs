@@ -1174,20 +1174,7 @@ mod tests {
 
     #[test]
     fn grant_item_round_trips_and_is_sparse() {
-        let mut g = Grant {
-            user: "u@example.com".into(),
-            server: "s".into(),
-            version: 3,
-            sealed_tokens: vec![1, 2, 3],
-            status: crate::domain::GrantStatus::Active,
-            scopes: vec!["read".into()],
-            access_expires_at: Some(100),
-            refresh_at: Some(90),
-            updated_at: 50,
-            last_refresh_at: Some(40),
-            last_error: Some("upstream_error".into()),
-            refresh_lease_until: Some(70),
-        };
+        let mut g = items::tests::grant();
         let item = grant_item(&g).unwrap();
         assert!(item.contains_key("refresh_shard"));
         assert_eq!(grant_from(item.clone()).unwrap(), g);

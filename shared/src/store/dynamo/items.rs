@@ -184,7 +184,7 @@ pub(super) fn decode<T: DeserializeOwned>(what: &str, item: Item) -> StoreResult
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::GrantStatus;
     use aws_sdk_dynamodb::primitives::Blob;
@@ -197,7 +197,8 @@ mod tests {
         AttributeValue::N(v.to_string())
     }
 
-    fn grant() -> Grant {
+    /// A grant with every field set (shared with the adapter's own tests).
+    pub(in crate::store) fn grant() -> Grant {
         Grant {
             user: "u@example.com".into(),
             server: "s".into(),
