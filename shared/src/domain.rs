@@ -419,7 +419,9 @@ pub struct Grant {
     pub server: String,
     /// Incremented on every write; a write succeeds only if the stored version is the one read.
     pub version: u64,
-    /// Keyring-sealed token set (access token, refresh token, ...).
+    /// Keyring-sealed token set (access token, refresh token, ...). Bytes (DynamoDB `B`;
+    /// in JSON an array of numbers, as serde writes any `Vec<u8>`).
+    #[serde(with = "serde_bytes")]
     pub sealed_tokens: Vec<u8>,
     pub status: GrantStatus,
     #[serde(default)]
@@ -452,7 +454,8 @@ pub struct OAuthState {
     pub user: String,
     pub server: String,
     /// Keyring-sealed flow data (PKCE verifier, redirect URI, the SHA-256 of the connect
-    /// cookie of the browser the flow is bound to, ...).
+    /// cookie of the browser the flow is bound to, ...). Bytes, as `Grant::sealed_tokens`.
+    #[serde(with = "serde_bytes")]
     pub sealed_payload: Vec<u8>,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,

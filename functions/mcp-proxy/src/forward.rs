@@ -267,8 +267,8 @@ impl Call {
         headers: HeaderMap,
     ) -> Result<Admitted, ApiError> {
         let (principal, target) = admit(state, &headers, &endpoint).await?;
-        let server = match target {
-            Target::Server(server, _) => server,
+        let (server, access) = match target {
+            Target::Server(server, access) => (server, access),
             Target::Virtual(access) => return Ok(Admitted::Virtual(principal, access, headers)),
         };
         Ok(Admitted::Server(Self {
@@ -276,7 +276,12 @@ impl Call {
             principal_user: principal.user,
             endpoint,
             headers,
-            adapt: Adapt::default(),
+            // A GET stream that resumes a POST's (`Last-Event-ID`) can carry that POST's
+            // answer: a `tools/list` result is filtered there as on the POST stream.
+            adapt: Adapt {
+                filter: Some(std::sync::Arc::new(access)),
+                ..Adapt::default()
+            },
         }))
     }
 

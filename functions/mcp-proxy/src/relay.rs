@@ -932,8 +932,9 @@ impl Relay {
             }
         };
         for block in blocks {
-            let Some(event) = block.event else {
-                // Comments and retry hints: they keep idle connections open.
+            let Some(event) = &block.event else {
+                // Comments (they keep idle connections open), retry hints and id-only
+                // events (the client's resumption point) pass as they came.
                 out.extend_from_slice(&block.raw);
                 continue;
             };
@@ -950,21 +951,11 @@ impl Relay {
                     }
                 };
             if self.opts.changes_messages() || fix_id.is_some() {
-                // Re-framed: the data changed.
-                if let Some(id) = &event.id {
-                    out.extend_from_slice(format!("id: {id}\n").as_bytes());
-                }
-                if let Some(name) = &event.event {
-                    out.extend_from_slice(format!("event: {name}\n").as_bytes());
-                }
+                // Re-framed: the data changed; its id and retry stay, so the client resumes
+                // from the upstream's own event ids.
                 let data = self.opts.transform(event.data.as_bytes(), fix_id.as_ref());
-                let data = String::from_utf8(data).unwrap_or(event.data);
-                for line in data.split('\n') {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(line.as_bytes());
-                    out.push(b'\n');
-                }
-                out.push(b'\n');
+                let data = String::from_utf8(data).unwrap_or_else(|_| event.data.clone());
+                out.extend_from_slice(&block.with_data(&data));
             } else {
                 // The upstream's own framing, with only the callers' names put back.
                 out.extend_from_slice(&self.opts.adapt.rename_back(block.raw));

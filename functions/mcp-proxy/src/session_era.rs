@@ -637,6 +637,7 @@ pub async fn get(call: &Call) -> Response {
                 RelayOptions {
                     unbounded: true,
                     policy_changes: Some(state.policy.changes()),
+                    adapt: call.adapt.clone(),
                     ..Default::default()
                 },
             )

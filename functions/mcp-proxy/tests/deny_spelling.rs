@@ -14,11 +14,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::*;
-use mcpgw::testing::TEST_ADMIN_KEY;
 use serde_json::{Value, json};
 
 /// The tools the upstream has (it also lists two hostile names, see [`Normalizing::list`]).
@@ -135,13 +133,7 @@ async fn rule(gw: &Gateway, rule: Option<Value>) {
     if let Some(r) = rule {
         group["tool_rules"] = json!({ "gh": r });
     }
-    let req = Request::put("/admin/server-groups/everyone")
-        .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
-        .header("content-type", "application/json")
-        .body(Body::from(group.to_string()))
-        .unwrap();
-    let r = send(&admin_api::app(gw.state.clone()), req).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    replace_everyone_group(gw, group).await;
 }
 
 /// Spellings of `delete_repo` the upstream runs as `delete_repo`, one per class.

@@ -22,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use maud::{DOCTYPE, Markup, html};
 use mcpgw::browser::session;
 use mcpgw::domain::{UpstreamAuth, validate_name};
 use mcpgw::grants::binding::{self, Browser, Nonce, Refusal};
@@ -45,21 +46,17 @@ pub fn app(state: AppState) -> Router {
     mcpgw::http::finish(routes(state), limit)
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// A small self-contained page (no scripts, no outside assets).
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><main><h1>{t}</h1>{body_html}</main></body></html>",
-        t = escape(title)
-    );
+/// A small self-contained page (no scripts, no outside assets). A `maud` template: what it
+/// shows (user and server names, provider hosts, error texts) is escaped by the template.
+fn page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { (title) } }
+            body { main { h1 { (title) } (body) } }
+        }
+    }
+    .into_string();
     (
         status,
         [
@@ -78,11 +75,7 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
 }
 
 fn failure(status: StatusCode, what: &str) -> Response {
-    page(
-        status,
-        "Not connected",
-        &format!("<p id=\"error\">{}</p>", escape(what)),
-    )
+    page(status, "Not connected", html! { p id="error" { (what) } })
 }
 
 fn grant_failure(e: &GrantError) -> Response {
@@ -123,11 +116,10 @@ fn refused(r: &Refusal) -> Response {
     page(
         StatusCode::FORBIDDEN,
         "Not connected",
-        &format!(
-            "<p id=\"error\">{}.</p><p id=\"start-again\">{}</p>",
-            escape(&capitalized(&r.to_string())),
-            escape(hint)
-        ),
+        html! {
+            p id="error" { (capitalized(&r.to_string())) "." }
+            p id="start-again" { (hint) }
+        },
     )
 }
 
@@ -245,23 +237,20 @@ async fn connect(
         Err(e) => return grant_failure(&e),
     };
     let host = url_host(&provider_url);
+    // Behind a REST API stage the page's own path starts with the stage.
+    let base = state.config.public_path();
     let shown = page(
         StatusCode::OK,
         &format!("Connect {server}"),
-        &format!(
-            "<p>You are signed in to the gateway as <strong id=\"user\">{user}</strong>.</p>\
-             <p>Continue to connect your account at <strong id=\"server\">{server}</strong> \
-             (sign-in at {host}). The gateway will then call {server} with that account on \
-             your behalf. If this is not you, close this page.</p>\
-             <p><a id=\"continue\" href=\"{base}/oauth/connect/{server_q}?go={go}\">Continue</a></p>",
-            user = escape(&user),
-            server = escape(&server),
-            host = escape(&host),
-            server_q = escape(&server),
-            go = escape(&go),
-            // Behind a REST API stage the page's own path starts with the stage.
-            base = escape(&state.config.public_path()),
-        ),
+        html! {
+            p { "You are signed in to the gateway as " strong id="user" { (user) } "." }
+            p {
+                "Continue to connect your account at " strong id="server" { (server) }
+                " (sign-in at " (host) "). The gateway will then call " (server)
+                " with that account on your behalf. If this is not you, close this page."
+            }
+            p { a id="continue" href={ (base) "/oauth/connect/" (server) "?go=" (go) } { "Continue" } }
+        },
     );
     with_cookie(shown, &nonce.set_cookie(&state.config, &server))
 }
@@ -375,12 +364,12 @@ async fn callback(
         Ok(user) => clear(page(
             StatusCode::OK,
             "Connected",
-            &format!(
-                "<p id=\"connected\">Connected <strong>{}</strong> for <strong>{}</strong>. \
-                 You can close this page.</p>",
-                escape(&server),
-                escape(&user)
-            ),
+            html! {
+                p id="connected" {
+                    "Connected " strong { (server) } " for " strong { (user) }
+                    ". You can close this page."
+                }
+            },
         )),
         Err(FlowError::Browser(r @ Refusal::OtherBrowser)) => refused(&r),
         Err(FlowError::Browser(r @ Refusal::OtherConsoleUser { .. })) => clear(refused(&r)),

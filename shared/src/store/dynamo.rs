@@ -24,20 +24,20 @@
 //! pointers existed have none: they are listed by `list_api_keys` but not by owner.
 //! A pointer by hash belongs to one key (`id`); a new key may take over the pointer of an
 //! expired key with the same hash, and deleting a key deletes that pointer only while it
-//! still names that key. Neither pointer has a `key_hash` attribute, so both stay out of
-//! `gsi_key_hash`. A key's use is recorded on the item by id only (`last_used_at`, one
+//! still names that key. A key's use is recorded on the item by id only (`last_used_at`, one
 //! conditional `UpdateItem` that never moves it back and never recreates a deleted key);
 //! `doc` keeps the key as created and reads merge the attribute in.
 //!
-//! Indexes (all projecting ALL): `gsi_key_hash` (`key_hash`) is UNUSED: nothing queries it
-//! since key lookup moved to the pointer item; it stays in the table definition (here and in
-//! the SAM template) only until a migration drops it.
-//! `gsi_refresh` (`refresh_shard`, `refresh_at`) is sparse and lists grants due for refresh;
-//! `gsi_member` (`member`, `pk`) is reserved for team membership items. `refresh_shard`
-//! spreads due grants over [`REFRESH_SHARDS`] partitions so no single GSI partition gets hot;
-//! the shard is FNV-1a of `user\0server`, a hash that must never change (std's hasher is
-//! randomized per process). TTL on `ttl` removes expired states and ended-session records
-//! eventually (days late), so reads check expiry themselves.
+//! One index: `gsi_refresh` (`refresh_shard`, `refresh_at`, projecting ALL) is sparse and
+//! lists grants due for refresh. `refresh_shard` spreads due grants over [`REFRESH_SHARDS`]
+//! partitions so no single index partition gets hot; the shard is FNV-1a of `user\0server`,
+//! a hash that must never change (std's hasher is randomized per process). `gsi_key_hash`
+//! and `gsi_member` were dropped (issue 23): nothing queried them (keys are found through
+//! their pointer items; teams are config documents). A table that still has them works as
+//! it is. TTL on `ttl` removes expired states and ended-session records eventually (days
+//! late), so reads check expiry themselves.
+//!
+//! Items are encoded and decoded by `serde_dynamo` ([`items`]).
 //!
 //! Every contract write is one conditional request (for API keys, one transaction), so
 //! DynamoDB itself enforces create-if-absent, replace-if-present, replace-if-unchanged (a
@@ -53,7 +53,6 @@
 //! Tested by the contract suite (`shared/tests/store_contract.rs`) against moto, with the
 //! default page size and with a page size of 2 that forces every list through pagination.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -61,11 +60,17 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, IndexStatus,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
+};
+
+mod items;
+
+use items::{
+    ApiKeyItem, ConfigItem, EndedSession, EndedSessionItem, GrantItem, Item, JsonText, Key,
+    KeyHash, OwnerPointer, StateItem, StoredApiKey, StoredDoc, decode, encode,
 };
 
 use super::{
@@ -73,16 +78,14 @@ use super::{
     StoreResult,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
-use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
+use crate::domain::{ApiKey, Grant, OAuthState};
 
 /// Number of `refresh_shard` partitions of `gsi_refresh`. Changing it orphans grants in the
 /// dropped shards, so it is fixed.
 pub const REFRESH_SHARDS: u64 = 8;
 
-/// Index names (shared with the SAM template).
-pub const GSI_KEY_HASH: &str = "gsi_key_hash";
+/// The one index's name (shared with the SAM template).
 pub const GSI_REFRESH: &str = "gsi_refresh";
-pub const GSI_MEMBER: &str = "gsi_member";
 
 const PK: &str = "pk";
 const SK: &str = "sk";
@@ -97,8 +100,6 @@ const STATE_SK: &str = "STATE";
 const SESSION_ENDED_SK: &str = "ENDED";
 /// Attribute of the API key item by id that records its last use.
 const LAST_USED: &str = "last_used_at";
-
-type Item = HashMap<String, AttributeValue>;
 
 /// The DynamoDB store. Cheap to clone (the SDK client is shared).
 #[derive(Debug, Clone)]
@@ -282,10 +283,10 @@ impl DynamoStore {
     }
 }
 
-/// Creates `table` with the layout this adapter expects (on-demand billing, the three GSIs,
-/// TTL on `ttl`) and waits until it and its indexes are ACTIVE. If the table already exists
-/// it is checked for the three indexes and TTL is enabled if needed, so local mode can call
-/// this on every start.
+/// Creates `table` with the layout this adapter expects (on-demand billing, `gsi_refresh`,
+/// TTL on `ttl`) and waits until it and its index are ACTIVE. If the table already exists
+/// it is checked for the index (others it may still have are left alone) and TTL is enabled
+/// if needed, so local mode can call this on every start.
 pub async fn create_table(client: &Client, table: &str) -> StoreResult<()> {
     let created = client
         .create_table()
@@ -294,32 +295,20 @@ pub async fn create_table(client: &Client, table: &str) -> StoreResult<()> {
         .set_attribute_definitions(Some(vec![
             attr_def(PK, ScalarAttributeType::S)?,
             attr_def(SK, ScalarAttributeType::S)?,
-            attr_def("key_hash", ScalarAttributeType::S)?,
             attr_def("refresh_shard", ScalarAttributeType::S)?,
             attr_def("refresh_at", ScalarAttributeType::N)?,
-            attr_def("member", ScalarAttributeType::S)?,
         ]))
         .set_key_schema(Some(vec![
             key_elem(PK, KeyType::Hash)?,
             key_elem(SK, KeyType::Range)?,
         ]))
-        .set_global_secondary_indexes(Some(vec![
-            gsi(GSI_KEY_HASH, vec![key_elem("key_hash", KeyType::Hash)?])?,
-            gsi(
-                GSI_REFRESH,
-                vec![
-                    key_elem("refresh_shard", KeyType::Hash)?,
-                    key_elem("refresh_at", KeyType::Range)?,
-                ],
-            )?,
-            gsi(
-                GSI_MEMBER,
-                vec![
-                    key_elem("member", KeyType::Hash)?,
-                    key_elem(PK, KeyType::Range)?,
-                ],
-            )?,
-        ]))
+        .set_global_secondary_indexes(Some(vec![gsi(
+            GSI_REFRESH,
+            vec![
+                key_elem("refresh_shard", KeyType::Hash)?,
+                key_elem("refresh_at", KeyType::Range)?,
+            ],
+        )?]))
         .send()
         .await;
     match created {
@@ -350,7 +339,7 @@ async fn wait_until_active(client: &Client, table: &str) -> StoreResult<()> {
             .map_err(|e| sdk_error("DescribeTable", e))?;
         if let Some(desc) = out.table {
             let gsis = desc.global_secondary_indexes();
-            let missing: Vec<&str> = [GSI_KEY_HASH, GSI_REFRESH, GSI_MEMBER]
+            let missing: Vec<&str> = [GSI_REFRESH]
                 .into_iter()
                 .filter(|name| !gsis.iter().any(|g| g.index_name() == Some(*name)))
                 .collect();
@@ -548,77 +537,23 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// Reads typed attributes of one item; errors name the attribute, never its value.
-struct Reader<'a> {
-    what: &'static str,
-    item: &'a Item,
+fn config_item(kind: ConfigKind, name: &str, doc: &serde_json::Value) -> StoreResult<Item> {
+    let key = Key::new(config_pk(kind), name);
+    encode(
+        kind.label(),
+        &ConfigItem {
+            key,
+            doc: JsonText(doc),
+        },
+    )
 }
 
-impl<'a> Reader<'a> {
-    fn bad(&self, attr: &str) -> StoreError {
-        StoreError::Corrupt(format!(
-            "{} item: attribute '{attr}' is missing or malformed",
-            self.what
-        ))
-    }
-
-    fn s(&self, attr: &str) -> StoreResult<&'a str> {
-        match self.item.get(attr) {
-            Some(AttributeValue::S(v)) => Ok(v),
-            _ => Err(self.bad(attr)),
-        }
-    }
-
-    fn b(&self, attr: &str) -> StoreResult<Vec<u8>> {
-        match self.item.get(attr) {
-            Some(AttributeValue::B(v)) => Ok(v.as_ref().to_vec()),
-            _ => Err(self.bad(attr)),
-        }
-    }
-
-    fn n<T: std::str::FromStr>(&self, attr: &str) -> StoreResult<T> {
-        match self.item.get(attr) {
-            Some(AttributeValue::N(v)) => v.parse().map_err(|_| self.bad(attr)),
-            _ => Err(self.bad(attr)),
-        }
-    }
-
-    fn opt_n<T: std::str::FromStr>(&self, attr: &str) -> StoreResult<Option<T>> {
-        match self.item.get(attr) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(_) => self.n(attr).map(Some),
-        }
-    }
-
-    fn opt_s(&self, attr: &str) -> StoreResult<Option<&'a str>> {
-        match self.item.get(attr) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(_) => self.s(attr).map(Some),
-        }
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self, attr: &str) -> StoreResult<T> {
-        serde_json::from_str(self.s(attr)?).map_err(|e| {
-            StoreError::Corrupt(format!("{} item: attribute '{attr}': {e}", self.what))
-        })
-    }
-}
-
-fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
-    let mut item = Item::from([
-        (PK.to_owned(), s(APIKEY_PK)),
-        (SK.to_owned(), s(&key.id)),
-        ("key_hash".to_owned(), s(&key.key_hash)),
-        ("doc".to_owned(), s(super::json_text(key, "API key")?)),
-    ]);
-    // Not `ttl`: expired keys stay listed until an admin deletes them.
-    if let Some(t) = key.expires_at {
-        item.insert("expires_at".to_owned(), n(t));
-    }
-    if let Some(t) = key.last_used_at {
-        item.insert(LAST_USED.to_owned(), n(t));
-    }
-    Ok(item)
+/// A config item's `doc` text, and the document it holds.
+fn config_doc(kind: ConfigKind, item: Item) -> StoreResult<(String, serde_json::Value)> {
+    let text = decode::<StoredDoc>(kind.label(), item)?.doc;
+    let doc = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("{} item: attribute 'doc': {e}", kind.label())))?;
+    Ok((text, doc))
 }
 
 fn key_hash_pk(key_hash: &str) -> String {
@@ -629,142 +564,65 @@ fn key_owner_pk(owner: &str) -> String {
     format!("KEYOWNER#{owner}")
 }
 
-/// The pointer item by owner: its key is all it holds.
-fn api_key_owner_item(key: &ApiKey) -> Item {
-    Item::from([
-        (PK.to_owned(), s(key_owner_pk(&key.owner))),
-        (SK.to_owned(), s(&key.id)),
-    ])
+/// The item by id: the record of a key.
+fn api_key_item(key: &ApiKey) -> StoreResult<Item> {
+    let item = ApiKeyItem {
+        key: Key::new(APIKEY_PK, &key.id),
+        key_hash: Some(&key.key_hash),
+        id: None,
+        doc: JsonText(key),
+        expires_at: key.expires_at,
+        last_used_at: key.last_used_at,
+    };
+    encode("API key", &item)
 }
 
 /// The pointer item by hash: the key's `doc` and `expires_at`, and the `id` that owns it.
 fn api_key_pointer_item(key: &ApiKey) -> StoreResult<Item> {
-    let mut item = Item::from([
-        (PK.to_owned(), s(key_hash_pk(&key.key_hash))),
-        (SK.to_owned(), s(KEYHASH_SK)),
-        ("id".to_owned(), s(&key.id)),
-        ("doc".to_owned(), s(super::json_text(key, "API key")?)),
-    ]);
-    if let Some(t) = key.expires_at {
-        item.insert("expires_at".to_owned(), n(t));
-    }
-    Ok(item)
+    let item = ApiKeyItem {
+        key: Key::new(key_hash_pk(&key.key_hash), KEYHASH_SK),
+        key_hash: None,
+        id: Some(&key.id),
+        doc: JsonText(key),
+        expires_at: key.expires_at,
+        last_used_at: None,
+    };
+    encode("API key", &item)
+}
+
+/// The pointer item by owner: its key is all it holds.
+fn api_key_owner_item(key: &ApiKey) -> StoreResult<Item> {
+    encode(
+        "API key owner pointer",
+        &Key::new(key_owner_pk(&key.owner), &key.id),
+    )
 }
 
 /// A key from its item by id (or pointer): `doc`, with `last_used_at` merged in (the later).
-fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
-    let r = Reader {
-        what: "API key",
-        item,
-    };
-    let mut key: ApiKey = r.json("doc")?;
-    key.last_used_at = key.last_used_at.max(r.opt_n(LAST_USED)?);
-    Ok(key)
+fn api_key_from(item: Item) -> StoreResult<ApiKey> {
+    decode::<StoredApiKey>("API key", item).map(StoredApiKey::into_key)
 }
 
 fn grant_item(g: &Grant) -> StoreResult<Item> {
-    let status = g.status.as_str();
-    let mut item = Item::from([
-        (PK.to_owned(), s(grant_pk(&g.user))),
-        (SK.to_owned(), s(&g.server)),
-        ("user".to_owned(), s(&g.user)),
-        ("server".to_owned(), s(&g.server)),
-        ("version".to_owned(), n(g.version)),
-        (
-            "sealed_tokens".to_owned(),
-            AttributeValue::B(Blob::new(g.sealed_tokens.clone())),
-        ),
-        ("status".to_owned(), s(status)),
-        (
-            "scopes".to_owned(),
-            AttributeValue::L(g.scopes.iter().map(s).collect()),
-        ),
-        ("updated_at".to_owned(), n(g.updated_at)),
-    ]);
-    if let Some(t) = g.access_expires_at {
-        item.insert("access_expires_at".to_owned(), n(t));
-    }
-    if let Some(t) = g.last_refresh_at {
-        item.insert("last_refresh_at".to_owned(), n(t));
-    }
-    if let Some(t) = g.refresh_lease_until {
-        item.insert("refresh_lease_until".to_owned(), n(t));
-    }
-    if let Some(e) = &g.last_error {
-        item.insert("last_error".to_owned(), s(e));
-    }
-    // Only grants with something to refresh enter the sparse gsi_refresh; a whole-item put
-    // without these attributes takes a grant out of it.
-    if let Some(t) = g.refresh_at {
-        item.insert("refresh_at".to_owned(), n(t));
-        item.insert(
-            "refresh_shard".to_owned(),
-            s(refresh_shard(&g.user, &g.server)),
-        );
-    }
-    Ok(item)
+    let item = GrantItem {
+        key: Key::new(grant_pk(&g.user), &g.server),
+        grant: g,
+        refresh_shard: g.refresh_at.map(|_| refresh_shard(&g.user, &g.server)),
+    };
+    encode("grant", &item)
 }
 
-fn grant_from(item: &Item) -> StoreResult<Grant> {
-    let r = Reader {
-        what: "grant",
-        item,
-    };
-    let status = GrantStatus::parse(r.s("status")?).ok_or_else(|| r.bad("status"))?;
-    let scopes = match item.get("scopes") {
-        None => Vec::new(),
-        Some(AttributeValue::L(list)) => list
-            .iter()
-            .map(|v| v.as_s().cloned().map_err(|_| r.bad("scopes")))
-            .collect::<StoreResult<_>>()?,
-        Some(_) => return Err(r.bad("scopes")),
-    };
-    Ok(Grant {
-        user: r.s("user")?.to_owned(),
-        server: r.s("server")?.to_owned(),
-        version: r.n("version")?,
-        sealed_tokens: r.b("sealed_tokens")?,
-        status,
-        scopes,
-        access_expires_at: r.opt_n("access_expires_at")?,
-        refresh_at: r.opt_n("refresh_at")?,
-        updated_at: r.n("updated_at")?,
-        last_refresh_at: r.opt_n("last_refresh_at")?,
-        last_error: r.opt_s("last_error")?.map(str::to_owned),
-        refresh_lease_until: r.opt_n("refresh_lease_until")?,
-    })
+fn grant_from(item: Item) -> StoreResult<Grant> {
+    decode("grant", item)
 }
 
-fn state_item(st: &OAuthState) -> Item {
-    Item::from([
-        (PK.to_owned(), s(state_pk(&st.id))),
-        (SK.to_owned(), s(STATE_SK)),
-        ("id".to_owned(), s(&st.id)),
-        ("user".to_owned(), s(&st.user)),
-        ("server".to_owned(), s(&st.server)),
-        (
-            "sealed_payload".to_owned(),
-            AttributeValue::B(Blob::new(st.sealed_payload.clone())),
-        ),
-        ("created_at".to_owned(), n(st.created_at)),
-        ("expires_at".to_owned(), n(st.expires_at)),
-        (TTL.to_owned(), n(st.expires_at)),
-    ])
-}
-
-fn state_from(item: &Item) -> StoreResult<OAuthState> {
-    let r = Reader {
-        what: "OAuth state",
-        item,
+fn state_item(st: &OAuthState) -> StoreResult<Item> {
+    let item = StateItem {
+        key: Key::new(state_pk(&st.id), STATE_SK),
+        state: st,
+        ttl: st.expires_at,
     };
-    Ok(OAuthState {
-        id: r.s("id")?.to_owned(),
-        user: r.s("user")?.to_owned(),
-        server: r.s("server")?.to_owned(),
-        sealed_payload: r.b("sealed_payload")?,
-        created_at: r.n("created_at")?,
-        expires_at: r.n("expires_at")?,
-    })
+    encode("OAuth state", &item)
 }
 
 #[async_trait]
@@ -775,11 +633,7 @@ impl ConfigStore for DynamoStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let item = Item::from([
-            (PK.to_owned(), s(config_pk(kind))),
-            (SK.to_owned(), s(name)),
-            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
-        ]);
+        let item = config_item(kind, name, doc)?;
         if !self.put_if(item, "attribute_not_exists(#pk)").await? {
             return Err(StoreError::AlreadyExists {
                 kind: kind.label(),
@@ -795,11 +649,7 @@ impl ConfigStore for DynamoStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let item = Item::from([
-            (PK.to_owned(), s(config_pk(kind))),
-            (SK.to_owned(), s(name)),
-            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
-        ]);
+        let item = config_item(kind, name, doc)?;
         if !self.put_if(item, "attribute_exists(#pk)").await? {
             return Err(StoreError::NotFound {
                 kind: kind.label(),
@@ -819,21 +669,13 @@ impl ConfigStore for DynamoStore {
         let Some(item) = self.get_item(config_pk(kind), name.to_owned()).await? else {
             return Ok(false);
         };
-        let reader = Reader {
-            what: kind.label(),
-            item: &item,
-        };
-        if reader.json::<serde_json::Value>("doc")? != *expected {
+        let (stored, current) = config_doc(kind, item)?;
+        if current != *expected {
             return Ok(false);
         }
         // The put is conditional on the exact stored text just read, so a write in between
         // (another process, an admin) makes it fail instead of being overwritten.
-        let stored = reader.s("doc")?;
-        let new = Item::from([
-            (PK.to_owned(), s(config_pk(kind))),
-            (SK.to_owned(), s(name)),
-            ("doc".to_owned(), s(super::json_text(doc, kind.label())?)),
-        ]);
+        let new = config_item(kind, name, doc)?;
         let res = self
             .client
             .put_item()
@@ -857,28 +699,16 @@ impl ConfigStore for DynamoStore {
         name: &str,
     ) -> StoreResult<Option<serde_json::Value>> {
         let item = self.get_item(config_pk(kind), name.to_owned()).await?;
-        item.map(|i| {
-            Reader {
-                what: kind.label(),
-                item: &i,
-            }
-            .json("doc")
-        })
-        .transpose()
+        item.map(|i| config_doc(kind, i).map(|(_, doc)| doc))
+            .transpose()
     }
 
     async fn list_configs(&self, kind: ConfigKind) -> StoreResult<Vec<serde_json::Value>> {
         // The partition is sorted by sk (the name) in byte order, the order SQLite uses too.
         let items = self.partition(config_pk(kind)).await?;
         items
-            .iter()
-            .map(|i| {
-                Reader {
-                    what: kind.label(),
-                    item: i,
-                }
-                .json("doc")
-            })
+            .into_iter()
+            .map(|i| config_doc(kind, i).map(|(_, doc)| doc))
             .collect()
     }
 
@@ -911,7 +741,7 @@ impl ApiKeyStore for DynamoStore {
         // Unconditional: the id is new (the first put checks that), so is this item.
         let by_owner = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(api_key_owner_item(key)))
+            .set_item(Some(api_key_owner_item(key)?))
             .build()
             .map_err(StoreError::backend)?;
         let res = self
@@ -956,20 +786,20 @@ impl ApiKeyStore for DynamoStore {
         else {
             return Ok(None);
         };
-        let key = api_key_from(&item)?;
+        let key = api_key_from(item)?;
         // TTL is not used for keys, and even if it were, deletion lags: check expiry here.
         Ok(Some(key).filter(|k| !k.is_expired(now)))
     }
 
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
         let item = self.get_item(APIKEY_PK.to_owned(), id.to_owned()).await?;
-        item.as_ref().map(api_key_from).transpose()
+        item.map(api_key_from).transpose()
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
         self.partition(APIKEY_PK.to_owned())
             .await?
-            .iter()
+            .into_iter()
             .map(api_key_from)
             .collect()
     }
@@ -990,20 +820,13 @@ impl ApiKeyStore for DynamoStore {
         let ids = self
             .query_all(query, None)
             .await?
-            .iter()
-            .map(|i| {
-                Reader {
-                    what: "API key owner pointer",
-                    item: i,
-                }
-                .s(SK)
-                .map(str::to_owned)
-            })
+            .into_iter()
+            .map(|i| decode::<OwnerPointer>("API key owner pointer", i).map(|p| p.sk))
             .collect::<StoreResult<Vec<String>>>()?;
         let mut keys = self
             .api_key_items(&ids)
             .await?
-            .iter()
+            .into_iter()
             .map(api_key_from)
             .collect::<StoreResult<Vec<ApiKey>>>()?;
         keys.retain(|k| k.owner == owner);
@@ -1020,12 +843,7 @@ impl ApiKeyStore for DynamoStore {
             let Some(item) = self.get_item(APIKEY_PK.to_owned(), id.to_owned()).await? else {
                 return Ok(false);
             };
-            let key_hash = Reader {
-                what: "API key",
-                item: &item,
-            }
-            .s("key_hash")?
-            .to_owned();
+            let key_hash = decode::<KeyHash>("API key", item.clone())?.key_hash;
             let pointer = self
                 .get_item(key_hash_pk(&key_hash), KEYHASH_SK.to_owned())
                 .await?;
@@ -1036,7 +854,7 @@ impl ApiKeyStore for DynamoStore {
 
             // The owner pointer goes with the key (a key too corrupt to name its owner has
             // none to find; one missing, from before owner pointers, deletes as a no-op).
-            let owner = api_key_from(&item).ok().map(|k| k.owner);
+            let owner = api_key_from(item).ok().map(|k| k.owner);
 
             let by_id = Delete::builder()
                 .table_name(&self.table)
@@ -1125,7 +943,7 @@ impl ApiKeyStore for DynamoStore {
 impl GrantStore for DynamoStore {
     async fn get_grant(&self, user: &str, server: &str) -> StoreResult<Option<Grant>> {
         let item = self.get_item(grant_pk(user), server.to_owned()).await?;
-        item.as_ref().map(grant_from).transpose()
+        item.map(grant_from).transpose()
     }
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
@@ -1163,7 +981,7 @@ impl GrantStore for DynamoStore {
     async fn list_grants_for_user(&self, user: &str) -> StoreResult<Vec<Grant>> {
         self.partition(grant_pk(user))
             .await?
-            .iter()
+            .into_iter()
             .map(grant_from)
             .collect()
     }
@@ -1195,7 +1013,7 @@ impl GrantStore for DynamoStore {
             }
         }
         let mut grants = items
-            .iter()
+            .into_iter()
             .map(grant_from)
             .collect::<StoreResult<Vec<_>>>()?;
         grants.sort_by(|a, b| (&a.user, &a.server).cmp(&(&b.user, &b.server)));
@@ -1225,7 +1043,7 @@ impl GrantStore for DynamoStore {
         });
         let mut grants = futures_util::future::try_join_all(shards)
             .await?
-            .iter()
+            .into_iter()
             .flatten()
             .map(grant_from)
             .collect::<StoreResult<Vec<_>>>()?;
@@ -1246,7 +1064,7 @@ impl OAuthStateStore for DynamoStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(state_item(state)))
+            .set_item(Some(state_item(state)?))
             .send()
             .await
             .map_err(|e| sdk_error("PutItem", e))?;
@@ -1273,7 +1091,10 @@ impl OAuthStateStore for DynamoStore {
         };
         // TTL deletes days late, so an expired state can still be here; it is gone now.
         match old.filter(|i| !i.is_empty()) {
-            Some(item) => Ok(Some(state_from(&item)?).filter(|st| !st.is_expired(now))),
+            Some(item) => {
+                let st: OAuthState = decode("OAuth state", item)?;
+                Ok(Some(st).filter(|st| !st.is_expired(now)))
+            }
             None => Ok(None),
         }
     }
@@ -1282,12 +1103,14 @@ impl OAuthStateStore for DynamoStore {
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn end_session(&self, fingerprint: &str, expires_at: UnixTime) -> StoreResult<()> {
-        let item = Item::from([
-            (PK.to_owned(), s(session_pk(fingerprint))),
-            (SK.to_owned(), s(SESSION_ENDED_SK)),
-            ("expires_at".to_owned(), n(expires_at)),
-            (TTL.to_owned(), n(expires_at)),
-        ]);
+        let item = encode(
+            "ended session",
+            &EndedSessionItem {
+                key: Key::new(session_pk(fingerprint), SESSION_ENDED_SK),
+                expires_at,
+                ttl: expires_at,
+            },
+        )?;
         // One conditional put: a record with a later expiry stays as it is.
         let res = self
             .client
@@ -1316,12 +1139,8 @@ impl SessionStore for DynamoStore {
             return Ok(false);
         };
         // TTL deletes days late: an expired record can still be here.
-        let expires_at: UnixTime = Reader {
-            what: "ended session",
-            item: &item,
-        }
-        .n("expires_at")?;
-        Ok(now < expires_at)
+        let ended: EndedSession = decode("ended session", item)?;
+        Ok(now < ended.expires_at)
     }
 }
 
@@ -1355,23 +1174,10 @@ mod tests {
 
     #[test]
     fn grant_item_round_trips_and_is_sparse() {
-        let mut g = Grant {
-            user: "u@example.com".into(),
-            server: "s".into(),
-            version: 3,
-            sealed_tokens: vec![1, 2, 3],
-            status: crate::domain::GrantStatus::Active,
-            scopes: vec!["read".into()],
-            access_expires_at: Some(100),
-            refresh_at: Some(90),
-            updated_at: 50,
-            last_refresh_at: Some(40),
-            last_error: Some("upstream_error".into()),
-            refresh_lease_until: Some(70),
-        };
+        let mut g = items::tests::grant();
         let item = grant_item(&g).unwrap();
         assert!(item.contains_key("refresh_shard"));
-        assert_eq!(grant_from(&item).unwrap(), g);
+        assert_eq!(grant_from(item.clone()).unwrap(), g);
         g.refresh_at = None;
         g.last_refresh_at = None;
         g.last_error = None;
@@ -1379,6 +1185,6 @@ mod tests {
         let item = grant_item(&g).unwrap();
         assert!(!item.contains_key("refresh_shard") && !item.contains_key("refresh_at"));
         assert!(!item.contains_key("last_error") && !item.contains_key("last_refresh_at"));
-        assert_eq!(grant_from(&item).unwrap(), g);
+        assert_eq!(grant_from(item).unwrap(), g);
     }
 }

@@ -6,13 +6,14 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use maud::{Markup, html};
 use mcpgw::state::AppState;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::Form;
 use super::api::{self, seg};
-use super::html::{self, Page, button_form, csrf_field, escape, message};
+use super::html::{self, Page, button_form, csrf_field, message};
 use super::session::Console;
 
 /// A document kind of the admin API.
@@ -93,7 +94,7 @@ pub struct Done {
     done: Option<String>,
 }
 
-fn admin_page(console: &Console, status: StatusCode, title: &str, body: String) -> Response {
+fn admin_page(console: &Console, status: StatusCode, title: &str, body: Markup) -> Response {
     Page::new(status, title, body)
         .with_nav(console.nav())
         .render(&console.base)
@@ -104,18 +105,15 @@ pub async fn index(console: Console) -> Response {
         return r;
     }
     let b = &console.base;
-    let mut body = String::from("<ul id=\"admin-links\">");
-    for k in KINDS {
-        body.push_str(&format!(
-            "<li><a id=\"admin-{s}\" href=\"{b}/console/admin/{s}\">{t}</a></li>",
-            s = k.slug,
-            t = k.title
-        ));
-    }
-    body.push_str(&format!(
-        "<li><a id=\"admin-catalog\" href=\"{b}/console/admin/catalog\">What would this user see</a></li>\
-         <li><a id=\"admin-connections\" href=\"{b}/console/admin/connections\">Everyone's connections</a></li></ul>"
-    ));
+    let body = html! {
+        ul id="admin-links" {
+            @for k in KINDS {
+                li { a id={ "admin-" (k.slug) } href={ (b) "/console/admin/" (k.slug) } { (k.title) } }
+            }
+            li { a id="admin-catalog" href={ (b) "/console/admin/catalog" } { "What would this user see" } }
+            li { a id="admin-connections" href={ (b) "/console/admin/connections" } { "Everyone's connections" } }
+        }
+    };
     admin_page(&console, StatusCode::OK, "Admin", body)
 }
 
@@ -176,40 +174,35 @@ async fn list_page(
     state: &AppState,
     k: &Kind,
     status: StatusCode,
-    note: Option<String>,
+    note: Option<Markup>,
     draft: Option<&str>,
 ) -> Response {
     let b = &console.base;
     let a = api::call(state, &console.principal, Method::GET, k.api, None).await;
-    let mut body = note.unwrap_or_default();
-    if !a.ok() {
-        body.push_str(&message("error", &a.message()));
-    }
-    body.push_str(
-        "<table id=\"items\"><thead><tr><th>Name</th><th>Summary</th><th></th></tr></thead><tbody>",
-    );
-    for item in a.body[k.list_key].as_array().into_iter().flatten() {
-        let name = item["name"].as_str().unwrap_or_default();
-        body.push_str(&format!(
-            "<tr id=\"item-{n}\" data-name=\"{n}\"><td><strong>{n}</strong></td><td>{s}</td>\
-             <td><a class=\"edit\" href=\"{b}/console/admin/{slug}/{q}\">Edit</a></td></tr>",
-            n = escape(name),
-            s = escape(&summary(item)),
-            q = seg(name),
-            slug = k.slug,
-        ));
-    }
-    body.push_str("</tbody></table>");
-    body.push_str(&format!(
-        "<h2>Create</h2><form id=\"create\" method=\"post\" action=\"{b}/console/admin/{slug}\">{csrf}\
-         <label for=\"doc\">The document, as the admin API takes it (<code>POST {api}</code>)</label>\
-         <textarea id=\"doc\" name=\"doc\" spellcheck=\"false\">{doc}</textarea>\
-         <p><button type=\"submit\" id=\"create-submit\">Create</button></p></form>",
-        slug = k.slug,
-        csrf = csrf_field(&console.csrf),
-        api = k.api,
-        doc = escape(draft.unwrap_or(k.example)),
-    ));
+    let body = html! {
+        @if let Some(n) = &note { (n) }
+        @if !a.ok() { (message("error", &a.message())) }
+        table id="items" {
+            thead { tr { th { "Name" } th { "Summary" } th {} } }
+            tbody {
+                @for item in a.body[k.list_key].as_array().into_iter().flatten() {
+                    @let name = item["name"].as_str().unwrap_or_default();
+                    tr id={ "item-" (name) } data-name=(name) {
+                        td { strong { (name) } }
+                        td { (summary(item)) }
+                        td { a class="edit" href={ (b) "/console/admin/" (k.slug) "/" (seg(name)) } { "Edit" } }
+                    }
+                }
+            }
+        }
+        h2 { "Create" }
+        form id="create" method="post" action={ (b) "/console/admin/" (k.slug) } {
+            (csrf_field(&console.csrf))
+            label for="doc" { "The document, as the admin API takes it (" code { "POST " (k.api) } ")" }
+            textarea id="doc" name="doc" spellcheck="false" { (draft.unwrap_or(k.example)) }
+            p { button type="submit" id="create-submit" { "Create" } }
+        }
+    };
     admin_page(console, status, k.title, body)
 }
 
@@ -304,19 +297,21 @@ async fn edit_page(
     k: &Kind,
     name: &str,
     status: StatusCode,
-    note: Option<String>,
+    note: Option<Markup>,
     draft: Option<&str>,
 ) -> Response {
     let b = &console.base;
     let path = format!("{}/{}", k.api, seg(name));
-    let mut body = note.unwrap_or_default();
     let mut pinned = None;
     let doc = match draft {
         Some(d) => d.to_owned(),
         None => {
             let a = api::call(state, &console.principal, Method::GET, &path, None).await;
             if !a.ok() {
-                body.push_str(&message("error", &a.message()));
+                let body = html! {
+                    @if let Some(n) = &note { (n) }
+                    (message("error", &a.message()))
+                };
                 return admin_page(console, a.status, k.title, body);
             }
             pinned = Some(a.body["authorization_server"].clone()).filter(Value::is_object);
@@ -324,37 +319,26 @@ async fn edit_page(
         }
     };
     let action = format!("{b}/console/admin/{}/{}", k.slug, seg(name));
-    if let Some(p) = pinned {
-        body.push_str(&authorization_server_table(&p, &action, &console.csrf));
-    }
-    body.push_str(&format!(
-        "<h2>{n}</h2><form id=\"edit\" method=\"post\" action=\"{action}\">{csrf}\
-         <label for=\"doc\">The document (<code>PUT {api}/{n}</code>)</label>\
-         <textarea id=\"doc\" name=\"doc\" spellcheck=\"false\">{doc}</textarea>\
-         <p><button type=\"submit\" id=\"save\">Save</button></p></form>{delete}\
-         <p><a href=\"{b}/console/admin/{slug}\">Back to {title}</a></p>",
-        n = escape(name),
-        csrf = csrf_field(&console.csrf),
-        api = k.api,
-        doc = escape(&doc),
-        delete = button_form(
-            "delete",
-            &format!("{action}/delete"),
-            &console.csrf,
-            "Delete",
-            "danger"
-        ),
-        slug = k.slug,
-        title = k.title.to_lowercase(),
-    ));
+    let body = html! {
+        @if let Some(n) = &note { (n) }
+        @if let Some(p) = &pinned { (authorization_server_table(p, &action, &console.csrf)) }
+        h2 { (name) }
+        form id="edit" method="post" action=(action) {
+            (csrf_field(&console.csrf))
+            label for="doc" { "The document (" code { "PUT " (k.api) "/" (name) } ")" }
+            textarea id="doc" name="doc" spellcheck="false" { (doc) }
+            p { button type="submit" id="save" { "Save" } }
+        }
+        (button_form("delete", &format!("{action}/delete"), &console.csrf, "Delete", "danger"))
+        p { a href={ (b) "/console/admin/" (k.slug) } { "Back to " (k.title.to_lowercase()) } }
+    };
     admin_page(console, status, k.title, body)
 }
 
 /// A server's pinned authorization server, read-only, with a button to discover it again:
 /// these are the endpoints users' browsers and the client secret go to.
-fn authorization_server_table(p: &Value, action: &str, csrf: &str) -> String {
-    let mut rows = String::new();
-    for field in [
+fn authorization_server_table(p: &Value, action: &str, csrf: &str) -> Markup {
+    let rows: Vec<(&str, String)> = [
         "issuer",
         "authorization_endpoint",
         "token_endpoint",
@@ -365,28 +349,25 @@ fn authorization_server_table(p: &Value, action: &str, csrf: &str) -> String {
         "discovered_at",
         "metadata_url",
         "resource_metadata_url",
-    ] {
-        let v = match &p[field] {
-            Value::Null => continue,
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        rows.push_str(&format!(
-            "<tr><th>{}</th><td><code>{}</code></td></tr>",
-            escape(field),
-            escape(&v)
-        ));
+    ]
+    .into_iter()
+    .filter_map(|field| match &p[field] {
+        Value::Null => None,
+        Value::String(s) => Some((field, s.clone())),
+        other => Some((field, other.to_string())),
+    })
+    .collect();
+    html! {
+        h2 { "Authorization server" }
+        table id="authorization-server" {
+            tbody {
+                @for (field, v) in &rows {
+                    tr { th { (field) } td { code { (v) } } }
+                }
+            }
+        }
+        (button_form("discover", &format!("{action}/discover"), csrf, "Discover again", "secondary"))
     }
-    format!(
-        "<h2>Authorization server</h2><table id=\"authorization-server\"><tbody>{rows}</tbody></table>{}",
-        button_form(
-            "discover",
-            &format!("{action}/discover"),
-            csrf,
-            "Discover again",
-            "secondary"
-        )
-    )
 }
 
 pub async fn edit(
@@ -540,15 +521,17 @@ pub async fn catalog(
     let b = &console.base;
     let user = q.user.as_deref().map(str::trim).unwrap_or_default();
     let groups = q.groups.as_deref().map(str::trim).unwrap_or_default();
-    let mut body = format!(
-        "<form id=\"whatif\" method=\"get\" action=\"{b}/console/admin/catalog\">\
-         <label>User <input type=\"text\" id=\"whatif-user\" name=\"user\" value=\"{u}\" required></label> \
-         <label>IdP groups (comma-separated) <input type=\"text\" id=\"whatif-groups\" name=\"groups\" value=\"{g}\"></label> \
-         <button type=\"submit\" id=\"whatif-submit\">Show</button></form>",
-        u = escape(user),
-        g = escape(groups),
-    );
+    let form = html! {
+        form id="whatif" method="get" action={ (b) "/console/admin/catalog" } {
+            label { "User " input type="text" id="whatif-user" name="user" value=(user) required; }
+            " "
+            label { "IdP groups (comma-separated) " input type="text" id="whatif-groups" name="groups" value=(groups); }
+            " "
+            button type="submit" id="whatif-submit" { "Show" }
+        }
+    };
     let mut status = StatusCode::OK;
+    let mut result = html! {};
     if !user.is_empty() {
         let mut path = format!("/admin/users/{}/catalog", seg(user));
         if !groups.is_empty() {
@@ -558,52 +541,64 @@ pub async fn catalog(
             );
         }
         let a = api::call(&state, &console.principal, Method::GET, &path, None).await;
-        if !a.ok() {
-            status = a.status;
-            body.push_str(&message("error", &a.message()));
+        if a.ok() {
+            result = what_they_see(&a.body);
         } else {
-            let teams: Vec<&str> = a.body["teams"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            body.push_str(&format!(
-                "<p id=\"whatif-teams\">Teams: {}</p>",
-                if teams.is_empty() {
-                    "none".to_owned()
-                } else {
-                    escape(&teams.join(", "))
-                }
-            ));
-            let endpoints = a.body["endpoints"].as_array().cloned().unwrap_or_default();
-            if endpoints.is_empty() {
-                body.push_str("<p id=\"whatif-nothing\">This user can use no endpoint.</p>");
-            } else {
-                body.push_str("<table id=\"catalog\"><thead><tr><th>Endpoint</th><th>Kind</th><th>Tools</th></tr></thead><tbody>");
-                for e in &endpoints {
-                    let name = e["name"].as_str().unwrap_or_default();
-                    let tools: Vec<String> = e["tools"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t["name"].as_str().map(escape))
-                        .collect();
-                    let mut cell = tools.join(", ");
-                    if let Some(err) = e["error"].as_str() {
-                        cell.push_str(&format!("<br><span class=\"muted\">{}</span>", escape(err)));
+            status = a.status;
+            result = message("error", &a.message());
+        }
+    }
+    let body = html! { (form) (result) };
+    admin_page(&console, status, "What would this user see", body)
+}
+
+/// A user's effective catalog (`GET /admin/users/{user}/catalog`): teams, then each endpoint
+/// with its tools.
+fn what_they_see(catalog: &Value) -> Markup {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let teams = strings(&catalog["teams"]);
+    let endpoints = catalog["endpoints"].as_array().cloned().unwrap_or_default();
+    html! {
+        p id="whatif-teams" {
+            "Teams: "
+            @if teams.is_empty() { "none" } @else { (teams.join(", ")) }
+        }
+        @if endpoints.is_empty() {
+            p id="whatif-nothing" { "This user can use no endpoint." }
+        } @else {
+            table id="catalog" {
+                thead { tr { th { "Endpoint" } th { "Kind" } th { "Tools" } } }
+                tbody {
+                    @for e in &endpoints {
+                        @let name = e["name"].as_str().unwrap_or_default();
+                        @let tools: Vec<&str> = e["tools"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t["name"].as_str())
+                            .collect();
+                        tr id={ "endpoint-" (name) } data-endpoint=(name) {
+                            td { (name) }
+                            td { (e["kind"].as_str().unwrap_or_default()) }
+                            td {
+                                (tools.join(", "))
+                                @if let Some(err) = e["error"].as_str() {
+                                    br;
+                                    span class="muted" { (err) }
+                                }
+                            }
+                        }
                     }
-                    body.push_str(&format!(
-                        "<tr id=\"endpoint-{n}\" data-endpoint=\"{n}\"><td>{n}</td><td>{k}</td><td>{cell}</td></tr>",
-                        n = escape(name),
-                        k = escape(e["kind"].as_str().unwrap_or_default()),
-                    ));
                 }
-                body.push_str("</tbody></table>");
             }
         }
     }
-    admin_page(&console, status, "What would this user see", body)
 }
 
 /// Everyone's per-user connections, with revoke.
@@ -628,7 +623,7 @@ async fn grants_page(
     console: &Console,
     state: &AppState,
     status: StatusCode,
-    note: Option<String>,
+    note: Option<Markup>,
 ) -> Response {
     let b = &console.base;
     let a = api::call(
@@ -639,36 +634,45 @@ async fn grants_page(
         None,
     )
     .await;
-    let mut body = note.unwrap_or_default();
-    if !a.ok() {
-        body.push_str(&message("error", &a.message()));
-    }
-    if a.body["truncated"] == true {
-        body.push_str(&message(
-            "notice",
-            "Only the first 1000 connections are shown.",
-        ));
-    }
-    body.push_str("<table id=\"grants\"><thead><tr><th>User</th><th>Server</th><th>Status</th><th>Access token expires</th><th>Last refresh</th><th>Last error</th><th></th></tr></thead><tbody>");
-    for g in a.body["connections"].as_array().into_iter().flatten() {
-        let text = |k: &str| escape(g[k].as_str().unwrap_or("—"));
-        let user = g["user"].as_str().unwrap_or_default();
-        let server = g["server"].as_str().unwrap_or_default();
-        body.push_str(&format!(
-            "<tr data-user=\"{u}\" data-server=\"{s}\"><td>{u}</td><td>{s}</td><td class=\"status\">{st}</td><td>{exp}</td><td>{lr}</td><td>{le}</td>\
-             <td><form class=\"revoke inline\" method=\"post\" action=\"{b}/console/admin/connections/revoke\">{csrf}\
-             <input type=\"hidden\" name=\"user\" value=\"{u}\"><input type=\"hidden\" name=\"server\" value=\"{s}\">\
-             <button type=\"submit\" class=\"danger\">Revoke</button></form></td></tr>",
-            u = escape(user),
-            s = escape(server),
-            st = text("status"),
-            exp = text("expires_at"),
-            lr = text("last_refresh_at"),
-            le = text("last_error"),
-            csrf = csrf_field(&console.csrf),
-        ));
-    }
-    body.push_str("</tbody></table>");
+    // A connection's field as shown, a dash when it has none.
+    let shown = |g: &Value, k: &str| g[k].as_str().unwrap_or("—").to_owned();
+    let body = html! {
+        @if let Some(n) = &note { (n) }
+        @if !a.ok() { (message("error", &a.message())) }
+        @if a.body["truncated"] == true {
+            (message("notice", "Only the first 1000 connections are shown."))
+        }
+        table id="grants" {
+            thead {
+                tr {
+                    th { "User" } th { "Server" } th { "Status" } th { "Access token expires" }
+                    th { "Last refresh" } th { "Last error" } th {}
+                }
+            }
+            tbody {
+                @for g in a.body["connections"].as_array().into_iter().flatten() {
+                    @let user = g["user"].as_str().unwrap_or_default();
+                    @let server = g["server"].as_str().unwrap_or_default();
+                    tr data-user=(user) data-server=(server) {
+                        td { (user) }
+                        td { (server) }
+                        td class="status" { (shown(g, "status")) }
+                        td { (shown(g, "expires_at")) }
+                        td { (shown(g, "last_refresh_at")) }
+                        td { (shown(g, "last_error")) }
+                        td {
+                            form class="revoke inline" method="post" action={ (b) "/console/admin/connections/revoke" } {
+                                (csrf_field(&console.csrf))
+                                input type="hidden" name="user" value=(user);
+                                input type="hidden" name="server" value=(server);
+                                button type="submit" class="danger" { "Revoke" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
     admin_page(console, status, "Everyone's connections", body)
 }
 

@@ -1,27 +1,15 @@
-//! Page rendering: one layout, escaping, and the headers every console page carries.
+//! Page rendering: one layout, the page parts every console page shares, and the headers
+//! every console page carries.
 //!
-//! Nothing is rendered from input without [`escape`]; the only script-capable sources the
-//! Content-Security-Policy allows are none at all (`default-src 'none'`), so even a missed
+//! Pages are `maud` templates: text put into a page is escaped by the template itself (there
+//! is no way to insert unescaped text short of `PreEscaped`, which no page uses), so markup
+//! in a server's description, a user's email or a query is shown as text. On top of that the
+//! Content-Security-Policy allows no scripts at all (`default-src 'none'`), so even a missed
 //! escape could not run code. The one stylesheet is served by the gateway itself.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use maud::{DOCTYPE, Markup, html};
 
 /// The signed-in user as the header shows them.
 pub struct Nav<'a> {
@@ -35,7 +23,7 @@ pub struct Nav<'a> {
 pub struct Page<'a> {
     pub status: StatusCode,
     pub title: &'a str,
-    pub body: String,
+    pub body: Markup,
     pub nav: Option<Nav<'a>>,
     /// Origins forms on this page may submit to besides the gateway (the sign-in page's
     /// identity providers, reached through the gateway's redirect).
@@ -45,7 +33,7 @@ pub struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    pub fn new(status: StatusCode, title: &'a str, body: String) -> Self {
+    pub fn new(status: StatusCode, title: &'a str, body: Markup) -> Self {
         Self {
             status,
             title,
@@ -61,39 +49,43 @@ impl<'a> Page<'a> {
         self
     }
 
-    fn html(&self, base: &str) -> String {
-        let nav = match &self.nav {
-            None => String::new(),
-            Some(n) => {
-                let admin = if n.is_admin {
-                    format!(
-                        "<a id=\"nav-admin\" href=\"{b}/console/admin\">Admin</a>",
-                        b = n.base
-                    )
-                } else {
-                    String::new()
-                };
-                format!(
-                    "<nav><a id=\"nav-connections\" href=\"{b}/console\">My connections</a>{admin}</nav>\
-                     <div class=\"who\">Signed in as <strong id=\"whoami\">{user}</strong>\
-                     <form id=\"logout\" method=\"post\" action=\"{b}/console/logout\">{csrf}\
-                     <button type=\"submit\">Sign out</button></form></div>",
-                    b = n.base,
-                    user = escape(n.user),
-                    csrf = csrf_field(n.csrf),
-                )
+    fn html(&self, base: &str) -> Markup {
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (self.title) " · MCP Gateway" }
+                    link rel="stylesheet" href={ (base) "/console/assets/console.css" };
+                }
+                body {
+                    header {
+                        span class="brand" { "MCP Gateway" }
+                        @if let Some(n) = &self.nav {
+                            nav {
+                                a id="nav-connections" href={ (n.base) "/console" } { "My connections" }
+                                @if n.is_admin {
+                                    a id="nav-admin" href={ (n.base) "/console/admin" } { "Admin" }
+                                }
+                            }
+                            div class="who" {
+                                "Signed in as "
+                                strong id="whoami" { (n.user) }
+                                form id="logout" method="post" action={ (n.base) "/console/logout" } {
+                                    (csrf_field(n.csrf))
+                                    button type="submit" { "Sign out" }
+                                }
+                            }
+                        }
+                    }
+                    main {
+                        h1 { (self.title) }
+                        (self.body)
+                    }
+                }
             }
-        };
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{t} · MCP Gateway</title>\
-             <link rel=\"stylesheet\" href=\"{base}/console/assets/console.css\"></head>\
-             <body><header><span class=\"brand\">MCP Gateway</span>{nav}</header>\
-             <main><h1>{t}</h1>{body}</main></body></html>",
-            t = escape(self.title),
-            body = self.body,
-        )
+        }
     }
 
     pub fn render(self, base: &str) -> Response {
@@ -105,7 +97,7 @@ impl<'a> Page<'a> {
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
              frame-ancestors 'none'; base-uri 'none'"
         );
-        let mut resp = (self.status, self.html(base)).into_response();
+        let mut resp = (self.status, self.html(base).into_string()).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -155,31 +147,24 @@ pub fn see_other(location: &str, cookies: &[String]) -> Response {
 }
 
 /// The hidden CSRF field every state-changing form carries.
-pub fn csrf_field(token: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        escape(token)
-    )
+pub fn csrf_field(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
 }
 
-/// A one-button form posting to `action` (already escaped where it holds names).
-pub fn button_form(id: &str, action: &str, csrf: &str, label: &str, class: &str) -> String {
-    format!(
-        "<form id=\"{id}\" class=\"inline\" method=\"post\" action=\"{action}\">{}\
-         <button type=\"submit\" class=\"{class}\">{}</button></form>",
-        csrf_field(csrf),
-        escape(label),
-        id = escape(id),
-    )
+/// A one-button form posting to `action`.
+pub fn button_form(id: &str, action: &str, csrf: &str, label: &str, class: &str) -> Markup {
+    html! {
+        form id=(id) class="inline" method="post" action=(action) {
+            (csrf_field(csrf))
+            button type="submit" class=(class) { (label) }
+        }
+    }
 }
 
 /// A message box: `kind` is `error` or `notice`.
-pub fn message(kind: &str, text: &str) -> String {
+pub fn message(kind: &str, text: &str) -> Markup {
     let id = if kind == "error" { "error" } else { "flash" };
-    format!(
-        "<p id=\"{id}\" class=\"{kind}\" role=\"status\">{}</p>",
-        escape(text)
-    )
+    html! { p id=(id) class=(kind) role="status" { (text) } }
 }
 
 /// The console's stylesheet, served from the gateway (no outside assets).
@@ -207,11 +192,23 @@ pub async fn stylesheet() -> Response {
 mod tests {
     use super::*;
 
+    /// Markup in any text a page shows is inert: the template escapes it.
     #[test]
     fn markup_in_text_is_inert() {
-        assert_eq!(
-            escape(r#"<img src=x onerror="a('b')">&"#),
-            "&lt;img src=x onerror=&quot;a(&#39;b&#39;)&quot;&gt;&amp;"
+        let attack = r#"<img src=x onerror="a('b')">&"#;
+        let page = Page::new(StatusCode::OK, attack, message("error", attack)).with_nav(Nav {
+            base: "/prod",
+            user: attack,
+            is_admin: true,
+            csrf: attack,
+        });
+        let out = page.html("/prod").into_string();
+        let escaped = "&lt;img src=x onerror=&quot;a('b')&quot;&gt;&amp;";
+        assert!(!out.contains("<img"), "{out}");
+        assert_eq!(out.matches(escaped).count(), 5, "{out}");
+        assert!(
+            out.contains(&format!("name=\"csrf\" value=\"{escaped}\"")),
+            "{out}"
         );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use maud::{Markup, html};
 use mcpgw::domain::UpstreamAuth;
 use mcpgw::policy::Subject;
 use mcpgw::state::AppState;
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Form;
 use super::api::{self, seg};
-use super::html::{self, Page, button_form, csrf_field, escape, message};
+use super::html::{self, Page, button_form, csrf_field, message};
 use super::session::Console;
 
 #[derive(Deserialize, Default)]
@@ -87,7 +88,7 @@ async fn render(
     console: &Console,
     state: &AppState,
     status: StatusCode,
-    note: Option<String>,
+    note: Option<Markup>,
 ) -> Response {
     let p = &console.principal;
     let subject = Subject::from(p);
@@ -156,114 +157,127 @@ async fn render(
     }
     let csrf = &console.csrf;
     let b = &console.base;
-    let mut body = String::new();
-    if let Some(n) = note {
-        body.push_str(&n);
-    }
-    for pr in &problems {
-        body.push_str(&message("error", pr));
-    }
-    body.push_str("<p class=\"muted\">Point your MCP client at an endpoint's URL with your gateway credential. Servers that act with your own account need you to connect it once.</p>");
-    if rows.is_empty() {
-        body.push_str("<p id=\"nothing\">You have no MCP endpoints yet. Ask a gateway admin to add you to a server group.</p>");
-    } else {
-        body.push_str("<table id=\"endpoints\"><thead><tr><th>Endpoint</th><th>Kind</th><th>Auth</th><th>Status</th><th>Actions</th></tr></thead><tbody>");
-        for r in rows.values() {
-            let name = escape(&r.name);
-            let n = seg(&r.name);
-            let url = r
-                .url
-                .as_deref()
-                .map(|u| format!("<br><code class=\"url\">{}</code>", escape(u)))
-                .unwrap_or_default();
-            let (status_cell, actions) = match (&r.connection, r.auth.as_str()) {
-                (Some(c), "oauth2") => {
-                    let code = c["status"].as_str().unwrap_or("not_connected");
-                    let mut a = String::new();
-                    let reachable = c["reachable"] != false;
-                    if reachable {
-                        let label = if code == "not_connected" {
-                            "Connect"
-                        } else {
-                            "Reconnect"
-                        };
-                        a.push_str(&button_form(
-                            &format!("connect-{}", r.name),
-                            &format!("{b}/console/connections/{n}/connect"),
-                            csrf,
-                            label,
-                            "",
-                        ));
-                    }
-                    if code != "not_connected" {
-                        a.push_str(&button_form(
-                            &format!("disconnect-{}", r.name),
-                            &format!("{b}/console/connections/{n}/disconnect"),
-                            csrf,
-                            "Disconnect",
-                            "danger",
-                        ));
-                    }
-                    let mut cell = format!(
-                        "<td class=\"status status-{code}\" data-status=\"{code}\">{}",
-                        status_label(code)
-                    );
-                    if let Some(e) = c["last_error"].as_str() {
-                        cell.push_str(&format!(
-                            "<br><span class=\"muted\">last error: {}</span>",
-                            escape(e)
-                        ));
-                    }
-                    cell.push_str("</td>");
-                    (cell, a)
-                }
-                (Some(c), "per_user_token") => {
-                    let set = c["status"] == "connected";
-                    let code = if set { "connected" } else { "not_connected" };
-                    let label = if set { "token set" } else { "no token" };
-                    let mut a = String::new();
-                    if c["reachable"] != false {
-                        a.push_str(&format!(
-                            "<form id=\"token-{id}\" class=\"inline\" method=\"post\" action=\"{b}/console/credentials/{n}\">{}\
-                             <input type=\"password\" name=\"token\" aria-label=\"token for {name}\" autocomplete=\"off\" required> \
-                             <button type=\"submit\">{}</button></form>",
-                            csrf_field(csrf),
-                            if set { "Replace token" } else { "Save token" },
-                            id = name,
-                        ));
-                    }
-                    if set {
-                        a.push_str(&button_form(
-                            &format!("clear-token-{}", r.name),
-                            &format!("{b}/console/credentials/{n}/clear"),
-                            csrf,
-                            "Remove token",
-                            "danger",
-                        ));
-                    }
-                    (
-                        format!(
-                            "<td class=\"status status-{code}\" data-status=\"{code}\">{label}</td>"
-                        ),
-                        a,
-                    )
-                }
-                _ => (
-                    "<td class=\"status\" data-status=\"none\">—</td>".to_owned(),
-                    String::new(),
-                ),
-            };
-            body.push_str(&format!(
-                "<tr id=\"row-{name}\" data-endpoint=\"{name}\"><td><strong>{name}</strong>{url}</td><td>{kind}</td><td class=\"auth\">{auth}</td>{status_cell}<td>{actions}</td></tr>",
-                kind = r.kind,
-                auth = escape(&r.auth),
-            ));
+    let body = html! {
+        @if let Some(n) = &note { (n) }
+        @for pr in &problems { (message("error", pr)) }
+        p class="muted" {
+            "Point your MCP client at an endpoint's URL with your gateway credential. Servers \
+             that act with your own account need you to connect it once."
         }
-        body.push_str("</tbody></table>");
-    }
+        @if rows.is_empty() {
+            p id="nothing" {
+                "You have no MCP endpoints yet. Ask a gateway admin to add you to a server group."
+            }
+        } @else {
+            table id="endpoints" {
+                thead {
+                    tr { th { "Endpoint" } th { "Kind" } th { "Auth" } th { "Status" } th { "Actions" } }
+                }
+                tbody {
+                    @for r in rows.values() { (row(r, b, csrf)) }
+                }
+            }
+        }
+    };
     Page::new(status, "My connections", body)
         .with_nav(console.nav())
         .render(b)
+}
+
+/// One endpoint's row: its URL, kind and auth, and for a per-user credential its status and
+/// the forms that change it.
+fn row(r: &Row, b: &str, csrf: &str) -> Markup {
+    let n = seg(&r.name);
+    let (status_cell, actions) = match (&r.connection, r.auth.as_str()) {
+        (Some(c), "oauth2") => {
+            let code = c["status"].as_str().unwrap_or("not_connected");
+            let reachable = c["reachable"] != false;
+            let connect = if code == "not_connected" {
+                "Connect"
+            } else {
+                "Reconnect"
+            };
+            let cell = html! {
+                td class={ "status status-" (code) } data-status=(code) {
+                    (status_label(code))
+                    @if let Some(e) = c["last_error"].as_str() {
+                        br;
+                        span class="muted" { "last error: " (e) }
+                    }
+                }
+            };
+            let actions = html! {
+                @if reachable {
+                    (button_form(
+                        &format!("connect-{}", r.name),
+                        &format!("{b}/console/connections/{n}/connect"),
+                        csrf,
+                        connect,
+                        "",
+                    ))
+                }
+                @if code != "not_connected" {
+                    (button_form(
+                        &format!("disconnect-{}", r.name),
+                        &format!("{b}/console/connections/{n}/disconnect"),
+                        csrf,
+                        "Disconnect",
+                        "danger",
+                    ))
+                }
+            };
+            (cell, actions)
+        }
+        (Some(c), "per_user_token") => {
+            let set = c["status"] == "connected";
+            let code = if set { "connected" } else { "not_connected" };
+            let label = if set { "token set" } else { "no token" };
+            let cell = html! {
+                td class={ "status status-" (code) } data-status=(code) { (label) }
+            };
+            let actions = html! {
+                @if c["reachable"] != false {
+                    form id={ "token-" (r.name) } class="inline" method="post"
+                        action={ (b) "/console/credentials/" (n) } {
+                        (csrf_field(csrf))
+                        input type="password" name="token" aria-label={ "token for " (r.name) }
+                            autocomplete="off" required;
+                        " "
+                        button type="submit" { (if set { "Replace token" } else { "Save token" }) }
+                    }
+                }
+                @if set {
+                    (button_form(
+                        &format!("clear-token-{}", r.name),
+                        &format!("{b}/console/credentials/{n}/clear"),
+                        csrf,
+                        "Remove token",
+                        "danger",
+                    ))
+                }
+            };
+            (cell, actions)
+        }
+        _ => (
+            html! { td class="status" data-status="none" { "—" } },
+            html! {},
+        ),
+    };
+    html! {
+        tr id={ "row-" (r.name) } data-endpoint=(r.name) {
+            td {
+                strong { (r.name) }
+                @if let Some(u) = &r.url {
+                    br;
+                    code class="url" { (u) }
+                }
+            }
+            td { (r.kind) }
+            td class="auth" { (r.auth) }
+            (status_cell)
+            td { (actions) }
+        }
+    }
 }
 
 /// A form on this page failed: the page again, with the API's message.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use maud::html;
 use mcpgw::domain::{IdentityProvider, OAuthState};
 use mcpgw::oauth_client::OidcTokenResponse;
 use mcpgw::oauth_metadata::{self, Kind};
@@ -27,7 +28,7 @@ use oauth2::{AuthorizationCode, PkceCodeVerifier, RedirectUrl, TokenUrl};
 use serde::{Deserialize, Serialize};
 
 use super::Form;
-use super::html::{self, Page, escape, message};
+use super::html::{self, Page, message};
 use super::session::{self, Console, LOGIN_COOKIE, LOGIN_TTL, Who, cookie, read_cookie};
 
 /// Bound on discovery at an identity provider (the token request goes through
@@ -75,28 +76,36 @@ async fn login_page(state: &AppState, status: StatusCode, error: Option<&str>) -
     let base = session::base(state);
     let nonce = mcpgw::crypto::random_token(24);
     let providers = console_providers(state).await;
-    let mut body = String::new();
-    if let Some(e) = error {
-        body.push_str(&message("error", e));
-    }
-    for p in &providers {
-        body.push_str(&format!(
-            "<section class=\"card\"><h2>Sign in with {name}</h2>\
-             <form id=\"sso-{name}\" method=\"get\" action=\"{base}/console/login/oidc/{name}\">\
-             <label>Email or username (optional) <input type=\"text\" id=\"login-hint-{name}\" \
-             name=\"login_hint\" autocomplete=\"username\"></label> \
-             <button type=\"submit\" id=\"sso-submit-{name}\">Continue to {name}</button></form></section>",
-            name = escape(&p.name),
-        ));
-    }
-    body.push_str(&format!(
-        "<section class=\"card\"><h2>Sign in with a gateway API key</h2>\
-         <form id=\"key-login\" method=\"post\" action=\"{base}/console/login\">\
-         <input type=\"hidden\" name=\"login_csrf\" value=\"{nonce}\">\
-         <label>API key <input type=\"password\" id=\"key\" name=\"key\" autocomplete=\"off\" required></label> \
-         <button type=\"submit\" id=\"key-submit\">Sign in</button></form>\
-         <p class=\"muted\">The key is kept only inside the sealed session cookie.</p></section>",
-    ));
+    let body = html! {
+        @if let Some(e) = error { (message("error", e)) }
+        @for p in &providers {
+            section class="card" {
+                h2 { "Sign in with " (p.name) }
+                form id={ "sso-" (p.name) } method="get" action={ (base) "/console/login/oidc/" (p.name) } {
+                    label {
+                        "Email or username (optional) "
+                        input type="text" id={ "login-hint-" (p.name) } name="login_hint"
+                            autocomplete="username";
+                    }
+                    " "
+                    button type="submit" id={ "sso-submit-" (p.name) } { "Continue to " (p.name) }
+                }
+            }
+        }
+        section class="card" {
+            h2 { "Sign in with a gateway API key" }
+            form id="key-login" method="post" action={ (base) "/console/login" } {
+                input type="hidden" name="login_csrf" value=(nonce);
+                label {
+                    "API key "
+                    input type="password" id="key" name="key" autocomplete="off" required;
+                }
+                " "
+                button type="submit" id="key-submit" { "Sign in" }
+            }
+            p class="muted" { "The key is kept only inside the sealed session cookie." }
+        }
+    };
     let mut page = Page::new(status, "Sign in", body);
     // The SSO forms reach the provider through the gateway's redirect; form-action governs
     // that redirect too.

@@ -575,6 +575,18 @@ pub async fn gateway(vars: &[(&str, &str)], servers: &[(&str, &str, &str)]) -> G
     }
 }
 
+/// Replaces the fixture's admit-everyone server group with `group` (its name is set).
+pub async fn replace_everyone_group(gw: &Gateway, mut group: Value) {
+    group["name"] = "everyone".into();
+    let req = Request::put("/admin/server-groups/everyone")
+        .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
+        .header("content-type", "application/json")
+        .body(Body::from(group.to_string()))
+        .unwrap();
+    let r = send(&admin_api::app(gw.state.clone()), req).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several processes of one deployment (Lambda instances)
 
