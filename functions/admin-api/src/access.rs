@@ -115,10 +115,10 @@ async fn missing_tools(
     server: &str,
     names: &[&str],
 ) -> Result<Vec<String>, String> {
-    let up = mcp_proxy::catalog::upstream_for(state, server, admin).await?;
+    let up = mcpgw::upstream::catalog::upstream_for(&state.upstreams, server, admin).await?;
     let listed = tokio::time::timeout(
         TOOL_CHECK_TIMEOUT,
-        mcp_proxy::client::list_tools(&up, admin),
+        mcpgw::upstream::client::list_tools(&up, admin),
     )
     .await
     .map_err(|_| format!("server '{server}' did not list its tools within {TOOL_CHECK_TIMEOUT:?}"))?
@@ -128,7 +128,9 @@ async fn missing_tools(
             error_chain(&e)
         )
     })?;
-    let have: BTreeSet<&str> = mcp_proxy::client::tool_names(&listed).into_iter().collect();
+    let have: BTreeSet<&str> = mcpgw::upstream::client::tool_names(&listed)
+        .into_iter()
+        .collect();
     Ok(names
         .iter()
         .filter(|n| !have.contains(*n))

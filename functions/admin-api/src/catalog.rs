@@ -1,5 +1,5 @@
 //! The effective catalog: every endpoint and tool a principal can reach, computed by the same
-//! decision function the proxy uses (`mcp_proxy::catalog`). `GET /me/catalog` for the caller;
+//! decision function the proxy uses (`mcpgw::upstream::catalog`). `GET /me/catalog` for the caller;
 //! `GET /admin/users/{user}/catalog[?groups=a,b]` for anyone, with a hypothetical set of IdP
 //! groups: the "what would this user see" review.
 
@@ -82,11 +82,9 @@ async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError>
         };
         pending.push((access, kind));
     }
-    let listed = join_all(
-        pending
-            .iter()
-            .map(|(access, _)| mcp_proxy::catalog::endpoint_tools(state, &subject.user, access)),
-    )
+    let listed = join_all(pending.iter().map(|(access, _)| {
+        mcpgw::upstream::catalog::endpoint_tools(&state.upstreams, &subject.user, access)
+    }))
     .await;
     for ((access, kind), tools) in pending.iter().zip(listed) {
         let mut e = json!({

@@ -202,7 +202,7 @@ async fn link_mine(
     if !reachable.contains(&server) || oauth_server(&state, &server).await?.is_none() {
         return Err(ApiError::not_found("no OAuth server by that name"));
     }
-    let url = link::make(&state, &p.user, &server)
+    let url = link::make(&state.grants, &p.user, &server)
         .await
         .map_err(grant_failed)?;
     let expires_at = to_rfc3339(state.clock.now() + link::LINK_TTL_SECS);
@@ -225,7 +225,7 @@ async fn disconnect(state: &AppState, user: &str, server: &str) -> Result<Value,
         return Err(not_found());
     }
     let revocation = match per_user_server(state, server).await? {
-        Some((s, Kind::OAuth2)) => revoke::disconnect(state, user, &s)
+        Some((s, Kind::OAuth2)) => revoke::disconnect(&state.grants, user, &s)
             .await
             .map_err(grant_failed)?,
         Some((_, Kind::UserToken)) => forget(state, user, server)
@@ -365,7 +365,7 @@ async fn set_credential(
             "the token cannot be sent in this server's header",
         ));
     }
-    user_token::store(&state, &p.user, &s, &input.token)
+    user_token::store(&state.grants, &p.user, &s, &input.token)
         .await
         .map_err(grant_failed)?;
     tracing::info!(%server, "per-user token stored");

@@ -282,7 +282,7 @@ async fn pin_for_save(
 ) -> Result<(), ApiError> {
     server.authorization_server = None;
     match endpoints::resolve(
-        &state.oauth_http,
+        &state.grants.oauth_http,
         &state.config.egress,
         server,
         PinSource::DiscoveredAtSave,
@@ -570,7 +570,7 @@ async fn discover(
         ));
     }
     let pin = match endpoints::resolve(
-        &state.oauth_http,
+        &state.grants.oauth_http,
         &state.config.egress,
         &server,
         PinSource::RediscoveredByAdmin,

@@ -13,6 +13,7 @@ use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
 use mcpgw::mcp::session::UpstreamLink;
 use mcpgw::state::AppState;
+use mcpgw::upstream::CredentialError;
 use serde_json::{Value, json};
 
 use crate::forward::{no_get_stream, session_header};
@@ -21,7 +22,7 @@ use crate::session_era::{self, SessionAt};
 /// JSON-RPC error of a request that needs the user to open a URL first (MCP 2025-11-25).
 pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 
-/// What the caller lacks, read from the refusal `Upstream::new` gave.
+/// What the caller lacks.
 pub struct Missing {
     /// What to tell the user, link included.
     pub message: String,
@@ -31,18 +32,17 @@ pub struct Missing {
 
 impl Missing {
     /// `Some` when `e` says a credential of the caller's own is missing.
-    pub fn from_error(e: &ApiError) -> Option<Self> {
-        match e.code {
-            // The message ends with "open {url}" (relay::oauth_headers).
-            "connect_required" => Some(Self {
-                url: e.message.rsplit_once("open ").map(|(_, u)| u.to_owned()),
-                message: e.message.clone(),
+    pub fn of(e: &CredentialError) -> Option<Self> {
+        match e {
+            CredentialError::ConnectRequired { url, .. } => Some(Self {
+                url: Some(url.clone()),
+                message: e.to_string(),
             }),
-            "credential_required" => Some(Self {
+            CredentialError::TokenRequired { .. } => Some(Self {
                 url: None,
-                message: e.message.clone(),
+                message: e.to_string(),
             }),
-            _ => None,
+            CredentialError::Unavailable(_) => None,
         }
     }
 }
@@ -151,9 +151,13 @@ fn answer(
         "resources/list" => ok(json!({"resources": []})),
         "resources/templates/list" => ok(json!({"resourceTemplates": []})),
         "prompts/list" => ok(json!({"prompts": []})),
-        "server/discover" => ok(crate::handshakes::discover_result_from_initialize(
-            &init_result(mcpgw::mcp::versions::LATEST_HANDSHAKE, endpoint, missing),
-        )),
+        "server/discover" => ok(
+            mcpgw::upstream::handshakes::discover_result_from_initialize(&init_result(
+                mcpgw::mcp::versions::LATEST_HANDSHAKE,
+                endpoint,
+                missing,
+            )),
+        ),
         "tools/call" => tool_call(id, client, missing),
         _ => axum::Json(jsonrpc::error(
             Some(id),
@@ -249,11 +253,10 @@ mod tests {
     use super::*;
 
     fn missing() -> Missing {
-        Missing::from_error(&ApiError::new(
-            StatusCode::FORBIDDEN,
-            "connect_required",
-            "connect your account at this server first: open https://gw/oauth/connect/x?link=abc",
-        ))
+        Missing::of(&CredentialError::ConnectRequired {
+            url: "https://gw/oauth/connect/x?link=abc".into(),
+            reconsent: false,
+        })
         .unwrap()
     }
 
@@ -265,13 +268,24 @@ mod tests {
     }
 
     #[test]
-    fn link_is_read_from_the_refusal() {
+    fn the_prompt_carries_the_link_and_says_what_to_do() {
+        let m = missing();
         assert_eq!(
-            missing().url.as_deref(),
+            m.url.as_deref(),
             Some("https://gw/oauth/connect/x?link=abc")
         );
-        let other = ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no");
-        assert!(Missing::from_error(&other).is_none());
+        assert_eq!(
+            m.message,
+            "connect your account at this server first: open https://gw/oauth/connect/x?link=abc"
+        );
+        let token = Missing::of(&CredentialError::TokenRequired {
+            store_at: "https://gw/me/credentials/x".into(),
+        })
+        .unwrap();
+        assert_eq!(token.url, None);
+        assert!(token.message.contains("PUT https://gw/me/credentials/x"));
+        let down = CredentialError::Unavailable(mcpgw::upstream::Unavailable::TokenNotSendable);
+        assert!(Missing::of(&down).is_none());
     }
 
     #[test]

@@ -10,8 +10,12 @@ use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload};
 use mcpgw::state::AppState;
 
+use mcpgw::identity::Principal;
+use mcpgw::policy::Access;
+use mcpgw::upstream::Upstream;
+
 use crate::admission::{Target, admit};
-use crate::relay::{Adapt, Upstream, rpc_error};
+use crate::relay::{Adapt, rpc_error};
 use crate::{connect_prompt, session_era, stateless_era};
 
 /// The gateway session id a request presents, if any.
@@ -73,13 +77,13 @@ pub async fn post(
     };
     let mut headers = parts.headers;
     let adapt = shape(&state, &access, &mut payload, &mut headers);
-    let upstream = match Upstream::new(&state, server.clone(), &principal.user).await {
+    let upstream = match state.upstreams.open(server.clone(), &principal.user).await {
         Ok(u) => u,
         Err(e) => {
             // A caller without their own credential still gets a session, answered in-band
             // with the connect link; anything else is refused as before.
-            let Some(missing) = connect_prompt::Missing::from_error(&e) else {
-                return Err(e);
+            let Some(missing) = connect_prompt::Missing::of(&e) else {
+                return Err(e.into());
             };
             let at = connect_prompt::At {
                 state: &state,
@@ -90,11 +94,12 @@ pub async fn post(
             };
             return match connect_prompt::post(&at, &missing, payload).await {
                 Some(answer) => Ok(answer),
-                None => Err(e),
+                None => Err(e.into()),
             };
         }
     };
     let call = Call {
+        state: state.clone(),
         upstream,
         principal_user: principal.user,
         endpoint,
@@ -133,11 +138,10 @@ pub async fn get(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    match Call::admit(&state, endpoint, headers).await {
-        Err(e) if connect_prompt::Missing::from_error(&e).is_some() => Ok(connect_prompt::get()),
-        Err(e) => Err(e),
-        Ok(Admitted::Server(call)) => Ok(session_era::get(&call).await),
-        Ok(Admitted::Virtual(p, access, headers)) => {
+    match Call::admit(&state, endpoint, headers).await? {
+        Admitted::Server(call) => Ok(session_era::get(&call).await),
+        Admitted::Unconnected(_) => Ok(connect_prompt::get()),
+        Admitted::Virtual(p, access, headers) => {
             Ok(crate::virtual_endpoint::get(&state, &p, &access, &headers).await)
         }
     }
@@ -148,27 +152,21 @@ pub async fn delete(
     ApiPath(endpoint): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let kept = headers.clone();
-    match Call::admit(&state, endpoint.clone(), headers).await {
-        Err(e) if connect_prompt::Missing::from_error(&e).is_some() => {
-            // Admission passed (the refusal is about the upstream credential): the server
-            // is known and the caller may use it.
-            let (principal, Target::Server(server, _)) = admit(&state, &kept, &endpoint).await?
-            else {
-                return Err(e);
-            };
+    match Call::admit(&state, endpoint, headers).await? {
+        Admitted::Server(call) => Ok(session_era::delete(&call).await),
+        Admitted::Unconnected(u) => {
+            // Admitted (the refusal is about the caller's own upstream credential): the
+            // gateway session alone ends.
             let at = connect_prompt::At {
                 state: &state,
-                user: &principal.user,
-                endpoint: &endpoint,
-                upstream_url: &server.url,
-                headers: &kept,
+                user: &u.principal.user,
+                endpoint: &u.endpoint,
+                upstream_url: &u.server.url,
+                headers: &u.headers,
             };
             Ok(connect_prompt::delete(&at).await)
         }
-        Err(e) => Err(e),
-        Ok(Admitted::Server(call)) => Ok(session_era::delete(&call).await),
-        Ok(Admitted::Virtual(p, access, headers)) => {
+        Admitted::Virtual(p, access, headers) => {
             Ok(crate::virtual_endpoint::delete(&state, &p, &access, &headers).await)
         }
     }
@@ -246,11 +244,22 @@ fn shape(
 /// An admitted bodyless request.
 pub enum Admitted {
     Server(Call),
-    Virtual(mcpgw::identity::Principal, mcpgw::policy::Access, HeaderMap),
+    /// A registered server the caller may use, without the credential of their own it needs.
+    Unconnected(Unconnected),
+    Virtual(Principal, Access, HeaderMap),
+}
+
+/// An admitted caller who lacks their own credential for the server.
+pub struct Unconnected {
+    pub principal: Principal,
+    pub server: std::sync::Arc<mcpgw::domain::McpServer>,
+    pub endpoint: String,
+    pub headers: HeaderMap,
 }
 
 /// One admitted request: who, which endpoint, its upstream, its headers.
 pub struct Call {
+    pub state: AppState,
     pub upstream: Upstream,
     pub principal_user: String,
     pub endpoint: String,
@@ -271,8 +280,21 @@ impl Call {
             Target::Server(server, _) => server,
             Target::Virtual(access) => return Ok(Admitted::Virtual(principal, access, headers)),
         };
+        let upstream = match state.upstreams.open(server.clone(), &principal.user).await {
+            Ok(u) => u,
+            Err(e) if e.needs_user() => {
+                return Ok(Admitted::Unconnected(Unconnected {
+                    principal,
+                    server,
+                    endpoint,
+                    headers,
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Admitted::Server(Self {
-            upstream: Upstream::new(state, server, &principal.user).await?,
+            state: state.clone(),
+            upstream,
             principal_user: principal.user,
             endpoint,
             headers,
@@ -281,7 +303,7 @@ impl Call {
     }
 
     pub fn state(&self) -> &AppState {
-        &self.upstream.state
+        &self.state
     }
 
     /// Client headers that may travel upstream for this era: the MCP routing headers and

@@ -13,17 +13,12 @@
 //! in-process upstreams and in the `e2e` crate against server-everything and the Python MCP SDK.
 
 mod admission;
-pub mod catalog;
-pub mod client;
 mod connect_prompt;
 mod forward;
-mod handshakes;
 mod relay;
 mod session_era;
 mod stateless_era;
 mod virtual_endpoint;
-
-pub use relay::Upstream;
 
 use axum::Json;
 use axum::Router;

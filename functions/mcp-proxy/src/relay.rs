@@ -9,22 +9,18 @@
 //! "upstream_bad_answer"` and the client's id; the upstream's text is never echoed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use mcpgw::domain::McpServer;
-use mcpgw::domain::UpstreamAuth;
-use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
-use mcpgw::mcp::handshake::{self, AnswerType, CallError, Reply};
+use mcpgw::http::{ErrorCause, Relayed, error_chain};
+use mcpgw::mcp::handshake::{AnswerType, CallError};
 use mcpgw::mcp::jsonrpc::{Message, UpstreamMessage};
 use mcpgw::mcp::{jsonrpc, sse};
 use mcpgw::policy::Access;
-use mcpgw::state::AppState;
-use mcpgw::upstream::{UpstreamError, credential_headers, returned_response_headers};
+use mcpgw::upstream::{Upstream, returned_response_headers};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -137,386 +133,6 @@ impl BadAnswer {
             format!("upstream bad answer ({self:?}, HTTP {upstream_status})").into(),
         ));
         resp
-    }
-}
-
-/// Bound on detached `notifications/cancelled` calls in flight per process.
-const MAX_PENDING_CANCELS: usize = 64;
-/// How long one may take.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `user`'s access token for `server` and the `Authorization: Bearer` header carrying it.
-/// `rejected`: the token the upstream just refused (refreshed unless already replaced).
-/// Without a usable grant: 403 `connect_required` whose message carries a fresh single-use
-/// connect link.
-pub async fn oauth_headers(
-    state: &AppState,
-    server: &McpServer,
-    user: &str,
-    rejected: Option<&str>,
-) -> Result<(String, HeaderMap), ApiError> {
-    use mcpgw::grants::{GrantError, link, tokens};
-    match tokens::access_token(state, user, server, rejected).await {
-        Ok(token) => bearer(token),
-        Err(e @ (GrantError::NotConnected | GrantError::NeedsReconsent)) => {
-            let url = link::make(state, user, &server.name).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "connect_link_unavailable",
-                    "could not make a connect link, retry later",
-                )
-                .with_cause(&e)
-            })?;
-            let why = if matches!(e, GrantError::NeedsReconsent) {
-                "your connection to this server must be renewed"
-            } else {
-                "connect your account at this server first"
-            };
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "connect_required",
-                format!("{why}: open {url}"),
-            ))
-        }
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            format!(
-                "the gateway could not get a token for this server ({})",
-                e.code()
-            ),
-        )
-        .with_cause(&e)),
-    }
-}
-
-/// `Authorization: Bearer` with the gateway's machine token for an
-/// `oauth2_client_credentials` server.
-async fn machine_headers(
-    state: &AppState,
-    server: &McpServer,
-    rejected: Option<&str>,
-) -> Result<(String, HeaderMap), ApiError> {
-    let token = mcpgw::grants::machine::token(state, server, rejected)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_credential_unavailable",
-                format!(
-                    "the gateway could not get its token for this server ({})",
-                    e.code()
-                ),
-            )
-            .with_cause(&e)
-        })?;
-    bearer(token)
-}
-
-/// The `Authorization: Bearer` header for `token`, marked sensitive.
-fn bearer(token: String) -> Result<(String, HeaderMap), ApiError> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            "the provider issued a token that cannot be sent",
-        )
-    })?;
-    v.set_sensitive(true);
-    let mut h = HeaderMap::new();
-    h.insert(header::AUTHORIZATION, v);
-    Ok((token, h))
-}
-
-/// The header carrying the token `user` stored for a `per_user_token` server. Without one:
-/// 403 `credential_required`, saying where to store it.
-async fn user_token_headers(
-    state: &AppState,
-    server: &McpServer,
-    user: &str,
-) -> Result<HeaderMap, ApiError> {
-    use mcpgw::grants::{GrantError, tokens, user_token};
-    let token = match tokens::access_token(state, user, server, None).await {
-        Ok(t) => t,
-        Err(GrantError::NotConnected | GrantError::NeedsReconsent) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "credential_required",
-                format!(
-                    "store your token for this server first: PUT {}/me/credentials/{} with {{\"token\": \"...\"}}",
-                    state.config.public_url.trim_end_matches('/'),
-                    server.name
-                ),
-            ));
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_credential_unavailable",
-                format!(
-                    "the gateway could not read your token for this server ({})",
-                    e.code()
-                ),
-            )
-            .with_cause(&e));
-        }
-    };
-    let (name, value) = user_token::header_for(server, &token).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            "the stored token cannot be sent in this server's header",
-        )
-    })?;
-    let mut h = HeaderMap::new();
-    h.insert(name, value);
-    Ok(h)
-}
-
-/// A server whose credential is ready: everything needed to call it.
-#[derive(Clone)]
-pub struct Upstream {
-    pub state: AppState,
-    pub server: Arc<McpServer>,
-    credentials: Credentials,
-    /// When the whole call must be over, set at admission: every wait (handshakes, headers,
-    /// the streamed answer) fits inside it, so in Lambda the client gets a JSON-RPC error
-    /// rather than a function killed mid-request.
-    deadline: tokio::time::Instant,
-}
-
-/// The headers that authenticate the gateway upstream.
-#[derive(Clone)]
-enum Credentials {
-    /// Fixed for the call: none, or a shared secret.
-    Fixed(HeaderMap),
-    /// An OAuth2 token, the user's (`user`) or the gateway's machine token (`None`),
-    /// replaced after an upstream 401 (shared by the clones of one [`Upstream`], so the
-    /// handshakes and the call of one request renew it at most once).
-    OAuth {
-        user: Option<String>,
-        current: Arc<std::sync::Mutex<(String, HeaderMap)>>,
-    },
-}
-
-impl Upstream {
-    /// The upstream `server` called for `user`: shared credentials from the secrets port, or
-    /// the user's own OAuth2 access token (refreshed when about to expire).
-    pub async fn new(
-        state: &AppState,
-        server: Arc<McpServer>,
-        user: &str,
-    ) -> Result<Self, ApiError> {
-        let credentials = if matches!(server.auth, UpstreamAuth::PerUserToken { .. }) {
-            Credentials::Fixed(user_token_headers(state, &server, user).await?)
-        } else if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
-            let current = oauth_headers(state, &server, user, None).await?;
-            Credentials::OAuth {
-                user: Some(user.to_owned()),
-                current: Arc::new(std::sync::Mutex::new(current)),
-            }
-        } else if matches!(server.auth, UpstreamAuth::OAuth2ClientCredentials { .. }) {
-            let current = machine_headers(state, &server, None).await?;
-            Credentials::OAuth {
-                user: None,
-                current: Arc::new(std::sync::Mutex::new(current)),
-            }
-        } else {
-            Credentials::Fixed(
-                credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
-                    .await
-                    .map_err(|e| match &e {
-                        UpstreamError::UnsupportedAuth { .. } => ApiError::new(
-                            StatusCode::NOT_IMPLEMENTED,
-                            "unsupported_auth",
-                            e.to_string(),
-                        ),
-                        _ => ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_credential_unavailable",
-                            "the gateway could not load its credential for this server",
-                        )
-                        .with_cause(&e),
-                    })?,
-            )
-        };
-        Ok(Self {
-            state: state.clone(),
-            server,
-            credentials,
-            deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
-        })
-    }
-
-    fn credential_headers(&self) -> HeaderMap {
-        match &self.credentials {
-            Credentials::Fixed(h) => h.clone(),
-            Credentials::OAuth { current, .. } => {
-                current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
-            }
-        }
-    }
-
-    /// After an upstream 401 with the user's token: refreshes it once (unless someone already
-    /// did) and reports whether a retry may succeed. A provider that refuses the refresh marks
-    /// the grant for re-consent, so the next call asks the user to connect again.
-    /// Runs `call`; when the upstream refused the user's token (401), once more after one
-    /// refresh. Every call the gateway makes to an upstream goes through this.
-    async fn with_renewal<T, Fut>(&self, call: impl Fn() -> Fut) -> Result<T, CallError>
-    where
-        Fut: std::future::Future<Output = Result<T, CallError>>,
-    {
-        match call().await {
-            Err(e) if self.renew_after_401(&e).await => call().await,
-            other => other,
-        }
-    }
-
-    async fn renew_after_401(&self, err: &CallError) -> bool {
-        let (CallError::Auth(401), Credentials::OAuth { user, current }) = (err, &self.credentials)
-        else {
-            return false;
-        };
-        let rejected = current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
-        let renewed = match user {
-            Some(user) => oauth_headers(&self.state, &self.server, user, Some(&rejected)).await,
-            None => machine_headers(&self.state, &self.server, Some(&rejected)).await,
-        };
-        match renewed {
-            Ok(fresh) if fresh.0 != rejected => {
-                *current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::info!(server = %self.server.name, code = e.code, "no token after an upstream 401");
-                false
-            }
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.server.url
-    }
-
-    /// Request headers: `extra` (transport headers the gateway chose or let through), then
-    /// the gateway's credential, which nothing from the client can replace.
-    pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
-        let mut h = extra;
-        h.extend(self.credential_headers());
-        h
-    }
-
-    /// Session-era transport headers for an upstream session.
-    pub fn session_headers(&self, session_id: Option<&str>, version: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
-            h.insert("mcp-session-id", sid);
-        }
-        if let Ok(v) = HeaderValue::from_str(version) {
-            h.insert("mcp-protocol-version", v);
-        }
-        h
-    }
-
-    /// The wait allowed for the next answer: the header timeout, within the call deadline.
-    fn timeout(&self) -> Duration {
-        let left = self
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now());
-        self.state.config.upstream_header_timeout.min(left)
-    }
-
-    /// A call the gateway makes on its own account (handshakes).
-    pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange(
-                &self.state.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
-    }
-
-    /// A call the gateway makes with a client's message (its `initialize`, a virtual
-    /// server's routed call): the message as parsed and authorized, re-serialized.
-    pub async fn exchange_message(
-        &self,
-        extra: HeaderMap,
-        message: &Message,
-    ) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange_message(
-                &self.state.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
-    }
-
-    /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
-    /// its body unread.
-    pub async fn send(
-        &self,
-        method: Method,
-        extra: HeaderMap,
-        body: Option<Bytes>,
-    ) -> Result<reqwest::Response, CallError> {
-        let accept = if method == Method::GET {
-            "text/event-stream"
-        } else {
-            "application/json, text/event-stream"
-        };
-        let once = || {
-            let mut headers = self.headers(extra.clone());
-            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-            let mut request = self
-                .state
-                .http
-                .request(method.clone(), self.url())
-                .headers(headers);
-            if let Some(body) = &body {
-                request = request
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            handshake::send(request, self.timeout())
-        };
-        self.with_renewal(once).await
-    }
-
-    /// Tells a session-era upstream that a request was abandoned (best effort, detached).
-    /// At most [`MAX_PENDING_CANCELS`] run at once, each for at most [`CANCEL_TIMEOUT`]: a
-    /// flood of abandoned calls to a slow upstream cannot pile up tasks.
-    pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
-        static PENDING: tokio::sync::Semaphore =
-            tokio::sync::Semaphore::const_new(MAX_PENDING_CANCELS);
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Ok(permit) = PENDING.try_acquire() else {
-            tracing::debug!("too many pending upstream cancellations; one dropped");
-            return;
-        };
-        let (http, url, headers) = (
-            self.state.http.clone(),
-            self.server.url.clone(),
-            self.headers(headers),
-        );
-        rt.spawn(async move {
-            let _permit = permit;
-            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": request_id, "reason": reason}});
-            if let Err(e) = handshake::exchange(&http, &url, headers, &note, CANCEL_TIMEOUT).await {
-                tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
-            }
-        });
     }
 }
 
@@ -652,7 +268,7 @@ impl Adapt {
         if let Some(access) = &self.filter
             && let Some(Value::Array(tools)) = result.get_mut("tools")
         {
-            crate::catalog::filter_listed(access, tools);
+            mcpgw::upstream::catalog::filter_listed(access, tools);
         }
         if let Some(max_ttl) = self.private_lists
             && ["tools", "prompts", "resources", "resourceTemplates"]
@@ -1068,7 +684,7 @@ pub async fn stream_back(
         }
         AnswerType::Json => {
             let read = tokio::select! {
-                r = tokio::time::timeout_at(up.deadline, read_json(&mut body)) => r,
+                r = tokio::time::timeout_at(up.deadline(), read_json(&mut body)) => r,
                 _ = cancelled(&mut opts.cancel) => {
                     // The client cancelled: nothing is owed to it any more (and it ignores
                     // whatever comes, so the answer is the one a notification gets).
@@ -1079,7 +695,7 @@ pub async fn stream_back(
             let text = match read {
                 Err(_) => {
                     // Still armed: the upstream is told to stop working on it.
-                    let e = CallError::Timeout(up.state.config.upstream_call_timeout);
+                    let e = CallError::Timeout(up.call_timeout());
                     return call_failed(&e, opts.request_id.as_ref());
                 }
                 Ok(Err(ReadError::Transport(e))) => {
@@ -1112,7 +728,7 @@ pub async fn stream_back(
     }
     let relay = Relay {
         body,
-        deadline: up.deadline,
+        deadline: up.deadline(),
         done: false,
         opts,
         parser: sse::Parser::default(),

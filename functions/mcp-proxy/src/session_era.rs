@@ -14,11 +14,11 @@ use mcpgw::mcp::versions;
 use serde_json::{Value, json};
 
 use crate::forward::{Call, no_get_stream, session_header};
-use crate::handshakes::{self, Discovery, InitOutcome};
 use crate::relay::{
     CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
 };
 use mcpgw::mcp::handshake::CallError;
+use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
 
 fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
@@ -246,7 +246,7 @@ pub(crate) async fn answer_with_session(
 pub(crate) enum Refusal {
     Missing,
     NotFound,
-    Keyring(mcpgw::state::KeyringSourceError),
+    Keyring(mcpgw::keyring::KeyringSourceError),
 }
 
 impl Refusal {

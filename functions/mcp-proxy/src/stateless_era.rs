@@ -16,10 +16,10 @@ use mcpgw::mcp::versions;
 use serde_json::Value;
 
 use crate::forward::Call;
-use crate::handshakes::{self, Discovery, InitOutcome};
 use crate::relay::{
     CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
 };
+use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
 
 pub async fn post(call: &Call, msg: Message) -> Response {
     let id = msg.id().cloned();

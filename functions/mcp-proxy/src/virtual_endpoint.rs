@@ -24,10 +24,10 @@ use mcpgw::policy::{Access, VirtualServer};
 use mcpgw::state::AppState;
 use serde_json::{Value, json};
 
-use crate::catalog::{endpoint_tools, upstream_for};
-use crate::client;
 use crate::forward::{no_get_stream, session_header};
 use crate::relay::{call_failed, rpc_error};
+use mcpgw::upstream::catalog::{endpoint_tools, upstream_for};
+use mcpgw::upstream::client;
 
 /// JSON-RPC "method not found".
 const METHOD_NOT_FOUND: i64 = -32601;
@@ -337,7 +337,7 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
         }
         "logging/setLevel" => answer(ctx, &id, json!({}), false),
         "tools/list" => {
-            let listed = endpoint_tools(ctx.state, ctx.user, ctx.access).await;
+            let listed = endpoint_tools(&ctx.state.upstreams, ctx.user, ctx.access).await;
             for e in &listed.errors {
                 tracing::warn!(endpoint = %vs.name, error = %e, "a virtual server's upstream could not be listed");
             }
@@ -398,11 +398,11 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
         );
     };
     let up = match ctx.state.server(route.server).await {
-        Ok(Some(s)) => match crate::relay::Upstream::new(ctx.state, s, ctx.user).await {
+        Ok(Some(s)) => match ctx.state.upstreams.open(s, ctx.user).await {
             Ok(up) => Ok(up),
             // A member that takes the caller's own credential, which they lack: the connect
             // prompt, exactly as on the server's own endpoint.
-            Err(e) => match crate::connect_prompt::Missing::from_error(&e) {
+            Err(e) => match crate::connect_prompt::Missing::of(&e) {
                 Some(missing) => {
                     let caps = ctx.client_capabilities.clone();
                     let client = match ctx.era {
@@ -411,7 +411,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
                     };
                     return crate::connect_prompt::tool_call(id, &client, &missing);
                 }
-                None => Err(e.message),
+                None => Err(e.to_string()),
             },
         },
         Ok(None) => Err(format!("server '{}' is not registered", route.server)),
@@ -448,7 +448,7 @@ async fn aggregate(
     key: &str,
 ) -> Response {
     let fetched = join_all(servers.iter().map(|s| async move {
-        let up = upstream_for(ctx.state, s, ctx.user).await?;
+        let up = upstream_for(&ctx.state.upstreams, s, ctx.user).await?;
         client::list_all(&up, ctx.user, method, key)
             .await
             .map_err(|e| format!("server '{s}': {}", mcpgw::http::error_chain(&e)))
@@ -469,7 +469,7 @@ async fn aggregate(
 /// The first of the resource servers that can read the URI answers.
 async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     for s in &ctx.vs.resources_from {
-        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
+        let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
         };
         if let Ok(a) = client::forward(&up, ctx.user, msg.clone()).await
@@ -485,7 +485,7 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
 async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     let name = str_param(msg, "name");
     for s in &ctx.vs.prompts_from {
-        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
+        let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
         };
         let Ok(prompts) = client::list_all(&up, ctx.user, "prompts/list", "prompts").await else {
