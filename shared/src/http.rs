@@ -138,7 +138,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             "payload_too_large",
             format!("request body exceeds {limit} bytes"),
         )),
-        Err(e) if caused_by::<crate::runtime::BodyReadTimeout>(e.as_ref()) => Err(ApiError::new(
+        Err(e) if caused_by::<BodyReadTimeout>(e.as_ref()) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "the request body did not arrive in time",
@@ -150,6 +150,11 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         )),
     }
 }
+
+/// The request body did not arrive within `config::ServerLimits::body_read_timeout` (the local server's body timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyReadTimeout(pub std::time::Duration);
 
 /// Whether `T` is `e` or anywhere in its source chain.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {

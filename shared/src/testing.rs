@@ -3,6 +3,8 @@
 //! `MCPGW_REQUIRE_PEERS=1` (set by that script and in CI) a missing peer fails the test
 //! instead of skipping it, so CI can never pass by silently skipping.
 
+pub mod module_graph;
+
 /// The address of an external peer from `var`, or `None` (after saying so) when the peer is
 /// not running and peers are optional.
 pub fn peer_url(var: &str) -> Option<String> {

@@ -1,300 +1,29 @@
-//! Talking to the upstream for a client: the credential-bearing request, and the answer
-//! streamed back event by event with a deadline on the whole call, cancellation, and a
-//! `notifications/cancelled` sent upstream when the client goes away mid-call.
+//! The stream relay: the upstream's answer streamed back to the client event by event, with
+//! a deadline on the whole call, the client's cancellation, and each message checked
+//! against what is owed ([`crate::owed`]) and changed on the way: era rewriting
+//! ([`crate::rewrite`]) and access control ([`crate::adapt`]).
 //!
-//! The upstream is not trusted to answer well (OWASP API10): what a request is owed
-//! ([`Expect`]) is checked on the way back. An answer that is neither JSON nor an event
-//! stream, is not JSON-RPC, or responds to another id (in a bridged session: anything but the
-//! gateway's own id for this request) becomes `-32002` with `data.reason:
-//! "upstream_bad_answer"` and the client's id; the upstream's text is never echoed.
-
-use std::sync::Arc;
+//! The upstream is not trusted to answer well (OWASP API10): an answer that is neither JSON
+//! nor an event stream, is not JSON-RPC, or responds to another id becomes the gateway's
+//! `upstream_bad_answer` error with the client's id; the upstream's text is never echoed.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use mcpgw::http::{ErrorCause, Relayed, error_chain};
+use mcpgw::http::Relayed;
 use mcpgw::mcp::handshake::{AnswerType, CallError};
-use mcpgw::mcp::jsonrpc::{Message, UpstreamMessage};
-use mcpgw::mcp::{jsonrpc, sse};
-use mcpgw::policy::Access;
+use mcpgw::mcp::sse;
 use mcpgw::upstream::{Upstream, returned_response_headers};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-/// A JSON-RPC error answer with an HTTP status.
-pub fn rpc_error(
-    status: StatusCode,
-    id: Option<&Value>,
-    code: i64,
-    message: &str,
-    data: Option<Value>,
-) -> Response {
-    (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
-}
-
-/// The answer to a failed upstream call: a JSON-RPC error that carries the request's id, so
-/// the client can tell which call failed, with a reason in `data` and the cause kept for the
-/// log only.
-pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
-    let (status, reason, message) = match e {
-        e if e.is_timeout() => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "the upstream MCP server did not answer in time",
-        ),
-        // A denied egress answers like an unreachable upstream (the client learns nothing of
-        // the policy); the log's cause says "refused by the egress policy" and the rule.
-        CallError::Transport(_)
-        | CallError::Egress(_)
-        | CallError::Timeout(_)
-        | CallError::Unavailable(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            "the upstream MCP server could not be reached",
-        ),
-        CallError::Auth(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_auth_failed",
-            "the upstream MCP server rejected the gateway's credential",
-        ),
-        CallError::Redirect(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_redirect",
-            "the upstream MCP server answered with a redirect, which the gateway does not follow",
-        ),
-        CallError::BadAnswer => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_bad_answer",
-            "the upstream MCP server's answer was not valid MCP",
-        ),
-    };
-    let mut resp = rpc_error(
-        status,
-        id,
-        jsonrpc::UPSTREAM_ERROR,
-        message,
-        Some(json!({"reason": reason})),
-    );
-    resp.extensions_mut()
-        .insert(ErrorCause(error_chain(e).into()));
-    resp
-}
-
-/// Why an upstream's answer to a request was not passed on (never its text: the answer is
-/// the upstream's, possibly an attacker's page, and the client must not take it as MCP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadAnswer {
-    /// Neither `application/json` nor `text/event-stream`.
-    NotJsonOrSse,
-    /// JSON that is not a JSON-RPC 2.0 message.
-    NotJsonRpc,
-    /// A response whose id is not the request's (another request's, the gateway's own in a
-    /// bridged session, or made up).
-    WrongId,
-    /// Larger than the gateway holds to check or adapt it.
-    TooLarge,
-}
-
-impl BadAnswer {
-    fn message(self) -> &'static str {
-        match self {
-            Self::NotJsonOrSse => {
-                "the upstream MCP server's answer was neither JSON nor an event stream"
-            }
-            Self::NotJsonRpc => "the upstream MCP server's answer was not a JSON-RPC message",
-            Self::WrongId => "the upstream MCP server answered with a response to another request",
-            Self::TooLarge => "the upstream MCP server's answer was too large to relay",
-        }
-    }
-
-    fn error(self, id: Option<&Value>, upstream_status: StatusCode) -> Value {
-        jsonrpc::error(
-            id,
-            jsonrpc::UPSTREAM_ERROR,
-            self.message(),
-            Some(
-                json!({"reason": "upstream_bad_answer", "upstream_status": upstream_status.as_u16()}),
-            ),
-        )
-    }
-
-    /// The answer to the client, before any header went out: 502, like every other answer
-    /// the gateway gives for an upstream that failed (`call_failed`), with the client's id.
-    pub fn response(self, id: Option<&Value>, upstream_status: StatusCode) -> Response {
-        let mut resp = (
-            StatusCode::BAD_GATEWAY,
-            axum::Json(self.error(id, upstream_status)),
-        )
-            .into_response();
-        resp.extensions_mut().insert(ErrorCause(
-            format!("upstream bad answer ({self:?}, HTTP {upstream_status})").into(),
-        ));
-        resp
-    }
-}
-
-/// Sends `notifications/cancelled` upstream when dropped armed: the client disconnected (or
-/// the call outlived its deadline) before the answer was complete. Session-era upstreams
-/// keep working on a request whose stream closed; stateless ones stop on the close itself.
-pub struct CancelOnDrop {
-    upstream: Upstream,
-    headers: HeaderMap,
-    request_id: Value,
-    armed: bool,
-}
-
-impl CancelOnDrop {
-    pub fn new(upstream: &Upstream, headers: HeaderMap, request_id: Value) -> Self {
-        Self {
-            upstream: upstream.clone(),
-            headers,
-            request_id,
-            armed: true,
-        }
-    }
-}
-
-impl CancelOnDrop {
-    /// The request is settled another way (retried, answered): nothing to cancel.
-    pub fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            self.upstream.cancel_later(
-                std::mem::take(&mut self.headers),
-                self.request_id.take(),
-                "the client disconnected or the call timed out",
-            );
-        }
-    }
-}
-
-/// How results are adapted when the client and the upstream speak different eras. Only
-/// JSON-RPC results are touched; notifications and errors pass as they are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rewrite {
-    /// Session-era answers to a stateless-era client: 2026-07-28 requires `resultType` on
-    /// every result and the caching fields on cacheable ones (immediately stale, private:
-    /// the gateway cannot vouch for more). The upstream session is shared by the user's
-    /// stateless clients, so their requests carry gateway-made ids: `restore_id` maps the
-    /// answer's id (the gateway's) back to the client's.
-    ToModern {
-        cacheable: bool,
-        restore_id: Option<(Value, Value)>,
-    },
-    /// Stateless-era answers to a session-era client: the new fields are dropped, since
-    /// some older SDKs validate results (empty ones especially) strictly.
-    ToSession,
-}
-
-/// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
-pub fn is_cacheable(method: &str) -> bool {
-    matches!(
-        method,
-        "prompts/list"
-            | "resources/list"
-            | "resources/read"
-            | "resources/templates/list"
-            | "server/discover"
-            | "tools/list"
-    )
-}
-
-impl Rewrite {
-    pub fn apply(&self, message: &mut Value) {
-        if let Self::ToModern {
-            restore_id: Some((gateway, client)),
-            ..
-        } = self
-            && message.get("id") == Some(gateway)
-            && (message.get("result").is_some() || message.get("error").is_some())
-        {
-            message["id"] = client.clone();
-        }
-        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
-            return;
-        };
-        match self {
-            Self::ToModern { cacheable, .. } => {
-                result
-                    .entry("resultType")
-                    .or_insert_with(|| Value::from("complete"));
-                if *cacheable {
-                    result.entry("ttlMs").or_insert_with(|| Value::from(0));
-                    result
-                        .entry("cacheScope")
-                        .or_insert_with(|| Value::from("private"));
-                }
-            }
-            Self::ToSession => {
-                for k in ["resultType", "ttlMs", "cacheScope"] {
-                    result.remove(k);
-                }
-            }
-        }
-    }
-}
-
-/// What access control changes in an answer (see `forward::shape`). Applied to every
-/// JSON-RPC result in the answer, batches included.
-#[derive(Clone, Default)]
-pub struct Adapt {
-    /// Drops the tools the caller may not use from `tools/list` results.
-    pub filter: Option<Arc<Access>>,
-    /// For 2026-07-28 clients: list results are per caller (`cacheScope: "private"`) and
-    /// cached no longer than this many milliseconds (the policy's own reuse time).
-    pub private_lists: Option<u64>,
-    /// Hidden tools were called under names that cannot exist (`sentinel`, `original`): the
-    /// upstream's unknown-tool answer is relayed with the caller's name put back.
-    pub renames: Vec<(String, String)>,
-}
-
-impl Adapt {
-    fn apply(&self, message: &mut Value) {
-        if let Value::Array(items) = message {
-            items.iter_mut().for_each(|m| self.apply(m));
-            return;
-        }
-        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
-            return;
-        };
-        if let Some(access) = &self.filter
-            && let Some(Value::Array(tools)) = result.get_mut("tools")
-        {
-            mcpgw::upstream::catalog::filter_listed(access, tools);
-        }
-        if let Some(max_ttl) = self.private_lists
-            && ["tools", "prompts", "resources", "resourceTemplates"]
-                .iter()
-                .any(|k| result.get(*k).is_some_and(Value::is_array))
-        {
-            result.insert("cacheScope".into(), "private".into());
-            let ttl = result.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
-            result.insert("ttlMs".into(), ttl.min(max_ttl).into());
-        }
-    }
-
-    /// The caller's names back in place of the sentinels, in serialized JSON.
-    fn rename_back(&self, mut text: Vec<u8>) -> Vec<u8> {
-        for (sentinel, original) in &self.renames {
-            let Ok(s) = String::from_utf8(text.clone()) else {
-                return text;
-            };
-            // The original as it appears inside a JSON string (quotes stripped).
-            let escaped = serde_json::to_string(original).unwrap_or_default();
-            let inner = &escaped[1..escaped.len().saturating_sub(1).max(1)];
-            text = s.replace(sentinel.as_str(), inner).into_bytes();
-        }
-        text
-    }
-}
+use crate::adapt::Adapt;
+use crate::answers::{BadAnswer, Reason, call_failed, upstream_error};
+use crate::cancel::CancelOnDrop;
+use crate::owed::{Expect, Verdict, judge};
+use crate::rewrite::Rewrite;
 
 /// Largest JSON answer held: every JSON answer to a request is read whole and checked before
 /// its first byte goes out, and adapted between eras when it must be. A larger one is refused
@@ -302,52 +31,10 @@ impl Adapt {
 /// (events up to `sse`'s own bound).
 pub const MAX_JSON_ANSWER: usize = 8 * 1024 * 1024;
 
-/// What the upstream owes the client for the message it was sent.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Expect {
-    /// One response with this id: the id the upstream was sent (the gateway's own in a
-    /// bridged session, else the client's).
-    Response(Value),
-    /// A batch: one response per request id.
-    Batch(Vec<Value>),
-    /// Nothing in particular (notifications, responses, a GET stream): what comes back is
-    /// passed on, but only as JSON or an event stream.
-    #[default]
-    Nothing,
-}
-
-impl Expect {
-    /// Whether `id` is owed, and still pending.
-    fn owed(&self, id: &Value, answered: &[Value]) -> bool {
-        let listed = match self {
-            Self::Response(expected) => expected == id,
-            Self::Batch(ids) => ids.contains(id),
-            Self::Nothing => false,
-        };
-        listed && !answered.contains(id)
-    }
-
-    fn count(&self) -> usize {
-        match self {
-            Self::Response(_) => 1,
-            Self::Batch(ids) => ids.len(),
-            Self::Nothing => 0,
-        }
-    }
-}
-
-/// What the upstream owes for a client's message sent as it is (same id).
-pub fn expect_for(msg: &Message, id: Option<&Value>) -> Expect {
-    match (msg.kind, id) {
-        (jsonrpc::Kind::Request, Some(id)) => Expect::Response(id.clone()),
-        _ => Expect::Nothing,
-    }
-}
-
 /// What accompanies a relayed answer.
 #[derive(Default)]
 pub struct RelayOptions {
-    /// What the answer must be; anything else becomes a `-32002 upstream_bad_answer` error.
+    /// What the answer must be; anything else becomes the gateway's `upstream_bad_answer`.
     pub expect: Expect,
     /// Adapt results between eras (buffers JSON answers, re-frames SSE events).
     pub rewrite: Option<Rewrite>,
@@ -370,7 +57,7 @@ pub struct RelayOptions {
 impl RelayOptions {
     /// Whether messages are changed on the way (rewritten, filtered, or renamed back).
     fn changes_messages(&self) -> bool {
-        self.rewrite.is_some() || self.adapt.filter.is_some() || self.adapt.private_lists.is_some()
+        self.rewrite.is_some() || self.adapt.changes_results()
     }
 
     /// One message (JSON text) as the client gets it; `fix_id`: the client's id in place of
@@ -401,60 +88,8 @@ impl RelayOptions {
     fn settle(&mut self) {
         self.in_flight = None;
         if let Some(c) = self.cancel_on_drop.as_mut() {
-            c.armed = false;
+            c.settle();
         }
-    }
-}
-
-/// How one upstream message relates to what is owed.
-enum Verdict {
-    /// Passed on (server-to-client requests and notifications; anything when nothing is
-    /// owed).
-    Pass,
-    /// A response owed; `null_id`: an error the upstream could not tie to the request, given
-    /// the client's id.
-    Answer {
-        ids: Vec<Value>,
-        null_id: bool,
-    },
-    Bad(BadAnswer),
-}
-
-/// Judges one upstream message (JSON text) against what is owed and already answered.
-fn judge(data: &[u8], expect: &Expect, answered: &[Value]) -> Verdict {
-    if *expect == Expect::Nothing {
-        return Verdict::Pass;
-    }
-    let batch = matches!(expect, Expect::Batch(_));
-    let messages = if batch {
-        jsonrpc::read_upstream_messages(data)
-    } else {
-        jsonrpc::read_upstream_message(data).map(|m| vec![m])
-    };
-    let Some(messages) = messages else {
-        return Verdict::Bad(BadAnswer::NotJsonRpc);
-    };
-    let mut ids = Vec::new();
-    let mut null_id = false;
-    for m in messages {
-        match m {
-            UpstreamMessage::RequestOrNotification => {}
-            UpstreamMessage::Response { id, is_error } => {
-                // An error the upstream could not tie to the request (it could not read it)
-                // still answers it; the client gets its own id in it.
-                if is_error && id.is_null() && !batch {
-                    null_id = true;
-                } else if !expect.owed(&id, answered) || ids.contains(&id) {
-                    return Verdict::Bad(BadAnswer::WrongId);
-                }
-                ids.push(id);
-            }
-        }
-    }
-    if ids.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Answer { ids, null_id }
     }
 }
 
@@ -621,11 +256,10 @@ impl Relay {
             _ = tokio::time::sleep_until(self.deadline), if !self.opts.unbounded => {
                 // Still armed: the upstream is told to stop working on it.
                 self.done = true;
-                let err = jsonrpc::error(
+                let err = upstream_error(
                     self.opts.request_id.as_ref(),
-                    jsonrpc::UPSTREAM_ERROR,
+                    Reason::Timeout,
                     "the upstream MCP server did not finish in time",
-                    Some(json!({"reason": "upstream_timeout"})),
                 );
                 Some(Ok(Bytes::from(sse::message_event(&err))))
             }
@@ -657,7 +291,7 @@ fn relayed(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
 /// a JSON answer to a request is read whole and checked (and adapted) before anything goes
 /// out, so a bad one is answered with the gateway's error and a proper status. What is owed
 /// is `opts.expect`: an answer to a request that is neither JSON nor SSE, not JSON-RPC, or
-/// a response to another id becomes `-32002 upstream_bad_answer` with the client's id.
+/// a response to another id becomes the gateway's `upstream_bad_answer` with the client's id.
 pub async fn stream_back(
     up: &Upstream,
     upstream: reqwest::Response,

@@ -223,4 +223,24 @@ mod tests {
         assert!(TokenSet::open(&ring, &tampered, "alice@example.com", "docs").is_err());
         assert!(!format!("{t:?}").contains("rt\""), "{t:?}");
     }
+
+    /// `state.rs` assembles the grant service; nothing the grant functions use may lead back
+    /// to it (a circle: grants built from the state they depend on).
+    #[test]
+    fn grants_never_depend_on_the_state_that_assembles_them() {
+        use crate::testing::module_graph::ModuleGraph;
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let g = ModuleGraph::read(&src).unwrap();
+        assert!(
+            g.reachable("state.rs").contains("grants/mod.rs"),
+            "the graph is read: state.rs uses grants"
+        );
+        for file in g.uses.keys().filter(|f| f.starts_with("grants/")) {
+            assert_eq!(
+                g.path(file, "state.rs"),
+                None,
+                "{file} reaches state.rs: a grants <-> state circle"
+            );
+        }
+    }
 }

@@ -16,6 +16,7 @@ use super::strict_json::{self, Numbers};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// The gateway's own code for a session it does not (or no longer) recognise. The client's
 /// cue, together with HTTP 404, to initialize again.
@@ -23,6 +24,11 @@ pub const SESSION_NOT_FOUND: i64 = -32001;
 /// The upstream failed (unreachable, timed out, refused the gateway's credential, answered
 /// something that is not an answer to the request).
 pub const UPSTREAM_ERROR: i64 = -32002;
+/// MCP up to 2025-11-25: the resource a `resources/read` names does not exist (what a
+/// virtual server answers when none of its resource servers can read the URI).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+/// MCP 2025-11-25: the request needs the user to open a URL first (URL-mode elicitation).
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 /// 2026-07-28: a routing header disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported (data lists the supported).
