@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{Admin, Caller};
+use mcpgw::http::ErrorCode;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -45,7 +46,10 @@ async fn for_user(
     query: Result<Query<Hypothetical>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|_| {
-        ApiError::bad_request("invalid_query", "the only query parameter is groups=a,b")
+        ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            "the only query parameter is groups=a,b",
+        )
     })?;
     let user = crate::connections::check_user(&user)?;
     let groups: Vec<String> = q
@@ -58,7 +62,7 @@ async fn for_user(
         .collect();
     if groups.len() > 200 || groups.iter().any(|g| g.len() > 320) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "groups takes at most 200 names of at most 320 characters",
         ));
     }

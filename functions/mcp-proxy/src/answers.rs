@@ -5,6 +5,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mcpgw::http::ErrorCode;
 use mcpgw::http::{ApiError, ErrorCause, error_chain};
 use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc;
@@ -172,7 +173,7 @@ pub fn no_session(id: Option<&Value>) -> Response {
 pub fn no_get_stream() -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "no server-to-client stream is offered here",
     )
     .with_header(header::ALLOW, HeaderValue::from_static("POST, DELETE"))

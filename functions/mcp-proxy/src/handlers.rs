@@ -30,6 +30,7 @@ use crate::headers::{accepts_mcp, session_header};
 use crate::results;
 use crate::sessions::SessionAt;
 use crate::{session_era, stateless_era, virtual_endpoint};
+use mcpgw::http::ErrorCode;
 
 pub async fn post(
     State(state): State<AppState>,
@@ -41,14 +42,14 @@ pub async fn post(
     if !is_json_content_type(&parts.headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ));
     }
     if !accepts_mcp(&parts.headers) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
+            ErrorCode::NotAcceptable,
             "Accept must allow application/json and text/event-stream",
         ));
     }

@@ -31,6 +31,7 @@ pub mod user_token;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -38,6 +39,7 @@ use crate::config::Config;
 use crate::crypto::{Keyring, KeyringError};
 use crate::domain::McpServer;
 use crate::egress::EgressPolicy;
+use crate::http::{ApiError, ErrorCode};
 use crate::keyring::KeyringSource;
 use crate::secrets::{SecretScope, Secrets};
 use crate::servers::ServerCache;
@@ -187,6 +189,37 @@ pub enum GrantError {
     Secret(String),
 }
 
+impl From<GrantError> for ApiError {
+    /// What a handler answers when a grant operation fails. The caller's own state (not
+    /// connected, to be renewed, not an OAuth2 server) is said as it is; everything else is
+    /// the gateway's trouble with its store, keyring, secrets or the provider, answered as
+    /// unavailable (503) with the fixed `last_error` code and the cause kept for the log.
+    fn from(e: GrantError) -> Self {
+        let (status, code) = match &e {
+            GrantError::NotConnected => (StatusCode::NOT_FOUND, ErrorCode::NotConnected),
+            GrantError::NeedsReconsent => (StatusCode::FORBIDDEN, ErrorCode::ConnectRequired),
+            GrantError::NotOAuth => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::NotOauth),
+            GrantError::Network(_)
+            | GrantError::Upstream(_)
+            | GrantError::Discovery(_)
+            | GrantError::Store(_)
+            | GrantError::Sealed(_)
+            | GrantError::Keyring(_)
+            | GrantError::Secret(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::GrantStoreUnavailable,
+            ),
+        };
+        let message = match code {
+            ErrorCode::GrantStoreUnavailable => {
+                format!("the connection could not be read ({})", e.code())
+            }
+            _ => e.to_string(),
+        };
+        ApiError::new(status, code, message).with_cause(&e)
+    }
+}
+
 impl GrantError {
     /// The fixed set of `last_error` values.
     pub fn code(&self) -> &'static str {
@@ -222,6 +255,19 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(TokenSet::open(&ring, &tampered, "alice@example.com", "docs").is_err());
         assert!(!format!("{t:?}").contains("rt\""), "{t:?}");
+    }
+
+    #[test]
+    fn grant_errors_answer_by_kind_and_never_echo_their_cause() {
+        let answer = |e: GrantError| {
+            let a = ApiError::from(e);
+            (a.status.as_u16(), a.code.as_str(), a.message)
+        };
+        assert_eq!(answer(GrantError::NotConnected).0, 404);
+        assert_eq!(answer(GrantError::NeedsReconsent).1, "connect_required");
+        let (status, code, message) = answer(GrantError::Keyring("kms said no: key arn:x".into()));
+        assert_eq!((status, code), (503, "grant_store_unavailable"));
+        assert_eq!(message, "the connection could not be read (refresh_failed)");
     }
 
     /// `state.rs` assembles the grant service; nothing the grant functions use may lead back

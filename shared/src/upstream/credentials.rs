@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::domain::{McpServer, UpstreamAuth};
 use crate::grants::{GrantError, Grants, link, machine, tokens, user_token};
-use crate::http::ApiError;
+use crate::http::{ApiError, ErrorCode};
 use crate::secrets::SecretsError;
 
 /// Why the gateway has no credential for this caller at this upstream.
@@ -83,20 +83,26 @@ pub enum SecretError {
 impl From<CredentialError> for ApiError {
     fn from(e: CredentialError) -> Self {
         let (status, code) = match &e {
-            CredentialError::ConnectRequired { .. } => (StatusCode::FORBIDDEN, "connect_required"),
-            CredentialError::TokenRequired { .. } => (StatusCode::FORBIDDEN, "credential_required"),
+            CredentialError::ConnectRequired { .. } => {
+                (StatusCode::FORBIDDEN, ErrorCode::ConnectRequired)
+            }
+            CredentialError::TokenRequired { .. } => {
+                (StatusCode::FORBIDDEN, ErrorCode::CredentialRequired)
+            }
             CredentialError::Unavailable(u) => match u {
-                Unavailable::ConnectLink(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "connect_link_unavailable")
-                }
+                Unavailable::ConnectLink(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ConnectLinkUnavailable,
+                ),
                 Unavailable::UserToken(_)
                 | Unavailable::StoredToken(_)
                 | Unavailable::MachineToken(_)
                 | Unavailable::SharedSecret(_)
                 | Unavailable::TokenNotSendable
-                | Unavailable::StoredTokenNotSendable => {
-                    (StatusCode::BAD_GATEWAY, "upstream_credential_unavailable")
-                }
+                | Unavailable::StoredTokenNotSendable => (
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::UpstreamCredentialUnavailable,
+                ),
             },
         };
         let api = ApiError::new(status, code, e.to_string());
@@ -304,4 +310,59 @@ async fn shared_secret(
         out.insert(name, value);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_becomes_its_answer() {
+        let cases = [
+            (
+                CredentialError::ConnectRequired {
+                    url: "https://gw/oauth/connect/s?link=x".into(),
+                    reconsent: false,
+                },
+                403,
+                "connect_required",
+                "connect your account at this server first: open https://gw/oauth/connect/s?link=x",
+            ),
+            (
+                CredentialError::TokenRequired {
+                    store_at: "https://gw/me/credentials/s".into(),
+                },
+                403,
+                "credential_required",
+                "store your token for this server first: PUT https://gw/me/credentials/s with {\"token\": \"...\"}",
+            ),
+            (
+                Unavailable::ConnectLink(GrantError::Keyring("down".into())).into(),
+                503,
+                "connect_link_unavailable",
+                "could not make a connect link, retry later",
+            ),
+            (
+                Unavailable::UserToken(GrantError::Network("down".into())).into(),
+                502,
+                "upstream_credential_unavailable",
+                "the gateway could not get a token for this server (network_error)",
+            ),
+            (
+                Unavailable::SharedSecret(SecretError::OutOfScope("secret://x".into())).into(),
+                502,
+                "upstream_credential_unavailable",
+                "the gateway could not load its credential for this server",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let needs_user = e.needs_user();
+            let api = ApiError::from(e);
+            assert_eq!(
+                (api.status.as_u16(), api.code.as_str(), api.message.as_str()),
+                (status, code, message)
+            );
+            assert_eq!(needs_user, status == 403, "{code}");
+        }
+    }
 }
