@@ -206,20 +206,26 @@ impl Upstream {
         self.service.header_timeout.min(left)
     }
 
-    /// Runs `call`; when the upstream refused the gateway's token (401), once more after one
-    /// renewal. Every call the gateway makes to an upstream goes through this.
-    async fn with_renewal<T, Fut>(&self, call: impl Fn() -> Fut) -> Result<T, CallError>
+    /// Sends with `send` (given the request headers: `extra`, then the gateway's credential,
+    /// and the wait allowed); when the upstream refused the gateway's token (401), once more
+    /// after one renewal. Every call the gateway makes to an upstream goes through this.
+    async fn call<T, Fut>(
+        &self,
+        extra: &HeaderMap,
+        send: impl Fn(HeaderMap, Duration) -> Fut,
+    ) -> Result<T, CallError>
     where
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
-        match call().await {
+        let once = || send(self.headers(extra.clone()), self.timeout());
+        match once().await {
             Err(CallError::Auth(401))
                 if self
                     .credentials
                     .renew(&self.service.grants, &self.server)
                     .await =>
             {
-                call().await
+                once().await
             }
             other => other,
         }
@@ -227,16 +233,11 @@ impl Upstream {
 
     /// A call the gateway makes on its own account (handshakes).
     pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange(
-                &self.service.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
+        let http = &self.service.http;
+        self.call(&extra, |headers, wait| {
+            handshake::exchange(http, self.url(), headers, message, wait)
+        })
+        .await
     }
 
     /// A call the gateway makes with a client's message (its `initialize`, a virtual
@@ -246,16 +247,11 @@ impl Upstream {
         extra: HeaderMap,
         message: &Message,
     ) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange_message(
-                &self.service.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
+        let http = &self.service.http;
+        self.call(&extra, |headers, wait| {
+            handshake::exchange_message(http, self.url(), headers, message, wait)
+        })
+        .await
     }
 
     /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
@@ -271,8 +267,7 @@ impl Upstream {
         } else {
             "application/json, text/event-stream"
         };
-        let once = || {
-            let mut headers = self.headers(extra.clone());
+        self.call(&extra, |mut headers, wait| {
             headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
             let mut request = self
                 .service
@@ -284,9 +279,9 @@ impl Upstream {
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
-            handshake::send(request, self.timeout())
-        };
-        self.with_renewal(once).await
+            handshake::send(request, wait)
+        })
+        .await
     }
 
     /// Tells a session-era upstream that a request was abandoned (best effort, detached).
