@@ -95,7 +95,7 @@ pub struct Config {
     /// addition to those registered through the admin API.
     pub identity_provider: Option<crate::domain::IdentityProvider>,
     /// Connection limits of the local HTTP server (slow or idle clients, connection cap).
-    pub server_limits: crate::runtime::ServerLimits,
+    pub server_limits: ServerLimits,
     /// Which addresses outbound requests may reach (`MCPGW_EGRESS_*`, see `egress`).
     pub egress: crate::egress::EgressPolicy,
 }
@@ -305,7 +305,7 @@ impl Config {
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
-        let server_limits = crate::runtime::ServerLimits {
+        let server_limits = ServerLimits {
             header_read_timeout: Duration::from_secs(
                 parse_num(&get, "MCPGW_HEADER_READ_TIMEOUT_SECONDS", 10)?.max(1),
             ),
@@ -425,6 +425,34 @@ fn parse_num(
             .parse()
             .map_err(|_| err(var, "expected a non-negative integer")),
         None => Ok(default),
+    }
+}
+
+/// What one slow or idle client may hold of the local server. API Gateway shields the Lambda
+/// functions from this; a gateway listening on a port must do it itself: a client that
+/// trickles its request a byte at a time would otherwise keep its connection (and a task)
+/// forever, and a few hundred such clients exhaust the process's file descriptors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerLimits {
+    /// The whole request head (request line and headers) must arrive within this, counted
+    /// from the moment the server waits for it. The wait for the next request on a kept-alive
+    /// connection counts too, so this is also the idle timeout between requests.
+    pub header_read_timeout: Duration,
+    /// The whole request body must arrive within this, counted from the end of the head;
+    /// a body still arriving then answers 408.
+    pub body_read_timeout: Duration,
+    /// Connections served at once. Beyond it the server stops accepting, so further clients
+    /// wait in the kernel's backlog until a slot frees up (within the timeouts above).
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
     }
 }
 

@@ -17,13 +17,21 @@ use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
 
+pub mod code;
+
+pub use code::ErrorCode;
+
 /// An HTTP error with a stable machine-readable code, rendered as
 /// `{"error":{"code":"...","message":"..."}}`. 5xx messages are generic; the cause is kept
 /// for the log only.
+///
+/// Errors of a type become an `ApiError` by one exhaustive `From` beside the type:
+/// [`StoreError`] here, `identity::AuthError`, `grants::GrantError` and
+/// `upstream::CredentialError` in their modules; handlers use `?`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
     cause: Option<Arc<str>>,
@@ -39,7 +47,7 @@ pub struct Relayed;
 pub struct ErrorCause(pub Arc<str>);
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -48,23 +56,23 @@ impl ApiError {
             cause: None,
         }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
     /// A server-side failure: the client sees a generic message, the log sees `cause`.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error",
         )
         .with_cause(cause)
@@ -93,7 +101,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body =
+            serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         for (k, v) in self.headers {
             resp.headers_mut().append(k, v);
@@ -108,19 +117,21 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::AlreadyExists { .. } => {
-                Self::new(StatusCode::CONFLICT, "already_exists", e.to_string())
-            }
+            StoreError::AlreadyExists { .. } => Self::new(
+                StatusCode::CONFLICT,
+                ErrorCode::AlreadyExists,
+                e.to_string(),
+            ),
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
             StoreError::VersionConflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
             }
             // A caller that did not bump the grant version: a bug, never the client's input.
             StoreError::InvalidVersion { .. } => Self::internal(&e),
             StoreError::Corrupt(_) => Self::internal(&e),
             StoreError::Backend(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ErrorCode::StoreUnavailable,
                 "the store is unavailable, retry later",
             )
             .with_cause(&e),
@@ -135,21 +146,26 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("request body exceeds {limit} bytes"),
         )),
-        Err(e) if caused_by::<crate::runtime::BodyReadTimeout>(e.as_ref()) => Err(ApiError::new(
+        Err(e) if caused_by::<BodyReadTimeout>(e.as_ref()) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the request body did not arrive in time",
         )),
         // The client went away or sent a broken body: nothing was read, nothing is written.
         Err(_) => Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "the request body could not be read",
         )),
     }
 }
+
+/// The request body did not arrive within `config::ServerLimits::body_read_timeout` (the local server's body timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyReadTimeout(pub std::time::Duration);
 
 /// Whether `T` is `e` or anywhere in its source chain.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -182,7 +198,10 @@ where
             .await
             .map(|axum::extract::Path(v)| ApiPath(v))
             .map_err(|_| {
-                ApiError::bad_request("invalid_path", "a path parameter is not valid UTF-8 text")
+                ApiError::bad_request(
+                    ErrorCode::InvalidPath,
+                    "a path parameter is not valid UTF-8 text",
+                )
             })
     }
 }
@@ -210,7 +229,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !is_json_content_type(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "expected Content-Type: application/json",
             ));
         }
@@ -220,7 +239,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .map_or(1024 * 1024, |l| l.0);
         let bytes = read_body(req.into_body(), limit).await?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("invalid request body: {e}"))
+            ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid request body: {e}"))
         })
     }
 }
@@ -236,7 +255,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
 }
@@ -268,7 +287,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "internal error",
     )
     .into_response()

@@ -2,8 +2,9 @@
 //! with their adapters (DynamoDB and SQLite; Secrets Manager and environment), the AEAD keyring,
 //! caller authentication, and the HTTP plumbing the function routers are built from.
 //!
-//! Dependencies point down: `functions/*` -> `upstream`, `identity` -> `store`, `secrets`,
-//! `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
+//! Dependencies point down: `functions/*` -> `state` (assembles the services) -> `upstream`
+//! (the gateway's MCP client and credentials) -> `grants`, `identity`, `policy` -> `servers`,
+//! `keyring`, `store`, `secrets`, `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
 //! `tests/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
 
 pub mod aws;
@@ -16,6 +17,7 @@ pub mod egress;
 pub mod grants;
 pub mod http;
 pub mod identity;
+pub mod keyring;
 pub mod lambda_streaming;
 pub mod mcp;
 pub mod oauth_client;
@@ -23,6 +25,7 @@ pub mod oauth_metadata;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;
+pub mod servers;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,9 @@ use std::time::Duration;
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use crate::config::ServerLimits;
+use crate::http::BodyReadTimeout;
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -55,34 +58,6 @@ pub async fn serve(
 
 /// How long open connections may take to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What one slow or idle client may hold of the local server. API Gateway shields the Lambda
-/// functions from this; a gateway listening on a port must do it itself: a client that
-/// trickles its request a byte at a time would otherwise keep its connection (and a task)
-/// forever, and a few hundred such clients exhaust the process's file descriptors.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ServerLimits {
-    /// The whole request head (request line and headers) must arrive within this, counted
-    /// from the moment the server waits for it. The wait for the next request on a kept-alive
-    /// connection counts too, so this is also the idle timeout between requests.
-    pub header_read_timeout: Duration,
-    /// The whole request body must arrive within this, counted from the end of the head;
-    /// a body still arriving then answers 408.
-    pub body_read_timeout: Duration,
-    /// Connections served at once. Beyond it the server stops accepting, so further clients
-    /// wait in the kernel's backlog until a slot frees up (within the timeouts above).
-    pub max_connections: usize,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-        }
-    }
-}
 
 /// Serves `router` on a bound listener until `shutdown` resolves, with the default
 /// [`ServerLimits`]. Tests pass their own listener and a future that never resolves, so the
@@ -197,11 +172,6 @@ fn body_with_deadline(body: axum::body::Body, timeout: Duration) -> axum::body::
         });
     axum::body::Body::from_stream(stream.boxed())
 }
-
-/// The request body did not arrive within [`ServerLimits::body_read_timeout`].
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {0:?}")]
-pub struct BodyReadTimeout(pub Duration);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -3,6 +3,8 @@
 //! `MCPGW_REQUIRE_PEERS=1` (set by that script and in CI) a missing peer fails the test
 //! instead of skipping it, so CI can never pass by silently skipping.
 
+pub mod module_graph;
+
 /// The address of an external peer from `var`, or `None` (after saying so) when the peer is
 /// not running and peers are optional.
 pub fn peer_url(var: &str) -> Option<String> {
@@ -48,6 +50,21 @@ pub fn local_state(
     secrets: &[(&str, &str)],
     vars: &[(&str, &str)],
 ) -> (crate::state::AppState, tempfile_guard::TempDir) {
+    local_state_at(
+        std::sync::Arc::new(crate::clock::SystemClock),
+        secrets,
+        vars,
+    )
+}
+
+#[cfg(feature = "sqlite")]
+/// [`local_state`] on `clock` (a [`crate::clock::FixedClock`] the test moves): every service
+/// of the state reads this one clock.
+pub fn local_state_at(
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    secrets: &[(&str, &str)],
+    vars: &[(&str, &str)],
+) -> (crate::state::AppState, tempfile_guard::TempDir) {
     use std::collections::HashMap;
     use std::sync::Arc;
     let dir = tempfile_guard::TempDir::new();
@@ -68,13 +85,9 @@ pub fn local_state(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     );
-    let state = crate::state::AppState::from_parts(
-        config,
-        Arc::new(store),
-        Arc::new(secrets),
-        Arc::new(crate::clock::SystemClock),
-    )
-    .expect("test state");
+    let state =
+        crate::state::AppState::from_parts(config, Arc::new(store), Arc::new(secrets), clock)
+            .expect("test state");
     (state, dir)
 }
 

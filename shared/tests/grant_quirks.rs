@@ -132,7 +132,9 @@ async fn a_refresh_without_refresh_token_keeps_the_stored_one_and_sends_scope_an
     let s = server(&format!("{}/token", fake.url));
     stored_grant(&state, Some(state.clock.now() - 10), Some("RT-original")).await;
 
-    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    let token = tokens::access_token(&state.grants, USER, &s, None)
+        .await
+        .unwrap();
     assert_eq!(token, "AT1");
     let (g, t) = now_stored(&state).await;
     assert_eq!(t.refresh_token.as_deref(), Some("RT-original"));
@@ -163,13 +165,15 @@ async fn a_token_without_expiry_is_used_until_the_upstream_refuses_it() {
     // Used as is, however often, without a refresh
     for _ in 0..3 {
         assert_eq!(
-            tokens::access_token(&state, USER, &s, None).await.unwrap(),
+            tokens::access_token(&state.grants, USER, &s, None)
+                .await
+                .unwrap(),
             "AT0"
         );
     }
     assert!(fake.forms.lock().unwrap().is_empty());
     // After a 401 to it: one refresh; the new token has no expiry either
-    let t = tokens::access_token(&state, USER, &s, Some("AT0"))
+    let t = tokens::access_token(&state.grants, USER, &s, Some("AT0"))
         .await
         .unwrap();
     assert_eq!(t, "AT1");
@@ -180,7 +184,7 @@ async fn a_token_without_expiry_is_used_until_the_upstream_refuses_it() {
     );
     // A second caller that saw the same 401 uses the new token: no second refresh
     assert_eq!(
-        tokens::access_token(&state, USER, &s, Some("AT0"))
+        tokens::access_token(&state.grants, USER, &s, Some("AT0"))
             .await
             .unwrap(),
         "AT1"
@@ -195,7 +199,7 @@ async fn invalid_grant_asks_for_reconsent() {
     let (state, _dir) = local_state(&[], &[]);
     let s = server(&format!("{}/token", fake.url));
     stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
-    let e = tokens::access_token(&state, USER, &s, None)
+    let e = tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     assert!(matches!(e, GrantError::NeedsReconsent), "{e:?}");
@@ -204,7 +208,7 @@ async fn invalid_grant_asks_for_reconsent() {
     assert_eq!(g.last_error.as_deref(), Some("invalid_grant"));
     assert_eq!(g.refresh_at, None, "the sweeper leaves it alone");
     // and the next call does not hit the provider again
-    let e = tokens::access_token(&state, USER, &s, None)
+    let e = tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     assert!(matches!(e, GrantError::NeedsReconsent), "{e:?}");
@@ -218,7 +222,7 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
     let (state, _dir) = local_state(&[], &[]);
     let s = server(&format!("{}/token", fake.url));
     let before = stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
-    let e = tokens::access_token(&state, USER, &s, None)
+    let e = tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "upstream_error", "{e:?}");
@@ -232,7 +236,7 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
         "the refresh token kept"
     );
     // A repeated failure is recorded the same, and its claim on the grant released
-    tokens::access_token(&state, USER, &s, None)
+    tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     let (again, _) = now_stored(&state).await;
@@ -242,7 +246,9 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
     // The provider recovers: the retry succeeds and clears the error
     fake.behaviour.lock().unwrap().error = None;
     assert_eq!(
-        tokens::access_token(&state, USER, &s, None).await.unwrap(),
+        tokens::access_token(&state.grants, USER, &s, None)
+            .await
+            .unwrap(),
         "AT1"
     );
     let (g, _) = now_stored(&state).await;
@@ -255,7 +261,7 @@ async fn provider_outages_keep_the_grant_for_a_later_retry() {
     drop(dead);
     let s = server(&format!("http://127.0.0.1:{port}/token"));
     stored_grant(&state, Some(state.clock.now() - 10), Some("RT0")).await;
-    let e = tokens::access_token(&state, USER, &s, None)
+    let e = tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "network_error", "{e:?}");
@@ -271,7 +277,9 @@ async fn extra_authorization_parameters_and_scopes_reach_the_provider() {
     let fake = fake_provider().await;
     let (state, _dir) = local_state(&[], &[]);
     let s = server(&format!("{}/token", fake.url));
-    let url = flow::start(&state, USER, &s, "browser-hash").await.unwrap();
+    let url = flow::start(&state.grants, USER, &s, "browser-hash")
+        .await
+        .unwrap();
     let url = url::Url::parse(&url).unwrap();
     let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(q["access_type"], "offline");
@@ -306,11 +314,15 @@ async fn a_grant_another_process_is_refreshing_is_waited_for_not_redeemed_again(
     let claimed = claim_as_another_process(&state, now + tokens::LEASE_SECS).await;
 
     // The sweep leaves a claimed grant alone.
-    assert!(!tokens::refresh_due(&state, &s, &claimed).await.unwrap());
+    assert!(
+        !tokens::refresh_due(&state.grants, &s, &claimed)
+            .await
+            .unwrap()
+    );
     // A call waits for the holder and uses what it writes.
     let call = tokio::spawn({
         let (state, s) = (state.clone(), s.clone());
-        async move { tokens::access_token(&state, USER, &s, None).await }
+        async move { tokens::access_token(&state.grants, USER, &s, None).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     assert!(
@@ -354,7 +366,9 @@ async fn a_claim_whose_holder_died_runs_out_and_the_grant_is_refreshed() {
     // A holder that never writes its result: its lease ends a second from now.
     claim_as_another_process(&state, state.clock.now() + 1).await;
 
-    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    let token = tokens::access_token(&state.grants, USER, &s, None)
+        .await
+        .unwrap();
     assert_eq!(token, "AT1");
     let forms = fake.forms.lock().unwrap().clone();
     assert_eq!(forms.len(), 1, "redeemed once, after the lease ran out");
@@ -368,24 +382,29 @@ async fn a_claim_whose_holder_died_runs_out_and_the_grant_is_refreshed() {
 async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
     let fake = fake_provider().await;
     fake.behaviour.lock().unwrap().error = Some((503, json!({"error": "temporarily_unavailable"})));
-    let (mut state, _dir) = local_state(&[], &[]);
-    let clock = Arc::new(mcpgw::clock::FixedClock::at(state.clock.now()));
-    state.clock = clock.clone();
+    let clock = Arc::new(mcpgw::clock::FixedClock::at(mcpgw::clock::Clock::now(
+        &mcpgw::clock::SystemClock,
+    )));
+    let (state, _dir) = mcpgw::testing::local_state_at(clock.clone(), &[], &[]);
     let s = server(&format!("{}/token", fake.url));
     // Due for refresh (inside the margin) but not expired.
     stored_grant(&state, Some(state.clock.now() + 30), Some("RT0")).await;
-    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    let token = tokens::access_token(&state.grants, USER, &s, None)
+        .await
+        .unwrap();
     assert_eq!(token, "AT0", "the call goes on with the still-valid token");
     assert_eq!(fake.forms.lock().unwrap().len(), 1, "a refresh was tried");
     let (g, _) = now_stored(&state).await;
     assert_eq!(g.last_error.as_deref(), Some("upstream_error"));
     assert_eq!(g.refresh_lease_until, None);
     // Right after, the provider is not asked again while the token still works.
-    let token = tokens::access_token(&state, USER, &s, None).await.unwrap();
+    let token = tokens::access_token(&state.grants, USER, &s, None)
+        .await
+        .unwrap();
     assert_eq!(token, "AT0");
     assert_eq!(fake.forms.lock().unwrap().len(), 1, "no second try yet");
     // A token the upstream refused is not handed out again.
-    let e = tokens::access_token(&state, USER, &s, Some("AT0"))
+    let e = tokens::access_token(&state.grants, USER, &s, Some("AT0"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), "upstream_error", "{e:?}");
@@ -393,7 +412,7 @@ async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
     // provider, so the old token is not used.
     clock.advance(tokens::RETRY_AFTER_ERROR_SECS);
     fake.behaviour.lock().unwrap().error = Some((400, json!({"error": "invalid_grant"})));
-    let e = tokens::access_token(&state, USER, &s, None)
+    let e = tokens::access_token(&state.grants, USER, &s, None)
         .await
         .unwrap_err();
     assert!(matches!(e, GrantError::NeedsReconsent), "{e:?}");

@@ -751,7 +751,7 @@ async fn metadata_changed_after_save_moves_nothing_until_an_admin_discovers_agai
 
     // AND the machine token comes from the pinned token endpoint with the configured secret
     let machine = gw.state.server("machine").await?.context("machine")?;
-    let token = mcpgw::grants::machine::token(&gw.state, &machine, None).await?;
+    let token = mcpgw::grants::machine::token(&gw.state.grants, &machine, None).await?;
     assert!(token.starts_with("AT"), "{token}");
     let forms = fake.token_forms();
     assert_eq!(forms[2].0["grant_type"], "client_credentials");
@@ -976,7 +976,7 @@ async fn concurrent_first_use_pins_once_across_processes() -> Result<()> {
         let (server, barrier) = (server.clone(), barrier.clone());
         calls.push(tokio::spawn(async move {
             barrier.wait().await;
-            mcpgw::grants::endpoints::for_server(&state, &server).await
+            mcpgw::grants::endpoints::for_server(&state.grants, &server).await
         }));
     }
     let mut tokens = std::collections::BTreeSet::new();

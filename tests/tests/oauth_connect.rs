@@ -337,8 +337,8 @@ async fn client_of(
     server: &str,
 ) -> Result<mcpgw::grants::registration::ClientCredentials> {
     let s = gw.state.server(server).await?.context("server")?;
-    let e = mcpgw::grants::endpoints::for_server(&gw.state, &s).await?;
-    Ok(mcpgw::grants::registration::credentials(&gw.state, &s, &e).await?)
+    let e = mcpgw::grants::endpoints::for_server(&gw.state.grants, &s).await?;
+    Ok(mcpgw::grants::registration::credentials(&gw.state.grants, &s, &e).await?)
 }
 
 /// The gateway's registered clients, as stored.

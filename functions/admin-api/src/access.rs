@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::Admin;
 use crate::time_fmt::to_rfc3339;
+use mcpgw::http::ErrorCode;
 
 /// How long a save waits for an upstream's tool list before saving with a warning.
 const TOOL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +64,7 @@ pub trait PolicyDoc: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
 }
 
 fn invalid(m: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("invalid_field", m)
+    ApiError::unprocessable(ErrorCode::InvalidField, m)
 }
 
 /// The policy as the store holds it now: writes check against this, never a cached copy.
@@ -88,7 +89,7 @@ async fn check_members(m: &Members, snap: &Snapshot) -> Result<(), ApiError> {
     for t in &m.teams {
         if !snap.teams.iter().any(|x| x.name == *t) {
             return Err(ApiError::unprocessable(
-                "unknown_team",
+                ErrorCode::UnknownTeam,
                 format!("members.teams: no team named '{t}'"),
             ));
         }
@@ -102,7 +103,7 @@ async fn server_exists(state: &AppState, name: &str) -> Result<bool, ApiError> {
 
 fn unknown_server(what: &str, name: &str) -> ApiError {
     ApiError::unprocessable(
-        "unknown_server",
+        ErrorCode::UnknownServer,
         format!("{what}: no server named '{name}'"),
     )
 }
@@ -115,10 +116,10 @@ async fn missing_tools(
     server: &str,
     names: &[&str],
 ) -> Result<Vec<String>, String> {
-    let up = mcp_proxy::catalog::upstream_for(state, server, admin).await?;
+    let up = mcpgw::upstream::catalog::upstream_for(&state.upstreams, server, admin).await?;
     let listed = tokio::time::timeout(
         TOOL_CHECK_TIMEOUT,
-        mcp_proxy::client::list_tools(&up, admin),
+        mcpgw::upstream::client::list_tools(&up, admin),
     )
     .await
     .map_err(|_| format!("server '{server}' did not list its tools within {TOOL_CHECK_TIMEOUT:?}"))?
@@ -128,7 +129,9 @@ async fn missing_tools(
             error_chain(&e)
         )
     })?;
-    let have: BTreeSet<&str> = mcp_proxy::client::tool_names(&listed).into_iter().collect();
+    let have: BTreeSet<&str> = mcpgw::upstream::client::tool_names(&listed)
+        .into_iter()
+        .collect();
     Ok(names
         .iter()
         .filter(|n| !have.contains(*n))
@@ -151,7 +154,7 @@ async fn check_tools(
     match missing_tools(state, admin, server, names).await {
         Ok(missing) if missing.is_empty() => Ok(()),
         Ok(missing) => Err(ApiError::unprocessable(
-            "unknown_tool",
+            ErrorCode::UnknownTool,
             format!(
                 "{what}: server '{server}' has no tool named {}",
                 missing
@@ -232,7 +235,7 @@ impl PolicyDoc for ServerGroup {
                 // The exposed names are the gateway's own: always checkable.
                 if let Some(m) = exact.iter().find(|n| vs.tool(n).is_none()) {
                     return Err(ApiError::unprocessable(
-                        "unknown_tool",
+                        ErrorCode::UnknownTool,
                         format!("{what}: virtual server '{server}' exposes no tool named '{m}'"),
                     ));
                 }
@@ -270,14 +273,14 @@ impl PolicyDoc for VirtualServer {
         if server_exists(state, &self.name).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "already_exists",
+                ErrorCode::AlreadyExists,
                 format!("a server named '{}' already exists", self.name),
             ));
         }
         if let Some(name) = self.collision() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "tool_name_collision",
+                ErrorCode::ToolNameCollision,
                 format!("two tools would both be exposed as '{name}'; set an alias on one"),
             ));
         }
@@ -340,7 +343,7 @@ fn with_warnings(mut v: Value, warnings: Vec<String>) -> Value {
 fn parse<T: PolicyDoc>(mut body: Value, path_name: Option<&str>) -> Result<T, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the body must be a JSON object",
         ));
     };
@@ -479,7 +482,7 @@ pub fn refuse_if_referenced(
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "in_use",
+        ErrorCode::InUse,
         format!(
             "{} '{name}' is still used by {}; remove it there first",
             kind.label(),

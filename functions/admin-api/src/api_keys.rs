@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Admin;
 use crate::time_fmt::{parse_rfc3339, to_rfc3339};
+use mcpgw::http::ErrorCode;
 
 /// Most unexpired keys one owner may hold; a leaked automation loop cannot mint keys without
 /// bound, and a person with more than this many live keys has lost track of them.
@@ -79,7 +80,7 @@ impl From<ApiKey> for KeyView {
 }
 
 pub fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("invalid_field", message)
+    ApiError::unprocessable(ErrorCode::InvalidField, message)
 }
 
 /// A plausible email: one `@`, something on each side, no whitespace or control characters.
@@ -158,7 +159,7 @@ pub async fn issue(
     if active >= MAX_ACTIVE_KEYS_PER_OWNER {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "key_limit_reached",
+            ErrorCode::KeyLimitReached,
             format!(
                 "'{owner}' already holds {MAX_ACTIVE_KEYS_PER_OWNER} active API keys, the most allowed; delete one first"
             ),
@@ -242,13 +243,13 @@ fn owner_filter(query: Option<&str>) -> Result<Option<String>, ApiError> {
             "owner" if owner.is_none() => owner = Some(v.to_lowercase()),
             "owner" => {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "give owner at most once",
                 ));
             }
             _ => {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "the only query parameter is owner",
                 ));
             }

@@ -1,5 +1,5 @@
 //! The effective catalog: every endpoint and tool a principal can reach, computed by the same
-//! decision function the proxy uses (`mcp_proxy::catalog`). `GET /me/catalog` for the caller;
+//! decision function the proxy uses (`mcpgw::upstream::catalog`). `GET /me/catalog` for the caller;
 //! `GET /admin/users/{user}/catalog[?groups=a,b]` for anyone, with a hypothetical set of IdP
 //! groups: the "what would this user see" review.
 
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{Admin, Caller};
+use mcpgw::http::ErrorCode;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -45,7 +46,10 @@ async fn for_user(
     query: Result<Query<Hypothetical>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|_| {
-        ApiError::bad_request("invalid_query", "the only query parameter is groups=a,b")
+        ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            "the only query parameter is groups=a,b",
+        )
     })?;
     let user = crate::connections::check_user(&user)?;
     let groups: Vec<String> = q
@@ -58,7 +62,7 @@ async fn for_user(
         .collect();
     if groups.len() > 200 || groups.iter().any(|g| g.len() > 320) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "groups takes at most 200 names of at most 320 characters",
         ));
     }
@@ -82,11 +86,9 @@ async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError>
         };
         pending.push((access, kind));
     }
-    let listed = join_all(
-        pending
-            .iter()
-            .map(|(access, _)| mcp_proxy::catalog::endpoint_tools(state, &subject.user, access)),
-    )
+    let listed = join_all(pending.iter().map(|(access, _)| {
+        mcpgw::upstream::catalog::endpoint_tools(&state.upstreams, &subject.user, access)
+    }))
     .await;
     for ((access, kind), tools) in pending.iter().zip(listed) {
         let mut e = json!({

@@ -23,7 +23,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use mcpgw::domain::{Grant, GrantStatus, McpServer, UpstreamAuth, validate_name};
 use mcpgw::grants::revoke::{self, Revocation};
-use mcpgw::grants::{GrantError, link, user_token};
+use mcpgw::grants::{link, user_token};
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::policy::Subject;
 use mcpgw::state::AppState;
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::time_fmt::to_rfc3339;
 use crate::{Admin, Caller};
+use mcpgw::http::ErrorCode;
 
 /// At most this many grants in one admin listing.
 const ADMIN_LIST_MAX: usize = 1000;
@@ -58,7 +59,7 @@ pub fn check_user(raw: &str) -> Result<String, ApiError> {
     let user = raw.trim().to_lowercase();
     if user.is_empty() || user.len() > 320 || user.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "user must be an email or service:<name>",
         ));
     }
@@ -106,15 +107,6 @@ fn revocation_view(r: &Revocation) -> Value {
         Revocation::Failed { reason } => json!({"status": "failed", "reason": reason}),
         Revocation::NotApplicable => json!({"status": "not_applicable"}),
     }
-}
-
-fn grant_failed(e: GrantError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "grant_store_unavailable",
-        format!("the connection could not be read ({})", e.code()),
-    )
-    .with_cause(&e)
 }
 
 /// Which per-user credential a server takes.
@@ -202,9 +194,7 @@ async fn link_mine(
     if !reachable.contains(&server) || oauth_server(&state, &server).await?.is_none() {
         return Err(ApiError::not_found("no OAuth server by that name"));
     }
-    let url = link::make(&state, &p.user, &server)
-        .await
-        .map_err(grant_failed)?;
+    let url = link::make(&state.grants, &p.user, &server).await?;
     let expires_at = to_rfc3339(state.clock.now() + link::LINK_TTL_SECS);
     Ok((
         StatusCode::CREATED,
@@ -225,9 +215,7 @@ async fn disconnect(state: &AppState, user: &str, server: &str) -> Result<Value,
         return Err(not_found());
     }
     let revocation = match per_user_server(state, server).await? {
-        Some((s, Kind::OAuth2)) => revoke::disconnect(state, user, &s)
-            .await
-            .map_err(grant_failed)?,
+        Some((s, Kind::OAuth2)) => revoke::disconnect(&state.grants, user, &s).await?,
         Some((_, Kind::UserToken)) => forget(state, user, server)
             .await?
             .then_some(Revocation::NotApplicable),
@@ -294,7 +282,7 @@ async fn everyone(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(f) = query.map_err(|_| {
         ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "the query parameters are user=<user> and server=<name>",
         )
     })?;
@@ -358,16 +346,14 @@ async fn set_credential(
 ) -> Result<impl IntoResponse, ApiError> {
     let s = my_token_server(&state, &p, &server).await?;
     user_token::check_token(&input.token)
-        .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidField, e.to_string()))?;
     if user_token::header_for(&s, &input.token).is_none() {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "the token cannot be sent in this server's header",
         ));
     }
-    user_token::store(&state, &p.user, &s, &input.token)
-        .await
-        .map_err(grant_failed)?;
+    user_token::store(&state.grants, &p.user, &s, &input.token).await?;
     tracing::info!(%server, "per-user token stored");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::Admin;
 use crate::api_keys::invalid;
 use crate::time_fmt::to_rfc3339;
+use mcpgw::http::ErrorCode;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,14 +48,15 @@ fn provider_from(mut body: Map<String, Value>, name: &str) -> Result<IdentityPro
     for stamp in ["created_at", "updated_at"] {
         if body.contains_key(stamp) {
             return Err(ApiError::bad_request(
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("invalid request body: {stamp} is set by the gateway"),
             ));
         }
     }
     body.insert("name".into(), Value::String(name.to_owned()));
-    let idp: IdentityProvider = serde_json::from_value(Value::Object(body))
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let idp: IdentityProvider = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid request body: {e}"))
+    })?;
     idp.validate().map_err(invalid)?;
     Ok(idp)
 }
@@ -90,7 +92,7 @@ async fn check_issuer_free(state: &AppState, idp: &IdentityProvider) -> Result<(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "issuer_taken",
+            ErrorCode::IssuerTaken,
             format!(
                 "identity provider '{}' (configured by environment) already has issuer '{}'",
                 configured.name, idp.issuer
@@ -104,7 +106,7 @@ async fn check_issuer_free(state: &AppState, idp: &IdentityProvider) -> Result<(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "issuer_taken",
+            ErrorCode::IssuerTaken,
             format!(
                 "identity provider '{}' already has issuer '{}'",
                 other.name, idp.issuer

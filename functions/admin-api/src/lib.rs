@@ -23,6 +23,7 @@ use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use mcpgw::http::ApiError;
+use mcpgw::http::ErrorCode;
 use mcpgw::identity::Principal;
 use mcpgw::state::AppState;
 
@@ -56,7 +57,7 @@ pub(crate) fn check_egress(state: &AppState, field: &str, url: &str) -> Result<(
         .config
         .egress
         .check_url_str(url)
-        .map_err(|e| ApiError::unprocessable("egress_denied", format!("{field}: {e}")))
+        .map_err(|e| ApiError::unprocessable(ErrorCode::EgressDenied, format!("{field}: {e}")))
 }
 
 /// Any authenticated caller; 401 otherwise.
@@ -82,7 +83,7 @@ impl FromRequestParts<AppState> for Caller {
             .authenticate(&parts.headers)
             .await
             .map(Caller)
-            .map_err(|e| e.into_api_error(None))
+            .map_err(ApiError::from)
     }
 }
 

@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use crate::Admin;
 use crate::time_fmt::to_rfc3339;
+use mcpgw::http::ErrorCode;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -93,7 +94,7 @@ impl From<McpServer> for ServerView {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("invalid_field", message)
+    ApiError::unprocessable(ErrorCode::InvalidField, message)
 }
 
 /// Bounds that keep a server document far below DynamoDB's 400 KB item limit.
@@ -282,7 +283,7 @@ async fn pin_for_save(
 ) -> Result<(), ApiError> {
     server.authorization_server = None;
     match endpoints::resolve(
-        &state.oauth_http,
+        &state.grants.oauth_http,
         &state.config.egress,
         server,
         PinSource::DiscoveredAtSave,
@@ -304,7 +305,7 @@ async fn pin_for_save(
 
 fn refused_metadata(e: &DiscoveryError) -> ApiError {
     ApiError::unprocessable(
-        "invalid_discovered_metadata",
+        ErrorCode::InvalidDiscoveredMetadata,
         format!("the authorization server was refused: {e}"),
     )
 }
@@ -336,7 +337,7 @@ async fn replace_if_unchanged(
     if !written {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             format!(
                 "server '{}' changed while it was being saved; read it again and retry",
                 server.name
@@ -397,7 +398,7 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
             if !state.config.secret_scope.permits(reference) {
                 let prefix = state.config.secret_scope.prefix().unwrap_or_default();
                 return Err(ApiError::unprocessable(
-                    "secret_out_of_scope",
+                    ErrorCode::SecretOutOfScope,
                     format!(
                         "auth.headers: '{reference}' is not an operator secret; name it '{prefix}...'"
                     ),
@@ -409,14 +410,14 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
                 Err(e @ SecretsError::Backend(_)) => {
                     return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "secrets_unavailable",
+                        ErrorCode::SecretsUnavailable,
                         "the secrets backend is unavailable, retry later",
                     )
                     .with_cause(&e));
                 }
                 Err(e) => {
                     return Err(ApiError::unprocessable(
-                        "secret_unresolvable",
+                        ErrorCode::SecretUnresolvable,
                         format!("auth.headers: {e}"),
                     ));
                 }
@@ -424,7 +425,7 @@ async fn check_secrets(state: &AppState, auth: &UpstreamAuth) -> Result<(), ApiE
             // A value that cannot be a header (a trailing newline, say) would fail every call.
             if axum::http::HeaderValue::from_str(value.expose()).is_err() {
                 return Err(ApiError::unprocessable(
-                    "secret_invalid",
+                    ErrorCode::SecretInvalid,
                     format!(
                         "auth.headers: the value of '{reference}' is not a valid HTTP header value"
                     ),
@@ -450,7 +451,7 @@ async fn create(
     if crate::access::virtual_server_exists(&state, &name).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "already_exists",
+            ErrorCode::AlreadyExists,
             format!("a virtual server named '{name}' already exists"),
         ));
     }
@@ -563,14 +564,14 @@ async fn discover(
     let (read, server) = stored(&state, &name).await?;
     if !endpoints::uses_oauth(&server) {
         return Err(ApiError::unprocessable(
-            "not_oauth",
+            ErrorCode::NotOauth,
             format!(
                 "server '{name}' does not use OAuth: there is no authorization server to discover"
             ),
         ));
     }
     let pin = match endpoints::resolve(
-        &state.oauth_http,
+        &state.grants.oauth_http,
         &state.config.egress,
         &server,
         PinSource::RediscoveredByAdmin,
@@ -582,7 +583,7 @@ async fn discover(
         Err(DiscoveryError::Unavailable(why)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "discovery_unavailable",
+                ErrorCode::DiscoveryUnavailable,
                 format!(
                     "the authorization server could not be discovered ({why}); the pinned endpoints are unchanged"
                 ),

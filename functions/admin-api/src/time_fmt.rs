@@ -1,6 +1,7 @@
 //! RFC 3339 timestamps at the API edge; the domain keeps Unix seconds.
 
 use mcpgw::http::ApiError;
+use mcpgw::http::ErrorCode;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -16,7 +17,7 @@ pub fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
         .map(|d| d.unix_timestamp())
         .map_err(|_| {
             ApiError::unprocessable(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("{field} must be an RFC 3339 timestamp"),
             )
         })

@@ -1,6 +1,6 @@
-//! Who may talk to an MCP endpoint: browsers only from allowed origins (DNS-rebinding and
-//! cross-site protection), callers with a gateway credential, and only to registered
-//! endpoints.
+//! Who may talk to an MCP endpoint, decided once per request: browsers only from allowed
+//! origins (DNS-rebinding and cross-site protection), callers with a gateway credential, and
+//! only to registered endpoints they may use.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use mcpgw::identity::Principal;
 use mcpgw::policy::{Access, Subject};
 use mcpgw::state::AppState;
 
-use crate::resource_metadata_url;
+use crate::metadata::{resource_metadata_url, resource_url};
 
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -72,6 +72,13 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     if allowed { Ok(()) } else { Err(forbidden()) }
 }
 
+/// An admitted request: who, which endpoint, and what it is.
+pub struct Admitted {
+    pub principal: Principal,
+    pub endpoint: String,
+    pub target: Target,
+}
+
 /// What an admitted request is for.
 pub enum Target {
     /// A registered server, and what this caller may do on it.
@@ -87,18 +94,16 @@ pub enum Target {
 pub async fn admit(
     state: &AppState,
     headers: &HeaderMap,
-    endpoint: &str,
-) -> Result<(Principal, Target), ApiError> {
+    endpoint: String,
+) -> Result<Admitted, ApiError> {
     check_origin(state, headers)?;
     // A name that cannot be registered is unknown: it never reaches the store (DynamoDB would
     // reject an oversized key) nor the challenge header (a quote would inject parameters).
-    let metadata = validate_name(endpoint)
+    let metadata = validate_name(&endpoint)
         .is_ok()
-        .then(|| resource_metadata_url(state, endpoint));
+        .then(|| resource_metadata_url(state, &endpoint));
     // A JWT must be meant for this endpoint (or the gateway as a whole).
-    let resource = metadata
-        .is_some()
-        .then(|| crate::resource_url(state, endpoint));
+    let resource = metadata.is_some().then(|| resource_url(state, &endpoint));
     let principal = match state
         .auth
         .authenticate_for(headers, resource.as_deref())
@@ -116,13 +121,19 @@ pub async fn admit(
     }
     let policy = state.policy().await?;
     let access = policy
-        .access(&Subject::from(&principal), endpoint)
+        .access(&Subject::from(&principal), &endpoint)
         .ok_or_else(unknown)?;
-    if access.virtual_server.is_some() {
-        return Ok((principal, Target::Virtual(access)));
-    }
-    let server = state.server(endpoint).await?.ok_or_else(unknown)?;
-    Ok((principal, Target::Server(server, access)))
+    let target = if access.virtual_server.is_some() {
+        Target::Virtual(access)
+    } else {
+        let server = state.server(&endpoint).await?.ok_or_else(unknown)?;
+        Target::Server(server, access)
+    };
+    Ok(Admitted {
+        principal,
+        endpoint,
+        target,
+    })
 }
 
 #[cfg(test)]

@@ -2,26 +2,28 @@
 //! grant not yet made or needing re-consent, a `per_user_token` not stored) still gets an MCP
 //! session. The gateway answers it alone: `initialize` with the connect link in
 //! `instructions`, empty lists, and every `tools/call` with the link, as a URL-mode
-//! elicitation error (`-32042`) for clients that declare URL elicitation, else as a tool
-//! result with `isError` whose text carries it. Once the credential exists, the session's
-//! next request opens the upstream session (`session_era::settle`).
+//! elicitation (`-32042` in the session era, an `input_required` result in 2026-07-28) for
+//! clients that declare URL elicitation, else as a tool result with `isError` whose text
+//! carries it. Once the credential exists, the session's next request opens the upstream
+//! session (`session_era::settle`).
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use mcpgw::http::ApiError;
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
 use mcpgw::mcp::session::UpstreamLink;
-use mcpgw::state::AppState;
+use mcpgw::mcp::versions;
+use mcpgw::upstream::CredentialError;
+use mcpgw::upstream::handshakes::discover_result_from_initialize;
 use serde_json::{Value, json};
 
-use crate::forward::{no_get_stream, session_header};
-use crate::session_era::{self, SessionAt};
+use crate::answers::{accepted, no_get_stream};
+use crate::headers::session_header;
+use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::results::{self, ClientEra, Ttl};
+use crate::sessions::{self, SessionAt};
 
-/// JSON-RPC error of a request that needs the user to open a URL first (MCP 2025-11-25).
-pub const URL_ELICITATION_REQUIRED: i64 = -32042;
-
-/// What the caller lacks, read from the refusal `Upstream::new` gave.
+/// What the caller lacks.
 pub struct Missing {
     /// What to tell the user, link included.
     pub message: String,
@@ -31,28 +33,24 @@ pub struct Missing {
 
 impl Missing {
     /// `Some` when `e` says a credential of the caller's own is missing.
-    pub fn from_error(e: &ApiError) -> Option<Self> {
-        match e.code {
-            // The message ends with "open {url}" (relay::oauth_headers).
-            "connect_required" => Some(Self {
-                url: e.message.rsplit_once("open ").map(|(_, u)| u.to_owned()),
-                message: e.message.clone(),
+    pub fn of(e: &CredentialError) -> Option<Self> {
+        match e {
+            CredentialError::ConnectRequired { url, .. } => Some(Self {
+                url: Some(url.clone()),
+                message: e.to_string(),
             }),
-            "credential_required" => Some(Self {
+            CredentialError::TokenRequired { .. } => Some(Self {
                 url: None,
-                message: e.message.clone(),
+                message: e.to_string(),
             }),
-            _ => None,
+            CredentialError::Unavailable(_) => None,
         }
     }
 }
 
-/// Where the prompt is answered.
+/// Where the prompt is answered: the session it belongs to and the request's headers.
 pub struct At<'a> {
-    pub state: &'a AppState,
-    pub user: &'a str,
-    pub endpoint: &'a str,
-    pub upstream_url: &'a str,
+    pub session: SessionAt<'a>,
     pub headers: &'a HeaderMap,
 }
 
@@ -64,20 +62,14 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
     };
     let id = msg.id().cloned().unwrap_or(Value::Null);
     if msg.is_request("initialize") {
-        let (offered, client) = match session_era::handshake_params(&msg, &id) {
+        let (offered, client) = match handshake_params(&msg, &id) {
             Ok(p) => p,
             Err(refused) => return Some(refused),
         };
-        let result = init_result(&offered, at.endpoint, missing);
-        let where_ = SessionAt {
-            state: at.state,
-            user: at.user,
-            endpoint: at.endpoint,
-            upstream_url: at.upstream_url,
-        };
+        let result = init_result(&offered, at.session.endpoint, missing);
         return Some(
-            session_era::answer_with_session(
-                where_,
+            sessions::issue(
+                &at.session,
                 &id,
                 offered,
                 UpstreamLink::Pending,
@@ -87,41 +79,29 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
             .await,
         );
     }
-    let client = if session_header(at.headers).is_some() {
-        match session_era::claims_of(at.state, at.headers, at.endpoint, at.user, at.upstream_url)
-            .await
-        {
-            Ok((claims, _)) => Client::Session(claims.client.capabilities),
+    let (era, capabilities) = if session_header(at.headers).is_some() {
+        match sessions::open(&at.session, at.headers).await {
+            Ok((claims, _)) => (ClientEra::Session, claims.client.capabilities),
             Err(r) => return Some(r.into_response(msg.id())),
         }
     } else if envelope::looks_modern(&msg, at.headers) {
         // Stateless (2026-07-28): each request carries the client's capabilities.
-        Client::Stateless(
-            msg.params()
-                .and_then(|p| p.get("_meta"))
-                .and_then(|m| m.get(CLIENT_CAPABILITIES))
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-        )
+        (ClientEra::Modern, envelope_capabilities(&msg))
     } else {
         return None;
     };
     if msg.kind != Kind::Request {
-        return Some(StatusCode::ACCEPTED.into_response());
+        return Some(accepted());
     }
-    Some(answer(&msg, &id, &client, at.endpoint, missing))
+    Some(answer(
+        &msg,
+        &id,
+        era,
+        &capabilities,
+        at.session.endpoint,
+        missing,
+    ))
 }
-
-/// Where the client's capabilities came from, which decides the elicitation's form.
-pub(crate) enum Client {
-    /// Declared at `initialize`: URL elicitation is the `-32042` error.
-    Session(Value),
-    /// Declared in the request's envelope: URL elicitation goes inside an `input_required`
-    /// result (2026-07-28, multi round-trip requests).
-    Stateless(Value),
-}
-
-pub(crate) const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// The gateway's own `initialize` result while the caller is not connected.
 fn init_result(version: &str, endpoint: &str, missing: &Missing) -> Value {
@@ -136,25 +116,30 @@ fn init_result(version: &str, endpoint: &str, missing: &Missing) -> Value {
     })
 }
 
-/// The in-band answer to request `msg` of an unconnected caller.
+/// The in-band answer to request `msg` of an unconnected caller. Lists are empty and
+/// immediately stale: they fill once the caller is connected.
 fn answer(
     msg: &Message,
     id: &Value,
-    client: &Client,
+    era: ClientEra,
+    capabilities: &Value,
     endpoint: &str,
     missing: &Missing,
 ) -> Response {
-    let ok = |result: Value| axum::Json(jsonrpc::result(id, result)).into_response();
-    match msg.method().unwrap_or_default() {
-        "ping" => ok(json!({})),
-        "tools/list" => ok(json!({"tools": []})),
-        "resources/list" => ok(json!({"resources": []})),
-        "resources/templates/list" => ok(json!({"resourceTemplates": []})),
-        "prompts/list" => ok(json!({"prompts": []})),
-        "server/discover" => ok(crate::handshakes::discover_result_from_initialize(
-            &init_result(mcpgw::mcp::versions::LATEST_HANDSHAKE, endpoint, missing),
-        )),
-        "tools/call" => tool_call(id, client, missing),
+    let method = msg.method().unwrap_or_default();
+    let made = |result: Value| results::answer(id, method, result, era, Ttl::Set(0));
+    match method {
+        "ping" => made(json!({})),
+        "tools/list" => made(json!({"tools": []})),
+        "resources/list" => made(json!({"resources": []})),
+        "resources/templates/list" => made(json!({"resourceTemplates": []})),
+        "prompts/list" => made(json!({"prompts": []})),
+        "server/discover" => made(discover_result_from_initialize(&init_result(
+            versions::LATEST_HANDSHAKE,
+            endpoint,
+            missing,
+        ))),
+        "tools/call" => tool_call(id, era, capabilities, missing),
         _ => axum::Json(jsonrpc::error(
             Some(id),
             jsonrpc::INVALID_REQUEST,
@@ -169,17 +154,14 @@ fn answer(
 /// elicitation for clients that declare it (the `-32042` error in the session era, an
 /// `input_required` result in the 2026-07-28 era), else a tool result with `isError` whose
 /// text carries the link. Also used by virtual servers for a member the caller lacks.
-pub(crate) fn tool_call(id: &Value, client: &Client, missing: &Missing) -> Response {
-    let capabilities = match client {
-        Client::Session(c) | Client::Stateless(c) => c,
-    };
-    let ok = |result: Value| axum::Json(jsonrpc::result(id, result)).into_response();
-    match (&missing.url, declares_url_elicitation(capabilities)) {
-        (Some(url), true) if matches!(client, Client::Stateless(_)) => {
+pub fn tool_call(id: &Value, era: ClientEra, capabilities: &Value, missing: &Missing) -> Response {
+    let result = |r: Value| results::answer(id, "tools/call", r, era, Ttl::Set(0));
+    match (&missing.url, declares_url_elicitation(capabilities), era) {
+        (Some(url), true, ClientEra::Modern) => {
             // The client retries the call once the user is done; if they have connected
             // by then it reaches the upstream, else it gets this again. No requestState:
             // the gateway keeps nothing between the rounds.
-            ok(json!({
+            result(json!({
                 "resultType": "input_required",
                 "inputRequests": {"mcpgw-connect": {
                     "method": "elicitation/create",
@@ -187,7 +169,7 @@ pub(crate) fn tool_call(id: &Value, client: &Client, missing: &Missing) -> Respo
                 }},
             }))
         }
-        (Some(url), true) => {
+        (Some(url), true, ClientEra::Session) => {
             let data = json!({"elicitations": [{
                 "mode": "url",
                 "elicitationId": mcpgw::crypto::random_token(16),
@@ -196,13 +178,13 @@ pub(crate) fn tool_call(id: &Value, client: &Client, missing: &Missing) -> Respo
             }]});
             axum::Json(jsonrpc::error(
                 Some(id),
-                URL_ELICITATION_REQUIRED,
+                jsonrpc::URL_ELICITATION_REQUIRED,
                 &missing.message,
                 Some(data),
             ))
             .into_response()
         }
-        _ => ok(json!({
+        _ => result(json!({
             "content": [{"type": "text", "text": missing.message}],
             "isError": true,
         })),
@@ -220,23 +202,14 @@ fn declares_url_elicitation(capabilities: &Value) -> bool {
 /// Ends the session of an unconnected caller: there is no upstream session to end, only the
 /// gateway's own, recorded as ended like any other.
 pub async fn delete(at: &At<'_>) -> Response {
-    let (claims, fingerprint) =
-        match session_era::claims_of(at.state, at.headers, at.endpoint, at.user, at.upstream_url)
-            .await
-        {
-            Ok(c) => c,
-            Err(r) => return r.into_response(None),
-        };
-    if let Err(e) = at
-        .state
-        .store
-        .end_session(&fingerprint, claims.expires_at)
-        .await
-    {
-        return ApiError::from(e).into_response();
+    let (claims, fingerprint) = match sessions::open(&at.session, at.headers).await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(None),
+    };
+    match sessions::end(at.session.state, &claims, &fingerprint).await {
+        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused,
     }
-    at.state.mcp.end(&fingerprint);
-    StatusCode::NO_CONTENT.into_response()
 }
 
 /// A GET stream for an unconnected caller: none is offered.
@@ -249,11 +222,10 @@ mod tests {
     use super::*;
 
     fn missing() -> Missing {
-        Missing::from_error(&ApiError::new(
-            StatusCode::FORBIDDEN,
-            "connect_required",
-            "connect your account at this server first: open https://gw/oauth/connect/x?link=abc",
-        ))
+        Missing::of(&CredentialError::ConnectRequired {
+            url: "https://gw/oauth/connect/x?link=abc".into(),
+            reconsent: false,
+        })
         .unwrap()
     }
 
@@ -264,14 +236,43 @@ mod tests {
         .unwrap()
     }
 
+    fn list() -> Message {
+        Message::from_value(json!({"jsonrpc":"2.0","id":7,"method":"tools/list"})).unwrap()
+    }
+
+    async fn body(r: Response) -> Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice::<Value>(&b).unwrap()
+    }
+
     #[test]
-    fn link_is_read_from_the_refusal() {
+    fn the_prompt_carries_the_link_and_says_what_to_do() {
+        let m = missing();
         assert_eq!(
-            missing().url.as_deref(),
+            m.url.as_deref(),
             Some("https://gw/oauth/connect/x?link=abc")
         );
-        let other = ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no");
-        assert!(Missing::from_error(&other).is_none());
+        assert_eq!(
+            m.message,
+            "connect your account at this server first: open https://gw/oauth/connect/x?link=abc"
+        );
+        let renew = Missing::of(&CredentialError::ConnectRequired {
+            url: "https://gw/l".into(),
+            reconsent: true,
+        })
+        .unwrap();
+        assert_eq!(
+            renew.message,
+            "your connection to this server must be renewed: open https://gw/l"
+        );
+        let token = Missing::of(&CredentialError::TokenRequired {
+            store_at: "https://gw/me/credentials/x".into(),
+        })
+        .unwrap();
+        assert_eq!(token.url, None);
+        assert!(token.message.contains("PUT https://gw/me/credentials/x"));
+        let down = CredentialError::Unavailable(mcpgw::upstream::Unavailable::TokenNotSendable);
+        assert!(Missing::of(&down).is_none());
     }
 
     #[test]
@@ -294,20 +295,17 @@ mod tests {
     async fn tool_call_forms() {
         let m = missing();
         let id = json!(7);
-        let body = |r: Response| async move {
-            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-            serde_json::from_slice::<Value>(&b).unwrap()
-        };
         let url_capable = json!({"elicitation": {"url": {}}});
         let e = body(answer(
             &call(),
             &id,
-            &Client::Session(url_capable.clone()),
+            ClientEra::Session,
+            &url_capable,
             "x",
             &m,
         ))
         .await;
-        assert_eq!(e["error"]["code"], URL_ELICITATION_REQUIRED);
+        assert_eq!(e["error"]["code"], jsonrpc::URL_ELICITATION_REQUIRED);
         assert_eq!(
             e["error"]["data"]["elicitations"][0]["url"],
             m.url.clone().unwrap()
@@ -315,7 +313,8 @@ mod tests {
         let s = body(answer(
             &call(),
             &id,
-            &Client::Stateless(url_capable),
+            ClientEra::Modern,
+            &url_capable,
             "x",
             &m,
         ))
@@ -325,17 +324,37 @@ mod tests {
         assert_eq!(req["method"], "elicitation/create");
         assert_eq!(req["params"]["mode"], "url");
         assert_eq!(req["params"]["url"], m.url.clone().unwrap());
-        for c in [Client::Session(json!({})), Client::Stateless(json!({}))] {
-            let r = body(answer(&call(), &id, &c, "x", &m)).await;
+        for era in [ClientEra::Session, ClientEra::Modern] {
+            let r = body(answer(&call(), &id, era, &json!({}), "x", &m)).await;
             assert_eq!(r["result"]["isError"], true, "{r}");
+            assert!(
+                r["result"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("?link=abc")
+            );
         }
-        let r = body(answer(&call(), &id, &Client::Session(json!({})), "x", &m)).await;
-        assert_eq!(r["result"]["isError"], true);
-        assert!(
-            r["result"]["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .contains("?link=abc")
+    }
+
+    #[tokio::test]
+    async fn answers_are_in_the_clients_era() {
+        let (m, id) = (missing(), json!(7));
+        let modern = body(answer(&list(), &id, ClientEra::Modern, &json!({}), "x", &m)).await;
+        assert_eq!(
+            modern["result"],
+            json!({"tools": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
         );
+        let session = body(answer(
+            &list(),
+            &id,
+            ClientEra::Session,
+            &json!({}),
+            "x",
+            &m,
+        ))
+        .await;
+        assert_eq!(session["result"], json!({"tools": []}));
+        let failed = body(answer(&call(), &id, ClientEra::Modern, &json!({}), "x", &m)).await;
+        assert_eq!(failed["result"]["resultType"], "complete", "{failed}");
     }
 }

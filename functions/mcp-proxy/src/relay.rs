@@ -1,684 +1,29 @@
-//! Talking to the upstream for a client: the credential-bearing request, and the answer
-//! streamed back event by event with a deadline on the whole call, cancellation, and a
-//! `notifications/cancelled` sent upstream when the client goes away mid-call.
+//! The stream relay: the upstream's answer streamed back to the client event by event, with
+//! a deadline on the whole call, the client's cancellation, and each message checked
+//! against what is owed ([`crate::owed`]) and changed on the way: era rewriting
+//! ([`crate::rewrite`]) and access control ([`crate::adapt`]).
 //!
-//! The upstream is not trusted to answer well (OWASP API10): what a request is owed
-//! ([`Expect`]) is checked on the way back. An answer that is neither JSON nor an event
-//! stream, is not JSON-RPC, or responds to another id (in a bridged session: anything but the
-//! gateway's own id for this request) becomes `-32002` with `data.reason:
-//! "upstream_bad_answer"` and the client's id; the upstream's text is never echoed.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The upstream is not trusted to answer well (OWASP API10): an answer that is neither JSON
+//! nor an event stream, is not JSON-RPC, or responds to another id becomes the gateway's
+//! `upstream_bad_answer` error with the client's id; the upstream's text is never echoed.
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use mcpgw::domain::McpServer;
-use mcpgw::domain::UpstreamAuth;
-use mcpgw::http::{ApiError, ErrorCause, Relayed, error_chain};
-use mcpgw::mcp::handshake::{self, AnswerType, CallError, Reply};
-use mcpgw::mcp::jsonrpc::{Message, UpstreamMessage};
-use mcpgw::mcp::{jsonrpc, sse};
-use mcpgw::policy::Access;
-use mcpgw::state::AppState;
-use mcpgw::upstream::{UpstreamError, credential_headers, returned_response_headers};
+use mcpgw::http::Relayed;
+use mcpgw::mcp::handshake::{AnswerType, CallError};
+use mcpgw::mcp::sse;
+use mcpgw::upstream::{Upstream, returned_response_headers};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-/// A JSON-RPC error answer with an HTTP status.
-pub fn rpc_error(
-    status: StatusCode,
-    id: Option<&Value>,
-    code: i64,
-    message: &str,
-    data: Option<Value>,
-) -> Response {
-    (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
-}
-
-/// The answer to a failed upstream call: a JSON-RPC error that carries the request's id, so
-/// the client can tell which call failed, with a reason in `data` and the cause kept for the
-/// log only.
-pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
-    let (status, reason, message) = match e {
-        e if e.is_timeout() => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "the upstream MCP server did not answer in time",
-        ),
-        // A denied egress answers like an unreachable upstream (the client learns nothing of
-        // the policy); the log's cause says "refused by the egress policy" and the rule.
-        CallError::Transport(_)
-        | CallError::Egress(_)
-        | CallError::Timeout(_)
-        | CallError::Unavailable(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            "the upstream MCP server could not be reached",
-        ),
-        CallError::Auth(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_auth_failed",
-            "the upstream MCP server rejected the gateway's credential",
-        ),
-        CallError::Redirect(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_redirect",
-            "the upstream MCP server answered with a redirect, which the gateway does not follow",
-        ),
-        CallError::BadAnswer => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_bad_answer",
-            "the upstream MCP server's answer was not valid MCP",
-        ),
-    };
-    let mut resp = rpc_error(
-        status,
-        id,
-        jsonrpc::UPSTREAM_ERROR,
-        message,
-        Some(json!({"reason": reason})),
-    );
-    resp.extensions_mut()
-        .insert(ErrorCause(error_chain(e).into()));
-    resp
-}
-
-/// Why an upstream's answer to a request was not passed on (never its text: the answer is
-/// the upstream's, possibly an attacker's page, and the client must not take it as MCP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadAnswer {
-    /// Neither `application/json` nor `text/event-stream`.
-    NotJsonOrSse,
-    /// JSON that is not a JSON-RPC 2.0 message.
-    NotJsonRpc,
-    /// A response whose id is not the request's (another request's, the gateway's own in a
-    /// bridged session, or made up).
-    WrongId,
-    /// Larger than the gateway holds to check or adapt it.
-    TooLarge,
-}
-
-impl BadAnswer {
-    fn message(self) -> &'static str {
-        match self {
-            Self::NotJsonOrSse => {
-                "the upstream MCP server's answer was neither JSON nor an event stream"
-            }
-            Self::NotJsonRpc => "the upstream MCP server's answer was not a JSON-RPC message",
-            Self::WrongId => "the upstream MCP server answered with a response to another request",
-            Self::TooLarge => "the upstream MCP server's answer was too large to relay",
-        }
-    }
-
-    fn error(self, id: Option<&Value>, upstream_status: StatusCode) -> Value {
-        jsonrpc::error(
-            id,
-            jsonrpc::UPSTREAM_ERROR,
-            self.message(),
-            Some(
-                json!({"reason": "upstream_bad_answer", "upstream_status": upstream_status.as_u16()}),
-            ),
-        )
-    }
-
-    /// The answer to the client, before any header went out: 502, like every other answer
-    /// the gateway gives for an upstream that failed (`call_failed`), with the client's id.
-    pub fn response(self, id: Option<&Value>, upstream_status: StatusCode) -> Response {
-        let mut resp = (
-            StatusCode::BAD_GATEWAY,
-            axum::Json(self.error(id, upstream_status)),
-        )
-            .into_response();
-        resp.extensions_mut().insert(ErrorCause(
-            format!("upstream bad answer ({self:?}, HTTP {upstream_status})").into(),
-        ));
-        resp
-    }
-}
-
-/// Bound on detached `notifications/cancelled` calls in flight per process.
-const MAX_PENDING_CANCELS: usize = 64;
-/// How long one may take.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `user`'s access token for `server` and the `Authorization: Bearer` header carrying it.
-/// `rejected`: the token the upstream just refused (refreshed unless already replaced).
-/// Without a usable grant: 403 `connect_required` whose message carries a fresh single-use
-/// connect link.
-pub async fn oauth_headers(
-    state: &AppState,
-    server: &McpServer,
-    user: &str,
-    rejected: Option<&str>,
-) -> Result<(String, HeaderMap), ApiError> {
-    use mcpgw::grants::{GrantError, link, tokens};
-    match tokens::access_token(state, user, server, rejected).await {
-        Ok(token) => bearer(token),
-        Err(e @ (GrantError::NotConnected | GrantError::NeedsReconsent)) => {
-            let url = link::make(state, user, &server.name).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "connect_link_unavailable",
-                    "could not make a connect link, retry later",
-                )
-                .with_cause(&e)
-            })?;
-            let why = if matches!(e, GrantError::NeedsReconsent) {
-                "your connection to this server must be renewed"
-            } else {
-                "connect your account at this server first"
-            };
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "connect_required",
-                format!("{why}: open {url}"),
-            ))
-        }
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            format!(
-                "the gateway could not get a token for this server ({})",
-                e.code()
-            ),
-        )
-        .with_cause(&e)),
-    }
-}
-
-/// `Authorization: Bearer` with the gateway's machine token for an
-/// `oauth2_client_credentials` server.
-async fn machine_headers(
-    state: &AppState,
-    server: &McpServer,
-    rejected: Option<&str>,
-) -> Result<(String, HeaderMap), ApiError> {
-    let token = mcpgw::grants::machine::token(state, server, rejected)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_credential_unavailable",
-                format!(
-                    "the gateway could not get its token for this server ({})",
-                    e.code()
-                ),
-            )
-            .with_cause(&e)
-        })?;
-    bearer(token)
-}
-
-/// The `Authorization: Bearer` header for `token`, marked sensitive.
-fn bearer(token: String) -> Result<(String, HeaderMap), ApiError> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            "the provider issued a token that cannot be sent",
-        )
-    })?;
-    v.set_sensitive(true);
-    let mut h = HeaderMap::new();
-    h.insert(header::AUTHORIZATION, v);
-    Ok((token, h))
-}
-
-/// The header carrying the token `user` stored for a `per_user_token` server. Without one:
-/// 403 `credential_required`, saying where to store it.
-async fn user_token_headers(
-    state: &AppState,
-    server: &McpServer,
-    user: &str,
-) -> Result<HeaderMap, ApiError> {
-    use mcpgw::grants::{GrantError, tokens, user_token};
-    let token = match tokens::access_token(state, user, server, None).await {
-        Ok(t) => t,
-        Err(GrantError::NotConnected | GrantError::NeedsReconsent) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "credential_required",
-                format!(
-                    "store your token for this server first: PUT {}/me/credentials/{} with {{\"token\": \"...\"}}",
-                    state.config.public_url.trim_end_matches('/'),
-                    server.name
-                ),
-            ));
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_credential_unavailable",
-                format!(
-                    "the gateway could not read your token for this server ({})",
-                    e.code()
-                ),
-            )
-            .with_cause(&e));
-        }
-    };
-    let (name, value) = user_token::header_for(server, &token).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_credential_unavailable",
-            "the stored token cannot be sent in this server's header",
-        )
-    })?;
-    let mut h = HeaderMap::new();
-    h.insert(name, value);
-    Ok(h)
-}
-
-/// A server whose credential is ready: everything needed to call it.
-#[derive(Clone)]
-pub struct Upstream {
-    pub state: AppState,
-    pub server: Arc<McpServer>,
-    credentials: Credentials,
-    /// When the whole call must be over, set at admission: every wait (handshakes, headers,
-    /// the streamed answer) fits inside it, so in Lambda the client gets a JSON-RPC error
-    /// rather than a function killed mid-request.
-    deadline: tokio::time::Instant,
-}
-
-/// The headers that authenticate the gateway upstream.
-#[derive(Clone)]
-enum Credentials {
-    /// Fixed for the call: none, or a shared secret.
-    Fixed(HeaderMap),
-    /// An OAuth2 token, the user's (`user`) or the gateway's machine token (`None`),
-    /// replaced after an upstream 401 (shared by the clones of one [`Upstream`], so the
-    /// handshakes and the call of one request renew it at most once).
-    OAuth {
-        user: Option<String>,
-        current: Arc<std::sync::Mutex<(String, HeaderMap)>>,
-    },
-}
-
-impl Upstream {
-    /// The upstream `server` called for `user`: shared credentials from the secrets port, or
-    /// the user's own OAuth2 access token (refreshed when about to expire).
-    pub async fn new(
-        state: &AppState,
-        server: Arc<McpServer>,
-        user: &str,
-    ) -> Result<Self, ApiError> {
-        let credentials = if matches!(server.auth, UpstreamAuth::PerUserToken { .. }) {
-            Credentials::Fixed(user_token_headers(state, &server, user).await?)
-        } else if matches!(server.auth, UpstreamAuth::OAuth2 { .. }) {
-            let current = oauth_headers(state, &server, user, None).await?;
-            Credentials::OAuth {
-                user: Some(user.to_owned()),
-                current: Arc::new(std::sync::Mutex::new(current)),
-            }
-        } else if matches!(server.auth, UpstreamAuth::OAuth2ClientCredentials { .. }) {
-            let current = machine_headers(state, &server, None).await?;
-            Credentials::OAuth {
-                user: None,
-                current: Arc::new(std::sync::Mutex::new(current)),
-            }
-        } else {
-            Credentials::Fixed(
-                credential_headers(&server, state.secrets.as_ref(), &state.config.secret_scope)
-                    .await
-                    .map_err(|e| match &e {
-                        UpstreamError::UnsupportedAuth { .. } => ApiError::new(
-                            StatusCode::NOT_IMPLEMENTED,
-                            "unsupported_auth",
-                            e.to_string(),
-                        ),
-                        _ => ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_credential_unavailable",
-                            "the gateway could not load its credential for this server",
-                        )
-                        .with_cause(&e),
-                    })?,
-            )
-        };
-        Ok(Self {
-            state: state.clone(),
-            server,
-            credentials,
-            deadline: tokio::time::Instant::now() + state.config.upstream_call_timeout,
-        })
-    }
-
-    fn credential_headers(&self) -> HeaderMap {
-        match &self.credentials {
-            Credentials::Fixed(h) => h.clone(),
-            Credentials::OAuth { current, .. } => {
-                current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
-            }
-        }
-    }
-
-    /// After an upstream 401 with the user's token: refreshes it once (unless someone already
-    /// did) and reports whether a retry may succeed. A provider that refuses the refresh marks
-    /// the grant for re-consent, so the next call asks the user to connect again.
-    /// Runs `call`; when the upstream refused the user's token (401), once more after one
-    /// refresh. Every call the gateway makes to an upstream goes through this.
-    async fn with_renewal<T, Fut>(&self, call: impl Fn() -> Fut) -> Result<T, CallError>
-    where
-        Fut: std::future::Future<Output = Result<T, CallError>>,
-    {
-        match call().await {
-            Err(e) if self.renew_after_401(&e).await => call().await,
-            other => other,
-        }
-    }
-
-    async fn renew_after_401(&self, err: &CallError) -> bool {
-        let (CallError::Auth(401), Credentials::OAuth { user, current }) = (err, &self.credentials)
-        else {
-            return false;
-        };
-        let rejected = current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
-        let renewed = match user {
-            Some(user) => oauth_headers(&self.state, &self.server, user, Some(&rejected)).await,
-            None => machine_headers(&self.state, &self.server, Some(&rejected)).await,
-        };
-        match renewed {
-            Ok(fresh) if fresh.0 != rejected => {
-                *current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::info!(server = %self.server.name, code = e.code, "no token after an upstream 401");
-                false
-            }
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.server.url
-    }
-
-    /// Request headers: `extra` (transport headers the gateway chose or let through), then
-    /// the gateway's credential, which nothing from the client can replace.
-    pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
-        let mut h = extra;
-        h.extend(self.credential_headers());
-        h
-    }
-
-    /// Session-era transport headers for an upstream session.
-    pub fn session_headers(&self, session_id: Option<&str>, version: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
-            h.insert("mcp-session-id", sid);
-        }
-        if let Ok(v) = HeaderValue::from_str(version) {
-            h.insert("mcp-protocol-version", v);
-        }
-        h
-    }
-
-    /// The wait allowed for the next answer: the header timeout, within the call deadline.
-    fn timeout(&self) -> Duration {
-        let left = self
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now());
-        self.state.config.upstream_header_timeout.min(left)
-    }
-
-    /// A call the gateway makes on its own account (handshakes).
-    pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange(
-                &self.state.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
-    }
-
-    /// A call the gateway makes with a client's message (its `initialize`, a virtual
-    /// server's routed call): the message as parsed and authorized, re-serialized.
-    pub async fn exchange_message(
-        &self,
-        extra: HeaderMap,
-        message: &Message,
-    ) -> Result<Reply, CallError> {
-        let once = || {
-            handshake::exchange_message(
-                &self.state.http,
-                self.url(),
-                self.headers(extra.clone()),
-                message,
-                self.timeout(),
-            )
-        };
-        self.with_renewal(once).await
-    }
-
-    /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
-    /// its body unread.
-    pub async fn send(
-        &self,
-        method: Method,
-        extra: HeaderMap,
-        body: Option<Bytes>,
-    ) -> Result<reqwest::Response, CallError> {
-        let accept = if method == Method::GET {
-            "text/event-stream"
-        } else {
-            "application/json, text/event-stream"
-        };
-        let once = || {
-            let mut headers = self.headers(extra.clone());
-            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-            let mut request = self
-                .state
-                .http
-                .request(method.clone(), self.url())
-                .headers(headers);
-            if let Some(body) = &body {
-                request = request
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            handshake::send(request, self.timeout())
-        };
-        self.with_renewal(once).await
-    }
-
-    /// Tells a session-era upstream that a request was abandoned (best effort, detached).
-    /// At most [`MAX_PENDING_CANCELS`] run at once, each for at most [`CANCEL_TIMEOUT`]: a
-    /// flood of abandoned calls to a slow upstream cannot pile up tasks.
-    pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
-        static PENDING: tokio::sync::Semaphore =
-            tokio::sync::Semaphore::const_new(MAX_PENDING_CANCELS);
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Ok(permit) = PENDING.try_acquire() else {
-            tracing::debug!("too many pending upstream cancellations; one dropped");
-            return;
-        };
-        let (http, url, headers) = (
-            self.state.http.clone(),
-            self.server.url.clone(),
-            self.headers(headers),
-        );
-        rt.spawn(async move {
-            let _permit = permit;
-            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": request_id, "reason": reason}});
-            if let Err(e) = handshake::exchange(&http, &url, headers, &note, CANCEL_TIMEOUT).await {
-                tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
-            }
-        });
-    }
-}
-
-/// Sends `notifications/cancelled` upstream when dropped armed: the client disconnected (or
-/// the call outlived its deadline) before the answer was complete. Session-era upstreams
-/// keep working on a request whose stream closed; stateless ones stop on the close itself.
-pub struct CancelOnDrop {
-    upstream: Upstream,
-    headers: HeaderMap,
-    request_id: Value,
-    armed: bool,
-}
-
-impl CancelOnDrop {
-    pub fn new(upstream: &Upstream, headers: HeaderMap, request_id: Value) -> Self {
-        Self {
-            upstream: upstream.clone(),
-            headers,
-            request_id,
-            armed: true,
-        }
-    }
-}
-
-impl CancelOnDrop {
-    /// The request is settled another way (retried, answered): nothing to cancel.
-    pub fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            self.upstream.cancel_later(
-                std::mem::take(&mut self.headers),
-                self.request_id.take(),
-                "the client disconnected or the call timed out",
-            );
-        }
-    }
-}
-
-/// How results are adapted when the client and the upstream speak different eras. Only
-/// JSON-RPC results are touched; notifications and errors pass as they are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rewrite {
-    /// Session-era answers to a stateless-era client: 2026-07-28 requires `resultType` on
-    /// every result and the caching fields on cacheable ones (immediately stale, private:
-    /// the gateway cannot vouch for more). The upstream session is shared by the user's
-    /// stateless clients, so their requests carry gateway-made ids: `restore_id` maps the
-    /// answer's id (the gateway's) back to the client's.
-    ToModern {
-        cacheable: bool,
-        restore_id: Option<(Value, Value)>,
-    },
-    /// Stateless-era answers to a session-era client: the new fields are dropped, since
-    /// some older SDKs validate results (empty ones especially) strictly.
-    ToSession,
-}
-
-/// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
-pub fn is_cacheable(method: &str) -> bool {
-    matches!(
-        method,
-        "prompts/list"
-            | "resources/list"
-            | "resources/read"
-            | "resources/templates/list"
-            | "server/discover"
-            | "tools/list"
-    )
-}
-
-impl Rewrite {
-    pub fn apply(&self, message: &mut Value) {
-        if let Self::ToModern {
-            restore_id: Some((gateway, client)),
-            ..
-        } = self
-            && message.get("id") == Some(gateway)
-            && (message.get("result").is_some() || message.get("error").is_some())
-        {
-            message["id"] = client.clone();
-        }
-        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
-            return;
-        };
-        match self {
-            Self::ToModern { cacheable, .. } => {
-                result
-                    .entry("resultType")
-                    .or_insert_with(|| Value::from("complete"));
-                if *cacheable {
-                    result.entry("ttlMs").or_insert_with(|| Value::from(0));
-                    result
-                        .entry("cacheScope")
-                        .or_insert_with(|| Value::from("private"));
-                }
-            }
-            Self::ToSession => {
-                for k in ["resultType", "ttlMs", "cacheScope"] {
-                    result.remove(k);
-                }
-            }
-        }
-    }
-}
-
-/// What access control changes in an answer (see `forward::shape`). Applied to every
-/// JSON-RPC result in the answer, batches included.
-#[derive(Clone, Default)]
-pub struct Adapt {
-    /// Drops the tools the caller may not use from `tools/list` results.
-    pub filter: Option<Arc<Access>>,
-    /// For 2026-07-28 clients: list results are per caller (`cacheScope: "private"`) and
-    /// cached no longer than this many milliseconds (the policy's own reuse time).
-    pub private_lists: Option<u64>,
-    /// Hidden tools were called under names that cannot exist (`sentinel`, `original`): the
-    /// upstream's unknown-tool answer is relayed with the caller's name put back.
-    pub renames: Vec<(String, String)>,
-}
-
-impl Adapt {
-    fn apply(&self, message: &mut Value) {
-        if let Value::Array(items) = message {
-            items.iter_mut().for_each(|m| self.apply(m));
-            return;
-        }
-        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
-            return;
-        };
-        if let Some(access) = &self.filter
-            && let Some(Value::Array(tools)) = result.get_mut("tools")
-        {
-            crate::catalog::filter_listed(access, tools);
-        }
-        if let Some(max_ttl) = self.private_lists
-            && ["tools", "prompts", "resources", "resourceTemplates"]
-                .iter()
-                .any(|k| result.get(*k).is_some_and(Value::is_array))
-        {
-            result.insert("cacheScope".into(), "private".into());
-            let ttl = result.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
-            result.insert("ttlMs".into(), ttl.min(max_ttl).into());
-        }
-    }
-
-    /// The caller's names back in place of the sentinels, in serialized JSON.
-    fn rename_back(&self, mut text: Vec<u8>) -> Vec<u8> {
-        for (sentinel, original) in &self.renames {
-            let Ok(s) = String::from_utf8(text.clone()) else {
-                return text;
-            };
-            // The original as it appears inside a JSON string (quotes stripped).
-            let escaped = serde_json::to_string(original).unwrap_or_default();
-            let inner = &escaped[1..escaped.len().saturating_sub(1).max(1)];
-            text = s.replace(sentinel.as_str(), inner).into_bytes();
-        }
-        text
-    }
-}
+use crate::adapt::Adapt;
+use crate::answers::{BadAnswer, Reason, call_failed, upstream_error};
+use crate::cancel::CancelOnDrop;
+use crate::owed::{Expect, Verdict, judge};
+use crate::rewrite::Rewrite;
 
 /// Largest JSON answer held: every JSON answer to a request is read whole and checked before
 /// its first byte goes out, and adapted between eras when it must be. A larger one is refused
@@ -686,52 +31,10 @@ impl Adapt {
 /// (events up to `sse`'s own bound).
 pub const MAX_JSON_ANSWER: usize = 8 * 1024 * 1024;
 
-/// What the upstream owes the client for the message it was sent.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Expect {
-    /// One response with this id: the id the upstream was sent (the gateway's own in a
-    /// bridged session, else the client's).
-    Response(Value),
-    /// A batch: one response per request id.
-    Batch(Vec<Value>),
-    /// Nothing in particular (notifications, responses, a GET stream): what comes back is
-    /// passed on, but only as JSON or an event stream.
-    #[default]
-    Nothing,
-}
-
-impl Expect {
-    /// Whether `id` is owed, and still pending.
-    fn owed(&self, id: &Value, answered: &[Value]) -> bool {
-        let listed = match self {
-            Self::Response(expected) => expected == id,
-            Self::Batch(ids) => ids.contains(id),
-            Self::Nothing => false,
-        };
-        listed && !answered.contains(id)
-    }
-
-    fn count(&self) -> usize {
-        match self {
-            Self::Response(_) => 1,
-            Self::Batch(ids) => ids.len(),
-            Self::Nothing => 0,
-        }
-    }
-}
-
-/// What the upstream owes for a client's message sent as it is (same id).
-pub fn expect_for(msg: &Message, id: Option<&Value>) -> Expect {
-    match (msg.kind, id) {
-        (jsonrpc::Kind::Request, Some(id)) => Expect::Response(id.clone()),
-        _ => Expect::Nothing,
-    }
-}
-
 /// What accompanies a relayed answer.
 #[derive(Default)]
 pub struct RelayOptions {
-    /// What the answer must be; anything else becomes a `-32002 upstream_bad_answer` error.
+    /// What the answer must be; anything else becomes the gateway's `upstream_bad_answer`.
     pub expect: Expect,
     /// Adapt results between eras (buffers JSON answers, re-frames SSE events).
     pub rewrite: Option<Rewrite>,
@@ -754,7 +57,7 @@ pub struct RelayOptions {
 impl RelayOptions {
     /// Whether messages are changed on the way (rewritten, filtered, or renamed back).
     fn changes_messages(&self) -> bool {
-        self.rewrite.is_some() || self.adapt.filter.is_some() || self.adapt.private_lists.is_some()
+        self.rewrite.is_some() || self.adapt.changes_results()
     }
 
     /// One message (JSON text) as the client gets it; `fix_id`: the client's id in place of
@@ -785,60 +88,8 @@ impl RelayOptions {
     fn settle(&mut self) {
         self.in_flight = None;
         if let Some(c) = self.cancel_on_drop.as_mut() {
-            c.armed = false;
+            c.settle();
         }
-    }
-}
-
-/// How one upstream message relates to what is owed.
-enum Verdict {
-    /// Passed on (server-to-client requests and notifications; anything when nothing is
-    /// owed).
-    Pass,
-    /// A response owed; `null_id`: an error the upstream could not tie to the request, given
-    /// the client's id.
-    Answer {
-        ids: Vec<Value>,
-        null_id: bool,
-    },
-    Bad(BadAnswer),
-}
-
-/// Judges one upstream message (JSON text) against what is owed and already answered.
-fn judge(data: &[u8], expect: &Expect, answered: &[Value]) -> Verdict {
-    if *expect == Expect::Nothing {
-        return Verdict::Pass;
-    }
-    let batch = matches!(expect, Expect::Batch(_));
-    let messages = if batch {
-        jsonrpc::read_upstream_messages(data)
-    } else {
-        jsonrpc::read_upstream_message(data).map(|m| vec![m])
-    };
-    let Some(messages) = messages else {
-        return Verdict::Bad(BadAnswer::NotJsonRpc);
-    };
-    let mut ids = Vec::new();
-    let mut null_id = false;
-    for m in messages {
-        match m {
-            UpstreamMessage::RequestOrNotification => {}
-            UpstreamMessage::Response { id, is_error } => {
-                // An error the upstream could not tie to the request (it could not read it)
-                // still answers it; the client gets its own id in it.
-                if is_error && id.is_null() && !batch {
-                    null_id = true;
-                } else if !expect.owed(&id, answered) || ids.contains(&id) {
-                    return Verdict::Bad(BadAnswer::WrongId);
-                }
-                ids.push(id);
-            }
-        }
-    }
-    if ids.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Answer { ids, null_id }
     }
 }
 
@@ -996,11 +247,10 @@ impl Relay {
             _ = tokio::time::sleep_until(self.deadline), if !self.opts.unbounded => {
                 // Still armed: the upstream is told to stop working on it.
                 self.done = true;
-                let err = jsonrpc::error(
+                let err = upstream_error(
                     self.opts.request_id.as_ref(),
-                    jsonrpc::UPSTREAM_ERROR,
+                    Reason::Timeout,
                     "the upstream MCP server did not finish in time",
-                    Some(json!({"reason": "upstream_timeout"})),
                 );
                 Some(Ok(Bytes::from(sse::message_event(&err))))
             }
@@ -1032,7 +282,7 @@ fn relayed(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
 /// a JSON answer to a request is read whole and checked (and adapted) before anything goes
 /// out, so a bad one is answered with the gateway's error and a proper status. What is owed
 /// is `opts.expect`: an answer to a request that is neither JSON nor SSE, not JSON-RPC, or
-/// a response to another id becomes `-32002 upstream_bad_answer` with the client's id.
+/// a response to another id becomes the gateway's `upstream_bad_answer` with the client's id.
 pub async fn stream_back(
     up: &Upstream,
     upstream: reqwest::Response,
@@ -1059,7 +309,7 @@ pub async fn stream_back(
         }
         AnswerType::Json => {
             let read = tokio::select! {
-                r = tokio::time::timeout_at(up.deadline, read_json(&mut body)) => r,
+                r = tokio::time::timeout_at(up.deadline(), read_json(&mut body)) => r,
                 _ = cancelled(&mut opts.cancel) => {
                     // The client cancelled: nothing is owed to it any more (and it ignores
                     // whatever comes, so the answer is the one a notification gets).
@@ -1070,7 +320,7 @@ pub async fn stream_back(
             let text = match read {
                 Err(_) => {
                     // Still armed: the upstream is told to stop working on it.
-                    let e = CallError::Timeout(up.state.config.upstream_call_timeout);
+                    let e = CallError::Timeout(up.call_timeout());
                     return call_failed(&e, opts.request_id.as_ref());
                 }
                 Ok(Err(ReadError::Transport(e))) => {
@@ -1103,7 +353,7 @@ pub async fn stream_back(
     }
     let relay = Relay {
         body,
-        deadline: up.deadline,
+        deadline: up.deadline(),
         done: false,
         opts,
         parser: sse::Parser::default(),

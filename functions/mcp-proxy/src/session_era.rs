@@ -6,100 +6,32 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mcpgw::http::ApiError;
 use mcpgw::mcp::envelope;
+use mcpgw::mcp::handshake::{CallError, Reply};
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
-use mcpgw::mcp::session::{self, ClientInit, SessionClaims, UpstreamLink};
+use mcpgw::mcp::session::{SessionClaims, UpstreamLink};
 use mcpgw::mcp::versions;
+use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
 use serde_json::{Value, json};
 
-use crate::forward::{Call, no_get_stream, session_header};
-use crate::handshakes::{self, Discovery, InitOutcome};
-use crate::relay::{
-    CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
-};
-use mcpgw::mcp::handshake::CallError;
+use crate::answers::{accepted, call_failed, no_get_stream, rpc_error, session_not_found};
+use crate::call::Call;
+use crate::cancel::CancelOnDrop;
+use crate::headers::{bad_version_header, session_header};
+use crate::initialize::handshake_params;
+use crate::owed::{Expect, expect_for};
+use crate::relay::{RelayOptions, stream_back};
+use crate::rewrite::Rewrite;
+use crate::sessions::{self, Refusal, SessionAt};
 
-fn accepted() -> Response {
-    StatusCode::ACCEPTED.into_response()
-}
-
-/// The answer to a session id that is not (or no longer) usable: 404, so the client
-/// initializes again. Which check failed is not said.
-fn session_not_found(id: Option<&Value>) -> Response {
-    rpc_error(
-        StatusCode::NOT_FOUND,
-        id,
-        jsonrpc::SESSION_NOT_FOUND,
-        "Session not found: initialize a new session",
-        None,
-    )
-}
-
-fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
-    ApiError::internal(e).into_response()
-}
-
-/// Largest client capabilities + clientInfo a session keeps (serialized).
-const MAX_CLIENT_INIT: usize = 4 * 1024;
-
-/// The version the gateway offers in answer to `initialize` and what it keeps of the
-/// client's parameters; the refusal when they are missing or too large.
-#[allow(clippy::result_large_err)] // the refusal is the answer, built once per handshake
-pub(crate) fn handshake_params(
-    msg: &Message,
-    id: &Value,
-) -> Result<(String, ClientInit), Response> {
-    let params = msg.params();
-    let Some(requested) = params
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
-    else {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            Some(id),
-            jsonrpc::INVALID_PARAMS,
-            "initialize needs params.protocolVersion",
-            None,
-        ));
-    };
-    // A version the gateway does not speak gets its newest handshake version as the counter
-    // offer (the client decides whether it can live with it).
-    let offered = if versions::is_handshake(requested) {
-        requested.to_owned()
-    } else {
-        versions::LATEST_HANDSHAKE.to_owned()
-    };
-    let client = ClientInit {
-        capabilities: params
-            .and_then(|p| p.get("capabilities"))
-            .cloned()
-            .unwrap_or_else(|| json!({})),
-        client_info: params.and_then(|p| p.get("clientInfo")).cloned(),
-    };
-    // Everything kept from initialize travels in the session id on every request; bound it
-    // so the id stays a reasonable header and never exceeds what `session::open` accepts.
-    let kept = serde_json::to_vec(&client).map_or(usize::MAX, |v| v.len());
-    if kept > MAX_CLIENT_INIT {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            Some(id),
-            jsonrpc::INVALID_PARAMS,
-            &format!("initialize: capabilities and clientInfo exceed {MAX_CLIENT_INIT} bytes"),
-            None,
-        ));
-    }
-    Ok((offered, client))
-}
-
-pub async fn initialize(call: &Call, msg: Message) -> Response {
+pub async fn initialize(call: &Call<'_>, msg: Message) -> Response {
     let id = msg.id().cloned().unwrap_or(Value::Null);
     let (offered, client) = match handshake_params(&msg, &id) {
         Ok(p) => p,
         Err(refused) => return refused,
     };
     let up = &call.upstream;
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
 
     // Twice at most: skipping a handshake this process saw refused, then trying it after all
@@ -122,7 +54,8 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
                         session_id: s.session_id,
                         version: s.version,
                     };
-                    return open_session(call, &id, version, link, client, result).await;
+                    return sessions::issue(&session_at(call), &id, version, link, client, result)
+                        .await;
                 }
                 Ok(InitOutcome::Refused(reply)) => refusal = Some(reply),
                 Err(e) => return call_failed(&e, Some(&id)),
@@ -137,7 +70,15 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
                     &offered,
                     &call.endpoint,
                 );
-                open_session(call, &id, offered, UpstreamLink::Modern, client, result).await
+                sessions::issue(
+                    &session_at(call),
+                    &id,
+                    offered,
+                    UpstreamLink::Modern,
+                    client,
+                    result,
+                )
+                .await
             }
             Ok(Discovery::Refused) if skip_handshake => {
                 memory.forget_era(name, url);
@@ -156,7 +97,7 @@ pub async fn initialize(call: &Call, msg: Message) -> Response {
 }
 
 /// Passes the upstream's refusal of `initialize` to the client with the client's id.
-fn relay_refusal(refusal: Option<mcpgw::mcp::handshake::Reply>, id: &Value) -> Response {
+fn relay_refusal(refusal: Option<Reply>, id: &Value) -> Response {
     let error = refusal
         .as_ref()
         .and_then(|r| r.message.as_ref())
@@ -178,162 +119,26 @@ fn relay_refusal(refusal: Option<mcpgw::mcp::handshake::Reply>, id: &Value) -> R
     }
 }
 
-async fn open_session(
-    call: &Call,
-    id: &Value,
-    version: String,
-    upstream: UpstreamLink,
-    client: ClientInit,
-    result: Value,
-) -> Response {
-    let at = SessionAt {
-        state: call.state(),
-        user: &call.principal_user,
+/// Where this call's session is: the caller, the endpoint, bound to the upstream's URL.
+fn session_at<'a>(call: &'a Call<'_>) -> SessionAt<'a> {
+    SessionAt {
+        state: call.state,
+        user: &call.user,
         endpoint: &call.endpoint,
-        upstream_url: call.upstream.url(),
-    };
-    answer_with_session(at, id, version, upstream, client, result).await
-}
-
-/// Where a new session is opened: for whom, at which endpoint, in front of which upstream.
-pub(crate) struct SessionAt<'a> {
-    pub state: &'a mcpgw::state::AppState,
-    pub user: &'a str,
-    pub endpoint: &'a str,
-    pub upstream_url: &'a str,
-}
-
-/// The `initialize` answer `result` with a new sealed session id.
-pub(crate) async fn answer_with_session(
-    at: SessionAt<'_>,
-    id: &Value,
-    version: String,
-    upstream: UpstreamLink,
-    client: ClientInit,
-    result: Value,
-) -> Response {
-    let state = at.state;
-    let claims = SessionClaims {
-        user: at.user.to_owned(),
-        endpoint: at.endpoint.to_owned(),
-        version,
-        upstream,
-        upstream_url: session::upstream_fingerprint(at.upstream_url),
-        client,
-        expires_at: state.clock.now() + state.config.session_ttl.as_secs() as i64,
-    };
-    let keyring = match state.keyring.get().await {
-        Ok(k) => k,
-        Err(e) => return internal(&e),
-    };
-    let sealed = match session::seal(&keyring, &claims) {
-        Ok(s) => s,
-        Err(e) => return internal(&e),
-    };
-    if sealed.len() > session::MAX_ID_LEN {
-        // Unreachable with MAX_CLIENT_INIT, kept so an id is never issued that would be refused.
-        return internal(&std::io::Error::other("session id too long"));
-    }
-    let Ok(header) = HeaderValue::from_str(&sealed) else {
-        return internal(&std::io::Error::other("session id is not a header value"));
-    };
-    let mut resp = axum::Json(jsonrpc::result(id, result)).into_response();
-    resp.headers_mut().insert("mcp-session-id", header);
-    resp
-}
-
-/// Why a request's session cannot be used.
-pub(crate) enum Refusal {
-    Missing,
-    NotFound,
-    Keyring(mcpgw::state::KeyringSourceError),
-}
-
-impl Refusal {
-    pub(crate) fn into_response(self, id: Option<&Value>) -> Response {
-        match self {
-            Self::Missing => rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                jsonrpc::INVALID_REQUEST,
-                "Bad Request: Mcp-Session-Id header is required",
-                None,
-            ),
-            Self::NotFound => session_not_found(id),
-            Self::Keyring(e) => internal(&e),
-        }
+        bound_to: call.upstream.url(),
     }
 }
 
 /// The claims of the request's session and its fingerprint.
-async fn session_of(call: &Call) -> Result<(SessionClaims, String), Refusal> {
-    claims_of(
-        call.state(),
-        &call.headers,
-        &call.endpoint,
-        &call.principal_user,
-        call.upstream.url(),
-    )
-    .await
-}
-
-/// The claims of the session `headers` present for `user` at `endpoint`, whose upstream
-/// must still be `upstream_url`, and the session's fingerprint.
-pub(crate) async fn claims_of(
-    state: &mcpgw::state::AppState,
-    headers: &axum::http::HeaderMap,
-    endpoint: &str,
-    user: &str,
-    upstream_url: &str,
-) -> Result<(SessionClaims, String), Refusal> {
-    let presented = session_header(headers).ok_or(Refusal::Missing)?;
-    let fingerprint = session::fingerprint(presented);
-    if state.mcp.is_ended(&fingerprint) {
-        return Err(Refusal::NotFound);
-    }
-    let keyring = state.keyring.get().await.map_err(Refusal::Keyring)?;
-    let open =
-        |k: &mcpgw::crypto::Keyring| session::open(k, presented, endpoint, user, state.clock.now());
-    let mut opened = open(&keyring);
-    if opened == Err(session::SessionRejected::UnknownKey)
-        && let Some(newer) = state.keyring.refresh().await
-    {
-        opened = open(&newer);
-    }
-    match opened {
-        Ok(claims) if claims.upstream_url != session::upstream_fingerprint(upstream_url) => {
-            tracing::info!(session = %fingerprint, "session refused: the endpoint now points at another upstream");
-            Err(Refusal::NotFound)
-        }
-        Ok(claims) => Ok((claims, fingerprint)),
-        Err(why) => {
-            tracing::info!(session = %fingerprint, reason = %why, "session refused");
-            Err(Refusal::NotFound)
-        }
-    }
-}
-
-/// Checks a session-era `MCP-Protocol-Version` header: absent is fine (the spec's default),
-/// present must be a version of the era. The refusal when it is not.
-fn bad_version_header(call: &Call, id: Option<&Value>) -> Option<Response> {
-    match call.headers.get("mcp-protocol-version").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(v)) if versions::is_handshake(v) => None,
-        Some(_) => Some(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            jsonrpc::INVALID_REQUEST,
-            "Bad Request: unsupported MCP-Protocol-Version",
-            Some(json!({"supported": versions::HANDSHAKE})),
-        )),
-    }
+async fn session_of(call: &Call<'_>) -> Result<(SessionClaims, String), Refusal> {
+    sessions::open(&session_at(call), &call.headers).await
 }
 
 /// A JSON-RPC batch. Only 2025-03-26 allowed them on Streamable HTTP; they are forwarded
 /// whole (as parsed, re-serialized) when both the client's session and the upstream's speak
 /// that version, and refused otherwise (splitting a batch would change its semantics for the
 /// upstream). The answer must hold a response to each request in it, and no other.
-pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
+pub async fn batch(call: &Call<'_>, items: Vec<Message>) -> Response {
     let refuse = |message: &str| {
         rpc_error(
             StatusCode::BAD_REQUEST,
@@ -350,7 +155,7 @@ pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
     if session_header(&call.headers).is_none() {
         return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
     }
-    if let Some(resp) = bad_version_header(call, None) {
+    if let Some(resp) = bad_version_header(&call.headers, None) {
         return resp;
     }
     let (claims, fingerprint) = match session_of(call).await {
@@ -368,11 +173,7 @@ pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
     if claims.version != old || version != old {
         return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
     }
-    let sid = call
-        .state()
-        .mcp
-        .rebound(&fingerprint)
-        .or(session_id.clone());
+    let sid = call.state.mcp.rebound(&fingerprint).or(session_id.clone());
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), version));
     let owed: Vec<Value> = items
@@ -403,9 +204,9 @@ pub async fn batch(call: &Call, items: Vec<Message>) -> Response {
     }
 }
 
-pub async fn post(call: &Call, msg: Message) -> Response {
+pub async fn post(call: &Call<'_>, msg: Message) -> Response {
     let id = msg.id().cloned();
-    if let Some(resp) = bad_version_header(call, id.as_ref()) {
+    if let Some(resp) = bad_version_header(&call.headers, id.as_ref()) {
         return resp;
     }
     let (claims, fingerprint) = match session_of(call).await {
@@ -428,9 +229,14 @@ pub async fn post(call: &Call, msg: Message) -> Response {
 /// now has: opens the upstream session with the client's original parameters (once per
 /// process; remembered like a re-initialized session) and forwards the request into it.
 /// An upstream that refuses the handshake is tried in the stateless era.
-async fn settle(call: &Call, claims: &SessionClaims, fingerprint: &str, msg: Message) -> Response {
+async fn settle(
+    call: &Call<'_>,
+    claims: &SessionClaims,
+    fingerprint: &str,
+    msg: Message,
+) -> Response {
     let up = &call.upstream;
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     if memory.rebound(fingerprint).is_some() {
         return forward_in_session(call, claims, fingerprint, msg, None, &claims.version).await;
     }
@@ -451,7 +257,7 @@ async fn settle(call: &Call, claims: &SessionClaims, fingerprint: &str, msg: Mes
 /// with the client's original parameters and retries once, transparently, unless the session
 /// was ended by a `DELETE` served elsewhere (the store's record, read only on this path).
 async fn forward_in_session(
-    call: &Call,
+    call: &Call<'_>,
     claims: &SessionClaims,
     fingerprint: &str,
     msg: Message,
@@ -459,7 +265,7 @@ async fn forward_in_session(
     version: &str,
 ) -> Response {
     let up = &call.upstream;
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     let id = msg.id().cloned();
     // What was parsed and authorized, re-serialized.
     let body = Bytes::from(msg.to_bytes());
@@ -527,8 +333,8 @@ async fn forward_in_session(
 /// answer is yes: the client is told its session is gone (it initializes a new one, as it
 /// would have to without the transparent re-initialization) rather than an ended session
 /// coming back.
-async fn ended_elsewhere(call: &Call, fingerprint: &str) -> bool {
-    let state = call.state();
+async fn ended_elsewhere(call: &Call<'_>, fingerprint: &str) -> bool {
+    let state = call.state;
     match state
         .store
         .session_ended(fingerprint, state.clock.now())
@@ -552,12 +358,12 @@ async fn ended_elsewhere(call: &Call, fingerprint: &str) -> bool {
 /// client's `initialize`; notifications have no upstream meaning except cancellation, which
 /// stops the call in flight on this process.
 async fn forward_with_envelope(
-    call: &Call,
+    call: &Call<'_>,
     claims: &SessionClaims,
     fingerprint: &str,
     mut msg: Message,
 ) -> Response {
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     match msg.kind {
         Kind::Notification => {
             if msg.method() == Some("notifications/cancelled")
@@ -608,8 +414,8 @@ async fn forward_with_envelope(
     stream_back(&call.upstream, response, opts).await
 }
 
-pub async fn get(call: &Call) -> Response {
-    if !call.state().config.allow_get_stream {
+pub async fn get(call: &Call<'_>) -> Response {
+    if !call.state.config.allow_get_stream {
         // A buffered Lambda response cannot hold a stream open.
         return no_get_stream();
     }
@@ -617,7 +423,7 @@ pub async fn get(call: &Call) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
-    let state = call.state();
+    let state = call.state;
     let UpstreamLink::Session {
         session_id,
         version,
@@ -647,25 +453,16 @@ pub async fn get(call: &Call) -> Response {
     }
 }
 
-pub async fn delete(call: &Call) -> Response {
+pub async fn delete(call: &Call<'_>) -> Response {
     let (claims, fingerprint) = match session_of(call).await {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
-    let state = call.state();
-    // Recorded before the upstream session ends: another process that later finds it gone
-    // upstream must know it was ended, not lost, and not re-initialize it. If the record
-    // cannot be written nothing is ended, and the client may try again.
-    if let Err(e) = state
-        .store
-        .end_session(&fingerprint, claims.expires_at)
-        .await
-    {
-        return ApiError::from(e).into_response();
+    // Read before the session ends: ending it forgets the re-initialized upstream session.
+    let rebound = call.state.mcp.rebound(&fingerprint);
+    if let Err(refused) = sessions::end(call.state, &claims, &fingerprint).await {
+        return refused;
     }
-    let memory = &state.mcp;
-    let rebound = memory.rebound(&fingerprint);
-    memory.end(&fingerprint);
     if let UpstreamLink::Session {
         session_id,
         version,

@@ -13,15 +13,18 @@ use mcpgw::mcp::jsonrpc::{self, Kind, Message};
 use mcpgw::mcp::memory::{Era, UpstreamSession};
 use mcpgw::mcp::session::ClientInit;
 use mcpgw::mcp::versions;
+use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
 use serde_json::Value;
 
-use crate::forward::Call;
-use crate::handshakes::{self, Discovery, InitOutcome};
-use crate::relay::{
-    CancelOnDrop, Expect, RelayOptions, Rewrite, call_failed, expect_for, rpc_error, stream_back,
-};
+use crate::answers::{Reason, call_failed, rpc_error, upstream_error};
+use crate::call::Call;
+use crate::cancel::CancelOnDrop;
+use crate::owed::{Expect, expect_for};
+use crate::relay::{RelayOptions, stream_back};
+use crate::results::{self, ClientEra, Ttl};
+use crate::rewrite::Rewrite;
 
-pub async fn post(call: &Call, msg: Message) -> Response {
+pub async fn post(call: &Call<'_>, msg: Message) -> Response {
     let id = msg.id().cloned();
     let env = if msg.kind == Kind::Request {
         match envelope::check(&msg, &call.headers) {
@@ -40,7 +43,7 @@ pub async fn post(call: &Call, msg: Message) -> Response {
         None
     };
     let up = &call.upstream;
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     let era = memory.era(&up.server.name, up.url());
     let Some(env) = env else {
         // Notifications and responses: the era defines none a server acts on, but a
@@ -73,9 +76,9 @@ enum Probe {
 /// Learns whether the upstream speaks the stateless era. When the client's request is
 /// `server/discover`, sending it is the probe. Only a definite answer is remembered: an
 /// upstream that is briefly down must not be pinned to the wrong era.
-async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, CallError> {
+async fn probe(call: &Call<'_>, msg: &Message, env: &Envelope) -> Result<Probe, CallError> {
     let up = &call.upstream;
-    let memory = &call.state().mcp;
+    let memory = &call.state.mcp;
     let (name, url) = (up.server.name.as_str(), up.url());
     let discovery = if msg.method() == Some("server/discover") {
         let reply = up.exchange_message(call.forwarded(true), msg).await?;
@@ -107,7 +110,7 @@ async fn probe(call: &Call, msg: &Message, env: &Envelope) -> Result<Probe, Call
 
 /// Stateless client, stateless upstream: the request travels as it is, routing headers
 /// included. Closing the connection (client gone) is the era's cancellation.
-async fn pass_through(call: &Call, msg: Message) -> Response {
+async fn pass_through(call: &Call<'_>, msg: Message) -> Response {
     let id = msg.id().cloned();
     // What was parsed and authorized, re-serialized.
     let body = Bytes::from(msg.to_bytes());
@@ -136,15 +139,15 @@ async fn pass_through(call: &Call, msg: Message) -> Response {
 /// The upstream session bridging this client, opened on first use (one per slot even under
 /// concurrent first requests). `stale` names a session the upstream lost: it is replaced.
 async fn bridged_session(
-    call: &Call,
+    call: &Call<'_>,
     env: &Envelope,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, BridgeError> {
     let up = &call.upstream;
     let slot = call
-        .state()
+        .state
         .mcp
-        .bridged_slot(&call.principal_user, &up.server.name, up.url());
+        .bridged_slot(&call.user, &up.server.name, up.url());
     let mut held = slot.lock().await;
     if let Some(s) = held.as_ref()
         && Some(s) != stale
@@ -164,7 +167,7 @@ async fn bridged_session(
         InitOutcome::Refused(_) => {
             *held = None;
             // What was learned no longer holds (the upstream changed): probe again next time.
-            call.state().mcp.forget_era(&up.server.name, up.url());
+            call.state.mcp.forget_era(&up.server.name, up.url());
             Err(BridgeError::Refused)
         }
     }
@@ -181,19 +184,21 @@ impl BridgeError {
     fn into_response(self, id: Option<&Value>) -> Response {
         match self {
             Self::Call(e) => call_failed(&e, id),
-            Self::Refused => rpc_error(
+            Self::Refused => (
                 StatusCode::BAD_GATEWAY,
-                id,
-                jsonrpc::UPSTREAM_ERROR,
-                "the upstream MCP server refused the gateway's initialize",
-                Some(serde_json::json!({"reason": "upstream_refused_initialize"})),
-            ),
+                axum::Json(upstream_error(
+                    id,
+                    Reason::RefusedInitialize,
+                    "the upstream MCP server refused the gateway's initialize",
+                )),
+            )
+                .into_response(),
         }
     }
 }
 
 /// Stateless client, session-era upstream.
-async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
+async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
     let id = msg.id().cloned();
     let up = &call.upstream;
     let mut session = match bridged_session(call, env, None).await {
@@ -201,11 +206,15 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
         Err(e) => return e.into_response(id.as_ref()),
     };
     if msg.method() == Some("server/discover") {
-        let mut result = handshakes::discover_result_from_initialize(&session.init_result);
-        result["ttlMs"] = 0.into();
-        result["cacheScope"] = "private".into();
-        return axum::Json(jsonrpc::result(id.as_ref().unwrap_or(&Value::Null), result))
-            .into_response();
+        // Immediately stale: the upstream session it comes from may be replaced any time.
+        let result = handshakes::discover_result_from_initialize(&session.init_result);
+        return results::answer(
+            id.as_ref().unwrap_or(&Value::Null),
+            "server/discover",
+            result,
+            ClientEra::Modern,
+            Ttl::Set(0),
+        );
     }
     envelope::strip(&mut msg);
     // The upstream session is shared by this user's stateless clients, whose ids may
@@ -253,7 +262,7 @@ async fn bridge(call: &Call, mut msg: Message, env: &Envelope) -> Response {
             };
             continue;
         }
-        let cacheable = msg.method().is_some_and(crate::relay::is_cacheable);
+        let cacheable = msg.method().is_some_and(results::is_cacheable);
         let restore_id = gateway_id.clone().zip(id.clone());
         let opts = RelayOptions {
             // The upstream answers the gateway's id; any other (another client's request in

@@ -14,44 +14,67 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
-use mcpgw::http::ApiError;
 use mcpgw::identity::Principal;
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
-use mcpgw::mcp::session::{self, ClientInit, SessionClaims, UpstreamLink};
+use mcpgw::mcp::session::{SessionClaims, UpstreamLink};
 use mcpgw::mcp::{sse, versions};
 use mcpgw::policy::{Access, VirtualServer};
 use mcpgw::state::AppState;
+use mcpgw::upstream::catalog::{endpoint_tools, upstream_for};
+use mcpgw::upstream::client;
 use serde_json::{Value, json};
 
-use crate::catalog::{endpoint_tools, upstream_for};
-use crate::client;
-use crate::forward::{no_get_stream, session_header};
-use crate::relay::{call_failed, rpc_error};
-
-/// JSON-RPC "method not found".
-const METHOD_NOT_FOUND: i64 = -32601;
-/// The spec's code for an unknown resource.
-const RESOURCE_NOT_FOUND: i64 = -32002;
-/// Largest client capabilities + clientInfo a session keeps (as for registered servers).
-const MAX_CLIENT_INIT: usize = 4 * 1024;
-
-/// The era a request arrived in, for shaping its answer.
-#[derive(Clone, Copy, PartialEq)]
-enum Era {
-    Session,
-    Modern,
-}
+use crate::answers::{
+    Reason, call_failed, no_get_stream, no_session, rpc_error, session_not_found, upstream_error,
+};
+use crate::connect_prompt::{self, Missing};
+use crate::headers::{bad_version_header, session_header};
+use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::results::{self, ClientEra, Ttl};
+use crate::sessions::{self, SessionAt};
 
 struct Ctx<'a> {
     state: &'a AppState,
     user: &'a str,
     access: &'a Access,
     vs: &'a VirtualServer,
-    era: Era,
+    /// What a session of this endpoint is bound to (in place of an upstream URL): a
+    /// registered server later given the same name never accepts it (and the reverse).
+    bound_to: String,
+    era: ClientEra,
     /// What the client declared (at `initialize`, or in this request's envelope): decides
     /// the form of a connect prompt.
     client_capabilities: Value,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(state: &'a AppState, principal: &'a Principal, access: &'a Access) -> Self {
+        let vs = vs_of(access);
+        Self {
+            state,
+            user: &principal.user,
+            access,
+            vs,
+            bound_to: format!("virtual:{}", vs.name),
+            era: ClientEra::Session,
+            client_capabilities: json!({}),
+        }
+    }
+
+    fn session_at(&self) -> SessionAt<'_> {
+        SessionAt {
+            state: self.state,
+            user: self.user,
+            endpoint: &self.vs.name,
+            bound_to: &self.bound_to,
+        }
+    }
+
+    /// How long a 2026-07-28 client may reuse a list: as long as the policy is reused.
+    fn list_ttl(&self) -> u64 {
+        self.state.config.policy_cache_ttl.as_millis() as u64
+    }
 }
 
 fn vs_of(access: &Access) -> &VirtualServer {
@@ -59,16 +82,6 @@ fn vs_of(access: &Access) -> &VirtualServer {
         .virtual_server
         .as_deref()
         .expect("a virtual target carries its virtual server")
-}
-
-/// Sessions of a virtual endpoint are bound to this in place of an upstream URL: a registered
-/// server later given the same name never accepts them (and the reverse).
-fn fingerprint_of(vs: &VirtualServer) -> String {
-    session::upstream_fingerprint(&format!("virtual:{}", vs.name))
-}
-
-fn ok(id: &Value, result: Value) -> Response {
-    axum::Json(jsonrpc::result(id, result)).into_response()
 }
 
 fn err(id: Option<&Value>, code: i64, message: &str) -> Response {
@@ -82,7 +95,6 @@ pub async fn post(
     headers: HeaderMap,
     payload: ClientPayload,
 ) -> Response {
-    let vs = vs_of(&access);
     let msg = match payload {
         ClientPayload::One(m) => m,
         ClientPayload::Batch(_) => {
@@ -95,14 +107,7 @@ pub async fn post(
             );
         }
     };
-    let mut ctx = Ctx {
-        state,
-        user: &principal.user,
-        access: &access,
-        vs,
-        era: Era::Session,
-        client_capabilities: json!({}),
-    };
+    let mut ctx = Ctx::new(state, principal, &access);
     if msg.is_request("initialize") {
         return initialize(&ctx, &msg).await;
     }
@@ -117,13 +122,8 @@ pub async fn post(
         return dispatch(&ctx, msg).await;
     }
     if envelope::looks_modern(&msg, &headers) {
-        ctx.era = Era::Modern;
-        ctx.client_capabilities = msg
-            .params()
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(crate::connect_prompt::CLIENT_CAPABILITIES))
-            .cloned()
-            .unwrap_or_else(|| json!({}));
+        ctx.era = ClientEra::Modern;
+        ctx.client_capabilities = envelope_capabilities(&msg);
         if msg.kind == Kind::Request
             && let Err(r) = envelope::check(&msg, &headers)
         {
@@ -138,29 +138,9 @@ pub async fn post(
         return dispatch(&ctx, msg).await;
     }
     if msg.is_request("ping") {
-        return ok(msg.id().unwrap_or(&Value::Null), json!({}));
+        return results::ok(msg.id().unwrap_or(&Value::Null), json!({}));
     }
-    rpc_error(
-        StatusCode::BAD_REQUEST,
-        msg.id(),
-        jsonrpc::INVALID_REQUEST,
-        "Bad Request: no Mcp-Session-Id; send initialize first, or use the 2026-07-28 per-request envelope",
-        None,
-    )
-}
-
-fn bad_version_header(headers: &HeaderMap, id: Option<&Value>) -> Option<Response> {
-    match headers.get("mcp-protocol-version").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(v)) if versions::is_handshake(v) => None,
-        Some(_) => Some(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            jsonrpc::INVALID_REQUEST,
-            "Bad Request: unsupported MCP-Protocol-Version",
-            Some(json!({"supported": versions::HANDSHAKE})),
-        )),
-    }
+    no_session(msg.id())
 }
 
 fn capabilities(vs: &VirtualServer) -> Value {
@@ -180,59 +160,9 @@ fn server_info(vs: &VirtualServer) -> Value {
 
 async fn initialize(ctx: &Ctx<'_>, msg: &Message) -> Response {
     let id = msg.id().cloned().unwrap_or(Value::Null);
-    let params = msg.params();
-    let Some(requested) = params
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
-    else {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            Some(&id),
-            jsonrpc::INVALID_PARAMS,
-            "initialize needs params.protocolVersion",
-            None,
-        );
-    };
-    let version = if versions::is_handshake(requested) {
-        requested
-    } else {
-        versions::LATEST_HANDSHAKE
-    };
-    let client = ClientInit {
-        capabilities: params
-            .and_then(|p| p.get("capabilities"))
-            .cloned()
-            .unwrap_or_else(|| json!({})),
-        client_info: params.and_then(|p| p.get("clientInfo")).cloned(),
-    };
-    if serde_json::to_vec(&client).map_or(usize::MAX, |v| v.len()) > MAX_CLIENT_INIT {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            Some(&id),
-            jsonrpc::INVALID_PARAMS,
-            &format!("initialize: capabilities and clientInfo exceed {MAX_CLIENT_INIT} bytes"),
-            None,
-        );
-    }
-    let state = ctx.state;
-    let claims = SessionClaims {
-        user: ctx.user.to_owned(),
-        endpoint: ctx.vs.name.clone(),
-        version: version.to_owned(),
-        upstream: UpstreamLink::Virtual,
-        upstream_url: fingerprint_of(ctx.vs),
-        client,
-        expires_at: state.clock.now() + state.config.session_ttl.as_secs() as i64,
-    };
-    let sealed = match state.keyring.get().await {
-        Ok(k) => session::seal(&k, &claims),
-        Err(e) => return ApiError::internal(&e).into_response(),
-    };
-    let Ok(header) = sealed
-        .map_err(|e| e.to_string())
-        .and_then(|s| HeaderValue::from_str(&s).map_err(|e| e.to_string()))
-    else {
-        return ApiError::internal(&std::io::Error::other("session id")).into_response();
+    let (version, client) = match handshake_params(msg, &id) {
+        Ok(p) => p,
+        Err(refused) => return refused,
     };
     let mut result = json!({
         "protocolVersion": version,
@@ -242,9 +172,15 @@ async fn initialize(ctx: &Ctx<'_>, msg: &Message) -> Response {
     if let Some(d) = &ctx.vs.description {
         result["instructions"] = d.as_str().into();
     }
-    let mut resp = ok(&id, result);
-    resp.headers_mut().insert("mcp-session-id", header);
-    resp
+    sessions::issue(
+        &ctx.session_at(),
+        &id,
+        version,
+        UpstreamLink::Virtual,
+        client,
+        result,
+    )
+    .await
 }
 
 /// Opens the request's session: 404 when it is not usable (which check failed is not said).
@@ -252,65 +188,20 @@ async fn session_of(
     ctx: &Ctx<'_>,
     headers: &HeaderMap,
 ) -> Result<(SessionClaims, String), Response> {
-    let not_found = || {
-        rpc_error(
-            StatusCode::NOT_FOUND,
-            None,
-            jsonrpc::SESSION_NOT_FOUND,
-            "Session not found: initialize a new session",
-            None,
-        )
-    };
-    let presented = session_header(headers).ok_or_else(not_found)?;
-    let state = ctx.state;
-    let fingerprint = session::fingerprint(presented);
-    if state.mcp.is_ended(&fingerprint) {
-        return Err(not_found());
-    }
-    let keyring = state
-        .keyring
-        .get()
-        .await
-        .map_err(|e| ApiError::internal(&e).into_response())?;
-    let open = |k: &mcpgw::crypto::Keyring| {
-        session::open(k, presented, &ctx.vs.name, ctx.user, state.clock.now())
-    };
-    let mut opened = open(&keyring);
-    if opened == Err(session::SessionRejected::UnknownKey)
-        && let Some(newer) = state.keyring.refresh().await
-    {
-        opened = open(&newer);
-    }
-    match opened {
-        Ok(c)
-            if c.upstream == UpstreamLink::Virtual && c.upstream_url == fingerprint_of(ctx.vs) =>
-        {
-            Ok((c, fingerprint))
+    match sessions::open(&ctx.session_at(), headers).await {
+        Ok((claims, fingerprint)) if claims.upstream == UpstreamLink::Virtual => {
+            Ok((claims, fingerprint))
         }
-        _ => Err(not_found()),
+        Ok(_) | Err(sessions::Refusal::Missing | sessions::Refusal::NotFound) => {
+            Err(session_not_found(None))
+        }
+        Err(refused @ sessions::Refusal::Keyring(_)) => Err(refused.into_response(None)),
     }
 }
 
-/// Result shaping per era: 2026-07-28 results carry `resultType`, and lists are private to
-/// the caller and cached no longer than the policy is.
-fn answer(ctx: &Ctx<'_>, id: &Value, mut result: Value, list: bool) -> Response {
-    if ctx.era == Era::Modern
-        && let Some(r) = result.as_object_mut()
-    {
-        r.entry("resultType").or_insert_with(|| "complete".into());
-        if list {
-            r.insert(
-                "ttlMs".into(),
-                (ctx.state.config.policy_cache_ttl.as_millis() as u64).into(),
-            );
-            r.insert("cacheScope".into(), "private".into());
-        }
-    } else if let Some(r) = result.as_object_mut() {
-        for k in ["resultType", "ttlMs", "cacheScope"] {
-            r.remove(k);
-        }
-    }
-    ok(id, result)
+/// A result the gateway made, in the client's era: lists reusable as long as the policy is.
+fn answer(ctx: &Ctx<'_>, id: &Value, method: &str, result: Value) -> Response {
+    results::answer(id, method, result, ctx.era, Ttl::Set(ctx.list_ttl()))
 }
 
 async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
@@ -322,9 +213,10 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
     envelope::strip(&mut msg);
     let id = msg.id().cloned().unwrap_or(Value::Null);
     let vs = ctx.vs;
-    match msg.method().unwrap_or_default() {
-        "ping" => answer(ctx, &id, json!({}), false),
-        "server/discover" if ctx.era == Era::Modern => {
+    let method = msg.method().unwrap_or_default();
+    match method {
+        "ping" => answer(ctx, &id, method, json!({})),
+        "server/discover" if ctx.era == ClientEra::Modern => {
             let mut r = json!({
                 "supportedVersions": versions::MODERN,
                 "capabilities": capabilities(vs),
@@ -333,16 +225,16 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             if let Some(d) = &vs.description {
                 r["instructions"] = d.as_str().into();
             }
-            answer(ctx, &id, r, true)
+            answer(ctx, &id, method, r)
         }
-        "logging/setLevel" => answer(ctx, &id, json!({}), false),
+        "logging/setLevel" => answer(ctx, &id, method, json!({})),
         "tools/list" => {
-            let listed = endpoint_tools(ctx.state, ctx.user, ctx.access).await;
+            let listed = endpoint_tools(&ctx.state.upstreams, ctx.user, ctx.access).await;
             for e in &listed.errors {
                 tracing::warn!(endpoint = %vs.name, error = %e, "a virtual server's upstream could not be listed");
             }
             let tools: Vec<Value> = listed.tools.into_iter().map(|t| t.tool).collect();
-            answer(ctx, &id, json!({"tools": tools}), true)
+            answer(ctx, &id, method, json!({"tools": tools}))
         }
         "tools/call" => call_tool(ctx, &id, &msg).await,
         "resources/list" if !vs.resources_from.is_empty() => {
@@ -363,20 +255,26 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             aggregate(ctx, &id, &vs.prompts_from, "prompts/list", "prompts").await
         }
         "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, &msg).await,
-        _ => err(Some(&id), METHOD_NOT_FOUND, "Method not found"),
+        _ => err(Some(&id), jsonrpc::METHOD_NOT_FOUND, "Method not found"),
     }
 }
 
-/// The upstream's answer relayed with the client's id.
-fn relay_answer(ctx: &Ctx<'_>, id: &Value, answer: Value) -> Response {
+/// The upstream's answer to `method` relayed with the client's id, its result in the
+/// client's era (reusable no longer than the upstream said, nor than the policy is).
+fn relay_answer(ctx: &Ctx<'_>, id: &Value, method: &str, answer: Value) -> Response {
     if let Some(result) = answer.get("result") {
-        return self::answer(ctx, id, result.clone(), false);
+        let ttl = Ttl::AtMost(ctx.list_ttl());
+        return results::answer(id, method, result.clone(), ctx.era, ttl);
     }
-    let error = answer
-        .get("error")
-        .cloned()
-        .unwrap_or_else(|| json!({"code": jsonrpc::UPSTREAM_ERROR, "message": "the upstream MCP server's answer was not valid MCP"}));
-    axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": error})).into_response()
+    let error = match answer.get("error") {
+        Some(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
+        None => upstream_error(
+            Some(id),
+            Reason::BadAnswer,
+            "the upstream MCP server's answer was not valid MCP",
+        ),
+    };
+    axum::Json(error).into_response()
 }
 
 /// The string param `key` of a client's request ("" when absent).
@@ -398,20 +296,16 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
         );
     };
     let up = match ctx.state.server(route.server).await {
-        Ok(Some(s)) => match crate::relay::Upstream::new(ctx.state, s, ctx.user).await {
+        Ok(Some(s)) => match ctx.state.upstreams.open(s, ctx.user).await {
             Ok(up) => Ok(up),
             // A member that takes the caller's own credential, which they lack: the connect
             // prompt, exactly as on the server's own endpoint.
-            Err(e) => match crate::connect_prompt::Missing::from_error(&e) {
+            Err(e) => match Missing::of(&e) {
                 Some(missing) => {
-                    let caps = ctx.client_capabilities.clone();
-                    let client = match ctx.era {
-                        Era::Modern => crate::connect_prompt::Client::Stateless(caps),
-                        Era::Session => crate::connect_prompt::Client::Session(caps),
-                    };
-                    return crate::connect_prompt::tool_call(id, &client, &missing);
+                    let caps = &ctx.client_capabilities;
+                    return connect_prompt::tool_call(id, ctx.era, caps, &missing);
                 }
-                None => Err(e.message),
+                None => Err(e.to_string()),
             },
         },
         Ok(None) => Err(format!("server '{}' is not registered", route.server)),
@@ -434,7 +328,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
         p.insert("name".into(), route.tool.into());
     }
     match client::forward(&up, ctx.user, routed).await {
-        Ok(a) => relay_answer(ctx, id, a),
+        Ok(a) => relay_answer(ctx, id, "tools/call", a),
         Err(e) => call_failed(&e, Some(id)),
     }
 }
@@ -448,7 +342,7 @@ async fn aggregate(
     key: &str,
 ) -> Response {
     let fetched = join_all(servers.iter().map(|s| async move {
-        let up = upstream_for(ctx.state, s, ctx.user).await?;
+        let up = upstream_for(&ctx.state.upstreams, s, ctx.user).await?;
         client::list_all(&up, ctx.user, method, key)
             .await
             .map_err(|e| format!("server '{s}': {}", mcpgw::http::error_chain(&e)))
@@ -463,29 +357,29 @@ async fn aggregate(
             }
         }
     }
-    answer(ctx, id, json!({ key: items }), true)
+    answer(ctx, id, method, json!({ key: items }))
 }
 
 /// The first of the resource servers that can read the URI answers.
 async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     for s in &ctx.vs.resources_from {
-        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
+        let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
         };
         if let Ok(a) = client::forward(&up, ctx.user, msg.clone()).await
             && a.get("result").is_some()
         {
-            return relay_answer(ctx, id, a);
+            return relay_answer(ctx, id, "resources/read", a);
         }
     }
-    err(Some(id), RESOURCE_NOT_FOUND, "Resource not found")
+    err(Some(id), jsonrpc::RESOURCE_NOT_FOUND, "Resource not found")
 }
 
 /// The prompt server that lists the name answers.
 async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     let name = str_param(msg, "name");
     for s in &ctx.vs.prompts_from {
-        let Ok(up) = upstream_for(ctx.state, s, ctx.user).await else {
+        let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
         };
         let Ok(prompts) = client::list_all(&up, ctx.user, "prompts/list", "prompts").await else {
@@ -496,7 +390,7 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             .any(|p| p.get("name").and_then(Value::as_str) == Some(name))
         {
             return match client::forward(&up, ctx.user, msg.clone()).await {
-                Ok(a) => relay_answer(ctx, id, a),
+                Ok(a) => relay_answer(ctx, id, "prompts/get", a),
                 Err(e) => call_failed(&e, Some(id)),
             };
         }
@@ -520,14 +414,7 @@ pub async fn get(
     if !state.config.allow_get_stream {
         return no_get_stream();
     }
-    let ctx = Ctx {
-        state,
-        user: &principal.user,
-        access,
-        vs: vs_of(access),
-        era: Era::Session,
-        client_capabilities: json!({}),
-    };
+    let ctx = Ctx::new(state, principal, access);
     if let Err(r) = session_of(&ctx, headers).await {
         return r;
     }
@@ -551,25 +438,13 @@ pub async fn delete(
     access: &Access,
     headers: &HeaderMap,
 ) -> Response {
-    let ctx = Ctx {
-        state,
-        user: &principal.user,
-        access,
-        vs: vs_of(access),
-        era: Era::Session,
-        client_capabilities: json!({}),
-    };
+    let ctx = Ctx::new(state, principal, access);
     let (claims, fingerprint) = match session_of(&ctx, headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(e) = state
-        .store
-        .end_session(&fingerprint, claims.expires_at)
-        .await
-    {
-        return ApiError::from(e).into_response();
+    match sessions::end(state, &claims, &fingerprint).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused,
     }
-    state.mcp.end(&fingerprint);
-    StatusCode::NO_CONTENT.into_response()
 }

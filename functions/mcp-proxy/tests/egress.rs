@@ -146,7 +146,7 @@ async fn a_stored_upstream_at_a_denied_address_fails_closed_and_says_why_in_the_
         let (s, body, cause) = initialize(&gw, endpoint).await;
         assert_eq!(
             (s, body["error"]["code"].clone(), body["id"].clone()),
-            (502, json!(-32002), json!(1)),
+            (502, json!(-32010), json!(1)),
             "{endpoint}: {body}"
         );
         assert_eq!(body["error"]["data"]["reason"], "upstream_unavailable");

@@ -939,7 +939,7 @@ async fn the_call_deadline_ends_the_stream_with_an_error_and_cancels_upstream() 
     let last = events.last().unwrap();
     assert_eq!(
         (&last["id"], &last["error"]["code"]),
-        (&json!("h-1"), &json!(-32002)),
+        (&json!("h-1"), &json!(-32010)),
         "{}",
         r.body
     );

@@ -1,6 +1,6 @@
 //! Hostile upstreams (issue 22, item 8; OWASP API10, unsafe consumption of APIs). An answer
 //! to a request that is neither JSON nor SSE, not JSON-RPC, or a response to another id
-//! reaches the client as the gateway's own JSON-RPC error with the client's id (`-32002`,
+//! reaches the client as the gateway's own JSON-RPC error with the client's id (`-32010`,
 //! `data.reason: "upstream_bad_answer"`, HTTP 502 like every upstream failure), never as the
 //! upstream's text; in an event stream already under way, as the stream's last event. In
 //! both eras, direct, bridged and on virtual servers. The upstream is `common/fake.rs`,
@@ -39,7 +39,7 @@ const LEAKS: &[&str] = &[
 ];
 
 fn assert_bad(r: &Reply, id: &Value, what: &str) {
-    let error = r.rpc_error(502, id.clone(), -32002);
+    let error = r.rpc_error(502, id.clone(), -32010);
     assert_eq!(
         error["data"]["reason"], "upstream_bad_answer",
         "{what}: {}",
@@ -70,7 +70,7 @@ fn assert_bad_event(r: &Reply, id: &Value, what: &str) {
             &last["error"]["code"],
             &last["error"]["data"]["reason"]
         ),
-        (id, &json!(-32002), &json!("upstream_bad_answer")),
+        (id, &json!(-32010), &json!("upstream_bad_answer")),
         "{what}: {}",
         r.body
     );

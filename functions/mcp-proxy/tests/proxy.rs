@@ -301,7 +301,7 @@ async fn resource_metadata_is_open() {
 
 /// Asserts the gateway's upstream-failure answer.
 fn assert_upstream_failure(r: &Reply, status: u16, id: Value, reason: &str) {
-    let error = r.rpc_error(status, id, -32002);
+    let error = r.rpc_error(status, id, -32010);
     assert_eq!(error["data"]["reason"], reason, "{}", r.body);
 }
 

@@ -191,7 +191,7 @@ async fn connect(
         return unknown();
     }
     let user = match q.link {
-        Some(l) => match link::redeem(&state, &server, &l).await {
+        Some(l) => match link::redeem(&state.grants, &server, &l).await {
             Ok(Some(u)) => u,
             Ok(None) => {
                 return failure(
@@ -228,11 +228,13 @@ async fn connect(
         return refused(&r);
     }
     let nonce = Nonce::generate();
-    let provider_url = match flow::start(&state, &user, &s, &nonce.hash()).await {
+    let provider_url = match flow::start(&state.grants, &user, &s, &nonce.hash()).await {
         Ok(u) => u,
         Err(e) => return grant_failure(&e),
     };
-    let go = match link::make_continue(&state, &user, &server, &provider_url, &nonce.hash()).await {
+    let go = match link::make_continue(&state.grants, &user, &server, &provider_url, &nonce.hash())
+        .await
+    {
         Ok(g) => g,
         Err(e) => return grant_failure(&e),
     };
@@ -263,7 +265,7 @@ async fn continue_to_provider(
     go: &str,
     headers: &HeaderMap,
 ) -> Response {
-    let next = match link::take_continue(state, server, go).await {
+    let next = match link::take_continue(&state.grants, server, go).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return failure(
@@ -334,7 +336,7 @@ async fn callback(
             format!("the provider answered {err}")
         };
         // Used up, so the same state cannot be completed later.
-        return match flow::cancel(&state, &server, &state_id, &browser).await {
+        return match flow::cancel(&state.grants, &server, &state_id, &browser).await {
             Ok(_) => clear(failure(StatusCode::BAD_REQUEST, &what)),
             Err(FlowError::Browser(r @ Refusal::OtherBrowser)) => refused(&r),
             Err(FlowError::Browser(r @ Refusal::OtherConsoleUser { .. })) => clear(refused(&r)),
@@ -352,7 +354,7 @@ async fn callback(
         return failure(StatusCode::BAD_REQUEST, "the provider's answer has no code");
     };
     match flow::finish(
-        &state,
+        &state.grants,
         &server,
         &code,
         &state_id,

@@ -161,7 +161,7 @@ async fn get(gw: &Gw, path: &str, cookies: &[&str]) -> Seen {
 
 /// The path and query of a fresh connect link of `user` for `server`.
 async fn connect_link(gw: &Gw, user: &str, server: &str) -> String {
-    let url = link::make(&gw.state, user, server).await.unwrap();
+    let url = link::make(&gw.state.grants, user, server).await.unwrap();
     url.split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
         .unwrap()

@@ -48,7 +48,7 @@ async fn one(state: &AppState, grant: mcpgw::domain::Grant, now: i64) -> Outcome
     let Ok(Some(server)) = state.server(&grant.server).await else {
         return Outcome::Skipped;
     };
-    match tokens::refresh_due(state, &server, &grant).await {
+    match tokens::refresh_due(&state.grants, &server, &grant).await {
         Ok(true) => Outcome::Refreshed,
         Ok(false) => Outcome::Skipped,
         // Someone else refreshed it meanwhile: nothing left to do.

@@ -16,7 +16,7 @@
 //! an upstream's authorization server: the protected-resource metadata and the endpoint
 //! rules. Nothing here is stored or cached: [`super::endpoints`] pins the result on the
 //! server record. Fetching uses the OAuth client the egress policy built
-//! (`AppState::oauth_http`: every resolved address judged at connect time, each call bounded
+//! (`Grants::oauth_http`: every resolved address judged at connect time, each call bounded
 //! by `endpoints::OAUTH_CALL_TIMEOUT`), follows no redirects, reads at most
 //! [`MAX_METADATA`] bytes per document and ends within [`DISCOVERY_TIMEOUT`] overall (the
 //! admin API waits for it when a server is saved).

@@ -23,18 +23,18 @@
 use std::time::Duration;
 
 use super::GrantError;
+use super::Grants;
 use super::discovery::{self, DiscoveryError};
 use super::endpoint_url::{self, UrlRole, excerpt};
 use crate::clock::UnixTime;
 use crate::domain::{McpServer, PinSource, PinnedAuthServer, UpstreamAuth};
 use crate::egress::EgressPolicy;
-use crate::state::AppState;
 use crate::store::{ConfigKind, StoreError, to_doc};
 
 /// Every call to an authorization server (metadata, token, revocation) ends within this.
 pub const OAUTH_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-// The client for authorization servers is `AppState::oauth_http`: built once per process
+// The client for authorization servers is `Grants::oauth_http`: built once per process
 // by the egress policy, bounded by OAUTH_CALL_TIMEOUT, no redirects (a redirect could carry a
 // code or a client secret elsewhere).
 
@@ -314,22 +314,22 @@ fn check_stored(egress: &EgressPolicy, e: Endpoints) -> Result<Endpoints, GrantE
 /// The endpoints `server` uses now: stored ones, or, when nothing is pinned yet, discovered
 /// and pinned on its record first (trust on first use, recorded as such). A refused or
 /// unreachable metadata document fails the caller and stores nothing.
-pub async fn for_server(state: &AppState, server: &McpServer) -> Result<Endpoints, GrantError> {
-    let egress = &state.config.egress;
+pub async fn for_server(grants: &Grants, server: &McpServer) -> Result<Endpoints, GrantError> {
+    let egress = &grants.egress;
     if !uses_oauth(server) {
         return Err(GrantError::NotOAuth);
     }
     if let Some(e) = stored(egress, server) {
         return e;
     }
-    pin_at_first_use(state, &server.name).await
+    pin_at_first_use(grants, &server.name).await
 }
 
-async fn pin_at_first_use(state: &AppState, name: &str) -> Result<Endpoints, GrantError> {
-    let egress = &state.config.egress;
+async fn pin_at_first_use(grants: &Grants, name: &str) -> Result<Endpoints, GrantError> {
+    let egress = &grants.egress;
     // A few rounds: a concurrent pin or admin edit makes us read again.
     for _ in 0..3 {
-        let Some(doc) = state.store.get_config(ConfigKind::Server, name).await? else {
+        let Some(doc) = grants.store.get_config(ConfigKind::Server, name).await? else {
             return Err(GrantError::Discovery(format!(
                 "the server '{name}' is no longer registered"
             )));
@@ -338,26 +338,26 @@ async fn pin_at_first_use(state: &AppState, name: &str) -> Result<Endpoints, Gra
             .map_err(|e| StoreError::Corrupt(format!("server '{name}': {e}")))?;
         if let Some(e) = stored(egress, &current) {
             // Pinned by another process meanwhile (this one's cache was older).
-            state.servers.invalidate(name).await;
+            grants.servers.invalidate(name).await;
             return e;
         }
         let pin = resolve(
-            &state.oauth_http,
+            &grants.oauth_http,
             egress,
             &current,
             PinSource::DiscoveredAtFirstUse,
-            state.clock.now(),
+            grants.clock.now(),
         )
         .await
         .map_err(|e| GrantError::Discovery(e.to_string()))?;
         let mut pinned = current;
         pinned.authorization_server = Some(pin);
-        if state
+        if grants
             .store
             .replace_config_if_unchanged(ConfigKind::Server, name, &doc, &to_doc(&pinned))
             .await?
         {
-            state.servers.invalidate(name).await;
+            grants.servers.invalidate(name).await;
             let p = pinned.authorization_server.as_ref();
             tracing::warn!(server = %name,
                 issuer = p.and_then(|p| p.issuer.as_deref()).unwrap_or_default(),

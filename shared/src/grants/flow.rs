@@ -14,11 +14,11 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::Grants;
 use super::binding::{Browser, Refusal};
 use super::endpoints::{self, Endpoints};
 use super::{GrantError, TokenSet, ring};
 use crate::domain::{Grant, GrantStatus, McpServer, OAuthState, UpstreamAuth};
-use crate::state::AppState;
 use crate::store::StoreError;
 
 /// How long a started authorization may take.
@@ -63,11 +63,8 @@ struct Payload {
 }
 
 /// Where the provider sends the user back for `server`.
-pub fn redirect_uri(state: &AppState, server: &str) -> String {
-    format!(
-        "{}/oauth/callback/{server}",
-        state.config.public_url.trim_end_matches('/')
-    )
+pub fn redirect_uri(grants: &Grants, server: &str) -> String {
+    format!("{}/oauth/callback/{server}", grants.public_url)
 }
 
 /// The RFC 8707 resource for `server`.
@@ -83,12 +80,12 @@ pub fn resource(server: &McpServer) -> String {
 /// The oauth2 client for `server` (client id and secret configured or registered, sent as
 /// [`crate::oauth_client`] says; authorization and token URL).
 pub async fn client(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     e: &Endpoints,
     redirect: Option<String>,
 ) -> Result<Client, GrantError> {
-    let creds = super::registration::credentials(state, server, e).await?;
+    let creds = super::registration::credentials(grants, server, e).await?;
     let bad = |what: &str, e: &dyn std::fmt::Display| GrantError::Discovery(format!("{what}: {e}"));
     let mut c = crate::oauth_client::new::<BasicTokenResponse>(
         &creds.client_id,
@@ -116,14 +113,14 @@ fn state_context(id: &str) -> Vec<u8> {
 /// Starts an authorization of `server` for `user` in the browser whose connect cookie hashes
 /// to `browser` ([`super::binding::Nonce::hash`]): the provider URL to send it to.
 pub async fn start(
-    state: &AppState,
+    grants: &Grants,
     user: &str,
     server: &McpServer,
     browser: &str,
 ) -> Result<String, GrantError> {
-    let e = endpoints::for_server(state, server).await?;
-    let redirect = redirect_uri(state, &server.name);
-    let c = client(state, server, &e, Some(redirect.clone())).await?;
+    let e = endpoints::for_server(grants, server).await?;
+    let redirect = redirect_uri(grants, &server.name);
+    let c = client(grants, server, &e, Some(redirect.clone())).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let id = crate::crypto::random_token(32);
     let mut req = c
@@ -143,14 +140,14 @@ pub async fn start(
         browser: browser.to_owned(),
     })
     .map_err(|_| GrantError::Keyring("payload".into()))?;
-    let now = state.clock.now();
-    state
+    let now = grants.clock.now();
+    grants
         .store
         .put_state(&OAuthState {
             id: id.clone(),
             user: user.to_owned(),
             server: server.name.clone(),
-            sealed_payload: ring(state).await?.seal(&payload, &state_context(&id))?,
+            sealed_payload: ring(grants).await?.seal(&payload, &state_context(&id))?,
             created_at: now,
             expires_at: now + STATE_TTL_SECS,
         })
@@ -235,7 +232,7 @@ fn check_issuer(iss: Option<&str>, e: &Endpoints) -> Result<(), FlowError> {
 /// stay usable for the browser that holds the cookie, or that browser could finish it with
 /// the other person's code.
 async fn claim(
-    state: &AppState,
+    grants: &Grants,
     server_name: &str,
     state_id: &str,
     browser: &Browser,
@@ -245,9 +242,9 @@ async fn claim(
         // ids; they are not authorizations. Anything else of another shape is not ours.
         return Err(FlowError::StateInvalid);
     }
-    let pending = state
+    let pending = grants
         .store
-        .consume_state(state_id, state.clock.now())
+        .consume_state(state_id, grants.clock.now())
         .await
         .map_err(GrantError::from)?
         .ok_or(FlowError::StateInvalid)?;
@@ -255,7 +252,7 @@ async fn claim(
         return Err(FlowError::WrongServer);
     }
     let payload: Payload = serde_json::from_slice(
-        &ring(state)
+        &ring(grants)
             .await?
             .open(&pending.sealed_payload, &state_context(state_id))
             .map_err(GrantError::from)?,
@@ -268,38 +265,38 @@ async fn claim(
 /// Ends the authorization `state_id` the provider answered with an error: consumed, so it
 /// cannot be completed later. The flow's user when it was this browser's.
 pub async fn cancel(
-    state: &AppState,
+    grants: &Grants,
     server_name: &str,
     state_id: &str,
     browser: &Browser,
 ) -> Result<String, FlowError> {
-    let (pending, _) = claim(state, server_name, state_id, browser).await?;
+    let (pending, _) = claim(grants, server_name, state_id, browser).await?;
     Ok(pending.user)
 }
 
 /// Completes an authorization in `browser`: the user whose grant was stored.
 pub async fn finish(
-    state: &AppState,
+    grants: &Grants,
     server_name: &str,
     code: &str,
     state_id: &str,
     iss: Option<&str>,
     browser: &Browser,
 ) -> Result<String, FlowError> {
-    let now = state.clock.now();
-    let (pending, payload) = claim(state, server_name, state_id, browser).await?;
-    let Some(server) = state.server(server_name).await.map_err(GrantError::from)? else {
+    let now = grants.clock.now();
+    let (pending, payload) = claim(grants, server_name, state_id, browser).await?;
+    let Some(server) = grants.server(server_name).await.map_err(GrantError::from)? else {
         return Err(FlowError::WrongServer);
     };
-    let ring = ring(state).await?;
-    let e = endpoints::for_server(state, &server).await?;
+    let ring = ring(grants).await?;
+    let e = endpoints::for_server(grants, &server).await?;
     check_issuer(iss, &e)?;
-    let c = client(state, &server, &e, Some(payload.redirect_uri)).await?;
+    let c = client(grants, &server, &e, Some(payload.redirect_uri)).await?;
     let answer = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(payload.verifier))
         .add_extra_param("resource", resource(&server))
-        .request_async(&state.oauth_http)
+        .request_async(&grants.oauth_http)
         .await
         .map_err(|e| match token_error(e) {
             GrantError::NeedsReconsent => FlowError::Denied("the code was refused".into()),
@@ -312,7 +309,7 @@ pub async fn finish(
         .unwrap_or_default();
     // A reconnect replaces the old grant; a concurrent writer makes us read again.
     for _ in 0..3 {
-        let previous = state
+        let previous = grants
             .store
             .get_grant(&pending.user, server_name)
             .await
@@ -327,9 +324,9 @@ pub async fn finish(
             previous,
             now,
         )?;
-        match state.store.save_grant_if_version(&g, previous).await {
+        match grants.store.save_grant_if_version(&g, previous).await {
             Ok(()) => {
-                state.grants.forget(&pending.user, server_name);
+                grants.tokens.forget(&pending.user, server_name);
                 return Ok(pending.user);
             }
             Err(StoreError::VersionConflict { .. }) => continue,

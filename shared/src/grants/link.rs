@@ -12,9 +12,9 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::Grants;
 use super::{GrantError, ring};
 use crate::domain::OAuthState;
-use crate::state::AppState;
 
 pub const LINK_TTL_SECS: i64 = 600;
 /// A continue link lives as long as the authorization state it leads to.
@@ -45,15 +45,15 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 /// A fresh connect link for `user` to connect `server`.
-pub async fn make(state: &AppState, user: &str, server: &str) -> Result<String, GrantError> {
-    let now = state.clock.now();
+pub async fn make(grants: &Grants, user: &str, server: &str) -> Result<String, GrantError> {
+    let now = grants.clock.now();
     let claims = Claims {
         user: user.to_owned(),
         server: server.to_owned(),
         nonce: crate::crypto::random_token(16),
         exp: now + LINK_TTL_SECS,
     };
-    state
+    grants
         .store
         .put_state(&OAuthState {
             id: format!("link:{}", claims.nonce),
@@ -65,10 +65,10 @@ pub async fn make(state: &AppState, user: &str, server: &str) -> Result<String, 
         })
         .await?;
     let plain = serde_json::to_vec(&claims).map_err(|_| GrantError::Keyring("link".into()))?;
-    let sealed = ring(state).await?.seal(&plain, CONTEXT)?;
+    let sealed = ring(grants).await?.seal(&plain, CONTEXT)?;
     Ok(format!(
         "{}/oauth/connect/{server}?link={}",
-        state.config.public_url.trim_end_matches('/'),
+        grants.public_url,
         b64().encode(sealed)
     ))
 }
@@ -76,24 +76,24 @@ pub async fn make(state: &AppState, user: &str, server: &str) -> Result<String, 
 /// The user a link for `server` was made for; `None` when it is forged, altered, for
 /// another server, expired or already used (it is used up by this call).
 pub async fn redeem(
-    state: &AppState,
+    grants: &Grants,
     server: &str,
     link: &str,
 ) -> Result<Option<String>, GrantError> {
     let Ok(sealed) = b64().decode(link) else {
         return Ok(None);
     };
-    let Ok(plain) = ring(state).await?.open(&sealed, CONTEXT) else {
+    let Ok(plain) = ring(grants).await?.open(&sealed, CONTEXT) else {
         return Ok(None);
     };
     let Ok(c) = serde_json::from_slice::<Claims>(&plain) else {
         return Ok(None);
     };
-    let now = state.clock.now();
+    let now = grants.clock.now();
     if c.server != server || c.exp <= now {
         return Ok(None);
     }
-    let used = state
+    let used = grants
         .store
         .consume_state(&format!("link:{}", c.nonce), now)
         .await?;
@@ -124,7 +124,7 @@ fn continue_context(server: &str, id: &str) -> Vec<u8> {
 /// Records a continue link of `user`'s flow for `server` leading to `provider_url`, for the
 /// browser whose connect cookie hashes to `browser`: the link's `go` value.
 pub async fn make_continue(
-    state: &AppState,
+    grants: &Grants,
     user: &str,
     server: &str,
     provider_url: &str,
@@ -136,14 +136,14 @@ pub async fn make_continue(
         browser: browser.to_owned(),
     })
     .map_err(|_| GrantError::Keyring("continue".into()))?;
-    let now = state.clock.now();
-    state
+    let now = grants.clock.now();
+    grants
         .store
         .put_state(&OAuthState {
             id: format!("go:{id}"),
             user: user.to_owned(),
             server: server.to_owned(),
-            sealed_payload: ring(state)
+            sealed_payload: ring(grants)
                 .await?
                 .seal(&plain, &continue_context(server, &id))?,
             created_at: now,
@@ -158,16 +158,16 @@ pub async fn make_continue(
 /// caller's check ([`super::binding::Browser::admits`]), after it is used up: a continue
 /// link that reached another browser has leaked, and is dead for everyone.
 pub async fn take_continue(
-    state: &AppState,
+    grants: &Grants,
     server: &str,
     go: &str,
 ) -> Result<Option<Continue>, GrantError> {
     if !is_token(go) {
         return Ok(None);
     }
-    let Some(record) = state
+    let Some(record) = grants
         .store
-        .consume_state(&format!("go:{go}"), state.clock.now())
+        .consume_state(&format!("go:{go}"), grants.clock.now())
         .await?
     else {
         return Ok(None);
@@ -175,7 +175,7 @@ pub async fn take_continue(
     if record.server != server {
         return Ok(None);
     }
-    let Ok(plain) = ring(state)
+    let Ok(plain) = ring(grants)
         .await?
         .open(&record.sealed_payload, &continue_context(server, go))
     else {
@@ -205,83 +205,83 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_works_once_for_its_server_and_not_after_it_expires() {
-        let (mut state, _dir) = crate::testing::local_state(&[], &[]);
         let clock = Arc::new(FixedClock::at(1_000_000));
-        state.clock = clock.clone();
+        let (state, _dir) = crate::testing::local_state_at(clock.clone(), &[], &[]);
+        let state = &state.grants;
 
-        let url = make(&state, "alice@example.com", "notes").await.unwrap();
+        let url = make(state, "alice@example.com", "notes").await.unwrap();
         assert!(url.contains("/oauth/connect/notes?link="), "{url}");
         let link = value(&url);
         // at another server: refused (and not used up)
-        assert_eq!(redeem(&state, "other", &link).await.unwrap(), None);
+        assert_eq!(redeem(state, "other", &link).await.unwrap(), None);
         assert_eq!(
-            redeem(&state, "notes", &link).await.unwrap().as_deref(),
+            redeem(state, "notes", &link).await.unwrap().as_deref(),
             Some("alice@example.com")
         );
         // used once
-        assert_eq!(redeem(&state, "notes", &link).await.unwrap(), None);
+        assert_eq!(redeem(state, "notes", &link).await.unwrap(), None);
 
         // a fresh link, presented when its lifetime is over
-        let late = value(&make(&state, "alice@example.com", "notes").await.unwrap());
+        let late = value(&make(state, "alice@example.com", "notes").await.unwrap());
         clock.advance(LINK_TTL_SECS);
-        assert_eq!(redeem(&state, "notes", &late).await.unwrap(), None);
+        assert_eq!(redeem(state, "notes", &late).await.unwrap(), None);
         // an altered one
         let mut bytes = b64().decode(&late).unwrap();
         bytes[20] ^= 1;
         assert_eq!(
-            redeem(&state, "notes", &b64().encode(bytes)).await.unwrap(),
+            redeem(state, "notes", &b64().encode(bytes)).await.unwrap(),
             None
         );
     }
 
     #[tokio::test]
     async fn a_continue_link_works_once_for_its_server_and_not_after_it_expires() {
-        let (mut state, _dir) = crate::testing::local_state(&[], &[]);
         let clock = Arc::new(FixedClock::at(1_000_000));
-        state.clock = clock.clone();
+        let (state, _dir) = crate::testing::local_state_at(clock.clone(), &[], &[]);
+        let state = &state.grants;
         let url = "https://idp.example.com/authorize?state=s";
 
-        let go = make_continue(&state, "alice@example.com", "notes", url, "h1")
+        let go = make_continue(state, "alice@example.com", "notes", url, "h1")
             .await
             .unwrap();
         assert!(is_token(&go), "{go}");
-        let c = take_continue(&state, "notes", &go).await.unwrap().unwrap();
+        let c = take_continue(state, "notes", &go).await.unwrap().unwrap();
         assert_eq!(
             (c.user.as_str(), c.provider_url.as_str(), c.browser.as_str()),
             ("alice@example.com", url, "h1")
         );
         // used once
-        assert!(take_continue(&state, "notes", &go).await.unwrap().is_none());
+        assert!(take_continue(state, "notes", &go).await.unwrap().is_none());
         // at another server: refused, and used up too (it was moved: tampering)
-        let moved = make_continue(&state, "alice@example.com", "notes", url, "h1")
+        let moved = make_continue(state, "alice@example.com", "notes", url, "h1")
             .await
             .unwrap();
         assert!(
-            take_continue(&state, "other", &moved)
+            take_continue(state, "other", &moved)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            take_continue(&state, "notes", &moved)
+            take_continue(state, "notes", &moved)
                 .await
                 .unwrap()
                 .is_none()
         );
         // past its lifetime
-        let late = make_continue(&state, "alice@example.com", "notes", url, "h1")
+        let late = make_continue(state, "alice@example.com", "notes", url, "h1")
             .await
             .unwrap();
         clock.advance(CONTINUE_TTL_SECS);
         assert!(
-            take_continue(&state, "notes", &late)
+            take_continue(state, "notes", &late)
                 .await
                 .unwrap()
                 .is_none()
         );
         // made up, a connect link's record id, or oversized: never reach the store
         for bad in ["", "x", "link:abc", &"A".repeat(44), &"A".repeat(100_000)] {
-            assert!(take_continue(&state, "notes", bad).await.unwrap().is_none());
+            assert!(take_continue(state, "notes", bad).await.unwrap().is_none());
         }
     }
 }

@@ -8,12 +8,12 @@
 use oauth2::basic::BasicTokenResponse;
 use oauth2::{Scope, TokenResponse, TokenUrl};
 
+use super::Grants;
 use super::endpoints;
 use super::flow::token_error;
 use super::tokens::REFRESH_MARGIN_SECS;
 use super::{GrantError, TokenSet};
 use crate::domain::{McpServer, UpstreamAuth};
-use crate::state::AppState;
 
 /// The memory key: the server as configured now (a changed client or secret is a new key).
 fn key(server: &McpServer) -> String {
@@ -27,32 +27,32 @@ const MACHINE: &str = "\u{0}machine";
 /// The machine token for `server`. `rejected`: the token the upstream just refused (a new
 /// one is fetched unless another caller already replaced it).
 pub async fn token(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     rejected: Option<&str>,
 ) -> Result<String, GrantError> {
     let k = key(server);
-    let now = state.clock.now();
+    let now = grants.clock.now();
     let usable = |t: &TokenSet| {
         t.expires_at.is_none_or(|e| e > now + REFRESH_MARGIN_SECS)
             && rejected != Some(t.access_token.as_str())
     };
-    if let Some(t) = state.grants.peek(MACHINE, &k).filter(usable) {
+    if let Some(t) = grants.tokens.peek(MACHINE, &k).filter(usable) {
         return Ok(t.access_token);
     }
-    let lock = state.grants.lock_for(MACHINE, &k);
+    let lock = grants.tokens.lock_for(MACHINE, &k);
     let _one_at_a_time = lock.lock().await;
     // Someone may have fetched while this caller waited.
-    if let Some(t) = state.grants.peek(MACHINE, &k).filter(usable) {
+    if let Some(t) = grants.tokens.peek(MACHINE, &k).filter(usable) {
         return Ok(t.access_token);
     }
-    let t = fetch(state, server).await?;
-    state.grants.keep(MACHINE, &k, &t);
+    let t = fetch(grants, server).await?;
+    grants.tokens.keep(MACHINE, &k, &t);
     tracing::info!(server = %server.name, "machine token fetched");
     Ok(t.access_token)
 }
 
-async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantError> {
+async fn fetch(grants: &Grants, server: &McpServer) -> Result<TokenSet, GrantError> {
     let UpstreamAuth::OAuth2ClientCredentials {
         client_id,
         client_secret,
@@ -63,13 +63,13 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
     else {
         return Err(GrantError::NotOAuth);
     };
-    let e = endpoints::for_server(state, server).await?;
-    if !state.config.secret_scope.permits(client_secret) {
+    let e = endpoints::for_server(grants, server).await?;
+    if !grants.secret_scope.permits(client_secret) {
         return Err(GrantError::Secret(format!(
             "{client_secret} is out of scope"
         )));
     }
-    let secret = state
+    let secret = grants
         .secrets
         .resolve(client_secret)
         .await
@@ -85,7 +85,7 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
             "resource",
             resource.clone().unwrap_or_else(|| server.url.clone()),
         )
-        .request_async(&state.oauth_http)
+        .request_async(&grants.oauth_http)
         .await
         .map_err(token_error)?;
     Ok(TokenSet {
@@ -93,6 +93,6 @@ async fn fetch(state: &AppState, server: &McpServer) -> Result<TokenSet, GrantEr
         refresh_token: None,
         expires_at: answer
             .expires_in()
-            .map(|d| state.clock.now() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+            .map(|d| grants.clock.now() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
     })
 }

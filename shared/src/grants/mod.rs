@@ -7,6 +7,11 @@
 //! `per_user_token` servers ([`user_token`]), kept as grants without refresh; the gateway's
 //! own client at providers, configured or registered by RFC 7591 ([`registration`]).
 //!
+//! Every function here takes the [`Grants`] service: what they read and write (store,
+//! keyring, secrets, clock), the client for authorization servers, this process's token memory
+//! and the server records the endpoints are pinned on. It is built once per process, like the
+//! `identity::Authenticator`, and nothing here keeps a global.
+//!
 //! Tokens are sealed with the keyring under the context `grant:{user}:{server}`, so a sealed
 //! blob copied onto another user's (or server's) record does not open: one user's grant can
 //! never be used for another.
@@ -23,9 +28,89 @@ pub mod revoke;
 pub mod tokens;
 pub mod user_token;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::crypto::{Keyring, KeyringError};
+use crate::domain::McpServer;
+use crate::egress::EgressPolicy;
+use crate::http::{ApiError, ErrorCode};
+use crate::keyring::KeyringSource;
+use crate::secrets::{SecretScope, Secrets};
+use crate::servers::ServerCache;
+use crate::store::{Store, StoreResult};
+
+/// The grant functions' dependencies, built once per process ([`Grants::new`]).
+pub struct Grants {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub keyring: Arc<KeyringSource>,
+    pub clock: Arc<dyn Clock>,
+    /// Client for authorization servers (metadata, token, revocation, registration): built by
+    /// the egress policy (every connection judged on its resolved address), no redirects (a
+    /// redirect could carry a code or a client secret elsewhere), every call bounded by
+    /// [`endpoints::OAUTH_CALL_TIMEOUT`].
+    pub oauth_http: reqwest::Client,
+    /// Opened tokens and refresh locks of this process (see [`tokens`]).
+    pub tokens: tokens::TokenMemory,
+    /// Server records, on which the endpoints are pinned ([`endpoints`]): read through the
+    /// process's cache, which a pin invalidates.
+    pub servers: Arc<ServerCache>,
+    /// The gateway's base URL (redirect URIs, connect links).
+    pub public_url: String,
+    /// Which secret references may be resolved (client secrets).
+    pub secret_scope: SecretScope,
+    /// Which addresses authorization servers may have.
+    pub egress: EgressPolicy,
+}
+
+impl Grants {
+    /// Builds the service for `config` from the process's parts; the client for
+    /// authorization servers is built here, once.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn Secrets>,
+        keyring: Arc<KeyringSource>,
+        clock: Arc<dyn Clock>,
+        servers: Arc<ServerCache>,
+    ) -> Result<Self, reqwest::Error> {
+        let oauth_http = config
+            .egress
+            .client_builder()
+            .timeout(endpoints::OAUTH_CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            store,
+            secrets,
+            keyring,
+            clock,
+            oauth_http,
+            tokens: tokens::TokenMemory::default(),
+            servers,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            secret_scope: config.secret_scope.clone(),
+            egress: config.egress.clone(),
+        })
+    }
+
+    /// Drops what this process remembers of `user`'s token for `server` (a new grant, a
+    /// revocation).
+    pub fn forget(&self, user: &str, server: &str) {
+        self.tokens.forget(user, server);
+    }
+
+    /// A server's record, from the process's cache when fresh.
+    pub async fn server(&self, name: &str) -> StoreResult<Option<Arc<McpServer>>> {
+        self.servers.get(name).await
+    }
+}
 
 /// What the provider gave: sealed as one blob in [`crate::domain::Grant::sealed_tokens`].
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -49,10 +134,8 @@ impl std::fmt::Debug for TokenSet {
 }
 
 /// The keyring, or why it is unavailable.
-pub(crate) async fn ring(
-    state: &crate::state::AppState,
-) -> Result<std::sync::Arc<Keyring>, GrantError> {
-    state
+pub(crate) async fn ring(grants: &Grants) -> Result<Arc<Keyring>, GrantError> {
+    grants
         .keyring
         .get()
         .await
@@ -106,6 +189,37 @@ pub enum GrantError {
     Secret(String),
 }
 
+impl From<GrantError> for ApiError {
+    /// What a handler answers when a grant operation fails. The caller's own state (not
+    /// connected, to be renewed, not an OAuth2 server) is said as it is; everything else is
+    /// the gateway's trouble with its store, keyring, secrets or the provider, answered as
+    /// unavailable (503) with the fixed `last_error` code and the cause kept for the log.
+    fn from(e: GrantError) -> Self {
+        let (status, code) = match &e {
+            GrantError::NotConnected => (StatusCode::NOT_FOUND, ErrorCode::NotConnected),
+            GrantError::NeedsReconsent => (StatusCode::FORBIDDEN, ErrorCode::ConnectRequired),
+            GrantError::NotOAuth => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::NotOauth),
+            GrantError::Network(_)
+            | GrantError::Upstream(_)
+            | GrantError::Discovery(_)
+            | GrantError::Store(_)
+            | GrantError::Sealed(_)
+            | GrantError::Keyring(_)
+            | GrantError::Secret(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::GrantStoreUnavailable,
+            ),
+        };
+        let message = match code {
+            ErrorCode::GrantStoreUnavailable => {
+                format!("the connection could not be read ({})", e.code())
+            }
+            _ => e.to_string(),
+        };
+        ApiError::new(status, code, message).with_cause(&e)
+    }
+}
+
 impl GrantError {
     /// The fixed set of `last_error` values.
     pub fn code(&self) -> &'static str {
@@ -141,5 +255,38 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(TokenSet::open(&ring, &tampered, "alice@example.com", "docs").is_err());
         assert!(!format!("{t:?}").contains("rt\""), "{t:?}");
+    }
+
+    #[test]
+    fn grant_errors_answer_by_kind_and_never_echo_their_cause() {
+        let answer = |e: GrantError| {
+            let a = ApiError::from(e);
+            (a.status.as_u16(), a.code.as_str(), a.message)
+        };
+        assert_eq!(answer(GrantError::NotConnected).0, 404);
+        assert_eq!(answer(GrantError::NeedsReconsent).1, "connect_required");
+        let (status, code, message) = answer(GrantError::Keyring("kms said no: key arn:x".into()));
+        assert_eq!((status, code), (503, "grant_store_unavailable"));
+        assert_eq!(message, "the connection could not be read (refresh_failed)");
+    }
+
+    /// `state.rs` assembles the grant service; nothing the grant functions use may lead back
+    /// to it (a circle: grants built from the state they depend on).
+    #[test]
+    fn grants_never_depend_on_the_state_that_assembles_them() {
+        use crate::testing::module_graph::ModuleGraph;
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let g = ModuleGraph::read(&src).unwrap();
+        assert!(
+            g.reachable("state.rs").contains("grants/mod.rs"),
+            "the graph is read: state.rs uses grants"
+        );
+        for file in g.uses.keys().filter(|f| f.starts_with("grants/")) {
+            assert_eq!(
+                g.path(file, "state.rs"),
+                None,
+                "{file} reaches state.rs: a grants <-> state circle"
+            );
+        }
     }
 }

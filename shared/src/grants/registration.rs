@@ -20,10 +20,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Grants;
 use super::endpoints::{self, Endpoints};
 use super::{GrantError, ring};
 use crate::domain::{McpServer, UpstreamAuth};
-use crate::state::AppState;
 use crate::store::{ConfigKind, ConfigStoreExt, StoreError, to_doc};
 
 const MAX_ANSWER: usize = 64 * 1024;
@@ -71,7 +71,7 @@ struct Answer {
 
 /// The client for `server` at the authorization server `e`.
 pub async fn credentials(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     e: &Endpoints,
 ) -> Result<ClientCredentials, GrantError> {
@@ -84,14 +84,14 @@ pub async fn credentials(
         return Err(GrantError::NotOAuth);
     };
     let Some(client_id) = client_id else {
-        return registered(state, server, e).await;
+        return registered(grants, server, e).await;
     };
     let client_secret = match client_secret {
         Some(reference) => {
-            if !state.config.secret_scope.permits(reference) {
+            if !grants.secret_scope.permits(reference) {
                 return Err(GrantError::Secret(format!("{reference} is out of scope")));
             }
-            let secret = state
+            let secret = grants
                 .secrets
                 .resolve(reference)
                 .await
@@ -125,8 +125,8 @@ fn context(key: &str, what: &str) -> Vec<u8> {
     format!("client-registration:{what}:{key}").into_bytes()
 }
 
-async fn load(state: &AppState, key: &str) -> Result<Option<Registration>, GrantError> {
-    Ok(state
+async fn load(grants: &Grants, key: &str) -> Result<Option<Registration>, GrantError> {
+    Ok(grants
         .store
         .get_typed(ConfigKind::ClientRegistration, key)
         .await?)
@@ -138,38 +138,38 @@ fn usable(r: &Registration, redirect: &str, now: i64) -> bool {
 }
 
 async fn registered(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     e: &Endpoints,
 ) -> Result<ClientCredentials, GrantError> {
     let issuer = issuer_of(e);
-    let redirect = super::flow::redirect_uri(state, &server.name);
+    let redirect = super::flow::redirect_uri(grants, &server.name);
     let own_key = format!("{issuer}#{}", server.name);
-    let now = state.clock.now();
+    let now = grants.clock.now();
     // A few rounds: a concurrent registration or update makes us read again.
     for _ in 0..3 {
-        let shared = load(state, &issuer).await?;
+        let shared = load(grants, &issuer).await?;
         if let Some(r) = &shared
             && usable(r, &redirect, now)
         {
-            return open(state, &issuer, r).await;
+            return open(grants, &issuer, r).await;
         }
         // A client of this server's own, made when the shared one could not take it.
-        if let Some(r) = load(state, &own_key).await?
+        if let Some(r) = load(grants, &own_key).await?
             && usable(&r, &redirect, now)
         {
-            return open(state, &own_key, &r).await;
+            return open(grants, &own_key, &r).await;
         }
         match shared {
             None => {
-                let (uris, scopes) = peers_of(state, server, &issuer, &redirect).await;
-                if let Some(r) = register(state, e, &issuer, uris, scopes, None).await? {
-                    return open(state, &issuer, &r).await;
+                let (uris, scopes) = peers_of(grants, server, &issuer, &redirect).await;
+                if let Some(r) = register(grants, e, &issuer, uris, scopes, None).await? {
+                    return open(grants, &issuer, &r).await;
                 }
             }
             Some(r) if r.configuration_uri.is_some() && r.redirect_uris.len() < 100 => {
-                match update(state, &issuer, &r, &redirect, server).await {
-                    Ok(Some(r)) => return open(state, &issuer, &r).await,
+                match update(grants, &issuer, &r, &redirect, server).await {
+                    Ok(Some(r)) => return open(grants, &issuer, &r).await,
                     Ok(None) => continue,
                     Err(err) => {
                         // The provider would not change the client: give this server its own.
@@ -177,22 +177,22 @@ async fn registered(
                             "could not add a redirect URI to the registered client");
                         let scopes = server_scopes(server);
                         let key = own_key.clone();
-                        let prior = load(state, &key).await?;
+                        let prior = load(grants, &key).await?;
                         if let Some(r) =
-                            register(state, e, &key, vec![redirect.clone()], scopes, prior).await?
+                            register(grants, e, &key, vec![redirect.clone()], scopes, prior).await?
                         {
-                            return open(state, &key, &r).await;
+                            return open(grants, &key, &r).await;
                         }
                     }
                 }
             }
             Some(_) => {
-                let prior = load(state, &own_key).await?;
+                let prior = load(grants, &own_key).await?;
                 let scopes = server_scopes(server);
                 if let Some(r) =
-                    register(state, e, &own_key, vec![redirect.clone()], scopes, prior).await?
+                    register(grants, e, &own_key, vec![redirect.clone()], scopes, prior).await?
                 {
-                    return open(state, &own_key, &r).await;
+                    return open(grants, &own_key, &r).await;
                 }
             }
         }
@@ -212,14 +212,14 @@ fn server_scopes(server: &McpServer) -> Vec<String> {
 /// The redirect URIs and scopes of every self-registering server of `issuer` (this one
 /// included), so one registration serves them all.
 async fn peers_of(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     issuer: &str,
     redirect: &str,
 ) -> (Vec<String>, Vec<String>) {
     let mut uris = vec![redirect.to_owned()];
     let mut scopes = server_scopes(server);
-    let others: Vec<McpServer> = state
+    let others: Vec<McpServer> = grants
         .store
         .list_typed(ConfigKind::Server)
         .await
@@ -230,10 +230,10 @@ async fn peers_of(
         }
         // Only endpoints already pinned (no network); a server pinned later is added with
         // RFC 7592, or gets its own client, when it connects.
-        if let Some(Ok(found)) = endpoints::stored(&state.config.egress, &other)
+        if let Some(Ok(found)) = endpoints::stored(&grants.egress, &other)
             && issuer_of(&found) == issuer
         {
-            uris.push(super::flow::redirect_uri(state, &other.name));
+            uris.push(super::flow::redirect_uri(grants, &other.name));
             scopes.extend(server_scopes(&other));
         }
     }
@@ -277,7 +277,7 @@ fn metadata(uris: &[String], scopes: &[String], method: &str) -> Value {
 /// Registers a client under `key` (replacing `prior`, an unusable one, when given). `None`
 /// when another writer stored one first: read again.
 async fn register(
-    state: &AppState,
+    grants: &Grants,
     e: &Endpoints,
     key: &str,
     uris: Vec<String>,
@@ -293,17 +293,17 @@ async fn register(
     };
     let method = auth_method(e)?;
     let answer = send(
-        state
+        grants
             .oauth_http
             .post(endpoint)
             .json(&metadata(&uris, &scopes, method)),
         endpoint,
     )
     .await?;
-    let record = seal(state, key, &issuer_of(e), answer, uris, scopes, method).await?;
+    let record = seal(grants, key, &issuer_of(e), answer, uris, scopes, method).await?;
     let doc = to_doc(&record);
     let written = match prior {
-        None => state
+        None => grants
             .store
             .create_config(ConfigKind::ClientRegistration, key, &doc)
             .await
@@ -313,7 +313,7 @@ async fn register(
                 e => Err(e),
             })?,
         Some(_) => {
-            state
+            grants
                 .store
                 .replace_config(ConfigKind::ClientRegistration, key, &doc)
                 .await?;
@@ -332,7 +332,7 @@ async fn register(
 /// Adds `redirect` (and the server's scopes) to the registered client with RFC 7592.
 /// `None` when the stored registration changed meanwhile: read again.
 async fn update(
-    state: &AppState,
+    grants: &Grants,
     key: &str,
     r: &Registration,
     redirect: &str,
@@ -344,7 +344,7 @@ async fn update(
             "no client configuration endpoint".into(),
         ));
     };
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     let token = unseal(&ring, sealed_token, key, "configuration-token")?;
     let mut uris = r.redirect_uris.clone();
     uris.push(redirect.to_owned());
@@ -359,7 +359,7 @@ async fn update(
         body["client_secret"] = json!(unseal(&ring, s, key, "secret")?);
     }
     let answer = send(
-        state.oauth_http.put(uri).bearer_auth(&token).json(&body),
+        grants.oauth_http.put(uri).bearer_auth(&token).json(&body),
         uri,
     )
     .await?;
@@ -382,7 +382,7 @@ async fn update(
         answer.registration_client_uri = Some(uri.clone());
     }
     let record = seal(
-        state,
+        grants,
         key,
         &r.issuer,
         answer,
@@ -393,7 +393,7 @@ async fn update(
     .await?;
     // Last writer wins: a concurrent update for another server may be lost, and is made
     // again when that server's next connect finds its redirect URI missing.
-    match state
+    match grants
         .store
         .replace_config(ConfigKind::ClientRegistration, key, &to_doc(&record))
         .await
@@ -433,7 +433,7 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<Answer, GrantEr
 }
 
 async fn seal(
-    state: &AppState,
+    grants: &Grants,
     key: &str,
     issuer: &str,
     a: Answer,
@@ -441,7 +441,7 @@ async fn seal(
     scopes: Vec<String>,
     method: &str,
 ) -> Result<Registration, GrantError> {
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     let sealed = |plain: &str, what: &str| -> Result<String, GrantError> {
         Ok(URL_SAFE_NO_PAD.encode(ring.seal(plain.as_bytes(), &context(key, what))?))
     };
@@ -469,7 +469,7 @@ async fn seal(
             .as_deref()
             .map(|t| sealed(t, "configuration-token"))
             .transpose()?,
-        registered_at: state.clock.now(),
+        registered_at: grants.clock.now(),
     })
 }
 
@@ -487,11 +487,11 @@ fn unseal(
 }
 
 async fn open(
-    state: &AppState,
+    grants: &Grants,
     key: &str,
     r: &Registration,
 ) -> Result<ClientCredentials, GrantError> {
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     Ok(ClientCredentials {
         client_id: r.client_id.clone(),
         client_secret: r

@@ -16,10 +16,10 @@ use oauth2::{
 };
 use serde::Serialize;
 
+use super::Grants;
 use super::endpoints;
 use super::{GrantError, TokenSet, ring};
 use crate::domain::McpServer;
-use crate::state::AppState;
 
 /// What the provider said.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,18 +38,18 @@ pub enum Revocation {
 /// Deletes `user`'s grant for `server` and revokes it at the provider. `Ok(None)`: there was
 /// no grant.
 pub async fn disconnect(
-    state: &AppState,
+    grants: &Grants,
     user: &str,
     server: &McpServer,
 ) -> Result<Option<Revocation>, GrantError> {
-    let Some(grant) = state.store.get_grant(user, &server.name).await? else {
+    let Some(grant) = grants.store.get_grant(user, &server.name).await? else {
         return Ok(None);
     };
-    if !state.store.delete_grant(user, &server.name).await? {
+    if !grants.store.delete_grant(user, &server.name).await? {
         return Ok(None);
     }
-    state.grants.forget(user, &server.name);
-    let tokens = match ring(state).await.and_then(|r| {
+    grants.tokens.forget(user, &server.name);
+    let tokens = match ring(grants).await.and_then(|r| {
         TokenSet::open(&r, &grant.sealed_tokens, user, &server.name).map_err(Into::into)
     }) {
         Ok(t) => t,
@@ -59,11 +59,11 @@ pub async fn disconnect(
             }));
         }
     };
-    Ok(Some(revoke(state, server, &tokens).await))
+    Ok(Some(revoke(grants, server, &tokens).await))
 }
 
-async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revocation {
-    let e = match endpoints::for_server(state, server).await {
+async fn revoke(grants: &Grants, server: &McpServer, tokens: &TokenSet) -> Revocation {
+    let e = match endpoints::for_server(grants, server).await {
         Ok(e) => e,
         Err(e) => {
             return Revocation::Failed {
@@ -74,7 +74,7 @@ async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revo
     let Some(endpoint) = e.revocation.clone() else {
         return Revocation::NotSupported;
     };
-    let creds = match super::registration::credentials(state, server, &e).await {
+    let creds = match super::registration::credentials(grants, server, &e).await {
         Ok(c) => c,
         Err(e) => {
             return Revocation::Failed {
@@ -82,7 +82,7 @@ async fn revoke(state: &AppState, server: &McpServer, tokens: &TokenSet) -> Revo
             };
         }
     };
-    let (url, sender) = match Sender::for_endpoint(&state.oauth_http, &endpoint) {
+    let (url, sender) = match Sender::for_endpoint(&grants.oauth_http, &endpoint) {
         Ok(x) => x,
         Err(reason) => return Revocation::Failed { reason },
     };

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use oauth2::{RefreshToken, Scope, TokenResponse};
 
+use super::Grants;
 use super::endpoints;
 use super::flow::{self, grant_record, resource, token_error, token_set};
 use super::{GrantError, TokenSet, ring};
 use crate::domain::{Grant, GrantStatus, McpServer, UpstreamAuth};
-use crate::state::AppState;
 use crate::store::StoreError;
 
 /// A token expiring within this is refreshed before use.
@@ -44,11 +44,11 @@ fn leased(grant: &Grant, now: i64) -> bool {
 
 /// Waits until `grant` changes in the store (the holder wrote its result, or gave up) or its
 /// lease runs out.
-async fn wait_for_holder(state: &AppState, grant: &Grant) -> Result<(), GrantError> {
+async fn wait_for_holder(grants: &Grants, grant: &Grant) -> Result<(), GrantError> {
     loop {
         tokio::time::sleep(LEASE_POLL).await;
-        let now = state.clock.now();
-        match state.store.get_grant(&grant.user, &grant.server).await? {
+        let now = grants.clock.now();
+        match grants.store.get_grant(&grant.user, &grant.server).await? {
             Some(g) if g.version == grant.version && leased(&g, now) => continue,
             _ => return Ok(()),
         }
@@ -57,7 +57,7 @@ async fn wait_for_holder(state: &AppState, grant: &Grant) -> Result<(), GrantErr
 
 type Key = (String, String);
 
-/// What one process (one [`AppState`]) remembers: opened tokens, and one refresh lock per
+/// What one process (one [`super::Grants`]) remembers: opened tokens, and one refresh lock per
 /// (user, server).
 #[derive(Default)]
 pub struct TokenMemory {
@@ -122,22 +122,22 @@ fn fresh(t: &TokenSet, now: i64) -> bool {
 /// token is already another one (someone else refreshed meanwhile), so any number of callers
 /// that saw the same 401 cause one refresh.
 pub async fn access_token(
-    state: &AppState,
+    grants: &Grants,
     user: &str,
     server: &McpServer,
     rejected: Option<&str>,
 ) -> Result<String, GrantError> {
-    let now = state.clock.now();
-    if let Some(t) = state.grants.cached(user, &server.name, now)
+    let now = grants.clock.now();
+    if let Some(t) = grants.tokens.cached(user, &server.name, now)
         && rejected != Some(t.as_str())
     {
         return Ok(t);
     }
-    let lock = state.grants.lock_for(user, &server.name);
+    let lock = grants.tokens.lock_for(user, &server.name);
     let _one_at_a_time = lock.lock().await;
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     for _ in 0..4 {
-        let grant = state
+        let grant = grants
             .store
             .get_grant(user, &server.name)
             .await?
@@ -148,12 +148,12 @@ pub async fn access_token(
         let tokens = TokenSet::open(&ring, &grant.sealed_tokens, user, &server.name)?;
         let must_refresh = !fresh(&tokens, now) || rejected == Some(tokens.access_token.as_str());
         if !must_refresh {
-            state.grants.remember(user, &server.name, &tokens);
+            grants.tokens.remember(user, &server.name, &tokens);
             return Ok(tokens.access_token);
         }
-        if leased(&grant, state.clock.now()) {
+        if leased(&grant, grants.clock.now()) {
             // Another process is redeeming the refresh token: use what it writes.
-            wait_for_holder(state, &grant).await?;
+            wait_for_holder(grants, &grant).await?;
             continue;
         }
         // Refreshed ahead of time and still valid: usable if the provider cannot answer now.
@@ -169,9 +169,9 @@ pub async fn access_token(
         {
             return Ok(t.clone());
         }
-        match refresh_grant(state, server, &grant, tokens).await {
+        match refresh_grant(grants, server, &grant, tokens).await {
             Ok(t) => {
-                state.grants.remember(user, &server.name, &t);
+                grants.tokens.remember(user, &server.name, &t);
                 return Ok(t.access_token);
             }
             // Another process refreshed first: read its token.
@@ -200,26 +200,26 @@ pub async fn access_token(
 /// on-demand refresh, on the grant as stored now (unchanged since the sweep read it, or it
 /// is left alone: someone else wrote it meanwhile). `Ok(false)`: nothing to do.
 pub async fn refresh_due(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     seen: &Grant,
 ) -> Result<bool, GrantError> {
-    let lock = state.grants.lock_for(&seen.user, &seen.server);
+    let lock = grants.tokens.lock_for(&seen.user, &seen.server);
     let _one_at_a_time = lock.lock().await;
-    let Some(grant) = state.store.get_grant(&seen.user, &seen.server).await? else {
+    let Some(grant) = grants.store.get_grant(&seen.user, &seen.server).await? else {
         return Ok(false);
     };
     if grant.version != seen.version
         || grant.status != GrantStatus::Active
-        || leased(&grant, state.clock.now())
+        || leased(&grant, grants.clock.now())
     {
         return Ok(false);
     }
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     let tokens = TokenSet::open(&ring, &grant.sealed_tokens, &grant.user, &grant.server)?;
-    let fresh_tokens = refresh_grant(state, server, &grant, tokens).await?;
-    state
-        .grants
+    let fresh_tokens = refresh_grant(grants, server, &grant, tokens).await?;
+    grants
+        .tokens
         .remember(&grant.user, &grant.server, &fresh_tokens);
     Ok(true)
 }
@@ -228,22 +228,22 @@ pub async fn refresh_due(
 /// version check. `Store(VersionConflict)` means another refresher claimed it first; nothing
 /// was sent to the provider.
 pub async fn refresh_grant(
-    state: &AppState,
+    grants: &Grants,
     server: &McpServer,
     grant: &Grant,
     tokens: TokenSet,
 ) -> Result<TokenSet, GrantError> {
-    let now = state.clock.now();
-    let ring = ring(state).await?;
+    let now = grants.clock.now();
+    let ring = ring(grants).await?;
     let Some(refresh) = tokens.refresh_token.clone() else {
-        mark_needs_reconsent(state, grant, now).await;
+        mark_needs_reconsent(grants, grant, now).await;
         return Err(GrantError::NeedsReconsent);
     };
     let mut claimed = grant.clone();
     claimed.version += 1;
     claimed.refresh_lease_until = Some(now + LEASE_SECS);
     claimed.updated_at = now;
-    state
+    grants
         .store
         .save_grant_if_version(&claimed, Some(grant.version))
         .await?;
@@ -251,13 +251,13 @@ pub async fn refresh_grant(
     // From here on every way out releases the claim, so a failure before the provider is
     // even asked does not hold the grant for the whole lease.
     let c = async {
-        let e = endpoints::for_server(state, server).await?;
-        flow::client(state, server, &e, None).await
+        let e = endpoints::for_server(grants, server).await?;
+        flow::client(grants, server, &e, None).await
     };
     let c = match c.await {
         Ok(c) => c,
         Err(e) => {
-            record_error(state, grant, e.code(), now).await;
+            record_error(grants, grant, e.code(), now).await;
             return Err(e);
         }
     };
@@ -270,18 +270,18 @@ pub async fn refresh_grant(
         .exchange_refresh_token(&RefreshToken::new(refresh))
         .add_scopes(scopes)
         .add_extra_param("resource", resource(server))
-        .request_async(&state.oauth_http)
+        .request_async(&grants.oauth_http)
         .await;
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             let e = token_error(e);
             if matches!(e, GrantError::NeedsReconsent) {
-                mark_needs_reconsent(state, grant, now).await;
+                mark_needs_reconsent(grants, grant, now).await;
             } else {
                 // Network or provider trouble: the grant stays usable and is retried later
                 // (its refresh time has passed, so the next sweep or call tries again).
-                record_error(state, grant, e.code(), now).await;
+                record_error(grants, grant, e.code(), now).await;
             }
             return Err(e);
         }
@@ -301,7 +301,7 @@ pub async fn refresh_grant(
         now,
     )?;
     record.last_refresh_at = Some(now);
-    state
+    grants
         .store
         .save_grant_if_version(&record, Some(grant.version))
         .await?;
@@ -311,13 +311,13 @@ pub async fn refresh_grant(
 
 /// Records why a refresh failed and releases the claim on `grant` (the claimed version), so
 /// the next call or sweep may try again at once. A lost race leaves the winner's record.
-async fn record_error(state: &AppState, grant: &Grant, code: &str, now: i64) {
+async fn record_error(grants: &Grants, grant: &Grant, code: &str, now: i64) {
     let mut g = grant.clone();
     g.version += 1;
     g.refresh_lease_until = None;
     g.last_error = Some(code.to_owned());
     g.updated_at = now;
-    if let Err(e) = state
+    if let Err(e) = grants
         .store
         .save_grant_if_version(&g, Some(grant.version))
         .await
@@ -326,7 +326,7 @@ async fn record_error(state: &AppState, grant: &Grant, code: &str, now: i64) {
     }
 }
 
-async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
+async fn mark_needs_reconsent(grants: &Grants, grant: &Grant, now: i64) {
     let mut g = grant.clone();
     g.version += 1;
     g.status = GrantStatus::NeedsReconsent;
@@ -334,12 +334,12 @@ async fn mark_needs_reconsent(state: &AppState, grant: &Grant, now: i64) {
     g.refresh_lease_until = None;
     g.updated_at = now;
     g.last_error = Some("invalid_grant".to_owned());
-    if let Err(e) = state
+    if let Err(e) = grants
         .store
         .save_grant_if_version(&g, Some(grant.version))
         .await
     {
         tracing::warn!(error = %crate::http::error_chain(&e), "could not mark a grant for re-consent");
     }
-    state.grants.forget(&grant.user, &grant.server);
+    grants.tokens.forget(&grant.user, &grant.server);
 }

@@ -6,10 +6,10 @@
 
 use axum::http::{HeaderName, HeaderValue};
 
+use super::Grants;
 use super::flow::grant_record;
 use super::{GrantError, TokenSet, ring};
 use crate::domain::{McpServer, UpstreamAuth};
-use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Longest token accepted (personal access tokens and JWTs are well under this).
@@ -49,19 +49,19 @@ pub fn check_token(token: &str) -> Result<(), TokenRefused> {
 /// Stores (or replaces) `user`'s token for `server`, with the version check: of two
 /// concurrent writers exactly one wins, and the loser retries on what the winner wrote.
 pub async fn store(
-    state: &AppState,
+    grants: &Grants,
     user: &str,
     server: &McpServer,
     token: &str,
 ) -> Result<(), GrantError> {
-    let ring = ring(state).await?;
+    let ring = ring(grants).await?;
     let tokens = TokenSet {
         access_token: token.to_owned(),
         refresh_token: None,
         expires_at: None,
     };
     for _ in 0..4 {
-        let previous = state
+        let previous = grants
             .store
             .get_grant(user, &server.name)
             .await?
@@ -73,11 +73,11 @@ pub async fn store(
             &tokens,
             Vec::new(),
             previous,
-            state.clock.now(),
+            grants.clock.now(),
         )?;
-        match state.store.save_grant_if_version(&record, previous).await {
+        match grants.store.save_grant_if_version(&record, previous).await {
             Ok(()) => {
-                state.grants.forget(user, &server.name);
+                grants.tokens.forget(user, &server.name);
                 return Ok(());
             }
             Err(StoreError::VersionConflict { .. }) => continue,

@@ -19,6 +19,7 @@ use crate::config::BootstrapAdmin;
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
 use crate::domain::ApiKey;
 use crate::http::ApiError;
+use crate::http::ErrorCode;
 use crate::secrets::Secrets;
 use crate::store::{ApiKeyStore, Store, StoreError};
 
@@ -184,13 +185,13 @@ impl AuthError {
         match self {
             AuthError::Missing => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 self.to_string(),
             )
             .with_header(header::WWW_AUTHENTICATE, challenge(None)),
             AuthError::InsufficientScope { .. } => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "insufficient_scope",
+                ErrorCode::InsufficientScope,
                 self.to_string(),
             )
             .with_header(
@@ -199,22 +200,32 @@ impl AuthError {
             ),
             AuthError::Malformed => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 self.to_string(),
             )
             .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request"))),
-            AuthError::RepeatedHeader => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", self.to_string())
-                    .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request")))
-            }
+            AuthError::RepeatedHeader => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                self.to_string(),
+            )
+            .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_request"))),
             AuthError::Invalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 self.to_string(),
             )
             .with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_token"))),
             AuthError::Store(e) => ApiError::from(e),
         }
+    }
+}
+
+/// The answer to a refused credential outside an MCP endpoint: no resource metadata to
+/// point at (see [`AuthError::into_challenge`] for the endpoints' own challenge).
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        e.into_api_error(None)
     }
 }
 

@@ -16,13 +16,23 @@ use super::strict_json::{self, Numbers};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// The gateway's own code for a session it does not (or no longer) recognise. The client's
 /// cue, together with HTTP 404, to initialize again.
 pub const SESSION_NOT_FOUND: i64 = -32001;
 /// The upstream failed (unreachable, timed out, refused the gateway's credential, answered
-/// something that is not an answer to the request).
-pub const UPSTREAM_ERROR: i64 = -32002;
+/// something that is not an answer to the request); `data.reason` says which. In the range
+/// MCP leaves to implementations (2026-07-28 schema: `-32000` to `-32019` are
+/// implementation-defined and never allocated by the specification, `-32020` to `-32099`
+/// are the specification's own), so it cannot collide with an MCP code in any era; it was
+/// `-32002`, MCP's "resource not found" up to 2025-11-25.
+pub const UPSTREAM_ERROR: i64 = -32010;
+/// MCP up to 2025-11-25: the resource a `resources/read` names does not exist (what a
+/// virtual server answers when none of its resource servers can read the URI).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+/// MCP 2025-11-25: the request needs the user to open a URL first (URL-mode elicitation).
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 /// 2026-07-28: a routing header disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported (data lists the supported).
@@ -441,6 +451,26 @@ pub fn result(id: &Value, result: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateways_own_codes_are_where_mcp_never_allocates() {
+        // 2026-07-28: -32000..-32019 are implementation-defined, -32020..-32099 MCP's own.
+        let mcp = [
+            PARSE_ERROR,
+            INVALID_REQUEST,
+            METHOD_NOT_FOUND,
+            INVALID_PARAMS,
+            RESOURCE_NOT_FOUND,
+            URL_ELICITATION_REQUIRED,
+            HEADER_MISMATCH,
+            UNSUPPORTED_VERSION,
+        ];
+        for own in [SESSION_NOT_FOUND, UPSTREAM_ERROR] {
+            assert!((-32019..=-32000).contains(&own), "{own}");
+            assert!(!mcp.contains(&own), "{own}");
+        }
+        assert_ne!(SESSION_NOT_FOUND, UPSTREAM_ERROR);
+    }
 
     fn kind(s: &str) -> Result<Kind, i64> {
         Message::parse(s.as_bytes())

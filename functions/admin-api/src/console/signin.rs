@@ -32,7 +32,7 @@ use super::html::{self, Page, message};
 use super::session::{self, Console, LOGIN_COOKIE, LOGIN_TTL, Who, cookie, read_cookie};
 
 /// Bound on discovery at an identity provider (the token request goes through
-/// `AppState::oauth_http`, which bounds every call by as much).
+/// `Grants::oauth_http`, which bounds every call by as much).
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `OAuthState.server` of console sign-ins: `:` cannot appear in a server name, so a
 /// sign-in state can never complete a server's connect flow (nor the reverse).
@@ -537,7 +537,7 @@ async fn exchange(
     let answer = oauth
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
-        .request_async(&state.oauth_http)
+        .request_async(&state.grants.oauth_http)
         .await
         .map_err(|e| match e {
             oauth2::RequestTokenError::ServerResponse(r) => {

@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use futures_util::future::join_all;
-use mcpgw::http::error_chain;
-use mcpgw::policy::Access;
-use mcpgw::state::AppState;
 use serde_json::Value;
 
-use crate::client;
-use crate::relay::Upstream;
+use super::{OpenError, Upstream, Upstreams, client};
+use crate::http::error_chain;
+use crate::policy::Access;
 
 /// One visible tool: as the client sees it, and where a call of it goes.
 #[derive(Debug, Clone)]
@@ -41,13 +41,15 @@ pub fn filter_listed(access: &Access, tools: &mut Vec<Value>) {
 }
 
 /// An upstream ready to call for `user`, or why not.
-pub async fn upstream_for(state: &AppState, server: &str, user: &str) -> Result<Upstream, String> {
-    let Some(s) = state.server(server).await.map_err(|e| error_chain(&e))? else {
-        return Err(format!("server '{server}' is not registered"));
-    };
-    Upstream::new(state, s, user)
+pub async fn upstream_for(
+    upstreams: &Arc<Upstreams>,
+    server: &str,
+    user: &str,
+) -> Result<Upstream, String> {
+    upstreams
+        .open_named(server, user)
         .await
-        .map_err(|e| format!("server '{server}': {}", e.message))
+        .map_err(|e| e.to_string())
 }
 
 /// Why an upstream's list is missing.
@@ -57,29 +59,28 @@ struct Failure {
     needs_credential: bool,
 }
 
+impl From<OpenError> for Failure {
+    fn from(e: OpenError) -> Self {
+        Self {
+            needs_credential: e.needs_user(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// The upstreams' tool lists, fetched concurrently.
 async fn lists(
-    state: &AppState,
+    upstreams: &Arc<Upstreams>,
     user: &str,
     servers: &[&str],
 ) -> HashMap<String, Result<Vec<Value>, Failure>> {
     let fetches = servers.iter().map(|s| async move {
-        let failed = |message: String, needs_credential| Failure {
-            message,
-            needs_credential,
-        };
-        let r = match state.server(s).await {
-            Ok(Some(server)) => match Upstream::new(state, server, user).await {
-                Ok(up) => client::list_tools(&up, user)
-                    .await
-                    .map_err(|e| failed(format!("server '{s}': {}", error_chain(&e)), false)),
-                Err(e) => {
-                    let missing = crate::connect_prompt::Missing::from_error(&e).is_some();
-                    Err(failed(format!("server '{s}': {}", e.message), missing))
-                }
-            },
-            Ok(None) => Err(failed(format!("server '{s}' is not registered"), false)),
-            Err(e) => Err(failed(error_chain(&e), false)),
+        let r = match upstreams.open_named(s, user).await {
+            Ok(up) => client::list_tools(&up, user).await.map_err(|e| Failure {
+                message: format!("server '{s}': {}", error_chain(&e)),
+                needs_credential: false,
+            }),
+            Err(e) => Err(e.into()),
         };
         (s.to_string(), r)
     });
@@ -100,11 +101,15 @@ fn placeholder(name: &str, server: &str) -> Value {
 }
 
 /// What `user` sees on the endpoint `access` describes.
-pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> EndpointTools {
+pub async fn endpoint_tools(
+    upstreams: &Arc<Upstreams>,
+    user: &str,
+    access: &Access,
+) -> EndpointTools {
     let mut out = EndpointTools::default();
     match &access.virtual_server {
         None => {
-            let mut listed = lists(state, user, &[access.endpoint.as_str()]).await;
+            let mut listed = lists(upstreams, user, &[access.endpoint.as_str()]).await;
             match listed.remove(&access.endpoint) {
                 Some(Ok(mut tools)) => {
                     filter_listed(access, &mut tools);
@@ -133,7 +138,7 @@ pub async fn endpoint_tools(state: &AppState, user: &str, access: &Access) -> En
                     .filter(|s| seen.insert(*s))
                     .collect()
             };
-            let listed = lists(state, user, &servers).await;
+            let listed = lists(upstreams, user, &servers).await;
             for (_, r) in listed.iter() {
                 if let Err(e) = r {
                     out.errors.push(e.message.clone());

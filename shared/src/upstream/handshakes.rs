@@ -1,16 +1,16 @@
 //! The gateway's own handshakes with an upstream: `initialize` (for a client's session, to
 //! re-open a lost one, or to bridge a stateless client) and the `server/discover` probe.
 
+use crate::mcp::envelope::{self, META_SERVER_INFO};
+use crate::mcp::handshake::{CallError, Reply};
+use crate::mcp::jsonrpc::Message;
+use crate::mcp::memory::UpstreamSession;
+use crate::mcp::session::ClientInit;
+use crate::mcp::versions;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use mcpgw::mcp::envelope::{self, META_SERVER_INFO};
-use mcpgw::mcp::handshake::{CallError, Reply};
-use mcpgw::mcp::jsonrpc::Message;
-use mcpgw::mcp::memory::UpstreamSession;
-use mcpgw::mcp::session::ClientInit;
-use mcpgw::mcp::versions;
 use serde_json::{Value, json};
 
-use crate::relay::Upstream;
+use super::Upstream;
 
 /// How an `initialize` went.
 pub enum InitOutcome {

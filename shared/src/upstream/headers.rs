@@ -1,27 +1,8 @@
-//! Calling an upstream MCP server on a caller's behalf: which inbound headers may travel
-//! upstream (an allowlist, so the caller's `Authorization`, cookies and any other credential
-//! never do), which upstream headers come back, and the credential the gateway injects.
+//! Which inbound headers may travel upstream (an allowlist, so the caller's `Authorization`,
+//! cookies and any other credential never do), which upstream headers come back, and which
+//! header names an admin may not configure as a credential.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-
-use crate::domain::{McpServer, UpstreamAuth};
-use crate::secrets::{SecretScope, Secrets, SecretsError};
-
-/// Why an upstream request could not be prepared.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream credential unavailable")]
-    Secrets(#[from] SecretsError),
-    #[error("secret for header '{0}' is not a valid header value")]
-    BadHeaderValue(String),
-    /// The configuration names a secret outside the operator's scope (never resolved).
-    #[error("secret reference '{0}' is outside the allowed secret scope")]
-    OutOfScope(String),
-    #[error(
-        "server '{server}' uses '{kind}' authentication, which this gateway version cannot inject yet"
-    )]
-    UnsupportedAuth { server: String, kind: &'static str },
-}
+use axum::http::{HeaderMap, HeaderName, header};
 
 /// Inbound headers that carry MCP transport state and nothing else. `Accept` and
 /// `Content-Type` are set by the proxy itself.
@@ -54,54 +35,6 @@ pub fn returned_response_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The headers that authenticate the gateway to `server`, values marked sensitive so they
-/// are redacted from any `Debug` output.
-pub async fn credential_headers(
-    server: &McpServer,
-    secrets: &dyn Secrets,
-    scope: &SecretScope,
-) -> Result<HeaderMap, UpstreamError> {
-    let mut out = HeaderMap::new();
-    match &server.auth {
-        UpstreamAuth::None => {}
-        UpstreamAuth::Header { headers } => {
-            for (name, reference) in headers {
-                // Checked again here, not only at registration: a record written around the
-                // admin API must not turn the proxy into a way to read the keyring.
-                if !scope.permits(reference) {
-                    return Err(UpstreamError::OutOfScope(reference.to_string()));
-                }
-                let value = secrets.resolve(reference).await?;
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| UpstreamError::BadHeaderValue(name.clone()))?;
-                let mut value = HeaderValue::from_str(value.expose())
-                    .map_err(|_| UpstreamError::BadHeaderValue(name.to_string()))?;
-                value.set_sensitive(true);
-                out.insert(name, value);
-            }
-        }
-        UpstreamAuth::PerUserToken { .. } => {
-            return Err(UpstreamError::UnsupportedAuth {
-                server: server.name.clone(),
-                kind: "per_user_token",
-            });
-        }
-        UpstreamAuth::OAuth2 { .. } => {
-            return Err(UpstreamError::UnsupportedAuth {
-                server: server.name.clone(),
-                kind: "oauth2",
-            });
-        }
-        UpstreamAuth::OAuth2ClientCredentials { .. } => {
-            return Err(UpstreamError::UnsupportedAuth {
-                server: server.name.clone(),
-                kind: "oauth2_client_credentials",
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// Header names an admin may not configure as upstream credentials: they would break the
 /// transport or smuggle hop-by-hop semantics.
 pub fn is_reserved_header(name: &str) -> bool {
@@ -126,6 +59,7 @@ pub fn is_reserved_header(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn caller_credentials_are_never_forwarded() {

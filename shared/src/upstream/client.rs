@@ -7,17 +7,17 @@
 //! that bridges stateless clients (`Memory::bridged_slot`), opened on first use with the
 //! gateway's own (empty) client capabilities; a lost session (404) is re-opened once.
 
+use crate::mcp::envelope;
+use crate::mcp::handshake::CallError;
+use crate::mcp::jsonrpc::Message;
+use crate::mcp::memory::{Era, UpstreamSession};
+use crate::mcp::session::ClientInit;
+use crate::mcp::versions;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use mcpgw::mcp::envelope;
-use mcpgw::mcp::handshake::CallError;
-use mcpgw::mcp::jsonrpc::Message;
-use mcpgw::mcp::memory::{Era, UpstreamSession};
-use mcpgw::mcp::session::ClientInit;
-use mcpgw::mcp::versions;
 use serde_json::{Value, json};
 
-use crate::handshakes::{self, Discovery, InitOutcome};
-use crate::relay::Upstream;
+use super::Upstream;
+use super::handshakes::{self, Discovery, InitOutcome};
 
 /// At most this many pages of a list are read (a misbehaving upstream cannot loop forever).
 const MAX_PAGES: usize = 20;
@@ -37,7 +37,7 @@ fn next_id() -> Value {
 
 /// The upstream's era, probed once per process (only definite answers are remembered).
 async fn era(up: &Upstream) -> Result<Era, CallError> {
-    let memory = &up.state.mcp;
+    let memory = up.memory();
     let (name, url) = (up.server.name.as_str(), up.url());
     if let Some(e) = memory.era(name, url) {
         return Ok(e);
@@ -56,7 +56,7 @@ async fn session(
     user: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, CallError> {
-    let slot = up.state.mcp.bridged_slot(user, &up.server.name, up.url());
+    let slot = up.memory().bridged_slot(user, &up.server.name, up.url());
     let mut held = slot.lock().await;
     if let Some(s) = held.as_ref()
         && Some(s) != stale
@@ -70,7 +70,7 @@ async fn session(
         }
         InitOutcome::Refused(_) => {
             *held = None;
-            up.state.mcp.forget_era(&up.server.name, up.url());
+            up.memory().forget_era(&up.server.name, up.url());
             Err(CallError::BadAnswer)
         }
     }

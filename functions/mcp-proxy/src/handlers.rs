@@ -1,0 +1,235 @@
+//! The three HTTP methods of `/mcp/{endpoint}`. Every request reads in one direction:
+//! admit (authenticate and decide, once: [`admit`]), resolve the caller's credential for
+//! the upstream ([`route`]), then hand the message to the era that owns it (`session_era`
+//! for `initialize` and requests in a gateway session, `stateless_era` for 2026-07-28
+//! requests), which forwards it; the relay adapts the answer on its way back. Virtual
+//! servers and callers without their own credential are answered by the gateway itself
+//! (`virtual_endpoint`, `connect_prompt`).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use mcpgw::domain::McpServer;
+use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
+use mcpgw::identity::Principal;
+use mcpgw::mcp::envelope;
+use mcpgw::mcp::jsonrpc::{self, ClientPayload};
+use mcpgw::policy::Access;
+use mcpgw::state::AppState;
+use mcpgw::upstream::CredentialError;
+use serde_json::json;
+
+use crate::adapt::{Adapt, shape};
+use crate::admission::{Admitted, Target, admit};
+use crate::answers::{no_session, rpc_error};
+use crate::call::Call;
+use crate::connect_prompt::{self, Missing};
+use crate::headers::{accepts_mcp, session_header};
+use crate::results;
+use crate::sessions::SessionAt;
+use crate::{session_era, stateless_era, virtual_endpoint};
+use mcpgw::http::ErrorCode;
+
+pub async fn post(
+    State(state): State<AppState>,
+    ApiPath(endpoint): ApiPath<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let admitted = admit(&state, &parts.headers, endpoint).await?;
+    if !is_json_content_type(&parts.headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "expected Content-Type: application/json",
+        ));
+    }
+    if !accepts_mcp(&parts.headers) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            ErrorCode::NotAcceptable,
+            "Accept must allow application/json and text/event-stream",
+        ));
+    }
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    // Every message is inspected before anything reaches the upstream: the upstream never
+    // sees garbage in the gateway's name, and routing needs the method. It is read strictly
+    // (no member twice, no near-spelling of one the gateway reads), and from here on only
+    // the parsed message exists: what goes upstream is it, re-serialized, never these bytes.
+    let mut payload = match jsonrpc::parse_client_message(&bytes) {
+        Ok(p) => p,
+        Err(invalid) => {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                invalid.id.as_ref(),
+                invalid.code,
+                &invalid.message,
+                None,
+            ));
+        }
+    };
+    drop(bytes);
+    let (mut call, access) = match route(&state, admitted, parts.headers).await? {
+        Route::Server(call, access) => (call, access),
+        Route::Virtual(v) => {
+            return Ok(
+                virtual_endpoint::post(&state, &v.principal, v.access, v.headers, payload).await,
+            );
+        }
+        Route::Unconnected(u) => {
+            // A caller without their own credential still gets a session, answered in-band
+            // with the connect link; a batch gets the refusal itself.
+            return match connect_prompt::post(&u.at(&state), &u.missing, payload).await {
+                Some(answer) => Ok(answer),
+                None => Err(u.refusal.into()),
+            };
+        }
+    };
+    let list_ttl = state.config.policy_cache_ttl.as_millis() as u64;
+    call.adapt = shape(&access, &mut payload, &mut call.headers, list_ttl);
+    let msg = match payload {
+        ClientPayload::Batch(items) => return Ok(session_era::batch(&call, items).await),
+        ClientPayload::One(msg) => msg,
+    };
+    if msg.is_request("initialize") {
+        return Ok(session_era::initialize(&call, msg).await);
+    }
+    if session_header(&call.headers).is_some() {
+        return Ok(session_era::post(&call, msg).await);
+    }
+    if envelope::looks_modern(&msg, &call.headers) {
+        return Ok(stateless_era::post(&call, msg).await);
+    }
+    if msg.is_request("ping") {
+        // Liveness needs no session: the gateway answers for itself.
+        let id = msg.id().cloned().unwrap_or_default();
+        return Ok(results::ok(&id, json!({})));
+    }
+    Ok(no_session(msg.id()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(endpoint): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let admitted = admit(&state, &headers, endpoint).await?;
+    Ok(match route(&state, admitted, headers).await? {
+        Route::Server(mut call, access) => {
+            // A GET stream that resumes a POST's (`Last-Event-ID`) can carry that POST's
+            // answer: a `tools/list` result is filtered there as on the POST stream.
+            call.adapt.filter = Some(Arc::new(access));
+            session_era::get(&call).await
+        }
+        Route::Unconnected(_) => connect_prompt::get(),
+        Route::Virtual(v) => {
+            virtual_endpoint::get(&state, &v.principal, &v.access, &v.headers).await
+        }
+    })
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPath(endpoint): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let admitted = admit(&state, &headers, endpoint).await?;
+    Ok(match route(&state, admitted, headers).await? {
+        Route::Server(call, _) => session_era::delete(&call).await,
+        // No upstream session: the gateway's own session alone ends.
+        Route::Unconnected(u) => connect_prompt::delete(&u.at(&state)).await,
+        Route::Virtual(v) => {
+            virtual_endpoint::delete(&state, &v.principal, &v.access, &v.headers).await
+        }
+    })
+}
+
+/// Where an admitted request goes, the caller's credential resolved.
+enum Route<'a> {
+    /// A registered server, ready to call, and what the caller may do there.
+    Server(Call<'a>, Access),
+    /// A registered server the caller may use, without the credential of their own it needs.
+    Unconnected(Unconnected),
+    /// A virtual server: the gateway is the MCP server.
+    Virtual(Virtual),
+}
+
+struct Unconnected {
+    principal: Principal,
+    endpoint: String,
+    server: Arc<McpServer>,
+    headers: HeaderMap,
+    missing: Missing,
+    /// The refusal itself, for what the prompt cannot answer.
+    refusal: CredentialError,
+}
+
+impl Unconnected {
+    fn at<'a>(&'a self, state: &'a AppState) -> connect_prompt::At<'a> {
+        connect_prompt::At {
+            session: SessionAt {
+                state,
+                user: &self.principal.user,
+                endpoint: &self.endpoint,
+                bound_to: &self.server.url,
+            },
+            headers: &self.headers,
+        }
+    }
+}
+
+struct Virtual {
+    principal: Principal,
+    access: Access,
+    headers: HeaderMap,
+}
+
+/// Resolves the caller's credential for the admitted endpoint's upstream (none for a
+/// virtual server: its members are called with theirs, one by one).
+async fn route(
+    state: &AppState,
+    admitted: Admitted,
+    headers: HeaderMap,
+) -> Result<Route<'_>, ApiError> {
+    let Admitted {
+        principal,
+        endpoint,
+        target,
+    } = admitted;
+    let (server, access) = match target {
+        Target::Server(server, access) => (server, access),
+        Target::Virtual(access) => {
+            return Ok(Route::Virtual(Virtual {
+                principal,
+                access,
+                headers,
+            }));
+        }
+    };
+    match state.upstreams.open(server.clone(), &principal.user).await {
+        Ok(upstream) => Ok(Route::Server(
+            Call {
+                state,
+                upstream,
+                user: principal.user,
+                endpoint,
+                headers,
+                adapt: Adapt::default(),
+            },
+            access,
+        )),
+        Err(refusal) => match Missing::of(&refusal) {
+            Some(missing) => Ok(Route::Unconnected(Unconnected {
+                principal,
+                endpoint,
+                server,
+                headers,
+                missing,
+                refusal,
+            })),
+            None => Err(refusal.into()),
+        },
+    }
+}

@@ -1,0 +1,71 @@
+//! What the gateway reads of a client's declarations: the `initialize` of a session-era
+//! client (the version it is offered, the capabilities and client info kept in the sealed
+//! session id) and the capabilities a 2026-07-28 request carries in its envelope.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use mcpgw::mcp::envelope::META_CLIENT_CAPABILITIES;
+use mcpgw::mcp::jsonrpc::{self, Message};
+use mcpgw::mcp::session::ClientInit;
+use mcpgw::mcp::versions;
+use serde_json::{Value, json};
+
+use crate::answers::rpc_error;
+
+/// Largest client capabilities + clientInfo a session keeps (serialized): everything kept
+/// travels in the session id on every request, so the id stays a reasonable header and never
+/// exceeds what `session::open` accepts.
+pub const MAX_CLIENT_INIT: usize = 4 * 1024;
+
+/// The version the gateway offers in answer to `initialize` and what it keeps of the
+/// client's parameters; the refusal when they are missing or too large.
+#[allow(clippy::result_large_err)] // the refusal is the answer, built once per handshake
+pub fn handshake_params(msg: &Message, id: &Value) -> Result<(String, ClientInit), Response> {
+    let params = msg.params();
+    let Some(requested) = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+    else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "initialize needs params.protocolVersion",
+            None,
+        ));
+    };
+    // A version the gateway does not speak gets its newest handshake version as the counter
+    // offer (the client decides whether it can live with it).
+    let offered = if versions::is_handshake(requested) {
+        requested.to_owned()
+    } else {
+        versions::LATEST_HANDSHAKE.to_owned()
+    };
+    let client = ClientInit {
+        capabilities: params
+            .and_then(|p| p.get("capabilities"))
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+        client_info: params.and_then(|p| p.get("clientInfo")).cloned(),
+    };
+    let kept = serde_json::to_vec(&client).map_or(usize::MAX, |v| v.len());
+    if kept > MAX_CLIENT_INIT {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            &format!("initialize: capabilities and clientInfo exceed {MAX_CLIENT_INIT} bytes"),
+            None,
+        ));
+    }
+    Ok((offered, client))
+}
+
+/// The capabilities a 2026-07-28 request declares in its envelope (none when absent).
+pub fn envelope_capabilities(msg: &Message) -> Value {
+    msg.params()
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
+        .cloned()
+        .unwrap_or_else(|| json!({}))
+}

@@ -1,0 +1,312 @@
+//! The gateway as a client of upstream MCP servers, for its callers and for itself.
+//!
+//! - [`Upstreams`]: the service, built once per process (the upstream HTTP client, the grant
+//!   service, what the process learned about upstreams): [`Upstreams::open`] makes an
+//!   [`Upstream`], a server ready to call for one caller;
+//! - [`credentials`]: which credential goes with the call (one `match` over the server's
+//!   auth type) and the typed [`CredentialError`] when the caller lacks it;
+//! - [`headers`](forwarded_request_headers): which inbound headers may travel upstream and
+//!   which come back;
+//! - [`handshakes`]: `initialize` and the `server/discover` probe;
+//! - [`client`]: one request, one answer, whatever era the upstream speaks (virtual servers,
+//!   the catalog, tool checks);
+//! - [`catalog`]: the tools one caller sees on one endpoint.
+//!
+//! Every call goes through [`Upstream`]: the gateway's credential is added last (nothing from
+//! the client replaces it), and an upstream 401 renews an OAuth2 token once and retries.
+
+pub mod catalog;
+pub mod client;
+pub mod credentials;
+pub mod handshakes;
+mod headers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use serde_json::{Value, json};
+
+pub use credentials::{CredentialError, Credentials, SecretError, Unavailable};
+pub use headers::{forwarded_request_headers, is_reserved_header, returned_response_headers};
+
+use crate::config::Config;
+use crate::domain::McpServer;
+use crate::grants::Grants;
+use crate::http::error_chain;
+use crate::mcp::handshake::{self, CallError, Reply};
+use crate::mcp::jsonrpc::Message;
+use crate::mcp::memory::Memory;
+use crate::servers::ServerCache;
+
+/// Bound on detached `notifications/cancelled` calls in flight per process.
+const MAX_PENDING_CANCELS: usize = 64;
+/// How long one may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The upstream service of one process.
+pub struct Upstreams {
+    /// Client for upstream MCP servers: built by the egress policy (every connection judged
+    /// on its resolved address, redirects off: a redirect could carry the injected
+    /// credential to another host), pooled, built once.
+    http: reqwest::Client,
+    grants: Arc<Grants>,
+    servers: Arc<ServerCache>,
+    /// What this process has learned about upstreams (eras, bridged sessions).
+    memory: Arc<Memory>,
+    header_timeout: Duration,
+    call_timeout: Duration,
+    /// Detached cancellations in flight: a flood of abandoned calls to a slow upstream
+    /// cannot pile up tasks.
+    pending_cancels: Arc<tokio::sync::Semaphore>,
+}
+
+impl Upstreams {
+    pub fn new(
+        config: &Config,
+        http: reqwest::Client,
+        grants: Arc<Grants>,
+        servers: Arc<ServerCache>,
+        memory: Arc<Memory>,
+    ) -> Self {
+        Self {
+            http,
+            grants,
+            servers,
+            memory,
+            header_timeout: config.upstream_header_timeout,
+            call_timeout: config.upstream_call_timeout,
+            pending_cancels: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CANCELS)),
+        }
+    }
+
+    /// `server` ready to call for `user`: its credential resolved now, and the deadline of
+    /// the whole call set now (every wait of the request fits inside it, so in Lambda the
+    /// client gets a JSON-RPC error rather than a function killed mid-request).
+    pub async fn open(
+        self: &Arc<Self>,
+        server: Arc<McpServer>,
+        user: &str,
+    ) -> Result<Upstream, CredentialError> {
+        let credentials = Credentials::resolve(&self.grants, &server, user).await?;
+        Ok(Upstream {
+            server,
+            service: self.clone(),
+            credentials,
+            deadline: tokio::time::Instant::now() + self.call_timeout,
+        })
+    }
+
+    /// The registered server `name` ready to call for `user`, or why not (for lists that
+    /// report per server).
+    pub async fn open_named(
+        self: &Arc<Self>,
+        name: &str,
+        user: &str,
+    ) -> Result<Upstream, OpenError> {
+        let server = self
+            .servers
+            .get(name)
+            .await
+            .map_err(|e| OpenError::Store(error_chain(&e)))?
+            .ok_or_else(|| OpenError::NotRegistered(name.to_owned()))?;
+        self.open(server, user)
+            .await
+            .map_err(|e| OpenError::Credential(name.to_owned(), e))
+    }
+
+    /// What this process has learned about upstreams.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// How long one call may take in all.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+}
+
+/// Why a named upstream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("server '{0}' is not registered")]
+    NotRegistered(String),
+    #[error("{0}")]
+    Store(String),
+    #[error("server '{0}': {1}")]
+    Credential(String, #[source] CredentialError),
+}
+
+impl OpenError {
+    /// Whether the caller can fix this themselves (see [`CredentialError::needs_user`]).
+    pub fn needs_user(&self) -> bool {
+        match self {
+            Self::Credential(_, e) => e.needs_user(),
+            Self::NotRegistered(_) | Self::Store(_) => false,
+        }
+    }
+}
+
+/// A server whose credential is ready: everything needed to call it for one caller.
+#[derive(Clone)]
+pub struct Upstream {
+    pub server: Arc<McpServer>,
+    service: Arc<Upstreams>,
+    credentials: Credentials,
+    /// When the whole call must be over, set when the upstream is opened.
+    deadline: tokio::time::Instant,
+}
+
+impl Upstream {
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    /// What this process has learned about upstreams.
+    pub fn memory(&self) -> &Memory {
+        &self.service.memory
+    }
+
+    /// When the whole call must be over.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// How long the whole call may take (the deadline's length).
+    pub fn call_timeout(&self) -> Duration {
+        self.service.call_timeout
+    }
+
+    /// Request headers: `extra` (transport headers the gateway chose or let through), then
+    /// the gateway's credential, which nothing from the client can replace.
+    pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
+        let mut h = extra;
+        h.extend(self.credentials.headers());
+        h
+    }
+
+    /// Session-era transport headers for an upstream session.
+    pub fn session_headers(&self, session_id: Option<&str>, version: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
+            h.insert("mcp-session-id", sid);
+        }
+        if let Ok(v) = HeaderValue::from_str(version) {
+            h.insert("mcp-protocol-version", v);
+        }
+        h
+    }
+
+    /// The wait allowed for the next answer: the header timeout, within the call deadline.
+    fn timeout(&self) -> Duration {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        self.service.header_timeout.min(left)
+    }
+
+    /// Sends with `send` (given the request headers: `extra`, then the gateway's credential,
+    /// and the wait allowed); when the upstream refused the gateway's token (401), once more
+    /// after one renewal. Every call the gateway makes to an upstream goes through this.
+    async fn call<T, Fut>(
+        &self,
+        extra: &HeaderMap,
+        send: impl Fn(HeaderMap, Duration) -> Fut,
+    ) -> Result<T, CallError>
+    where
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let once = || send(self.headers(extra.clone()), self.timeout());
+        match once().await {
+            Err(CallError::Auth(401))
+                if self
+                    .credentials
+                    .renew(&self.service.grants, &self.server)
+                    .await =>
+            {
+                once().await
+            }
+            other => other,
+        }
+    }
+
+    /// A call the gateway makes on its own account (handshakes).
+    pub async fn exchange(&self, extra: HeaderMap, message: &Value) -> Result<Reply, CallError> {
+        let http = &self.service.http;
+        self.call(&extra, |headers, wait| {
+            handshake::exchange(http, self.url(), headers, message, wait)
+        })
+        .await
+    }
+
+    /// A call the gateway makes with a client's message (its `initialize`, a virtual
+    /// server's routed call): the message as parsed and authorized, re-serialized.
+    pub async fn exchange_message(
+        &self,
+        extra: HeaderMap,
+        message: &Message,
+    ) -> Result<Reply, CallError> {
+        let http = &self.service.http;
+        self.call(&extra, |headers, wait| {
+            handshake::exchange_message(http, self.url(), headers, message, wait)
+        })
+        .await
+    }
+
+    /// Sends a client's message (or a GET/DELETE) and returns the upstream's response with
+    /// its body unread.
+    pub async fn send(
+        &self,
+        method: Method,
+        extra: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, CallError> {
+        let accept = if method == Method::GET {
+            "text/event-stream"
+        } else {
+            "application/json, text/event-stream"
+        };
+        self.call(&extra, |mut headers, wait| {
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            let mut request = self
+                .service
+                .http
+                .request(method.clone(), self.url())
+                .headers(headers);
+            if let Some(body) = &body {
+                request = request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            handshake::send(request, wait)
+        })
+        .await
+    }
+
+    /// Tells a session-era upstream that a request was abandoned (best effort, detached).
+    /// At most [`MAX_PENDING_CANCELS`] run at once per process, each for at most
+    /// [`CANCEL_TIMEOUT`].
+    pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(permit) = self.service.pending_cancels.clone().try_acquire_owned() else {
+            tracing::debug!("too many pending upstream cancellations; one dropped");
+            return;
+        };
+        let (http, url, headers) = (
+            self.service.http.clone(),
+            self.server.url.clone(),
+            self.headers(headers),
+        );
+        rt.spawn(async move {
+            let _permit = permit;
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": request_id, "reason": reason}});
+            if let Err(e) = handshake::exchange(&http, &url, headers, &note, CANCEL_TIMEOUT).await {
+                tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
+            }
+        });
+    }
+}
