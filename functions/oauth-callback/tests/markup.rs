@@ -61,7 +61,11 @@ async fn a_users_email_and_a_providers_error_are_shown_as_text() {
     };
 
     // BASELINE: a plain email is shown as it is.
-    let plain = path_of(link::make(&state.grants, PLAIN_USER, "notes").await.unwrap());
+    let plain = path_of(
+        link::make(&state.grants, PLAIN_USER, "notes")
+            .await
+            .unwrap(),
+    );
     let (status, body) = get(&app, &plain).await;
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -70,7 +74,11 @@ async fn a_users_email_and_a_providers_error_are_shown_as_text() {
     );
 
     // ATTACK: the marked email is text on the page that names the user.
-    let marked = path_of(link::make(&state.grants, MARKED_USER, "notes").await.unwrap());
+    let marked = path_of(
+        link::make(&state.grants, MARKED_USER, "notes")
+            .await
+            .unwrap(),
+    );
     let (status, body) = get(&app, &marked).await;
     assert_eq!(status, 200, "{body}");
     assert_inert(&body);
