@@ -2,7 +2,7 @@
 //! and what the upstream receives (recorded by the in-process upstreams). The end-to-end
 //! proof against real servers is `tests/tests/access_control.rs`; these pin the mechanics.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

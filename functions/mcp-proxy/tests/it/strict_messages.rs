@@ -8,7 +8,7 @@
 //! Each attack is first shown to be one: the fake reads `delete_all` (or other arguments)
 //! where serde_json, the gateway's reader before this change, reads an allowed call.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

@@ -1,7 +1,7 @@
 //! `GET /me` (who the gateway thinks the caller is) and `/admin/identity-providers` (CRUD,
 //! and every bad form of it), through the router over a real SQLite store.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

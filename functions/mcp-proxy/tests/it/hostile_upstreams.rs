@@ -6,7 +6,7 @@
 //! both eras, direct, bridged and on virtual servers. The upstream is `common/fake.rs`,
 //! whose tools answer badly on purpose; `echo` and `sse_ok` are the baselines.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

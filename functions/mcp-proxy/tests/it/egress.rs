@@ -4,7 +4,7 @@
 //! closed, and a counting listener at that address sees no connection at all; the same
 //! records at an allowed address are contacted (baseline).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

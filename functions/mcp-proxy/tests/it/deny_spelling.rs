@@ -10,7 +10,7 @@
 //! NFKC, `str::to_lowercase`, its own list of invisible characters), so a test passing is
 //! not the gateway agreeing with itself.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -3,7 +3,7 @@
 //! oversized, invalid fields, duplicates, unknown names. Each failure must be JSON and must
 //! leave the store unchanged.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

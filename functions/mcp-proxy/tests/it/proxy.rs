@@ -5,7 +5,7 @@
 //! checks. Protocol eras, sessions, bridging and cancellation are in `eras.rs`; the same paths
 //! run against real MCP servers and clients in the `e2e` crate.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Method, Request};

@@ -4,7 +4,7 @@
 //! through to stateless upstreams and bridged to session-era ones, session-era clients bridged
 //! to stateless upstreams, and cancellation (client gone, client cancels, call deadline).
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::*;

@@ -3,7 +3,7 @@
 //! every spelling of the address, and nothing is stored; the same registration at an allowed
 //! address is a 201.
 
-mod common;
+use crate::common;
 
 use common::{Api, api_with, assert_error};
 use serde_json::{Value, json};

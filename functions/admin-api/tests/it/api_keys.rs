@@ -2,7 +2,7 @@
 //! (`/me/api-keys`), admin management of anyone's keys (owner filter, service accounts),
 //! and the lifecycle every key goes through: used (`last_used_at`), expired, revoked.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

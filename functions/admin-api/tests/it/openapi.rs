@@ -2,7 +2,7 @@
 //! every other method on a documented path is 405, every route in the sources is documented,
 //! and only admins may read the document.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! sessions bounded per user, gateway-unique ids in shared upstream sessions, one deadline for
 //! the whole call, sessions bound to the upstream URL.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

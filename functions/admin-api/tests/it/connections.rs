@@ -4,7 +4,7 @@
 //! `unsupported_token_type`). The provider here is a small in-process revocation endpoint;
 //! the real one (oidc-provider) is exercised by the e2e `oauth_connect` tests.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,7 @@
 //! key, and what every bad request gets (a page with the right status, nothing written).
 //! The browser flows (identity provider, connect, admin pages) are in `tests/tests/console.rs`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
