@@ -1,6 +1,6 @@
 //! Provider quirks, each against a configurable fake authorization server (in process, over
 //! real HTTP): what the refresh path sends and how it stores what comes back. The real
-//! provider (oidc-provider) is exercised end to end in `tests/tests/oauth_connect.rs`; these
+//! provider (oidc-provider) is exercised end to end in `tests/tests/it/oauth_connect.rs`; these
 //! are the behaviours it does not show (Salesforce, GitHub, Entra, Google, outages).
 
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! the OAuth connect route), or two credentials joined with a comma as proxies join repeated
 //! fields, are 400 `invalid_request` with the usual challenge; one valid header still works.
 //!
-//! No peers needed: `cargo test -p e2e --test auth_header`.
+//! No peers needed: `cargo test -p e2e --test it auth_header::`.
 
 use anyhow::{Context, Result, ensure};
 use axum::response::IntoResponse;

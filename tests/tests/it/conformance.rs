@@ -16,7 +16,7 @@
 //! Needs the peers of `scripts/test-all.sh` (`MCPGW_TEST_CONFORMANCE_URL`,
 //! `MCPGW_TEST_NODE_MODULES`); skips without them unless `MCPGW_REQUIRE_PEERS=1`. By hand:
 //! `d=$(mktemp -d); scripts/peers.sh start "$d" && . "$d/env";
-//! cargo test -p e2e --test conformance -- --nocapture; scripts/peers.sh stop "$d"`.
+//! cargo test -p e2e --test it conformance:: -- --nocapture; scripts/peers.sh stop "$d"`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -21,7 +21,7 @@
 //! Needs the peers of `scripts/test-all.sh` (`MCPGW_TEST_OIDC_*`, `MCPGW_TEST_ECHO_URL`,
 //! `MCPGW_TEST_PYTHON`, `MCPGW_TEST_NODE_MODULES`); skips without them unless
 //! `MCPGW_REQUIRE_PEERS=1`. By hand: `d=$(mktemp -d); scripts/peers.sh start "$d" && . "$d/env";
-//! cargo test -p e2e --test identity -- --nocapture; scripts/peers.sh stop "$d"`.
+//! cargo test -p e2e --test it identity:: -- --nocapture; scripts/peers.sh stop "$d"`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -16,7 +16,7 @@
 //!
 //! Needs the peers of `scripts/test-all.sh`; skips without them unless `MCPGW_REQUIRE_PEERS=1`.
 //! By hand: `d=$(mktemp -d); scripts/peers.sh start "$d" && . "$d/env";
-//! cargo test -p e2e --test mcp_eras; scripts/peers.sh stop "$d"`.
+//! cargo test -p e2e --test it mcp_eras::; scripts/peers.sh stop "$d"`.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The console's routes through the router, over a real SQLite store: sessions, sign-in by
 //! key, and what every bad request gets (a page with the right status, nothing written).
-//! The browser flows (identity provider, connect, admin pages) are in `tests/tests/console.rs`.
+//! The browser flows (identity provider, connect, admin pages) are in `tests/tests/it/console.rs`.
 
 use crate::common;
 

@@ -1,6 +1,6 @@
 //! What the proxy does with the access decision, seen from both ends: what the caller gets
 //! and what the upstream receives (recorded by the in-process upstreams). The end-to-end
-//! proof against real servers is `tests/tests/access_control.rs`; these pin the mechanics.
+//! proof against real servers is `tests/tests/it/access_control.rs`; these pin the mechanics.
 
 use crate::common;
 

@@ -1,6 +1,6 @@
 //! The connect flow is bound to the browser that saw the page naming the gateway user:
 //! through the router over a real SQLite store, with a small token endpoint in the test
-//! (the real provider is walked in `tests/tests/oauth_connect.rs`).
+//! (the real provider is walked in `tests/tests/it/oauth_connect.rs`).
 //!
 //! A "browser" here is the cookies a request carries. Mallory's continue link or provider
 //! callback in Alice's browser (no cookie, another flow's cookie, another server's) is
