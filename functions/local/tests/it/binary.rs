@@ -1,7 +1,9 @@
 //! The `local` binary as a user runs it: starts on a free port with a fresh data folder,
 //! prints the bootstrap admin key exactly once (first start only), keeps it valid across
-//! restarts, creates its key file private, answers /healthz, and stops on SIGTERM; and it
-//! sheds clients that trickle their requests (slowloris) while serving the others.
+//! restarts, creates its key file private, answers /healthz, sends `/` to the console, and
+//! stops on SIGTERM; `--help` and `--version` print and exit without serving, other arguments
+//! and a data folder that cannot be created fail naming what was wrong; and it sheds clients
+//! that trickle their requests (slowloris) while serving the others.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +70,35 @@ fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Gateway {
             return gw;
         }
     }
+}
+
+/// Runs the binary with `args` (data folder `data_dir`) to its exit, which must come within
+/// 30 s: a binary that started serving instead never exits and fails here.
+fn run_to_exit(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
+        .args(args)
+        .env("MCPGW_LISTEN", "127.0.0.1:0")
+        .env("MCPGW_DATA_DIR", data_dir)
+        .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn local");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "local {args:?} did not exit (it served?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn bootstrap_key(lines: &[String]) -> Option<String> {
@@ -212,5 +243,84 @@ async fn trickling_clients_are_disconnected_and_others_still_served() {
         trickle.await.unwrap(),
         0,
         "trickling connections still open"
+    );
+}
+
+/// `--help` and `--version` print to stdout and exit 0 before anything starts (no data
+/// folder is created); an unknown argument is refused by name with exit status 2.
+#[test]
+fn help_and_version_print_and_exit_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for flag in ["--help", "-h"] {
+        let out = run_to_exit(&[flag], &data);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{flag}: {:?}", out.status);
+        assert!(text.contains("Usage: local"), "{flag}: {text}");
+        assert!(text.contains("MCPGW_DATA_DIR"), "{flag}: {text}");
+    }
+    for flag in ["--version", "-V"] {
+        let out = run_to_exit(&[flag], &data);
+        assert!(out.status.success(), "{flag}: {:?}", out.status);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("local {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let out = run_to_exit(&["--port", "9000"], &data);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'--port'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.exists(), "nothing started: no data folder");
+}
+
+/// A data folder that cannot be created (here a file stands where a parent folder should be)
+/// stops the start with an error naming that folder, not only the OS error.
+#[test]
+fn a_data_folder_that_cannot_be_created_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"").unwrap();
+    let data = file.join("data");
+    let out = run_to_exit(&[], &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "could not create the data folder {}",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("MCPGW_DATA_DIR"), "{stderr}");
+}
+
+/// A person opening the gateway's address lands on the console.
+#[tokio::test]
+async fn the_root_sends_a_browser_to_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(dir.path());
+    mcpgw::crypto::install_tls_provider();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console");
+    // and following it ends on the console's sign-in page
+    let page = reqwest::get(format!("{}/", gw.base)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.url().path().starts_with("/console/login"),
+        "{}",
+        page.url()
     );
 }
