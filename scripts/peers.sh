@@ -34,7 +34,7 @@ PY_PINS=(
   cfn-lint==1.58.0
   aws-sam-translator==1.115.0
   cargo-lambda
-  # schemathesis: fuzzes the admin API from /admin/openapi.json (tests/tests/openapi.rs)
+  # schemathesis: fuzzes the admin API from /admin/openapi.json (tests/tests/it/openapi.rs)
   schemathesis==4.32.5
   # playwright: drives the system Chromium for the browser tests (tests/clients/browser.py).
   # Only the Python package and its bundled driver: `playwright install` downloads a browser
@@ -262,9 +262,9 @@ peers_start() {
     peers_start_bg "$run" everything node "$NM/@modelcontextprotocol/server-everything/dist/index.js" streamableHttp
   peers_start_bg "$run" echo "$PY" "$ROOT/tests/peers/echo_server.py" "$echo_port" --json
   # The upstream the MCP conformance suite runs against, directly and through the gateway
-  # (tests/tests/conformance.rs).
+  # (tests/tests/it/conformance.rs).
   peers_start_bg "$run" conformance "$PY" "$ROOT/tests/peers/conformance_server.py" "$conformance_port"
-  # The identity provider of tests/tests/identity.rs: a real OIDC/OAuth server (oidc-provider)
+  # The identity provider of tests/tests/it/identity.rs: a real OIDC/OAuth server (oidc-provider)
   # that approves logins at once. It writes its signing key (and a rogue one with the same
   # kid) into RUN/oidc-keys so the tests can mint tokens of their own.
   local oidc_client_id=mcpgw-test oidc_client_secret oidc_redirect=http://127.0.0.1:9/callback

@@ -35,8 +35,14 @@ pub enum KeyringError {
     UnknownKey(String),
     #[error("sealed blob failed authentication (tampered, or sealed for another context)")]
     Tampered,
-    #[error("keyring file could not be read or written")]
-    Io(#[source] std::io::Error),
+    /// The key file could not be read or created; names the file, so an operator can tell
+    /// which setting (`MCPGW_DATA_DIR`) points where.
+    #[error("keyring file {} could not be read or written", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("crypto backend failed")]
     Crypto,
 }
@@ -118,10 +124,16 @@ impl Keyring {
             Ok(doc) => Self::from_json(&doc),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let doc = Self::generate_document();
-                write_private_file(path, doc.as_bytes()).map_err(KeyringError::Io)?;
+                write_private_file(path, doc.as_bytes()).map_err(|source| KeyringError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 Self::from_json(&doc)
             }
-            Err(e) => Err(KeyringError::Io(e)),
+            Err(source) => Err(KeyringError::Io {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 

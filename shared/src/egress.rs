@@ -36,7 +36,7 @@
 //! Tests: the unit tests below (every class, non-canonical spellings as the `url` crate parses
 //! them, CIDR parsing, precedence, Lambda and local defaults, proptest properties, the
 //! resolver with a rebinding inner resolver, literals never contacted);
-//! `functions/admin-api/tests/egress.rs` and `functions/mcp-proxy/tests/egress.rs` through the
+//! `functions/admin-api/tests/it/egress.rs` and `functions/mcp-proxy/tests/it/egress.rs` through the
 //! gateway.
 
 use std::fmt;

@@ -18,7 +18,7 @@
 //! a JSON prelude (`statusCode`, `headers`, `cookies`), eight NUL bytes, then the body. An
 //! event that cannot be parsed is reported with `POST .../invocation/{id}/error`.
 //!
-//! Tested by the Lambda-mode end-to-end tests (`tests/tests/lambda_mode.rs`, REST walk-through
+//! Tested by the Lambda-mode end-to-end tests (`tests/tests/it/lambda_mode.rs`, REST walk-through
 //! through cargo-lambda's emulator) and measured by `scripts/cold-start.sh`.
 
 use axum::Router;

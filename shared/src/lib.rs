@@ -5,7 +5,7 @@
 //! Dependencies point down: `functions/*` -> `state` (assembles the services) -> `upstream`
 //! (the gateway's MCP client and credentials) -> `grants`, `identity`, `policy` -> `servers`,
 //! `keyring`, `store`, `secrets`, `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
-//! `tests/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
+//! `tests/it/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
 
 pub mod aws;
 pub mod browser;

@@ -24,6 +24,21 @@ use crate::upstream::Upstreams;
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The data folder (`MCPGW_DATA_DIR`) could not be created: named, since the cause (a
+    /// file in the way, a read-only or missing mount) is about that path.
+    #[error("could not create the data folder {} (MCPGW_DATA_DIR)", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SQLite file in the data folder could not be opened.
+    #[error("could not open the SQLite store {}", path.display())]
+    Sqlite {
+        path: std::path::PathBuf,
+        #[source]
+        source: StoreError,
+    },
     #[error("could not open the store")]
     Store(#[from] StoreError),
     #[error("could not load the keyring")]
@@ -74,13 +89,23 @@ impl AppState {
             || matches!(config.keyring, KeyringConfig::File(_))
         {
             // The data folder holds key hashes, sealed tokens and the keyring: owner only.
-            crate::crypto::create_private_dir(&config.data_dir).map_err(KeyringError::Io)?;
+            crate::crypto::create_private_dir(&config.data_dir).map_err(|source| {
+                StartupError::DataDir {
+                    path: config.data_dir.clone(),
+                    source,
+                }
+            })?;
         }
         let store: Arc<dyn Store> = match (&config.store, &sdk) {
             #[cfg(feature = "sqlite")]
-            (StoreBackend::Sqlite { path }, _) => {
-                Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
-            }
+            (StoreBackend::Sqlite { path }, _) => Arc::new(
+                crate::store::sqlite::SqliteStore::open(path).map_err(|source| {
+                    StartupError::Sqlite {
+                        path: path.clone(),
+                        source,
+                    }
+                })?,
+            ),
             (
                 StoreBackend::Dynamo {
                     table,

@@ -1,4 +1,4 @@
-"""A headless browser for the gateway's connect flow (tests/tests/oauth_connect.rs).
+"""A headless browser for the gateway's connect flow (tests/tests/it/oauth_connect.rs).
 
 Usage: python connect_browser.py CONNECT_URL BEARER LOGIN_HINT
 Opens CONNECT_URL (the gateway's connect page; BEARER, when not "", is sent to it only, as a

@@ -1,4 +1,4 @@
-// A real OIDC / OAuth 2.1 authorization server for the identity tests (tests/tests/identity.rs),
+// A real OIDC / OAuth 2.1 authorization server for the identity tests (tests/tests/it/identity.rs),
 // built on panva's `oidc-provider`. Headless: logins and consents are approved at once.
 //
 // Usage: node oidc_provider.mjs PORT

@@ -1,6 +1,6 @@
 //! `GET /admin/openapi.json`: the OpenAPI 3.1 description of this API (`openapi.json` beside
 //! `Cargo.toml`, compiled in). Admins only, like the routes it describes in detail.
-//! `tests/openapi.rs` keeps it in step with the router; the e2e crate runs schemathesis
+//! `tests/it/openapi.rs` keeps it in step with the router; the e2e crate runs schemathesis
 //! against a live gateway with it.
 
 use axum::Router;

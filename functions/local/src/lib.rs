@@ -2,19 +2,27 @@
 //! SQLite store (or DynamoDB with `MCPGW_STORE=dynamodb`), and the token-refresh sweep on a
 //! timer. `main.rs` only calls [`run`]; end-to-end tests call [`router`] on their own state.
 
+pub mod cli;
+
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::response::Redirect;
+use axum::routing::get;
 use mcpgw::config::{BootstrapAdmin, Config};
 use mcpgw::state::AppState;
 
 /// How often the local refresh sweep runs (the Lambda schedule runs every 5 minutes).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Every function's routes on one router, with the common layers applied once.
+/// Every function's routes on one router, with the common layers applied once, and `/`
+/// sending a browser to the console (in AWS the API routes no `/`: only local mode has one
+/// address a person opens).
 pub fn router(state: AppState) -> Router {
+    let console = format!("{}/console", state.config.public_path());
     let routes = Router::new()
+        .route("/", get(move || async move { Redirect::to(&console) }))
         .merge(mcp_proxy::routes(state.clone()))
         .merge(admin_api::routes(state.clone()))
         .merge(oauth_callback::routes(state.clone()));

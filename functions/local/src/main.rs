@@ -1,7 +1,26 @@
-//! `cargo run -p local`: the whole gateway on 127.0.0.1:8787 (see `MCPGW_*` in the README).
+//! `cargo run -p local`: the whole gateway on 127.0.0.1:8787 (see `MCPGW_*` in the README,
+//! or `local --help`).
+
+use local::cli::{self, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Serve) => {}
+        Ok(Command::Help) => {
+            print!("{}", cli::HELP);
+            return Ok(());
+        }
+        Ok(Command::Version) => {
+            println!("{}", cli::version());
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            // 2: the usual exit status of a command-line usage error.
+            std::process::exit(2);
+        }
+    }
     let config = mcpgw::config::Config::from_env()?;
     mcpgw::telemetry::init(false);
     local::run(config).await

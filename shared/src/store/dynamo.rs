@@ -50,7 +50,7 @@
 //! Errors never carry item contents: service errors keep only their code, because service
 //! messages can echo request values.
 //!
-//! Tested by the contract suite (`shared/tests/store_contract.rs`) against moto, with the
+//! Tested by the contract suite (`shared/tests/it/store_contract.rs`) against moto, with the
 //! default page size and with a page size of 2 that forces every list through pagination.
 
 use std::time::{Duration, Instant};

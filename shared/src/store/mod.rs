@@ -1,6 +1,6 @@
 //! The store port: everything the gateway persists, split by capability, and its two adapters:
 //! [`dynamo::DynamoStore`] (one DynamoDB table, production) and [`sqlite::SqliteStore`] (one
-//! file, local mode). Both pass the same contract suite (`shared/tests/store_contract.rs`).
+//! file, local mode). Both pass the same contract suite (`shared/tests/it/store_contract.rs`).
 //!
 //! Contract highlights every adapter keeps:
 //! - config documents are created only if absent and replaced only if present, or only if

@@ -14,7 +14,7 @@
 //! from the stored version, each step in its own transaction. Never edit a shipped step; add
 //! a new one.
 //!
-//! Tested by the contract suite (`shared/tests/store_contract.rs`, the same cases as the
+//! Tested by the contract suite (`shared/tests/it/store_contract.rs`, the same cases as the
 //! DynamoDB adapter) and by the unit tests below (migration, reopening a file).
 
 use std::path::Path;

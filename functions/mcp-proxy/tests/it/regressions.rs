@@ -1,0 +1,183 @@
+//! Proxy regressions found by a security review; each test failed before its fix: bridged
+//! sessions bounded per user, gateway-unique ids in shared upstream sessions, one deadline for
+//! the whole call, sessions bound to the upstream URL.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use mcpgw::testing::TEST_ADMIN_KEY;
+use serde_json::{Value, json};
+
+/// A 2026-07-28 request with caller-chosen client capabilities.
+fn modern_with_caps(
+    id: i64,
+    method: &str,
+    params: Value,
+    caps: Value,
+) -> (Value, Vec<(&'static str, String)>) {
+    let (mut body, headers) = modern(id, method, params);
+    body["params"]["_meta"][META_CAPABILITIES] = caps;
+    (body, headers)
+}
+
+/// Bridging (stateless client, session-era upstream) keys the upstream session on the
+/// client's capabilities, which the caller chooses freely on every request. One authenticated
+/// caller varying a field therefore opens a new upstream session (initialize +
+/// notifications/initialized, never closed) per request: caller-driven upstream state growth
+/// and 3x request amplification.
+#[tokio::test]
+async fn caller_chosen_capabilities_do_not_open_an_upstream_session_each() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    for i in 0..20 {
+        let (body, headers) = modern_with_caps(
+            i,
+            "tools/list",
+            json!({}),
+            json!({"experimental": {"n": i}}),
+        );
+        let r = post_with(&gw.app, "up", &gw.alice, &headers, &body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let opened = up.log.rpc("initialize").len();
+    assert!(
+        opened <= 4,
+        "20 requests from one caller opened {opened} upstream sessions (none ever closed)"
+    );
+}
+
+/// Two stateless clients of the same user with the same capabilities share one bridged
+/// upstream session, and their JSON-RPC ids are forwarded as they are. Concurrent requests
+/// with the same id (every client starts counting at 0 or 1) collide inside one upstream
+/// session: the upstream may route one answer to the other stream, and a
+/// `notifications/cancelled` sent for one client's abandoned request cancels the other's.
+#[tokio::test]
+async fn concurrent_bridged_requests_never_share_an_id_within_one_upstream_session() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    // Learn the era and open the bridged session first.
+    let (list, headers) = modern(0, "tools/list", json!({}));
+    assert_eq!(
+        post_with(&gw.app, "up", &gw.alice, &headers, &list)
+            .await
+            .status,
+        200
+    );
+
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let app = gw.app.clone();
+        let key = gw.alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let (call, headers) =
+                modern(1, "tools/call", json!({"name": "gated", "arguments": {}}));
+            post_with(&app, "up", &key, &headers, &call).await
+        }));
+    }
+    let deadline = Instant::now() + WAIT;
+    while up.log.rpc("tools/call").len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls: Vec<(Option<String>, Value)> = up
+        .log
+        .rpc("tools/call")
+        .iter()
+        .map(|s| (s.session().map(str::to_owned), s.json()["id"].clone()))
+        .collect();
+    for t in &tasks {
+        t.abort();
+    }
+    assert_eq!(calls.len(), 2, "both calls should be in flight upstream");
+    assert_ne!(
+        calls[0], calls[1],
+        "two in-flight requests share (upstream session, JSON-RPC id)"
+    );
+}
+
+/// A sealed gateway session names the endpoint, not the upstream behind it. After an admin
+/// re-points the endpoint at another server, the old upstream's session id (a bearer
+/// capability for that upstream's session) is sent to the new server.
+#[tokio::test]
+async fn a_session_never_carries_one_upstreams_session_id_to_another_server() {
+    let a = Upstream::start(Speaks::Sessions).await;
+    let b = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(
+        &[("MCPGW_SERVER_CACHE_SECONDS", "0")],
+        &[("docs", &a.url, "up-key")],
+    )
+    .await;
+    // A issues up-session-1 to someone else, then up-session-2 to this client; B issues none.
+    let _other = open_session(&gw.app, "docs", &gw.bob).await;
+    let sealed = open_session(&gw.app, "docs", &gw.alice).await;
+
+    let admin = admin_api::app(gw.state.clone());
+    let body = json!({"url": b.url, "auth": {"type": "header",
+        "headers": {"X-Api-Key": "secret://up-key"}}});
+    let req = Request::put("/admin/servers/docs")
+        .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let r = send(&admin, req).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let _ = post(
+        &gw.app,
+        "docs",
+        &gw.alice,
+        Some(&sealed),
+        &request(5, "tools/list", json!({})),
+    )
+    .await;
+    let leaked: Vec<String> = b
+        .log
+        .all()
+        .iter()
+        .filter_map(|s| s.session().map(str::to_owned))
+        .filter(|sid| sid == "up-session-2")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "server B received server A's upstream session id: {leaked:?} ({:?})",
+        b.log.methods()
+    );
+}
+
+/// `MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS` is documented as the bound on a whole proxied call,
+/// but the deadline starts only once the upstream's headers are in (`stream_back`), after a
+/// separate header timeout. Lambda defaults: 25 s header wait + 28 s body = 53 s, past the
+/// 30 s function timeout, so the client gets API Gateway's error, not the JSON-RPC one.
+#[tokio::test]
+async fn the_call_timeout_bounds_the_whole_call_including_the_wait_for_headers() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(
+        &[
+            ("MCPGW_UPSTREAM_TIMEOUT_SECONDS", "10"),
+            ("MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS", "1"),
+        ],
+        &[("up", &up.url, "up-key")],
+    )
+    .await;
+    let sealed = open_session(&gw.app, "up", &gw.alice).await;
+    let started = Instant::now();
+    // The upstream answers `slow` after 5 s.
+    let r = post(
+        &gw.app,
+        "up",
+        &gw.alice,
+        Some(&sealed),
+        &request(9, "slow", json!({})),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "a call with a 1 s call deadline took {took:?} (status {}, {})",
+        r.status,
+        r.body
+    );
+}

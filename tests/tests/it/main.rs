@@ -1,0 +1,19 @@
+//! The end-to-end tests, one module per feature, in ONE test binary: every separate file under
+//! `tests/tests/` would be its own binary linking the whole gateway (slow links, gigabytes of
+//! target folder). A new test file goes here as a module. Helpers shared by modules live in
+//! the `e2e` library (`tests/src`).
+//! Run one module: `cargo test -p e2e --test it console::` (peers: see `scripts/peers.sh`).
+
+mod access_control;
+mod auth_header;
+mod client_auth;
+mod conformance;
+mod console;
+mod discovery;
+mod identity;
+mod lambda_mode;
+mod mcp_eras;
+mod oauth_connect;
+mod openapi;
+mod user_tokens;
+mod walkthrough;
