@@ -9,7 +9,7 @@
 //! (`mcpgw::mcp::jsonrpc::parse_client_message`). Answers are checked before they reach the
 //! client (`relay`): JSON whole, SSE event by event, as they arrive; one that is not JSON-RPC
 //! or answers another id becomes the gateway's `upstream_bad_answer` error. Tested in
-//! `tests/proxy.rs`, `tests/strict_messages.rs` and `tests/hostile_upstreams.rs` against
+//! `tests/it/{proxy,strict_messages,hostile_upstreams}.rs` against
 //! in-process upstreams and in the `e2e` crate against server-everything and the Python MCP SDK.
 //!
 //! # Layers
