@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use mcpgw::domain::validate_name;
 use mcpgw::http::{ApiError, ApiJson, ApiPath, error_chain};
 use mcpgw::policy::pattern::Pattern;
 use mcpgw::policy::{Members, ServerGroup, Snapshot, Team, VirtualServer};
@@ -25,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Admin;
+use crate::config_path::{check_path_name, not_found};
 use crate::time_fmt::to_rfc3339;
 use mcpgw::http::ErrorCode;
 
@@ -370,15 +370,6 @@ fn parse<T: PolicyDoc>(mut body: Value, path_name: Option<&str>) -> Result<T, Ap
     Ok(doc)
 }
 
-fn not_found<T: PolicyDoc>(name: &str) -> ApiError {
-    ApiError::not_found(format!("{} '{name}' not found", T::KIND.label()))
-}
-
-/// A name from a path that could not have been saved is the same 404 as an unknown one.
-fn check_path<T: PolicyDoc>(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|_| ApiError::not_found(format!("{} not found", T::KIND.label())))
-}
-
 async fn list<T: PolicyDoc>(
     _: Admin,
     State(state): State<AppState>,
@@ -416,12 +407,12 @@ async fn read<T: PolicyDoc>(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path::<T>(&name)?;
+    check_path_name(T::KIND, &name)?;
     let doc: T = state
         .store
         .get_typed(T::KIND, &name)
         .await?
-        .ok_or_else(|| not_found::<T>(&name))?;
+        .ok_or_else(|| not_found(T::KIND, &name))?;
     Ok(Json(view(&doc)))
 }
 
@@ -431,13 +422,13 @@ async fn replace<T: PolicyDoc>(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path::<T>(&name)?;
+    check_path_name(T::KIND, &name)?;
     let mut doc: T = parse(body, Some(&name))?;
     let mut existing: T = state
         .store
         .get_typed(T::KIND, &name)
         .await?
-        .ok_or_else(|| not_found::<T>(&name))?;
+        .ok_or_else(|| not_found(T::KIND, &name))?;
     let snap = fresh_snapshot(&state).await?;
     let warnings = doc.check_refs(&state, &admin.user, &snap).await?;
     let created = *existing.stamps().0;
@@ -456,7 +447,7 @@ async fn remove<T: PolicyDoc>(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path::<T>(&name)?;
+    check_path_name(T::KIND, &name)?;
     refuse_if_referenced(
         T::referrers(&fresh_snapshot(&state).await?, &name),
         T::KIND,
@@ -467,7 +458,7 @@ async fn remove<T: PolicyDoc>(
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(not_found::<T>(&name))
+        Err(not_found(T::KIND, &name))
     }
 }
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use mcpgw::domain::{IdentityProvider, validate_name};
+use mcpgw::domain::IdentityProvider;
 use mcpgw::http::{ApiError, ApiJson, ApiPath};
 use mcpgw::state::AppState;
 use mcpgw::store::{ConfigKind, ConfigStoreExt, to_doc};
@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::Admin;
 use crate::api_keys::invalid;
+use crate::config_path::{check_path_name, not_found};
 use crate::time_fmt::to_rfc3339;
 use mcpgw::http::ErrorCode;
 
@@ -30,16 +31,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 const KIND: ConfigKind = ConfigKind::IdentityProvider;
-
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!("identity provider '{name}' not found"))
-}
-
-/// A provider name from a path, checked before it reaches the store: a name that could not
-/// have been registered is the same 404 as an unknown one, without echoing it.
-fn check_path_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|_| ApiError::not_found("identity provider not found"))
-}
 
 /// A provider from a request body: the domain type's fields and defaults, minus the
 /// timestamps, which the gateway sets. Unknown fields (a typo such as "audience") are a 400,
@@ -154,12 +145,12 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path_name(&name)?;
+    check_path_name(KIND, &name)?;
     let idp: IdentityProvider = state
         .store
         .get_typed(KIND, &name)
         .await?
-        .ok_or_else(|| not_found(&name))?;
+        .ok_or_else(|| not_found(KIND, &name))?;
     Ok(Json(view(&idp)))
 }
 
@@ -180,7 +171,7 @@ async fn replace(
         .store
         .get_typed(KIND, &name)
         .await?
-        .ok_or_else(|| not_found(&name))?;
+        .ok_or_else(|| not_found(KIND, &name))?;
     check_issuer_free(&state, &idp).await?;
     (idp.created_at, idp.updated_at) = (existing.created_at, state.clock.now());
     state
@@ -196,12 +187,12 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path_name(&name)?;
+    check_path_name(KIND, &name)?;
     let deleted = state.store.delete_config(KIND, &name).await?;
     state.auth.providers_changed();
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(not_found(&name))
+        Err(not_found(KIND, &name))
     }
 }

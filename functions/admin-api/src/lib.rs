@@ -8,6 +8,7 @@
 mod access;
 mod api_keys;
 mod catalog;
+mod config_path;
 mod connections;
 mod console;
 mod identity_providers;

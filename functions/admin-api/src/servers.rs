@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Admin;
+use crate::config_path::{check_path_name, not_found};
 use crate::time_fmt::to_rfc3339;
 use mcpgw::http::ErrorCode;
 
@@ -316,7 +317,7 @@ async fn stored(state: &AppState, name: &str) -> Result<(Value, McpServer), ApiE
         .store
         .get_config(ConfigKind::Server, name)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("server '{name}' not found")))?;
+        .ok_or_else(|| not_found(ConfigKind::Server, name))?;
     let server = serde_json::from_value(doc.clone())
         .map_err(|e| StoreError::Corrupt(format!("server '{name}': {e}")))?;
     Ok((doc, server))
@@ -486,18 +487,12 @@ async fn list(_: Admin, State(state): State<AppState>) -> Result<impl IntoRespon
     Ok(Json(serde_json::json!({ "servers": views })))
 }
 
-/// A server name from a path, checked before it reaches the store: a name that could not
-/// have been registered is the same 404 as an unknown one, without echoing it.
-fn check_path_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|_| ApiError::not_found("server not found"))
-}
-
 async fn read(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path_name(&name)?;
+    check_path_name(ConfigKind::Server, &name)?;
     let (_, server) = stored(&state, &name).await?;
     Ok(Json(ServerView::from(server)))
 }
@@ -560,7 +555,7 @@ async fn discover(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path_name(&name)?;
+    check_path_name(ConfigKind::Server, &name)?;
     let (read, server) = stored(&state, &name).await?;
     if !endpoints::uses_oauth(&server) {
         return Err(ApiError::unprocessable(
@@ -642,7 +637,7 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_path_name(&name)?;
+    check_path_name(ConfigKind::Server, &name)?;
     crate::access::refuse_if_referenced(
         crate::access::server_referrers(&state, &name).await?,
         ConfigKind::Server,
@@ -653,6 +648,6 @@ async fn remove(
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("server '{name}' not found")))
+        Err(not_found(ConfigKind::Server, &name))
     }
 }

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -266,20 +267,37 @@ impl DynamoStore {
 
     /// Puts `item` under `condition` (on `#pk`); `Ok(false)` when the condition failed.
     async fn put_if(&self, item: Item, condition: &str) -> StoreResult<bool> {
-        let res = self
-            .client
+        send_put_if(
+            self.put(item)
+                .condition_expression(condition)
+                .expression_attribute_names("#pk", PK),
+        )
+        .await
+    }
+
+    /// A put of `item` into the table, to send as it is or with a condition.
+    fn put(&self, item: Item) -> PutItemFluentBuilder {
+        self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(condition)
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("PutItem", e)),
+    }
+
+    /// A create or replace of a config document: the put under `condition`, which fails when
+    /// the name is taken (create) or absent (replace), a failure `refused` then names.
+    async fn put_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+        condition: &str,
+        refused: fn(&'static str, String) -> StoreError,
+    ) -> StoreResult<()> {
+        let item = config_item(kind, name, doc)?;
+        if !self.put_if(item, condition).await? {
+            return Err(refused(kind.label(), name.to_owned()));
         }
+        Ok(())
     }
 }
 
@@ -468,6 +486,15 @@ where
     StoreError::backend(DynamoError { op, detail, source })
 }
 
+/// Sends a conditional put: `Ok(false)` when its condition failed and nothing was written.
+async fn send_put_if(put: PutItemFluentBuilder) -> StoreResult<bool> {
+    match put.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failed(&e) => Ok(false),
+        Err(e) => Err(sdk_error("PutItem", e)),
+    }
+}
+
 fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.as_service_error()
         .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
@@ -633,14 +660,14 @@ impl ConfigStore for DynamoStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let item = config_item(kind, name, doc)?;
-        if !self.put_if(item, "attribute_not_exists(#pk)").await? {
-            return Err(StoreError::AlreadyExists {
-                kind: kind.label(),
-                name: name.to_owned(),
-            });
-        }
-        Ok(())
+        self.put_config(
+            kind,
+            name,
+            doc,
+            "attribute_not_exists(#pk)",
+            |kind, name| StoreError::AlreadyExists { kind, name },
+        )
+        .await
     }
 
     async fn replace_config(
@@ -649,14 +676,10 @@ impl ConfigStore for DynamoStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let item = config_item(kind, name, doc)?;
-        if !self.put_if(item, "attribute_exists(#pk)").await? {
-            return Err(StoreError::NotFound {
-                kind: kind.label(),
-                name: name.to_owned(),
-            });
-        }
-        Ok(())
+        self.put_config(kind, name, doc, "attribute_exists(#pk)", |kind, name| {
+            StoreError::NotFound { kind, name }
+        })
+        .await
     }
 
     async fn replace_config_if_unchanged(
@@ -676,21 +699,13 @@ impl ConfigStore for DynamoStore {
         // The put is conditional on the exact stored text just read, so a write in between
         // (another process, an admin) makes it fail instead of being overwritten.
         let new = config_item(kind, name, doc)?;
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(new))
-            .condition_expression("#doc = :stored")
-            .expression_attribute_names("#doc", "doc")
-            .expression_attribute_values(":stored", s(stored))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        send_put_if(
+            self.put(new)
+                .condition_expression("#doc = :stored")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_values(":stored", s(stored)),
+        )
+        .await
     }
 
     async fn get_config(
@@ -948,11 +963,7 @@ impl GrantStore for DynamoStore {
 
     async fn save_grant_if_version(&self, grant: &Grant, expected: Option<u64>) -> StoreResult<()> {
         super::check_next_version(grant, expected)?;
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(grant_item(grant)?));
+        let put = self.put(grant_item(grant)?);
         // Each branch names only what its expression uses: DynamoDB rejects unused names.
         let put = match expected {
             None => put
@@ -964,14 +975,13 @@ impl GrantStore for DynamoStore {
                 .expression_attribute_names("#v", "version")
                 .expression_attribute_values(":expected", n(v)),
         };
-        match put.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::VersionConflict {
+        if !send_put_if(put).await? {
+            return Err(StoreError::VersionConflict {
                 user: grant.user.clone(),
                 server: grant.server.clone(),
-            }),
-            Err(e) => Err(sdk_error("PutItem", e)),
+            });
         }
+        Ok(())
     }
 
     async fn delete_grant(&self, user: &str, server: &str) -> StoreResult<bool> {
@@ -1061,10 +1071,7 @@ impl OAuthStateStore for DynamoStore {
     /// Stores the state, replacing any state with the same id (ids are random, so a clash
     /// is a retry of the same flow).
     async fn put_state(&self, state: &OAuthState) -> StoreResult<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(state_item(state)?))
+        self.put(state_item(state)?)
             .send()
             .await
             .map_err(|e| sdk_error("PutItem", e))?;
@@ -1112,23 +1119,16 @@ impl SessionStore for DynamoStore {
             },
         )?;
         // One conditional put: a record with a later expiry stays as it is.
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #exp < :exp")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_values(":exp", n(expires_at))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            // Already ended, until at least as late.
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        // Not written (`false`): already ended, until at least as late.
+        send_put_if(
+            self.put(item)
+                .condition_expression("attribute_not_exists(#pk) OR #exp < :exp")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#exp", "expires_at")
+                .expression_attribute_values(":exp", n(expires_at)),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool> {

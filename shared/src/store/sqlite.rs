@@ -177,6 +177,27 @@ impl SqliteStore {
         .await
         .map_err(StoreError::backend)?
     }
+
+    /// A create or replace of a config document: `sql` takes (kind, name, doc) and changes no
+    /// row when the name is taken (create) or absent (replace), which `refused` then names.
+    async fn write_config(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        doc: &serde_json::Value,
+        sql: &'static str,
+        refused: fn(&'static str, String) -> StoreError,
+    ) -> StoreResult<()> {
+        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
+        self.call(move |c| {
+            let n = c.execute(sql, params![kind.tag(), name, doc]).map_err(db)?;
+            if n == 0 {
+                return Err(refused(kind.label(), name));
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// Applies the schema steps not yet recorded in `user_version`.
@@ -322,19 +343,13 @@ impl ConfigStore for SqliteStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO config (kind, name, doc) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    params![kind.tag(), name, doc],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::AlreadyExists { kind: kind.label(), name });
-            }
-            Ok(())
-        })
+        self.write_config(
+            kind,
+            name,
+            doc,
+            "INSERT INTO config (kind, name, doc) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            |kind, name| StoreError::AlreadyExists { kind, name },
+        )
         .await
     }
 
@@ -344,22 +359,13 @@ impl ConfigStore for SqliteStore {
         name: &str,
         doc: &serde_json::Value,
     ) -> StoreResult<()> {
-        let (name, doc) = (name.to_owned(), super::json_text(doc, kind.label())?);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2",
-                    params![kind.tag(), name, doc],
-                )
-                .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    kind: kind.label(),
-                    name,
-                });
-            }
-            Ok(())
-        })
+        self.write_config(
+            kind,
+            name,
+            doc,
+            "UPDATE config SET doc = ?3 WHERE kind = ?1 AND name = ?2",
+            |kind, name| StoreError::NotFound { kind, name },
+        )
         .await
     }
 

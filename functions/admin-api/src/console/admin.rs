@@ -78,6 +78,20 @@ fn unknown(console: &Console) -> Response {
     .render(&console.base)
 }
 
+/// The kind a per-kind page is about, once the caller may see it: the admin role, then (for
+/// a form) its CSRF token, then a known kind; the refusing page otherwise.
+fn admin_kind(
+    console: &Console,
+    form: Option<&Form>,
+    slug: &str,
+) -> Result<&'static Kind, Response> {
+    console.require_admin()?;
+    if let Some(form) = form {
+        console.check_csrf(form)?;
+    }
+    kind(slug).ok_or_else(|| unknown(console))
+}
+
 /// Fixed texts for `?done=`.
 fn done_text(code: Option<&str>) -> Option<&'static str> {
     Some(match code? {
@@ -211,15 +225,10 @@ pub async fn list(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(d): Query<Done>,
-) -> Response {
-    if let Err(r) = console.require_admin() {
-        return r;
-    }
-    let Some(k) = kind(&slug) else {
-        return unknown(&console);
-    };
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, None, &slug)?;
     let note = done_text(d.done.as_deref()).map(|t| message("notice", t));
-    list_page(&console, &state, k, StatusCode::OK, note, None).await
+    Ok(list_page(&console, &state, k, StatusCode::OK, note, None).await)
 }
 
 /// The form's document, parsed; a page saying why not otherwise.
@@ -246,49 +255,82 @@ fn warnings(a: &api::Answer) -> Option<String> {
     (!w.is_empty()).then(|| w.join("; "))
 }
 
+/// A document written from a form: created from a kind's list page, or saved from an
+/// item's page, which is shown again with the outcome.
+enum Write<'a> {
+    Create(&'static Kind),
+    Save(&'static Kind, &'a str),
+}
+
+impl Write<'_> {
+    async fn page_again(
+        &self,
+        console: &Console,
+        state: &AppState,
+        status: StatusCode,
+        note: Option<Markup>,
+        draft: Option<&str>,
+    ) -> Response {
+        match *self {
+            Write::Create(k) => list_page(console, state, k, status, note, draft).await,
+            Write::Save(k, name) => edit_page(console, state, k, name, status, note, draft).await,
+        }
+    }
+}
+
+/// The form's JSON sent to the admin API: a bad document or a refusal shows the page again
+/// with the draft kept and the reason, a write with warnings shows it again saying so, and
+/// a clean write goes on to the page's `?done=`.
+async fn write_doc(console: &Console, state: &AppState, form: &Form, write: Write<'_>) -> Response {
+    let b = &console.base;
+    let (method, path, done, warned, next) = match write {
+        Write::Create(k) => (
+            Method::POST,
+            k.api.to_owned(),
+            "Created",
+            StatusCode::CREATED,
+            format!("{b}/console/admin/{}?done=created", k.slug),
+        ),
+        Write::Save(k, name) => (
+            Method::PUT,
+            format!("{}/{}", k.api, seg(name)),
+            "Saved",
+            StatusCode::OK,
+            format!("{b}/console/admin/{}/{}?done=saved", k.slug, seg(name)),
+        ),
+    };
+    let draft = form.get("doc");
+    let doc = match parse_doc(form) {
+        Ok(d) => d,
+        Err(e) => {
+            let note = Some(message("error", &e));
+            return write
+                .page_again(console, state, StatusCode::BAD_REQUEST, note, draft)
+                .await;
+        }
+    };
+    let a = api::call(state, &console.principal, method, &path, Some(&doc)).await;
+    if !a.ok() {
+        let note = Some(message("error", &a.message()));
+        return write
+            .page_again(console, state, a.status, note, draft)
+            .await;
+    }
+    if let Some(w) = warnings(&a) {
+        let note = Some(message("notice", &format!("{done}, with warnings: {w}")));
+        return write.page_again(console, state, warned, note, None).await;
+    }
+    html::see_other(&next, &[])
+}
+
 pub async fn create(
     console: Console,
     State(state): State<AppState>,
     Path(slug): Path<String>,
     form: Form,
-) -> Response {
-    if let Err(r) = console
-        .require_admin()
-        .and_then(|_| console.check_csrf(&form))
-    {
-        return r;
-    }
-    let Some(k) = kind(&slug) else {
-        return unknown(&console);
-    };
-    let draft = form.get("doc");
-    let doc = match parse_doc(&form) {
-        Ok(d) => d,
-        Err(e) => {
-            return list_page(
-                &console,
-                &state,
-                k,
-                StatusCode::BAD_REQUEST,
-                Some(message("error", &e)),
-                draft,
-            )
-            .await;
-        }
-    };
-    let a = api::call(&state, &console.principal, Method::POST, k.api, Some(&doc)).await;
-    if !a.ok() {
-        let note = Some(message("error", &a.message()));
-        return list_page(&console, &state, k, a.status, note, draft).await;
-    }
-    if let Some(w) = warnings(&a) {
-        let note = Some(message("notice", &format!("Created, with warnings: {w}")));
-        return list_page(&console, &state, k, StatusCode::CREATED, note, None).await;
-    }
-    html::see_other(
-        &format!("{}/console/admin/{}?done=created", console.base, k.slug),
-        &[],
-    )
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, Some(&form), &slug)?;
+    Ok(write_doc(&console, &state, &form, Write::Create(k)).await)
 }
 
 async fn edit_page(
@@ -375,15 +417,10 @@ pub async fn edit(
     State(state): State<AppState>,
     Path((slug, name)): Path<(String, String)>,
     Query(d): Query<Done>,
-) -> Response {
-    if let Err(r) = console.require_admin() {
-        return r;
-    }
-    let Some(k) = kind(&slug) else {
-        return unknown(&console);
-    };
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, None, &slug)?;
     let note = done_text(d.done.as_deref()).map(|t| message("notice", t));
-    edit_page(&console, &state, k, &name, StatusCode::OK, note, None).await
+    Ok(edit_page(&console, &state, k, &name, StatusCode::OK, note, None).await)
 }
 
 pub async fn save(
@@ -391,51 +428,9 @@ pub async fn save(
     State(state): State<AppState>,
     Path((slug, name)): Path<(String, String)>,
     form: Form,
-) -> Response {
-    if let Err(r) = console
-        .require_admin()
-        .and_then(|_| console.check_csrf(&form))
-    {
-        return r;
-    }
-    let Some(k) = kind(&slug) else {
-        return unknown(&console);
-    };
-    let draft = form.get("doc");
-    let doc = match parse_doc(&form) {
-        Ok(d) => d,
-        Err(e) => {
-            return edit_page(
-                &console,
-                &state,
-                k,
-                &name,
-                StatusCode::BAD_REQUEST,
-                Some(message("error", &e)),
-                draft,
-            )
-            .await;
-        }
-    };
-    let path = format!("{}/{}", k.api, seg(&name));
-    let a = api::call(&state, &console.principal, Method::PUT, &path, Some(&doc)).await;
-    if !a.ok() {
-        let note = Some(message("error", &a.message()));
-        return edit_page(&console, &state, k, &name, a.status, note, draft).await;
-    }
-    if let Some(w) = warnings(&a) {
-        let note = Some(message("notice", &format!("Saved, with warnings: {w}")));
-        return edit_page(&console, &state, k, &name, StatusCode::OK, note, None).await;
-    }
-    html::see_other(
-        &format!(
-            "{}/console/admin/{}/{}?done=saved",
-            console.base,
-            k.slug,
-            seg(&name)
-        ),
-        &[],
-    )
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, Some(&form), &slug)?;
+    Ok(write_doc(&console, &state, &form, Write::Save(k, &name)).await)
 }
 
 pub async fn delete(
@@ -443,26 +438,18 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((slug, name)): Path<(String, String)>,
     form: Form,
-) -> Response {
-    if let Err(r) = console
-        .require_admin()
-        .and_then(|_| console.check_csrf(&form))
-    {
-        return r;
-    }
-    let Some(k) = kind(&slug) else {
-        return unknown(&console);
-    };
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, Some(&form), &slug)?;
     let path = format!("{}/{}", k.api, seg(&name));
     let a = api::call(&state, &console.principal, Method::DELETE, &path, None).await;
     if !a.ok() {
         let note = Some(message("error", &a.message()));
-        return edit_page(&console, &state, k, &name, a.status, note, None).await;
+        return Err(edit_page(&console, &state, k, &name, a.status, note, None).await);
     }
-    html::see_other(
+    Ok(html::see_other(
         &format!("{}/console/admin/{}?done=deleted", console.base, k.slug),
         &[],
-    )
+    ))
 }
 
 /// "Discover again" on a server's page (`POST /admin/servers/{name}/discover`).
@@ -471,16 +458,11 @@ pub async fn discover(
     State(state): State<AppState>,
     Path((slug, name)): Path<(String, String)>,
     form: Form,
-) -> Response {
-    if let Err(r) = console
-        .require_admin()
-        .and_then(|_| console.check_csrf(&form))
-    {
-        return r;
+) -> Result<Response, Response> {
+    let k = admin_kind(&console, Some(&form), &slug)?;
+    if k.slug != "servers" {
+        return Err(unknown(&console));
     }
-    let Some(k) = kind(&slug).filter(|k| k.slug == "servers") else {
-        return unknown(&console);
-    };
     let path = format!("{}/{}/discover", k.api, seg(&name));
     let a = api::call(&state, &console.principal, Method::POST, &path, None).await;
     let note = if a.ok() {
@@ -500,7 +482,7 @@ pub async fn discover(
         message("error", &a.message())
     };
     let status = if a.ok() { StatusCode::OK } else { a.status };
-    edit_page(&console, &state, k, &name, status, Some(note), None).await
+    Ok(edit_page(&console, &state, k, &name, status, Some(note), None).await)
 }
 
 #[derive(Deserialize, Default)]

@@ -291,6 +291,25 @@ async fn failed(console: &Console, state: &AppState, a: &api::Answer) -> Respons
     .await
 }
 
+/// A form's action on the user's own API (`/me/...`): the CSRF check, the call, and, when
+/// the API refuses, the console page again with its message. The four actions below differ
+/// only in the call and in where a success leads.
+async fn act(
+    console: &Console,
+    state: &AppState,
+    form: &Form,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<api::Answer, Response> {
+    console.check_csrf(form)?;
+    let a = api::call(state, &console.principal, method, path, body).await;
+    if !a.ok() {
+        return Err(failed(console, state, &a).await);
+    }
+    Ok(a)
+}
+
 /// `POST /console/connections/{server}/connect`: a fresh single-use connect link, then the
 /// gateway's connect page (which names the user and server before going to the provider).
 pub async fn connect(
@@ -298,21 +317,12 @@ pub async fn connect(
     State(state): State<AppState>,
     Path(server): Path<String>,
     form: Form,
-) -> Response {
-    if let Err(r) = console.check_csrf(&form) {
-        return r;
-    }
-    let a = api::call(
-        &state,
-        &console.principal,
-        Method::POST,
-        &format!("/me/connections/{}/link", seg(&server)),
-        None,
-    )
-    .await;
+) -> Result<Response, Response> {
+    let path = format!("/me/connections/{}/link", seg(&server));
+    let a = act(&console, &state, &form, Method::POST, &path, None).await?;
     match a.body["url"].as_str() {
-        Some(url) if a.ok() => html::see_other(url, &[]),
-        _ => failed(&console, &state, &a).await,
+        Some(url) => Ok(html::see_other(url, &[])),
+        None => Err(failed(&console, &state, &a).await),
     }
 }
 
@@ -321,21 +331,9 @@ pub async fn disconnect(
     State(state): State<AppState>,
     Path(server): Path<String>,
     form: Form,
-) -> Response {
-    if let Err(r) = console.check_csrf(&form) {
-        return r;
-    }
-    let a = api::call(
-        &state,
-        &console.principal,
-        Method::DELETE,
-        &format!("/me/connections/{}", seg(&server)),
-        None,
-    )
-    .await;
-    if !a.ok() {
-        return failed(&console, &state, &a).await;
-    }
+) -> Result<Response, Response> {
+    let path = format!("/me/connections/{}", seg(&server));
+    let a = act(&console, &state, &form, Method::DELETE, &path, None).await?;
     let rev = a.body["provider_revocation"]["status"]
         .as_str()
         .unwrap_or("");
@@ -343,13 +341,13 @@ pub async fn disconnect(
         "revoked" | "not_supported" | "failed" => rev,
         _ => "not_applicable",
     };
-    html::see_other(
+    Ok(html::see_other(
         &format!(
             "{}/console?done=disconnected&revocation={rev}",
             console.base
         ),
         &[],
-    )
+    ))
 }
 
 pub async fn set_token(
@@ -357,23 +355,14 @@ pub async fn set_token(
     State(state): State<AppState>,
     Path(server): Path<String>,
     form: Form,
-) -> Response {
-    if let Err(r) = console.check_csrf(&form) {
-        return r;
-    }
+) -> Result<Response, Response> {
     let body = json!({"token": form.get("token").unwrap_or_default()});
-    let a = api::call(
-        &state,
-        &console.principal,
-        Method::PUT,
-        &format!("/me/credentials/{}", seg(&server)),
-        Some(&body),
-    )
-    .await;
-    if !a.ok() {
-        return failed(&console, &state, &a).await;
-    }
-    html::see_other(&format!("{}/console?done=token_saved", console.base), &[])
+    let path = format!("/me/credentials/{}", seg(&server));
+    act(&console, &state, &form, Method::PUT, &path, Some(&body)).await?;
+    Ok(html::see_other(
+        &format!("{}/console?done=token_saved", console.base),
+        &[],
+    ))
 }
 
 pub async fn clear_token(
@@ -381,20 +370,11 @@ pub async fn clear_token(
     State(state): State<AppState>,
     Path(server): Path<String>,
     form: Form,
-) -> Response {
-    if let Err(r) = console.check_csrf(&form) {
-        return r;
-    }
-    let a = api::call(
-        &state,
-        &console.principal,
-        Method::DELETE,
-        &format!("/me/credentials/{}", seg(&server)),
-        None,
-    )
-    .await;
-    if !a.ok() {
-        return failed(&console, &state, &a).await;
-    }
-    html::see_other(&format!("{}/console?done=token_cleared", console.base), &[])
+) -> Result<Response, Response> {
+    let path = format!("/me/credentials/{}", seg(&server));
+    act(&console, &state, &form, Method::DELETE, &path, None).await?;
+    Ok(html::see_other(
+        &format!("{}/console?done=token_cleared", console.base),
+        &[],
+    ))
 }

@@ -167,25 +167,13 @@ pub async fn with_key(State(state): State<AppState>, headers: HeaderMap, form: F
     match state.auth.authenticate(&h).await {
         Ok(p) => {
             tracing::info!(user = %p.user, "console sign-in with an API key");
-            let Ok(c) = session::issue(
+            start_session(
                 &state,
                 Who::Key {
                     credential: key.to_owned(),
                 },
             )
             .await
-            else {
-                return login_page(
-                    &state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some("The console cannot start a session right now."),
-                )
-                .await;
-            };
-            html::see_other(
-                &format!("{}/console", session::base(&state)),
-                &[c, cookie(&state, LOGIN_COOKIE, "", 0)],
-            )
         }
         Err(mcpgw::identity::AuthError::Store(_)) => {
             login_page(
@@ -483,7 +471,7 @@ pub async fn callback(
         _ => (provider.issuer.clone(), provider.name.clone()),
     };
     tracing::info!(user = %principal.user, idp = %provider_name, "console sign-in with the identity provider");
-    let Ok(c) = session::issue(
+    start_session(
         &state,
         Who::Oidc {
             user: principal.user,
@@ -495,17 +483,22 @@ pub async fn callback(
         },
     )
     .await
-    else {
+}
+
+/// The end of either sign-in: a console session for `who`, the sign-in cookie cleared, and
+/// on to the console; the sign-in page again if no session can be stored.
+async fn start_session(state: &AppState, who: Who) -> Response {
+    let Ok(c) = session::issue(state, who).await else {
         return login_page(
-            &state,
+            state,
             StatusCode::SERVICE_UNAVAILABLE,
             Some("The console cannot start a session right now."),
         )
         .await;
     };
     html::see_other(
-        &format!("{}/console", session::base(&state)),
-        &[c, cookie(&state, LOGIN_COOKIE, "", 0)],
+        &format!("{}/console", session::base(state)),
+        &[c, cookie(state, LOGIN_COOKIE, "", 0)],
     )
 }
 
