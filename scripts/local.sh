@@ -14,5 +14,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MCPGW_CACHE:-$HOME/.cache/mcp-gateway}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
-cd "$ROOT"
-exec cargo run --quiet -p local -- "$@"
+# --manifest-path, not cd: the gateway's data folder (./.mcp-gateway) is relative to where
+# you run it, as with cargo run.
+exec cargo run --quiet --manifest-path "$ROOT/Cargo.toml" -p local -- "$@"
