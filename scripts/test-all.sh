@@ -108,6 +108,19 @@ one_crypto_stack() {
   [ -z "$found" ] || { echo "found$found in the dependency tree: see README, Crypto stack" >&2; return 1; }
 }
 step "one crypto stack (no ring, no openssl)" one_crypto_stack
+# One integration-test binary per crate (tests/it/main.rs, a module per file): every other file
+# cargo finds in a crate's tests/ folder is a binary of its own that links the whole gateway
+# again (25 of them once: minutes of linking, gigabytes of target folder).
+one_test_binary_per_crate() {
+  local crate f extra=()
+  for crate in shared functions/* tests; do
+    for f in "$crate"/tests/*.rs "$crate"/tests/*/main.rs; do
+      [ -e "$f" ] && [ "$f" != "$crate/tests/it/main.rs" ] && extra+=("$f")
+    done
+  done
+  [ ${#extra[@]} -eq 0 ] || { echo "move into tests/it/ as modules: ${extra[*]}" >&2; return 1; }
+}
+step "one integration-test binary per crate" one_test_binary_per_crate
 # cfn-lint and `sam validate --lint`, both offline.
 step "lint infra/template.yaml" "$ROOT/scripts/lint-infra.sh"
 
