@@ -18,11 +18,21 @@
 #
 #   scripts/bench.sh
 #   MCPGW_BENCH_ROUNDS=20 MCPGW_BENCH_CONCURRENCY=1,8,32 scripts/bench.sh
+#   scripts/bench.sh --smoke      the same against the same peers, as a debug build with 2 rounds
+#                                 of 40 calls (`cargo test --bench gateway`): proves the script and
+#                                 the bench still work, no figure worth keeping; scripts/test-all.sh
+#                                 runs it (results in gateway-smoke.json)
 #
 # Prints the tables and writes $CARGO_TARGET_DIR/bench/gateway.json. What the figures mean:
 # docs/performance.md. The bench profile inherits the release profile (fat LTO,
 # codegen-units=1): the first run compiles the workspace in release, several minutes on 2 cores.
 set -euo pipefail
+
+SMOKE=0
+if [ "${1:-}" = --smoke ]; then
+  SMOKE=1
+  shift
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MCPGW_CACHE:-$HOME/.cache/mcp-gateway}
@@ -67,5 +77,12 @@ if ! git --no-optional-locks -C "$ROOT" diff --quiet HEAD -- 2>/dev/null; then
 fi
 export MCPGW_BENCH_GIT_REV
 
-cargo bench -p e2e --bench gateway "$@"
-echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"
+if [ "$SMOKE" = 1 ]; then
+  # --workspace (the only `gateway` bench is e2e's): features resolved as for
+  # `cargo test --workspace`, so the smoke reuses the test build instead of compiling again.
+  cargo test --workspace --bench gateway "$@"
+  echo "==> results: $CARGO_TARGET_DIR/bench/gateway-smoke.json"
+else
+  cargo bench -p e2e --bench gateway "$@"
+  echo "==> results: $CARGO_TARGET_DIR/bench/gateway.json"
+fi

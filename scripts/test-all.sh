@@ -7,7 +7,9 @@
 # 2. starts moto, server-everything, the Python echo and conformance MCP servers and an OIDC
 #    provider on free loopback ports (and installs Debian's chromium for the browser tests),
 # 3. lints infra/template.yaml (cfn-lint, sam validate --lint), then `cargo test --workspace`,
-# 4. stops every process it started, whatever happens (failure, Ctrl-C).
+# 4. runs a short smoke of every script the README and docs/performance.md tell people to run
+#    (scripts/local.sh, bench.sh, cold-start.sh; with CI=true also lambda-build.sh and fuzz.sh),
+# 5. stops every process it started, whatever happens (failure, Ctrl-C).
 #
 # Tests read the peers' addresses from MCPGW_TEST_* and, because MCPGW_REQUIRE_PEERS=1, fail
 # instead of skipping when one is missing: a green run here means every test really ran.
@@ -15,7 +17,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MCPGW_CACHE:-$HOME/.cache/mcp-gateway}
-# A shared target dir outside the repo: a warm build cache across clones and worktrees.
+# A shared target dir outside the repo: a warm build cache across clones and worktrees, and
+# the one scripts/local.sh (the README's run command) builds into too.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 export MCPGW_CACHE=$CACHE
 # Test artifacts kept after the run (the console's browser screenshots), outside the clone.
@@ -105,11 +108,41 @@ one_crypto_stack() {
   [ -z "$found" ] || { echo "found$found in the dependency tree: see README, Crypto stack" >&2; return 1; }
 }
 step "one crypto stack (no ring, no openssl)" one_crypto_stack
+# One integration-test binary per crate (tests/it/main.rs, a module per file): every other file
+# cargo finds in a crate's tests/ folder is a binary of its own that links the whole gateway
+# again (25 of them once: minutes of linking, gigabytes of target folder).
+one_test_binary_per_crate() {
+  local crate f extra=()
+  for crate in shared functions/* tests; do
+    for f in "$crate"/tests/*.rs "$crate"/tests/*/main.rs; do
+      [ -e "$f" ] && [ "$f" != "$crate/tests/it/main.rs" ] && extra+=("$f")
+    done
+  done
+  [ ${#extra[@]} -eq 0 ] || { echo "move into tests/it/ as modules: ${extra[*]}" >&2; return 1; }
+}
+step "one integration-test binary per crate" one_test_binary_per_crate
 # cfn-lint and `sam validate --lint`, both offline.
 step "lint infra/template.yaml" "$ROOT/scripts/lint-infra.sh"
 
 # --no-fail-fast: run every test binary even when an earlier one fails.
 step "cargo test --workspace" cargo test --workspace --no-fail-fast "$@"
+
+# Every script the README and docs/performance.md tell people to run, run briefly, so none can
+# rot unnoticed (cold-start.sh broke when gateway sessions changed: nothing ran it). Each starts
+# and stops its own peers, as it does for its users; bench and cold-start reuse the build above.
+step "smoke: scripts/local.sh --version" "$ROOT/scripts/local.sh" --version
+step "smoke: scripts/bench.sh --smoke" "$ROOT/scripts/bench.sh" --smoke
+step "smoke: scripts/cold-start.sh --smoke" "$ROOT/scripts/cold-start.sh" --smoke
+# These two need builds nothing else here makes (release zips cross-built by cargo-lambda;
+# nightly with AddressSanitizer), minutes each on two cores: CI runs them, and so does
+# MCPGW_SMOKE_ALL=1.
+if [ "${CI:-}" = true ] || [ "${MCPGW_SMOKE_ALL:-0}" = 1 ]; then
+  step "smoke: scripts/lambda-build.sh" "$ROOT/scripts/lambda-build.sh"
+  step "smoke: scripts/fuzz.sh 1" "$ROOT/scripts/fuzz.sh" 1
+else
+  echo "==> smoke: scripts/lambda-build.sh, scripts/fuzz.sh: skipped" \
+    "(CI=true or MCPGW_SMOKE_ALL=1 runs them)"
+fi
 
 echo "==> browser screenshots: $MCPGW_ARTIFACTS"
 [ ${#FAILED[@]} -eq 0 ]

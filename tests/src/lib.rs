@@ -6,6 +6,7 @@
 //! `mcpgw::testing`). Run everything with `scripts/test-all.sh`.
 
 pub mod browser;
+pub mod clock;
 pub mod http_browser;
 pub mod lambda;
 pub mod mcp;
@@ -17,12 +18,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
-use mcpgw::clock::SystemClock;
 use mcpgw::config::Config;
 use mcpgw::secrets::env::EnvSecrets;
 use mcpgw::state::AppState;
 use mcpgw::store::Store;
 use serde_json::Value;
+
+use crate::clock::TestClock;
 
 /// Which store the gateway under test runs on.
 pub enum StoreKind {
@@ -36,6 +38,9 @@ pub struct TestGateway {
     pub base: String,
     pub admin_key: String,
     pub state: AppState,
+    /// The clock of this gateway and of those [`TestGateway::beside`] it: a test moves it
+    /// ahead instead of sleeping.
+    pub clock: Arc<TestClock>,
     /// What another gateway needs to run on the same data ([`TestGateway::beside`]).
     shared: Shared,
     server: tokio::task::JoinHandle<()>,
@@ -48,6 +53,7 @@ struct Shared {
     dir: Arc<tempfile::TempDir>,
     store: SharedStore,
     secrets: Vec<(String, String)>,
+    clock: Arc<TestClock>,
 }
 
 #[derive(Clone)]
@@ -83,13 +89,14 @@ impl TestGateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            clock: Arc::default(),
         };
         Self::serve(shared, mcpgw::crypto::random_token(24)).await
     }
 
     /// Another gateway on this one's data, as a second Lambda instance or a second local
-    /// process would be: the same keyring and store, but its own connection to the store,
-    /// caches and in-process locks.
+    /// process would be: the same keyring, store and clock, but its own connection to the
+    /// store, caches and in-process locks.
     pub async fn beside(&self) -> Result<Self> {
         Self::serve(self.shared.clone(), self.admin_key.clone()).await
     }
@@ -117,7 +124,7 @@ impl TestGateway {
         };
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
         let secrets = EnvSecrets::from_map(shared.secrets.iter().cloned().collect());
-        let state = AppState::from_parts(config, store, Arc::new(secrets), Arc::new(SystemClock))?;
+        let state = AppState::from_parts(config, store, Arc::new(secrets), shared.clock.clone())?;
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
             let _ = mcpgw::runtime::serve_listener(listener, app, std::future::pending()).await;
@@ -126,9 +133,21 @@ impl TestGateway {
             base: format!("http://{addr}"),
             admin_key,
             state,
+            clock: shared.clock.clone(),
             shared,
             server,
         })
+    }
+
+    /// The state of another process of this deployment (same store, secrets and settings)
+    /// whose clock is `secs` ahead of this gateway's: what a scheduled job sees a while later.
+    pub fn state_later(&self, secs: i64) -> Result<AppState> {
+        Ok(AppState::from_parts(
+            (*self.state.config).clone(),
+            self.state.store.clone(),
+            self.state.secrets.clone(),
+            Arc::new(TestClock::ahead(self.clock.offset() + secs)),
+        )?)
     }
 
     /// Calls the admin API with the bootstrap admin key; returns (status, JSON body).

@@ -23,7 +23,6 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use e2e::{StoreKind, TestGateway, call_json};
-use mcpgw::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -307,15 +306,6 @@ fn oauth2(url: &str, name: &str) -> Value {
 }
 
 const SECRETS: &[(&str, &str)] = &[("MCPGW_SECRET_CRM", "crm-client-secret")];
-
-/// The wall clock moved ahead: what the scheduled refresh sees a while later.
-struct Later(i64);
-
-impl Clock for Later {
-    fn now(&self) -> i64 {
-        mcpgw::clock::SystemClock.now() + self.0
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -737,12 +727,7 @@ async fn metadata_changed_after_save_moves_nothing_until_an_admin_discovers_agai
     );
 
     // AND the scheduled refresh uses the pinned token endpoint
-    let later = mcpgw::state::AppState::from_parts(
-        (*gw.state.config).clone(),
-        gw.state.store.clone(),
-        gw.state.secrets.clone(),
-        Arc::new(Later(3600)),
-    )?;
+    let later = gw.state_later(3600)?;
     let report = token_refresh::sweep(&later).await?;
     assert_eq!((report.refreshed, report.failed), (1, 0), "{report:?}");
     let forms = fake.token_forms();

@@ -24,6 +24,33 @@ use serde_json::{Value, json};
 
 const UPSTREAM_SECRET: &str = "Bearer upstream-secret-for-lambda-echo";
 
+/// How soon every function instance answers by a changed access policy: twice the policy
+/// cache's TTL (`MCPGW_POLICY_CACHE_SECONDS`, 2 s), and a second of slack.
+const POLICY_REACHES_ALL: Duration = Duration::from_secs(5);
+
+/// Calls `attempt` until it succeeds (`Ok`), the policy having `changed` at that instant.
+/// An attempt that *started* [`POLICY_REACHES_ALL`] or more after the change and still got
+/// the old policy's answer (`Err`, which says what it got) fails the test. Judged by when
+/// each attempt started, not when it ended, so slow invocations on a loaded machine cannot
+/// fail it, while a cache that outlives its TTL still does.
+async fn once_the_policy_is_seen<T, F, Fut>(changed: Instant, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    loop {
+        let started = changed.elapsed();
+        match attempt().await {
+            Ok(seen) => return seen,
+            Err(old) => assert!(
+                started < POLICY_REACHES_ALL,
+                "{what}: a request started {started:?} after the change still got {old}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"lambda-mode","version":"1.0.0"}}}"#;
 
 /// The IdP group whose members hold the admin role (`IdpAdminGroups`); alice is in it.
@@ -420,9 +447,9 @@ async fn oauth_connect(stack: &LambdaStack, api_key: &str) {
     assert_eq!(s, 201, "{b}");
 
     // WHEN alice, not connected, initializes THEN the gateway answers with a connect link at
-    // the stage URL (once mcp-proxy's policy cache, 2 s, has seen the group)
-    let since = std::time::Instant::now();
-    let link = loop {
+    // the stage URL (once mcp-proxy's policy cache has seen the group)
+    let changed = Instant::now();
+    let link = once_the_policy_is_seen(changed, "the oauth-users group", || async {
         let (s, _, msg) = call(
             Method::POST,
             &gw.mcp_url("notes-dcr"),
@@ -431,17 +458,12 @@ async fn oauth_connect(stack: &LambdaStack, api_key: &str) {
         )
         .await;
         let instructions = msg["result"]["instructions"].as_str().unwrap_or_default();
-        if s == 200 && instructions.contains("open ") {
-            break instructions
-                .split("open ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .unwrap()
-                .to_owned();
+        match instructions.split("open ").nth(1) {
+            Some(rest) if s == 200 => Ok(rest.split_whitespace().next().unwrap().to_owned()),
+            _ => Err(format!("{s} {msg}")),
         }
-        assert!(since.elapsed() < Duration::from_secs(5), "{s} {msg}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert!(
         link.starts_with(&format!("{}/oauth/connect/notes-dcr?link=", gw.base)),
         "{link}"
@@ -540,10 +562,11 @@ async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
     let gw = &stack.http;
     // The buffered mcp-proxy instance behind the HTTP API last read the policy during the raw
     // fixtures, before the walk-through's group existed; admin-api (another instance) cannot
-    // tell it. It must see the group within twice the policy TTL (2 s by default), and until
-    // then answer as for an unknown endpoint.
-    let since = std::time::Instant::now();
-    loop {
+    // tell it. It must see the group within twice the policy TTL, and until then answer as
+    // for an unknown endpoint. (The group was created before this point: counting from here
+    // only gives it longer.)
+    let changed = Instant::now();
+    once_the_policy_is_seen(changed, "the walk-through's group", || async {
         let (s, _, msg) = call(
             Method::POST,
             &gw.mcp_url("echo"),
@@ -551,17 +574,13 @@ async fn http_walkthrough(stack: &LambdaStack, api_key: &str) {
             Some(("application/json", INITIALIZE)),
         )
         .await;
-        if s == 200 {
-            break;
+        match s {
+            200 => Ok(()),
+            404 => Err(format!("{s} {msg}")),
+            _ => panic!("neither the old nor the new policy's answer: {s} {msg}"),
         }
-        assert_eq!(s, 404, "{msg}");
-        assert!(
-            since.elapsed() < std::time::Duration::from_secs(5),
-            "the new group is not in effect after {:?}",
-            since.elapsed()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let out = python_mcp_call(&gw.mcp_url("echo"), api_key, "whoami", json!({}), "auto")
         .await
         .unwrap();

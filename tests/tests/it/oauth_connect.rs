@@ -1,6 +1,7 @@
 //! Per-user OAuth2 grants end to end (issue 10, first part): a real authorization server
-//! (`oidc-provider`, short access tokens, rotating refresh tokens for the client the gateway
-//! registers by RFC 7591) and the JWT-protected Python MCP server as the upstream.
+//! (`oidc-provider`, rotating refresh tokens for the client the gateway registers by RFC 7591)
+//! and the JWT-protected Python MCP server as the upstream. A token becomes due for a refresh
+//! when a test moves the gateways' clock (`TestGateway::clock`), never by waiting.
 //!
 //! - without a grant, a call answers `connect_required` with a single-use connect link;
 //! - two users connect through a headless browser (the link, or their own credential): the
@@ -18,9 +19,6 @@
 //!   provider URL in alice's browser (two browsers, separate cookie jars), or mallory's
 //!   connect link in a browser signed in to the console as alice, connects nothing.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
 use e2e::mcp::{McpClient, SESSION};
 use e2e::{StoreKind, TestGateway, call_json};
@@ -28,9 +26,12 @@ use mcpgw::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// Access tokens live 66 s: a few seconds past the gateway's 60 s refresh margin, so a new
-/// token is used as it is for those seconds and then refreshed on demand.
-const ACCESS_TTL: &str = "66";
+/// Access tokens live 10 minutes, so a token stays fresh (outside the gateway's 60 s refresh
+/// margin) for as long as any test takes, however loaded the machine: a test that expects
+/// exactly N refreshes cannot see one more because its own calls were slow. (With 66 s tokens
+/// each new token was due again 6 s later, and 50 concurrent calls on a busy 2-core machine
+/// took longer than that.) Tests make a token due with [`advance_until_due`].
+const ACCESS_TTL: &str = "600";
 
 use e2e::oauth_peers::Peers;
 
@@ -129,13 +130,14 @@ async fn whoami_at(gw: &TestGateway, key: &str, endpoint: &str) -> Result<Value>
     e2e::oauth_peers::whoami(&gw.mcp_url(endpoint), key).await
 }
 
-/// The wall clock moved ahead: what the scheduler sees a while later.
-struct Later(i64);
-
-impl Clock for Later {
-    fn now(&self) -> i64 {
-        mcpgw::clock::SystemClock.now() + self.0
-    }
+/// Moves the clock of `gw` (and of the gateways beside it) to the first second in which the
+/// access token of `grant` is within the refresh margin: the next call refreshes it.
+fn advance_until_due(gw: &TestGateway, grant: &mcpgw::domain::Grant) -> Result<()> {
+    let due_at = grant.access_expires_at.context("an expiry")?
+        - mcpgw::grants::tokens::REFRESH_MARGIN_SECS
+        + 1;
+    gw.clock.advance_to(due_at);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,11 +202,7 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     assert!(grant.refresh_at.is_some(), "a refresh token was issued");
 
     // WHEN the access token is within the refresh margin THEN the next call refreshes it
-    let stale_at = grant.access_expires_at.context("an expiry")?
-        - mcpgw::grants::tokens::REFRESH_MARGIN_SECS
-        + 1;
-    let wait = stale_at - mcpgw::clock::SystemClock.now();
-    tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+    advance_until_due(gw, &grant)?;
     let before = fx.peers.refreshes().await?;
     let a2 = whoami(gw, &fx.alice).await?;
     assert_eq!(a2["sub"], "alice");
@@ -224,12 +222,7 @@ async fn users_connect_their_own_accounts_and_tokens_refresh() -> Result<()> {
     assert!(grant.last_refresh_at.is_some() && grant.refresh_lease_until.is_none());
 
     // WHEN the scheduled sweep runs (its clock two minutes later, past the recent-write skip)
-    let later = mcpgw::state::AppState::from_parts(
-        (*gw.state.config).clone(),
-        gw.state.store.clone(),
-        gw.state.secrets.clone(),
-        Arc::new(Later(120)),
-    )?;
+    let later = gw.state_later(120)?;
     let before = fx.peers.refreshes().await?;
     let report = token_refresh::sweep(&later).await?;
     // THEN both grants are refreshed, and a second run right after refreshes nothing
@@ -644,11 +637,7 @@ async fn concurrent_calls_refresh_once(store: StoreKind, processes: usize) -> Re
         .get_grant("alice@example.com", "notes")
         .await?
         .context("grant")?;
-    let stale_at = grant.access_expires_at.context("an expiry")?
-        - mcpgw::grants::tokens::REFRESH_MARGIN_SECS
-        + 1;
-    let wait = stale_at - mcpgw::clock::SystemClock.now();
-    tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
+    advance_until_due(&fx.gw, &grant)?;
     let before = fx.peers.refreshes().await?;
 
     let calls = (0..50).map(|i| whoami(gws[i % gws.len()], &fx.alice));
