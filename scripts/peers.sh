@@ -40,10 +40,14 @@ PY_PINS=(
   # Only the Python package and its bundled driver: `playwright install` downloads a browser
   # build of its own, which cannot be fetched here, so the browser is Debian's (see below).
   playwright==1.65.2
+  # fastmcp: one of the client matrix's clients (tests/tests/it/clients.rs)
+  fastmcp==4.2.3
 )
 NODE_DEPS='{
   "@modelcontextprotocol/server-everything": "2026.8.31",
   "@modelcontextprotocol/inspector-cli": "1.0.3",
+  "@modelcontextprotocol/inspector": "2.12.0",
+  "@modelcontextprotocol/sdk": "1.32.2",
   "oidc-provider": "9.13.3",
   "jose": "^6",
   "mcp-remote": "0.15.1",
