@@ -145,6 +145,11 @@ enum Held {
 }
 
 impl Credentials {
+    /// No credential at all (the gateway asking an upstream what it tells anyone).
+    pub fn none() -> Self {
+        Self(Held::Fixed(HeaderMap::new()))
+    }
+
     /// The credential for `user` at `server`: the one place that reads the server's auth type.
     pub async fn resolve(
         grants: &Grants,

@@ -178,6 +178,7 @@ contract!(
     session_ended_until_its_expiry,
     session_end_is_idempotent_and_keeps_the_later_expiry,
     session_concurrent_enders_all_succeed,
+    tool_snapshot_is_replaced_whole_per_server,
 );
 
 const RACERS: usize = 16;
@@ -1437,6 +1438,45 @@ mod cases {
         store.end_session("f-again", now + 200).await.unwrap();
         assert!(store.session_ended("f-again", now + 199).await.unwrap());
         assert!(!store.session_ended("f-again", now + 200).await.unwrap());
+    }
+
+    pub async fn tool_snapshot_is_replaced_whole_per_server(store: Arc<dyn Store>) {
+        use mcpgw::store::ToolSnapshot;
+        assert_eq!(store.get_tool_snapshot("notes").await.unwrap(), None);
+        let first = ToolSnapshot {
+            url: "http://up/mcp".into(),
+            tools: vec![
+                json!({"name": "read", "description": "Reads.", "inputSchema": {"type": "object"}}),
+                json!({"name": "write", "inputSchema": {"type": "object", "properties": {"x": {"type": "string"}}}}),
+            ],
+            taken_at: 1_000,
+        };
+        store.put_tool_snapshot("notes", &first).await.unwrap();
+        assert_eq!(
+            store.get_tool_snapshot("notes").await.unwrap().as_ref(),
+            Some(&first)
+        );
+        // Only that server: another name, or one extending it, has none.
+        for other in ["note", "notes2", "NOTES"] {
+            assert_eq!(store.get_tool_snapshot(other).await.unwrap(), None, "{other}");
+        }
+        // Replaced whole: a shorter list leaves nothing of the longer one.
+        let second = ToolSnapshot {
+            url: "http://up2/mcp".into(),
+            tools: vec![json!({"name": "only", "inputSchema": {"type": "object"}})],
+            taken_at: 2_000,
+        };
+        store.put_tool_snapshot("notes", &second).await.unwrap();
+        assert_eq!(
+            store.get_tool_snapshot("notes").await.unwrap(),
+            Some(second.clone())
+        );
+        let empty = ToolSnapshot {
+            tools: vec![],
+            ..second
+        };
+        store.put_tool_snapshot("notes", &empty).await.unwrap();
+        assert_eq!(store.get_tool_snapshot("notes").await.unwrap(), Some(empty));
     }
 
     pub async fn session_concurrent_enders_all_succeed(store: Arc<dyn Store>) {
