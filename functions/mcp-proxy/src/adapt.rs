@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::ClientPayload;
 use mcpgw::policy::Access;
+use mcpgw::upstream::snapshots::Observer;
 use serde_json::Value;
 
 use crate::headers::session_header;
@@ -95,12 +96,15 @@ pub struct Adapt {
     /// Hidden tools were called under names that cannot exist (`sentinel`, `original`): the
     /// upstream's unknown-tool answer is relayed with the caller's name put back.
     pub renames: Vec<(String, String)>,
+    /// Records a per-user server's whole `tools/list` result, before it is filtered, as the
+    /// list shown to callers who have not connected yet (`mcpgw::upstream::snapshots`).
+    pub snapshot: Option<Arc<Observer>>,
 }
 
 impl Adapt {
     /// Whether messages change on the way (filtered, or marked private).
     pub fn changes_results(&self) -> bool {
-        self.filter.is_some() || self.private_lists.is_some()
+        self.filter.is_some() || self.private_lists.is_some() || self.snapshot.is_some()
     }
 
     /// Filters and marks the results in one JSON-RPC message (or batch).
@@ -112,6 +116,9 @@ impl Adapt {
         let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
             return;
         };
+        if let Some(observer) = &self.snapshot {
+            observer.observe(result);
+        }
         if let Some(access) = &self.filter
             && let Some(Value::Array(tools)) = result.get_mut("tools")
         {
