@@ -8,6 +8,7 @@ mod access_control;
 mod auth_header;
 mod client_auth;
 mod conformance;
+mod connect_journey;
 mod console;
 mod discovery;
 mod identity;
