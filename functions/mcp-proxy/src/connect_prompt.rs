@@ -142,7 +142,13 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
                 .await;
             let tools = marked_for_unconnected(at.access, &at.server.name, tools);
             let ttl = Ttl::Set(UNCONNECTED_LIST_TTL_MS);
-            return Some(results::answer(&id, "tools/list", json!({"tools": tools}), era, ttl));
+            return Some(results::answer(
+                &id,
+                "tools/list",
+                json!({"tools": tools}),
+                era,
+                ttl,
+            ));
         }
         (Some("subscriptions/listen"), ClientEra::Modern) => return Some(listen(at, &msg, &id)),
         _ => {}
@@ -393,12 +399,15 @@ pub async fn get(at: &At<'_>) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(None),
     };
-    let mut on_connect = vec![json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})];
+    let mut on_connect =
+        vec![json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})];
     if declares_url_elicitation(&claims.client.capabilities)
         && let Some(sid) = session_header(at.headers)
     {
-        on_connect.push(json!({"jsonrpc": "2.0", "method": "notifications/elicitation/complete",
-            "params": {"elicitationId": elicitation_id(sid, at.session.endpoint)}}));
+        on_connect.push(
+            json!({"jsonrpc": "2.0", "method": "notifications/elicitation/complete",
+            "params": {"elicitationId": elicitation_id(sid, at.session.endpoint)}}),
+        );
     }
     let watch = Watch {
         state: state.clone(),
@@ -479,6 +488,49 @@ mod tests {
     }
 
     #[test]
+    fn listen_params_are_checked_and_only_tool_changes_honored() {
+        let listen = |params: Value| {
+            Message::from_value(json!({"jsonrpc": "2.0", "id": 1,
+                "method": "subscriptions/listen", "params": params}))
+            .unwrap()
+        };
+        let ok = |n: Value| listen_filter(&listen(json!({"notifications": n})));
+        assert_eq!(
+            ok(json!({"toolsListChanged": true, "promptsListChanged": true})),
+            Ok(json!({"toolsListChanged": true}))
+        );
+        assert_eq!(ok(json!({"toolsListChanged": false})), Ok(json!({})));
+        assert_eq!(
+            ok(json!({"x-ext": {"a": 1}})),
+            Ok(json!({})),
+            "extensions pass"
+        );
+        for bad in [
+            json!({"toolsListChanged": "yes"}),
+            json!({"resourceSubscriptions": [1]}),
+            json!({"resourceSubscriptions": "file:///x"}),
+        ] {
+            assert!(ok(bad.clone()).is_err(), "{bad}");
+        }
+        for bad in [json!({}), json!({"notifications": "all"}), json!([])] {
+            assert!(listen_filter(&listen(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_elicitation_id_is_the_sessions_own() {
+        let id = elicitation_id("sealed-session-a", "notes");
+        assert_eq!(
+            id,
+            elicitation_id("sealed-session-a", "notes"),
+            "any process computes it"
+        );
+        assert_ne!(id, elicitation_id("sealed-session-b", "notes"));
+        assert_ne!(id, elicitation_id("sealed-session-a", "other"));
+        assert!(!id.contains("sealed-session"), "{id}");
+    }
+
+    #[test]
     fn init_result_carries_the_link() {
         let r = init_result("2025-11-25", "notes", &missing());
         assert!(r["instructions"].as_str().unwrap().contains("?link=abc"));
@@ -535,24 +587,16 @@ mod tests {
     #[tokio::test]
     async fn answers_are_in_the_clients_era() {
         let (m, id) = (missing(), json!(7));
-        let modern = body(answer(&list(), &id, ClientEra::Modern, &json!({}), "x", &m, None)).await;
+        let ask = |msg: Message, era| answer(&msg, &id, era, &json!({}), "x", &m, None);
+        let modern = body(ask(list(), ClientEra::Modern)).await;
         assert_eq!(
             modern["result"],
             json!({"resources": [], "resultType": "complete",
                 "ttlMs": UNCONNECTED_LIST_TTL_MS, "cacheScope": "private"})
         );
-        let session = body(answer(
-            &list(),
-            &id,
-            ClientEra::Session,
-            &json!({}),
-            "x",
-            &m,
-            None,
-        ))
-        .await;
+        let session = body(ask(list(), ClientEra::Session)).await;
         assert_eq!(session["result"], json!({"resources": []}));
-        let failed = body(answer(&call(), &id, ClientEra::Modern, &json!({}), "x", &m, None)).await;
+        let failed = body(ask(call(), ClientEra::Modern)).await;
         assert_eq!(failed["result"]["resultType"], "complete", "{failed}");
     }
 }

@@ -91,7 +91,10 @@ pub async fn post(
     call.adapt = shape(&access, &mut payload, &mut call.headers, list_ttl);
     if lists_every_tool(&payload) && snapshots::per_user(&call.upstream.server) {
         // What a connected caller gets is what callers not connected yet are shown.
-        let observer = state.upstreams.snapshots().observer(call.upstream.server.clone());
+        let observer = state
+            .upstreams
+            .snapshots()
+            .observer(call.upstream.server.clone());
         call.adapt.snapshot = Some(Arc::new(observer));
     }
     let msg = match payload {

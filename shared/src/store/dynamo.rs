@@ -1171,10 +1171,7 @@ impl ToolSnapshotStore for DynamoStore {
     }
 
     async fn get_tool_snapshot(&self, server: &str) -> StoreResult<Option<ToolSnapshot>> {
-        let Some(item) = self
-            .get_item(tools_pk(server), TOOLS_SK.to_owned())
-            .await?
-        else {
+        let Some(item) = self.get_item(tools_pk(server), TOOLS_SK.to_owned()).await? else {
             return Ok(None);
         };
         let stored: StoredSnapshot = decode("tool snapshot", item)?;

@@ -242,9 +242,8 @@ pub trait Store:
     ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore
 {
 }
-impl<
-    T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore,
-> Store for T
+impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore>
+    Store for T
 {
 }
 

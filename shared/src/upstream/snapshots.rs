@@ -184,13 +184,15 @@ impl Snapshots {
                 read
             }
         };
-        snapshot
-            .filter(|s| s.url == server.url)
-            .map(|s| s.tools)
+        snapshot.filter(|s| s.url == server.url).map(|s| s.tools)
     }
 
     /// The upstream's answer to `tools/list` without any credential, through its cache.
-    async fn anonymous(&self, upstreams: &Arc<Upstreams>, server: &Arc<McpServer>) -> Option<Vec<Value>> {
+    async fn anonymous(
+        &self,
+        upstreams: &Arc<Upstreams>,
+        server: &Arc<McpServer>,
+    ) -> Option<Vec<Value>> {
         let key = format!("{}\n{}", server.name, server.url);
         if let Some((_, tools)) = lock(&self.anonymous)
             .get(&key)

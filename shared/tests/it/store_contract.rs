@@ -1458,7 +1458,11 @@ mod cases {
         );
         // Only that server: another name, or one extending it, has none.
         for other in ["note", "notes2", "NOTES"] {
-            assert_eq!(store.get_tool_snapshot(other).await.unwrap(), None, "{other}");
+            assert_eq!(
+                store.get_tool_snapshot(other).await.unwrap(),
+                None,
+                "{other}"
+            );
         }
         // Replaced whole: a shorter list leaves nothing of the longer one.
         let second = ToolSnapshot {

@@ -151,7 +151,12 @@ async fn unconnected_list_comes_from_the_snapshot(store: StoreKind) -> Result<()
     let mut b = McpClient::connect(&fx.gw.mcp_url("notes"), &bob, SESSION).await?;
     let real = b.tools().await?;
     assert_eq!(names(&real), ["whoami"], "bob's own list is filtered too");
-    ensure!(!real[0]["description"].as_str().unwrap_or_default().contains(NOTE));
+    ensure!(
+        !real[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(NOTE)
+    );
 
     // The snapshot is written off the request's path; another process reads it (through
     // its cache, empty for this server until now: its earlier read found none and is kept
@@ -169,25 +174,52 @@ async fn unconnected_list_comes_from_the_snapshot(store: StoreKind) -> Result<()
     assert_eq!(names(&shown), ["whoami"], "{shown:?}");
     let description = shown[0]["description"].as_str().unwrap_or_default();
     ensure!(description.starts_with(NOTE), "{description}");
-    ensure!(description.contains("subject"), "the upstream's own words follow: {description}");
+    ensure!(
+        description.contains("subject"),
+        "the upstream's own words follow: {description}"
+    );
     assert_eq!(shown[0]["inputSchema"], real[0]["inputSchema"]);
     // Session-era lists carry none of the 2026-07-28 caching fields.
     let raw = a.request("tools/list", json!({})).await?;
     let r = raw.result()?;
-    ensure!(r.get("ttlMs").is_none() && r.get("cacheScope").is_none(), "{r}");
+    ensure!(
+        r.get("ttlMs").is_none() && r.get("cacheScope").is_none(),
+        "{r}"
+    );
 
     // A 2026-07-28 client's list is private and short-lived while unconnected.
     let mut m = McpClient::connect(&third.mcp_url("notes"), &alice, STATELESS).await?;
     let listed = m.request("tools/list", json!({})).await?;
     let r = listed.result()?;
     assert_eq!(names(r["tools"].as_array().context("tools")?), ["whoami"]);
-    assert_eq!((r["ttlMs"].as_u64(), r["cacheScope"].as_str()), (Some(5000), Some("private")), "{r}");
+    assert_eq!(
+        (r["ttlMs"].as_u64(), r["cacheScope"].as_str()),
+        (Some(5000), Some("private")),
+        "{r}"
+    );
 
     // The first call of a listed tool answers with the link.
     let mut a = McpClient::connect(&third.mcp_url("notes"), &alice, SESSION).await?;
     let called = a.call_tool("whoami", json!({})).await?;
-    let text = called.result()?["content"][0]["text"].as_str().unwrap_or_default();
-    ensure!(text.contains("/oauth/connect/notes?link="), "{}", called.raw);
+    let text = called.result()?["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        text.contains("/oauth/connect/notes?link="),
+        "{}",
+        called.raw
+    );
+    // A hidden tool and one that does not exist get that same answer (no oracle).
+    let shape = |r: &e2e::mcp::Answer| {
+        let mut v = r.message.clone();
+        v["result"]["content"][0]["text"] = json!("link");
+        v["id"] = json!(0);
+        v
+    };
+    let hidden = a.call_tool("distrust_my_token", json!({})).await?;
+    let unknown = a.call_tool("no_such_tool", json!({})).await?;
+    assert_eq!(shape(&hidden), shape(&called), "{}", hidden.raw);
+    assert_eq!(shape(&unknown), shape(&called), "{}", unknown.raw);
     Ok(())
 }
 
@@ -212,13 +244,8 @@ async fn held_stream_hears_of_the_connection(store: StoreKind) -> Result<()> {
     let alice = fx.gw.user_key("alice@example.com").await?;
     // GIVEN alice's session-era client, declaring URL elicitation, on the second process
     let url = fx.other.mcp_url("notes");
-    let mut a = McpClient::connect_with(
-        &url,
-        &alice,
-        SESSION,
-        json!({"elicitation": {"url": {}}}),
-    )
-    .await?;
+    let mut a =
+        McpClient::connect_with(&url, &alice, SESSION, json!({"elicitation": {"url": {}}})).await?;
     let called = a.call_tool("whoami", json!({})).await?;
     let error = called.error().context("a URL elicitation")?;
     assert_eq!(error["code"], -32042, "{}", called.raw);
@@ -239,7 +266,10 @@ async fn held_stream_hears_of_the_connection(store: StoreKind) -> Result<()> {
     .await?;
     assert_eq!(held.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ensure!(held.messages().is_empty() && !held.closed(), "nothing before connecting");
+    ensure!(
+        held.messages().is_empty() && !held.closed(),
+        "nothing before connecting"
+    );
 
     // WHEN she connects through the FIRST process
     connect(&fx.gw, &alice, "alice").await?;
@@ -257,7 +287,12 @@ async fn held_stream_hears_of_the_connection(store: StoreKind) -> Result<()> {
     // AND the session's next list is the upstream's real one (the session settles)
     let tools = a.tools().await?;
     assert_eq!(names(&tools), ["whoami"]);
-    ensure!(!tools[0]["description"].as_str().unwrap_or_default().contains(NOTE));
+    ensure!(
+        !tools[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(NOTE)
+    );
     let who = a.call_tool("whoami", json!({})).await?;
     ensure!(who.raw.contains("alice"), "{}", who.raw);
     Ok(())
@@ -304,22 +339,38 @@ async fn a_listening_stateless_client_hears_of_the_connection() -> Result<()> {
     let carol = fx.gw.user_key("carol@example.com").await?;
     let url = fx.other.mcp_url("notes");
     // Malformed params: a JSON-RPC error, no stream.
-    for bad in [json!("all"), json!({"toolsListChanged": "yes"}), json!({"resourceSubscriptions": [1]})] {
+    for bad in [
+        json!("all"),
+        json!({"toolsListChanged": "yes"}),
+        json!({"resourceSubscriptions": [1]}),
+    ] {
         let resp = listen_request(&url, &carol, 9, bad.clone()).send().await?;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await?;
-        assert_eq!((status, &body["error"]["code"]), (400, &json!(-32602)), "{bad}: {body}");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!(-32602)),
+            "{bad}: {body}"
+        );
         assert_eq!(body["id"], 9);
     }
     // GIVEN carol listens on the second process
-    let held = Held::open(listen_request(&url, &carol, 7, json!({"toolsListChanged": true, "promptsListChanged": true}))).await?;
+    let held = Held::open(listen_request(
+        &url,
+        &carol,
+        7,
+        json!({"toolsListChanged": true, "promptsListChanged": true}),
+    ))
+    .await?;
     assert_eq!(held.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let meta = json!({"io.modelcontextprotocol/subscriptionId": 7});
     assert_eq!(
         held.messages(),
-        [json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-            "params": {"notifications": {"toolsListChanged": true}, "_meta": meta}})],
+        [
+            json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": {"toolsListChanged": true}, "_meta": meta}})
+        ],
         "acknowledged first, only what is honored"
     );
     // WHEN she connects through the first
@@ -339,7 +390,13 @@ async fn a_listening_stateless_client_hears_of_the_connection() -> Result<()> {
     let r = listed.result()?;
     let tools = r["tools"].as_array().context("tools")?;
     assert_eq!(names(tools), ["whoami"], "{r}");
-    ensure!(!tools[0]["description"].as_str().unwrap_or_default().contains(NOTE), "{r}");
+    ensure!(
+        !tools[0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(NOTE),
+        "{r}"
+    );
     assert_eq!(r["cacheScope"], "private");
     Ok(())
 }
@@ -367,8 +424,10 @@ async fn unconnected_list_comes_from_the_upstreams_own_list() -> Result<()> {
         .admin(
             Method::POST,
             "/admin/server-groups",
-            Some(json!({"name": "g", "servers": ["tracker"], "members": {"everyone": true},
-                "tool_rules": {"tracker": {"deny": ["whoami"]}}})),
+            Some(
+                json!({"name": "g", "servers": ["tracker"], "members": {"everyone": true},
+                "tool_rules": {"tracker": {"deny": ["whoami"]}}}),
+            ),
         )
         .await?;
     ensure!(s == 201, "{s} {body}");
@@ -378,10 +437,17 @@ async fn unconnected_list_comes_from_the_upstreams_own_list() -> Result<()> {
     let shown = d.tools().await?;
     let mut listed = names(&shown);
     listed.sort();
-    assert_eq!(listed, ["add", "echo"], "the denied tool stays invisible: {shown:?}");
+    assert_eq!(
+        listed,
+        ["add", "echo"],
+        "the denied tool stays invisible: {shown:?}"
+    );
     for t in &shown {
         let text = t["description"].as_str().unwrap_or_default();
-        ensure!(text.starts_with("Needs your own account at 'tracker'"), "{text}");
+        ensure!(
+            text.starts_with("Needs your own account at 'tracker'"),
+            "{text}"
+        );
     }
     // A held stream in this process wakes at once when the token is stored here.
     let held = Held::open(
@@ -414,8 +480,126 @@ async fn unconnected_list_comes_from_the_upstreams_own_list() -> Result<()> {
         "woken in process, not by the poll: {:?}",
         started.elapsed()
     );
-    let mut real = names(&d.tools().await?).into_iter().map(str::to_owned).collect::<Vec<_>>();
+    let mut real = names(&d.tools().await?)
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
     real.sort();
     assert_eq!(real, ["add", "echo"]);
+    Ok(())
+}
+
+/// The journey through the official Python SDK (`tests/clients/connect_journey.py`) in
+/// `mode`, on the second process while the user connects through the first: the lines it
+/// printed, by step.
+async fn python_journey(fx: &Fixture, key: &str, login: &str, mode: &str) -> Result<Vec<Value>> {
+    use tokio::io::AsyncBufReadExt;
+    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").context("python")?;
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/connect_journey.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .args([&fx.other.mcp_url("notes"), key, "whoami"])
+        .env("MCP_MODE", mode)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            let v: Value = serde_json::from_str(&line).with_context(|| line.clone())?;
+            if v["step"] == "ready" {
+                connect(&fx.gw, key, login).await?;
+            }
+            let last = v["step"] == "relisted";
+            seen.push(v);
+            if last {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(90), read)
+        .await
+        .context("the Python client took too long")??;
+    let out = child.wait_with_output().await?;
+    ensure!(
+        out.status.success(),
+        "{mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(seen)
+}
+
+fn step<'a>(seen: &'a [Value], name: &str) -> Result<&'a Value> {
+    seen.iter()
+        .find(|v| v["step"] == name)
+        .with_context(|| format!("no {name} in {seen:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_sees_the_journey_in_legacy_and_default_modes() -> Result<()> {
+    let Some(fx) = fixture(StoreKind::Sqlite).await? else {
+        return Ok(());
+    };
+    // Someone connected before, so the list is there to show.
+    let bob = fx.gw.user_key("bob@example.com").await?;
+    connect(&fx.gw, &bob, "bob").await?;
+    McpClient::connect(&fx.gw.mcp_url("notes"), &bob, SESSION)
+        .await?
+        .tools()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (mode, login) in [("legacy", "alice"), ("auto", "carol")] {
+        let key = fx.gw.user_key(&format!("{login}@example.com")).await?;
+        let seen = python_journey(&fx, &key, login, mode).await?;
+        let listed = &step(&seen, "listed")?["tools"];
+        assert_eq!(listed[0]["name"], "whoami", "{mode}: {seen:?}");
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{mode}: {seen:?}");
+        ensure!(
+            listed[0]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(NOTE),
+            "{mode}: {seen:?}"
+        );
+        let notes = &step(&seen, "notified")?["notes"];
+        let methods: Vec<&str> = notes
+            .as_array()
+            .context("notes")?
+            .iter()
+            .filter_map(|n| n["method"].as_str())
+            .collect();
+        if mode == "legacy" {
+            assert_eq!(step(&seen, "called")?["code"], -32042, "{seen:?}");
+            let id = &step(&seen, "called")?["elicitation_id"];
+            ensure!(
+                methods.contains(&"notifications/tools/list_changed"),
+                "{seen:?}"
+            );
+            let complete = notes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["method"] == "notifications/elicitation/complete")
+                .with_context(|| format!("no elicitation/complete: {seen:?}"))?;
+            assert_eq!(&complete["params"]["elicitationId"], id, "{seen:?}");
+        } else {
+            assert_eq!(step(&seen, "listed")?["protocol"], STATELESS, "{seen:?}");
+            assert_eq!(methods, ["ToolsListChanged"], "{seen:?}");
+        }
+        let relisted = &step(&seen, "relisted")?["tools"];
+        assert_eq!(relisted[0]["name"], "whoami", "{mode}: {seen:?}");
+        ensure!(
+            !relisted[0]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(NOTE),
+            "{mode}: the real list after connecting: {seen:?}"
+        );
+    }
     Ok(())
 }
