@@ -261,7 +261,93 @@ impl Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
+    use crate::store::sqlite::SqliteStore;
+    use crate::testing::ObservedStore;
     use serde_json::json;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    fn server(url: &str) -> McpServer {
+        serde_json::from_value(json!({"name": "notes", "url": url,
+            "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}"},
+            "created_at": 0, "updated_at": 0}))
+        .unwrap()
+    }
+
+    /// Waits for the detached writes to land.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_is_written_only_when_the_list_changed() {
+        let puts = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (p, f) = (puts.clone(), failing.clone());
+        let store: Arc<dyn Store> = Arc::new(ObservedStore::new(
+            Arc::new(SqliteStore::in_memory().unwrap()),
+            move |call| {
+                if call.method == "put_tool_snapshot" {
+                    p.fetch_add(1, Ordering::SeqCst);
+                    if f.load(Ordering::SeqCst) {
+                        return Err(StoreError::Corrupt("down".into()));
+                    }
+                }
+                Ok(())
+            },
+        ));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let snapshots = Arc::new(Snapshots::new(store.clone(), clock));
+        let notes = Arc::new(server("http://up/mcp"));
+        let observer = snapshots.observer(notes.clone());
+        let list = |names: &[&str]| {
+            let tools: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+            json!({"tools": tools}).as_object().unwrap().clone()
+        };
+        // GIVEN a list seen many times THEN one write
+        for _ in 0..5 {
+            observer.observe(&list(&["a", "b"]));
+        }
+        settle().await;
+        assert_eq!(puts.load(Ordering::SeqCst), 1);
+        let stored = store.get_tool_snapshot("notes").await.unwrap().unwrap();
+        assert_eq!(
+            stored.tools,
+            vec![json!({"name": "a"}), json!({"name": "b"})]
+        );
+        // A page (nextCursor) is not the whole list: not kept.
+        let mut page = list(&["a"]);
+        page.insert("nextCursor".into(), json!("2"));
+        observer.observe(&page);
+        settle().await;
+        assert_eq!(puts.load(Ordering::SeqCst), 1);
+        // WHEN it changes THEN one more
+        observer.observe(&list(&["a"]));
+        observer.observe(&list(&["a"]));
+        settle().await;
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
+        // A failed write is tried again with the next list, once it succeeds no more.
+        failing.store(true, Ordering::SeqCst);
+        observer.observe(&list(&["c"]));
+        settle().await;
+        failing.store(false, Ordering::SeqCst);
+        observer.observe(&list(&["c"]));
+        observer.observe(&list(&["c"]));
+        settle().await;
+        assert_eq!(puts.load(Ordering::SeqCst), 4);
+        // Shown for the URL it was taken at only.
+        assert_eq!(
+            snapshots.snapshot(&notes).await,
+            Some(vec![json!({"name": "c"})])
+        );
+        assert_eq!(
+            snapshots.snapshot(&server("http://elsewhere/mcp")).await,
+            None
+        );
+    }
 
     #[test]
     fn the_hash_covers_the_url_and_every_tool() {
