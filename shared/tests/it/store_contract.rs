@@ -1776,5 +1776,30 @@ mod dynamo_layout {
                 .collect::<std::collections::BTreeSet<_>>(),
             ["expires_at", "pk", "sk", "ttl"].into()
         );
+
+        // A tool snapshot: under the TOOLS# prefix the template's IAM for mcp-proxy names,
+        // its JSON text in `doc`, no TTL (it lasts until the list changes).
+        use mcpgw::store::ToolSnapshotStore;
+        use serde_json::json;
+        let snapshot = mcpgw::store::ToolSnapshot {
+            url: "http://up/mcp".into(),
+            tools: vec![json!({"name": "read"})],
+            taken_at: 5,
+        };
+        store.put_tool_snapshot("notes", &snapshot).await.unwrap();
+        let item = raw_item(&c, &table, "TOOLS#notes", "TOOLS").await;
+        let AttributeValue::S(doc) = &item["doc"] else {
+            panic!("doc is text: {item:?}")
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(doc).unwrap(),
+            json!({"url": "http://up/mcp", "tools": [{"name": "read"}], "taken_at": 5})
+        );
+        assert_eq!(
+            item.keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["doc", "pk", "sk"].into()
+        );
     }
 }
