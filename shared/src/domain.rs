@@ -141,6 +141,12 @@ pub enum UpstreamAuth {
         /// server's URL when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resource: Option<String>,
+        /// Callers who have not connected yet are shown the tools the upstream lists to the
+        /// gateway's own client (`client_id` and `client_secret` required), with a machine
+        /// token from the client credentials grant, when no other list is at hand. Only
+        /// tool definitions are read with it: calls always take the caller's own grant.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        list_tools_with_client_credentials: bool,
     },
     /// One machine token for every caller (OAuth2 client credentials grant), cached until it
     /// expires and renewed after an upstream 401. For upstreams that trust the gateway as a
@@ -602,7 +608,24 @@ mod tests {
             r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","scopes":["a"]}"#,
         )
         .unwrap();
-        assert!(matches!(o, UpstreamAuth::OAuth2 { .. }));
+        assert!(matches!(
+            o,
+            UpstreamAuth::OAuth2 {
+                list_tools_with_client_credentials: false,
+                ..
+            }
+        ));
+        // Written only when set, so existing records read and write as before.
+        assert!(!serde_json::to_string(&o).unwrap().contains("list_tools"));
+        let listed: UpstreamAuth = serde_json::from_str(
+            r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","list_tools_with_client_credentials":true}"#,
+        )
+        .unwrap();
+        assert!(
+            serde_json::to_string(&listed)
+                .unwrap()
+                .contains("\"list_tools_with_client_credentials\":true")
+        );
         assert!(serde_json::from_str::<UpstreamAuth>(r#"{"type":"magic"}"#).is_err());
         assert!(
             serde_json::from_str::<UpstreamAuth>(r#"{"type":"header","headers":{"A":"plain"}}"#)

@@ -185,8 +185,15 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
             issuer,
             extra_params,
             resource,
-            ..
+            list_tools_with_client_credentials,
         } => {
+            if *list_tools_with_client_credentials
+                && (client_id.is_none() || client_secret.is_none())
+            {
+                return Err(invalid(
+                    "auth.list_tools_with_client_credentials needs auth.client_id and auth.client_secret",
+                ));
+            }
             match client_id {
                 Some(id) if id.is_empty() || id.len() > 512 => {
                     return Err(invalid("auth.client_id must be 1 to 512 characters"));
@@ -259,6 +266,7 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
                 issuer: issuer.clone(),
                 extra_params: Default::default(),
                 resource: resource.clone(),
+                list_tools_with_client_credentials: false,
             },
             egress,
         ),

@@ -10,10 +10,14 @@
 //!    of [`READ_TTL`];
 //! 2. the upstream's own answer to an unauthenticated `tools/list` (no credential at all),
 //!    bounded by [`ANONYMOUS_TIMEOUT`] and cached for [`ANONYMOUS_TTL`], failures too, so an
-//!    upstream that refuses it is asked at most that often.
+//!    upstream that refuses it is asked at most that often;
+//! 3. for an `oauth2` server whose admin set `list_tools_with_client_credentials`, the list
+//!    the upstream gives the gateway's own client with a machine token (client credentials
+//!    grant), bounded and cached the same way.
 //!
-//! Neither holds anything of a user's: a snapshot is the upstream's tool definitions only,
-//! and the unauthenticated list is what anyone could get. Both are unfiltered here; the
+//! None holds anything of a user's: a snapshot is the upstream's tool definitions only,
+//! the unauthenticated list is what anyone could get, and the machine token is the
+//! gateway's. Both are unfiltered here; the
 //! caller's access policy is applied by whoever shows them, exactly as to a relayed list.
 
 use std::collections::HashMap;
@@ -42,6 +46,8 @@ const MAX_SERVERS: usize = 4096;
 /// The bridged-session slot name of the unauthenticated listing: no principal is named so
 /// (principals are emails or `service:` names).
 const NOBODY: &str = "\u{0}anonymous";
+/// The slot of the listing with the gateway's machine token.
+const MACHINE: &str = "\u{0}machine";
 
 type Timed<T> = Mutex<HashMap<String, (Instant, T)>>;
 
@@ -187,38 +193,53 @@ impl Snapshots {
         snapshot.filter(|s| s.url == server.url).map(|s| s.tools)
     }
 
-    /// The upstream's answer to `tools/list` without any credential, through its cache.
+    /// The upstream's answer to `tools/list` without the caller's credential (`machine`:
+    /// with the gateway's machine token, else with none), through its cache.
     async fn anonymous(
         &self,
         upstreams: &Arc<Upstreams>,
         server: &Arc<McpServer>,
+        machine: bool,
     ) -> Option<Vec<Value>> {
-        let key = format!("{}\n{}", server.name, server.url);
+        let key = format!("{}\n{}\n{machine}", server.name, server.url);
         if let Some((_, tools)) = lock(&self.anonymous)
             .get(&key)
             .filter(|(at, _)| at.elapsed() < ANONYMOUS_TTL)
         {
             return tools.clone();
         }
-        let up = Upstream {
-            server: server.clone(),
-            service: upstreams.clone(),
-            credentials: Credentials::none(),
-            deadline: tokio::time::Instant::now() + ANONYMOUS_TIMEOUT,
-        };
-        let listed =
-            match tokio::time::timeout(ANONYMOUS_TIMEOUT, client::list_tools(&up, NOBODY)).await {
-                Ok(Ok(tools)) => Some(tools),
-                Ok(Err(e)) => {
-                    tracing::debug!(server = %server.name, error = %error_chain(&e),
-                        "no unauthenticated tool list");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(server = %server.name, "unauthenticated tool list timed out");
-                    None
-                }
+        let listing = async {
+            let (credentials, slot) = if machine {
+                let c = Credentials::machine(&upstreams.grants, server)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                (c, MACHINE)
+            } else {
+                (Credentials::none(), NOBODY)
             };
+            let up = Upstream {
+                server: server.clone(),
+                service: upstreams.clone(),
+                credentials,
+                deadline: tokio::time::Instant::now() + ANONYMOUS_TIMEOUT,
+            };
+            client::list_tools(&up, slot)
+                .await
+                .map_err(|e| error_chain(&e))
+        };
+        let listed = match tokio::time::timeout(ANONYMOUS_TIMEOUT, listing).await {
+            Ok(Ok(tools)) => Some(tools),
+            Ok(Err(e)) => {
+                tracing::debug!(server = %server.name, machine, error = %e,
+                    "no tool list without the caller's credential");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(server = %server.name, machine,
+                    "tool list without the caller's credential timed out");
+                None
+            }
+        };
         let mut map = lock(&self.anonymous);
         bounded(&mut map);
         map.insert(key, (Instant::now(), listed.clone()));
@@ -226,7 +247,8 @@ impl Snapshots {
     }
 
     /// The tools of `server` the gateway can list without the caller's credential: the
-    /// snapshot, else the upstream's unauthenticated list, else none. Unfiltered.
+    /// snapshot, else the upstream's unauthenticated list, else the list with the machine
+    /// token where the admin allowed it, else none. Unfiltered.
     pub async fn unconnected(
         &self,
         upstreams: &Arc<Upstreams>,
@@ -235,7 +257,20 @@ impl Snapshots {
         if let Some(tools) = self.snapshot(server).await {
             return tools;
         }
-        self.anonymous(upstreams, server).await.unwrap_or_default()
+        if let Some(tools) = self.anonymous(upstreams, server, false).await {
+            return tools;
+        }
+        let machine = matches!(
+            server.auth,
+            crate::domain::UpstreamAuth::OAuth2 {
+                list_tools_with_client_credentials: true,
+                ..
+            }
+        );
+        if machine && let Some(tools) = self.anonymous(upstreams, server, true).await {
+            return tools;
+        }
+        Vec::new()
     }
 }
 

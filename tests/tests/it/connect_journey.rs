@@ -603,3 +603,89 @@ async fn the_python_sdk_sees_the_journey_in_legacy_and_default_modes() -> Result
     }
     Ok(())
 }
+
+/// An `oauth2` server whose admin allowed it: with no snapshot and no unauthenticated list,
+/// a caller not connected yet is shown what the upstream lists to the gateway's own client
+/// (a machine token from the client credentials grant), marked and filtered; calls still
+/// need the caller's own grant. The setting needs a configured client and secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn unconnected_list_comes_from_the_client_credentials_path_where_allowed() -> Result<()> {
+    let Some(peers) = e2e::oauth_peers::start("600", &[]).await? else {
+        return Ok(());
+    };
+    let (s, reg) = call_json(
+        Method::POST,
+        &format!("{}/reg", peers.issuer),
+        None,
+        Some(json!({
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+            "response_types": ["code"],
+            "redirect_uris": ["http://127.0.0.1:9/oauth/callback/crm"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "scope": "mcp:read"})),
+    )
+    .await?;
+    ensure!(s == 201, "client registration: {s} {reg}");
+    let client_id = reg["client_id"].as_str().context("client_id")?;
+    let secret = reg["client_secret"].as_str().context("client_secret")?;
+    let gw = TestGateway::start(StoreKind::Sqlite, &[("MCPGW_SECRET_CRM", secret)]).await?;
+    // The setting without a secret is refused.
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/servers",
+            Some(json!({"name": "crm", "url": peers.upstream,
+                "auth": {"type": "oauth2", "client_id": client_id,
+                         "list_tools_with_client_credentials": true}})),
+        )
+        .await?;
+    assert_eq!(
+        (s, &body["error"]["code"]),
+        (422, &json!("invalid_field")),
+        "{body}"
+    );
+    for (name, allowed) in [("crm", true), ("crm-plain", false)] {
+        let (s, body) = gw
+            .admin(
+                Method::POST,
+                "/admin/servers",
+                Some(json!({"name": name, "url": peers.upstream,
+                    "auth": {"type": "oauth2", "client_id": client_id,
+                             "client_secret": "secret://crm", "scopes": ["mcp:read"],
+                             "list_tools_with_client_credentials": allowed}})),
+            )
+            .await?;
+        ensure!(s == 201, "{name}: {s} {body}");
+    }
+    let (s, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/server-groups",
+            Some(
+                json!({"name": "g", "servers": ["crm", "crm-plain"], "members": {"everyone": true},
+                "tool_rules": {"crm": {"deny": ["distrust_*"]}}}),
+            ),
+        )
+        .await?;
+    ensure!(s == 201, "{s} {body}");
+    let alice = gw.user_key("alice@example.com").await?;
+    let mut a = McpClient::connect(&gw.mcp_url("crm"), &alice, SESSION).await?;
+    let shown = a.tools().await?;
+    assert_eq!(names(&shown), ["whoami"], "{shown:?}");
+    let text = shown[0]["description"].as_str().unwrap_or_default();
+    ensure!(
+        text.starts_with("Needs your own account at 'crm'"),
+        "{text}"
+    );
+    // Calls still take her own grant.
+    let called = a.call_tool("whoami", json!({})).await?;
+    ensure!(
+        called.raw.contains("/oauth/connect/crm?link="),
+        "{}",
+        called.raw
+    );
+    // Without the setting, nothing is listed with the gateway's client.
+    let mut p = McpClient::connect(&gw.mcp_url("crm-plain"), &alice, SESSION).await?;
+    assert_eq!(p.tools().await?, Vec::<Value>::new());
+    Ok(())
+}
