@@ -128,6 +128,16 @@ impl Drop for Held {
     }
 }
 
+/// A session-era client's GET stream request.
+fn get_stream(url: &str, key: &str, session: &str) -> reqwest::RequestBuilder {
+    http()
+        .get(url)
+        .bearer_auth(key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", SESSION)
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -255,15 +265,7 @@ async fn held_stream_hears_of_the_connection(store: StoreKind) -> Result<()> {
         .to_owned();
     // AND its GET stream held there
     let sid = a.session().context("a session")?.to_owned();
-    let held = Held::open(
-        http()
-            .get(&url)
-            .bearer_auth(&alice)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &sid)
-            .header("mcp-protocol-version", SESSION),
-    )
-    .await?;
+    let held = Held::open(get_stream(&url, &alice, &sid)).await?;
     assert_eq!(held.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     ensure!(
@@ -450,15 +452,7 @@ async fn unconnected_list_comes_from_the_upstreams_own_list() -> Result<()> {
         );
     }
     // A held stream in this process wakes at once when the token is stored here.
-    let held = Held::open(
-        http()
-            .get(&url)
-            .bearer_auth(&dave)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", d.session().context("session")?)
-            .header("mcp-protocol-version", SESSION),
-    )
-    .await?;
+    let held = Held::open(get_stream(&url, &dave, d.session().context("session")?)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let (s, _) = call_json(
