@@ -52,6 +52,40 @@ impl From<GetError> for FetchError {
     }
 }
 
+/// The identity scopes the gateway reads from a login (subject, email, groups): what it
+/// advertises for a provider without configured `scopes`, where the provider lists them.
+pub const IDENTITY_SCOPES: [&str; 4] = ["openid", "profile", "email", "groups"];
+/// How long a provider's discovered `scopes_supported` is used before it is read again.
+const SCOPES_TTL: Duration = Duration::from_secs(3600);
+
+/// The scopes advertised for `config` given the `scopes_supported` its metadata listed
+/// (`None`: not known): the configured `scopes`, else the [`IDENTITY_SCOPES`] the provider
+/// lists, and always the `required_scopes` (a token without them is refused anyway).
+pub fn advertised(config: &IdentityProvider, discovered: Option<&[String]>) -> Vec<String> {
+    let mut scopes: Vec<String> = if config.scopes.is_empty() {
+        IDENTITY_SCOPES
+            .iter()
+            .filter(|s| discovered.is_some_and(|d| d.iter().any(|x| x == *s)))
+            .map(|s| (*s).to_owned())
+            .collect()
+    } else {
+        config.scopes.clone()
+    };
+    scopes.extend(config.required_scopes.iter().cloned());
+    scopes.retain(|s| crate::domain::is_scope_token(s));
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
+/// The provider's discovered `scopes_supported`, behind its own lock.
+#[derive(Default)]
+struct DiscoveredScopes {
+    scopes: Option<Arc<Vec<String>>>,
+    fetched_at: Option<Instant>,
+    failed_at: Option<Instant>,
+}
+
 /// Fetch bookkeeping, behind the fetch lock.
 #[derive(Default)]
 struct Keys {
@@ -70,6 +104,8 @@ pub struct Provider {
     keys: Mutex<Keys>,
     refetch_interval: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    /// Read only when no `scopes` are configured ([`Provider::advertised_scopes`]).
+    discovered_scopes: Mutex<DiscoveredScopes>,
 }
 
 impl Provider {
@@ -80,7 +116,38 @@ impl Provider {
             keys: Mutex::default(),
             refetch_interval: REFETCH_INTERVAL,
             fetches: Default::default(),
+            discovered_scopes: Mutex::default(),
         }
+    }
+
+    /// The scopes MCP clients are told to ask this provider for ([`advertised`]). Without
+    /// configured `scopes` they come from the provider's metadata, read once an hour (after a
+    /// failure, not again for [`RETRY_AFTER_FAILURE`]: a challenge must stay quick while the
+    /// provider is down, and then names only the required scopes).
+    pub async fn advertised_scopes(&self, http: &reqwest::Client) -> Vec<String> {
+        if !self.config.scopes.is_empty() {
+            return advertised(&self.config, None);
+        }
+        let mut cache = self.discovered_scopes.lock().await;
+        let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < SCOPES_TTL);
+        let backing_off = cache
+            .failed_at
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
+        if !fresh && !backing_off {
+            match discover_scopes(http, &self.config.issuer).await {
+                Ok(scopes) => {
+                    cache.scopes = Some(Arc::new(scopes));
+                    cache.fetched_at = Some(Instant::now());
+                    cache.failed_at = None;
+                }
+                Err(e) => {
+                    tracing::info!(issuer = %self.config.issuer, error = %crate::http::error_chain(&e),
+                        "identity provider metadata unavailable; advertising its required scopes only");
+                    cache.failed_at = Some(Instant::now());
+                }
+            }
+        }
+        advertised(&self.config, cache.scopes.as_deref().map(Vec::as_slice))
     }
 
     /// JWKS requests made so far (tests and benchmarks check the refetch bound with it).
@@ -193,6 +260,24 @@ async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<Strin
         .ok_or(FetchError::Invalid("metadata has no jwks_uri"))
 }
 
+/// The provider's `scopes_supported` from its metadata (as for the JWKS location); absent or
+/// not a list of strings reads as none.
+async fn discover_scopes(http: &reqwest::Client, issuer: &str) -> Result<Vec<String>, FetchError> {
+    let meta =
+        oauth_metadata::issuer_metadata(http, Kind::TokenIssuer, issuer, Some(FETCH_TIMEOUT))
+            .await?;
+    Ok(meta
+        .field("scopes_supported")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Every configured provider, by issuer.
 pub struct Providers {
     store: Arc<dyn Store>,
@@ -292,5 +377,127 @@ impl Providers {
             map: map.clone(),
         });
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> IdentityProvider {
+        let mut doc = json!({"name": "corp", "issuer": "https://idp.example.com"});
+        doc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn advertised_scopes_are_the_identity_scopes_the_provider_lists_plus_the_required_ones() {
+        // GIVEN a provider listing many scopes, some of them none of the gateway's business
+        let listed = strings(&[
+            "openid",
+            "email",
+            "offline_access",
+            "okta.users.manage",
+            "groups",
+        ]);
+        // WHEN nothing is configured THEN only the identity scopes it lists are advertised
+        let plain = config(json!({}));
+        assert_eq!(
+            advertised(&plain, Some(&listed)),
+            strings(&["email", "groups", "openid"])
+        );
+        // AND the required scopes always are, even when the metadata is unknown
+        let required = config(json!({"required_scopes": ["mcp:use"]}));
+        assert_eq!(advertised(&required, None), strings(&["mcp:use"]));
+        assert_eq!(
+            advertised(&required, Some(&listed)),
+            strings(&["email", "groups", "mcp:use", "openid"])
+        );
+        // AND configured scopes replace the discovered ones
+        let configured = config(json!({"scopes": ["api://gw/mcp", "openid"],
+            "required_scopes": ["mcp:use", "bad\"scope"]}));
+        assert_eq!(
+            advertised(&configured, Some(&listed)),
+            strings(&["api://gw/mcp", "mcp:use", "openid"]),
+            "a required scope that is no scope token never reaches a header"
+        );
+        // AND a provider listing none of them and requiring none gets nothing advertised
+        assert!(advertised(&plain, Some(&strings(&["read"]))).is_empty());
+    }
+
+    #[test]
+    fn configured_scopes_must_be_scope_tokens() {
+        for bad in ["", "two words", "quo\"te", "back\\slash", "tab\t", "é"] {
+            assert!(
+                config(json!({"scopes": [bad]})).validate().is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            config(json!({"scopes": ["openid", "api://gw/.default"]}))
+                .validate()
+                .is_ok()
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+        assert!(config(json!({ "scopes": many })).validate().is_err());
+    }
+
+    /// A provider's metadata on loopback listing `scopes`, counting how often it is read.
+    async fn idp(scopes: serde_json::Value) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (h, iss) = (hits.clone(), issuer.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                let doc = json!({"issuer": iss.clone(), "jwks_uri": format!("{iss}/jwks"),
+                    "scopes_supported": scopes.clone()});
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (issuer, hits)
+    }
+
+    #[tokio::test]
+    async fn discovered_scopes_are_read_once_and_an_unreachable_provider_advertises_quickly() {
+        crate::crypto::install_tls_provider();
+        let http = reqwest::Client::new();
+        // GIVEN a provider whose metadata lists identity scopes and others
+        let (issuer, hits) = idp(json!(["openid", "profile", "email", "mcp:read"])).await;
+        let p = Provider::new(config(json!({"issuer": issuer})));
+        // WHEN its scopes are asked for twice
+        let first = p.advertised_scopes(&http).await;
+        let second = p.advertised_scopes(&http).await;
+        // THEN they are the identity scopes it lists, read from its metadata once
+        assert_eq!(first, strings(&["email", "openid", "profile"]));
+        assert_eq!(second, first);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // GIVEN a provider that cannot be reached (nothing listens there)
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let p = Provider::new(config(
+            json!({"issuer": issuer, "required_scopes": ["mcp:use"]}),
+        ));
+        // THEN only its required scopes are advertised, and the failure is not retried at once
+        let started = Instant::now();
+        assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
+        assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
+        assert!(started.elapsed() < FETCH_TIMEOUT);
+        assert!(p.discovered_scopes.lock().await.failed_at.is_some());
     }
 }
