@@ -377,8 +377,6 @@ fn every_row_has_a_test() {
 struct Fixture {
     gw: TestGateway,
     key: String,
-    /// The user the key belongs to (`login` at the upstream's provider).
-    user: &'static str,
     /// The `oauth2` server's own provider and upstream, when the row connects.
     _oauth: Option<e2e::oauth_peers::Peers>,
     node_modules: String,
@@ -445,34 +443,40 @@ async fn fixture(row: &Row) -> Result<Option<Fixture>> {
         ensure!(s == 201, "registering the identity provider: {s} {b}");
     }
     gw.admit_everyone("everyone", &servers).await?;
-    let user = "alice";
-    let key = gw.user_key(&format!("{user}@example.com")).await?;
+    let key = gw.user_key("alice@example.com").await?;
     Ok(Some(Fixture {
         gw,
         key,
-        user,
         _oauth: oauth,
         node_modules,
         python,
     }))
 }
 
+/// Runs every check of `row` (a failing one does not hide the others) and fails naming each
+/// failing cell.
 async fn run_row(row: &Row) -> Result<()> {
     let Some(fx) = fixture(row).await? else {
         return Ok(());
     };
     let label = format!("{:?} {} {:?}", row.client, row.mode, row.auth);
+    let mut failed = Vec::new();
     for check in row.checks {
         let started = Instant::now();
-        run_check(&fx, row, *check)
-            .await
-            .with_context(|| format!("{label}: {}", check.describe()))?;
-        eprintln!(
-            "[clients] {label}: {} ok in {:.1} s",
-            check.describe(),
-            started.elapsed().as_secs_f64()
-        );
+        let outcome = run_check(&fx, row, *check).await;
+        let took = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => eprintln!("[clients] {label}: {} ok in {took:.1} s", check.describe()),
+            Err(e) => {
+                eprintln!(
+                    "[clients] {label}: {} FAILED in {took:.1} s",
+                    check.describe()
+                );
+                failed.push(format!("{label}: {}: {e:#}", check.describe()));
+            }
+        }
     }
+    ensure!(failed.is_empty(), "{}", failed.join("\n\n"));
     Ok(())
 }
 
@@ -557,8 +561,12 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
             );
         }
         Check::Connect { url_elicitation } => {
+            // Each connect check starts unconnected: its own user.
+            let user = if url_elicitation { "carol" } else { "dave" };
+            let key = fx.gw.user_key(&format!("{user}@example.com")).await?;
             let options = Options {
                 url_elicitation,
+                token: Some(key),
                 ..Options::default()
             };
             // GIVEN the user has not connected the oauth2 server: the call answers the link
@@ -574,7 +582,7 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
                 );
             }
             // WHEN the user opens it and logs in at the provider
-            let seen = e2e::oauth_peers::browse(&link, "", fx.user).await?;
+            let seen = e2e::oauth_peers::browse(&link, "", user).await?;
             ensure!(seen["status"] == 200, "the connect: {seen}");
             // THEN the same call reaches the upstream with the user's own token
             let after = client_run(fx, row, NOTES, &options, &[("whoami", json!({}))]).await?;
@@ -583,7 +591,7 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
             ensure!(
                 after.calls.first().is_some_and(|c| c["is_error"] == false)
                     && text.contains("sub")
-                    && text.contains(fx.user),
+                    && text.contains(user),
                 "after connecting, whoami: {}",
                 after.raw
             );
@@ -607,6 +615,8 @@ fn connect_link(gw: &TestGateway, raw: &str) -> Option<String> {
 struct Options {
     roots: bool,
     url_elicitation: bool,
+    /// An API key other than the fixture's (bearer rows).
+    token: Option<String>,
 }
 
 /// Runs the row's client against `endpoint`: lists the tools and makes `calls`.
@@ -619,7 +629,7 @@ async fn client_run(
 ) -> Result<Outcome> {
     let url = fx.gw.mcp_url(endpoint);
     let token = match row.auth {
-        Auth::Bearer => fx.key.clone(),
+        Auth::Bearer => options.token.clone().unwrap_or_else(|| fx.key.clone()),
         Auth::OAuthFromUrl => String::new(),
     };
     let home = tempfile::tempdir()?;
@@ -699,6 +709,8 @@ fn client_env(cmd: &mut tokio::process::Command, fx: &Fixture, home: &Path) {
     cmd.current_dir(home)
         .env("HOME", home)
         .env("BROWSER", fake_browser())
+        // Returns at once like a real browser (some clients wait for it before they listen).
+        .env("FAKE_BROWSER_DETACH", "1")
         .env("MCPGW_TEST_NODE_MODULES", &fx.node_modules)
         // The Inspector opens the browser only with a TTY, or when forced.
         .env("MCP_AUTO_OPEN_ENABLED", "true")
@@ -715,18 +727,32 @@ fn client_env(cmd: &mut tokio::process::Command, fx: &Fixture, home: &Path) {
     }
 }
 
-/// Runs a client to its end within [`CLIENT_TIMEOUT`]; its stdout (stderr on failure).
+/// Runs a client to its end within [`CLIENT_TIMEOUT`]; its stdout. A client that printed
+/// nothing, or did not end, fails with the tail of its stderr.
 async fn run(mut cmd: tokio::process::Command, fx: &Fixture, home: &Path) -> Result<String> {
     client_env(&mut cmd, fx, home);
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
-        .await
-        .with_context(|| format!("the client did not finish in {CLIENT_TIMEOUT:?}"))??;
+    let log = home.join(format!("stderr-{}.log", mcpgw::crypto::random_token(4)));
+    cmd.stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?);
+    let child = cmd.spawn().context("starting the client")?;
+    let stderr = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let out = match tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out?,
+        Err(_) => bail!(
+            "the client did not finish in {CLIENT_TIMEOUT:?}; its stderr:\n{}",
+            stderr()
+        ),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
         !stdout.trim().is_empty(),
-        "the client printed nothing ({}): {}",
+        "the client exited ({}) with no result; its stderr:\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        stderr()
     );
     Ok(stdout)
 }
