@@ -6,7 +6,8 @@ SPEC: {"client": "mcp" | "fastmcp", "url", "token" (may be ""), "mode": "auto" |
        "roots": bool (declare roots and answer roots/list with one root),
        "elicitation": bool (declare elicitation, URL mode included; URLs asked for are
                             recorded and declined),
-       "oauth": bool (fastmcp only: log in from the URL alone, its browser is $BROWSER),
+       "oauth": bool (log in from the URL alone with the client's own OAuth; the browser is
+                      $BROWSER),
        "calls": [{"name", "arguments"}]}
 Lists the tools, makes the calls in order, and prints one JSON object on its last stdout line:
   {"protocol", "tools": [names], "calls": [{"is_error", "content": [texts], "error": {code,
@@ -59,7 +60,8 @@ async def run_mcp(spec: dict, out: dict) -> None:
     if spec.get("elicitation"):
         kwargs["elicitation_callback"] = elicit
     headers = {"Authorization": f"Bearer {spec['token']}"} if spec.get("token") else {}
-    async with create_mcp_http_client(headers=headers) as http:
+    auth = await sdk_oauth(spec["url"]) if spec.get("oauth") else None
+    async with create_mcp_http_client(headers=headers, auth=auth) as http:
         async with Client(streamable_http_client(spec["url"], http_client=http),
                           mode=spec.get("mode", "auto"), read_timeout_seconds=TIMEOUT,
                           **kwargs) as client:
@@ -74,6 +76,61 @@ async def run_mcp(spec: dict, out: dict) -> None:
                 except Exception as e:  # noqa: BLE001 - recorded for the test to judge
                     out["calls"].append({"is_error": True, "content": [], "error": error_of(e),
                                          "seconds": time.monotonic() - started})
+
+
+async def sdk_oauth(url: str):
+    """The SDK's own OAuth (discovery from the URL, registration, PKCE) with tokens in memory,
+    a loopback callback, and $BROWSER (tests/peers/fake-browser.sh) as the user's browser."""
+    import os
+    import subprocess
+    from urllib.parse import parse_qs, urlsplit
+
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    class Memory:
+        tokens = client = None
+
+        async def get_tokens(self):
+            return self.tokens
+
+        async def set_tokens(self, tokens):
+            self.tokens = tokens
+
+        async def get_client_info(self):
+            return self.client
+
+        async def set_client_info(self, info):
+            self.client = info
+
+    arrived: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def on_callback(reader, writer):
+        line = (await reader.readline()).decode()
+        query = parse_qs(urlsplit(line.split(" ")[1]).query)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone")
+        await writer.drain()
+        writer.close()
+        if "code" in query and not arrived.done():
+            arrived.set_result(query)
+
+    server = await asyncio.start_server(on_callback, "127.0.0.1", 0)
+    redirect = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/callback"
+
+    async def open_browser(authorization_url: str) -> None:
+        subprocess.Popen([os.environ["BROWSER"], authorization_url], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def wait_callback() -> AuthorizationCodeResult:
+        q = await asyncio.wait_for(arrived, TIMEOUT)
+        return AuthorizationCodeResult(code=q["code"][0], state=q.get("state", [None])[0],
+                                       iss=q.get("iss", [None])[0])
+
+    metadata = OAuthClientMetadata(client_name="mcpgw-matrix-python", redirect_uris=[redirect],
+                                   grant_types=["authorization_code", "refresh_token"],
+                                   response_types=["code"], token_endpoint_auth_method="none")
+    return OAuthClientProvider(url, metadata, Memory(), redirect_handler=open_browser,
+                               callback_handler=wait_callback)
 
 
 async def run_fastmcp(spec: dict, out: dict) -> None:
