@@ -57,6 +57,8 @@ impl From<GetError> for FetchError {
 pub const IDENTITY_SCOPES: [&str; 4] = ["openid", "profile", "email", "groups"];
 /// How long a provider's discovered `scopes_supported` is used before it is read again.
 const SCOPES_TTL: Duration = Duration::from_secs(3600);
+/// Bound on reading them: the request that does waits at most this long for its 401.
+const SCOPES_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The scopes advertised for `config` given the `scopes_supported` its metadata listed
 /// (`None`: not known): the configured `scopes`, else the [`IDENTITY_SCOPES`] the provider
@@ -78,14 +80,8 @@ pub fn advertised(config: &IdentityProvider, discovered: Option<&[String]>) -> V
     scopes
 }
 
-/// The provider's discovered `scopes_supported`, behind its own lock.
-#[derive(Default)]
-struct DiscoveredScopes {
-    scopes: Option<Arc<Vec<String>>>,
-    fetched_at: Option<Instant>,
-    failed_at: Option<Instant>,
-}
-
+/// The provider's discovered `scopes_supported`, read without waiting for any fetch.
+type ScopesRead = std::sync::RwLock<Option<(Instant, Arc<Vec<String>>)>>;
 /// Fetch bookkeeping, behind the fetch lock.
 #[derive(Default)]
 struct Keys {
@@ -104,8 +100,10 @@ pub struct Provider {
     keys: Mutex<Keys>,
     refetch_interval: Duration,
     fetches: std::sync::atomic::AtomicU64,
-    /// Read only when no `scopes` are configured ([`Provider::advertised_scopes`]).
-    discovered_scopes: Mutex<DiscoveredScopes>,
+    /// Read only when no `scopes` are configured ([`Provider::advertised_scopes`]): the last
+    /// list read, and the fetch lock holding when the last fetch failed.
+    discovered_scopes: ScopesRead,
+    scopes_fetch: Mutex<Option<Instant>>,
 }
 
 impl Provider {
@@ -116,38 +114,62 @@ impl Provider {
             keys: Mutex::default(),
             refetch_interval: REFETCH_INTERVAL,
             fetches: Default::default(),
-            discovered_scopes: Mutex::default(),
+            discovered_scopes: Default::default(),
+            scopes_fetch: Mutex::default(),
         }
     }
 
     /// The scopes MCP clients are told to ask this provider for ([`advertised`]). Without
-    /// configured `scopes` they come from the provider's metadata, read once an hour (after a
-    /// failure, not again for [`RETRY_AFTER_FAILURE`]: a challenge must stay quick while the
-    /// provider is down, and then names only the required scopes).
+    /// configured `scopes` they come from the provider's metadata, read once an hour. A 401
+    /// must stay quick whatever the provider does: only one request fetches (bounded by
+    /// [`SCOPES_FETCH_TIMEOUT`]); others answer meanwhile with what was read before (or the
+    /// required scopes only), and after a failure nothing is fetched for
+    /// [`RETRY_AFTER_FAILURE`].
     pub async fn advertised_scopes(&self, http: &reqwest::Client) -> Vec<String> {
         if !self.config.scopes.is_empty() {
             return advertised(&self.config, None);
         }
-        let mut cache = self.discovered_scopes.lock().await;
-        let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < SCOPES_TTL);
-        let backing_off = cache
-            .failed_at
-            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
-        if !fresh && !backing_off {
-            match discover_scopes(http, &self.config.issuer).await {
-                Ok(scopes) => {
-                    cache.scopes = Some(Arc::new(scopes));
-                    cache.fetched_at = Some(Instant::now());
-                    cache.failed_at = None;
-                }
-                Err(e) => {
-                    tracing::info!(issuer = %self.config.issuer, error = %crate::http::error_chain(&e),
-                        "identity provider metadata unavailable; advertising its required scopes only");
-                    cache.failed_at = Some(Instant::now());
-                }
+        let known = || {
+            self.discovered_scopes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let last = known();
+        if let Some((at, scopes)) = &last
+            && at.elapsed() < SCOPES_TTL
+        {
+            return advertised(&self.config, Some(scopes));
+        }
+        let Ok(mut failed_at) = self.scopes_fetch.try_lock() else {
+            return advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()));
+        };
+        // Another request may have fetched while this one looked.
+        if let Some((at, scopes)) = known()
+            && at.elapsed() < SCOPES_TTL
+        {
+            return advertised(&self.config, Some(&scopes));
+        }
+        if failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE) {
+            return advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()));
+        }
+        match discover_scopes(http, &self.config.issuer).await {
+            Ok(scopes) => {
+                let scopes = Arc::new(scopes);
+                *self
+                    .discovered_scopes
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), scopes.clone()));
+                *failed_at = None;
+                advertised(&self.config, Some(&scopes))
+            }
+            Err(e) => {
+                tracing::info!(issuer = %self.config.issuer, error = %crate::http::error_chain(&e),
+                    "identity provider metadata unavailable; advertising the scopes read before");
+                *failed_at = Some(Instant::now());
+                advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()))
             }
         }
-        advertised(&self.config, cache.scopes.as_deref().map(Vec::as_slice))
     }
 
     /// JWKS requests made so far (tests and benchmarks check the refetch bound with it).
@@ -263,9 +285,13 @@ async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<Strin
 /// The provider's `scopes_supported` from its metadata (as for the JWKS location); absent or
 /// not a list of strings reads as none.
 async fn discover_scopes(http: &reqwest::Client, issuer: &str) -> Result<Vec<String>, FetchError> {
-    let meta =
-        oauth_metadata::issuer_metadata(http, Kind::TokenIssuer, issuer, Some(FETCH_TIMEOUT))
-            .await?;
+    let meta = oauth_metadata::issuer_metadata(
+        http,
+        Kind::TokenIssuer,
+        issuer,
+        Some(SCOPES_FETCH_TIMEOUT),
+    )
+    .await?;
     Ok(meta
         .field("scopes_supported")
         .and_then(serde_json::Value::as_array)
@@ -497,7 +523,34 @@ mod tests {
         let started = Instant::now();
         assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
         assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
-        assert!(started.elapsed() < FETCH_TIMEOUT);
-        assert!(p.discovered_scopes.lock().await.failed_at.is_some());
+        assert!(started.elapsed() < SCOPES_FETCH_TIMEOUT);
+        assert!(p.scopes_fetch.lock().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_never_answers_delays_one_challenge_at_most_the_fetch_bound() {
+        crate::crypto::install_tls_provider();
+        let http = reqwest::Client::new();
+        // GIVEN a provider that accepts connections and never answers
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", hung.local_addr().unwrap());
+        let p = Arc::new(Provider::new(config(
+            json!({"issuer": issuer, "required_scopes": ["mcp:use"]}),
+        )));
+        // WHEN two challenges need its scopes at once
+        let started = Instant::now();
+        let (a, b) = (p.clone(), p.clone());
+        let (h1, h2) = (http.clone(), http.clone());
+        let first = tokio::spawn(async move { (a.advertised_scopes(&h1).await, Instant::now()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (second, second_at) = (b.advertised_scopes(&h2).await, Instant::now());
+        let (first, first_at) = first.await.unwrap();
+        // THEN the one that did not fetch answered at once, the other within the bound, and
+        // both with the required scopes
+        assert_eq!(first, strings(&["mcp:use"]));
+        assert_eq!(second, strings(&["mcp:use"]));
+        assert!(second_at - started < Duration::from_millis(500));
+        assert!(first_at - started < SCOPES_FETCH_TIMEOUT + Duration::from_secs(1));
+        drop(hung);
     }
 }
