@@ -626,6 +626,14 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
                     "the link did not come as a URL elicitation: {}",
                     before.raw
                 );
+                // A client that declined (the driver does) is not asked again and again: the
+                // call ends, with the link, after one round.
+                ensure!(
+                    before.elicited.len() <= 1,
+                    "declined, the URL elicitation was asked {} times: {}",
+                    before.elicited.len(),
+                    before.raw
+                );
             }
             // WHEN the user opens it and logs in at the provider
             let seen = e2e::oauth_peers::browse(&link, "", user).await?;
