@@ -601,6 +601,12 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
             );
         }
         Check::Connect { url_elicitation } => {
+            if row.client == Client::InspectorCli {
+                // The Inspector calls only tools it has listed: the journey needs a list
+                // before the user connects, which the gateway can give once anyone has
+                // connected (the admin's cached list): a colleague did, earlier.
+                colleague_connected(fx).await?;
+            }
             // Each connect check starts unconnected: its own user.
             let user = if url_elicitation { "carol" } else { "dave" };
             let key = fx.gw.user_key(&format!("{user}@example.com")).await?;
@@ -651,6 +657,27 @@ async fn run_check(fx: &Fixture, row: &Row, check: Check) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Another user ("erin") connects the `oauth2` server and lists its tools, with the test's
+/// own raw client: what a team's first user leaves behind.
+async fn colleague_connected(fx: &Fixture) -> Result<()> {
+    use e2e::mcp::{McpClient, SESSION};
+    let key = fx.gw.user_key("erin@example.com").await?;
+    let url = fx.gw.mcp_url(NOTES);
+    let mut c = McpClient::connect(&url, &key, SESSION).await?;
+    let first = c.call_tool("whoami", json!({})).await?;
+    let link = connect_link(&fx.gw, &first.raw)
+        .with_context(|| format!("no connect link for the colleague: {}", first.raw))?;
+    let seen = e2e::oauth_peers::browse(&link, "", "erin").await?;
+    ensure!(seen["status"] == 200, "the colleague's connect: {seen}");
+    let mut c = McpClient::connect(&url, &key, SESSION).await?;
+    let tools = c.tool_names().await?;
+    ensure!(
+        tools.iter().any(|t| t == "whoami"),
+        "the colleague's list after connecting: {tools:?}"
+    );
     Ok(())
 }
 
