@@ -31,7 +31,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{StoreKind, TestGateway};
+use e2e::{StoreKind, TestGateway, json_strings};
 use mcpgw::testing::peer_url;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -438,14 +438,7 @@ async fn fixture(row: &Row) -> Result<Option<Fixture>> {
     let gw = TestGateway::start(StoreKind::Sqlite, &[]).await?;
     let mut servers = vec![ECHO, EVERYTHING];
     for (name, url) in [(ECHO, &echo), (EVERYTHING, &everything)] {
-        let (s, b) = gw
-            .admin(
-                Method::POST,
-                "/admin/servers",
-                Some(json!({"name": name, "url": url, "auth": {"type": "none"}})),
-            )
-            .await?;
-        ensure!(s == 201, "registering {name}: {s} {b}");
+        gw.add_server(name, url, json!({"type": "none"})).await?;
     }
     let connects = row
         .checks
@@ -455,15 +448,12 @@ async fn fixture(row: &Row) -> Result<Option<Fixture>> {
         let peers = e2e::oauth_peers::start("600", &[])
             .await?
             .context("the oauth2 peers")?;
-        let (s, b) = gw
-            .admin(
-                Method::POST,
-                "/admin/servers",
-                Some(json!({"name": NOTES, "url": peers.upstream,
-                    "auth": {"type": "oauth2", "scopes": ["mcp:read"]}})),
-            )
-            .await?;
-        ensure!(s == 201, "registering {NOTES}: {s} {b}");
+        gw.add_server(
+            NOTES,
+            &peers.upstream,
+            json!({"type": "oauth2", "scopes": ["mcp:read"]}),
+        )
+        .await?;
         servers.push(NOTES);
         Some(peers)
     } else {
@@ -755,23 +745,15 @@ async fn client_run(
                 serde_json::from_str(line).with_context(|| format!("the driver printed: {raw}"))?;
             ensure!(out.get("fatal").is_none(), "the client failed: {line}");
             Ok(Outcome {
-                tools: strings(&out["tools"]),
+                tools: json_strings(&out["tools"]),
                 calls: out["calls"].as_array().cloned().unwrap_or_default(),
-                elicited: strings(&out["elicited_urls"]),
+                elicited: json_strings(&out["elicited_urls"]),
                 raw: line.to_owned(),
             })
         }
         Client::InspectorCli => inspector(fx, row, &url, &token, home.path(), calls).await,
         Client::McpRemote => mcp_remote(fx, &url, &token, home.path(), options, calls).await,
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .collect()
 }
 
 fn driver(name: &str) -> PathBuf {

@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e::{
-    OidcPeer, StoreKind, TestGateway, call_json, jwt_audiences as audiences,
+    OidcPeer, StoreKind, TestGateway, call_json, json_strings, jwt_audiences as audiences,
     jwt_claims as claims_of, python_mcp_call,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -672,10 +672,7 @@ async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result
         return Ok(());
     };
     let url = fx.gw.mcp_url(ENDPOINT);
-    let metadata_url = format!(
-        "{}/.well-known/oauth-protected-resource/mcp/{ENDPOINT}",
-        fx.gw.base
-    );
+    let metadata_url = fx.gw.base.clone() + "/.well-known/oauth-protected-resource/mcp/" + ENDPOINT;
     // GIVEN the provider registered without scopes, as the README shows; the provider's
     // discovery lists more scopes than the identity ones (offline_access, mcp:read, ...)
     let (_, discovery) = call_json(
@@ -685,7 +682,7 @@ async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result
         None,
     )
     .await?;
-    let listed = strings(&discovery["scopes_supported"]);
+    let listed = json_strings(&discovery["scopes_supported"]);
     ensure!(
         listed.iter().any(|s| s == "offline_access"),
         "the peer lists other scopes too: {discovery}"
@@ -702,7 +699,7 @@ async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result
     let bare = mcp_initialize(&url, None).await?;
     // THEN both name the identity scopes the provider lists, and only those
     ensure!(
-        strings(&meta["scopes_supported"]) == identity,
+        json_strings(&meta["scopes_supported"]) == identity,
         "scopes_supported: {meta}"
     );
     let scope = format!("scope=\"{}\"", identity.join(" "));
@@ -759,7 +756,7 @@ async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result
     // THEN those are advertised instead, the required one included
     let (_, meta) = call_json(Method::GET, &metadata_url, None, None).await?;
     ensure!(
-        strings(&meta["scopes_supported"]) == ["mcp:read", "mcp:write", "openid"],
+        json_strings(&meta["scopes_supported"]) == ["mcp:read", "mcp:write", "openid"],
         "configured scopes: {meta}"
     );
     // AND a scope that could break out of the challenge's quoted string is refused
@@ -776,14 +773,6 @@ async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result
         "a quote in a scope: {status} {body}"
     );
     Ok(())
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_owned))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
