@@ -148,7 +148,13 @@ const LIST_CONNECT: &[Check] = &[
         url_elicitation: false,
     },
 ];
-const LIST_ROOTS: &[Check] = &[Check::ListCall, Check::Roots];
+const LIST_ROOTS_CONNECT_TEXT: &[Check] = &[
+    Check::ListCall,
+    Check::Roots,
+    Check::Connect {
+        url_elicitation: false,
+    },
+];
 const LIST: &[Check] = &[Check::ListCall];
 
 /// The matrix. Versions must equal the pins in `scripts/peers.sh`, and the README's table
@@ -243,7 +249,7 @@ const MATRIX: &[Row] = &[
         version: "0.15.1",
         mode: "stdio proxy",
         auth: Auth::Bearer,
-        checks: LIST_ROOTS,
+        checks: LIST_ROOTS_CONNECT_TEXT,
     },
     Row {
         client: Client::McpRemote,
