@@ -195,6 +195,14 @@ pub struct IdentityProvider {
     /// Scopes every token must carry (the `scope` or `scp` claim).
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Scopes MCP clients are told to ask this provider for when they log in to the gateway
+    /// (`scopes_supported` of the endpoints' protected-resource metadata and `scope` of their
+    /// 401 challenges), besides `required_scopes`. Empty: the identity scopes the gateway
+    /// reads (`openid`, `profile`, `email`, `groups`) that the provider's discovered
+    /// `scopes_supported` lists. Clients such as the MCP Inspector register with exactly the
+    /// advertised scopes, and providers refuse a registration with an empty `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     /// Members of these groups hold the admin role.
     #[serde(default)]
     pub admin_groups: Vec<String>,
@@ -287,6 +295,15 @@ fn secure_url(raw: &str) -> bool {
     }
 }
 
+/// Whether `s` is an OAuth scope token (RFC 6749 section 3.3: `%x21 / %x23-5B / %x5D-7E`), of at
+/// most 256 characters.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 impl IdentityProvider {
     /// Checks what the value alone can tell: name, issuer and JWKS URLs, algorithms, claims.
     pub fn validate(&self) -> Result<(), String> {
@@ -346,6 +363,11 @@ impl IdentityProvider {
             })
         {
             return Err("allowed_client_ids takes at most 64 client ids of 1 to 256 characters without spaces".into());
+        }
+        // They are written into `WWW-Authenticate` and sent to the provider as they are: only
+        // RFC 6749 scope tokens (printable ASCII without space, `"` or `\\`).
+        if self.scopes.len() > 64 || self.scopes.iter().any(|s| !is_scope_token(s)) {
+            return Err("scopes takes at most 64 scope tokens of 1 to 256 printable characters without spaces, quotes or backslashes".into());
         }
         if let Some(dup) = self
             .allowed_client_ids

@@ -7,6 +7,7 @@
 mod access_control;
 mod auth_header;
 mod client_auth;
+mod clients;
 mod conformance;
 mod connect_journey;
 mod console;
