@@ -45,6 +45,14 @@ pub struct McpServer {
     /// (configured ones win), so a later change of the upstream's metadata moves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_server: Option<PinnedAuthServer>,
+    /// For an `oauth2` or `per_user_token` server: the admin says its tool list is the same
+    /// for every account, so the list a connected user last got may be shown (marked, see
+    /// `upstream::snapshots`) to users who have not connected yet. Off by default: a server
+    /// whose tools depend on the account (user-defined actions, per-account projects) would
+    /// otherwise show one user's tool names and descriptions to everyone else, and let a user
+    /// who shapes their own tools put words in front of other users' models.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_tool_list: bool,
 }
 
 /// How the endpoints pinned on a server were obtained (shown to admins).

@@ -3,7 +3,8 @@
 //! sees the tools (marked, see `catalog::marked_for_unconnected`) and the first call gets
 //! the connect link. Sources, in order:
 //!
-//! 1. the snapshot of the list the server last gave a connected caller ([`ToolSnapshot`]):
+//! 1. where the admin set `share_tool_list` (the list is the same for every account), the
+//!    snapshot of the list the server last gave a connected caller ([`ToolSnapshot`]):
 //!    [`Snapshots::observer`] sees every relayed, complete `tools/list` of such a server and
 //!    writes the store only when the list differs from the one this process last wrote or
 //!    read (compared in memory, by hash), off the request's path; reads go through a cache
@@ -114,6 +115,11 @@ impl Snapshots {
     /// Keeps `tools` as `server`'s snapshot when they differ from the last one this process
     /// knows; the write runs detached (the list's answer does not wait for it).
     fn observe(self: &Arc<Self>, server: &McpServer, tools: &[Value]) {
+        if !server.share_tool_list {
+            // One user's list is never shown to another unless the admin said it is the
+            // same for everyone (see `McpServer::share_tool_list`).
+            return;
+        }
         let (hash, size) = fingerprint(&server.url, tools);
         {
             let mut known = lock(&self.known);
@@ -164,6 +170,9 @@ impl Snapshots {
 
     /// `server`'s snapshot for its current URL, through the read cache.
     async fn snapshot(&self, server: &McpServer) -> Option<Vec<Value>> {
+        if !server.share_tool_list {
+            return None;
+        }
         let cached = lock(&self.read)
             .get(&server.name)
             .filter(|(at, _)| at.elapsed() < READ_TTL)
@@ -305,8 +314,35 @@ mod tests {
     fn server(url: &str) -> McpServer {
         serde_json::from_value(json!({"name": "notes", "url": url,
             "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}"},
-            "created_at": 0, "updated_at": 0}))
+            "created_at": 0, "updated_at": 0, "share_tool_list": true}))
         .unwrap()
+    }
+
+    /// GIVEN a server whose admin did not say its list is the same for everyone WHEN a
+    /// connected user lists THEN nothing is kept and nothing is shown to anyone else (the
+    /// baseline with the opt-in is the test below).
+    #[tokio::test]
+    async fn one_users_list_is_kept_only_where_the_admin_shares_it() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let snapshots = Arc::new(Snapshots::new(store.clone(), clock));
+        let mut private = server("http://up/mcp");
+        private.share_tool_list = false;
+        let private = Arc::new(private);
+        let list = json!({"tools": [{"name": "bobs-own-action"}]});
+        snapshots
+            .observer(private.clone())
+            .observe(list.as_object().unwrap());
+        settle().await;
+        assert_eq!(store.get_tool_snapshot("notes").await.unwrap(), None);
+        // Even a snapshot already stored (the admin turned sharing off) is not shown.
+        let shared = Arc::new(server("http://up/mcp"));
+        snapshots
+            .observer(shared.clone())
+            .observe(list.as_object().unwrap());
+        settle().await;
+        assert!(snapshots.snapshot(&shared).await.is_some());
+        assert_eq!(snapshots.snapshot(&private).await, None);
     }
 
     /// Waits for the detached writes to land.

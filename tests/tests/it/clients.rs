@@ -454,12 +454,19 @@ async fn fixture(row: &Row) -> Result<Option<Fixture>> {
         let peers = e2e::oauth_peers::start("600", &[])
             .await?
             .context("the oauth2 peers")?;
-        gw.add_server(
-            NOTES,
-            &peers.upstream,
-            json!({"type": "oauth2", "scopes": ["mcp:read"]}),
-        )
-        .await?;
+        // The admin says the list is the same for every account, so the Inspector (which
+        // calls only tools it has listed) sees them before connecting.
+        let (s, body) = gw
+            .admin(
+                reqwest::Method::POST,
+                "/admin/servers",
+                Some(
+                    json!({"name": NOTES, "url": peers.upstream, "share_tool_list": true,
+                    "auth": {"type": "oauth2", "scopes": ["mcp:read"]}}),
+                ),
+            )
+            .await?;
+        ensure!(s == 201, "registering {NOTES}: {s} {body}");
         servers.push(NOTES);
         Some(peers)
     } else {

@@ -44,8 +44,11 @@ async fn fixture(store: StoreKind) -> Result<Option<Fixture>> {
         .admin(
             Method::POST,
             "/admin/servers",
-            Some(json!({"name": "notes", "url": peers.upstream,
-                "auth": {"type": "oauth2", "scopes": ["mcp:read"]}})),
+            // The admin says the list is the same for every account: the snapshot source.
+            Some(
+                json!({"name": "notes", "url": peers.upstream, "share_tool_list": true,
+                "auth": {"type": "oauth2", "scopes": ["mcp:read"]}}),
+            ),
         )
         .await?;
     ensure!(s == 201, "registering notes: {s} {body}");
