@@ -22,6 +22,18 @@ pub fn rpc_error(
     (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
 }
 
+/// The answer to a request the gateway (speaking as the MCP server) does not implement, or
+/// that is not a request of the client's era: JSON-RPC's "Method not found", HTTP 200.
+pub fn method_not_found(id: &Value) -> Response {
+    rpc_error(
+        StatusCode::OK,
+        Some(id),
+        jsonrpc::METHOD_NOT_FOUND,
+        "Method not found",
+        None,
+    )
+}
+
 /// `data.reason` of the gateway's upstream errors: why the upstream's answer is not there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

@@ -17,8 +17,8 @@ use mcpgw::upstream::CredentialError;
 use mcpgw::upstream::handshakes::discover_result_from_initialize;
 use serde_json::{Value, json};
 
-use crate::answers::{accepted, no_get_stream};
-use crate::headers::session_header;
+use crate::answers::{accepted, method_not_found, no_get_stream};
+use crate::headers::{bad_version_header, session_header};
 use crate::initialize::{envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
 use crate::sessions::{self, SessionAt};
@@ -80,6 +80,9 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
         );
     }
     let (era, capabilities) = if session_header(at.headers).is_some() {
+        if let Some(bad) = bad_version_header(at.headers, msg.id()) {
+            return Some(bad);
+        }
         match sessions::open(&at.session, at.headers).await {
             Ok((claims, _)) => (ClientEra::Session, claims.client.capabilities),
             Err(r) => return Some(r.into_response(msg.id())),
@@ -127,6 +130,9 @@ fn answer(
     missing: &Missing,
 ) -> Response {
     let method = msg.method().unwrap_or_default();
+    if !results::is_request_of(era, method) {
+        return method_not_found(id);
+    }
     let made = |result: Value| results::answer(id, method, result, era, Ttl::Set(0));
     match method {
         "ping" => made(json!({})),

@@ -30,6 +30,31 @@ pub enum Ttl {
     AtMost(u64),
 }
 
+/// Requests only the session era defines: 2026-07-28 has no handshake, no `ping`, sets the
+/// log level per request (`io.modelcontextprotocol/logLevel`) and replaced resource
+/// subscriptions with `subscriptions/listen`.
+const ONLY_SESSION_ERA: [&str; 5] = [
+    "initialize",
+    "logging/setLevel",
+    "ping",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Requests only 2026-07-28 defines.
+const ONLY_MODERN_ERA: [&str; 2] = ["server/discover", "subscriptions/listen"];
+
+/// Whether `method` is a request of `era`. A request of the other era has no result the
+/// client's schemas accept (a 2026-07-28 `ping` result is no `Result` a client can decode),
+/// so the gateway answers it as an unknown method; any other method (extensions included)
+/// is for the server to judge.
+pub fn is_request_of(era: ClientEra, method: &str) -> bool {
+    match era {
+        ClientEra::Session => !ONLY_MODERN_ERA.contains(&method),
+        ClientEra::Modern => !ONLY_SESSION_ERA.contains(&method),
+    }
+}
+
 /// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
 pub fn is_cacheable(method: &str) -> bool {
     matches!(
@@ -131,6 +156,32 @@ mod tests {
             (relayed["ttlMs"].as_u64(), relayed["cacheScope"].as_str()),
             (Some(1_000), Some("private"))
         );
+    }
+
+    #[test]
+    fn each_era_has_its_own_requests() {
+        for m in [
+            "ping",
+            "logging/setLevel",
+            "initialize",
+            "resources/subscribe",
+        ] {
+            assert!(is_request_of(ClientEra::Session, m), "{m}");
+            assert!(!is_request_of(ClientEra::Modern, m), "{m}");
+        }
+        for m in ["server/discover", "subscriptions/listen"] {
+            assert!(!is_request_of(ClientEra::Session, m), "{m}");
+            assert!(is_request_of(ClientEra::Modern, m), "{m}");
+        }
+        for m in [
+            "tools/list",
+            "tools/call",
+            "resources/read",
+            "x-vendor/thing",
+        ] {
+            assert!(is_request_of(ClientEra::Session, m), "{m}");
+            assert!(is_request_of(ClientEra::Modern, m), "{m}");
+        }
     }
 
     #[test]

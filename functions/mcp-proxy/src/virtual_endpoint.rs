@@ -26,7 +26,8 @@ use mcpgw::upstream::client;
 use serde_json::{Value, json};
 
 use crate::answers::{
-    Reason, call_failed, no_get_stream, no_session, rpc_error, session_not_found, upstream_error,
+    Reason, call_failed, method_not_found, no_get_stream, no_session, rpc_error, session_not_found,
+    upstream_error,
 };
 use crate::connect_prompt::{self, Missing};
 use crate::headers::{bad_version_header, session_header};
@@ -115,7 +116,7 @@ pub async fn post(
         if let Some(bad) = bad_version_header(&headers, msg.id()) {
             return bad;
         }
-        match session_of(&ctx, &headers).await {
+        match session_of(&ctx, &headers, msg.id()).await {
             Ok((claims, _)) => ctx.client_capabilities = claims.client.capabilities,
             Err(r) => return r,
         }
@@ -183,19 +184,21 @@ async fn initialize(ctx: &Ctx<'_>, msg: &Message) -> Response {
     .await
 }
 
-/// Opens the request's session: 404 when it is not usable (which check failed is not said).
+/// Opens the request's session: 404 when it is not usable (which check failed is not said),
+/// answering request `id` (a client matches the answer to its request by it).
 async fn session_of(
     ctx: &Ctx<'_>,
     headers: &HeaderMap,
+    id: Option<&Value>,
 ) -> Result<(SessionClaims, String), Response> {
     match sessions::open(&ctx.session_at(), headers).await {
         Ok((claims, fingerprint)) if claims.upstream == UpstreamLink::Virtual => {
             Ok((claims, fingerprint))
         }
         Ok(_) | Err(sessions::Refusal::Missing | sessions::Refusal::NotFound) => {
-            Err(session_not_found(None))
+            Err(session_not_found(id))
         }
-        Err(refused @ sessions::Refusal::Keyring(_)) => Err(refused.into_response(None)),
+        Err(refused @ sessions::Refusal::Keyring(_)) => Err(refused.into_response(id)),
     }
 }
 
@@ -214,9 +217,12 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
     let id = msg.id().cloned().unwrap_or(Value::Null);
     let vs = ctx.vs;
     let method = msg.method().unwrap_or_default();
+    if !results::is_request_of(ctx.era, method) {
+        return method_not_found(&id);
+    }
     match method {
         "ping" => answer(ctx, &id, method, json!({})),
-        "server/discover" if ctx.era == ClientEra::Modern => {
+        "server/discover" => {
             let mut r = json!({
                 "supportedVersions": versions::MODERN,
                 "capabilities": capabilities(vs),
@@ -255,7 +261,7 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             aggregate(ctx, &id, &vs.prompts_from, "prompts/list", "prompts").await
         }
         "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, &msg).await,
-        _ => err(Some(&id), jsonrpc::METHOD_NOT_FOUND, "Method not found"),
+        _ => method_not_found(&id),
     }
 }
 
@@ -415,7 +421,7 @@ pub async fn get(
         return no_get_stream();
     }
     let ctx = Ctx::new(state, principal, access);
-    if let Err(r) = session_of(&ctx, headers).await {
+    if let Err(r) = session_of(&ctx, headers, None).await {
         return r;
     }
     let rx = state.policy.changes();
@@ -439,7 +445,7 @@ pub async fn delete(
     headers: &HeaderMap,
 ) -> Response {
     let ctx = Ctx::new(state, principal, access);
-    let (claims, fingerprint) = match session_of(&ctx, headers).await {
+    let (claims, fingerprint) = match session_of(&ctx, headers, None).await {
         Ok(c) => c,
         Err(r) => return r,
     };
