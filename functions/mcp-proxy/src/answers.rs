@@ -11,6 +11,8 @@ use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc;
 use serde_json::{Value, json};
 
+use crate::results::ClientEra;
+
 /// A JSON-RPC error answer with an HTTP status.
 pub fn rpc_error(
     status: StatusCode,
@@ -32,6 +34,16 @@ pub fn method_not_found(id: &Value) -> Response {
         "Method not found",
         None,
     )
+}
+
+/// The answer to a `resources/read` of a URI no server can read: -32002 up to 2025-11-25,
+/// -32602 (invalid params) in 2026-07-28, which gave up the MCP-specific code.
+pub fn resource_not_found(id: &Value, era: ClientEra) -> Response {
+    let code = match era {
+        ClientEra::Session => jsonrpc::RESOURCE_NOT_FOUND,
+        ClientEra::Modern => jsonrpc::INVALID_PARAMS,
+    };
+    rpc_error(StatusCode::OK, Some(id), code, "Resource not found", None)
 }
 
 /// `data.reason` of the gateway's upstream errors: why the upstream's answer is not there.

@@ -26,8 +26,8 @@ use mcpgw::upstream::client;
 use serde_json::{Value, json};
 
 use crate::answers::{
-    Reason, call_failed, method_not_found, no_get_stream, no_session, rpc_error, session_not_found,
-    upstream_error,
+    Reason, call_failed, method_not_found, no_get_stream, no_session, resource_not_found,
+    rpc_error, session_not_found, upstream_error,
 };
 use crate::connect_prompt::{self, Missing};
 use crate::headers::{bad_version_header, session_header};
@@ -272,7 +272,9 @@ fn relay_answer(ctx: &Ctx<'_>, id: &Value, method: &str, answer: Value) -> Respo
         let ttl = Ttl::AtMost(ctx.list_ttl());
         return results::answer(id, method, result.clone(), ctx.era, ttl);
     }
-    let error = match answer.get("error") {
+    // An error object a client can read (a code and a message), or none at all.
+    let readable = |e: &&Value| e["code"].is_i64() && e["message"].is_string();
+    let error = match answer.get("error").filter(readable) {
         Some(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
         None => upstream_error(
             Some(id),
@@ -378,7 +380,7 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             return relay_answer(ctx, id, "resources/read", a);
         }
     }
-    err(Some(id), jsonrpc::RESOURCE_NOT_FOUND, "Resource not found")
+    resource_not_found(id, ctx.era)
 }
 
 /// The prompt server that lists the name answers.

@@ -900,6 +900,19 @@ async fn every_answer_the_gateway_makes_is_valid_in_its_era() -> Result<()> {
             );
         }
     }
+    // Beyond the schemas: whatever the upstream says, a list or resource the gateway answered
+    // for a caller is theirs alone (made with their credential, under their policy); only a
+    // stateless upstream's own `server/discover` passes as it said.
+    for i in &a.items {
+        let scope = &i["message"]["result"]["cacheScope"];
+        let passed = i["method"] == "server/discover"
+            && i["label"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("relayed modern"));
+        if !scope.is_null() && scope != "private" && !passed {
+            a.wrong.push(format!("{}: cacheScope {scope}", i["label"]));
+        }
+    }
     if let Ok(path) = std::env::var("MCPGW_DUMP_ANSWERS") {
         // For a look at what was collected (and to feed the validators by hand).
         std::fs::write(path, serde_json::to_vec_pretty(&a.items)?)?;
