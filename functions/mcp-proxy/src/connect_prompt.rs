@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::answers::{accepted, method_not_found, no_get_stream};
 use crate::headers::{bad_version_header, session_header};
-use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::initialize::{check_envelope, envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
 use crate::sessions::{self, SessionAt};
 
@@ -88,7 +88,11 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
             Err(r) => return Some(r.into_response(msg.id())),
         }
     } else if envelope::looks_modern(&msg, at.headers) {
-        // Stateless (2026-07-28): each request carries the client's capabilities.
+        // Stateless (2026-07-28): each request carries the client's capabilities, checked
+        // like any other of the era.
+        if let Err(refused) = check_envelope(&msg, at.headers) {
+            return Some(refused);
+        }
         (ClientEra::Modern, envelope_capabilities(&msg))
     } else {
         return None;

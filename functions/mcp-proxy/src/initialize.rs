@@ -1,11 +1,12 @@
 //! What the gateway reads of a client's declarations: the `initialize` of a session-era
 //! client (the version it is offered, the capabilities and client info kept in the sealed
-//! session id) and the capabilities a 2026-07-28 request carries in its envelope.
+//! session id) and the envelope a 2026-07-28 request carries (checked, and its
+//! capabilities).
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use mcpgw::mcp::envelope::META_CLIENT_CAPABILITIES;
-use mcpgw::mcp::jsonrpc::{self, Message};
+use mcpgw::mcp::envelope::{self, META_CLIENT_CAPABILITIES};
+use mcpgw::mcp::jsonrpc::{self, Kind, Message};
 use mcpgw::mcp::session::ClientInit;
 use mcpgw::mcp::versions;
 use serde_json::{Value, json};
@@ -59,6 +60,25 @@ pub fn handshake_params(msg: &Message, id: &Value) -> Result<(String, ClientInit
         ));
     }
     Ok((offered, client))
+}
+
+/// The refusal of a 2026-07-28 request whose envelope or routing headers fail the era's
+/// checks (an unsupported version, a header that disagrees with the body): 400 with the
+/// era's error, the request's id. Notifications and responses carry no envelope to check.
+#[allow(clippy::result_large_err)] // the refusal is the answer
+pub fn check_envelope(msg: &Message, headers: &HeaderMap) -> Result<(), Response> {
+    if msg.kind != Kind::Request {
+        return Ok(());
+    }
+    envelope::check(msg, headers).map(|_| ()).map_err(|r| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg.id(),
+            r.code,
+            &r.message,
+            r.data,
+        )
+    })
 }
 
 /// The capabilities a 2026-07-28 request declares in its envelope (none when absent).

@@ -31,7 +31,7 @@ use crate::answers::{
 };
 use crate::connect_prompt::{self, Missing};
 use crate::headers::{bad_version_header, session_header};
-use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::initialize::{check_envelope, envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
 use crate::sessions::{self, SessionAt};
 
@@ -125,16 +125,8 @@ pub async fn post(
     if envelope::looks_modern(&msg, &headers) {
         ctx.era = ClientEra::Modern;
         ctx.client_capabilities = envelope_capabilities(&msg);
-        if msg.kind == Kind::Request
-            && let Err(r) = envelope::check(&msg, &headers)
-        {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                msg.id(),
-                r.code,
-                &r.message,
-                r.data,
-            );
+        if let Err(refused) = check_envelope(&msg, &headers) {
+            return refused;
         }
         return dispatch(&ctx, msg).await;
     }

@@ -230,9 +230,22 @@ impl Answers {
     }
 }
 
-/// The first item of a list result's `key`, when there is one.
-fn first(answer: &Answer, key: &str) -> Option<Value> {
-    answer.message["result"][key].as_array()?.first().cloned()
+/// The URI of the first resource a `resources/list` answer names.
+fn first_uri(answer: &Answer) -> Option<String> {
+    let first = answer.message["result"]["resources"].as_array()?.first()?;
+    first["uri"].as_str().map(str::to_owned)
+}
+
+/// The name of a prompt a `prompts/list` answer names that needs no arguments.
+fn prompt_without_arguments(answer: &Answer) -> Option<String> {
+    let prompts = answer.message["result"]["prompts"].as_array()?;
+    let needs = |p: &Value| {
+        p["arguments"]
+            .as_array()
+            .is_some_and(|args| args.iter().any(|x| x["required"] == true))
+    };
+    let plain = prompts.iter().find(|p| !needs(p))?;
+    plain["name"].as_str().map(str::to_owned)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -480,67 +493,26 @@ async fn virtual_server(fx: &Fixture, a: &mut Answers) -> Result<()> {
                 a.expect(ok, &format!("{label} [{era}] call {what}"), &answer);
             }
             let resources = a.ask(&mut c, &label, "resources/list", json!({})).await?;
-            a.ask(&mut c, &label, "resources/templates/list", json!({}))
-                .await?;
-            if let Some(uri) =
-                first(&resources, "resources").and_then(|r| r["uri"].as_str().map(str::to_owned))
-            {
-                a.ask(
-                    &mut c,
-                    &format!("{label} read"),
-                    "resources/read",
-                    json!({"uri": uri}),
-                )
-                .await?;
-            }
-            a.ask(
-                &mut c,
-                &format!("{label} read unknown"),
-                "resources/read",
-                json!({"uri": "nope://x"}),
-            )
-            .await?;
             let prompts = a.ask(&mut c, &label, "prompts/list", json!({})).await?;
-            let plain = prompts.message["result"]["prompts"]
-                .as_array()
-                .and_then(|ps| {
-                    ps.iter().find(|p| {
-                        !p["arguments"]
-                            .as_array()
-                            .is_some_and(|args| args.iter().any(|x| x["required"] == true))
-                    })
-                });
-            if let Some(name) = plain.and_then(|p| p["name"].as_str()) {
-                a.ask(
-                    &mut c,
-                    &format!("{label} prompt"),
-                    "prompts/get",
-                    json!({"name": name}),
-                )
-                .await?;
+            let complete = json!({"ref": {"type": "ref/prompt", "name": "p"},
+                "argument": {"name": "a", "value": "x"}});
+            let mut asks = vec![
+                ("templates", "resources/templates/list", json!({})),
+                ("read unknown", "resources/read", json!({"uri": "nope://x"})),
+                ("prompt unknown", "prompts/get", json!({"name": "nope"})),
+                ("not offered", "completion/complete", complete),
+                ("unknown method", "nope/nothing", json!({})),
+            ];
+            if let Some(uri) = first_uri(&resources) {
+                asks.push(("read", "resources/read", json!({"uri": uri})));
             }
-            a.ask(
-                &mut c,
-                &format!("{label} prompt unknown"),
-                "prompts/get",
-                json!({"name": "nope"}),
-            )
-            .await?;
-            let complete = json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "x"}});
-            a.ask(
-                &mut c,
-                &format!("{label} not offered"),
-                "completion/complete",
-                complete,
-            )
-            .await?;
-            a.ask(
-                &mut c,
-                &format!("{label} unknown method"),
-                "nope/nothing",
-                json!({}),
-            )
-            .await?;
+            if let Some(name) = prompt_without_arguments(&prompts) {
+                asks.push(("prompt", "prompts/get", json!({"name": name})));
+            }
+            for (what, method, params) in asks {
+                a.ask(&mut c, &format!("{label} {what}"), method, params)
+                    .await?;
+            }
         }
     }
     Ok(())
@@ -576,15 +548,25 @@ async fn relayed(fx: &Fixture, a: &mut Answers, everything_calls: Vec<Value>) ->
                 );
             }
             let resources = a.ask(&mut c, &label, "resources/list", json!({})).await?;
-            a.ask(&mut c, &label, "resources/templates/list", json!({}))
-                .await?;
-            if let Some(uri) =
-                first(&resources, "resources").and_then(|r| r["uri"].as_str().map(str::to_owned))
-            {
-                a.ask(&mut c, &label, "resources/read", json!({"uri": uri}))
-                    .await?;
+            let prompts = a.ask(&mut c, &label, "prompts/list", json!({})).await?;
+            let mut asks = vec![("resources/templates/list", json!({}))];
+            if let Some(uri) = first_uri(&resources) {
+                asks.push(("resources/read", json!({"uri": uri})));
             }
-            a.ask(&mut c, &label, "prompts/list", json!({})).await?;
+            if let Some(name) = prompt_without_arguments(&prompts) {
+                asks.push(("prompts/get", json!({"name": name})));
+            }
+            if endpoint == "everything" {
+                // server-everything offers completions: a result the bridge rewrites too.
+                asks.push((
+                    "completion/complete",
+                    json!({"argument": {"name": "department", "value": "E"},
+                    "ref": {"type": "ref/prompt", "name": "completable-prompt"}}),
+                ));
+            }
+            for (method, params) in asks {
+                a.ask(&mut c, &label, method, params).await?;
+            }
             if endpoint == "everything" {
                 // Hidden by the group's rule: answered as the upstream answers an unknown tool.
                 a.ask(
@@ -626,11 +608,11 @@ async fn relayed(fx: &Fixture, a: &mut Answers, everything_calls: Vec<Value>) ->
 async fn raw_initialize(url: &str, key: &str, era: &str) -> Result<Answer> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": era, "capabilities": {}, "clientInfo": {"name": "schemas", "version": "1"}}});
-    raw_post(url, key, &[], &body).await
+    raw_post(url, key, &[], &body.to_string()).await
 }
 
-/// One POST with extra headers; the answer to id 1 (or to no id).
-async fn raw_post(url: &str, key: &str, headers: &[(&str, &str)], body: &Value) -> Result<Answer> {
+/// One POST of `body` (a request with id 1) with extra headers; the answer to it.
+async fn raw_post(url: &str, key: &str, headers: &[(&str, &str)], body: &str) -> Result<Answer> {
     let mut req = reqwest::Client::new()
         .post(url)
         .bearer_auth(key)
@@ -639,14 +621,12 @@ async fn raw_post(url: &str, key: &str, headers: &[(&str, &str)], body: &Value) 
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.body(body.to_string()).send().await?;
+    let resp = req.body(body.to_owned()).send().await?;
     let status = resp.status().as_u16();
     let raw = resp.text().await?;
     let message = messages_of(&raw)
         .into_iter()
-        .find(|m| {
-            m.get("id") == body.get("id") && (m.get("result").is_some() || m.get("error").is_some())
-        })
+        .find(|m| m["id"] == 1 && (m.get("result").is_some() || m.get("error").is_some()))
         .unwrap_or(Value::Null);
     Ok(Answer {
         status,
@@ -655,73 +635,80 @@ async fn raw_post(url: &str, key: &str, headers: &[(&str, &str)], body: &Value) 
     })
 }
 
-/// The gateway's own JSON-RPC errors at the transport: a session it does not know, versions
-/// it does not speak, a routing header that disagrees with the body.
+/// The gateway's own JSON-RPC errors at the transport, each with the request's id: a
+/// session it does not know, versions it does not speak, a routing header that disagrees
+/// with the body, a message it refuses to read.
 async fn transport_errors(fx: &Fixture, a: &mut Answers) -> Result<()> {
-    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
-    for endpoint in ["everything", "combo", "notes"] {
-        let url = fx.gw.mcp_url(endpoint);
-        let label = format!("{endpoint} unknown session");
-        let r = raw_post(
-            &url,
-            &fx.alice,
-            &[
-                ("mcp-session-id", "not-a-session"),
-                ("mcp-protocol-version", "2025-11-25"),
-            ],
-            &list,
-        )
-        .await?;
-        a.add(&label, "2025-11-25", "tools/list", &r);
-        a.expect(r.status == 404, &label, &r);
-        // A session-era version header the gateway does not speak, in a real session.
-        let c = McpClient::connect(&url, &fx.alice, "2025-11-25").await?;
-        let sid = c.session().context("a session")?.to_owned();
-        let label = format!("{endpoint} bad version header");
-        let r = raw_post(
-            &url,
-            &fx.alice,
-            &[
-                ("mcp-session-id", &sid),
-                ("mcp-protocol-version", "1999-01-01"),
-            ],
-            &list,
-        )
-        .await?;
-        a.add(&label, "2025-11-25", "tools/list", &r);
-        a.expect(r.status == 400, &label, &r);
-    }
+    let session = "2025-11-25";
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}).to_string();
     let envelope = |version: &str| {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
             "io.modelcontextprotocol/protocolVersion": version,
             "io.modelcontextprotocol/clientCapabilities": {}}}})
+        .to_string()
     };
-    for endpoint in ["everything", "combo", "modern"] {
+    // A member twice: read strictly, refused before anything else.
+    let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}"#;
+    for endpoint in ["everything", "combo", "notes", "modern"] {
         let url = fx.gw.mcp_url(endpoint);
-        let label = format!("{endpoint} unsupported version");
-        let r = raw_post(
-            &url,
-            &fx.alice,
-            &[
-                ("mcp-protocol-version", "2099-01-01"),
-                ("mcp-method", "tools/list"),
-            ],
-            &envelope("2099-01-01"),
-        )
-        .await?;
-        a.add(&label, STATELESS, "tools/list", &r);
-        let label = format!("{endpoint} header mismatch");
-        let r = raw_post(
-            &url,
-            &fx.alice,
-            &[
-                ("mcp-protocol-version", STATELESS),
-                ("mcp-method", "tools/call"),
-            ],
-            &envelope(STATELESS),
-        )
-        .await?;
-        a.add(&label, STATELESS, "tools/list", &r);
+        let c = McpClient::connect(&url, &fx.alice, session).await?;
+        let sid = c.session().context("a session")?.to_owned();
+        // (what, era, headers, body, status)
+        let cases: [(&str, &str, Vec<(&str, &str)>, String, u16); 5] = [
+            (
+                "unknown session",
+                session,
+                vec![
+                    ("mcp-session-id", "not-a-session"),
+                    ("mcp-protocol-version", session),
+                ],
+                list.clone(),
+                404,
+            ),
+            (
+                "bad version header",
+                session,
+                vec![
+                    ("mcp-session-id", &sid),
+                    ("mcp-protocol-version", "1999-01-01"),
+                ],
+                list.clone(),
+                400,
+            ),
+            (
+                "unsupported version",
+                STATELESS,
+                vec![
+                    ("mcp-protocol-version", "2099-01-01"),
+                    ("mcp-method", "tools/list"),
+                ],
+                envelope("2099-01-01"),
+                400,
+            ),
+            (
+                "header mismatch",
+                STATELESS,
+                vec![
+                    ("mcp-protocol-version", STATELESS),
+                    ("mcp-method", "tools/call"),
+                ],
+                envelope(STATELESS),
+                400,
+            ),
+            (
+                "a member twice",
+                session,
+                vec![("mcp-session-id", &sid)],
+                twice.to_owned(),
+                400,
+            ),
+        ];
+        for (what, era, headers, body, status) in cases {
+            let label = format!("{endpoint} {what}");
+            let r = raw_post(&url, &fx.alice, &headers, &body).await?;
+            a.add(&label, era, "tools/list", &r);
+            a.expect(r.status == status, &label, &r);
+        }
     }
     Ok(())
 }
