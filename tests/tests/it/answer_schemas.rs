@@ -18,7 +18,13 @@
 //!   an unreachable upstream (-32010), a hidden tool;
 //! - bridged answers: a 2026-07-28 client in front of server-everything (session era only:
 //!   `server/discover` from its `initialize`, results rewritten to the new era), and a
-//!   session-era client in front of a stateless-only upstream (results rewritten back).
+//!   session-era client in front of a stateless-only upstream (results rewritten back);
+//! - requests of the other era (-32601), and the gateway's `notifications/tools/list_changed`
+//!   on held streams.
+//!
+//! Beyond the schemas, every answer must carry the request's id, and every list or resource a
+//! 2026-07-28 caller gets must be `cacheScope: "private"`. `MCPGW_DUMP_ANSWERS=FILE` writes
+//! what was collected (the validators' input) for a look by hand.
 //!
 //! The validators are shown to fail on known-bad answers first
 //! (`the_validators_refuse_known_bad_answers`), so a green run means something.
@@ -604,6 +610,57 @@ async fn relayed(fx: &Fixture, a: &mut Answers, everything_calls: Vec<Value>) ->
     Ok(())
 }
 
+/// The gateway's own notification on a held `GET` stream: `notifications/tools/list_changed`
+/// when the policy changes, on a virtual server's session and a registered server's.
+async fn held_streams(fx: &Fixture, a: &mut Answers) -> Result<()> {
+    let era = "2025-11-25";
+    let mut streams = Vec::new();
+    for endpoint in ["combo", "everything"] {
+        let c = McpClient::connect(&fx.gw.mcp_url(endpoint), &fx.alice, era).await?;
+        let stream = reqwest::Client::new()
+            .get(fx.gw.mcp_url(endpoint))
+            .bearer_auth(&fx.alice)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session().context("a session")?)
+            .header("mcp-protocol-version", era)
+            .send()
+            .await?;
+        ensure!(
+            stream.status() == 200,
+            "GET {endpoint}: {}",
+            stream.status()
+        );
+        streams.push((endpoint, stream, c));
+    }
+    post(
+        &fx.gw,
+        "/admin/server-groups",
+        json!({"name": "later", "servers": ["everything"], "members": {"users": ["bob@example.com"]}}),
+    )
+    .await?;
+    for (endpoint, mut stream, _session) in streams {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut text = String::new();
+        while !text.contains("notifications/tools/list_changed") {
+            let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+                .await
+                .with_context(|| format!("no list_changed on {endpoint}'s held stream"))??
+                .context("the stream ended")?;
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let answer = Answer {
+            status: 200,
+            message: Value::Null,
+            raw: text,
+        };
+        for m in messages_of(&answer.raw) {
+            a.items
+                .push(item(&format!("{endpoint} held stream"), era, "", &m));
+        }
+    }
+    Ok(())
+}
+
 /// An `initialize` sent by hand (`McpClient::connect` insists on success).
 async fn raw_initialize(url: &str, key: &str, era: &str) -> Result<Answer> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -878,6 +935,7 @@ async fn every_answer_the_gateway_makes_is_valid_in_its_era() -> Result<()> {
     ];
     relayed(&fx, &mut a, everything_calls).await?;
     transport_errors(&fx, &mut a).await?;
+    held_streams(&fx, &mut a).await?;
     // Every era and every kind of answer was reached.
     for era in ERAS {
         for kind in ["result", "error"] {
