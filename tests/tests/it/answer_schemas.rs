@@ -710,8 +710,8 @@ async fn transport_errors(fx: &Fixture, a: &mut Answers) -> Result<()> {
         let url = fx.gw.mcp_url(endpoint);
         let c = McpClient::connect(&url, &fx.alice, session).await?;
         let sid = c.session().context("a session")?.to_owned();
-        // (what, era, headers, body, status)
-        let cases: [(&str, &str, Vec<(&str, &str)>, String, u16); 5] = [
+        // (what, era, headers, body, the HTTP status)
+        let cases = [
             (
                 "unknown session",
                 session,
