@@ -213,3 +213,33 @@ pub fn accepted() -> Response {
 pub fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
     ApiError::internal(e).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_resource_has_each_eras_code() {
+        let id = json!(3);
+        let session = body(resource_not_found(&id, ClientEra::Session)).await;
+        let modern = body(resource_not_found(&id, ClientEra::Modern)).await;
+        assert_eq!(
+            (&session["id"], &session["error"]["code"]),
+            (&id, &json!(-32002))
+        );
+        assert_eq!(
+            (&modern["id"], &modern["error"]["code"]),
+            (&id, &json!(-32602))
+        );
+        let unknown = body(method_not_found(&id)).await;
+        assert_eq!(
+            (&unknown["id"], &unknown["error"]["code"]),
+            (&id, &json!(-32601))
+        );
+    }
+}

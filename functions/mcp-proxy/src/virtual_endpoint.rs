@@ -26,8 +26,8 @@ use mcpgw::upstream::client;
 use serde_json::{Value, json};
 
 use crate::answers::{
-    Reason, call_failed, method_not_found, no_get_stream, no_session, resource_not_found,
-    rpc_error, session_not_found, upstream_error,
+    call_failed, method_not_found, no_get_stream, no_session, resource_not_found, rpc_error,
+    session_not_found,
 };
 use crate::connect_prompt::{self, Missing};
 use crate::headers::{bad_version_header, session_header};
@@ -260,21 +260,18 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
 /// The upstream's answer to `method` relayed with the client's id, its result in the
 /// client's era (reusable no longer than the upstream said, nor than the policy is).
 fn relay_answer(ctx: &Ctx<'_>, id: &Value, method: &str, answer: Value) -> Response {
-    if let Some(result) = answer.get("result") {
+    if let Some(result) = answer.get("result").filter(|r| r.is_object()) {
         let ttl = Ttl::AtMost(ctx.list_ttl());
         return results::answer(id, method, result.clone(), ctx.era, ttl);
     }
-    // An error object a client can read (a code and a message), or none at all.
+    // An error object a client can read (a code and a message) is relayed; anything else
+    // (no result object, an error without a code) never reaches the client: 502, like every
+    // other answer of an upstream that failed.
     let readable = |e: &&Value| e["code"].is_i64() && e["message"].is_string();
-    let error = match answer.get("error").filter(readable) {
-        Some(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
-        None => upstream_error(
-            Some(id),
-            Reason::BadAnswer,
-            "the upstream MCP server's answer was not valid MCP",
-        ),
-    };
-    axum::Json(error).into_response()
+    match answer.get("error").filter(readable) {
+        Some(e) => axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response(),
+        None => call_failed(&mcpgw::mcp::handshake::CallError::BadAnswer, Some(id)),
+    }
 }
 
 /// The string param `key` of a client's request ("" when absent).

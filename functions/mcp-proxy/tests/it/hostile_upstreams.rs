@@ -267,6 +267,7 @@ async fn virtual_servers_refuse_bad_answers_of_their_members() {
         "gatewayid",
         "sse_wrongid",
         "notrpc",
+        "errnocode",
     ]
     .iter()
     .map(|t| json!({"server": "old", "tool": t}))
@@ -280,7 +281,14 @@ async fn virtual_servers_refuse_bad_answers_of_their_members() {
     let r = send(&admin, req).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Exposed as `{server}__{tool}`.
-    for tool in ["html", "wrongid", "gatewayid", "sse_wrongid", "notrpc"] {
+    for tool in [
+        "html",
+        "wrongid",
+        "gatewayid",
+        "sse_wrongid",
+        "notrpc",
+        "errnocode",
+    ] {
         let name = format!("old__{tool}");
         let (body, headers) = modern(71, "tools/call", json!({"name": name, "arguments": {}}));
         let r = post_with(&gw.app, "v", &gw.alice, &headers, &body).await;
