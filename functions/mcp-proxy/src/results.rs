@@ -6,7 +6,10 @@
 //! methods the era makes cacheable, `ttlMs` and `cacheScope: "private"` (everything the
 //! gateway answers depends on the caller: their policy, their credential). Session-era
 //! results carry none of the three: some older SDKs validate results (empty ones especially)
-//! strictly.
+//! strictly. A request of the other era has no result at all ([`is_request_of`]).
+//!
+//! Proven against the official SDKs' own schemas, in both eras, for every answer the gateway
+//! makes or rewrites: `tests/tests/it/answer_schemas.rs`.
 
 use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::jsonrpc;
