@@ -34,10 +34,10 @@ use mcpgw::upstream::catalog::marked_for_unconnected;
 use mcpgw::upstream::handshakes::discover_result_from_initialize;
 use serde_json::{Value, json};
 
-use crate::answers::{accepted, no_get_stream, rpc_error};
+use crate::answers::{accepted, method_not_found, no_get_stream, rpc_error};
 use crate::connect_watch::{self, Watch};
-use crate::headers::session_header;
-use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::headers::{bad_version_header, session_header};
+use crate::initialize::{check_envelope, envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
 use crate::sessions::{self, SessionAt};
 
@@ -119,12 +119,19 @@ pub async fn post(at: &At<'_>, missing: &Missing, payload: ClientPayload) -> Opt
         );
     }
     let (era, capabilities) = if session_header(at.headers).is_some() {
+        if let Some(bad) = bad_version_header(at.headers, msg.id()) {
+            return Some(bad);
+        }
         match sessions::open(&at.session, at.headers).await {
             Ok((claims, _)) => (ClientEra::Session, claims.client.capabilities),
             Err(r) => return Some(r.into_response(msg.id())),
         }
     } else if envelope::looks_modern(&msg, at.headers) {
-        // Stateless (2026-07-28): each request carries the client's capabilities.
+        // Stateless (2026-07-28): each request carries the client's capabilities, checked
+        // like any other of the era.
+        if let Err(refused) = check_envelope(&msg, at.headers) {
+            return Some(refused);
+        }
         (ClientEra::Modern, envelope_capabilities(&msg))
     } else {
         return None;
@@ -286,6 +293,9 @@ fn answer(
     elicitation: Option<String>,
 ) -> Response {
     let method = msg.method().unwrap_or_default();
+    if !results::is_request_of(era, method) {
+        return method_not_found(id);
+    }
     let ttl = match method {
         "server/discover" => Ttl::Set(0),
         _ => Ttl::Set(UNCONNECTED_LIST_TTL_MS),

@@ -5,6 +5,7 @@
 //! Run one module: `cargo test -p e2e --test it console::` (peers: see `scripts/peers.sh`).
 
 mod access_control;
+mod answer_schemas;
 mod auth_header;
 mod client_auth;
 mod clients;
