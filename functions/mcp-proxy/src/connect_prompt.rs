@@ -311,7 +311,7 @@ fn answer(
             endpoint,
             missing,
         ))),
-        "tools/call" => tool_call_with(id, era, capabilities, missing, elicitation),
+        "tools/call" => tool_call_with(msg, id, era, capabilities, missing, elicitation),
         _ => axum::Json(jsonrpc::error(
             Some(id),
             jsonrpc::INVALID_REQUEST,
@@ -326,12 +326,33 @@ fn answer(
 /// elicitation for clients that declare it (the `-32042` error in the session era, an
 /// `input_required` result in the 2026-07-28 era), else a tool result with `isError` whose
 /// text carries the link. Also used by virtual servers for a member the caller lacks.
-pub fn tool_call(id: &Value, era: ClientEra, capabilities: &Value, missing: &Missing) -> Response {
-    tool_call_with(id, era, capabilities, missing, None)
+pub fn tool_call(
+    msg: &Message,
+    id: &Value,
+    era: ClientEra,
+    capabilities: &Value,
+    missing: &Missing,
+) -> Response {
+    tool_call_with(msg, id, era, capabilities, missing, None)
+}
+
+/// The key of the connect prompt's input request in a 2026-07-28 `input_required` result.
+const CONNECT_INPUT: &str = "mcpgw-connect";
+
+/// Whether `msg` is a 2026-07-28 retry that already answers the connect prompt's input
+/// request (the user declined, cancelled, or accepted without connecting): asking again
+/// would loop until the client gives up (the Python SDK raises after ten rounds), so the
+/// call ends with the link in its text instead.
+fn answers_the_prompt(msg: &Message) -> bool {
+    msg.params()
+        .and_then(|p| p.get("inputResponses"))
+        .and_then(|r| r.get(CONNECT_INPUT))
+        .is_some()
 }
 
 /// [`tool_call`], the session-era elicitation under `elicitation` (a random id if none).
 fn tool_call_with(
+    msg: &Message,
     id: &Value,
     era: ClientEra,
     capabilities: &Value,
@@ -339,14 +360,15 @@ fn tool_call_with(
     elicitation: Option<String>,
 ) -> Response {
     let result = |r: Value| results::answer(id, "tools/call", r, era, Ttl::Set(0));
-    match (&missing.url, declares_url_elicitation(capabilities), era) {
+    let url_elicitation = declares_url_elicitation(capabilities) && !answers_the_prompt(msg);
+    match (&missing.url, url_elicitation, era) {
         (Some(url), true, ClientEra::Modern) => {
             // The client retries the call once the user is done; if they have connected
             // by then it reaches the upstream, else it gets this again. No requestState:
             // the gateway keeps nothing between the rounds.
             result(json!({
                 "resultType": "input_required",
-                "inputRequests": {"mcpgw-connect": {
+                "inputRequests": {CONNECT_INPUT: {
                     "method": "elicitation/create",
                     "params": {"mode": "url", "url": url, "message": missing.message},
                 }},
@@ -582,6 +604,25 @@ mod tests {
         assert_eq!(req["method"], "elicitation/create");
         assert_eq!(req["params"]["mode"], "url");
         assert_eq!(req["params"]["url"], m.url.clone().unwrap());
+        // GIVEN the retry answers the prompt (declined, or accepted without connecting) THEN
+        // the call ends with the link instead of asking again (no endless rounds).
+        for action in ["decline", "cancel", "accept"] {
+            let retry = Message::from_value(json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                "params":{"name":"t","inputResponses":{"mcpgw-connect":{"action": action}}}}))
+            .unwrap();
+            let r = body(answer(
+                &retry,
+                &id,
+                ClientEra::Modern,
+                &url_capable,
+                "x",
+                &m,
+                None,
+            ))
+            .await;
+            assert_eq!(r["result"]["isError"], true, "{action}: {r}");
+            assert_eq!(r["result"]["resultType"], "complete", "{r}");
+        }
         for era in [ClientEra::Session, ClientEra::Modern] {
             let r = body(answer(&call(), &id, era, &json!({}), "x", &m, None)).await;
             assert_eq!(r["result"]["isError"], true, "{r}");

@@ -300,7 +300,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             Err(e) => match Missing::of(&e) {
                 Some(missing) => {
                     let caps = &ctx.client_capabilities;
-                    return connect_prompt::tool_call(id, ctx.era, caps, &missing);
+                    return connect_prompt::tool_call(msg, id, ctx.era, caps, &missing);
                 }
                 None => Err(e.to_string()),
             },
