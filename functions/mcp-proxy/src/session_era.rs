@@ -442,15 +442,20 @@ pub async fn get(call: &Call<'_>) -> Response {
         Err(r) => return r.into_response(None),
     };
     let state = call.state;
-    let UpstreamLink::Session {
-        session_id,
-        version,
-    } = claims.upstream
-    else {
+    let (sid, version) = match claims.upstream {
+        UpstreamLink::Session {
+            session_id,
+            version,
+        } => (state.mcp.rebound(&fingerprint).or(session_id), version),
+        // Opened before the caller connected, settled since by a request this process
+        // served (`settle`): the upstream session it opened has a stream to listen to.
+        UpstreamLink::Pending => match state.mcp.rebound(&fingerprint) {
+            Some(sid) => (Some(sid), claims.version.clone()),
+            None => return no_get_stream(),
+        },
         // A stateless upstream has no server-to-client stream to open.
-        return no_get_stream();
+        UpstreamLink::Modern | UpstreamLink::Virtual => return no_get_stream(),
     };
-    let sid = state.mcp.rebound(&fingerprint).or(session_id);
     let mut headers = call.forwarded(false);
     headers.extend(call.upstream.session_headers(sid.as_deref(), &version));
     match call.upstream.send(Method::GET, headers, None).await {

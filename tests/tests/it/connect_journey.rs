@@ -300,6 +300,10 @@ async fn held_stream_hears_of_the_connection(store: StoreKind) -> Result<()> {
     );
     let who = a.call_tool("whoami", json!({})).await?;
     ensure!(who.raw.contains("alice"), "{}", who.raw);
+    // AND the client's GET stream, opened again, now reaches the upstream session the
+    // gateway opened for it (before the fix: 405, no stream once settled).
+    let reopened = Held::open(get_stream(&url, &alice, &sid)).await?;
+    assert_eq!(reopened.status, 200, "the settled session's GET stream");
     Ok(())
 }
 
