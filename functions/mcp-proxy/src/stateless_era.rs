@@ -1,8 +1,8 @@
 //! Clients of the stateless era (2026-07-28): every request carries its version and the
 //! client's capabilities; no session. In front of a stateless upstream the request passes
 //! through; in front of a session-era upstream the gateway holds an upstream session per
-//! (user, server) in process memory and answers `server/discover`
-//! from the upstream's `initialize` result.
+//! (user, server, what the client declares) in process memory (`Memory::bridged_slot`) and
+//! answers `server/discover` from the upstream's `initialize` result.
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::envelope::{self, Envelope};
 use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
-use mcpgw::mcp::memory::{Era, UpstreamSession};
+use mcpgw::mcp::memory::{Era, UpstreamSession, bridge_key};
 use mcpgw::mcp::session::ClientInit;
-use mcpgw::mcp::versions;
-use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
+use mcpgw::upstream::client;
+use mcpgw::upstream::handshakes::{self, Discovery};
 use serde_json::Value;
 
 use crate::answers::{Reason, call_failed, rpc_error, upstream_error};
@@ -136,40 +136,24 @@ async fn pass_through(call: &Call<'_>, msg: Message) -> Response {
     }
 }
 
-/// The upstream session bridging this client, opened on first use (one per slot even under
-/// concurrent first requests). `stale` names a session the upstream lost: it is replaced.
+/// The upstream session bridging this client: one per (user, server, URL, what the client
+/// declares), so the upstream sees each kind of client as it is (a tool it offers only to
+/// clients with `roots` is listed to those alone). `key`: [`bridge_key`], computed once per
+/// request.
 async fn bridged_session(
     call: &Call<'_>,
     env: &Envelope,
+    key: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, BridgeError> {
-    let up = &call.upstream;
-    let slot = call
-        .state
-        .mcp
-        .bridged_slot(&call.user, &up.server.name, up.url());
-    let mut held = slot.lock().await;
-    if let Some(s) = held.as_ref()
-        && Some(s) != stale
-    {
-        return Ok(s.clone());
-    }
     let client = ClientInit {
         capabilities: env.capabilities.clone(),
         client_info: env.client_info.clone(),
     };
-    let opened = handshakes::initialize(up, &client, versions::LATEST_HANDSHAKE, None).await;
-    match opened.map_err(BridgeError::Call)? {
-        InitOutcome::Opened(s) => {
-            *held = Some(s.clone());
-            Ok(s)
-        }
-        InitOutcome::Refused(_) => {
-            *held = None;
-            // What was learned no longer holds (the upstream changed): probe again next time.
-            call.state.mcp.forget_era(&up.server.name, up.url());
-            Err(BridgeError::Refused)
-        }
+    match client::bridged_session(&call.upstream, &call.user, key, &client, stale).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(BridgeError::Refused),
+        Err(e) => Err(BridgeError::Call(e)),
     }
 }
 
@@ -201,7 +185,15 @@ impl BridgeError {
 async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
     let id = msg.id().cloned();
     let up = &call.upstream;
-    let mut session = match bridged_session(call, env, None).await {
+    let key = bridge_key(
+        &call.user,
+        &up.server.name,
+        up.url(),
+        &env.version,
+        &env.capabilities,
+        env.client_info.as_ref(),
+    );
+    let mut session = match bridged_session(call, env, &key, None).await {
         Ok(s) => s,
         Err(e) => return e.into_response(id.as_ref()),
     };
@@ -217,8 +209,8 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         );
     }
     envelope::strip(&mut msg);
-    // The upstream session is shared by this user's stateless clients, whose ids may
-    // collide: the upstream sees a gateway-unique id, the client gets its own back.
+    // The upstream session is shared by this user's stateless clients that declare the same,
+    // whose ids may collide: the upstream sees a gateway-unique id, the client gets its own back.
     let gateway_id = id.as_ref().map(|_| {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -256,7 +248,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             if let Some(g) = guard {
                 g.disarm();
             }
-            session = match bridged_session(call, env, Some(&session)).await {
+            session = match bridged_session(call, env, &key, Some(&session)).await {
                 Ok(s) => s,
                 Err(e) => return e.into_response(id.as_ref()),
             };

@@ -4,7 +4,8 @@
 //!
 //! - each server's era (does it answer `server/discover`?), re-probed after `ERA_TTL`;
 //! - upstream sessions the gateway opened itself to bridge stateless clients to a
-//!   session-era upstream, per (user, server);
+//!   session-era upstream, per (user, server, URL, what the client declares: [`bridge_key`]),
+//!   at most [`BRIDGED_PER_USER`] per user, closed after [`BRIDGED_IDLE`] unused;
 //! - replacement upstream session ids, after an upstream lost a client session and the
 //!   gateway re-initialized it transparently;
 //! - sessions ended by `DELETE` here (or found ended in the store, where `DELETE` records
@@ -23,6 +24,15 @@ use serde_json::Value;
 pub const ERA_TTL: Duration = Duration::from_secs(3600);
 /// Bound on every map here: when full, the oldest half is dropped (it is only a cache).
 const MAX_ENTRIES: usize = 4096;
+/// Bridged upstream sessions one user may hold in one process, across servers and kinds of
+/// client (each distinct set of declared capabilities is one). A client varying its
+/// capabilities can only churn its own user's sessions: the least recently used is closed.
+pub const BRIDGED_PER_USER: usize = 16;
+/// A bridged upstream session unused this long is closed upstream (`DELETE`) when the map is
+/// next swept; the next request opens a fresh one (one `initialize` round trip).
+pub const BRIDGED_IDLE: Duration = Duration::from_secs(10 * 60);
+/// How often the bridged map is swept for idle sessions (on a request, never by a timer).
+const BRIDGED_SWEEP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -41,12 +51,71 @@ pub struct UpstreamSession {
     pub init_result: Value,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<UpstreamSession>>>;
+/// Ends an upstream session (best effort, detached): set by whoever opened it, since only
+/// they hold the credential it takes.
+pub type Closer = Box<dyn FnOnce() + Send + Sync>;
+
+/// An upstream session bridging stateless clients, and how to end it.
+pub struct BridgedSession {
+    pub session: UpstreamSession,
+    pub close: Closer,
+}
+
+pub type Slot = Arc<tokio::sync::Mutex<Option<BridgedSession>>>;
+
+/// The bridged sessions and their users, for the per-user cap and the idle sweep.
+struct BridgedMap {
+    slots: HashMap<String, BridgedEntry>,
+    swept: Instant,
+}
+
+impl Default for BridgedMap {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+}
+
+struct BridgedEntry {
+    slot: Slot,
+    user: String,
+    used: Instant,
+}
+
+/// Closes the session in an evicted slot unless a request is opening or replacing it right
+/// now (then that request owns it; an evicted slot is never found again).
+fn close_evicted(slot: &Slot) {
+    if let Ok(mut held) = slot.try_lock()
+        && let Some(b) = held.take()
+    {
+        (b.close)();
+    }
+}
+
+/// What identifies a bridged upstream session: who, which server at which URL, and
+/// everything the upstream sees of the client in `initialize` (the envelope's protocol
+/// version, its capabilities and its clientInfo), hashed. `serde_json` maps are ordered by
+/// key (no `preserve_order`), so the serialization is canonical: two clients declaring the
+/// same capabilities in another key order share a session (see the unit test).
+pub fn bridge_key(
+    user: &str,
+    server: &str,
+    url: &str,
+    version: &str,
+    capabilities: &Value,
+    client_info: Option<&Value>,
+) -> String {
+    let canonical = serde_json::to_vec(&(user, server, url, version, capabilities, client_info))
+        .unwrap_or_default();
+    crate::crypto::sha256_hex(&canonical)
+}
 
 #[derive(Default)]
 pub struct Memory {
     eras: Mutex<HashMap<String, Facts>>,
-    bridged: Mutex<HashMap<String, (Slot, Instant)>>,
+    bridged: Mutex<BridgedMap>,
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
@@ -126,19 +195,72 @@ impl Memory {
         self.learn(server, url, |f| f.handshake_refused = Some(Instant::now()));
     }
 
-    /// The slot for the upstream session bridging `user`'s stateless clients to a
-    /// session-era `server`; callers lock it, so concurrent first requests open one upstream
-    /// session, not one each. Keyed by user and server only: nothing a caller sends can make
-    /// the gateway open more upstream sessions (the first client's capabilities are used;
-    /// a stateless-era client cannot take server-to-client requests anyway).
-    pub fn bridged_slot(&self, user: &str, server: &str, url: &str) -> Slot {
-        let key = crate::crypto::sha256_hex(format!("{user}\n{server}\n{url}").as_bytes());
-        let mut map = lock(&self.bridged);
-        bounded(&mut map, |(_, at)| *at);
-        map.entry(key)
-            .or_insert_with(|| (Slot::default(), Instant::now()))
-            .0
-            .clone()
+    /// The slot for the upstream session bridging `user`'s stateless clients that declare
+    /// the same things (`key`, from [`bridge_key`]) to a session-era server; callers lock it,
+    /// so concurrent first requests open one upstream session, not one each. A new slot may
+    /// evict others: idle ones ([`BRIDGED_IDLE`]) and, past [`BRIDGED_PER_USER`], the user's
+    /// least recently used; their upstream sessions are closed (best effort).
+    pub fn bridged_slot(&self, user: &str, key: &str) -> Slot {
+        let now = Instant::now();
+        let mut evicted = Vec::new();
+        let slot = {
+            let mut map = lock(&self.bridged);
+            if now.duration_since(map.swept) > BRIDGED_SWEEP {
+                map.swept = now;
+                map.slots.retain(|_, e| {
+                    let keep = now.duration_since(e.used) < BRIDGED_IDLE;
+                    if !keep {
+                        evicted.push(e.slot.clone());
+                    }
+                    keep
+                });
+            }
+            if let Some(e) = map.slots.get_mut(key) {
+                e.used = now;
+                e.slot.clone()
+            } else {
+                let mut mine: Vec<(Instant, String)> = map
+                    .slots
+                    .iter()
+                    .filter(|(_, e)| e.user == user)
+                    .map(|(k, e)| (e.used, k.clone()))
+                    .collect();
+                mine.sort();
+                let over = (mine.len() + 1).saturating_sub(BRIDGED_PER_USER);
+                let mut dropped: Vec<String> =
+                    mine.into_iter().take(over).map(|(_, k)| k).collect();
+                if map.slots.len() >= MAX_ENTRIES {
+                    let mut times: Vec<Instant> = map.slots.values().map(|e| e.used).collect();
+                    times.sort();
+                    let cutoff = times[times.len() / 2];
+                    dropped.extend(
+                        map.slots
+                            .iter()
+                            .filter(|(_, e)| e.used <= cutoff)
+                            .map(|(k, _)| k.clone()),
+                    );
+                }
+                for k in dropped {
+                    if let Some(e) = map.slots.remove(&k) {
+                        evicted.push(e.slot);
+                    }
+                }
+                let slot = Slot::default();
+                map.slots.insert(
+                    key.to_owned(),
+                    BridgedEntry {
+                        slot: slot.clone(),
+                        user: user.to_owned(),
+                        used: now,
+                    },
+                );
+                slot
+            }
+        };
+        for e in &evicted {
+            close_evicted(e);
+        }
+        slot
     }
 
     pub fn rebound(&self, fingerprint: &str) -> Option<String> {
@@ -216,11 +338,18 @@ mod tests {
             "facts are kept apart"
         );
 
-        let a = m.bridged_slot("u", "s", "http://a");
-        let b = m.bridged_slot("u", "s", "http://a");
+        let key = |user, url| bridge_key(user, "s", url, "2026-07-28", &Value::Null, None);
+        let a = m.bridged_slot("u", &key("u", "http://a"));
+        let b = m.bridged_slot("u", &key("u", "http://a"));
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("v", "s", "http://a")));
-        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("u", "s", "http://b")));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &m.bridged_slot("v", &key("v", "http://a"))
+        ));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &m.bridged_slot("u", &key("u", "http://b"))
+        ));
 
         m.set_rebound("f", "up-2".into());
         assert_eq!(m.rebound("f").as_deref(), Some("up-2"));
@@ -232,6 +361,122 @@ mod tests {
         assert!(*rx.borrow());
         drop(guard);
         assert!(!m.cancel("k"));
+    }
+
+    #[test]
+    fn the_bridge_key_is_what_the_upstream_sees() {
+        use serde_json::json;
+        let key = |caps: &Value, info: Option<&Value>, version: &str| {
+            bridge_key("alice", "s", "http://a", version, caps, info)
+        };
+        let roots = json!({"roots": {"listChanged": true}, "sampling": {}});
+        let base = key(&roots, None, "2026-07-28");
+        // Canonical: another key order is the same declaration.
+        let reordered: Value =
+            serde_json::from_str(r#"{"sampling": {}, "roots": {"listChanged": true}}"#).unwrap();
+        assert_eq!(key(&reordered, None, "2026-07-28"), base);
+        // Anything the upstream would see differently is another session.
+        assert_ne!(key(&json!({"sampling": {}}), None, "2026-07-28"), base);
+        assert_ne!(
+            key(&json!({"roots": {}, "sampling": {}}), None, "2026-07-28"),
+            base
+        );
+        assert_ne!(key(&roots, None, "2099-01-01"), base);
+        assert_ne!(
+            key(
+                &roots,
+                Some(&json!({"name": "c", "version": "1"})),
+                "2026-07-28"
+            ),
+            base
+        );
+        assert_ne!(
+            bridge_key("bob", "s", "http://a", "2026-07-28", &roots, None),
+            base
+        );
+        // No field can be shifted into another (the parts are a JSON array, not joined text).
+        assert_ne!(
+            bridge_key("a\nb", "s", "u", "v", &Value::Null, None),
+            bridge_key("a", "b\ns", "u", "v", &Value::Null, None)
+        );
+    }
+
+    fn closing(slot: &Slot, closed: &Arc<std::sync::atomic::AtomicUsize>) {
+        let closed = closed.clone();
+        *slot.try_lock().unwrap() = Some(BridgedSession {
+            session: UpstreamSession {
+                session_id: Some("up".into()),
+                version: "2025-11-25".into(),
+                init_result: Value::Null,
+            },
+            close: Box::new(move || {
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        });
+    }
+
+    #[test]
+    fn bridged_sessions_are_capped_per_user_and_closed_when_evicted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = Memory::default();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let first = m.bridged_slot("alice", "k0");
+        closing(&first, &closed);
+        for i in 1..BRIDGED_PER_USER {
+            closing(&m.bridged_slot("alice", &format!("k{i}")), &closed);
+        }
+        // Another user's sessions neither count nor get evicted.
+        let bobs = m.bridged_slot("bob", "b0");
+        closing(&bobs, &closed);
+        assert_eq!(closed.load(Ordering::SeqCst), 0);
+        // Using k0 again makes k1 the least recently used.
+        assert!(Arc::ptr_eq(&first, &m.bridged_slot("alice", "k0")));
+        let k1 = m.bridged_slot("alice", "k1");
+        std::thread::sleep(Duration::from_millis(2));
+        for i in 2..BRIDGED_PER_USER {
+            m.bridged_slot("alice", &format!("k{i}"));
+        }
+        m.bridged_slot("alice", "k0");
+        m.bridged_slot("alice", "new");
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "one evicted and closed");
+        assert!(
+            k1.try_lock().unwrap().is_none(),
+            "the least recently used went"
+        );
+        assert!(first.try_lock().unwrap().is_some());
+        assert!(
+            !Arc::ptr_eq(&k1, &m.bridged_slot("alice", "k1")),
+            "re-opened fresh"
+        );
+        assert!(Arc::ptr_eq(&bobs, &m.bridged_slot("bob", "b0")));
+        let alices = lock(&m.bridged)
+            .slots
+            .values()
+            .filter(|e| e.user == "alice")
+            .count();
+        assert_eq!(alices, BRIDGED_PER_USER);
+    }
+
+    #[test]
+    fn idle_bridged_sessions_are_closed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = Memory::default();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let idle = m.bridged_slot("alice", "idle");
+        closing(&idle, &closed);
+        let busy = m.bridged_slot("alice", "busy");
+        closing(&busy, &closed);
+        {
+            let mut map = lock(&m.bridged);
+            let long_ago = Instant::now() - BRIDGED_IDLE - Duration::from_secs(1);
+            map.slots.get_mut("idle").unwrap().used = long_ago;
+            map.swept = long_ago;
+        }
+        // Any request sweeps once the sweep interval passed, even one for a known slot.
+        assert!(Arc::ptr_eq(&busy, &m.bridged_slot("alice", "busy")));
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+        assert!(idle.try_lock().unwrap().is_none());
+        assert!(busy.try_lock().unwrap().is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod access_control;
 mod auth_header;
+mod bridge;
 mod client_auth;
 mod conformance;
 mod console;
