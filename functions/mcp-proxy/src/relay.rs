@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::adapt::Adapt;
 use crate::answers::{BadAnswer, Reason, call_failed, upstream_error};
 use crate::cancel::CancelOnDrop;
+use crate::inputs::{Handled, Held, HeldParts, Inputs};
 use crate::owed::{Expect, Verdict, judge};
 use crate::rewrite::Rewrite;
 
@@ -52,6 +53,9 @@ pub struct RelayOptions {
     pub in_flight: Option<mcpgw::mcp::memory::InFlight>,
     /// No deadline (long-lived GET streams end when the deployment ends them).
     pub unbounded: bool,
+    /// A bridged call: the upstream's requests to the client are answered or turned into an
+    /// `input_required` result ([`crate::inputs`]), never passed on.
+    pub inputs: Option<Inputs>,
 }
 
 impl RelayOptions {
@@ -149,7 +153,62 @@ async fn policy_changed(rx: &mut Option<watch::Receiver<u64>>) -> Option<()> {
     }
 }
 
+/// The next request the upstream sent on its session's `GET` stream (never, without one).
+async fn listened(inputs: &mut Option<Inputs>) -> Value {
+    match inputs {
+        Some(i) => i.listened().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A server-to-client request in an event, when a bridged call's requests are intercepted.
+fn server_request(opts: &RelayOptions, data: &str) -> Option<Value> {
+    opts.inputs.as_ref()?;
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .filter(crate::inputs::is_request)
+}
+
 impl Relay {
+    /// A server-to-client request of a bridged call: answered upstream (the event is
+    /// dropped: `None`), or the call held for the client's input, whose `input_required`
+    /// result ends the client's stream (`Some`: its bytes). `rest`: what the stream held
+    /// after the request's event (kept with the held call).
+    fn on_server_request(&mut self, req: &Value, rest: Vec<u8>) -> Option<Vec<u8>> {
+        let opts = &mut self.opts;
+        let inputs = opts.inputs.as_mut()?;
+        let ask = match inputs.on_request(req) {
+            Handled::Answered => return None,
+            Handled::Ask(ask) => ask,
+        };
+        let gateway_id = match &opts.expect {
+            Expect::Response(id) => id.clone(),
+            Expect::Batch(_) | Expect::Nothing => Value::Null,
+        };
+        let (body, parser, guard) = (&mut self.body, &mut self.parser, &mut opts.cancel_on_drop);
+        let result = inputs.hold(ask, || {
+            let unread = std::mem::replace(body, futures_util::stream::empty().boxed());
+            let body = if rest.is_empty() {
+                unread
+            } else {
+                futures_util::stream::once(async move { Ok(Bytes::from(rest)) })
+                    .chain(unread)
+                    .boxed()
+            };
+            HeldParts {
+                body,
+                parser: std::mem::take(parser),
+                // Armed: the held call is cancelled upstream if nobody comes back for it.
+                cancel_on_drop: guard.take(),
+                gateway_id,
+            }
+        })?;
+        let id = self.opts.request_id.clone().unwrap_or(Value::Null);
+        let message = mcpgw::mcp::jsonrpc::result(&id, result);
+        self.complete();
+        Some(sse::message_event(&message).into_bytes())
+    }
+
     /// Whether the stream's bytes pass as they come: nothing is owed, checked or changed,
     /// and no notification of the gateway's own may need a place between two events.
     fn passes_raw(&self) -> bool {
@@ -175,14 +234,15 @@ impl Relay {
             return bytes;
         }
         let mut out = Vec::new();
-        let blocks = match self.parser.push_blocks(&bytes) {
+        let mut blocks = match self.parser.push_blocks(&bytes) {
             Ok(b) => b,
             Err(_) => {
                 self.fail(BadAnswer::TooLarge, &mut out);
                 return Bytes::from(out);
             }
         };
-        for block in blocks {
+        for i in 0..blocks.len() {
+            let block = std::mem::take(&mut blocks[i]);
             let Some(event) = &block.event else {
                 // Comments (they keep idle connections open), retry hints and id-only
                 // events (the client's resumption point) pass as they came.
@@ -191,7 +251,19 @@ impl Relay {
             };
             let (fix_id, answered) =
                 match judge(event.data.as_bytes(), &self.opts.expect, &self.answered) {
-                    Verdict::Pass => (None, None),
+                    Verdict::Pass => {
+                        if let Some(req) = server_request(&self.opts, &event.data) {
+                            let rest = blocks[i + 1..].iter().flat_map(|b| b.raw.clone());
+                            match self.on_server_request(&req, rest.collect()) {
+                                Some(held) => {
+                                    out.extend_from_slice(&held);
+                                    break;
+                                }
+                                None => continue,
+                            }
+                        }
+                        (None, None)
+                    }
                     Verdict::Answer { ids, null_id } => (
                         null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
                         Some(ids),
@@ -221,6 +293,12 @@ impl Relay {
             }
         }
         Bytes::from(out)
+    }
+
+    fn into_body(self) -> Body {
+        Body::from_stream(futures_util::stream::unfold(self, |mut r| async move {
+            r.next().await.map(|item| (item, r))
+        }))
     }
 
     fn complete(&mut self) {
@@ -263,6 +341,10 @@ impl Relay {
                 // cancellation; nothing more is owed to the client.
                 self.done = true;
                 None
+            }
+            req = listened(&mut self.opts.inputs) => {
+                let held = self.on_server_request(&req, Vec::new());
+                Some(Ok(held.map(Bytes::from).unwrap_or_default()))
             }
         }
     }
@@ -360,8 +442,33 @@ pub async fn stream_back(
         answered: Vec::new(),
         status,
     };
-    let stream = futures_util::stream::unfold(relay, |mut r| async move {
-        r.next().await.map(|item| (item, r))
-    });
-    relayed(status, headers, Body::from_stream(stream))
+    relayed(status, headers, relay.into_body())
+}
+
+/// Relays the rest of a held call ([`crate::inputs`]) to the client's retry, its answers
+/// posted upstream: an event stream, as the held one was.
+pub fn resume(up: &Upstream, held: Held, mut opts: RelayOptions) -> Response {
+    opts.cancel_on_drop = held.cancel_on_drop;
+    if let Some(inputs) = opts.inputs.as_mut() {
+        inputs.listener = held.listener;
+    }
+    let relay = Relay {
+        body: held.body,
+        deadline: up.deadline(),
+        done: false,
+        opts,
+        parser: held.parser,
+        answered: Vec::new(),
+        status: StatusCode::OK,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    relayed(StatusCode::OK, headers, relay.into_body())
 }

@@ -11,16 +11,18 @@ use mcpgw::mcp::envelope::{self, Envelope};
 use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
 use mcpgw::mcp::memory::{Era, UpstreamSession, bridge_key};
+use mcpgw::mcp::request_state;
 use mcpgw::mcp::session::ClientInit;
 use mcpgw::upstream::client;
 use mcpgw::upstream::handshakes::{self, Discovery};
 use serde_json::Value;
 
-use crate::answers::{Reason, call_failed, rpc_error, upstream_error};
+use crate::answers::{Reason, call_failed, internal, rpc_error, upstream_error};
 use crate::call::Call;
 use crate::cancel::CancelOnDrop;
+use crate::inputs::{self, Asking, Declared, Inputs, Listener};
 use crate::owed::{Expect, expect_for};
-use crate::relay::{RelayOptions, stream_back};
+use crate::relay::{RelayOptions, resume, stream_back};
 use crate::results::{self, ClientEra, Ttl};
 use crate::rewrite::Rewrite;
 
@@ -209,6 +211,85 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         );
     }
     envelope::strip(&mut msg);
+    // A round of the multi-round trip: its fields are for the gateway, not the upstream.
+    let (state, responses) = match msg.params_mut() {
+        Some(p) => (p.remove("requestState"), p.remove("inputResponses")),
+        None => (None, None),
+    };
+    let declared = Declared::of(&env.capabilities);
+    let method = msg.method().unwrap_or_default();
+    let can_ask = id.is_some() && inputs::can_ask(method) && declared.any();
+    let mut asking = None;
+    let mut answered = Vec::new();
+    let mut held = None;
+    if can_ask || state.is_some() {
+        let keyring = match call.state.keyring.get().await {
+            Ok(k) => k,
+            Err(e) => return internal(&e),
+        };
+        let binding = request_state::binding(&call.user, &call.endpoint, &key);
+        let digest = request_state::call_digest(method, msg.params());
+        let now = call.state.clock.now();
+        if let Some(state) = state {
+            let claims = state
+                .as_str()
+                .ok_or(request_state::Refused::Unreadable)
+                .and_then(|s| request_state::open(&keyring, &binding, s, &digest, now));
+            let Ok(claims) = claims else {
+                return invalid_round(
+                    id.as_ref(),
+                    "requestState is not one the gateway issued for this call, or it expired",
+                );
+            };
+            let Some(responses) = inputs::input_responses(responses) else {
+                return invalid_round(
+                    id.as_ref(),
+                    "inputResponses must be an object of at most 16 results",
+                );
+            };
+            match inputs::take_held(up.memory(), &claims.held, &binding) {
+                Some(h) => {
+                    answered.clone_from(&claims.answered);
+                    answered.extend(h.answer(up, &responses, &claims.asked));
+                    held = Some(h);
+                }
+                // Held elsewhere or no longer: the call is sent again and the upstream's
+                // repeated requests answered from what the client gave.
+                None => answered = inputs::answered_from(&claims, &responses),
+            }
+        }
+        if can_ask {
+            asking = Some(Asking {
+                keyring,
+                binding,
+                call: digest,
+                now,
+            });
+        }
+    }
+    let cacheable = msg.method().is_some_and(results::is_cacheable);
+    if let Some(h) = held {
+        let inputs = Inputs {
+            up: up.clone(),
+            session_headers: h.session_headers.clone(),
+            declared,
+            asking,
+            answered,
+            listener: None,
+        };
+        let opts = RelayOptions {
+            expect: Expect::Response(h.gateway_id.clone()),
+            adapt: call.adapt.clone(),
+            rewrite: Some(Rewrite::ToModern {
+                cacheable,
+                restore_id: id.clone().map(|c| (h.gateway_id.clone(), c)),
+            }),
+            request_id: id,
+            inputs: Some(inputs),
+            ..Default::default()
+        };
+        return resume(up, h, opts);
+    }
     // The upstream session is shared by this user's stateless clients that declare the same,
     // whose ids may collide: the upstream sees a gateway-unique id, the client gets its own back.
     let gateway_id = id.as_ref().map(|_| {
@@ -227,9 +308,15 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             headers.remove(h);
         }
         headers.extend(session_headers.clone());
+        // Listening before the call is sent: a request the upstream sends on its session's
+        // stream rather than the call's would otherwise be lost.
+        let listener = match &asking {
+            Some(_) => Listener::open(up, session_headers.clone()).await,
+            None => None,
+        };
         let guard = gateway_id
             .clone()
-            .map(|rid| CancelOnDrop::new(up, session_headers, rid));
+            .map(|rid| CancelOnDrop::new(up, session_headers.clone(), rid));
         let response = match up.send(Method::POST, headers, Some(body.clone())).await {
             Ok(r) => r,
             Err(e) => {
@@ -254,8 +341,16 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             };
             continue;
         }
-        let cacheable = msg.method().is_some_and(results::is_cacheable);
         let restore_id = gateway_id.clone().zip(id.clone());
+        // Requests only: the upstream's requests during a notification have no call to go to.
+        let inputs = id.as_ref().map(|_| Inputs {
+            up: up.clone(),
+            session_headers,
+            declared,
+            asking: asking.take(),
+            answered: std::mem::take(&mut answered),
+            listener,
+        });
         let opts = RelayOptions {
             // The upstream answers the gateway's id; any other (another client's request in
             // the shared session, made up) is refused, never passed on.
@@ -270,6 +365,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
                 cacheable,
                 restore_id,
             }),
+            inputs,
             ..Default::default()
         };
         return stream_back(&call.upstream, response, opts).await;
@@ -279,6 +375,17 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         id.as_ref(),
         jsonrpc::UPSTREAM_ERROR,
         "the upstream MCP server keeps losing its session",
+        None,
+    )
+}
+
+/// A retry whose round fields (`requestState`, `inputResponses`) cannot be used.
+fn invalid_round(id: Option<&Value>, why: &str) -> Response {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        jsonrpc::INVALID_PARAMS,
+        why,
         None,
     )
 }

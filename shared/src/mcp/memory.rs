@@ -11,7 +11,9 @@
 //! - sessions ended by `DELETE` here (or found ended in the store, where `DELETE` records
 //!   every end, after their upstream answered 404), so their ids are refused at once on this
 //!   process;
-//! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them.
+//! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them;
+//! - bridged calls held for a 2026-07-28 client's input (opaque here: the proxy's), for at
+//!   most [`HELD_TTL`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,11 @@ pub const BRIDGED_PER_USER: usize = 16;
 /// A bridged upstream session unused this long is closed upstream (`DELETE`) when the map is
 /// next swept; the next request opens a fresh one (one `initialize` round trip).
 pub const BRIDGED_IDLE: Duration = Duration::from_secs(10 * 60);
+/// How long a call waiting for its client's input is held (an upstream's own wait for an
+/// answer is commonly 60 s); dropped after, which cancels it upstream.
+pub const HELD_TTL: Duration = Duration::from_secs(60);
+/// Calls held at once per process; past it the oldest half is dropped.
+const MAX_HELD: usize = 1024;
 /// How often the bridged map is swept for idle sessions (on a request, never by a timer).
 const BRIDGED_SWEEP: Duration = Duration::from_secs(60);
 
@@ -119,6 +126,7 @@ pub struct Memory {
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    held: Mutex<HashMap<String, (Box<dyn std::any::Any + Send>, Instant)>>,
 }
 
 /// What one process learned about one upstream, and when.
@@ -284,6 +292,27 @@ impl Memory {
         lock(&self.ended).contains_key(fingerprint)
     }
 
+    /// Holds a call under `key` for at most [`HELD_TTL`]; what is dropped to make room, or
+    /// expired, is dropped here (its owner's `Drop` cancels it).
+    pub fn hold(&self, key: String, call: Box<dyn std::any::Any + Send>) {
+        let mut map = lock(&self.held);
+        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
+        if map.len() >= MAX_HELD {
+            let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
+            times.sort();
+            let cutoff = times[times.len() / 2];
+            map.retain(|_, (_, at)| *at > cutoff);
+        }
+        map.insert(key, (call, Instant::now()));
+    }
+
+    /// Takes the call held under `key`, if it is still held.
+    pub fn take_held(&self, key: &str) -> Option<Box<dyn std::any::Any + Send>> {
+        let mut map = lock(&self.held);
+        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
+        map.remove(key).map(|(call, _)| call)
+    }
+
     /// Registers a request in flight; the receiver turns true when the client cancels it.
     /// The registration lasts as long as the returned guard.
     pub fn track(self: &Arc<Self>, key: String) -> (InFlight, tokio::sync::watch::Receiver<bool>) {
@@ -355,6 +384,16 @@ mod tests {
         assert_eq!(m.rebound("f").as_deref(), Some("up-2"));
         m.end("f");
         assert!(m.is_ended("f") && m.rebound("f").is_none());
+
+        m.hold("h".into(), Box::new(7u8));
+        assert!(m.take_held("other").is_none());
+        assert_eq!(
+            m.take_held("h")
+                .and_then(|b| b.downcast::<u8>().ok())
+                .as_deref(),
+            Some(&7)
+        );
+        assert!(m.take_held("h").is_none(), "taken once");
 
         let (guard, rx) = m.track("k".into());
         assert!(m.cancel("k"));

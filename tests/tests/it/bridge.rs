@@ -11,7 +11,6 @@
 //!    bridge stalled for the upstream's 60 s). A client that declared no such capability
 //!    never stalls either.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::mcp::{McpClient, STATELESS};
@@ -96,4 +95,153 @@ async fn two_clients_of_one_user_see_their_own_tools_in_both_orders() {
         assert_eq!(again_with.unwrap(), first, "{order}");
         assert_eq!(again_without.unwrap(), second, "{order}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Server-to-client requests through the bridge
+
+/// The `input_required` result of a call whose upstream asked for roots: its request key and
+/// state, after checking it asks for exactly `roots/list`.
+fn asked_for_roots(answer: &e2e::mcp::Answer) -> (String, String) {
+    let result = answer.result().unwrap();
+    assert_eq!(result["resultType"], "input_required", "{}", answer.raw);
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{result}");
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(request["method"], "roots/list", "{result}");
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    (key.clone(), state)
+}
+
+fn roots_retry(key: &str, state: &str, uri: &str) -> Value {
+    json!({"name": ROOTS_TOOL, "arguments": {},
+        "inputResponses": {key: {"roots": [{"uri": uri, "name": "project"}]}},
+        "requestState": state})
+}
+
+fn text(answer: &e2e::mcp::Answer) -> String {
+    let result = answer.result().unwrap();
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_upstream_roots_request_becomes_input_required_and_is_answered() {
+    let Some((gw, alice)) = setup().await else {
+        return;
+    };
+    let mut client = stateless(&gw, &alice, roots_caps()).await;
+    let started = Instant::now();
+    // WHEN alice calls the tool whose upstream asks the client for its roots
+    let first = client.call_tool(ROOTS_TOOL, json!({})).await.unwrap();
+    // THEN the call is answered input_required at once, asking for roots/list
+    let (key, state) = asked_for_roots(&first);
+    // WHEN she retries with her roots and the state
+    let done = client
+        .request(
+            "tools/call",
+            roots_retry(&key, &state, "file:///work/alpha"),
+        )
+        .await
+        .unwrap();
+    // THEN the upstream got them: the tool's answer lists them, well within its 60 s wait
+    let elapsed = started.elapsed();
+    assert_eq!(
+        done.result().unwrap()["resultType"],
+        "complete",
+        "{}",
+        done.raw
+    );
+    assert!(text(&done).contains("file:///work/alpha"), "{}", done.raw);
+    assert!(elapsed < PROMPT, "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_request_state_is_bound_to_its_caller_and_call() {
+    let Some((gw, alice)) = setup().await else {
+        return;
+    };
+    let bob = gw.user_key("bob@example.com").await.unwrap();
+    let mut alices = stateless(&gw, &alice, roots_caps()).await;
+    let first = alices.call_tool(ROOTS_TOOL, json!({})).await.unwrap();
+    let (key, state) = asked_for_roots(&first);
+    let refused = |a: &e2e::mcp::Answer, what: &str| {
+        assert_eq!(a.status, 400, "{what}: {}", a.raw);
+        assert_eq!(a.error().unwrap()["code"], -32602, "{what}: {}", a.raw);
+    };
+    // Bob presenting alice's state (same kind of client, same call)
+    let mut bobs = stateless(&gw, &bob, roots_caps()).await;
+    let a = bobs
+        .request("tools/call", roots_retry(&key, &state, "file:///bob"))
+        .await
+        .unwrap();
+    refused(&a, "another user's state");
+    // Alice's state from another kind of client of hers
+    let mut other = stateless(&gw, &alice, json!({"roots": {}, "sampling": {}})).await;
+    let a = other
+        .request("tools/call", roots_retry(&key, &state, "file:///x"))
+        .await
+        .unwrap();
+    refused(&a, "another client's state");
+    // Alice's state carried into another call, tampered with, or made up
+    let mut params = roots_retry(&key, &state, "file:///x");
+    params["name"] = json!("echo");
+    params["arguments"] = json!({"message": "hi"});
+    let a = alices.request("tools/call", params).await.unwrap();
+    refused(&a, "another call");
+    let mut tampered = state.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in [tampered.as_str(), "made-up", &"A".repeat(70_000)] {
+        let a = alices
+            .request("tools/call", roots_retry(&key, bad, "file:///x"))
+            .await
+            .unwrap();
+        refused(&a, "a forged state");
+    }
+    // inputResponses that are not a map of results
+    let mut params = roots_retry(&key, &state, "file:///x");
+    params["inputResponses"] = json!(["not", "a", "map"]);
+    let a = alices.request("tools/call", params).await.unwrap();
+    refused(&a, "inputResponses not an object");
+    // Baseline: none of that consumed the call; alice's own retry completes it with her roots.
+    let done = alices
+        .request(
+            "tools/call",
+            roots_retry(&key, &state, "file:///work/alice"),
+        )
+        .await
+        .unwrap();
+    assert!(text(&done).contains("file:///work/alice"), "{}", done.raw);
+    assert!(!text(&done).contains("bob"), "{}", done.raw);
+}
+
+#[tokio::test]
+async fn a_retry_on_another_instance_sends_the_call_again_with_the_answers() {
+    let Some((gw, alice)) = setup().await else {
+        return;
+    };
+    // GIVEN a call held on one instance for alice's roots
+    let mut here = stateless(&gw, &alice, roots_caps()).await;
+    let (key, state) = asked_for_roots(&here.call_tool(ROOTS_TOOL, json!({})).await.unwrap());
+    // WHEN her retry lands on another instance (nothing held there)
+    let other = gw.beside().await.unwrap();
+    let mut there = stateless(&other, &alice, roots_caps()).await;
+    let started = Instant::now();
+    let done = there
+        .request("tools/call", roots_retry(&key, &state, "file:///work/beta"))
+        .await
+        .unwrap();
+    // THEN the call is sent again and the upstream's repeated roots/list answered from hers
+    assert_eq!(
+        done.result().unwrap()["resultType"],
+        "complete",
+        "{}",
+        done.raw
+    );
+    assert!(text(&done).contains("file:///work/beta"), "{}", done.raw);
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
 }
