@@ -245,3 +245,68 @@ async fn a_retry_on_another_instance_sends_the_call_again_with_the_answers() {
     assert!(text(&done).contains("file:///work/beta"), "{}", done.raw);
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The official Python SDK, default mode
+
+/// Runs tests/clients/bridge_roots.py: lists tools and calls `get-roots-list` when listed.
+async fn python(gw: &TestGateway, key: &str, root: Option<&str>) -> Value {
+    let python = mcpgw::testing::peer_url("MCPGW_TEST_PYTHON").expect("MCPGW_TEST_PYTHON");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/bridge_roots.py");
+    let url = gw.mcp_url("everything");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(python)
+            .arg(script)
+            .args([url.as_str(), key, "auto", root.unwrap_or("-")])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the python client timed out")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client ({root:?}) failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("bad output ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn python_sdk_default_mode_clients_with_and_without_roots() {
+    let Some((gw, alice)) = setup().await else {
+        return;
+    };
+    // GIVEN two Python SDK clients of alice in the SDK's default mode, at the same time, one
+    // with a roots callback and one without
+    let (with, without) = tokio::join!(
+        python(&gw, &alice, Some("file:///work/python")),
+        python(&gw, &alice, None)
+    );
+    // THEN both speak 2026-07-28 through the bridge and see their own tools
+    assert_eq!(with["protocol"], STATELESS, "{with}");
+    assert_eq!(without["protocol"], STATELESS, "{without}");
+    let names = |v: &Value| -> Vec<String> { serde_json::from_value(v["tools"].clone()).unwrap() };
+    assert!(names(&with).iter().any(|t| t == ROOTS_TOOL), "{with}");
+    assert!(
+        !names(&without).iter().any(|t| t == ROOTS_TOOL),
+        "{without}"
+    );
+    assert_eq!(names(&with).len(), names(&without).len() + 1);
+    // AND the roots tool, answered through an input_required round, carries the client's roots
+    assert_eq!(with["is_error"], false, "{with}");
+    assert!(
+        with["content"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("file:///work/python"),
+        "{with}"
+    );
+    assert!(
+        with["call_seconds"].as_f64().unwrap() < PROMPT.as_secs_f64(),
+        "{with}"
+    );
+}
