@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::envelope::{self, Envelope};
 use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
-use mcpgw::mcp::memory::{Era, UpstreamSession, bridge_key};
+use mcpgw::mcp::memory::{BRIDGED_IDLE, BRIDGED_PER_USER, Era, UpstreamSession, bridge_key};
 use mcpgw::mcp::request_state;
 use mcpgw::mcp::session::ClientInit;
-use mcpgw::upstream::client;
+use mcpgw::upstream::client::{self, Bridged};
 use mcpgw::upstream::handshakes::{self, Discovery};
 use serde_json::Value;
 
@@ -153,8 +153,9 @@ async fn bridged_session(
         client_info: env.client_info.clone(),
     };
     match client::bridged_session(&call.upstream, &call.user, key, &client, stale).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(BridgeError::Refused),
+        Ok(Bridged::Session(s)) => Ok(s),
+        Ok(Bridged::Refused) => Err(BridgeError::Refused),
+        Ok(Bridged::TooManyKinds) => Err(BridgeError::TooManyKinds),
         Err(e) => Err(BridgeError::Call(e)),
     }
 }
@@ -164,6 +165,8 @@ enum BridgeError {
     /// The upstream answered `initialize` with an error although it had refused
     /// `server/discover`: it speaks neither era the gateway can use.
     Refused,
+    /// The caller's clients already hold as many bridged sessions as allowed.
+    TooManyKinds,
 }
 
 impl BridgeError {
@@ -179,6 +182,18 @@ impl BridgeError {
                 )),
             )
                 .into_response(),
+            Self::TooManyKinds => rpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "too many kinds of client (distinct capabilities or clientInfo) of this \
+                     user are bridged to session-era servers at once; at most {BRIDGED_PER_USER}, \
+                     each kept until {} minutes unused",
+                    BRIDGED_IDLE.as_secs() / 60
+                ),
+                None,
+            ),
         }
     }
 }

@@ -27,8 +27,9 @@ pub const ERA_TTL: Duration = Duration::from_secs(3600);
 /// Bound on every map here: when full, the oldest half is dropped (it is only a cache).
 const MAX_ENTRIES: usize = 4096;
 /// Bridged upstream sessions one user may hold in one process, across servers and kinds of
-/// client (each distinct set of declared capabilities is one). A client varying its
-/// capabilities can only churn its own user's sessions: the least recently used is closed.
+/// client (each distinct declaration is one). Past it a new kind of client is refused until
+/// one of the user's sessions has been idle for [`BRIDGED_IDLE`]: a caller varying what it
+/// declares cannot make the gateway open (and close) an upstream session per request.
 pub const BRIDGED_PER_USER: usize = 16;
 /// A bridged upstream session unused this long is closed upstream (`DELETE`) when the map is
 /// next swept; the next request opens a fresh one (one `initialize` round trip).
@@ -205,15 +206,18 @@ impl Memory {
 
     /// The slot for the upstream session bridging `user`'s stateless clients that declare
     /// the same things (`key`, from [`bridge_key`]) to a session-era server; callers lock it,
-    /// so concurrent first requests open one upstream session, not one each. A new slot may
-    /// evict others: idle ones ([`BRIDGED_IDLE`]) and, past [`BRIDGED_PER_USER`], the user's
-    /// least recently used; their upstream sessions are closed (best effort).
-    pub fn bridged_slot(&self, user: &str, key: &str) -> Slot {
+    /// so concurrent first requests open one upstream session, not one each. `None`: the
+    /// user already holds [`BRIDGED_PER_USER`] sessions none of which is idle. Idle ones
+    /// ([`BRIDGED_IDLE`]) are evicted and closed upstream (best effort).
+    pub fn bridged_slot(&self, user: &str, key: &str) -> Option<Slot> {
         let now = Instant::now();
         let mut evicted = Vec::new();
         let slot = {
             let mut map = lock(&self.bridged);
-            if now.duration_since(map.swept) > BRIDGED_SWEEP {
+            let known = map.slots.contains_key(key);
+            // Swept now and then on the hot path; always before a new slot (a cold path:
+            // opening the session is a round trip anyway).
+            if !known || now.duration_since(map.swept) > BRIDGED_SWEEP {
                 map.swept = now;
                 map.slots.retain(|_, e| {
                     let keep = now.duration_since(e.used) < BRIDGED_IDLE;
@@ -225,33 +229,25 @@ impl Memory {
             }
             if let Some(e) = map.slots.get_mut(key) {
                 e.used = now;
-                e.slot.clone()
+                Some(e.slot.clone())
+            } else if map.slots.values().filter(|e| e.user == user).count() >= BRIDGED_PER_USER {
+                None
             } else {
-                let mut mine: Vec<(Instant, String)> = map
-                    .slots
-                    .iter()
-                    .filter(|(_, e)| e.user == user)
-                    .map(|(k, e)| (e.used, k.clone()))
-                    .collect();
-                mine.sort();
-                let over = (mine.len() + 1).saturating_sub(BRIDGED_PER_USER);
-                let mut dropped: Vec<String> =
-                    mine.into_iter().take(over).map(|(_, k)| k).collect();
                 if map.slots.len() >= MAX_ENTRIES {
                     let mut times: Vec<Instant> = map.slots.values().map(|e| e.used).collect();
                     times.sort();
                     let cutoff = times[times.len() / 2];
-                    dropped.extend(
-                        map.slots
-                            .iter()
-                            .filter(|(_, e)| e.used <= cutoff)
-                            .map(|(k, _)| k.clone()),
+                    let old: Vec<String> = map
+                        .slots
+                        .iter()
+                        .filter(|(_, e)| e.used <= cutoff)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    evicted.extend(
+                        old.iter()
+                            .filter_map(|k| map.slots.remove(k))
+                            .map(|e| e.slot),
                     );
-                }
-                for k in dropped {
-                    if let Some(e) = map.slots.remove(&k) {
-                        evicted.push(e.slot);
-                    }
                 }
                 let slot = Slot::default();
                 map.slots.insert(
@@ -262,7 +258,7 @@ impl Memory {
                         used: now,
                     },
                 );
-                slot
+                Some(slot)
             }
         };
         for e in &evicted {
@@ -455,45 +451,26 @@ mod tests {
     }
 
     #[test]
-    fn bridged_sessions_are_capped_per_user_and_closed_when_evicted() {
+    fn bridged_sessions_are_capped_per_user() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let m = Memory::default();
         let closed = Arc::new(AtomicUsize::new(0));
-        let first = m.bridged_slot("alice", "k0");
-        closing(&first, &closed);
-        for i in 1..BRIDGED_PER_USER {
-            closing(&m.bridged_slot("alice", &format!("k{i}")), &closed);
+        for i in 0..BRIDGED_PER_USER {
+            closing(&m.bridged_slot("alice", &format!("k{i}")).unwrap(), &closed);
         }
-        // Another user's sessions neither count nor get evicted.
-        let bobs = m.bridged_slot("bob", "b0");
-        closing(&bobs, &closed);
-        assert_eq!(closed.load(Ordering::SeqCst), 0);
-        // Using k0 again makes k1 the least recently used.
-        assert!(Arc::ptr_eq(&first, &m.bridged_slot("alice", "k0")));
-        let k1 = m.bridged_slot("alice", "k1");
-        std::thread::sleep(Duration::from_millis(2));
-        for i in 2..BRIDGED_PER_USER {
-            m.bridged_slot("alice", &format!("k{i}"));
+        // A new kind of client past the cap is refused; known ones and other users are not.
+        assert!(m.bridged_slot("alice", "one-more").is_none());
+        assert!(m.bridged_slot("alice", "k3").is_some());
+        assert!(m.bridged_slot("bob", "b0").is_some());
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "nothing live was closed");
+        // Once one of alice's is idle, it is closed and the new one gets its place.
+        {
+            let mut map = lock(&m.bridged);
+            map.slots.get_mut("k0").unwrap().used =
+                Instant::now() - BRIDGED_IDLE - Duration::from_secs(1);
         }
-        m.bridged_slot("alice", "k0");
-        m.bridged_slot("alice", "new");
-        assert_eq!(closed.load(Ordering::SeqCst), 1, "one evicted and closed");
-        assert!(
-            k1.try_lock().unwrap().is_none(),
-            "the least recently used went"
-        );
-        assert!(first.try_lock().unwrap().is_some());
-        assert!(
-            !Arc::ptr_eq(&k1, &m.bridged_slot("alice", "k1")),
-            "re-opened fresh"
-        );
-        assert!(Arc::ptr_eq(&bobs, &m.bridged_slot("bob", "b0")));
-        let alices = lock(&m.bridged)
-            .slots
-            .values()
-            .filter(|e| e.user == "alice")
-            .count();
-        assert_eq!(alices, BRIDGED_PER_USER);
+        assert!(m.bridged_slot("alice", "one-more").is_some());
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -501,9 +478,9 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let m = Memory::default();
         let closed = Arc::new(AtomicUsize::new(0));
-        let idle = m.bridged_slot("alice", "idle");
+        let idle = m.bridged_slot("alice", "idle").unwrap();
         closing(&idle, &closed);
-        let busy = m.bridged_slot("alice", "busy");
+        let busy = m.bridged_slot("alice", "busy").unwrap();
         closing(&busy, &closed);
         {
             let mut map = lock(&m.bridged);
@@ -512,7 +489,10 @@ mod tests {
             map.swept = long_ago;
         }
         // Any request sweeps once the sweep interval passed, even one for a known slot.
-        assert!(Arc::ptr_eq(&busy, &m.bridged_slot("alice", "busy")));
+        assert!(Arc::ptr_eq(
+            &busy,
+            &m.bridged_slot("alice", "busy").unwrap()
+        ));
         assert_eq!(closed.load(Ordering::SeqCst), 1);
         assert!(idle.try_lock().unwrap().is_none());
         assert!(busy.try_lock().unwrap().is_some());

@@ -54,21 +54,22 @@ async fn era(up: &Upstream) -> Result<Era, CallError> {
 
 /// The bridged upstream session for `key` ([`bridge_key`]), opened with `client`'s
 /// declarations on first use (one per key even under concurrent first requests); `stale`
-/// names a session the upstream lost: it is replaced. `None`: the upstream refused
-/// `initialize` (what was learned of its era is forgotten, so it is probed again).
+/// names a session the upstream lost: it is replaced.
 pub async fn bridged_session(
     up: &Upstream,
     user: &str,
     key: &str,
     client: &ClientInit,
     stale: Option<&UpstreamSession>,
-) -> Result<Option<UpstreamSession>, CallError> {
-    let slot = up.memory().bridged_slot(user, key);
+) -> Result<Bridged, CallError> {
+    let Some(slot) = up.memory().bridged_slot(user, key) else {
+        return Ok(Bridged::TooManyKinds);
+    };
     let mut held = slot.lock().await;
     if let Some(b) = held.as_ref()
         && Some(&b.session) != stale
     {
-        return Ok(Some(b.session.clone()));
+        return Ok(Bridged::Session(b.session.clone()));
     }
     match handshakes::initialize(up, client, versions::LATEST_HANDSHAKE, None).await? {
         InitOutcome::Opened(s) => {
@@ -81,14 +82,25 @@ pub async fn bridged_session(
                 session: s.clone(),
                 close: Box::new(move || closing.close_later(headers)),
             });
-            Ok(Some(s))
+            Ok(Bridged::Session(s))
         }
         InitOutcome::Refused(_) => {
             *held = None;
             up.memory().forget_era(&up.server.name, up.url());
-            Ok(None)
+            Ok(Bridged::Refused)
         }
     }
+}
+
+/// What [`bridged_session`] found.
+pub enum Bridged {
+    Session(UpstreamSession),
+    /// The upstream refused `initialize` (what was learned of its era is forgotten, so it is
+    /// probed again).
+    Refused,
+    /// The user holds as many bridged sessions as allowed (`memory::BRIDGED_PER_USER`),
+    /// none idle: a new kind of client is refused rather than one more session opened.
+    TooManyKinds,
 }
 
 async fn session(
@@ -106,9 +118,11 @@ async fn session(
         &client.capabilities,
         None,
     );
-    bridged_session(up, user, &key, &client, stale)
-        .await?
-        .ok_or(CallError::BadAnswer)
+    match bridged_session(up, user, &key, &client, stale).await? {
+        Bridged::Session(s) => Ok(s),
+        Bridged::Refused => Err(CallError::BadAnswer),
+        Bridged::TooManyKinds => Err(CallError::Unavailable(429)),
+    }
 }
 
 /// Sends `method` with `params` and returns the upstream's JSON-RPC answer (a `result` or an

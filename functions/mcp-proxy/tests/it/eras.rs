@@ -646,7 +646,9 @@ async fn a_modern_client_is_bridged_to_a_session_era_upstream() {
 }
 
 #[tokio::test]
-async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_sends() {
+async fn each_user_and_kind_of_client_gets_its_own_bridged_upstream_session() {
+    // Issue 24: the upstream sees each kind of client as it is (it may offer tools only to
+    // clients with roots); before, the first client's capabilities served all of a user's.
     let (gw, up) = fixture(Speaks::Sessions, &[]).await;
     let (list, headers) = modern(1, "tools/list", json!({}));
     for key in [&gw.alice, &gw.alice, &gw.bob] {
@@ -655,8 +657,10 @@ async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_se
     }
     let mut other = list.clone();
     other["params"]["_meta"][META_CAPABILITIES] = json!({"roots": {}});
-    let r = post_with(&gw.app, "up", &gw.alice, &headers, &other).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..2 {
+        let r = post_with(&gw.app, "up", &gw.alice, &headers, &other).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let sessions: Vec<_> = up
         .log
         .rpc("tools/list")
@@ -669,10 +673,69 @@ async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_se
             "up-session-1",
             "up-session-1",
             "up-session-2",
-            "up-session-1"
+            "up-session-3",
+            "up-session-3"
         ],
-        "capabilities chosen by the caller must not open upstream sessions"
     );
+    let inits: Vec<Value> = up
+        .log
+        .rpc("initialize")
+        .iter()
+        .map(|s| s.json()["params"]["capabilities"].clone())
+        .collect();
+    assert_eq!(
+        inits[2],
+        json!({"roots": {}}),
+        "the upstream sees the client's own"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_request_a_bridged_client_cannot_answer_is_refused_at_once() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    // GIVEN a 2026-07-28 client that declares sampling but not roots
+    let (call, headers) = modern(1, "tools/call", json!({"name": "asks-roots"}));
+    let started = std::time::Instant::now();
+    // WHEN the upstream asks it for roots during a call
+    let r = post_with(&gw.app, "up", &gw.alice, &headers, &call).await;
+    // THEN the upstream got an error at once (its tool result echoes what it got back), the
+    // call completed, and the request never reached the client
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = sse_messages(&r.body);
+    assert!(
+        !messages.iter().any(|m| m.get("method").is_some()),
+        "{}",
+        r.body
+    );
+    let answer = messages
+        .iter()
+        .find(|m| m["id"] == 1)
+        .expect("the call's answer");
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    let upstream_got: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(upstream_got["error"]["code"], -32601, "{upstream_got}");
+    let why = upstream_got["error"]["message"].as_str().unwrap();
+    assert!(why.contains("roots capability"), "{why}");
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    // Baseline: a client that declares roots is asked instead (input_required)
+    let (mut call, headers) = modern(2, "tools/call", json!({"name": "asks-roots"}));
+    call["params"]["_meta"][META_CAPABILITIES] = json!({"roots": {}});
+    let r = post_with(&gw.app, "up", &gw.alice, &headers, &call).await;
+    let messages = sse_messages(&r.body);
+    let answer = messages
+        .iter()
+        .find(|m| m["id"] == 2)
+        .expect("the call's answer");
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    let asked: Vec<&Value> = answer["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(asked, [&json!({"method": "roots/list"})]);
+    assert!(answer["result"]["requestState"].is_string());
+    assert_eq!(up.log.rpc("tools/call").len(), 2);
 }
 
 #[tokio::test]
