@@ -310,3 +310,62 @@ async fn python_sdk_default_mode_clients_with_and_without_roots() {
         "{with}"
     );
 }
+
+#[tokio::test]
+async fn sampling_and_elicitation_requests_are_answered_through_the_bridge() {
+    let Some((gw, alice)) = setup().await else {
+        return;
+    };
+    let caps = json!({"sampling": {}, "elicitation": {"form": {}}});
+    let mut client = stateless(&gw, &alice, caps).await;
+    let cases = [
+        (
+            "trigger-sampling-request",
+            json!({"prompt": "say hi", "maxTokens": 5}),
+            "sampling/createMessage",
+            json!({"role": "assistant", "model": "e2e-model",
+                "content": {"type": "text", "text": "hi from the client"}}),
+            "hi from the client",
+        ),
+        (
+            "trigger-elicitation-request",
+            json!({}),
+            "elicitation/create",
+            json!({"action": "accept", "content": {"name": "Alice Example"}}),
+            "Alice Example",
+        ),
+    ];
+    for (tool, args, method, response, expected) in cases {
+        let started = Instant::now();
+        let first = client.call_tool(tool, args.clone()).await.unwrap();
+        let result = first.result().unwrap();
+        assert_eq!(
+            result["resultType"], "input_required",
+            "{tool}: {}",
+            first.raw
+        );
+        let (key, request) = result["inputRequests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        assert_eq!(request["method"], method, "{tool}: {result}");
+        let state = result["requestState"].as_str().unwrap();
+        let done = client
+            .request(
+                "tools/call",
+                json!({"name": tool, "arguments": args,
+                    "inputResponses": {key: response}, "requestState": state}),
+            )
+            .await
+            .unwrap();
+        let texts = done.result().unwrap()["content"].to_string();
+        assert!(texts.contains(expected), "{tool}: {}", done.raw);
+        assert!(
+            started.elapsed() < PROMPT,
+            "{tool} took {:?}",
+            started.elapsed()
+        );
+    }
+}
