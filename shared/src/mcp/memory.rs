@@ -71,6 +71,9 @@ pub struct BridgedSession {
 
 pub type Slot = Arc<tokio::sync::Mutex<Option<BridgedSession>>>;
 
+/// A call held for a client's input: the proxy's own type, opaque here.
+pub type HeldCall = Box<dyn std::any::Any + Send>;
+
 /// The bridged sessions and their users, for the per-user cap and the idle sweep.
 struct BridgedMap {
     slots: HashMap<String, BridgedEntry>,
@@ -127,7 +130,7 @@ pub struct Memory {
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
-    held: Mutex<HashMap<String, (Box<dyn std::any::Any + Send>, Instant)>>,
+    held: Mutex<HashMap<String, (HeldCall, Instant)>>,
 }
 
 /// What one process learned about one upstream, and when.
@@ -290,7 +293,7 @@ impl Memory {
 
     /// Holds a call under `key` for at most [`HELD_TTL`]; what is dropped to make room, or
     /// expired, is dropped here (its owner's `Drop` cancels it).
-    pub fn hold(&self, key: String, call: Box<dyn std::any::Any + Send>) {
+    pub fn hold(&self, key: String, call: HeldCall) {
         let mut map = lock(&self.held);
         map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
         if map.len() >= MAX_HELD {
@@ -303,7 +306,7 @@ impl Memory {
     }
 
     /// Takes the call held under `key`, if it is still held.
-    pub fn take_held(&self, key: &str) -> Option<Box<dyn std::any::Any + Send>> {
+    pub fn take_held(&self, key: &str) -> Option<HeldCall> {
         let mut map = lock(&self.held);
         map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
         map.remove(key).map(|(call, _)| call)
