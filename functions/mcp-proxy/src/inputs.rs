@@ -312,6 +312,20 @@ impl Inputs {
         Handled::Answered
     }
 
+    /// [`Inputs::on_request`] where the call cannot be held (a JSON answer is being read):
+    /// what would be asked of the client is refused upstream instead.
+    pub fn refuse_unless_answered(&self, req: &Value) {
+        if let Handled::Ask(ask) = self.on_request(req) {
+            self.answer(
+                &ask.upstream_id,
+                Err((
+                    jsonrpc::METHOD_NOT_FOUND,
+                    "the gateway cannot ask its client while the call answers in JSON".into(),
+                )),
+            );
+        }
+    }
+
     /// Holds the call for the client's answer to `ask`: the `input_required` result for the
     /// client, the call stored under a new id. `None` (the request is then refused
     /// upstream) when no state can be sealed.

@@ -97,11 +97,12 @@ impl RelayOptions {
     }
 }
 
-/// Reads a JSON answer whole (at most [`MAX_JSON_ANSWER`] bytes).
+/// Reads a JSON answer whole (at most [`MAX_JSON_ANSWER`] bytes) into `out`, which keeps
+/// what was read if this is dropped half-way (to answer an upstream request meanwhile).
 async fn read_json(
     body: &mut BoxStream<'static, reqwest::Result<Bytes>>,
-) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
+    out: &mut Vec<u8>,
+) -> Result<(), ReadError> {
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ReadError::Transport(e.without_url()))?;
         if out.len() + chunk.len() > MAX_JSON_ANSWER {
@@ -109,7 +110,7 @@ async fn read_json(
         }
         out.extend_from_slice(&chunk);
     }
-    Ok(out)
+    Ok(())
 }
 
 enum ReadError {
@@ -390,13 +391,24 @@ pub async fn stream_back(
             return relayed(status, headers, Body::from_stream(body));
         }
         AnswerType::Json => {
-            let read = tokio::select! {
-                r = tokio::time::timeout_at(up.deadline(), read_json(&mut body)) => r,
-                _ = cancelled(&mut opts.cancel) => {
-                    // The client cancelled: nothing is owed to it any more (and it ignores
-                    // whatever comes, so the answer is the one a notification gets).
-                    opts.settle();
-                    return StatusCode::ACCEPTED.into_response();
+            let mut text = Vec::new();
+            let read = loop {
+                tokio::select! {
+                    r = tokio::time::timeout_at(up.deadline(), read_json(&mut body, &mut text)) => break r,
+                    _ = cancelled(&mut opts.cancel) => {
+                        // The client cancelled: nothing is owed to it any more (and it ignores
+                        // whatever comes, so the answer is the one a notification gets).
+                        opts.settle();
+                        return StatusCode::ACCEPTED.into_response();
+                    }
+                    // A bridged upstream answering in JSON asks on its session's stream: a
+                    // JSON answer cannot be held for the client's input, so the request is
+                    // refused at once rather than left to stall the call.
+                    req = listened(&mut opts.inputs) => {
+                        if let Some(inputs) = opts.inputs.as_ref() {
+                            inputs.refuse_unless_answered(&req);
+                        }
+                    }
                 }
             };
             let text = match read {
@@ -411,7 +423,7 @@ pub async fn stream_back(
                 Ok(Err(ReadError::TooLarge)) => {
                     return BadAnswer::TooLarge.response(opts.request_id.as_ref(), status);
                 }
-                Ok(Ok(text)) => text,
+                Ok(Ok(())) => text,
             };
             let fix_id = match judge(&text, &opts.expect, &[]) {
                 Verdict::Bad(why) => {
