@@ -147,11 +147,9 @@ pub struct Asking {
     pub now: UnixTime,
 }
 
-/// Server-to-client requests of one bridged call.
+/// Server-to-client requests of one bridged call. Answers go where the call's
+/// [`CancelOnDrop`] points (its upstream and session), so nothing more is cloned per call.
 pub struct Inputs {
-    pub up: Upstream,
-    /// The upstream session the call runs in (answers go there).
-    pub session_headers: HeaderMap,
     /// What the client declared it can answer.
     pub declared: Declared,
     /// Set when the call can take input (it is held and answered `input_required`).
@@ -179,11 +177,11 @@ pub struct Ask {
 pub struct Held {
     pub body: BoxStream<'static, reqwest::Result<Bytes>>,
     pub parser: sse::Parser,
-    pub cancel_on_drop: Option<CancelOnDrop>,
+    /// Armed: dropped unclaimed, the call is cancelled upstream. Also where it runs.
+    pub cancel_on_drop: CancelOnDrop,
     pub listener: Option<Listener>,
     /// The id the upstream answers the call under (the gateway's).
     pub gateway_id: Value,
-    pub session_headers: HeaderMap,
     /// Input key and the upstream request id it answers.
     pending: Vec<(String, Value)>,
 }
@@ -200,11 +198,17 @@ pub fn take_held(memory: &Memory, held: &str, binding: &str) -> Option<Held> {
     call.downcast::<Held>().ok().map(|h| *h)
 }
 
-fn answer_message(id: &Value, outcome: Result<Value, (i64, String)>) -> Value {
-    match outcome {
+/// Posts the answer to the upstream's request `id` into the call's upstream session.
+fn answer(to: &CancelOnDrop, id: &Value, outcome: Result<Value, (i64, String)>) {
+    let message = match outcome {
         Ok(result) => jsonrpc::result(id, result),
         Err((code, message)) => jsonrpc::error(Some(id), code, &message, None),
-    }
+    };
+    to.upstream().post_later(
+        to.session_headers().clone(),
+        message,
+        "could not answer an upstream request",
+    );
 }
 
 impl Held {
@@ -213,7 +217,6 @@ impl Held {
     /// request left unanswered gets an error, so the upstream does not wait for it.
     pub fn answer(
         &self,
-        up: &Upstream,
         responses: &Map<String, Value>,
         asked: &[(String, String)],
     ) -> Vec<(String, Value)> {
@@ -235,11 +238,7 @@ impl Held {
                     "the client gave no answer to this request".to_owned(),
                 )),
             };
-            up.post_later(
-                self.session_headers.clone(),
-                answer_message(upstream_id, outcome),
-                "could not answer an upstream request",
-            );
+            answer(&self.cancel_on_drop, upstream_id, outcome);
         }
         given
     }
@@ -268,23 +267,16 @@ impl Inputs {
         }
     }
 
-    fn answer(&self, id: &Value, outcome: Result<Value, (i64, String)>) {
-        self.up.post_later(
-            self.session_headers.clone(),
-            answer_message(id, outcome),
-            "could not answer an upstream request",
-        );
-    }
-
-    /// Decides what becomes of a server-to-client request (`req`, a JSON-RPC request).
-    pub fn on_request(&self, req: &Value) -> Handled {
+    /// Decides what becomes of a server-to-client request (`req`, a JSON-RPC request) in
+    /// the call `to` names.
+    pub fn on_request(&self, req: &Value, to: &CancelOnDrop) -> Handled {
         let id = &req["id"];
         let method = req["method"].as_str().unwrap_or_default();
         let params = req.get("params");
         if !self.answered.is_empty() {
             let digest = request_state::request_digest(method, params);
             if let Some((_, r)) = self.answered.iter().find(|(d, _)| *d == digest) {
-                self.answer(id, Ok(r.clone()));
+                answer(to, id, Ok(r.clone()));
                 return Handled::Answered;
             }
         }
@@ -303,34 +295,38 @@ impl Inputs {
                 "the client can answer {method} only during tools/call, prompts/get or resources/read"
             ),
             None if method == "ping" => {
-                self.answer(id, Ok(json!({})));
+                answer(to, id, Ok(json!({})));
                 return Handled::Answered;
             }
             None => format!("the client cannot answer {method} through the gateway"),
         };
-        self.answer(id, Err((jsonrpc::METHOD_NOT_FOUND, refusal)));
+        answer(to, id, Err((jsonrpc::METHOD_NOT_FOUND, refusal)));
         Handled::Answered
     }
 
     /// [`Inputs::on_request`] where the call cannot be held (a JSON answer is being read):
     /// what would be asked of the client is refused upstream instead.
-    pub fn refuse_unless_answered(&self, req: &Value) {
-        if let Handled::Ask(ask) = self.on_request(req) {
-            self.answer(
-                &ask.upstream_id,
-                Err((
-                    jsonrpc::METHOD_NOT_FOUND,
-                    "the gateway cannot ask its client while the call answers in JSON".into(),
-                )),
+    pub fn refuse_unless_answered(&self, req: &Value, to: &CancelOnDrop) {
+        if let Handled::Ask(ask) = self.on_request(req, to) {
+            refuse(
+                to,
+                ask,
+                "the gateway cannot ask its client while the call answers in JSON",
             );
         }
     }
 
     /// Holds the call for the client's answer to `ask`: the `input_required` result for the
-    /// client, the call stored under a new id. `None` (the request is then refused
-    /// upstream) when no state can be sealed.
-    pub fn hold(&mut self, ask: Ask, held: impl FnOnce() -> HeldParts) -> Option<Value> {
-        let asking = self.asking.as_ref()?;
+    /// client, the call (`held`: what the relay gives up) stored under a new id. `Err`: no
+    /// state could be sealed; the caller refuses the request upstream.
+    pub fn hold(
+        &mut self,
+        ask: Ask,
+        held: impl FnOnce() -> Option<HeldParts>,
+    ) -> Result<Value, Ask> {
+        let Some(asking) = self.asking.as_ref() else {
+            return Err(ask);
+        };
         let key = "input-1".to_owned();
         let digest = request_state::request_digest(&ask.method, ask.params.as_ref());
         let id = mcpgw::crypto::random_token(16);
@@ -347,11 +343,10 @@ impl Inputs {
             request_state::seal(&asking.keyring, &asking.binding, &claims)
         });
         let Some(sealed) = sealed else {
-            self.answer(
-                &ask.upstream_id,
-                Err((INTERNAL_ERROR, "the gateway could not hold the call".into())),
-            );
-            return None;
+            return Err(ask);
+        };
+        let Some(parts) = held() else {
+            return Err(ask);
         };
         let mut request = Map::new();
         request.insert("method".into(), ask.method.into());
@@ -360,28 +355,32 @@ impl Inputs {
         }
         let mut requests = Map::new();
         requests.insert(key.clone(), Value::Object(request));
-        let parts = held();
         let held = Held {
             body: parts.body,
             parser: parts.parser,
             cancel_on_drop: parts.cancel_on_drop,
             listener: self.listener.take(),
             gateway_id: parts.gateway_id,
-            session_headers: self.session_headers.clone(),
             pending: vec![(key, ask.upstream_id)],
         };
-        self.up
-            .memory()
+        // The process's memory, reached through the call's upstream (held by the call).
+        let up = held.cancel_on_drop.upstream().clone();
+        up.memory()
             .hold(held_key(&id, &asking.binding), Box::new(held));
-        Some(results::input_required(requests, sealed))
+        Ok(results::input_required(requests, sealed))
     }
+}
+
+/// Refuses what would have been asked of the client (the call cannot be held).
+pub fn refuse(to: &CancelOnDrop, ask: Ask, why: &str) {
+    answer(to, &ask.upstream_id, Err((INTERNAL_ERROR, why.to_owned())));
 }
 
 /// What the relay gives up to hold a call.
 pub struct HeldParts {
     pub body: BoxStream<'static, reqwest::Result<Bytes>>,
     pub parser: sse::Parser,
-    pub cancel_on_drop: Option<CancelOnDrop>,
+    pub cancel_on_drop: CancelOnDrop,
     pub gateway_id: Value,
 }
 

@@ -178,7 +178,9 @@ impl Relay {
     fn on_server_request(&mut self, req: &Value, rest: Vec<u8>) -> Option<Vec<u8>> {
         let opts = &mut self.opts;
         let inputs = opts.inputs.as_mut()?;
-        let ask = match inputs.on_request(req) {
+        // Every bridged request has one: it names the call's upstream session.
+        let to = opts.cancel_on_drop.as_ref()?;
+        let ask = match inputs.on_request(req, to) {
             Handled::Answered => return None,
             Handled::Ask(ask) => ask,
         };
@@ -187,7 +189,9 @@ impl Relay {
             Expect::Batch(_) | Expect::Nothing => Value::Null,
         };
         let (body, parser, guard) = (&mut self.body, &mut self.parser, &mut opts.cancel_on_drop);
-        let result = inputs.hold(ask, || {
+        let held = inputs.hold(ask, || {
+            // Armed: the held call is cancelled upstream if nobody comes back for it.
+            let cancel_on_drop = guard.take()?;
             let unread = std::mem::replace(body, futures_util::stream::empty().boxed());
             let body = if rest.is_empty() {
                 unread
@@ -196,14 +200,22 @@ impl Relay {
                     .chain(unread)
                     .boxed()
             };
-            HeldParts {
+            Some(HeldParts {
                 body,
                 parser: std::mem::take(parser),
-                // Armed: the held call is cancelled upstream if nobody comes back for it.
-                cancel_on_drop: guard.take(),
+                cancel_on_drop,
                 gateway_id,
+            })
+        });
+        let result = match held {
+            Ok(result) => result,
+            Err(ask) => {
+                if let Some(to) = opts.cancel_on_drop.as_ref() {
+                    crate::inputs::refuse(to, ask, "the gateway could not hold the call");
+                }
+                return None;
             }
-        })?;
+        };
         let id = self.opts.request_id.clone().unwrap_or(Value::Null);
         let message = mcpgw::mcp::jsonrpc::result(&id, result);
         self.complete();
@@ -405,8 +417,8 @@ pub async fn stream_back(
                     // JSON answer cannot be held for the client's input, so the request is
                     // refused at once rather than left to stall the call.
                     req = listened(&mut opts.inputs) => {
-                        if let Some(inputs) = opts.inputs.as_ref() {
-                            inputs.refuse_unless_answered(&req);
+                        if let (Some(inputs), Some(to)) = (opts.inputs.as_ref(), opts.cancel_on_drop.as_ref()) {
+                            inputs.refuse_unless_answered(&req, to);
                         }
                     }
                 }
@@ -460,7 +472,7 @@ pub async fn stream_back(
 /// Relays the rest of a held call ([`crate::inputs`]) to the client's retry, its answers
 /// posted upstream: an event stream, as the held one was.
 pub fn resume(up: &Upstream, held: Held, mut opts: RelayOptions) -> Response {
-    opts.cancel_on_drop = held.cancel_on_drop;
+    opts.cancel_on_drop = Some(held.cancel_on_drop);
     if let Some(inputs) = opts.inputs.as_mut() {
         inputs.listener = held.listener;
     }

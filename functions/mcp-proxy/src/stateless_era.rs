@@ -265,7 +265,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             match inputs::take_held(up.memory(), &claims.held, &binding) {
                 Some(h) => {
                     answered.clone_from(&claims.answered);
-                    answered.extend(h.answer(up, &responses, &claims.asked));
+                    answered.extend(h.answer(&responses, &claims.asked));
                     held = Some(h);
                 }
                 // Held elsewhere or no longer: the call is sent again and the upstream's
@@ -285,8 +285,6 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
     let cacheable = msg.method().is_some_and(results::is_cacheable);
     if let Some(h) = held {
         let inputs = Inputs {
-            up: up.clone(),
-            session_headers: h.session_headers.clone(),
             declared,
             asking,
             answered,
@@ -359,8 +357,6 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         let restore_id = gateway_id.clone().zip(id.clone());
         // Requests only: the upstream's requests during a notification have no call to go to.
         let inputs = id.as_ref().map(|_| Inputs {
-            up: up.clone(),
-            session_headers,
             declared,
             asking: asking.take(),
             answered: std::mem::take(&mut answered),
