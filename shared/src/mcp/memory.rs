@@ -12,6 +12,8 @@
 //!   every end, after their upstream answered 404), so their ids are refused at once on this
 //!   process;
 //! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them;
+//! - requests the gateway sent a session-era client for a stateless upstream's
+//!   `input_required` round, awaiting the client's answer (posted into its session);
 //! - bridged calls held for a 2026-07-28 client's input (opaque here: the proxy's), for at
 //!   most [`HELD_TTL`].
 
@@ -131,6 +133,7 @@ pub struct Memory {
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
     held: Mutex<HashMap<String, (HeldCall, Instant)>>,
+    asked: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
 /// What one process learned about one upstream, and when.
@@ -312,6 +315,28 @@ impl Memory {
         map.remove(key).map(|(call, _)| call)
     }
 
+    /// Awaits the answer a client posts to a request the gateway sent it (`key`: its session
+    /// and the request id); the registration ends with the receiver.
+    pub fn expect_answer(&self, key: String) -> tokio::sync::oneshot::Receiver<Value> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut map = lock(&self.asked);
+        // Receivers gone (rounds over) leave senders behind: dropped before the map grows.
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, tx| !tx.is_closed());
+        }
+        if map.len() < MAX_ENTRIES {
+            map.insert(key, tx);
+        }
+        rx
+    }
+
+    /// Delivers a client's answer; false when nothing awaits it here.
+    pub fn give_answer(&self, key: &str, answer: Value) -> bool {
+        lock(&self.asked)
+            .remove(key)
+            .is_some_and(|tx| tx.send(answer).is_ok())
+    }
+
     /// Registers a request in flight; the receiver turns true when the client cancels it.
     /// The registration lasts as long as the returned guard.
     pub fn track(self: &Arc<Self>, key: String) -> (InFlight, tokio::sync::watch::Receiver<bool>) {
@@ -387,6 +412,15 @@ mod tests {
             Some(&7)
         );
         assert!(m.take_held("h").is_none(), "taken once");
+
+        let answer = m.expect_answer("s\nask-1".into());
+        assert!(
+            !m.give_answer("other\nask-1", Value::Null),
+            "another session's id"
+        );
+        assert!(m.give_answer("s\nask-1", Value::from(1)));
+        assert_eq!(answer.blocking_recv().unwrap(), Value::from(1));
+        assert!(!m.give_answer("s\nask-1", Value::Null), "answered once");
 
         let (guard, rx) = m.track("k".into());
         assert!(m.cancel("k"));

@@ -739,6 +739,77 @@ async fn an_upstream_request_a_bridged_client_cannot_answer_is_refused_at_once()
 }
 
 #[tokio::test]
+async fn a_session_client_answers_a_stateless_upstreams_input_required() {
+    use futures_util::StreamExt;
+    let (gw, up) = fixture(Speaks::Stateless, &[]).await;
+    // GIVEN a session-era client that declares roots, in front of a stateless upstream
+    let mut init = init_message_at(1, "2025-06-18");
+    init["params"]["capabilities"] = json!({"roots": {}});
+    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    // WHEN it calls a tool whose upstream answers input_required (roots/list)
+    let call = tools_call(7, "asks-roots");
+    let req = mcp_request(Method::POST, "up", Some(&gw.alice))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(axum::body::Body::from(call.to_string()))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(gw.app.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body().into_data_stream();
+    let mut text = String::new();
+    // THEN the request reaches it on the call's stream, under a gateway-made id
+    let ask = loop {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(m) = sse_messages(&text)
+            .into_iter()
+            .find(|m| m["method"] == "roots/list")
+        {
+            break m;
+        }
+    };
+    // An answer under that id from another session (bob's) is not taken for it
+    let r = post(&gw.app, "up", &gw.bob, None, &init).await;
+    let bobs = r.header("mcp-session-id").unwrap().to_owned();
+    let forged = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"roots": [{"uri": "file:///bob"}]}});
+    let r = post(&gw.app, "up", &gw.bob, Some(&bobs), &forged).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // WHEN it answers in its session
+    let answer = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"roots": [{"uri": "file:///work/session"}]}});
+    let r = post(&gw.app, "up", &gw.alice, Some(&session), &answer).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // THEN the upstream got the call again with the answer and its own state, and the
+    // client the final result, in its era (no resultType)
+    let mut rest = String::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let done = sse_messages(&rest)
+        .into_iter()
+        .find(|m| m["id"] == 7)
+        .expect(&rest);
+    assert!(done["result"].get("resultType").is_none(), "{done}");
+    let got: Value =
+        serde_json::from_str(done["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        got,
+        json!({"inputResponses": {"r1": {"roots": [{"uri": "file:///work/session"}]}},
+            "requestState": "st-1"})
+    );
+    assert_eq!(up.log.rpc("tools/call").len(), 2);
+}
+
+#[tokio::test]
 async fn a_bridged_session_the_upstream_lost_is_reopened() {
     let (gw, up) = fixture(Speaks::Sessions, &[]).await;
     let (list, headers) = modern(1, "tools/list", json!({}));

@@ -533,6 +533,15 @@ async fn stateless_server(
         "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}],
             "resultType": "complete", "ttlMs": 60000, "cacheScope": "public"}),
         "tools/call" if name == Some("long") => return sse(endless_progress(), &[]),
+        // Needs the client's roots (2026-07-28 multi-round trip), then answers with what the
+        // retry carried.
+        "tools/call" if name == Some("asks-roots") => match msg["params"].get("inputResponses") {
+            Some(responses) => json!({"resultType": "complete", "content": [{"type": "text",
+                "text": json!({"inputResponses": responses,
+                    "requestState": msg["params"]["requestState"]}).to_string()}]}),
+            None => json!({"resultType": "input_required", "requestState": "st-1",
+                "inputRequests": {"r1": {"method": "roots/list"}}}),
+        },
         "tools/call" => json!({"content": [{"type": "text", "text": "stateless done"}],
             "resultType": "complete"}),
         _ => json!({"resultType": "complete"}),
