@@ -750,16 +750,7 @@ async fn a_session_client_answers_a_stateless_upstreams_input_required() {
     let session = r.header("mcp-session-id").unwrap().to_owned();
     // WHEN it calls a tool whose upstream answers input_required (roots/list)
     let call = tools_call(7, "asks-roots");
-    let req = mcp_request(Method::POST, "up", Some(&gw.alice))
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(axum::body::Body::from(call.to_string()))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.app.clone(), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body().into_data_stream();
+    let mut body = post_streaming(&gw.app, "up", &gw.alice, &session, &call).await;
     let mut text = String::new();
     // THEN the request reaches it on the call's stream, under a gateway-made id
     let ask = loop {
@@ -1091,15 +1082,7 @@ async fn a_session_client_cancels_a_call_to_a_stateless_upstream() {
     use futures_util::StreamExt;
     let (gw, up) = fixture(Speaks::Stateless, &[]).await;
     let sealed = open_session(&gw.app, "up", &gw.alice).await;
-    let req = mcp_request(Method::POST, "up", Some(&gw.alice))
-        .header("mcp-session-id", &sealed)
-        .body(axum::body::Body::from(tools_call(11, "long").to_string()))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.app.clone(), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body().into_data_stream();
+    let mut body = post_streaming(&gw.app, "up", &gw.alice, &sealed, &tools_call(11, "long")).await;
     let first = tokio::time::timeout(WAIT, body.next())
         .await
         .unwrap()

@@ -824,6 +824,24 @@ pub async fn post_with<K: AsRef<str>, V: AsRef<str>>(
     send(app, b.body(Body::from(body.to_string())).unwrap()).await
 }
 
+/// POSTs `body` in gateway session `session` and returns the answer's body as it streams
+/// (after checking the answer is a 200).
+pub async fn post_streaming(
+    app: &axum::Router,
+    endpoint: &str,
+    key: &str,
+    session: &str,
+    body: &Value,
+) -> axum::body::BodyDataStream {
+    let req = mcp_request(Method::POST, endpoint, Some(key))
+        .header("mcp-session-id", session)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().into_data_stream()
+}
+
 /// POSTs raw bytes within a gateway session (or none).
 pub async fn post_raw(
     app: &axum::Router,
