@@ -165,6 +165,10 @@ async fn listened(inputs: &mut Option<Inputs>) -> Value {
 /// A server-to-client request in an event, when a bridged call's requests are intercepted.
 fn server_request(opts: &RelayOptions, data: &str) -> Option<Value> {
     opts.inputs.as_ref()?;
+    // Notifications (progress, log messages) carry no id: not parsed for this.
+    if !data.contains("\"id\"") {
+        return None;
+    }
     serde_json::from_str::<Value>(data)
         .ok()
         .filter(crate::inputs::is_request)

@@ -148,11 +148,11 @@ async fn bridged_session(
     key: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, BridgeError> {
-    let client = ClientInit {
+    let client = || ClientInit {
         capabilities: env.capabilities.clone(),
         client_info: env.client_info.clone(),
     };
-    match client::bridged_session(&call.upstream, &call.user, key, &client, stale).await {
+    match client::bridged_session(&call.upstream, &call.user, key, client, stale).await {
         Ok(Bridged::Session(s)) => Ok(s),
         Ok(Bridged::Refused) => Err(BridgeError::Refused),
         Ok(Bridged::TooManyKinds) => Err(BridgeError::TooManyKinds),

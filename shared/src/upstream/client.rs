@@ -59,7 +59,7 @@ pub async fn bridged_session(
     up: &Upstream,
     user: &str,
     key: &str,
-    client: &ClientInit,
+    client: impl FnOnce() -> ClientInit,
     stale: Option<&UpstreamSession>,
 ) -> Result<Bridged, CallError> {
     let Some(slot) = up.memory().bridged_slot(user, key) else {
@@ -71,7 +71,9 @@ pub async fn bridged_session(
     {
         return Ok(Bridged::Session(b.session.clone()));
     }
-    match handshakes::initialize(up, client, versions::LATEST_HANDSHAKE, None).await? {
+    // Built only to open one: a request on a known session copies nothing of the client's.
+    let client = client();
+    match handshakes::initialize(up, &client, versions::LATEST_HANDSHAKE, None).await? {
         InitOutcome::Opened(s) => {
             let (closing, headers) = (
                 up.clone(),
@@ -108,17 +110,16 @@ async fn session(
     user: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, CallError> {
-    let client = gateway_client();
     // The gateway's own declarations, under a version no client can send (not a date).
     let key = bridge_key(
         user,
         &up.server.name,
         up.url(),
         "gateway",
-        &client.capabilities,
+        &gateway_client().capabilities,
         None,
     );
-    match bridged_session(up, user, &key, &client, stale).await? {
+    match bridged_session(up, user, &key, gateway_client, stale).await? {
         Bridged::Session(s) => Ok(s),
         Bridged::Refused => Err(CallError::BadAnswer),
         Bridged::TooManyKinds => Err(CallError::Unavailable(429)),
