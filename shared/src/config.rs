@@ -393,6 +393,7 @@ fn identity_provider_from(
         "issuer": issuer,
         "audiences": list("MCPGW_IDP_AUDIENCES"),
         "required_scopes": list("MCPGW_IDP_REQUIRED_SCOPES"),
+        "scopes": list("MCPGW_IDP_SCOPES"),
         "admin_groups": list("MCPGW_IDP_ADMIN_GROUPS"),
         "allowed_client_ids": list("MCPGW_IDP_ALLOWED_CLIENT_IDS"),
     });

@@ -45,6 +45,14 @@ pub struct McpServer {
     /// (configured ones win), so a later change of the upstream's metadata moves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_server: Option<PinnedAuthServer>,
+    /// For an `oauth2` or `per_user_token` server: the admin says its tool list is the same
+    /// for every account, so the list a connected user last got may be shown (marked, see
+    /// `upstream::snapshots`) to users who have not connected yet. Off by default: a server
+    /// whose tools depend on the account (user-defined actions, per-account projects) would
+    /// otherwise show one user's tool names and descriptions to everyone else, and let a user
+    /// who shapes their own tools put words in front of other users' models.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_tool_list: bool,
 }
 
 /// How the endpoints pinned on a server were obtained (shown to admins).
@@ -141,6 +149,12 @@ pub enum UpstreamAuth {
         /// server's URL when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resource: Option<String>,
+        /// Callers who have not connected yet are shown the tools the upstream lists to the
+        /// gateway's own client (`client_id` and `client_secret` required), with a machine
+        /// token from the client credentials grant, when no other list is at hand. Only
+        /// tool definitions are read with it: calls always take the caller's own grant.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        list_tools_with_client_credentials: bool,
     },
     /// One machine token for every caller (OAuth2 client credentials grant), cached until it
     /// expires and renewed after an upstream 401. For upstreams that trust the gateway as a
@@ -189,6 +203,14 @@ pub struct IdentityProvider {
     /// Scopes every token must carry (the `scope` or `scp` claim).
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Scopes MCP clients are told to ask this provider for when they log in to the gateway
+    /// (`scopes_supported` of the endpoints' protected-resource metadata and `scope` of their
+    /// 401 challenges), besides `required_scopes`. Empty: the identity scopes the gateway
+    /// reads (`openid`, `profile`, `email`, `groups`) that the provider's discovered
+    /// `scopes_supported` lists. Clients such as the MCP Inspector register with exactly the
+    /// advertised scopes, and providers refuse a registration with an empty `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     /// Members of these groups hold the admin role.
     #[serde(default)]
     pub admin_groups: Vec<String>,
@@ -281,6 +303,15 @@ fn secure_url(raw: &str) -> bool {
     }
 }
 
+/// Whether `s` is an OAuth scope token (RFC 6749 section 3.3: `%x21 / %x23-5B / %x5D-7E`), of at
+/// most 256 characters.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 impl IdentityProvider {
     /// Checks what the value alone can tell: name, issuer and JWKS URLs, algorithms, claims.
     pub fn validate(&self) -> Result<(), String> {
@@ -340,6 +371,11 @@ impl IdentityProvider {
             })
         {
             return Err("allowed_client_ids takes at most 64 client ids of 1 to 256 characters without spaces".into());
+        }
+        // They are written into `WWW-Authenticate` and sent to the provider as they are: only
+        // RFC 6749 scope tokens (printable ASCII without space, `"` or `\\`).
+        if self.scopes.len() > 64 || self.scopes.iter().any(|s| !is_scope_token(s)) {
+            return Err("scopes takes at most 64 scope tokens of 1 to 256 printable characters without spaces, quotes or backslashes".into());
         }
         if let Some(dup) = self
             .allowed_client_ids
@@ -602,7 +638,24 @@ mod tests {
             r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","scopes":["a"]}"#,
         )
         .unwrap();
-        assert!(matches!(o, UpstreamAuth::OAuth2 { .. }));
+        assert!(matches!(
+            o,
+            UpstreamAuth::OAuth2 {
+                list_tools_with_client_credentials: false,
+                ..
+            }
+        ));
+        // Written only when set, so existing records read and write as before.
+        assert!(!serde_json::to_string(&o).unwrap().contains("list_tools"));
+        let listed: UpstreamAuth = serde_json::from_str(
+            r#"{"type":"oauth2","client_id":"c","client_secret":"secret://cs","list_tools_with_client_credentials":true}"#,
+        )
+        .unwrap();
+        assert!(
+            serde_json::to_string(&listed)
+                .unwrap()
+                .contains("\"list_tools_with_client_credentials\":true")
+        );
         assert!(serde_json::from_str::<UpstreamAuth>(r#"{"type":"magic"}"#).is_err());
         assert!(
             serde_json::from_str::<UpstreamAuth>(r#"{"type":"header","headers":{"A":"plain"}}"#)

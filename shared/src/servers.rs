@@ -123,6 +123,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             authorization_server: None,
+            share_tool_list: false,
         };
         store
             .create_config(ConfigKind::Server, "s", &to_doc(&server))

@@ -159,7 +159,7 @@ mod observed {
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
         ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult,
+        StoreResult, ToolSnapshot, ToolSnapshotStore,
     };
     use serde_json::Value;
 
@@ -193,6 +193,10 @@ mod observed {
         fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>, key Some(owner);
         fn delete_api_key(id: &str) -> bool, key Some(id);
         fn touch_api_key(id: &str, at: UnixTime) -> (), key Some(id);
+    });
+    observed!(ToolSnapshotStore {
+        fn put_tool_snapshot(server: &str, snapshot: &ToolSnapshot) -> (), key Some(server);
+        fn get_tool_snapshot(server: &str) -> Option<ToolSnapshot>, key Some(server);
     });
     observed!(GrantStore {
         fn get_grant(user: &str, server: &str) -> Option<Grant>, key Some(user);

@@ -9,8 +9,16 @@
 #
 # A client may open the browser before its callback server listens (mcp-remote does): a
 # refused connection is retried (the whole visit, as a user would reload) for up to 30 s.
+#
+#   FAKE_BROWSER_DETACH=1  return at once and visit in the background, as a real browser does:
+#                     clients that wait for the browser command to exit before they start their
+#                     callback server (fastmcp, through Python's webbrowser) need it
 set -uo pipefail
 url=${1:?usage: fake-browser.sh URL}
+if [ "${FAKE_BROWSER_DETACH:-}" = 1 ]; then
+  FAKE_BROWSER_DETACH= "$0" "$url" < /dev/null > /dev/null 2>&1 &
+  exit 0
+fi
 jar=$(mktemp)
 trap 'rm -f "$jar"' EXIT
 out=$(curl -sS -L --max-redirs 20 --max-time 15 --retry 30 --retry-delay 1 --retry-connrefused \

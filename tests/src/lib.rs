@@ -181,6 +181,19 @@ impl TestGateway {
         Ok(())
     }
 
+    /// Registers the MCP server `name` at `url` with outbound `auth` (`{"type": "none"}`, ...).
+    pub async fn add_server(&self, name: &str, url: &str, auth: Value) -> Result<()> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/servers",
+                Some(serde_json::json!({"name": name, "url": url, "auth": auth})),
+            )
+            .await?;
+        ensure!(status == 201, "registering {name}: {status} {body}");
+        Ok(())
+    }
+
     /// Issues an API key owned by `owner` (no admin role); returns the key.
     pub async fn user_key(&self, owner: &str) -> Result<String> {
         let (status, body) = self
@@ -338,6 +351,15 @@ impl OidcPeer {
         serde_json::from_slice(&out.stdout)
             .with_context(|| format!("login output: {}", String::from_utf8_lossy(&out.stdout)))
     }
+}
+
+/// The strings of a JSON array (others, and a non-array, give none).
+pub fn json_strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The (unverified) payload of a JWT.

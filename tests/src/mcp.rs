@@ -43,6 +43,8 @@ pub struct McpClient {
     http: reqwest::Client,
     next_id: i64,
     capabilities: Value,
+    /// The answer to this client's `initialize` (session era).
+    init: Option<Answer>,
 }
 
 impl McpClient {
@@ -71,6 +73,7 @@ impl McpClient {
                 .build()?,
             next_id: 0,
             capabilities,
+            init: None,
         };
         if version != STATELESS {
             let answer = client
@@ -86,11 +89,22 @@ impl McpClient {
                 answer.status,
                 answer.raw
             );
+            client.init = Some(answer);
             client
                 .notify("notifications/initialized", json!({}))
                 .await?;
         }
         Ok(client)
+    }
+
+    /// The answer to this client's `initialize` (session era; `None` in the stateless era).
+    pub fn init_answer(&self) -> Option<&Answer> {
+        self.init.as_ref()
+    }
+
+    /// The protocol version this client speaks.
+    pub fn version(&self) -> &'static str {
+        self.version
     }
 
     /// The gateway session id (session era), if one was issued.
@@ -138,11 +152,23 @@ impl McpClient {
 
     fn with_envelope(&self, mut params: Value) -> Value {
         if self.version == STATELESS {
-            params["_meta"] = json!({
-                "io.modelcontextprotocol/protocolVersion": STATELESS,
-                "io.modelcontextprotocol/clientCapabilities": self.capabilities.clone(),
-                "io.modelcontextprotocol/clientInfo": {"name": "mcpgw-e2e", "version": "1.0.0"}
-            });
+            // Added to what the caller put in `_meta` (a progress token, say).
+            let mut meta = params["_meta"].as_object().cloned().unwrap_or_default();
+            meta.extend([
+                (
+                    "io.modelcontextprotocol/protocolVersion".to_owned(),
+                    json!(STATELESS),
+                ),
+                (
+                    "io.modelcontextprotocol/clientCapabilities".to_owned(),
+                    self.capabilities.clone(),
+                ),
+                (
+                    "io.modelcontextprotocol/clientInfo".to_owned(),
+                    json!({"name": "mcpgw-e2e", "version": "1.0.0"}),
+                ),
+            ]);
+            params["_meta"] = Value::Object(meta);
         }
         params
     }

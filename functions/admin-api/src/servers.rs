@@ -53,6 +53,9 @@ struct ServerInput {
     #[serde(default)]
     description: Option<String>,
     auth: UpstreamAuth,
+    /// See `McpServer::share_tool_list`.
+    #[serde(default)]
+    share_tool_list: bool,
 }
 
 /// What the API returns for a server (timestamps as RFC 3339).
@@ -68,6 +71,7 @@ struct ServerView {
     /// The pinned authorization server (`discovered_at` as RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization_server: Option<Value>,
+    share_tool_list: bool,
     /// What the admin should know about a save that still succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
@@ -89,6 +93,7 @@ impl From<McpServer> for ServerView {
             created_at: to_rfc3339(s.created_at),
             updated_at: to_rfc3339(s.updated_at),
             authorization_server: s.authorization_server.as_ref().map(pin_view),
+            share_tool_list: s.share_tool_list,
             warnings: Vec::new(),
         }
     }
@@ -185,8 +190,15 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
             issuer,
             extra_params,
             resource,
-            ..
+            list_tools_with_client_credentials,
         } => {
+            if *list_tools_with_client_credentials
+                && (client_id.is_none() || client_secret.is_none())
+            {
+                return Err(invalid(
+                    "auth.list_tools_with_client_credentials needs auth.client_id and auth.client_secret",
+                ));
+            }
             match client_id {
                 Some(id) if id.is_empty() || id.len() > 512 => {
                     return Err(invalid("auth.client_id must be 1 to 512 characters"));
@@ -259,6 +271,7 @@ fn validate_auth(auth: &UpstreamAuth, egress: &EgressPolicy) -> Result<(), ApiEr
                 issuer: issuer.clone(),
                 extra_params: Default::default(),
                 resource: resource.clone(),
+                list_tools_with_client_credentials: false,
             },
             egress,
         ),
@@ -270,6 +283,16 @@ fn validate(input: &ServerInput, name: &str, egress: &EgressPolicy) -> Result<()
     validate_url(&input.url)?;
     if input.description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(invalid("description must be at most 1024 characters"));
+    }
+    if input.share_tool_list
+        && !matches!(
+            input.auth,
+            UpstreamAuth::OAuth2 { .. } | UpstreamAuth::PerUserToken { .. }
+        )
+    {
+        return Err(invalid(
+            "share_tool_list applies only to oauth2 and per_user_token servers (others list with the server's own credential)",
+        ));
     }
     validate_auth(&input.auth, egress)
 }
@@ -466,6 +489,7 @@ async fn create(
         created_at: now,
         updated_at: now,
         authorization_server: None,
+        share_tool_list: input.share_tool_list,
     };
     let mut warnings = Vec::new();
     if endpoints::uses_oauth(&server) {
@@ -520,6 +544,7 @@ async fn replace(
         created_at: existing.created_at,
         updated_at: state.clock.now(),
         authorization_server: None,
+        share_tool_list: input.share_tool_list,
     };
     let mut warnings = Vec::new();
     if endpoints::uses_oauth(&server) {

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::ClientPayload;
 use mcpgw::policy::Access;
+use mcpgw::upstream::snapshots::Observer;
 use serde_json::Value;
 
 use crate::headers::session_header;
@@ -30,9 +31,11 @@ pub fn shape(
     list_ttl_ms: u64,
 ) -> Adapt {
     let mut adapt = Adapt::default();
-    // Only list answers change for a stateless client (and only lists pay for the check).
+    // Only cacheable answers change for a stateless client (and only they pay for the check),
+    // but for `server/discover`: the upstream's own description, the same for every caller.
+    let per_caller = |m: &str| results::is_cacheable(m) && m != "server/discover";
     let modern = match &*payload {
-        ClientPayload::One(m) if m.method().is_some_and(|m| m.ends_with("/list")) => {
+        ClientPayload::One(m) if m.method().is_some_and(per_caller) => {
             envelope::looks_modern(m, headers) && session_header(headers).is_none()
         }
         _ => false,
@@ -78,7 +81,7 @@ pub fn shape(
         adapt.renames.push((sentinel, name));
     }
     if modern {
-        adapt.private_lists = Some(list_ttl_ms);
+        adapt.private_results = Some(list_ttl_ms);
     }
     adapt
 }
@@ -89,18 +92,23 @@ pub fn shape(
 pub struct Adapt {
     /// Drops the tools the caller may not use from `tools/list` results.
     pub filter: Option<Arc<Access>>,
-    /// For 2026-07-28 clients: list results are per caller (`cacheScope: "private"`) and
-    /// cached no longer than this many milliseconds (the policy's own reuse time).
-    pub private_lists: Option<u64>,
+    /// For 2026-07-28 clients: the result of a cacheable request (lists, `resources/read`)
+    /// is per caller (`cacheScope: "private"`: it was made with their
+    /// credential, under their policy, whatever the upstream says) and cached no longer than
+    /// this many milliseconds (the policy's own reuse time).
+    pub private_results: Option<u64>,
     /// Hidden tools were called under names that cannot exist (`sentinel`, `original`): the
     /// upstream's unknown-tool answer is relayed with the caller's name put back.
     pub renames: Vec<(String, String)>,
+    /// Records a per-user server's whole `tools/list` result, before it is filtered, as the
+    /// list shown to callers who have not connected yet (`mcpgw::upstream::snapshots`).
+    pub snapshot: Option<Arc<Observer>>,
 }
 
 impl Adapt {
     /// Whether messages change on the way (filtered, or marked private).
     pub fn changes_results(&self) -> bool {
-        self.filter.is_some() || self.private_lists.is_some()
+        self.filter.is_some() || self.private_results.is_some() || self.snapshot.is_some()
     }
 
     /// Filters and marks the results in one JSON-RPC message (or batch).
@@ -112,15 +120,18 @@ impl Adapt {
         let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
             return;
         };
+        if let Some(observer) = &self.snapshot {
+            observer.observe(result);
+        }
         if let Some(access) = &self.filter
             && let Some(Value::Array(tools)) = result.get_mut("tools")
         {
             mcpgw::upstream::catalog::filter_listed(access, tools);
         }
-        if let Some(max_ttl) = self.private_lists
-            && ["tools", "prompts", "resources", "resourceTemplates"]
-                .iter()
-                .any(|k| result.get(*k).is_some_and(Value::is_array))
+        // Set only for one request of a cacheable method, so this result answers it; an
+        // `input_required` one is not cached at all.
+        if let Some(max_ttl) = self.private_results
+            && result.get("resultType").and_then(Value::as_str) != Some("input_required")
         {
             results::private_cache(result, Ttl::AtMost(max_ttl));
         }

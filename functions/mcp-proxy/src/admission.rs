@@ -111,7 +111,7 @@ pub async fn admit(
     {
         Ok(p) => p,
         Err(e) => {
-            let scopes = state.auth.challenge_scopes().await;
+            let scopes = state.auth.advertised_scopes().await;
             return Err(e.into_challenge(metadata.as_deref(), &scopes));
         }
     };

@@ -11,6 +11,8 @@ use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc;
 use serde_json::{Value, json};
 
+use crate::results::ClientEra;
+
 /// A JSON-RPC error answer with an HTTP status.
 pub fn rpc_error(
     status: StatusCode,
@@ -20,6 +22,28 @@ pub fn rpc_error(
     data: Option<Value>,
 ) -> Response {
     (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
+}
+
+/// The answer to a request the gateway (speaking as the MCP server) does not implement, or
+/// that is not a request of the client's era: JSON-RPC's "Method not found", HTTP 200.
+pub fn method_not_found(id: &Value) -> Response {
+    rpc_error(
+        StatusCode::OK,
+        Some(id),
+        jsonrpc::METHOD_NOT_FOUND,
+        "Method not found",
+        None,
+    )
+}
+
+/// The answer to a `resources/read` of a URI no server can read: -32002 up to 2025-11-25,
+/// -32602 (invalid params) in 2026-07-28, which gave up the MCP-specific code.
+pub fn resource_not_found(id: &Value, era: ClientEra) -> Response {
+    let code = match era {
+        ClientEra::Session => jsonrpc::RESOURCE_NOT_FOUND,
+        ClientEra::Modern => jsonrpc::INVALID_PARAMS,
+    };
+    rpc_error(StatusCode::OK, Some(id), code, "Resource not found", None)
 }
 
 /// `data.reason` of the gateway's upstream errors: why the upstream's answer is not there.
@@ -188,4 +212,34 @@ pub fn accepted() -> Response {
 /// A failure of the gateway's own (keyring, sealing): 500, the cause for the log.
 pub fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
     ApiError::internal(e).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_resource_has_each_eras_code() {
+        let id = json!(3);
+        let session = body(resource_not_found(&id, ClientEra::Session)).await;
+        let modern = body(resource_not_found(&id, ClientEra::Modern)).await;
+        assert_eq!(
+            (&session["id"], &session["error"]["code"]),
+            (&id, &json!(-32002))
+        );
+        assert_eq!(
+            (&modern["id"], &modern["error"]["code"]),
+            (&id, &json!(-32602))
+        );
+        let unknown = body(method_not_found(&id)).await;
+        assert_eq!(
+            (&unknown["id"], &unknown["error"]["code"]),
+            (&id, &json!(-32601))
+        );
+    }
 }

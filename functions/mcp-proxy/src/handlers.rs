@@ -18,8 +18,8 @@ use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload};
 use mcpgw::policy::Access;
 use mcpgw::state::AppState;
-use mcpgw::upstream::CredentialError;
-use serde_json::json;
+use mcpgw::upstream::{CredentialError, snapshots};
+use serde_json::{Value, json};
 
 use crate::adapt::{Adapt, shape};
 use crate::admission::{Admitted, Target, admit};
@@ -89,6 +89,14 @@ pub async fn post(
     };
     let list_ttl = state.config.policy_cache_ttl.as_millis() as u64;
     call.adapt = shape(&access, &mut payload, &mut call.headers, list_ttl);
+    if lists_every_tool(&payload) && snapshots::per_user(&call.upstream.server) {
+        // What a connected caller gets is what callers not connected yet are shown.
+        let observer = state
+            .upstreams
+            .snapshots()
+            .observer(call.upstream.server.clone());
+        call.adapt.snapshot = Some(Arc::new(observer));
+    }
     let msg = match payload {
         ClientPayload::Batch(items) => return Ok(session_era::batch(&call, items).await),
         ClientPayload::One(msg) => msg,
@@ -123,7 +131,7 @@ pub async fn get(
             call.adapt.filter = Some(Arc::new(access));
             session_era::get(&call).await
         }
-        Route::Unconnected(_) => connect_prompt::get(),
+        Route::Unconnected(u) => connect_prompt::get(&u.at(&state)).await,
         Route::Virtual(v) => {
             virtual_endpoint::get(&state, &v.principal, &v.access, &v.headers).await
         }
@@ -146,6 +154,20 @@ pub async fn delete(
     })
 }
 
+/// Whether `payload` is one `tools/list` from the start (no cursor): its answer is the
+/// whole list when it has no `nextCursor`.
+fn lists_every_tool(payload: &ClientPayload) -> bool {
+    match payload {
+        ClientPayload::One(m) => {
+            m.is_request("tools/list")
+                && m.params()
+                    .and_then(|p| p.get("cursor"))
+                    .is_none_or(Value::is_null)
+        }
+        ClientPayload::Batch(_) => false,
+    }
+}
+
 /// Where an admitted request goes, the caller's credential resolved.
 enum Route<'a> {
     /// A registered server, ready to call, and what the caller may do there.
@@ -160,6 +182,7 @@ struct Unconnected {
     principal: Principal,
     endpoint: String,
     server: Arc<McpServer>,
+    access: Access,
     headers: HeaderMap,
     missing: Missing,
     /// The refusal itself, for what the prompt cannot answer.
@@ -176,6 +199,8 @@ impl Unconnected {
                 bound_to: &self.server.url,
             },
             headers: &self.headers,
+            server: &self.server,
+            access: &self.access,
         }
     }
 }
@@ -225,6 +250,7 @@ async fn route(
                 principal,
                 endpoint,
                 server,
+                access,
                 headers,
                 missing,
                 refusal,

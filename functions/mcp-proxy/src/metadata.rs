@@ -25,7 +25,8 @@ pub fn resource_url(state: &AppState, endpoint: &str) -> String {
 /// the same for known and unknown endpoints so it reveals nothing about what is registered
 /// (only names that could never be registered get a 404). The authorization servers are the
 /// configured identity providers; a client that logs in at one and asks for this resource
-/// gets a token the gateway accepts here.
+/// gets a token the gateway accepts here. `scopes_supported` is what clients should ask for
+/// ([`mcpgw::identity::Authenticator::advertised_scopes`]).
 pub async fn resource_metadata(
     State(state): State<AppState>,
     ApiPath(endpoint): ApiPath<String>,
@@ -36,12 +37,9 @@ pub async fn resource_metadata(
     }
     let providers = state.auth.providers().await?;
     let issuers: Vec<&str> = providers.iter().map(|p| p.issuer.as_str()).collect();
-    let mut scopes: Vec<&str> = providers
-        .iter()
-        .flat_map(|p| p.required_scopes.iter().map(String::as_str))
-        .collect();
-    scopes.sort();
-    scopes.dedup();
+    // The same scopes the 401 challenge names: a client that registers and logs in with
+    // them (the MCP Inspector registers with exactly these) gets a token the gateway takes.
+    let scopes = state.auth.advertised_scopes().await;
     let mut doc = serde_json::json!({
         "resource": resource_url(&state, &endpoint),
         "authorization_servers": issuers,

@@ -6,7 +6,10 @@
 //! methods the era makes cacheable, `ttlMs` and `cacheScope: "private"` (everything the
 //! gateway answers depends on the caller: their policy, their credential). Session-era
 //! results carry none of the three: some older SDKs validate results (empty ones especially)
-//! strictly.
+//! strictly. A request of the other era has no result at all ([`is_request_of`]).
+//!
+//! Proven against the official SDKs' own schemas, in both eras, for every answer the gateway
+//! makes or rewrites: `tests/tests/it/answer_schemas.rs`.
 
 use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::jsonrpc;
@@ -28,6 +31,31 @@ pub enum Ttl {
     Set(u64),
     /// The upstream's result: what it said, at most this long (0 when it said nothing).
     AtMost(u64),
+}
+
+/// Requests only the session era defines: 2026-07-28 has no handshake, no `ping`, sets the
+/// log level per request (`io.modelcontextprotocol/logLevel`) and replaced resource
+/// subscriptions with `subscriptions/listen`.
+const ONLY_SESSION_ERA: [&str; 5] = [
+    "initialize",
+    "logging/setLevel",
+    "ping",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Requests only 2026-07-28 defines.
+const ONLY_MODERN_ERA: [&str; 2] = ["server/discover", "subscriptions/listen"];
+
+/// Whether `method` is a request of `era`. A request of the other era has no result the
+/// client's schemas accept (a 2026-07-28 `ping` result is no `Result` a client can decode),
+/// so the gateway answers it as an unknown method; any other method (extensions included)
+/// is for the server to judge.
+pub fn is_request_of(era: ClientEra, method: &str) -> bool {
+    match era {
+        ClientEra::Session => !ONLY_MODERN_ERA.contains(&method),
+        ClientEra::Modern => !ONLY_SESSION_ERA.contains(&method),
+    }
 }
 
 /// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
@@ -142,6 +170,32 @@ mod tests {
             (relayed["ttlMs"].as_u64(), relayed["cacheScope"].as_str()),
             (Some(1_000), Some("private"))
         );
+    }
+
+    #[test]
+    fn each_era_has_its_own_requests() {
+        for m in [
+            "ping",
+            "logging/setLevel",
+            "initialize",
+            "resources/subscribe",
+        ] {
+            assert!(is_request_of(ClientEra::Session, m), "{m}");
+            assert!(!is_request_of(ClientEra::Modern, m), "{m}");
+        }
+        for m in ["server/discover", "subscriptions/listen"] {
+            assert!(!is_request_of(ClientEra::Session, m), "{m}");
+            assert!(is_request_of(ClientEra::Modern, m), "{m}");
+        }
+        for m in [
+            "tools/list",
+            "tools/call",
+            "resources/read",
+            "x-vendor/thing",
+        ] {
+            assert!(is_request_of(ClientEra::Session, m), "{m}");
+            assert!(is_request_of(ClientEra::Modern, m), "{m}");
+        }
     }
 
     #[test]

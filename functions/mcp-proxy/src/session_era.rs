@@ -14,7 +14,9 @@ use mcpgw::mcp::versions;
 use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
 use serde_json::{Value, json};
 
-use crate::answers::{accepted, call_failed, no_get_stream, rpc_error, session_not_found};
+use crate::answers::{
+    accepted, call_failed, method_not_found, no_get_stream, rpc_error, session_not_found,
+};
 use crate::call::Call;
 use crate::cancel::CancelOnDrop;
 use crate::headers::{bad_version_header, session_header};
@@ -23,6 +25,7 @@ use crate::input_rounds::{self, Rounds};
 use crate::inputs::{self, Declared};
 use crate::owed::{Expect, expect_for};
 use crate::relay::{RelayOptions, stream_back};
+use crate::results::{self, ClientEra, Ttl};
 use crate::rewrite::Rewrite;
 use crate::sessions::{self, Refusal, SessionAt};
 
@@ -215,6 +218,14 @@ pub async fn post(call: &Call<'_>, msg: Message) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(id.as_ref()),
     };
+    // `server/discover`, `subscriptions/listen`: not requests of this era, whatever the
+    // upstream speaks (a dual-era upstream would answer with a 2026-07-28 result).
+    if msg.kind == Kind::Request
+        && let Some(method) = msg.method()
+        && !results::is_request_of(ClientEra::Session, method)
+    {
+        return method_not_found(id.as_ref().unwrap_or(&Value::Null));
+    }
     match claims.upstream.clone() {
         UpstreamLink::Session {
             session_id,
@@ -386,6 +397,13 @@ async fn forward_with_envelope(
         Kind::Request => {}
     }
     let id = msg.id().cloned();
+    // What the session era asks of every server but 2026-07-28 dropped, answered by the
+    // gateway for the stateless upstream (which would refuse it): `ping` (the session is
+    // alive) and `logging/setLevel` (a stateless upstream takes a level per request only).
+    if let Some(method @ ("ping" | "logging/setLevel")) = msg.method() {
+        let id = id.unwrap_or_default();
+        return results::answer(&id, method, json!({}), ClientEra::Session, Ttl::Set(0));
+    }
     envelope::apply(
         &mut msg,
         &claims.client.capabilities,

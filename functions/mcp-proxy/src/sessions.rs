@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::answers::{internal, rpc_error, session_not_found};
 use crate::headers::session_header;
-use crate::results;
+use crate::results::{self, ClientEra, Ttl};
 
 /// Where a session is opened: for whom, at which endpoint, bound to what the endpoint
 /// fronts (the upstream URL, or `virtual:{name}` for a virtual server), so a session is
@@ -59,7 +59,8 @@ pub async fn issue(
     let Ok(header) = HeaderValue::from_str(&sealed) else {
         return internal(&std::io::Error::other("session id is not a header value"));
     };
-    let mut resp = results::ok(id, result);
+    // Whoever made the result (the upstream, the gateway), it is a session-era result.
+    let mut resp = results::answer(id, "initialize", result, ClientEra::Session, Ttl::Set(0));
     resp.headers_mut().insert("mcp-session-id", header);
     resp
 }

@@ -17,7 +17,7 @@ use mcpgw::upstream::client::{self, Bridged};
 use mcpgw::upstream::handshakes::{self, Discovery};
 use serde_json::Value;
 
-use crate::answers::{Reason, call_failed, internal, rpc_error, upstream_error};
+use crate::answers::{Reason, call_failed, internal, method_not_found, rpc_error, upstream_error};
 use crate::call::Call;
 use crate::cancel::CancelOnDrop;
 use crate::inputs::{self, Asking, Declared, Inputs, Listener};
@@ -28,6 +28,13 @@ use crate::rewrite::Rewrite;
 
 pub async fn post(call: &Call<'_>, msg: Message) -> Response {
     let id = msg.id().cloned();
+    // `ping`, `logging/setLevel`, ...: no request of this era, whatever the upstream speaks.
+    if msg.kind == Kind::Request
+        && let Some(method) = msg.method()
+        && !results::is_request_of(ClientEra::Modern, method)
+    {
+        return method_not_found(id.as_ref().unwrap_or(&Value::Null));
+    }
     let env = if msg.kind == Kind::Request {
         match envelope::check(&msg, &call.headers) {
             Ok(env) => Some(env),

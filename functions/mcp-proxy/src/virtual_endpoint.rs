@@ -26,11 +26,12 @@ use mcpgw::upstream::client;
 use serde_json::{Value, json};
 
 use crate::answers::{
-    Reason, call_failed, no_get_stream, no_session, rpc_error, session_not_found, upstream_error,
+    call_failed, method_not_found, no_get_stream, no_session, resource_not_found, rpc_error,
+    session_not_found,
 };
 use crate::connect_prompt::{self, Missing};
 use crate::headers::{bad_version_header, session_header};
-use crate::initialize::{envelope_capabilities, handshake_params};
+use crate::initialize::{check_envelope, envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
 use crate::sessions::{self, SessionAt};
 
@@ -115,7 +116,7 @@ pub async fn post(
         if let Some(bad) = bad_version_header(&headers, msg.id()) {
             return bad;
         }
-        match session_of(&ctx, &headers).await {
+        match session_of(&ctx, &headers, msg.id()).await {
             Ok((claims, _)) => ctx.client_capabilities = claims.client.capabilities,
             Err(r) => return r,
         }
@@ -124,16 +125,8 @@ pub async fn post(
     if envelope::looks_modern(&msg, &headers) {
         ctx.era = ClientEra::Modern;
         ctx.client_capabilities = envelope_capabilities(&msg);
-        if msg.kind == Kind::Request
-            && let Err(r) = envelope::check(&msg, &headers)
-        {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                msg.id(),
-                r.code,
-                &r.message,
-                r.data,
-            );
+        if let Err(refused) = check_envelope(&msg, &headers) {
+            return refused;
         }
         return dispatch(&ctx, msg).await;
     }
@@ -183,19 +176,21 @@ async fn initialize(ctx: &Ctx<'_>, msg: &Message) -> Response {
     .await
 }
 
-/// Opens the request's session: 404 when it is not usable (which check failed is not said).
+/// Opens the request's session: 404 when it is not usable (which check failed is not said),
+/// answering request `id` (a client matches the answer to its request by it).
 async fn session_of(
     ctx: &Ctx<'_>,
     headers: &HeaderMap,
+    id: Option<&Value>,
 ) -> Result<(SessionClaims, String), Response> {
     match sessions::open(&ctx.session_at(), headers).await {
         Ok((claims, fingerprint)) if claims.upstream == UpstreamLink::Virtual => {
             Ok((claims, fingerprint))
         }
         Ok(_) | Err(sessions::Refusal::Missing | sessions::Refusal::NotFound) => {
-            Err(session_not_found(None))
+            Err(session_not_found(id))
         }
-        Err(refused @ sessions::Refusal::Keyring(_)) => Err(refused.into_response(None)),
+        Err(refused @ sessions::Refusal::Keyring(_)) => Err(refused.into_response(id)),
     }
 }
 
@@ -214,9 +209,12 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
     let id = msg.id().cloned().unwrap_or(Value::Null);
     let vs = ctx.vs;
     let method = msg.method().unwrap_or_default();
+    if !results::is_request_of(ctx.era, method) {
+        return method_not_found(&id);
+    }
     match method {
         "ping" => answer(ctx, &id, method, json!({})),
-        "server/discover" if ctx.era == ClientEra::Modern => {
+        "server/discover" => {
             let mut r = json!({
                 "supportedVersions": versions::MODERN,
                 "capabilities": capabilities(vs),
@@ -255,26 +253,25 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             aggregate(ctx, &id, &vs.prompts_from, "prompts/list", "prompts").await
         }
         "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, &msg).await,
-        _ => err(Some(&id), jsonrpc::METHOD_NOT_FOUND, "Method not found"),
+        _ => method_not_found(&id),
     }
 }
 
 /// The upstream's answer to `method` relayed with the client's id, its result in the
 /// client's era (reusable no longer than the upstream said, nor than the policy is).
 fn relay_answer(ctx: &Ctx<'_>, id: &Value, method: &str, answer: Value) -> Response {
-    if let Some(result) = answer.get("result") {
+    if let Some(result) = answer.get("result").filter(|r| r.is_object()) {
         let ttl = Ttl::AtMost(ctx.list_ttl());
         return results::answer(id, method, result.clone(), ctx.era, ttl);
     }
-    let error = match answer.get("error") {
-        Some(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
-        None => upstream_error(
-            Some(id),
-            Reason::BadAnswer,
-            "the upstream MCP server's answer was not valid MCP",
-        ),
-    };
-    axum::Json(error).into_response()
+    // An error object a client can read (a code and a message) is relayed; anything else
+    // (no result object, an error without a code) never reaches the client: 502, like every
+    // other answer of an upstream that failed.
+    let readable = |e: &&Value| e["code"].is_i64() && e["message"].is_string();
+    match answer.get("error").filter(readable) {
+        Some(e) => axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response(),
+        None => call_failed(&mcpgw::mcp::handshake::CallError::BadAnswer, Some(id)),
+    }
 }
 
 /// The string param `key` of a client's request ("" when absent).
@@ -303,7 +300,7 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             Err(e) => match Missing::of(&e) {
                 Some(missing) => {
                     let caps = &ctx.client_capabilities;
-                    return connect_prompt::tool_call(id, ctx.era, caps, &missing);
+                    return connect_prompt::tool_call(msg, id, ctx.era, caps, &missing);
                 }
                 None => Err(e.to_string()),
             },
@@ -372,7 +369,7 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             return relay_answer(ctx, id, "resources/read", a);
         }
     }
-    err(Some(id), jsonrpc::RESOURCE_NOT_FOUND, "Resource not found")
+    resource_not_found(id, ctx.era)
 }
 
 /// The prompt server that lists the name answers.
@@ -415,7 +412,7 @@ pub async fn get(
         return no_get_stream();
     }
     let ctx = Ctx::new(state, principal, access);
-    if let Err(r) = session_of(&ctx, headers).await {
+    if let Err(r) = session_of(&ctx, headers, None).await {
         return r;
     }
     let rx = state.policy.changes();
@@ -439,7 +436,7 @@ pub async fn delete(
     headers: &HeaderMap,
 ) -> Response {
     let ctx = Ctx::new(state, principal, access);
-    let (claims, fingerprint) = match session_of(&ctx, headers).await {
+    let (claims, fingerprint) = match session_of(&ctx, headers, None).await {
         Ok(c) => c,
         Err(r) => return r,
     };

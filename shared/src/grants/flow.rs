@@ -327,6 +327,7 @@ pub async fn finish(
         match grants.store.save_grant_if_version(&g, previous).await {
             Ok(()) => {
                 grants.tokens.forget(&pending.user, server_name);
+                grants.announce_connected(&pending.user, server_name);
                 return Ok(pending.user);
             }
             Err(StoreError::VersionConflict { .. }) => continue,

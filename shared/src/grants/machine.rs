@@ -53,15 +53,28 @@ pub async fn token(
 }
 
 async fn fetch(grants: &Grants, server: &McpServer) -> Result<TokenSet, GrantError> {
-    let UpstreamAuth::OAuth2ClientCredentials {
-        client_id,
-        client_secret,
-        scopes,
-        resource,
-        ..
-    } = &server.auth
-    else {
-        return Err(GrantError::NotOAuth);
+    let (client_id, client_secret, scopes, resource) = match &server.auth {
+        UpstreamAuth::OAuth2ClientCredentials {
+            client_id,
+            client_secret,
+            scopes,
+            resource,
+            ..
+        } => (client_id, client_secret, scopes, resource),
+        // An `oauth2` server's own client, for listing its tools to callers not connected
+        // yet (`upstream::snapshots`), only where the admin allowed it.
+        UpstreamAuth::OAuth2 {
+            client_id: Some(client_id),
+            client_secret: Some(client_secret),
+            scopes,
+            resource,
+            list_tools_with_client_credentials: true,
+            ..
+        } => (client_id, client_secret, scopes, resource),
+        UpstreamAuth::OAuth2 { .. }
+        | UpstreamAuth::None
+        | UpstreamAuth::Header { .. }
+        | UpstreamAuth::PerUserToken { .. } => return Err(GrantError::NotOAuth),
     };
     let e = endpoints::for_server(grants, server).await?;
     if !grants.secret_scope.permits(client_secret) {

@@ -67,7 +67,14 @@ pub struct Grants {
     pub secret_scope: SecretScope,
     /// Which addresses authorization servers may have.
     pub egress: EgressPolicy,
+    /// (user, server) of every credential stored by this process (a grant after the OAuth
+    /// callback, a token a user stored), so streams waiting for it wake at once; other
+    /// processes learn of it from the store.
+    connected: tokio::sync::broadcast::Sender<(String, String)>,
 }
+
+/// How many announcements a slow listener may fall behind before it re-reads the store.
+const CONNECTED_BACKLOG: usize = 256;
 
 impl Grants {
     /// Builds the service for `config` from the process's parts; the client for
@@ -97,7 +104,19 @@ impl Grants {
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             secret_scope: config.secret_scope.clone(),
             egress: config.egress.clone(),
+            connected: tokio::sync::broadcast::channel(CONNECTED_BACKLOG).0,
         })
+    }
+
+    /// Tells this process's listeners that `user` now holds a credential for `server`.
+    pub fn announce_connected(&self, user: &str, server: &str) {
+        // No listener is not an error: nobody waits.
+        let _ = self.connected.send((user.to_owned(), server.to_owned()));
+    }
+
+    /// Listens for [`Grants::announce_connected`] in this process.
+    pub fn connections(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.connected.subscribe()
     }
 
     /// Drops what this process remembers of `user`'s token for `server` (a new grant, a

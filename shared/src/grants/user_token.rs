@@ -78,6 +78,7 @@ pub async fn store(
         match grants.store.save_grant_if_version(&record, previous).await {
             Ok(()) => {
                 grants.tokens.forget(user, &server.name);
+                grants.announce_connected(user, &server.name);
                 return Ok(());
             }
             Err(StoreError::VersionConflict { .. }) => continue,

@@ -159,10 +159,7 @@ impl AuthError {
         let scope: Vec<&str> = scopes
             .iter()
             .map(String::as_str)
-            .filter(|s| {
-                s.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            })
+            .filter(|s| crate::domain::is_scope_token(s))
             .collect();
         let challenge = |code: Option<&str>| {
             let mut parts = Vec::new();
@@ -406,16 +403,22 @@ impl Authenticator {
         Ok(list)
     }
 
-    /// Scopes any provider requires, for `WWW-Authenticate` challenges (empty on failure:
-    /// a challenge must not fail).
-    pub async fn challenge_scopes(&self) -> Vec<String> {
-        let mut scopes: Vec<String> = self
-            .providers()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|p| p.required_scopes)
-            .collect();
+    /// The scopes MCP clients are told to ask for when they log in to the gateway: the
+    /// protected-resource metadata's `scopes_supported` and the 401 challenges' `scope` (MCP
+    /// authorization spec, scope selection). The union over the providers of
+    /// [`providers::Provider::advertised_scopes`], sorted; empty when none can be told (a
+    /// challenge must not fail: a store or provider outage only leaves scopes out).
+    pub async fn advertised_scopes(&self) -> Vec<String> {
+        let Some(jwt) = &self.jwt else {
+            return Vec::new();
+        };
+        let Ok(all) = jwt.providers.all().await else {
+            return Vec::new();
+        };
+        let mut scopes = Vec::new();
+        for provider in all.values() {
+            scopes.extend(provider.advertised_scopes(&jwt.http).await);
+        }
         scopes.sort();
         scopes.dedup();
         scopes

@@ -52,6 +52,36 @@ impl From<GetError> for FetchError {
     }
 }
 
+/// The identity scopes the gateway reads from a login (subject, email, groups): what it
+/// advertises for a provider without configured `scopes`, where the provider lists them.
+pub const IDENTITY_SCOPES: [&str; 4] = ["openid", "profile", "email", "groups"];
+/// How long a provider's discovered `scopes_supported` is used before it is read again.
+const SCOPES_TTL: Duration = Duration::from_secs(3600);
+/// Bound on reading them: the request that does waits at most this long for its 401.
+const SCOPES_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The scopes advertised for `config` given the `scopes_supported` its metadata listed
+/// (`None`: not known): the configured `scopes`, else the [`IDENTITY_SCOPES`] the provider
+/// lists, and always the `required_scopes` (a token without them is refused anyway).
+pub fn advertised(config: &IdentityProvider, discovered: Option<&[String]>) -> Vec<String> {
+    let mut scopes: Vec<String> = if config.scopes.is_empty() {
+        IDENTITY_SCOPES
+            .iter()
+            .filter(|s| discovered.is_some_and(|d| d.iter().any(|x| x == *s)))
+            .map(|s| (*s).to_owned())
+            .collect()
+    } else {
+        config.scopes.clone()
+    };
+    scopes.extend(config.required_scopes.iter().cloned());
+    scopes.retain(|s| crate::domain::is_scope_token(s));
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
+/// The provider's discovered `scopes_supported`, read without waiting for any fetch.
+type ScopesRead = std::sync::RwLock<Option<(Instant, Arc<Vec<String>>)>>;
 /// Fetch bookkeeping, behind the fetch lock.
 #[derive(Default)]
 struct Keys {
@@ -70,6 +100,10 @@ pub struct Provider {
     keys: Mutex<Keys>,
     refetch_interval: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    /// Read only when no `scopes` are configured ([`Provider::advertised_scopes`]): the last
+    /// list read, and the fetch lock holding when the last fetch failed.
+    discovered_scopes: ScopesRead,
+    scopes_fetch: Mutex<Option<Instant>>,
 }
 
 impl Provider {
@@ -80,6 +114,61 @@ impl Provider {
             keys: Mutex::default(),
             refetch_interval: REFETCH_INTERVAL,
             fetches: Default::default(),
+            discovered_scopes: Default::default(),
+            scopes_fetch: Mutex::default(),
+        }
+    }
+
+    /// The scopes MCP clients are told to ask this provider for ([`advertised`]). Without
+    /// configured `scopes` they come from the provider's metadata, read once an hour. A 401
+    /// must stay quick whatever the provider does: only one request fetches (bounded by
+    /// [`SCOPES_FETCH_TIMEOUT`]); others answer meanwhile with what was read before (or the
+    /// required scopes only), and after a failure nothing is fetched for
+    /// [`RETRY_AFTER_FAILURE`].
+    pub async fn advertised_scopes(&self, http: &reqwest::Client) -> Vec<String> {
+        if !self.config.scopes.is_empty() {
+            return advertised(&self.config, None);
+        }
+        let known = || {
+            self.discovered_scopes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let last = known();
+        if let Some((at, scopes)) = &last
+            && at.elapsed() < SCOPES_TTL
+        {
+            return advertised(&self.config, Some(scopes));
+        }
+        let Ok(mut failed_at) = self.scopes_fetch.try_lock() else {
+            return advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()));
+        };
+        // Another request may have fetched while this one looked.
+        if let Some((at, scopes)) = known()
+            && at.elapsed() < SCOPES_TTL
+        {
+            return advertised(&self.config, Some(&scopes));
+        }
+        if failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE) {
+            return advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()));
+        }
+        match discover_scopes(http, &self.config.issuer).await {
+            Ok(scopes) => {
+                let scopes = Arc::new(scopes);
+                *self
+                    .discovered_scopes
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), scopes.clone()));
+                *failed_at = None;
+                advertised(&self.config, Some(&scopes))
+            }
+            Err(e) => {
+                tracing::info!(issuer = %self.config.issuer, error = %crate::http::error_chain(&e),
+                    "identity provider metadata unavailable; advertising the scopes read before");
+                *failed_at = Some(Instant::now());
+                advertised(&self.config, last.as_ref().map(|(_, s)| s.as_slice()))
+            }
         }
     }
 
@@ -193,6 +282,28 @@ async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<Strin
         .ok_or(FetchError::Invalid("metadata has no jwks_uri"))
 }
 
+/// The provider's `scopes_supported` from its metadata (as for the JWKS location); absent or
+/// not a list of strings reads as none.
+async fn discover_scopes(http: &reqwest::Client, issuer: &str) -> Result<Vec<String>, FetchError> {
+    let meta = oauth_metadata::issuer_metadata(
+        http,
+        Kind::TokenIssuer,
+        issuer,
+        Some(SCOPES_FETCH_TIMEOUT),
+    )
+    .await?;
+    Ok(meta
+        .field("scopes_supported")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Every configured provider, by issuer.
 pub struct Providers {
     store: Arc<dyn Store>,
@@ -292,5 +403,154 @@ impl Providers {
             map: map.clone(),
         });
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> IdentityProvider {
+        let mut doc = json!({"name": "corp", "issuer": "https://idp.example.com"});
+        doc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn advertised_scopes_are_the_identity_scopes_the_provider_lists_plus_the_required_ones() {
+        // GIVEN a provider listing many scopes, some of them none of the gateway's business
+        let listed = strings(&[
+            "openid",
+            "email",
+            "offline_access",
+            "okta.users.manage",
+            "groups",
+        ]);
+        // WHEN nothing is configured THEN only the identity scopes it lists are advertised
+        let plain = config(json!({}));
+        assert_eq!(
+            advertised(&plain, Some(&listed)),
+            strings(&["email", "groups", "openid"])
+        );
+        // AND the required scopes always are, even when the metadata is unknown
+        let required = config(json!({"required_scopes": ["mcp:use"]}));
+        assert_eq!(advertised(&required, None), strings(&["mcp:use"]));
+        assert_eq!(
+            advertised(&required, Some(&listed)),
+            strings(&["email", "groups", "mcp:use", "openid"])
+        );
+        // AND configured scopes replace the discovered ones
+        let configured = config(json!({"scopes": ["api://gw/mcp", "openid"],
+            "required_scopes": ["mcp:use", "bad\"scope"]}));
+        assert_eq!(
+            advertised(&configured, Some(&listed)),
+            strings(&["api://gw/mcp", "mcp:use", "openid"]),
+            "a required scope that is no scope token never reaches a header"
+        );
+        // AND a provider listing none of them and requiring none gets nothing advertised
+        assert!(advertised(&plain, Some(&strings(&["read"]))).is_empty());
+    }
+
+    #[test]
+    fn configured_scopes_must_be_scope_tokens() {
+        for bad in ["", "two words", "quo\"te", "back\\slash", "tab\t", "é"] {
+            assert!(
+                config(json!({"scopes": [bad]})).validate().is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            config(json!({"scopes": ["openid", "api://gw/.default"]}))
+                .validate()
+                .is_ok()
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+        assert!(config(json!({ "scopes": many })).validate().is_err());
+    }
+
+    /// A provider's metadata on loopback listing `scopes`, counting how often it is read.
+    async fn idp(scopes: serde_json::Value) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (h, iss) = (hits.clone(), issuer.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                let doc = json!({"issuer": iss.clone(), "jwks_uri": format!("{iss}/jwks"),
+                    "scopes_supported": scopes.clone()});
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (issuer, hits)
+    }
+
+    #[tokio::test]
+    async fn discovered_scopes_are_read_once_and_an_unreachable_provider_advertises_quickly() {
+        crate::crypto::install_tls_provider();
+        let http = reqwest::Client::new();
+        // GIVEN a provider whose metadata lists identity scopes and others
+        let (issuer, hits) = idp(json!(["openid", "profile", "email", "mcp:read"])).await;
+        let p = Provider::new(config(json!({"issuer": issuer})));
+        // WHEN its scopes are asked for twice
+        let first = p.advertised_scopes(&http).await;
+        let second = p.advertised_scopes(&http).await;
+        // THEN they are the identity scopes it lists, read from its metadata once
+        assert_eq!(first, strings(&["email", "openid", "profile"]));
+        assert_eq!(second, first);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // GIVEN a provider that cannot be reached (nothing listens there)
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let p = Provider::new(config(
+            json!({"issuer": issuer, "required_scopes": ["mcp:use"]}),
+        ));
+        // THEN only its required scopes are advertised, and the failure is not retried at once
+        let started = Instant::now();
+        assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
+        assert_eq!(p.advertised_scopes(&http).await, strings(&["mcp:use"]));
+        assert!(started.elapsed() < SCOPES_FETCH_TIMEOUT);
+        assert!(p.scopes_fetch.lock().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_never_answers_delays_one_challenge_at_most_the_fetch_bound() {
+        crate::crypto::install_tls_provider();
+        let http = reqwest::Client::new();
+        // GIVEN a provider that accepts connections and never answers
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", hung.local_addr().unwrap());
+        let p = Arc::new(Provider::new(config(
+            json!({"issuer": issuer, "required_scopes": ["mcp:use"]}),
+        )));
+        // WHEN two challenges need its scopes at once
+        let started = Instant::now();
+        let (a, b) = (p.clone(), p.clone());
+        let (h1, h2) = (http.clone(), http.clone());
+        let first = tokio::spawn(async move { (a.advertised_scopes(&h1).await, Instant::now()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (second, second_at) = (b.advertised_scopes(&h2).await, Instant::now());
+        let (first, first_at) = first.await.unwrap();
+        // THEN the one that did not fetch answered at once, the other within the bound, and
+        // both with the required scopes
+        assert_eq!(first, strings(&["mcp:use"]));
+        assert_eq!(second, strings(&["mcp:use"]));
+        assert!(second_at - started < Duration::from_millis(500));
+        assert!(first_at - started < SCOPES_FETCH_TIMEOUT + Duration::from_secs(1));
+        drop(hung);
     }
 }

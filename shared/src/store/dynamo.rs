@@ -12,6 +12,7 @@
 //! | grant         | `GRANT#{user}`      | server   | `user`, `server`, `version` (N), `sealed_tokens` (B), `status`, `scopes` (L of S), `access_expires_at`?, `updated_at`, `refresh_lease_until`?, and when due for refresh `refresh_at` (N) + `refresh_shard` |
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
+//! | tool snapshot | `TOOLS#{server}`    | `TOOLS`  | `doc` (S, JSON: url, tools, taken_at)               |
 //!
 //! An API key is three items written and deleted together in one `TransactWriteItems`: the
 //! item by id (listing, admin reads), a pointer by hash, which authentication reads with
@@ -71,12 +72,13 @@ mod items;
 
 use items::{
     ApiKeyItem, ConfigItem, EndedSession, EndedSessionItem, GrantItem, Item, JsonText, Key,
-    KeyHash, OwnerPointer, StateItem, StoredApiKey, StoredDoc, decode, encode,
+    KeyHash, OwnerPointer, SnapshotItem, StateItem, StoredApiKey, StoredDoc, StoredSnapshot,
+    decode, encode,
 };
 
 use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
-    StoreResult,
+    StoreResult, ToolSnapshot, ToolSnapshotStore,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, OAuthState};
@@ -99,6 +101,8 @@ const BATCH_GET_MAX: usize = 100;
 const STATE_SK: &str = "STATE";
 /// `sk` of the ended-session record `SESSION#{fingerprint}`.
 const SESSION_ENDED_SK: &str = "ENDED";
+/// `sk` of a server's tool snapshot `TOOLS#{server}`.
+const TOOLS_SK: &str = "TOOLS";
 /// Attribute of the API key item by id that records its last use.
 const LAST_USED: &str = "last_used_at";
 
@@ -554,6 +558,11 @@ fn state_pk(id: &str) -> String {
 /// Partition of an ended-session record; the template's IAM for mcp-proxy names this prefix.
 fn session_pk(fingerprint: &str) -> String {
     format!("SESSION#{fingerprint}")
+}
+
+/// Partition of a server's tool snapshot; the template's IAM for mcp-proxy names this prefix.
+fn tools_pk(server: &str) -> String {
+    format!("TOOLS#{server}")
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -1141,6 +1150,32 @@ impl SessionStore for DynamoStore {
         // TTL deletes days late: an expired record can still be here.
         let ended: EndedSession = decode("ended session", item)?;
         Ok(now < ended.expires_at)
+    }
+}
+
+#[async_trait]
+impl ToolSnapshotStore for DynamoStore {
+    async fn put_tool_snapshot(&self, server: &str, snapshot: &ToolSnapshot) -> StoreResult<()> {
+        let item = encode(
+            "tool snapshot",
+            &SnapshotItem {
+                key: Key::new(tools_pk(server), TOOLS_SK),
+                doc: JsonText(snapshot),
+            },
+        )?;
+        self.put(item)
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_tool_snapshot(&self, server: &str) -> StoreResult<Option<ToolSnapshot>> {
+        let Some(item) = self.get_item(tools_pk(server), TOOLS_SK.to_owned()).await? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = decode("tool snapshot", item)?;
+        Ok(Some(stored.doc.0))
     }
 }
 

@@ -10,7 +10,9 @@
 //! - an OAuth state is consumed at most once, however many callers race for it;
 //! - expired API keys and states read as absent (DynamoDB's TTL deletes lazily, days late);
 //! - an API key's `last_used_at` only moves forward;
-//! - an ended session stays ended until its own expiry, however often it is ended again.
+//! - an ended session stays ended until its own expiry, however often it is ended again;
+//! - a server's tool snapshot is replaced whole, last writer wins (it is a cache of tool
+//!   definitions, never anything of a user's).
 
 pub mod dynamo;
 #[cfg(feature = "sqlite")]
@@ -213,9 +215,37 @@ pub trait SessionStore: Send + Sync {
     async fn session_ended(&self, fingerprint: &str, now: UnixTime) -> StoreResult<bool>;
 }
 
+/// The tool list a server last gave a connected caller: tool definitions only (names,
+/// descriptions, schemas), never a credential or anything else of that caller's. Shown,
+/// marked and filtered by each viewer's access, to callers who have not connected yet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolSnapshot {
+    /// The server's URL when the list was taken: a server pointed elsewhere since has
+    /// other tools, and the snapshot is not used.
+    pub url: String,
+    pub tools: Vec<serde_json::Value>,
+    pub taken_at: UnixTime,
+}
+
+/// Per-server tool snapshots (see [`ToolSnapshot`]). Written only when the list changed
+/// (the writer compares in memory first), read through a process cache: neither is on
+/// every request.
+#[async_trait]
+pub trait ToolSnapshotStore: Send + Sync {
+    /// Stores `snapshot` as `server`'s, replacing any (last writer wins).
+    async fn put_tool_snapshot(&self, server: &str, snapshot: &ToolSnapshot) -> StoreResult<()>;
+    async fn get_tool_snapshot(&self, server: &str) -> StoreResult<Option<ToolSnapshot>>;
+}
+
 /// Everything the gateway persists.
-pub trait Store: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore {}
-impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore> Store for T {}
+pub trait Store:
+    ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore
+{
+}
+impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore>
+    Store for T
+{
+}
 
 /// The `GrantStore` rule that every grant write carries the next version (`expected + 1`,
 /// or 1 for a new grant); checked before the store is touched, so a refused write writes

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
-    StoreResult,
+    StoreResult, ToolSnapshot, ToolSnapshotStore, json_text,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
@@ -106,6 +106,14 @@ const MIGRATIONS: &[&str] = &[
     // 6: the refresh lease, so processes sharing the file never redeem one refresh token twice.
     r#"
     ALTER TABLE grants ADD COLUMN refresh_lease_until INTEGER;
+    "#,
+    // 7: the tool list each server last gave a connected caller (for callers not connected
+    // yet), one JSON document per server.
+    r#"
+    CREATE TABLE tool_snapshots (
+        server TEXT PRIMARY KEY NOT NULL,
+        doc    TEXT NOT NULL
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -779,6 +787,39 @@ impl SessionStore for SqliteStore {
             Ok(found.is_some())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl ToolSnapshotStore for SqliteStore {
+    async fn put_tool_snapshot(&self, server: &str, snapshot: &ToolSnapshot) -> StoreResult<()> {
+        let (server, doc) = (server.to_owned(), json_text(snapshot, "tool snapshot")?);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO tool_snapshots (server, doc) VALUES (?1, ?2) \
+                 ON CONFLICT (server) DO UPDATE SET doc = excluded.doc",
+                params![server, doc],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_tool_snapshot(&self, server: &str) -> StoreResult<Option<ToolSnapshot>> {
+        let server = server.to_owned();
+        let doc: Option<String> = self
+            .call(move |c| {
+                c.query_row(
+                    "SELECT doc FROM tool_snapshots WHERE server = ?1",
+                    params![server],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        doc.map(|d| from_json_text(&d, "tool snapshot")).transpose()
     }
 }
 

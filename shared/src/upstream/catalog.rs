@@ -10,7 +10,8 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use super::{OpenError, Upstream, Upstreams, client};
+use super::client;
+use super::{OpenError, Upstream, Upstreams};
 use crate::http::error_chain;
 use crate::policy::Access;
 
@@ -87,17 +88,37 @@ async fn lists(
     join_all(fetches).await.into_iter().collect()
 }
 
+/// What a tool of a server the caller has not connected says first in its description.
+pub fn needs_connection(server: &str) -> String {
+    format!("Needs your own account at '{server}': call this tool to get the link to connect it.")
+}
+
 /// What a virtual server lists for a tool of a member the caller has not connected: the
 /// tool by name, so clients find it, saying how to make it work (calling it answers the
 /// connect prompt). The member's own description and schema come once it can be listed.
 fn placeholder(name: &str, server: &str) -> Value {
     serde_json::json!({
         "name": name,
-        "description": format!(
-            "Needs your own account at '{server}': call this tool to get the link to connect it."
-        ),
+        "description": needs_connection(server),
         "inputSchema": {"type": "object"},
     })
+}
+
+/// The tools of `server` shown to a caller who has not connected it (see
+/// [`super::snapshots`]): only those `access` lets through, by the same decision as a
+/// relayed list, each description led by [`needs_connection`] (calling one answers the
+/// connect prompt).
+pub fn marked_for_unconnected(access: &Access, server: &str, mut tools: Vec<Value>) -> Vec<Value> {
+    filter_listed(access, &mut tools);
+    let note = needs_connection(server);
+    for tool in &mut tools {
+        let description = match tool.get("description").and_then(Value::as_str) {
+            Some(d) if !d.is_empty() => format!("{note} {d}"),
+            _ => note.clone(),
+        };
+        tool["description"] = Value::from(description);
+    }
+    tools
 }
 
 /// What `user` sees on the endpoint `access` describes.
@@ -184,4 +205,39 @@ pub async fn endpoint_tools(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Snapshot, Subject};
+    use serde_json::json;
+
+    #[test]
+    fn unconnected_tools_are_marked_and_filtered_like_a_relayed_list() {
+        let groups = serde_json::from_value(json!([{"name": "g", "servers": ["notes"],
+            "members": {"everyone": true}, "tool_rules": {"notes": {"deny": ["secret_*"]}}}]))
+        .unwrap();
+        let access = Snapshot::new(vec![], groups, vec![])
+            .access(
+                &Subject {
+                    user: "eve@x.io".into(),
+                    groups: vec![],
+                },
+                "notes",
+            )
+            .unwrap();
+        let listed = vec![
+            json!({"name": "read", "description": "Reads a note.", "inputSchema": {"type": "object"}}),
+            json!({"name": "secret_dump", "description": "Hidden.", "inputSchema": {"type": "object"}}),
+            json!({"name": "bare", "inputSchema": {"type": "object"}}),
+            json!({"name": "bad\u{202e}name", "inputSchema": {"type": "object"}}),
+        ];
+        let shown = marked_for_unconnected(&access, "notes", listed);
+        assert_eq!(client::tool_names(&shown), ["read", "bare"]);
+        let note = needs_connection("notes");
+        assert_eq!(shown[0]["description"], format!("{note} Reads a note."));
+        assert_eq!(shown[1]["description"], note);
+        assert_eq!(shown[0]["inputSchema"], json!({"type": "object"}));
+    }
 }

@@ -145,6 +145,17 @@ enum Held {
 }
 
 impl Credentials {
+    /// No credential at all (the gateway asking an upstream what it tells anyone).
+    pub fn none() -> Self {
+        Self(Held::Fixed(HeaderMap::new()))
+    }
+
+    /// The gateway's machine token for `server` (client credentials grant), whatever the
+    /// caller: for `oauth2` servers that allow it, only to list their tools.
+    pub async fn machine(grants: &Grants, server: &McpServer) -> Result<Self, CredentialError> {
+        Self::renewable(grants, server, TokenOwner::Machine).await
+    }
+
     /// The credential for `user` at `server`: the one place that reads the server's auth type.
     pub async fn resolve(
         grants: &Grants,

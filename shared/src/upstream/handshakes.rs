@@ -158,7 +158,6 @@ pub fn discover_result_from_initialize(init: &Value) -> Value {
     let mut result = json!({
         "supportedVersions": versions::MODERN,
         "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-        "resultType": "complete",
     });
     if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
         result["instructions"] = i.clone();

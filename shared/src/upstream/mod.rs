@@ -10,7 +10,8 @@
 //! - [`handshakes`]: `initialize` and the `server/discover` probe;
 //! - [`client`]: one request, one answer, whatever era the upstream speaks (virtual servers,
 //!   the catalog, tool checks);
-//! - [`catalog`]: the tools one caller sees on one endpoint.
+//! - [`catalog`]: the tools one caller sees on one endpoint;
+//! - [`snapshots`]: the tools a caller who has not connected yet is shown.
 //!
 //! Every call goes through [`Upstream`]: the gateway's credential is added last (nothing from
 //! the client replaces it), and an upstream 401 renews an OAuth2 token once and retries.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod credentials;
 pub mod handshakes;
 mod headers;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub struct Upstreams {
     servers: Arc<ServerCache>,
     /// What this process has learned about upstreams (eras, bridged sessions).
     memory: Arc<Memory>,
+    /// Tool lists for callers not connected yet.
+    snapshots: Arc<snapshots::Snapshots>,
     header_timeout: Duration,
     call_timeout: Duration,
     /// Detached cancellations in flight: a flood of abandoned calls to a slow upstream
@@ -71,11 +75,16 @@ impl Upstreams {
         servers: Arc<ServerCache>,
         memory: Arc<Memory>,
     ) -> Self {
+        let snapshots = Arc::new(snapshots::Snapshots::new(
+            grants.store.clone(),
+            grants.clock.clone(),
+        ));
         Self {
             http,
             grants,
             servers,
             memory,
+            snapshots,
             header_timeout: config.upstream_header_timeout,
             call_timeout: config.upstream_call_timeout,
             pending_cancels: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CANCELS)),
@@ -120,6 +129,16 @@ impl Upstreams {
     /// What this process has learned about upstreams.
     pub fn memory(&self) -> &Memory {
         &self.memory
+    }
+
+    /// Tool lists for callers not connected yet.
+    pub fn snapshots(&self) -> &Arc<snapshots::Snapshots> {
+        &self.snapshots
+    }
+
+    /// The grant service (whose announcements say when a caller connected).
+    pub fn grants(&self) -> &Arc<Grants> {
+        &self.grants
     }
 
     /// How long one call may take in all.

@@ -178,6 +178,7 @@ contract!(
     session_ended_until_its_expiry,
     session_end_is_idempotent_and_keeps_the_later_expiry,
     session_concurrent_enders_all_succeed,
+    tool_snapshot_is_replaced_whole_per_server,
 );
 
 const RACERS: usize = 16;
@@ -1439,6 +1440,49 @@ mod cases {
         assert!(!store.session_ended("f-again", now + 200).await.unwrap());
     }
 
+    pub async fn tool_snapshot_is_replaced_whole_per_server(store: Arc<dyn Store>) {
+        use mcpgw::store::ToolSnapshot;
+        assert_eq!(store.get_tool_snapshot("notes").await.unwrap(), None);
+        let first = ToolSnapshot {
+            url: "http://up/mcp".into(),
+            tools: vec![
+                json!({"name": "read", "description": "Reads.", "inputSchema": {"type": "object"}}),
+                json!({"name": "write", "inputSchema": {"type": "object", "properties": {"x": {"type": "string"}}}}),
+            ],
+            taken_at: 1_000,
+        };
+        store.put_tool_snapshot("notes", &first).await.unwrap();
+        assert_eq!(
+            store.get_tool_snapshot("notes").await.unwrap().as_ref(),
+            Some(&first)
+        );
+        // Only that server: another name, or one extending it, has none.
+        for other in ["note", "notes2", "NOTES"] {
+            assert_eq!(
+                store.get_tool_snapshot(other).await.unwrap(),
+                None,
+                "{other}"
+            );
+        }
+        // Replaced whole: a shorter list leaves nothing of the longer one.
+        let second = ToolSnapshot {
+            url: "http://up2/mcp".into(),
+            tools: vec![json!({"name": "only", "inputSchema": {"type": "object"}})],
+            taken_at: 2_000,
+        };
+        store.put_tool_snapshot("notes", &second).await.unwrap();
+        assert_eq!(
+            store.get_tool_snapshot("notes").await.unwrap(),
+            Some(second.clone())
+        );
+        let empty = ToolSnapshot {
+            tools: vec![],
+            ..second
+        };
+        store.put_tool_snapshot("notes", &empty).await.unwrap();
+        assert_eq!(store.get_tool_snapshot("notes").await.unwrap(), Some(empty));
+    }
+
     pub async fn session_concurrent_enders_all_succeed(store: Arc<dyn Store>) {
         let now = SystemClock.now();
         let barrier = Arc::new(Barrier::new(RACERS));
@@ -1731,6 +1775,31 @@ mod dynamo_layout {
                 .map(String::as_str)
                 .collect::<std::collections::BTreeSet<_>>(),
             ["expires_at", "pk", "sk", "ttl"].into()
+        );
+
+        // A tool snapshot: under the TOOLS# prefix the template's IAM for mcp-proxy names,
+        // its JSON text in `doc`, no TTL (it lasts until the list changes).
+        use mcpgw::store::ToolSnapshotStore;
+        use serde_json::json;
+        let snapshot = mcpgw::store::ToolSnapshot {
+            url: "http://up/mcp".into(),
+            tools: vec![json!({"name": "read"})],
+            taken_at: 5,
+        };
+        store.put_tool_snapshot("notes", &snapshot).await.unwrap();
+        let item = raw_item(&c, &table, "TOOLS#notes", "TOOLS").await;
+        let AttributeValue::S(doc) = &item["doc"] else {
+            panic!("doc is text: {item:?}")
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(doc).unwrap(),
+            json!({"url": "http://up/mcp", "tools": [{"name": "read"}], "taken_at": 5})
+        );
+        assert_eq!(
+            item.keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["doc", "pk", "sk"].into()
         );
     }
 }

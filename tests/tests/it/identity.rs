@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e::{
-    OidcPeer, StoreKind, TestGateway, call_json, jwt_audiences as audiences,
+    OidcPeer, StoreKind, TestGateway, call_json, json_strings, jwt_audiences as audiences,
     jwt_claims as claims_of, python_mcp_call,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -663,6 +663,115 @@ async fn resource_metadata_names_the_provider_and_401s_point_at_it() -> Result<(
         "the deleted provider is still listed: {meta}"
     );
     refused(&mcp_initialize(&url, Some(&good)).await?).context("after the deletion")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_and_challenges_advertise_the_scopes_to_log_in_with() -> Result<()> {
+    let Some(fx) = Fixture::start().await? else {
+        return Ok(());
+    };
+    let url = fx.gw.mcp_url(ENDPOINT);
+    let metadata_url = fx.gw.base.clone() + "/.well-known/oauth-protected-resource/mcp/" + ENDPOINT;
+    // GIVEN the provider registered without scopes, as the README shows; the provider's
+    // discovery lists more scopes than the identity ones (offline_access, mcp:read, ...)
+    let (_, discovery) = call_json(
+        Method::GET,
+        &format!("{}/.well-known/openid-configuration", fx.idp.issuer),
+        None,
+        None,
+    )
+    .await?;
+    let listed = json_strings(&discovery["scopes_supported"]);
+    ensure!(
+        listed.iter().any(|s| s == "offline_access"),
+        "the peer lists other scopes too: {discovery}"
+    );
+    let identity: Vec<String> = ["email", "groups", "openid", "profile"]
+        .iter()
+        .filter(|s| listed.iter().any(|l| l == *s))
+        .map(|s| (*s).to_owned())
+        .collect();
+    ensure!(!identity.is_empty(), "{discovery}");
+
+    // WHEN a client reads the metadata and meets a 401
+    let (_, meta) = call_json(Method::GET, &metadata_url, None, None).await?;
+    let bare = mcp_initialize(&url, None).await?;
+    // THEN both name the identity scopes the provider lists, and only those
+    ensure!(
+        json_strings(&meta["scopes_supported"]) == identity,
+        "scopes_supported: {meta}"
+    );
+    let scope = format!("scope=\"{}\"", identity.join(" "));
+    ensure!(
+        bare.challenge
+            .as_deref()
+            .is_some_and(|c| c.contains(&scope)),
+        "the challenge lacks {scope}: {}",
+        bare.describe()
+    );
+
+    // AND a client registering with exactly them, as the MCP Inspector does, is accepted
+    // by the provider, where the empty scope the Inspector sent before is refused
+    let registration = discovery["registration_endpoint"]
+        .as_str()
+        .context("registration_endpoint")?;
+    let register = |scope: String| async move {
+        call_json(
+            Method::POST,
+            registration,
+            None,
+            Some(
+                json!({"redirect_uris": ["http://127.0.0.1:6276/oauth/callback"],
+                "token_endpoint_auth_method": "none", "scope": scope,
+                "grant_types": ["authorization_code", "refresh_token"]}),
+            ),
+        )
+        .await
+    };
+    let (status, body) = register(identity.join(" ")).await?;
+    ensure!(
+        status == 201,
+        "registering with the advertised scopes: {status} {body}"
+    );
+    let (status, body) = register(String::new()).await?;
+    ensure!(
+        status == 400,
+        "the baseline: an empty scope is refused: {status} {body}"
+    );
+
+    // WHEN the admin configures the scopes to advertise (and a required one)
+    let (status, body) = fx
+        .gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/identity-providers/{PROVIDER}"),
+            Some(
+                json!({"issuer": fx.idp.issuer, "admin_groups": [ADMIN_GROUP],
+                "scopes": ["openid", "mcp:read"], "required_scopes": ["mcp:write"]}),
+            ),
+        )
+        .await?;
+    ensure!(status == 200, "updating the provider: {status} {body}");
+    // THEN those are advertised instead, the required one included
+    let (_, meta) = call_json(Method::GET, &metadata_url, None, None).await?;
+    ensure!(
+        json_strings(&meta["scopes_supported"]) == ["mcp:read", "mcp:write", "openid"],
+        "configured scopes: {meta}"
+    );
+    // AND a scope that could break out of the challenge's quoted string is refused
+    let (status, body) = fx
+        .gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/identity-providers/{PROVIDER}"),
+            Some(json!({"issuer": fx.idp.issuer, "scopes": ["openid\", error=\"x"]})),
+        )
+        .await?;
+    ensure!(
+        status == 400 || status == 422,
+        "a quote in a scope: {status} {body}"
+    );
     Ok(())
 }
 

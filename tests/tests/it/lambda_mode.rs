@@ -863,9 +863,13 @@ async fn bad_input(stack: &LambdaStack) {
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
         let metadata = rest.url("/.well-known/oauth-protected-resource/mcp/x");
+        // (and the scopes to log in with: the identity scopes the template's provider lists,
+        // issue 24)
         assert_eq!(
             challenge,
-            format!("Bearer resource_metadata=\"{metadata}\""),
+            format!(
+                "Bearer resource_metadata=\"{metadata}\", scope=\"email groups openid profile\""
+            ),
             "{url}"
         );
         // the metadata document itself is reachable there
@@ -873,6 +877,11 @@ async fn bad_input(stack: &LambdaStack) {
         assert_eq!(
             (s, doc["resource"].as_str()),
             (200, Some(rest.mcp_url("x").as_str())),
+            "{doc}"
+        );
+        assert_eq!(
+            doc["scopes_supported"],
+            serde_json::json!(["email", "groups", "openid", "profile"]),
             "{doc}"
         );
     }

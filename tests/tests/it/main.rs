@@ -5,10 +5,13 @@
 //! Run one module: `cargo test -p e2e --test it console::` (peers: see `scripts/peers.sh`).
 
 mod access_control;
+mod answer_schemas;
 mod auth_header;
 mod bridge;
 mod client_auth;
+mod clients;
 mod conformance;
+mod connect_journey;
 mod console;
 mod discovery;
 mod identity;

@@ -24,7 +24,19 @@ async fn server_crud_happy_path() {
         .await;
     assert_eq!(s, 201, "{created}");
     assert_eq!(created["name"], "everything");
+    assert_eq!(created["share_tool_list"], false);
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+    // The opt-in is kept and shown.
+    let shared = json!({"name": "mine", "url": "http://127.0.0.1:3001/mcp", "share_tool_list": true,
+        "auth": {"type": "per_user_token", "header": "Authorization", "format": "Bearer {token}"}});
+    let (s, b) = api.admin("POST", "/admin/servers", Some(shared)).await;
+    assert_eq!(
+        (s.as_u16(), &b["share_tool_list"]),
+        (201, &json!(true)),
+        "{b}"
+    );
+    let (s, _) = api.admin("DELETE", "/admin/servers/mine", None).await;
+    assert_eq!(s, 204);
 
     let (s, one) = api.admin("GET", "/admin/servers/everything", None).await;
     assert_eq!(
@@ -185,6 +197,17 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
             json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}\r\n{token}"}}),
             422,
             "invalid_field",
+        ),
+        // A shared tool list means something only where each user has their own credential.
+        (
+            json!({"name": "o", "url": "http://x/mcp", "share_tool_list": true, "auth": {"type": "none"}}),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "o", "url": "http://x/mcp", "share_tool_list": "yes", "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}"}}),
+            400,
+            "invalid_json",
         ),
     ];
     for (body, status, code) in cases {

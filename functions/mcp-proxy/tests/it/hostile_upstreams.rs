@@ -277,17 +277,18 @@ async fn an_answer_too_large_to_adapt_is_refused_before_any_header() {
 async fn virtual_servers_refuse_bad_answers_of_their_members() {
     let (gw, _, _) = fixture().await;
     let admin = admin_api::app(gw.state.clone());
-    let tools: Vec<Value> = [
-        "echo",
+    let bad = [
         "html",
         "wrongid",
         "gatewayid",
         "sse_wrongid",
         "notrpc",
-    ]
-    .iter()
-    .map(|t| json!({"server": "old", "tool": t}))
-    .collect();
+        "errnocode",
+    ];
+    let tools: Vec<Value> = std::iter::once("echo")
+        .chain(bad)
+        .map(|t| json!({"server": "old", "tool": t}))
+        .collect();
     let vs = json!({"name": "v", "tools": tools, "members": {"everyone": true}});
     let req = Request::post("/admin/virtual-servers")
         .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
@@ -297,7 +298,7 @@ async fn virtual_servers_refuse_bad_answers_of_their_members() {
     let r = send(&admin, req).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Exposed as `{server}__{tool}`.
-    for tool in ["html", "wrongid", "gatewayid", "sse_wrongid", "notrpc"] {
+    for tool in bad {
         let name = format!("old__{tool}");
         let (body, headers) = modern(71, "tools/call", json!({"name": name, "arguments": {}}));
         let r = post_with(&gw.app, "v", &gw.alice, &headers, &body).await;

@@ -162,6 +162,20 @@ pub(super) struct EndedSession {
     pub expires_at: UnixTime,
 }
 
+/// A server's tool snapshot: its JSON text in `doc`.
+#[derive(Serialize)]
+pub(super) struct SnapshotItem<'a> {
+    #[serde(flatten)]
+    pub key: Key,
+    pub doc: JsonText<&'a crate::store::ToolSnapshot>,
+}
+
+/// A tool snapshot as read.
+#[derive(Deserialize)]
+pub(super) struct StoredSnapshot {
+    pub doc: JsonText<crate::store::ToolSnapshot>,
+}
+
 /// `value` as an item.
 pub(super) fn encode(what: &str, value: &impl Serialize) -> StoreResult<Item> {
     serde_dynamo::to_item(value)

@@ -50,6 +50,7 @@ pub const TOOLS: &[&str] = &[
     "sse_wrongid",
     "sse_html",
     "sse_ok",
+    "errnocode",
 ];
 
 /// JSON read as lenient parsers read it: names lower-cased, the first duplicate kept.
@@ -284,6 +285,11 @@ fn handle(up: &FakeState, method: Method, headers: HeaderMap, body: String) -> R
         ),
         "text" => typed(StatusCode::OK, "text/plain", "all good"),
         "notrpc" => json_answer(StatusCode::OK, r#"{"hello":"world"}"#),
+        // An error object no client can read (no code), carrying the upstream's text.
+        "errnocode" => json_answer(
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "id": msg["id"], "error": {"message": "pwned"}}).to_string(),
+        ),
         "request" => json_answer(
             StatusCode::OK,
             json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {}})
