@@ -29,6 +29,16 @@ impl CancelOnDrop {
         }
     }
 
+    /// The upstream the request went to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The upstream session it runs in (where answers to the upstream's requests go).
+    pub fn session_headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
     /// The request is settled another way (retried, answered): nothing to cancel.
     pub fn disarm(mut self) {
         self.armed = false;

@@ -26,11 +26,12 @@
 //!    What each kind of client gets: session-era clients, 2026-07-28 clients, virtual
 //!    servers (the gateway is the MCP server), and callers still missing their own
 //!    credential (the in-band connect prompt).
-//! 3. relay: `call`, `sessions`, `relay`, `owed`, `adapt`, `rewrite`, `cancel`, `connect_watch`
+//! 3. relay: `call`, `sessions`, `relay`, `owed`, `adapt`, `rewrite`, `cancel`, `connect_watch`, `inputs`, `input_rounds`
 //!    One admitted call; the gateway's sealed sessions; the answer streamed back, checked
 //!    against what is owed, adapted by access control and between eras, and cancelled
 //!    upstream when the client goes away; the stream held for an unconnected caller until
-//!    they connect.
+//!    they connect; an upstream's requests to a bridged client (and a stateless upstream's
+//!    `input_required` to a session client).
 //! 4. wire: `answers`, `headers`, `results`, `initialize`
 //!    JSON-RPC error answers; transport headers (session id, version, Accept); results in
 //!    the client's era (the one place that decides what a result carries); what the
@@ -48,6 +49,8 @@ mod connect_watch;
 mod handlers;
 mod headers;
 mod initialize;
+mod input_rounds;
+mod inputs;
 mod metadata;
 mod owed;
 mod relay;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::adapt::Adapt;
 use crate::answers::{BadAnswer, Reason, call_failed, upstream_error};
 use crate::cancel::CancelOnDrop;
+use crate::inputs::{Handled, Held, HeldParts, Inputs};
 use crate::owed::{Expect, Verdict, judge};
 use crate::rewrite::Rewrite;
 
@@ -52,6 +53,9 @@ pub struct RelayOptions {
     pub in_flight: Option<mcpgw::mcp::memory::InFlight>,
     /// No deadline (long-lived GET streams end when the deployment ends them).
     pub unbounded: bool,
+    /// A bridged call: the upstream's requests to the client are answered or turned into an
+    /// `input_required` result ([`crate::inputs`]), never passed on.
+    pub inputs: Option<Inputs>,
 }
 
 impl RelayOptions {
@@ -93,11 +97,12 @@ impl RelayOptions {
     }
 }
 
-/// Reads a JSON answer whole (at most [`MAX_JSON_ANSWER`] bytes).
+/// Reads a JSON answer whole (at most [`MAX_JSON_ANSWER`] bytes) into `out`, which keeps
+/// what was read if this is dropped half-way (to answer an upstream request meanwhile).
 async fn read_json(
     body: &mut BoxStream<'static, reqwest::Result<Bytes>>,
-) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
+    out: &mut Vec<u8>,
+) -> Result<(), ReadError> {
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ReadError::Transport(e.without_url()))?;
         if out.len() + chunk.len() > MAX_JSON_ANSWER {
@@ -105,7 +110,7 @@ async fn read_json(
         }
         out.extend_from_slice(&chunk);
     }
-    Ok(out)
+    Ok(())
 }
 
 enum ReadError {
@@ -149,7 +154,78 @@ async fn policy_changed(rx: &mut Option<watch::Receiver<u64>>) -> Option<()> {
     }
 }
 
+/// The next request the upstream sent on its session's `GET` stream (never, without one).
+async fn listened(inputs: &mut Option<Inputs>) -> Value {
+    match inputs {
+        Some(i) => i.listened().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A server-to-client request in an event, when a bridged call's requests are intercepted.
+fn server_request(opts: &RelayOptions, data: &str) -> Option<Value> {
+    opts.inputs.as_ref()?;
+    // Notifications (progress, log messages) carry no id: not parsed for this.
+    if !data.contains("\"id\"") {
+        return None;
+    }
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .filter(crate::inputs::is_request)
+}
+
 impl Relay {
+    /// A server-to-client request of a bridged call: answered upstream (the event is
+    /// dropped: `None`), or the call held for the client's input, whose `input_required`
+    /// result ends the client's stream (`Some`: its bytes). `rest`: what the stream held
+    /// after the request's event (kept with the held call).
+    fn on_server_request(&mut self, req: &Value, rest: Vec<u8>) -> Option<Vec<u8>> {
+        let opts = &mut self.opts;
+        let inputs = opts.inputs.as_mut()?;
+        // Every bridged request has one: it names the call's upstream session.
+        let to = opts.cancel_on_drop.as_ref()?;
+        let ask = match inputs.on_request(req, to) {
+            Handled::Answered => return None,
+            Handled::Ask(ask) => ask,
+        };
+        let gateway_id = match &opts.expect {
+            Expect::Response(id) => id.clone(),
+            Expect::Batch(_) | Expect::Nothing => Value::Null,
+        };
+        let (body, parser, guard) = (&mut self.body, &mut self.parser, &mut opts.cancel_on_drop);
+        let held = inputs.hold(ask, || {
+            // Armed: the held call is cancelled upstream if nobody comes back for it.
+            let cancel_on_drop = guard.take()?;
+            let unread = std::mem::replace(body, futures_util::stream::empty().boxed());
+            let body = if rest.is_empty() {
+                unread
+            } else {
+                futures_util::stream::once(async move { Ok(Bytes::from(rest)) })
+                    .chain(unread)
+                    .boxed()
+            };
+            Some(HeldParts {
+                body,
+                parser: std::mem::take(parser),
+                cancel_on_drop,
+                gateway_id,
+            })
+        });
+        let result = match held {
+            Ok(result) => result,
+            Err(ask) => {
+                if let Some(to) = opts.cancel_on_drop.as_ref() {
+                    crate::inputs::refuse(to, ask, "the gateway could not hold the call");
+                }
+                return None;
+            }
+        };
+        let id = self.opts.request_id.clone().unwrap_or(Value::Null);
+        let message = mcpgw::mcp::jsonrpc::result(&id, result);
+        self.complete();
+        Some(sse::message_event(&message).into_bytes())
+    }
+
     /// Whether the stream's bytes pass as they come: nothing is owed, checked or changed,
     /// and no notification of the gateway's own may need a place between two events.
     fn passes_raw(&self) -> bool {
@@ -175,14 +251,15 @@ impl Relay {
             return bytes;
         }
         let mut out = Vec::new();
-        let blocks = match self.parser.push_blocks(&bytes) {
+        let mut blocks = match self.parser.push_blocks(&bytes) {
             Ok(b) => b,
             Err(_) => {
                 self.fail(BadAnswer::TooLarge, &mut out);
                 return Bytes::from(out);
             }
         };
-        for block in blocks {
+        for i in 0..blocks.len() {
+            let block = std::mem::take(&mut blocks[i]);
             let Some(event) = &block.event else {
                 // Comments (they keep idle connections open), retry hints and id-only
                 // events (the client's resumption point) pass as they came.
@@ -191,7 +268,19 @@ impl Relay {
             };
             let (fix_id, answered) =
                 match judge(event.data.as_bytes(), &self.opts.expect, &self.answered) {
-                    Verdict::Pass => (None, None),
+                    Verdict::Pass => {
+                        if let Some(req) = server_request(&self.opts, &event.data) {
+                            let rest = blocks[i + 1..].iter().flat_map(|b| b.raw.clone());
+                            match self.on_server_request(&req, rest.collect()) {
+                                Some(held) => {
+                                    out.extend_from_slice(&held);
+                                    break;
+                                }
+                                None => continue,
+                            }
+                        }
+                        (None, None)
+                    }
                     Verdict::Answer { ids, null_id } => (
                         null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
                         Some(ids),
@@ -221,6 +310,12 @@ impl Relay {
             }
         }
         Bytes::from(out)
+    }
+
+    fn into_body(self) -> Body {
+        Body::from_stream(futures_util::stream::unfold(self, |mut r| async move {
+            r.next().await.map(|item| (item, r))
+        }))
     }
 
     fn complete(&mut self) {
@@ -263,6 +358,10 @@ impl Relay {
                 // cancellation; nothing more is owed to the client.
                 self.done = true;
                 None
+            }
+            req = listened(&mut self.opts.inputs) => {
+                let held = self.on_server_request(&req, Vec::new());
+                Some(Ok(held.map(Bytes::from).unwrap_or_default()))
             }
         }
     }
@@ -308,13 +407,24 @@ pub async fn stream_back(
             return relayed(status, headers, Body::from_stream(body));
         }
         AnswerType::Json => {
-            let read = tokio::select! {
-                r = tokio::time::timeout_at(up.deadline(), read_json(&mut body)) => r,
-                _ = cancelled(&mut opts.cancel) => {
-                    // The client cancelled: nothing is owed to it any more (and it ignores
-                    // whatever comes, so the answer is the one a notification gets).
-                    opts.settle();
-                    return StatusCode::ACCEPTED.into_response();
+            let mut text = Vec::new();
+            let read = loop {
+                tokio::select! {
+                    r = tokio::time::timeout_at(up.deadline(), read_json(&mut body, &mut text)) => break r,
+                    _ = cancelled(&mut opts.cancel) => {
+                        // The client cancelled: nothing is owed to it any more (and it ignores
+                        // whatever comes, so the answer is the one a notification gets).
+                        opts.settle();
+                        return StatusCode::ACCEPTED.into_response();
+                    }
+                    // A bridged upstream answering in JSON asks on its session's stream: a
+                    // JSON answer cannot be held for the client's input, so the request is
+                    // refused at once rather than left to stall the call.
+                    req = listened(&mut opts.inputs) => {
+                        if let (Some(inputs), Some(to)) = (opts.inputs.as_ref(), opts.cancel_on_drop.as_ref()) {
+                            inputs.refuse_unless_answered(&req, to);
+                        }
+                    }
                 }
             };
             let text = match read {
@@ -329,7 +439,7 @@ pub async fn stream_back(
                 Ok(Err(ReadError::TooLarge)) => {
                     return BadAnswer::TooLarge.response(opts.request_id.as_ref(), status);
                 }
-                Ok(Ok(text)) => text,
+                Ok(Ok(())) => text,
             };
             let fix_id = match judge(&text, &opts.expect, &[]) {
                 Verdict::Bad(why) => {
@@ -360,8 +470,33 @@ pub async fn stream_back(
         answered: Vec::new(),
         status,
     };
-    let stream = futures_util::stream::unfold(relay, |mut r| async move {
-        r.next().await.map(|item| (item, r))
-    });
-    relayed(status, headers, Body::from_stream(stream))
+    relayed(status, headers, relay.into_body())
+}
+
+/// Relays the rest of a held call ([`crate::inputs`]) to the client's retry, its answers
+/// posted upstream: an event stream, as the held one was.
+pub fn resume(up: &Upstream, held: Held, mut opts: RelayOptions) -> Response {
+    opts.cancel_on_drop = Some(held.cancel_on_drop);
+    if let Some(inputs) = opts.inputs.as_mut() {
+        inputs.listener = held.listener;
+    }
+    let relay = Relay {
+        body: held.body,
+        deadline: up.deadline(),
+        done: false,
+        opts,
+        parser: held.parser,
+        answered: Vec::new(),
+        status: StatusCode::OK,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    relayed(StatusCode::OK, headers, relay.into_body())
 }

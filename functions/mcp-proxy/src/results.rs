@@ -91,6 +91,17 @@ pub fn shape(result: &mut Map<String, Value>, era: ClientEra, cacheable: bool, t
     }
 }
 
+/// A 2026-07-28 `input_required` result: the requests the client must answer before it
+/// retries (`inputRequests`, each `{method, params}` under a key the gateway chose) and the
+/// opaque state it echoes. Never cacheable (the client retries at once).
+pub fn input_required(requests: Map<String, Value>, state: String) -> Value {
+    let mut result = Map::new();
+    result.insert("resultType".into(), "input_required".into());
+    result.insert("inputRequests".into(), Value::Object(requests));
+    result.insert("requestState".into(), state.into());
+    Value::Object(result)
+}
+
 /// The 2026-07-28 caching fields of a result only this caller may reuse.
 pub fn private_cache(result: &mut Map<String, Value>, ttl: Ttl) {
     let ms = match ttl {

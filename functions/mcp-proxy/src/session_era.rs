@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::envelope;
-use mcpgw::mcp::handshake::{CallError, Reply};
+use mcpgw::mcp::handshake::{AnswerType, CallError, Reply};
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
 use mcpgw::mcp::session::{SessionClaims, UpstreamLink};
 use mcpgw::mcp::versions;
@@ -21,6 +21,8 @@ use crate::call::Call;
 use crate::cancel::CancelOnDrop;
 use crate::headers::{bad_version_header, session_header};
 use crate::initialize::handshake_params;
+use crate::input_rounds::{self, Rounds};
+use crate::inputs::{self, Declared};
 use crate::owed::{Expect, expect_for};
 use crate::relay::{RelayOptions, stream_back};
 use crate::results::{self, ClientEra, Ttl};
@@ -384,8 +386,14 @@ async fn forward_with_envelope(
             }
             return accepted();
         }
-        // Stateless upstreams send the client no requests, so no answer is awaited.
-        Kind::Response => return accepted(),
+        // The client's answer to a request the gateway sent it for an `input_required`
+        // round (`input_rounds`); anything else awaits no answer.
+        Kind::Response => {
+            if let Some(id) = msg.id() {
+                memory.give_answer(&format!("{fingerprint}\n{id}"), msg.value);
+            }
+            return accepted();
+        }
         Kind::Request => {}
     }
     let id = msg.id().cloned();
@@ -412,6 +420,10 @@ async fn forward_with_envelope(
         id.as_ref().map(Value::to_string).unwrap_or_default()
     );
     let (in_flight, cancel) = memory.track(key);
+    let declared = Declared::of(&claims.client.capabilities);
+    // Kept for the rounds of an `input_required` answer, where one may come.
+    let again =
+        (declared.any() && msg.method().is_some_and(inputs::can_ask)).then(|| headers.clone());
     let response = match call
         .upstream
         .send(Method::POST, headers, Some(Bytes::from(msg.to_bytes())))
@@ -419,6 +431,46 @@ async fn forward_with_envelope(
     {
         Ok(r) => r,
         Err(e) => return call_failed(&e, id.as_ref()),
+    };
+    let response = if let Some(headers) = again
+        && AnswerType::of(response.headers()) == AnswerType::Json
+    {
+        // A JSON answer may be `input_required`: read, then taken up or relayed as it was.
+        let Some((status, bytes)) = input_rounds::read_json(response).await else {
+            return call_failed(&CallError::BadAnswer, id.as_ref());
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(answer)
+                if input_rounds::is_input_required(&answer) && id.as_ref() == answer.get("id") =>
+            {
+                let (rewrite, adapt) = (Rewrite::ToSession, call.adapt.clone());
+                let rounds = Rounds {
+                    up: call.upstream.clone(),
+                    headers,
+                    msg,
+                    client_id: id.unwrap_or_default(),
+                    declared,
+                    fingerprint: fingerprint.to_owned(),
+                    finish: Box::new(move |mut v| {
+                        rewrite.apply(&mut v);
+                        adapt.apply(&mut v);
+                        v
+                    }),
+                };
+                return input_rounds::run(rounds, answer);
+            }
+            _ => {
+                let mut again = axum::http::Response::new(bytes);
+                *again.status_mut() = status;
+                again.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                reqwest::Response::from(again)
+            }
+        }
+    } else {
+        response
     };
     let opts = RelayOptions {
         expect: expect_for(&msg, id.as_ref()),

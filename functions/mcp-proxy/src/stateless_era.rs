@@ -1,8 +1,8 @@
 //! Clients of the stateless era (2026-07-28): every request carries its version and the
 //! client's capabilities; no session. In front of a stateless upstream the request passes
 //! through; in front of a session-era upstream the gateway holds an upstream session per
-//! (user, server) in process memory and answers `server/discover`
-//! from the upstream's `initialize` result.
+//! (user, server, what the client declares) in process memory (`Memory::bridged_slot`) and
+//! answers `server/discover` from the upstream's `initialize` result.
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -10,17 +10,19 @@ use axum::response::{IntoResponse, Response};
 use mcpgw::mcp::envelope::{self, Envelope};
 use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc::{self, Kind, Message};
-use mcpgw::mcp::memory::{Era, UpstreamSession};
+use mcpgw::mcp::memory::{BRIDGED_IDLE, BRIDGED_PER_USER, Era, UpstreamSession, bridge_key};
+use mcpgw::mcp::request_state;
 use mcpgw::mcp::session::ClientInit;
-use mcpgw::mcp::versions;
-use mcpgw::upstream::handshakes::{self, Discovery, InitOutcome};
+use mcpgw::upstream::client::{self, Bridged};
+use mcpgw::upstream::handshakes::{self, Discovery};
 use serde_json::Value;
 
-use crate::answers::{Reason, call_failed, method_not_found, rpc_error, upstream_error};
+use crate::answers::{Reason, call_failed, internal, method_not_found, rpc_error, upstream_error};
 use crate::call::Call;
 use crate::cancel::CancelOnDrop;
+use crate::inputs::{self, Asking, Declared, Inputs, Listener};
 use crate::owed::{Expect, expect_for};
-use crate::relay::{RelayOptions, stream_back};
+use crate::relay::{RelayOptions, resume, stream_back};
 use crate::results::{self, ClientEra, Ttl};
 use crate::rewrite::Rewrite;
 
@@ -143,40 +145,25 @@ async fn pass_through(call: &Call<'_>, msg: Message) -> Response {
     }
 }
 
-/// The upstream session bridging this client, opened on first use (one per slot even under
-/// concurrent first requests). `stale` names a session the upstream lost: it is replaced.
+/// The upstream session bridging this client: one per (user, server, URL, what the client
+/// declares), so the upstream sees each kind of client as it is (a tool it offers only to
+/// clients with `roots` is listed to those alone). `key`: [`bridge_key`], computed once per
+/// request.
 async fn bridged_session(
     call: &Call<'_>,
     env: &Envelope,
+    key: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, BridgeError> {
-    let up = &call.upstream;
-    let slot = call
-        .state
-        .mcp
-        .bridged_slot(&call.user, &up.server.name, up.url());
-    let mut held = slot.lock().await;
-    if let Some(s) = held.as_ref()
-        && Some(s) != stale
-    {
-        return Ok(s.clone());
-    }
-    let client = ClientInit {
+    let client = || ClientInit {
         capabilities: env.capabilities.clone(),
         client_info: env.client_info.clone(),
     };
-    let opened = handshakes::initialize(up, &client, versions::LATEST_HANDSHAKE, None).await;
-    match opened.map_err(BridgeError::Call)? {
-        InitOutcome::Opened(s) => {
-            *held = Some(s.clone());
-            Ok(s)
-        }
-        InitOutcome::Refused(_) => {
-            *held = None;
-            // What was learned no longer holds (the upstream changed): probe again next time.
-            call.state.mcp.forget_era(&up.server.name, up.url());
-            Err(BridgeError::Refused)
-        }
+    match client::bridged_session(&call.upstream, &call.user, key, client, stale).await {
+        Ok(Bridged::Session(s)) => Ok(s),
+        Ok(Bridged::Refused) => Err(BridgeError::Refused),
+        Ok(Bridged::TooManyKinds) => Err(BridgeError::TooManyKinds),
+        Err(e) => Err(BridgeError::Call(e)),
     }
 }
 
@@ -185,6 +172,8 @@ enum BridgeError {
     /// The upstream answered `initialize` with an error although it had refused
     /// `server/discover`: it speaks neither era the gateway can use.
     Refused,
+    /// The caller's clients already hold as many bridged sessions as allowed.
+    TooManyKinds,
 }
 
 impl BridgeError {
@@ -200,6 +189,18 @@ impl BridgeError {
                 )),
             )
                 .into_response(),
+            Self::TooManyKinds => rpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "too many kinds of client (distinct capabilities or clientInfo) of this \
+                     user are bridged to session-era servers at once; at most {BRIDGED_PER_USER}, \
+                     each kept until {} minutes unused",
+                    BRIDGED_IDLE.as_secs() / 60
+                ),
+                None,
+            ),
         }
     }
 }
@@ -208,7 +209,15 @@ impl BridgeError {
 async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
     let id = msg.id().cloned();
     let up = &call.upstream;
-    let mut session = match bridged_session(call, env, None).await {
+    let key = bridge_key(
+        &call.user,
+        &up.server.name,
+        up.url(),
+        &env.version,
+        &env.capabilities,
+        env.client_info.as_ref(),
+    );
+    let mut session = match bridged_session(call, env, &key, None).await {
         Ok(s) => s,
         Err(e) => return e.into_response(id.as_ref()),
     };
@@ -224,8 +233,85 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         );
     }
     envelope::strip(&mut msg);
-    // The upstream session is shared by this user's stateless clients, whose ids may
-    // collide: the upstream sees a gateway-unique id, the client gets its own back.
+    // A round of the multi-round trip: its fields are for the gateway, not the upstream.
+    let (state, responses) = match msg.params_mut() {
+        Some(p) => (p.remove("requestState"), p.remove("inputResponses")),
+        None => (None, None),
+    };
+    let declared = Declared::of(&env.capabilities);
+    let method = msg.method().unwrap_or_default();
+    let can_ask = id.is_some() && inputs::can_ask(method) && declared.any();
+    let mut asking = None;
+    let mut answered = Vec::new();
+    let mut held = None;
+    if can_ask || state.is_some() {
+        let keyring = match call.state.keyring.get().await {
+            Ok(k) => k,
+            Err(e) => return internal(&e),
+        };
+        let binding = request_state::binding(&call.user, &call.endpoint, &key);
+        let digest = request_state::call_digest(method, msg.params());
+        let now = call.state.clock.now();
+        if let Some(state) = state {
+            let claims = state
+                .as_str()
+                .ok_or(request_state::Refused::Unreadable)
+                .and_then(|s| request_state::open(&keyring, &binding, s, &digest, now));
+            let Ok(claims) = claims else {
+                return invalid_round(
+                    id.as_ref(),
+                    "requestState is not one the gateway issued for this call, or it expired",
+                );
+            };
+            let Some(responses) = inputs::input_responses(responses) else {
+                return invalid_round(
+                    id.as_ref(),
+                    "inputResponses must be an object of at most 16 results",
+                );
+            };
+            match inputs::take_held(up.memory(), &claims.held, &binding) {
+                Some(h) => {
+                    answered.clone_from(&claims.answered);
+                    answered.extend(h.answer(&responses, &claims.asked));
+                    held = Some(h);
+                }
+                // Held elsewhere or no longer: the call is sent again and the upstream's
+                // repeated requests answered from what the client gave.
+                None => answered = inputs::answered_from(&claims, &responses),
+            }
+        }
+        if can_ask {
+            asking = Some(Asking {
+                keyring,
+                binding,
+                call: digest,
+                now,
+            });
+        }
+    }
+    let cacheable = msg.method().is_some_and(results::is_cacheable);
+    if let Some(h) = held {
+        let inputs = Inputs {
+            declared,
+            asking,
+            answered,
+            listener: None,
+        };
+        let opts = RelayOptions {
+            expect: Expect::Response(h.gateway_id.clone()),
+            adapt: call.adapt.clone(),
+            rewrite: Some(Rewrite::ToModern {
+                cacheable,
+                restore_id: id.clone().map(|c| (h.gateway_id.clone(), c)),
+            }),
+            request_id: id,
+            inputs: Some(inputs),
+            ..Default::default()
+        };
+        return resume(up, h, opts);
+    }
+    // The upstream session is shared by this user's stateless clients that declare the same,
+    // whose ids may collide: the upstream sees a gateway-unique id, the client gets its own back.
     let gateway_id = id.as_ref().map(|_| {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -242,9 +328,15 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             headers.remove(h);
         }
         headers.extend(session_headers.clone());
+        // Listening before the call is sent: a request the upstream sends on its session's
+        // stream rather than the call's would otherwise be lost.
+        let listener = match &asking {
+            Some(_) => Listener::open(up, session_headers.clone()).await,
+            None => None,
+        };
         let guard = gateway_id
             .clone()
-            .map(|rid| CancelOnDrop::new(up, session_headers, rid));
+            .map(|rid| CancelOnDrop::new(up, session_headers.clone(), rid));
         let response = match up.send(Method::POST, headers, Some(body.clone())).await {
             Ok(r) => r,
             Err(e) => {
@@ -263,14 +355,20 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             if let Some(g) = guard {
                 g.disarm();
             }
-            session = match bridged_session(call, env, Some(&session)).await {
+            session = match bridged_session(call, env, &key, Some(&session)).await {
                 Ok(s) => s,
                 Err(e) => return e.into_response(id.as_ref()),
             };
             continue;
         }
-        let cacheable = msg.method().is_some_and(results::is_cacheable);
         let restore_id = gateway_id.clone().zip(id.clone());
+        // Requests only: the upstream's requests during a notification have no call to go to.
+        let inputs = id.as_ref().map(|_| Inputs {
+            declared,
+            asking: asking.take(),
+            answered: std::mem::take(&mut answered),
+            listener,
+        });
         let opts = RelayOptions {
             // The upstream answers the gateway's id; any other (another client's request in
             // the shared session, made up) is refused, never passed on.
@@ -285,6 +383,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
                 cacheable,
                 restore_id,
             }),
+            inputs,
             ..Default::default()
         };
         return stream_back(&call.upstream, response, opts).await;
@@ -294,6 +393,17 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         id.as_ref(),
         jsonrpc::UPSTREAM_ERROR,
         "the upstream MCP server keeps losing its session",
+        None,
+    )
+}
+
+/// A retry whose round fields (`requestState`, `inputResponses`) cannot be used.
+fn invalid_round(id: Option<&Value>, why: &str) -> Response {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        jsonrpc::INVALID_PARAMS,
+        why,
         None,
     )
 }

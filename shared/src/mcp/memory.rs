@@ -4,13 +4,18 @@
 //!
 //! - each server's era (does it answer `server/discover`?), re-probed after `ERA_TTL`;
 //! - upstream sessions the gateway opened itself to bridge stateless clients to a
-//!   session-era upstream, per (user, server);
+//!   session-era upstream, per (user, server, URL, what the client declares: [`bridge_key`]),
+//!   at most [`BRIDGED_PER_USER`] per user, closed after [`BRIDGED_IDLE`] unused;
 //! - replacement upstream session ids, after an upstream lost a client session and the
 //!   gateway re-initialized it transparently;
 //! - sessions ended by `DELETE` here (or found ended in the store, where `DELETE` records
 //!   every end, after their upstream answered 404), so their ids are refused at once on this
 //!   process;
-//! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them.
+//! - requests in flight to stateless upstreams, so `notifications/cancelled` can stop them;
+//! - requests the gateway sent a session-era client for a stateless upstream's
+//!   `input_required` round, awaiting the client's answer (posted into its session);
+//! - bridged calls held for a 2026-07-28 client's input (opaque here: the proxy's), for at
+//!   most [`HELD_TTL`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +28,21 @@ use serde_json::Value;
 pub const ERA_TTL: Duration = Duration::from_secs(3600);
 /// Bound on every map here: when full, the oldest half is dropped (it is only a cache).
 const MAX_ENTRIES: usize = 4096;
+/// Bridged upstream sessions one user may hold in one process, across servers and kinds of
+/// client (each distinct declaration is one). Past it a new kind of client is refused until
+/// one of the user's sessions has been idle for [`BRIDGED_IDLE`]: a caller varying what it
+/// declares cannot make the gateway open (and close) an upstream session per request.
+pub const BRIDGED_PER_USER: usize = 16;
+/// A bridged upstream session unused this long is closed upstream (`DELETE`) when the map is
+/// next swept; the next request opens a fresh one (one `initialize` round trip).
+pub const BRIDGED_IDLE: Duration = Duration::from_secs(10 * 60);
+/// How long a call waiting for its client's input is held (an upstream's own wait for an
+/// answer is commonly 60 s); dropped after, which cancels it upstream.
+pub const HELD_TTL: Duration = Duration::from_secs(60);
+/// Calls held at once per process; past it the oldest half is dropped.
+const MAX_HELD: usize = 1024;
+/// How often the bridged map is swept for idle sessions (on a request, never by a timer).
+const BRIDGED_SWEEP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -41,15 +61,79 @@ pub struct UpstreamSession {
     pub init_result: Value,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<UpstreamSession>>>;
+/// Ends an upstream session (best effort, detached): set by whoever opened it, since only
+/// they hold the credential it takes.
+pub type Closer = Box<dyn FnOnce() + Send + Sync>;
+
+/// An upstream session bridging stateless clients, and how to end it.
+pub struct BridgedSession {
+    pub session: UpstreamSession,
+    pub close: Closer,
+}
+
+pub type Slot = Arc<tokio::sync::Mutex<Option<BridgedSession>>>;
+
+/// A call held for a client's input: the proxy's own type, opaque here.
+pub type HeldCall = Box<dyn std::any::Any + Send>;
+
+/// The bridged sessions and their users, for the per-user cap and the idle sweep.
+struct BridgedMap {
+    slots: HashMap<String, BridgedEntry>,
+    swept: Instant,
+}
+
+impl Default for BridgedMap {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+}
+
+struct BridgedEntry {
+    slot: Slot,
+    user: String,
+    used: Instant,
+}
+
+/// Closes the session in an evicted slot unless a request is opening or replacing it right
+/// now (then that request owns it; an evicted slot is never found again).
+fn close_evicted(slot: &Slot) {
+    if let Ok(mut held) = slot.try_lock()
+        && let Some(b) = held.take()
+    {
+        (b.close)();
+    }
+}
+
+/// What identifies a bridged upstream session: who, which server at which URL, and
+/// everything the upstream sees of the client in `initialize` (the envelope's protocol
+/// version, its capabilities and its clientInfo), hashed. `serde_json` maps are ordered by
+/// key (no `preserve_order`), so the serialization is canonical: two clients declaring the
+/// same capabilities in another key order share a session (see the unit test).
+pub fn bridge_key(
+    user: &str,
+    server: &str,
+    url: &str,
+    version: &str,
+    capabilities: &Value,
+    client_info: Option<&Value>,
+) -> String {
+    let canonical = serde_json::to_vec(&(user, server, url, version, capabilities, client_info))
+        .unwrap_or_default();
+    crate::crypto::sha256_hex(&canonical)
+}
 
 #[derive(Default)]
 pub struct Memory {
     eras: Mutex<HashMap<String, Facts>>,
-    bridged: Mutex<HashMap<String, (Slot, Instant)>>,
+    bridged: Mutex<BridgedMap>,
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    held: Mutex<HashMap<String, (HeldCall, Instant)>>,
+    asked: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
 /// What one process learned about one upstream, and when.
@@ -126,19 +210,67 @@ impl Memory {
         self.learn(server, url, |f| f.handshake_refused = Some(Instant::now()));
     }
 
-    /// The slot for the upstream session bridging `user`'s stateless clients to a
-    /// session-era `server`; callers lock it, so concurrent first requests open one upstream
-    /// session, not one each. Keyed by user and server only: nothing a caller sends can make
-    /// the gateway open more upstream sessions (the first client's capabilities are used;
-    /// a stateless-era client cannot take server-to-client requests anyway).
-    pub fn bridged_slot(&self, user: &str, server: &str, url: &str) -> Slot {
-        let key = crate::crypto::sha256_hex(format!("{user}\n{server}\n{url}").as_bytes());
-        let mut map = lock(&self.bridged);
-        bounded(&mut map, |(_, at)| *at);
-        map.entry(key)
-            .or_insert_with(|| (Slot::default(), Instant::now()))
-            .0
-            .clone()
+    /// The slot for the upstream session bridging `user`'s stateless clients that declare
+    /// the same things (`key`, from [`bridge_key`]) to a session-era server; callers lock it,
+    /// so concurrent first requests open one upstream session, not one each. `None`: the
+    /// user already holds [`BRIDGED_PER_USER`] sessions none of which is idle. Idle ones
+    /// ([`BRIDGED_IDLE`]) are evicted and closed upstream (best effort).
+    pub fn bridged_slot(&self, user: &str, key: &str) -> Option<Slot> {
+        let now = Instant::now();
+        let mut evicted = Vec::new();
+        let slot = {
+            let mut map = lock(&self.bridged);
+            let known = map.slots.contains_key(key);
+            // Swept now and then on the hot path; always before a new slot (a cold path:
+            // opening the session is a round trip anyway).
+            if !known || now.duration_since(map.swept) > BRIDGED_SWEEP {
+                map.swept = now;
+                map.slots.retain(|_, e| {
+                    let keep = now.duration_since(e.used) < BRIDGED_IDLE;
+                    if !keep {
+                        evicted.push(e.slot.clone());
+                    }
+                    keep
+                });
+            }
+            if let Some(e) = map.slots.get_mut(key) {
+                e.used = now;
+                Some(e.slot.clone())
+            } else if map.slots.values().filter(|e| e.user == user).count() >= BRIDGED_PER_USER {
+                None
+            } else {
+                if map.slots.len() >= MAX_ENTRIES {
+                    let mut times: Vec<Instant> = map.slots.values().map(|e| e.used).collect();
+                    times.sort();
+                    let cutoff = times[times.len() / 2];
+                    let old: Vec<String> = map
+                        .slots
+                        .iter()
+                        .filter(|(_, e)| e.used <= cutoff)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    evicted.extend(
+                        old.iter()
+                            .filter_map(|k| map.slots.remove(k))
+                            .map(|e| e.slot),
+                    );
+                }
+                let slot = Slot::default();
+                map.slots.insert(
+                    key.to_owned(),
+                    BridgedEntry {
+                        slot: slot.clone(),
+                        user: user.to_owned(),
+                        used: now,
+                    },
+                );
+                Some(slot)
+            }
+        };
+        for e in &evicted {
+            close_evicted(e);
+        }
+        slot
     }
 
     pub fn rebound(&self, fingerprint: &str) -> Option<String> {
@@ -160,6 +292,49 @@ impl Memory {
 
     pub fn is_ended(&self, fingerprint: &str) -> bool {
         lock(&self.ended).contains_key(fingerprint)
+    }
+
+    /// Holds a call under `key` for at most [`HELD_TTL`]; what is dropped to make room, or
+    /// expired, is dropped here (its owner's `Drop` cancels it).
+    pub fn hold(&self, key: String, call: HeldCall) {
+        let mut map = lock(&self.held);
+        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
+        if map.len() >= MAX_HELD {
+            let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
+            times.sort();
+            let cutoff = times[times.len() / 2];
+            map.retain(|_, (_, at)| *at > cutoff);
+        }
+        map.insert(key, (call, Instant::now()));
+    }
+
+    /// Takes the call held under `key`, if it is still held.
+    pub fn take_held(&self, key: &str) -> Option<HeldCall> {
+        let mut map = lock(&self.held);
+        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
+        map.remove(key).map(|(call, _)| call)
+    }
+
+    /// Awaits the answer a client posts to a request the gateway sent it (`key`: its session
+    /// and the request id); the registration ends with the receiver.
+    pub fn expect_answer(&self, key: String) -> tokio::sync::oneshot::Receiver<Value> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut map = lock(&self.asked);
+        // Receivers gone (rounds over) leave senders behind: dropped before the map grows.
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, tx| !tx.is_closed());
+        }
+        if map.len() < MAX_ENTRIES {
+            map.insert(key, tx);
+        }
+        rx
+    }
+
+    /// Delivers a client's answer; false when nothing awaits it here.
+    pub fn give_answer(&self, key: &str, answer: Value) -> bool {
+        lock(&self.asked)
+            .remove(key)
+            .is_some_and(|tx| tx.send(answer).is_ok())
     }
 
     /// Registers a request in flight; the receiver turns true when the client cancels it.
@@ -216,22 +391,142 @@ mod tests {
             "facts are kept apart"
         );
 
-        let a = m.bridged_slot("u", "s", "http://a");
-        let b = m.bridged_slot("u", "s", "http://a");
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("v", "s", "http://a")));
-        assert!(!Arc::ptr_eq(&a, &m.bridged_slot("u", "s", "http://b")));
+        let key = |user, url| bridge_key(user, "s", url, "2026-07-28", &Value::Null, None);
+        let slot = |user, url| m.bridged_slot(user, &key(user, url)).unwrap();
+        let a = slot("u", "http://a");
+        assert!(Arc::ptr_eq(&a, &slot("u", "http://a")));
+        assert!(!Arc::ptr_eq(&a, &slot("v", "http://a")));
+        assert!(!Arc::ptr_eq(&a, &slot("u", "http://b")));
 
         m.set_rebound("f", "up-2".into());
         assert_eq!(m.rebound("f").as_deref(), Some("up-2"));
         m.end("f");
         assert!(m.is_ended("f") && m.rebound("f").is_none());
 
+        m.hold("h".into(), Box::new(7u8));
+        assert!(m.take_held("other").is_none());
+        assert_eq!(
+            m.take_held("h")
+                .and_then(|b| b.downcast::<u8>().ok())
+                .as_deref(),
+            Some(&7)
+        );
+        assert!(m.take_held("h").is_none(), "taken once");
+
+        let answer = m.expect_answer("s\nask-1".into());
+        assert!(
+            !m.give_answer("other\nask-1", Value::Null),
+            "another session's id"
+        );
+        assert!(m.give_answer("s\nask-1", Value::from(1)));
+        assert_eq!(answer.blocking_recv().unwrap(), Value::from(1));
+        assert!(!m.give_answer("s\nask-1", Value::Null), "answered once");
+
         let (guard, rx) = m.track("k".into());
         assert!(m.cancel("k"));
         assert!(*rx.borrow());
         drop(guard);
         assert!(!m.cancel("k"));
+    }
+
+    #[test]
+    fn the_bridge_key_is_what_the_upstream_sees() {
+        use serde_json::json;
+        let key = |caps: &Value, info: Option<&Value>, version: &str| {
+            bridge_key("alice", "s", "http://a", version, caps, info)
+        };
+        let roots = json!({"roots": {"listChanged": true}, "sampling": {}});
+        let base = key(&roots, None, "2026-07-28");
+        // Canonical: another key order is the same declaration.
+        let reordered: Value =
+            serde_json::from_str(r#"{"sampling": {}, "roots": {"listChanged": true}}"#).unwrap();
+        assert_eq!(key(&reordered, None, "2026-07-28"), base);
+        // Anything the upstream would see differently is another session.
+        assert_ne!(key(&json!({"sampling": {}}), None, "2026-07-28"), base);
+        assert_ne!(
+            key(&json!({"roots": {}, "sampling": {}}), None, "2026-07-28"),
+            base
+        );
+        assert_ne!(key(&roots, None, "2099-01-01"), base);
+        assert_ne!(
+            key(
+                &roots,
+                Some(&json!({"name": "c", "version": "1"})),
+                "2026-07-28"
+            ),
+            base
+        );
+        assert_ne!(
+            bridge_key("bob", "s", "http://a", "2026-07-28", &roots, None),
+            base
+        );
+        // No field can be shifted into another (the parts are a JSON array, not joined text).
+        assert_ne!(
+            bridge_key("a\nb", "s", "u", "v", &Value::Null, None),
+            bridge_key("a", "b\ns", "u", "v", &Value::Null, None)
+        );
+    }
+
+    fn closing(slot: &Slot, closed: &Arc<std::sync::atomic::AtomicUsize>) {
+        let closed = closed.clone();
+        *slot.try_lock().unwrap() = Some(BridgedSession {
+            session: UpstreamSession {
+                session_id: Some("up".into()),
+                version: "2025-11-25".into(),
+                init_result: Value::Null,
+            },
+            close: Box::new(move || {
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        });
+    }
+
+    #[test]
+    fn bridged_sessions_are_capped_per_user() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = Memory::default();
+        let closed = Arc::new(AtomicUsize::new(0));
+        for i in 0..BRIDGED_PER_USER {
+            closing(&m.bridged_slot("alice", &format!("k{i}")).unwrap(), &closed);
+        }
+        // A new kind of client past the cap is refused; known ones and other users are not.
+        assert!(m.bridged_slot("alice", "one-more").is_none());
+        assert!(m.bridged_slot("alice", "k3").is_some());
+        assert!(m.bridged_slot("bob", "b0").is_some());
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "nothing live was closed");
+        // Once one of alice's is idle, it is closed and the new one gets its place.
+        {
+            let mut map = lock(&m.bridged);
+            map.slots.get_mut("k0").unwrap().used =
+                Instant::now() - BRIDGED_IDLE - Duration::from_secs(1);
+        }
+        assert!(m.bridged_slot("alice", "one-more").is_some());
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn idle_bridged_sessions_are_closed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = Memory::default();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let idle = m.bridged_slot("alice", "idle").unwrap();
+        closing(&idle, &closed);
+        let busy = m.bridged_slot("alice", "busy").unwrap();
+        closing(&busy, &closed);
+        {
+            let mut map = lock(&m.bridged);
+            let long_ago = Instant::now() - BRIDGED_IDLE - Duration::from_secs(1);
+            map.slots.get_mut("idle").unwrap().used = long_ago;
+            map.swept = long_ago;
+        }
+        // Any request sweeps once the sweep interval passed, even one for a known slot.
+        assert!(Arc::ptr_eq(
+            &busy,
+            &m.bridged_slot("alice", "busy").unwrap()
+        ));
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+        assert!(idle.try_lock().unwrap().is_none());
+        assert!(busy.try_lock().unwrap().is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod handshake;
 pub mod jsonrpc;
 pub mod memory;
+pub mod request_state;
 pub mod session;
 pub mod sse;
 pub mod strict_json;

@@ -3,14 +3,15 @@
 //! client talks to (virtual servers), and to read an upstream's tools for the effective
 //! catalog and for checking tool rules when they are saved.
 //!
-//! Session-era upstreams are reached through the same per-(user, server) upstream session
-//! that bridges stateless clients (`Memory::bridged_slot`), opened on first use with the
-//! gateway's own (empty) client capabilities; a lost session (404) is re-opened once.
+//! Session-era upstreams are reached through a bridged upstream session
+//! (`Memory::bridged_slot`) of the gateway's own: per (user, server), opened on first use
+//! with the gateway's (empty) client capabilities, apart from the sessions of stateless
+//! clients, which declare their own; a lost session (404) is re-opened once.
 
 use crate::mcp::envelope;
 use crate::mcp::handshake::CallError;
 use crate::mcp::jsonrpc::Message;
-use crate::mcp::memory::{Era, UpstreamSession};
+use crate::mcp::memory::{BridgedSession, Era, UpstreamSession, bridge_key};
 use crate::mcp::session::ClientInit;
 use crate::mcp::versions;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -51,28 +52,77 @@ async fn era(up: &Upstream) -> Result<Era, CallError> {
     Ok(era)
 }
 
+/// The bridged upstream session for `key` ([`bridge_key`]), opened with `client`'s
+/// declarations on first use (one per key even under concurrent first requests); `stale`
+/// names a session the upstream lost: it is replaced.
+pub async fn bridged_session(
+    up: &Upstream,
+    user: &str,
+    key: &str,
+    client: impl FnOnce() -> ClientInit,
+    stale: Option<&UpstreamSession>,
+) -> Result<Bridged, CallError> {
+    let Some(slot) = up.memory().bridged_slot(user, key) else {
+        return Ok(Bridged::TooManyKinds);
+    };
+    let mut held = slot.lock().await;
+    if let Some(b) = held.as_ref()
+        && Some(&b.session) != stale
+    {
+        return Ok(Bridged::Session(b.session.clone()));
+    }
+    // Built only to open one: a request on a known session copies nothing of the client's.
+    let client = client();
+    match handshakes::initialize(up, &client, versions::LATEST_HANDSHAKE, None).await? {
+        InitOutcome::Opened(s) => {
+            let (closing, headers) = (
+                up.clone(),
+                up.session_headers(s.session_id.as_deref(), &s.version),
+            );
+            // A replaced session is left alone: the upstream already lost it.
+            *held = Some(BridgedSession {
+                session: s.clone(),
+                close: Box::new(move || closing.close_later(headers)),
+            });
+            Ok(Bridged::Session(s))
+        }
+        InitOutcome::Refused(_) => {
+            *held = None;
+            up.memory().forget_era(&up.server.name, up.url());
+            Ok(Bridged::Refused)
+        }
+    }
+}
+
+/// What [`bridged_session`] found.
+pub enum Bridged {
+    Session(UpstreamSession),
+    /// The upstream refused `initialize` (what was learned of its era is forgotten, so it is
+    /// probed again).
+    Refused,
+    /// The user holds as many bridged sessions as allowed (`memory::BRIDGED_PER_USER`),
+    /// none idle: a new kind of client is refused rather than one more session opened.
+    TooManyKinds,
+}
+
 async fn session(
     up: &Upstream,
     user: &str,
     stale: Option<&UpstreamSession>,
 ) -> Result<UpstreamSession, CallError> {
-    let slot = up.memory().bridged_slot(user, &up.server.name, up.url());
-    let mut held = slot.lock().await;
-    if let Some(s) = held.as_ref()
-        && Some(s) != stale
-    {
-        return Ok(s.clone());
-    }
-    match handshakes::initialize(up, &gateway_client(), versions::LATEST_HANDSHAKE, None).await? {
-        InitOutcome::Opened(s) => {
-            *held = Some(s.clone());
-            Ok(s)
-        }
-        InitOutcome::Refused(_) => {
-            *held = None;
-            up.memory().forget_era(&up.server.name, up.url());
-            Err(CallError::BadAnswer)
-        }
+    // The gateway's own declarations, under a version no client can send (not a date).
+    let key = bridge_key(
+        user,
+        &up.server.name,
+        up.url(),
+        "gateway",
+        &gateway_client().capabilities,
+        None,
+    );
+    match bridged_session(up, user, &key, gateway_client, stale).await? {
+        Bridged::Session(s) => Ok(s),
+        Bridged::Refused => Err(CallError::BadAnswer),
+        Bridged::TooManyKinds => Err(CallError::Unavailable(429)),
     }
 }
 

@@ -42,7 +42,8 @@ use crate::mcp::jsonrpc::Message;
 use crate::mcp::memory::Memory;
 use crate::servers::ServerCache;
 
-/// Bound on detached `notifications/cancelled` calls in flight per process.
+/// Bound on detached calls (cancellations, answers to upstream requests, closing sessions) in
+/// flight per process.
 const MAX_PENDING_CANCELS: usize = 64;
 /// How long one may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -304,27 +305,60 @@ impl Upstream {
     }
 
     /// Tells a session-era upstream that a request was abandoned (best effort, detached).
-    /// At most [`MAX_PENDING_CANCELS`] run at once per process, each for at most
-    /// [`CANCEL_TIMEOUT`].
     pub fn cancel_later(&self, headers: HeaderMap, request_id: Value, reason: &'static str) {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": reason}});
+        self.post_later(headers, note, "could not cancel an upstream request");
+    }
+
+    /// Posts a message into an upstream session (a notification, or the answer to a request
+    /// the upstream made), best effort, detached; `failure` is logged when it fails.
+    pub fn post_later(&self, headers: HeaderMap, message: Value, failure: &'static str) {
+        let (http, url) = (self.service.http.clone(), self.server.url.clone());
+        self.detached(headers, failure, move |headers| async move {
+            handshake::exchange(&http, &url, headers, &message, CANCEL_TIMEOUT)
+                .await
+                .map(drop)
+        });
+    }
+
+    /// Ends an upstream session with `DELETE` (best effort, detached).
+    pub fn close_later(&self, headers: HeaderMap) {
+        let (http, url) = (self.service.http.clone(), self.server.url.clone());
+        self.detached(
+            headers,
+            "could not close an upstream session",
+            move |headers| async move {
+                http.delete(&url)
+                    .headers(headers)
+                    .timeout(CANCEL_TIMEOUT)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| CallError::Transport(e.without_url()))
+            },
+        );
+    }
+
+    /// Runs `send` (given the headers with the gateway's credential) detached. At most
+    /// [`MAX_PENDING_CANCELS`] run at once per process, each for at most [`CANCEL_TIMEOUT`].
+    fn detached<F, Fut>(&self, headers: HeaderMap, failure: &'static str, send: F)
+    where
+        F: FnOnce(HeaderMap) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), CallError>> + Send + 'static,
+    {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let Ok(permit) = self.service.pending_cancels.clone().try_acquire_owned() else {
-            tracing::debug!("too many pending upstream cancellations; one dropped");
+            tracing::debug!("too many detached upstream messages; one dropped: {failure}");
             return;
         };
-        let (http, url, headers) = (
-            self.service.http.clone(),
-            self.server.url.clone(),
-            self.headers(headers),
-        );
+        let headers = self.headers(headers);
         rt.spawn(async move {
             let _permit = permit;
-            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": request_id, "reason": reason}});
-            if let Err(e) = handshake::exchange(&http, &url, headers, &note, CANCEL_TIMEOUT).await {
-                tracing::debug!(error = %error_chain(&e), "could not cancel an upstream request");
+            if let Err(e) = send(headers).await {
+                tracing::debug!(error = %error_chain(&e), "{failure}");
             }
         });
     }

@@ -7,6 +7,7 @@
 mod access_control;
 mod answer_schemas;
 mod auth_header;
+mod bridge;
 mod client_auth;
 mod clients;
 mod conformance;

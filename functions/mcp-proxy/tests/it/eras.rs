@@ -646,7 +646,9 @@ async fn a_modern_client_is_bridged_to_a_session_era_upstream() {
 }
 
 #[tokio::test]
-async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_sends() {
+async fn each_user_and_kind_of_client_gets_its_own_bridged_upstream_session() {
+    // Issue 24: the upstream sees each kind of client as it is (it may offer tools only to
+    // clients with roots); before, the first client's capabilities served all of a user's.
     let (gw, up) = fixture(Speaks::Sessions, &[]).await;
     let (list, headers) = modern(1, "tools/list", json!({}));
     for key in [&gw.alice, &gw.alice, &gw.bob] {
@@ -655,8 +657,10 @@ async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_se
     }
     let mut other = list.clone();
     other["params"]["_meta"][META_CAPABILITIES] = json!({"roots": {}});
-    let r = post_with(&gw.app, "up", &gw.alice, &headers, &other).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..2 {
+        let r = post_with(&gw.app, "up", &gw.alice, &headers, &other).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let sessions: Vec<_> = up
         .log
         .rpc("tools/list")
@@ -669,10 +673,131 @@ async fn each_user_gets_one_bridged_upstream_session_whatever_capabilities_it_se
             "up-session-1",
             "up-session-1",
             "up-session-2",
-            "up-session-1"
+            "up-session-3",
+            "up-session-3"
         ],
-        "capabilities chosen by the caller must not open upstream sessions"
     );
+    let inits: Vec<Value> = up
+        .log
+        .rpc("initialize")
+        .iter()
+        .map(|s| s.json()["params"]["capabilities"].clone())
+        .collect();
+    assert_eq!(
+        inits[2],
+        json!({"roots": {}}),
+        "the upstream sees the client's own"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_request_a_bridged_client_cannot_answer_is_refused_at_once() {
+    let (gw, up) = fixture(Speaks::Sessions, &[]).await;
+    // GIVEN a 2026-07-28 client that declares sampling but not roots
+    let (call, headers) = modern(1, "tools/call", json!({"name": "asks-roots"}));
+    let started = std::time::Instant::now();
+    // WHEN the upstream asks it for roots during a call
+    let r = post_with(&gw.app, "up", &gw.alice, &headers, &call).await;
+    // THEN the upstream got an error at once (its tool result echoes what it got back), the
+    // call completed, and the request never reached the client
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = sse_messages(&r.body);
+    assert!(
+        !messages.iter().any(|m| m.get("method").is_some()),
+        "{}",
+        r.body
+    );
+    let answer = messages
+        .iter()
+        .find(|m| m["id"] == 1)
+        .expect("the call's answer");
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    let upstream_got: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(upstream_got["error"]["code"], -32601, "{upstream_got}");
+    let why = upstream_got["error"]["message"].as_str().unwrap();
+    assert!(why.contains("roots capability"), "{why}");
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    // Baseline: a client that declares roots is asked instead (input_required)
+    let (mut call, headers) = modern(2, "tools/call", json!({"name": "asks-roots"}));
+    call["params"]["_meta"][META_CAPABILITIES] = json!({"roots": {}});
+    let r = post_with(&gw.app, "up", &gw.alice, &headers, &call).await;
+    let messages = sse_messages(&r.body);
+    let answer = messages
+        .iter()
+        .find(|m| m["id"] == 2)
+        .expect("the call's answer");
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    let asked: Vec<&Value> = answer["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(asked, [&json!({"method": "roots/list"})]);
+    assert!(answer["result"]["requestState"].is_string());
+    assert_eq!(up.log.rpc("tools/call").len(), 2);
+}
+
+#[tokio::test]
+async fn a_session_client_answers_a_stateless_upstreams_input_required() {
+    use futures_util::StreamExt;
+    let (gw, up) = fixture(Speaks::Stateless, &[]).await;
+    // GIVEN a session-era client that declares roots, in front of a stateless upstream
+    let mut init = init_message_at(1, "2025-06-18");
+    init["params"]["capabilities"] = json!({"roots": {}});
+    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    // WHEN it calls a tool whose upstream answers input_required (roots/list)
+    let call = tools_call(7, "asks-roots");
+    let mut body = post_streaming(&gw.app, "up", &gw.alice, &session, &call).await;
+    let mut text = String::new();
+    // THEN the request reaches it on the call's stream, under a gateway-made id
+    let ask = loop {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(m) = sse_messages(&text)
+            .into_iter()
+            .find(|m| m["method"] == "roots/list")
+        {
+            break m;
+        }
+    };
+    // An answer under that id from another session (bob's) is not taken for it
+    let r = post(&gw.app, "up", &gw.bob, None, &init).await;
+    let bobs = r.header("mcp-session-id").unwrap().to_owned();
+    let forged = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"roots": [{"uri": "file:///bob"}]}});
+    let r = post(&gw.app, "up", &gw.bob, Some(&bobs), &forged).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // WHEN it answers in its session
+    let answer = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"roots": [{"uri": "file:///work/session"}]}});
+    let r = post(&gw.app, "up", &gw.alice, Some(&session), &answer).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // THEN the upstream got the call again with the answer and its own state, and the
+    // client the final result, in its era (no resultType)
+    let mut rest = String::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let done = sse_messages(&rest)
+        .into_iter()
+        .find(|m| m["id"] == 7)
+        .expect(&rest);
+    assert!(done["result"].get("resultType").is_none(), "{done}");
+    let got: Value =
+        serde_json::from_str(done["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        got,
+        json!({"inputResponses": {"r1": {"roots": [{"uri": "file:///work/session"}]}},
+            "requestState": "st-1"})
+    );
+    assert_eq!(up.log.rpc("tools/call").len(), 2);
 }
 
 #[tokio::test]
@@ -957,15 +1082,7 @@ async fn a_session_client_cancels_a_call_to_a_stateless_upstream() {
     use futures_util::StreamExt;
     let (gw, up) = fixture(Speaks::Stateless, &[]).await;
     let sealed = open_session(&gw.app, "up", &gw.alice).await;
-    let req = mcp_request(Method::POST, "up", Some(&gw.alice))
-        .header("mcp-session-id", &sealed)
-        .body(axum::body::Body::from(tools_call(11, "long").to_string()))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.app.clone(), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body().into_data_stream();
+    let mut body = post_streaming(&gw.app, "up", &gw.alice, &sealed, &tools_call(11, "long")).await;
     let first = tokio::time::timeout(WAIT, body.next())
         .await
         .unwrap()

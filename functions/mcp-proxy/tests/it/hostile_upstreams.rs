@@ -221,10 +221,27 @@ async fn stateless_clients_get_their_own_id_direct_and_bridged() {
         let (body, headers) = modern(53, "tools/call", json!({"name": "sse_ok", "arguments": {}}));
         let r = post_with(&gw.app, endpoint, &gw.alice, &headers, &body).await;
         let last = r.events().pop().unwrap();
-        assert_eq!(
-            (&last["id"], &last["result"]["content"][0]["text"]),
-            (&json!(53), &json!("streamed"))
-        );
+        if endpoint == "new" {
+            assert_eq!(
+                (&last["id"], &last["result"]["content"][0]["text"]),
+                (&json!(53), &json!("streamed"))
+            );
+        } else {
+            // Bridged, the upstream's sampling request (the client declared sampling) is
+            // the 2026-07-28 input_required result, the client's own id (issue 24).
+            assert_eq!(
+                (&last["id"], &last["result"]["resultType"]),
+                (&json!(53), &json!("input_required")),
+                "{}",
+                r.body
+            );
+            let asked: Vec<&Value> = last["result"]["inputRequests"]
+                .as_object()
+                .unwrap()
+                .values()
+                .collect();
+            assert_eq!(asked[0]["method"], "sampling/createMessage");
+        }
     }
 }
 

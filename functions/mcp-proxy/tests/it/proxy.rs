@@ -117,15 +117,8 @@ async fn sse_answers_stream_through_event_by_event() {
 
     // The first event reaches the client while the upstream still holds the result back:
     // nothing is buffered.
-    let req = mcp_request(Method::POST, "up", Some(&gw.alice))
-        .header("mcp-session-id", &session)
-        .body(Body::from(tools_call(3, "gated").to_string()))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.app.clone(), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body().into_data_stream();
+    let mut body =
+        post_streaming(&gw.app, "up", &gw.alice, &session, &tools_call(3, "gated")).await;
     let mut text = String::new();
     while !text.contains("\n\n") {
         let chunk = tokio::time::timeout(WAIT, body.next())

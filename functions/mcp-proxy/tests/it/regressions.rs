@@ -26,28 +26,42 @@ fn modern_with_caps(
 
 /// Bridging (stateless client, session-era upstream) keys the upstream session on the
 /// client's capabilities, which the caller chooses freely on every request. One authenticated
-/// caller varying a field therefore opens a new upstream session (initialize +
+/// caller varying a field therefore opened a new upstream session (initialize +
 /// notifications/initialized, never closed) per request: caller-driven upstream state growth
-/// and 3x request amplification.
+/// and 3x request amplification. Issue 24 made what the client declares part of the key on
+/// purpose (the upstream must see each kind of client as it is): the number of sessions per
+/// user is capped instead, and a new kind past the cap is refused (429), not opened.
 #[tokio::test]
 async fn caller_chosen_capabilities_do_not_open_an_upstream_session_each() {
     let up = Upstream::start(Speaks::Sessions).await;
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
-    for i in 0..20 {
+    let cap = mcpgw::mcp::memory::BRIDGED_PER_USER;
+    let mut refused = 0;
+    for i in 0..cap + 4 {
         let (body, headers) = modern_with_caps(
-            i,
+            i as i64,
             "tools/list",
             json!({}),
             json!({"experimental": {"n": i}}),
         );
         let r = post_with(&gw.app, "up", &gw.alice, &headers, &body).await;
-        assert_eq!(r.status, 200, "{}", r.body);
+        match r.status.as_u16() {
+            200 => {}
+            429 => refused += 1,
+            other => panic!("{other}: {}", r.body),
+        }
     }
     let opened = up.log.rpc("initialize").len();
     assert!(
-        opened <= 4,
-        "20 requests from one caller opened {opened} upstream sessions (none ever closed)"
+        opened <= cap,
+        "{} requests from one caller opened {opened} upstream sessions",
+        cap + 4
     );
+    assert_eq!(refused, 4);
+    // Another user is not refused for alice's doing.
+    let (body, headers) = modern_with_caps(99, "tools/list", json!({}), json!({}));
+    let r = post_with(&gw.app, "up", &gw.bob, &headers, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// Two stateless clients of the same user with the same capabilities share one bridged

@@ -119,6 +119,26 @@ impl Log {
         found.into_iter().next().unwrap()
     }
 
+    /// The answer (a JSON-RPC response the gateway posted) to the upstream's own request
+    /// `id`, waited for at most `wait`.
+    pub async fn answer_to(&self, id: &str, wait: Duration) -> Option<Value> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let found =
+                self.all().into_iter().map(|s| s.json()).find(|m| {
+                    m["id"] == id && (m.get("result").is_some() || m.get("error").is_some())
+                });
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .ok()?
+                .ok()?;
+        }
+    }
+
     /// Waits (at most [`WAIT`]) for a received request matching `pred`.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
         let mut rx = self.changed.subscribe();
@@ -421,6 +441,19 @@ async fn session_server(
                     &echo,
                 ),
                 Some("long") => sse(endless_progress(), &echo),
+                // Asks its client for roots on the call's stream, then answers the call with
+                // the client's answer as it came back (or "no answer" after 30 s).
+                Some("asks-roots") => {
+                    let ask = json!({"jsonrpc": "2.0", "id": "ask-1", "method": "roots/list"});
+                    let (up, id) = (up.clone(), id.clone());
+                    let rest = futures_util::stream::once(async move {
+                        let got = up.log.answer_to("ask-1", Duration::from_secs(30)).await;
+                        let text = got.map_or_else(|| "no answer".to_owned(), |a| a.to_string());
+                        event(&json!({"jsonrpc": "2.0", "id": id,
+                            "result": {"content": [{"type": "text", "text": text}]}}))
+                    });
+                    sse(futures_util::stream::iter([event(&ask)]).chain(rest), &echo)
+                }
                 Some("gated") => {
                     let up = up.clone();
                     let rest = futures_util::stream::once(async move {
@@ -500,6 +533,15 @@ async fn stateless_server(
         "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}],
             "resultType": "complete", "ttlMs": 60000, "cacheScope": "public"}),
         "tools/call" if name == Some("long") => return sse(endless_progress(), &[]),
+        // Needs the client's roots (2026-07-28 multi-round trip), then answers with what the
+        // retry carried.
+        "tools/call" if name == Some("asks-roots") => match msg["params"].get("inputResponses") {
+            Some(responses) => json!({"resultType": "complete", "content": [{"type": "text",
+                "text": json!({"inputResponses": responses,
+                    "requestState": msg["params"]["requestState"]}).to_string()}]}),
+            None => json!({"resultType": "input_required", "requestState": "st-1",
+                "inputRequests": {"r1": {"method": "roots/list"}}}),
+        },
         "tools/call" => json!({"content": [{"type": "text", "text": "stateless done"}],
             "resultType": "complete"}),
         _ => json!({"resultType": "complete"}),
@@ -780,6 +822,24 @@ pub async fn post_with<K: AsRef<str>, V: AsRef<str>>(
         b = b.header(k.as_ref(), v.as_ref());
     }
     send(app, b.body(Body::from(body.to_string())).unwrap()).await
+}
+
+/// POSTs `body` in gateway session `session` and returns the answer's body as it streams
+/// (after checking the answer is a 200).
+pub async fn post_streaming(
+    app: &axum::Router,
+    endpoint: &str,
+    key: &str,
+    session: &str,
+    body: &Value,
+) -> axum::body::BodyDataStream {
+    let req = mcp_request(Method::POST, endpoint, Some(key))
+        .header("mcp-session-id", session)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().into_data_stream()
 }
 
 /// POSTs raw bytes within a gateway session (or none).
