@@ -10,8 +10,30 @@ use serde_json::{Value, json};
 
 use crate::mcp::{McpClient, SESSION};
 
+/// A loopback port for a process the test starts (which binds it itself). Taken from below
+/// the kernel's ephemeral range (32768-60999 here), which is where `bind(0)` and every
+/// outgoing connection get theirs: a port picked with `bind(0)` and released could be taken
+/// by another row's client or callback server before its owner bound it ("address already
+/// in use" in the client matrix). Each port is handed out once per process, from a start
+/// that differs per process, and only if it can be bound now.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port below the ephemeral range")
 }
 
 pub async fn wait_ready(url: &str, what: &str) -> Result<()> {

@@ -10,11 +10,7 @@ use serde_json::Value;
 use super::functions::workspace_root;
 use super::process::{process_alive, process_tree, signal};
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use crate::oauth_peers::free_port;
 
 /// Runs `cargo lambda watch` (arguments after `$0`) until stdin closes, then stops it with
 /// SIGTERM (it stops its function processes itself) and waits for it.

@@ -185,11 +185,7 @@ async fn handle(State(s): State<Shared>, req: Request) -> Response {
 
 /// A port nothing listens on (yet).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e::oauth_peers::free_port().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
