@@ -27,6 +27,16 @@ use crate::relay::MAX_JSON_ANSWER;
 /// Rounds of `input_required` one call may take (the SDKs' default cap).
 pub const MAX_ROUNDS: usize = 10;
 
+/// The id of a request the gateway sends a client for an input round: unique in the
+/// process, so two calls of one session waiting at once never share one (the client's
+/// answer to one call's request must not be taken for another's: the answer to "delete X?"
+/// is no answer to "delete Y?").
+fn ask_id() -> Value {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Value::from(format!("mcpgw-ask-{n}"))
+}
+
 /// The client capability an input request needs.
 fn declares(declared: Declared, method: &str) -> bool {
     match method {
@@ -99,7 +109,6 @@ async fn drive(mut r: Rounds, mut answer: Value, tx: tokio::sync::mpsc::Sender<S
         let err = jsonrpc::error(Some(&r.client_id), jsonrpc::UPSTREAM_ERROR, why, None);
         sse::message_event(&err)
     };
-    let mut asked = 0u64;
     for _ in 0..MAX_ROUNDS {
         if !is_input_required(&answer) {
             let _ = tx.send(sse::message_event(&(r.finish)(answer))).await;
@@ -116,8 +125,7 @@ async fn drive(mut r: Rounds, mut answer: Value, tx: tokio::sync::mpsc::Sender<S
             if !declares(r.declared, method) {
                 continue;
             }
-            asked += 1;
-            let gid = Value::from(format!("mcpgw-ask-{asked}"));
+            let gid = ask_id();
             let rx =
                 r.up.memory()
                     .expect_answer(format!("{}\n{gid}", r.fingerprint));

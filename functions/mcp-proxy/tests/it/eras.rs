@@ -800,6 +800,98 @@ async fn a_session_client_answers_a_stateless_upstreams_input_required() {
     assert_eq!(up.log.rpc("tools/call").len(), 2);
 }
 
+/// Reads a streamed call until the gateway's request to the client arrives.
+async fn read_until_asked(body: &mut axum::body::BodyDataStream) -> Value {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    loop {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(m) = sse_messages(&text)
+            .into_iter()
+            .find(|m| m["method"] == "roots/list")
+        {
+            return m;
+        }
+    }
+}
+
+/// Reads a streamed call to its end and returns the answer to `id`.
+async fn read_answer(body: &mut axum::body::BodyDataStream, id: i64) -> Value {
+    use futures_util::StreamExt;
+    let mut rest = String::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    sse_messages(&rest)
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .expect(&rest)
+}
+
+/// Attack: two calls of one session wait for the client's input at once. Each gateway
+/// request must have its own id, so the client's answer to one call (its consent, its
+/// roots) is never taken for the other's; they once both were `mcpgw-ask-1`, and the answer
+/// meant for the first call was delivered to the second while the first failed.
+#[tokio::test]
+async fn two_calls_waiting_for_input_in_one_session_get_their_own_answers() {
+    let (gw, up) = fixture(Speaks::Stateless, &[]).await;
+    let mut init = init_message_at(1, "2025-06-18");
+    init["params"]["capabilities"] = json!({"roots": {}});
+    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    // GIVEN two calls of one session, each asked for roots
+    let mut first = post_streaming(
+        &gw.app,
+        "up",
+        &gw.alice,
+        &session,
+        &tools_call(7, "asks-roots"),
+    )
+    .await;
+    let ask_first = read_until_asked(&mut first).await;
+    let mut second = post_streaming(
+        &gw.app,
+        "up",
+        &gw.alice,
+        &session,
+        &tools_call(8, "asks-roots"),
+    )
+    .await;
+    let ask_second = read_until_asked(&mut second).await;
+    assert_ne!(ask_first["id"], ask_second["id"], "one id for two requests");
+    // WHEN the client answers each request under its id
+    for (ask, uri) in [
+        (&ask_first, "file:///first"),
+        (&ask_second, "file:///second"),
+    ] {
+        let answer = json!({"jsonrpc": "2.0", "id": ask["id"],
+            "result": {"roots": [{"uri": uri}]}});
+        let r = post(&gw.app, "up", &gw.alice, Some(&session), &answer).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // THEN each call got its own answer upstream (the baseline: one call alone, above)
+    for (body, id, uri) in [
+        (&mut first, 7, "file:///first"),
+        (&mut second, 8, "file:///second"),
+    ] {
+        let done = read_answer(body, id).await;
+        let text = done["result"]["content"][0]["text"]
+            .as_str()
+            .expect("a result");
+        let got: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            got["inputResponses"]["r1"]["roots"][0]["uri"], uri,
+            "{done}"
+        );
+    }
+    assert_eq!(up.log.rpc("tools/call").len(), 4);
+}
+
 #[tokio::test]
 async fn a_bridged_session_the_upstream_lost_is_reopened() {
     let (gw, up) = fixture(Speaks::Sessions, &[]).await;
