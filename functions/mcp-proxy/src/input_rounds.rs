@@ -21,7 +21,7 @@ use mcpgw::mcp::sse;
 use mcpgw::upstream::Upstream;
 use serde_json::{Map, Value, json};
 
-use crate::inputs::Declared;
+use crate::inputs::{Declared, MAX_INPUTS};
 use crate::relay::MAX_JSON_ANSWER;
 
 /// Rounds of `input_required` one call may take (the SDKs' default cap).
@@ -119,6 +119,15 @@ async fn drive(mut r: Rounds, mut answer: Value, tx: tokio::sync::mpsc::Sender<S
             .as_object()
             .cloned()
             .unwrap_or_default();
+        if requests.len() > MAX_INPUTS {
+            // Each is a request to the client and an answer awaited in the process's
+            // memory: a hostile upstream asking thousands at once would crowd out every
+            // other caller's rounds.
+            let _ = tx
+                .send(fail("the upstream asked for too many inputs at once"))
+                .await;
+            return;
+        }
         let mut waiting = Vec::new();
         for (key, request) in requests {
             let method = request["method"].as_str().unwrap_or_default();

@@ -892,6 +892,45 @@ async fn two_calls_waiting_for_input_in_one_session_get_their_own_answers() {
     assert_eq!(up.log.rpc("tools/call").len(), 4);
 }
 
+/// Attack: a stateless upstream asking for more inputs in one round than a client may answer
+/// in one retry (16, `inputs::MAX_INPUTS`) gets none asked: each would be a request
+/// to the client and an answer awaited in the process's memory.
+#[tokio::test]
+async fn an_upstream_asking_for_too_many_inputs_at_once_is_refused() {
+    let (gw, up) = fixture(Speaks::Stateless, &[]).await;
+    let mut init = init_message_at(1, "2025-06-18");
+    init["params"]["capabilities"] = json!({"roots": {}});
+    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    // Baseline: a round of one input is asked (a_session_client_answers_... above); GIVEN an
+    // upstream asking for many at once
+    let mut body = post_streaming(
+        &gw.app,
+        "up",
+        &gw.alice,
+        &session,
+        &tools_call(9, "asks-many"),
+    )
+    .await;
+    // THEN the call ends with the gateway's error, nothing asked of the client
+    let mut text = String::new();
+    {
+        use futures_util::StreamExt;
+        while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+    let messages = sse_messages(&text);
+    assert!(
+        !messages.iter().any(|m| m.get("method").is_some()),
+        "{text}"
+    );
+    let done = messages.iter().find(|m| m["id"] == 9).expect(&text);
+    let why = done["error"]["message"].as_str().expect("an error");
+    assert!(why.contains("too many inputs"), "{why}");
+    assert_eq!(up.log.rpc("tools/call").len(), 1);
+}
+
 #[tokio::test]
 async fn a_bridged_session_the_upstream_lost_is_reopened() {
     let (gw, up) = fixture(Speaks::Sessions, &[]).await;

@@ -542,6 +542,13 @@ async fn stateless_server(
             None => json!({"resultType": "input_required", "requestState": "st-1",
                 "inputRequests": {"r1": {"method": "roots/list"}}}),
         },
+        // Asks for more inputs in one round than a retry may answer (16).
+        "tools/call" if name == Some("asks-many") => {
+            let many: serde_json::Map<String, Value> = (0..64)
+                .map(|i| (format!("r{i}"), json!({"method": "roots/list"})))
+                .collect();
+            json!({"resultType": "input_required", "requestState": "st-1", "inputRequests": many})
+        }
         "tools/call" => json!({"content": [{"type": "text", "text": "stateless done"}],
             "resultType": "complete"}),
         _ => json!({"resultType": "complete"}),
