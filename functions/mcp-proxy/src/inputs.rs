@@ -139,6 +139,8 @@ pub fn is_request(v: &Value) -> bool {
 
 /// What the gateway needs to hold a call for its client's input.
 pub struct Asking {
+    /// The caller (held calls are bounded per caller).
+    pub user: String,
     pub keyring: Arc<Keyring>,
     /// [`request_state::binding`] of the caller.
     pub binding: String,
@@ -366,7 +368,7 @@ impl Inputs {
         // The process's memory, reached through the call's upstream (held by the call).
         let up = held.cancel_on_drop.upstream().clone();
         up.memory()
-            .hold(held_key(&id, &asking.binding), Box::new(held));
+            .hold(&asking.user, held_key(&id, &asking.binding), Box::new(held));
         Ok(results::input_required(requests, sealed))
     }
 }

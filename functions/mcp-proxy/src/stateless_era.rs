@@ -195,7 +195,7 @@ impl BridgeError {
                 jsonrpc::INVALID_REQUEST,
                 &format!(
                     "too many kinds of client (distinct capabilities or clientInfo) of this \
-                     user are bridged to session-era servers at once; at most {BRIDGED_PER_USER}, \
+                     user are bridged to this session-era server at once; at most {BRIDGED_PER_USER}, \
                      each kept until {} minutes unused",
                     BRIDGED_IDLE.as_secs() / 60
                 ),
@@ -282,6 +282,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         }
         if can_ask {
             asking = Some(Asking {
+                user: call.user.clone(),
                 keyring,
                 binding,
                 call: digest,

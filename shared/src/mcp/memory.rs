@@ -5,7 +5,7 @@
 //! - each server's era (does it answer `server/discover`?), re-probed after `ERA_TTL`;
 //! - upstream sessions the gateway opened itself to bridge stateless clients to a
 //!   session-era upstream, per (user, server, URL, what the client declares: [`bridge_key`]),
-//!   at most [`BRIDGED_PER_USER`] per user, closed after [`BRIDGED_IDLE`] unused;
+//!   at most [`BRIDGED_PER_USER`] per user and server, closed after [`BRIDGED_IDLE`] unused;
 //! - replacement upstream session ids, after an upstream lost a client session and the
 //!   gateway re-initialized it transparently;
 //! - sessions ended by `DELETE` here (or found ended in the store, where `DELETE` records
@@ -28,10 +28,13 @@ use serde_json::Value;
 pub const ERA_TTL: Duration = Duration::from_secs(3600);
 /// Bound on every map here: when full, the oldest half is dropped (it is only a cache).
 const MAX_ENTRIES: usize = 4096;
-/// Bridged upstream sessions one user may hold in one process, across servers and kinds of
+/// Bridged upstream sessions one user may hold to one server in one process, across kinds of
 /// client (each distinct declaration is one). Past it a new kind of client is refused until
-/// one of the user's sessions has been idle for [`BRIDGED_IDLE`]: a caller varying what it
-/// declares cannot make the gateway open (and close) an upstream session per request.
+/// one of the user's sessions there has been idle for [`BRIDGED_IDLE`]: a caller varying what
+/// it declares cannot make the gateway open (and close) an upstream session per request.
+/// Per server, not per user alone: the gateway's own sessions (a virtual server's members,
+/// the catalog, the unauthenticated listings under one pseudo-user) take one per server, and
+/// a user of more than this many session-era servers must not be refused some of them.
 pub const BRIDGED_PER_USER: usize = 16;
 /// A bridged upstream session unused this long is closed upstream (`DELETE`) when the map is
 /// next swept; the next request opens a fresh one (one `initialize` round trip).
@@ -41,6 +44,9 @@ pub const BRIDGED_IDLE: Duration = Duration::from_secs(10 * 60);
 pub const HELD_TTL: Duration = Duration::from_secs(60);
 /// Calls held at once per process; past it the oldest half is dropped.
 const MAX_HELD: usize = 1024;
+/// Calls held at once per user; past it the user's own oldest is dropped, so one caller
+/// cannot fill [`MAX_HELD`] and have everyone else's held calls dropped.
+pub const HELD_PER_USER: usize = 32;
 /// How often the bridged map is swept for idle sessions (on a request, never by a timer).
 const BRIDGED_SWEEP: Duration = Duration::from_secs(60);
 
@@ -76,6 +82,15 @@ pub type Slot = Arc<tokio::sync::Mutex<Option<BridgedSession>>>;
 /// A call held for a client's input: the proxy's own type, opaque here.
 pub type HeldCall = Box<dyn std::any::Any + Send>;
 
+/// A held call, whose it is and since when.
+struct Holding {
+    call: HeldCall,
+    user: String,
+    at: Instant,
+    /// Order of holding (instants may tie).
+    seq: u64,
+}
+
 /// The bridged sessions and their users, for the per-user cap and the idle sweep.
 struct BridgedMap {
     slots: HashMap<String, BridgedEntry>,
@@ -94,6 +109,7 @@ impl Default for BridgedMap {
 struct BridgedEntry {
     slot: Slot,
     user: String,
+    server: String,
     used: Instant,
 }
 
@@ -132,7 +148,8 @@ pub struct Memory {
     rebound: Mutex<HashMap<String, (String, Instant)>>,
     ended: Mutex<HashMap<String, Instant>>,
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
-    held: Mutex<HashMap<String, (HeldCall, Instant)>>,
+    held: Mutex<HashMap<String, Holding>>,
+    held_seq: std::sync::atomic::AtomicU64,
     asked: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
@@ -211,11 +228,11 @@ impl Memory {
     }
 
     /// The slot for the upstream session bridging `user`'s stateless clients that declare
-    /// the same things (`key`, from [`bridge_key`]) to a session-era server; callers lock it,
-    /// so concurrent first requests open one upstream session, not one each. `None`: the
-    /// user already holds [`BRIDGED_PER_USER`] sessions none of which is idle. Idle ones
-    /// ([`BRIDGED_IDLE`]) are evicted and closed upstream (best effort).
-    pub fn bridged_slot(&self, user: &str, key: &str) -> Option<Slot> {
+    /// the same things (`key`, from [`bridge_key`]) to the session-era `server`; callers lock
+    /// it, so concurrent first requests open one upstream session, not one each. `None`: the
+    /// user already holds [`BRIDGED_PER_USER`] sessions to that server none of which is idle.
+    /// Idle ones ([`BRIDGED_IDLE`]) are evicted and closed upstream (best effort).
+    pub fn bridged_slot(&self, user: &str, server: &str, key: &str) -> Option<Slot> {
         let now = Instant::now();
         let mut evicted = Vec::new();
         let slot = {
@@ -236,7 +253,13 @@ impl Memory {
             if let Some(e) = map.slots.get_mut(key) {
                 e.used = now;
                 Some(e.slot.clone())
-            } else if map.slots.values().filter(|e| e.user == user).count() >= BRIDGED_PER_USER {
+            } else if map
+                .slots
+                .values()
+                .filter(|e| e.user == user && e.server == server)
+                .count()
+                >= BRIDGED_PER_USER
+            {
                 None
             } else {
                 if map.slots.len() >= MAX_ENTRIES {
@@ -261,6 +284,7 @@ impl Memory {
                     BridgedEntry {
                         slot: slot.clone(),
                         user: user.to_owned(),
+                        server: server.to_owned(),
                         used: now,
                     },
                 );
@@ -294,25 +318,51 @@ impl Memory {
         lock(&self.ended).contains_key(fingerprint)
     }
 
-    /// Holds a call under `key` for at most [`HELD_TTL`]; what is dropped to make room, or
-    /// expired, is dropped here (its owner's `Drop` cancels it).
-    pub fn hold(&self, key: String, call: HeldCall) {
+    /// Holds `user`'s call under `key` for at most [`HELD_TTL`]; what is dropped to make
+    /// room (the user's own oldest past [`HELD_PER_USER`], the oldest half past
+    /// [`MAX_HELD`]), or expired, is dropped here (its owner's `Drop` cancels it).
+    pub fn hold(&self, user: &str, key: String, call: HeldCall) {
         let mut map = lock(&self.held);
-        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
+        map.retain(|_, h| h.at.elapsed() < HELD_TTL);
+        let own: Vec<(&String, u64)> = map
+            .iter()
+            .filter(|(_, h)| h.user == user)
+            .map(|(k, h)| (k, h.seq))
+            .collect();
+        if own.len() >= HELD_PER_USER
+            && let Some(oldest) = own
+                .iter()
+                .min_by_key(|(_, seq)| *seq)
+                .map(|(k, _)| (*k).clone())
+        {
+            map.remove(&oldest);
+        }
         if map.len() >= MAX_HELD {
-            let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
+            let mut times: Vec<Instant> = map.values().map(|h| h.at).collect();
             times.sort();
             let cutoff = times[times.len() / 2];
-            map.retain(|_, (_, at)| *at > cutoff);
+            map.retain(|_, h| h.at > cutoff);
         }
-        map.insert(key, (call, Instant::now()));
+        let seq = self
+            .held_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let user = user.to_owned();
+        map.insert(
+            key,
+            Holding {
+                call,
+                user,
+                at: Instant::now(),
+                seq,
+            },
+        );
     }
 
     /// Takes the call held under `key`, if it is still held.
     pub fn take_held(&self, key: &str) -> Option<HeldCall> {
         let mut map = lock(&self.held);
-        map.retain(|_, (_, at)| at.elapsed() < HELD_TTL);
-        map.remove(key).map(|(call, _)| call)
+        map.retain(|_, h| h.at.elapsed() < HELD_TTL);
+        map.remove(key).map(|h| h.call)
     }
 
     /// Awaits the answer a client posts to a request the gateway sent it (`key`: its session
@@ -392,7 +442,7 @@ mod tests {
         );
 
         let key = |user, url| bridge_key(user, "s", url, "2026-07-28", &Value::Null, None);
-        let slot = |user, url| m.bridged_slot(user, &key(user, url)).unwrap();
+        let slot = |user, url| m.bridged_slot(user, "s", &key(user, url)).unwrap();
         let a = slot("u", "http://a");
         assert!(Arc::ptr_eq(&a, &slot("u", "http://a")));
         assert!(!Arc::ptr_eq(&a, &slot("v", "http://a")));
@@ -403,7 +453,7 @@ mod tests {
         m.end("f");
         assert!(m.is_ended("f") && m.rebound("f").is_none());
 
-        m.hold("h".into(), Box::new(7u8));
+        m.hold("u", "h".into(), Box::new(7u8));
         assert!(m.take_held("other").is_none());
         assert_eq!(
             m.take_held("h")
@@ -487,12 +537,17 @@ mod tests {
         let m = Memory::default();
         let closed = Arc::new(AtomicUsize::new(0));
         for i in 0..BRIDGED_PER_USER {
-            closing(&m.bridged_slot("alice", &format!("k{i}")).unwrap(), &closed);
+            closing(
+                &m.bridged_slot("alice", "s", &format!("k{i}")).unwrap(),
+                &closed,
+            );
         }
-        // A new kind of client past the cap is refused; known ones and other users are not.
-        assert!(m.bridged_slot("alice", "one-more").is_none());
-        assert!(m.bridged_slot("alice", "k3").is_some());
-        assert!(m.bridged_slot("bob", "b0").is_some());
+        // A new kind of client past the cap is refused; known ones, other users and alice's
+        // sessions to other servers are not.
+        assert!(m.bridged_slot("alice", "s", "one-more").is_none());
+        assert!(m.bridged_slot("alice", "s", "k3").is_some());
+        assert!(m.bridged_slot("bob", "s", "b0").is_some());
+        assert!(m.bridged_slot("alice", "t", "t0").is_some());
         assert_eq!(closed.load(Ordering::SeqCst), 0, "nothing live was closed");
         // Once one of alice's is idle, it is closed and the new one gets its place.
         {
@@ -500,7 +555,7 @@ mod tests {
             map.slots.get_mut("k0").unwrap().used =
                 Instant::now() - BRIDGED_IDLE - Duration::from_secs(1);
         }
-        assert!(m.bridged_slot("alice", "one-more").is_some());
+        assert!(m.bridged_slot("alice", "s", "one-more").is_some());
         assert_eq!(closed.load(Ordering::SeqCst), 1);
     }
 
@@ -509,9 +564,9 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let m = Memory::default();
         let closed = Arc::new(AtomicUsize::new(0));
-        let idle = m.bridged_slot("alice", "idle").unwrap();
+        let idle = m.bridged_slot("alice", "s", "idle").unwrap();
         closing(&idle, &closed);
-        let busy = m.bridged_slot("alice", "busy").unwrap();
+        let busy = m.bridged_slot("alice", "s", "busy").unwrap();
         closing(&busy, &closed);
         {
             let mut map = lock(&m.bridged);
@@ -522,11 +577,41 @@ mod tests {
         // Any request sweeps once the sweep interval passed, even one for a known slot.
         assert!(Arc::ptr_eq(
             &busy,
-            &m.bridged_slot("alice", "busy").unwrap()
+            &m.bridged_slot("alice", "s", "busy").unwrap()
         ));
         assert_eq!(closed.load(Ordering::SeqCst), 1);
         assert!(idle.try_lock().unwrap().is_none());
         assert!(busy.try_lock().unwrap().is_some());
+    }
+
+    /// GIVEN a user of more session-era servers than one server's cap (a virtual server's
+    /// members, the catalog, each with the gateway's own session) THEN each gets its session;
+    /// the cap is on the kinds of client of one user at one server (test above).
+    #[test]
+    fn a_user_of_many_servers_is_bridged_to_every_one() {
+        let m = Memory::default();
+        for i in 0..=BRIDGED_PER_USER * 2 {
+            let server = format!("server-{i}");
+            let key = bridge_key("alice", &server, "u", "gateway", &Value::Null, None);
+            assert!(m.bridged_slot("alice", &server, &key).is_some(), "{server}");
+        }
+    }
+
+    /// Attack: one user holding calls without end (each answered `input_required`, never
+    /// retried) drops only their own oldest, never another user's held call.
+    #[test]
+    fn one_users_held_calls_do_not_push_out_anothers() {
+        let m = Memory::default();
+        m.hold("bob", "bobs".into(), Box::new(1u8));
+        for i in 0..MAX_HELD * 2 {
+            m.hold("mallory", format!("m{i}"), Box::new(0u8));
+        }
+        assert!(m.take_held("bobs").is_some(), "bob's call was dropped");
+        // The user's own newest are kept, up to the cap.
+        let last = MAX_HELD * 2 - 1;
+        assert!(m.take_held(&format!("m{last}")).is_some());
+        assert!(m.take_held("m0").is_none());
+        assert!(lock(&m.held).len() < HELD_PER_USER);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub async fn bridged_session(
     client: impl FnOnce() -> ClientInit,
     stale: Option<&UpstreamSession>,
 ) -> Result<Bridged, CallError> {
-    let Some(slot) = up.memory().bridged_slot(user, key) else {
+    let Some(slot) = up.memory().bridged_slot(user, &up.server.name, key) else {
         return Ok(Bridged::TooManyKinds);
     };
     let mut held = slot.lock().await;
@@ -100,8 +100,9 @@ pub enum Bridged {
     /// The upstream refused `initialize` (what was learned of its era is forgotten, so it is
     /// probed again).
     Refused,
-    /// The user holds as many bridged sessions as allowed (`memory::BRIDGED_PER_USER`),
-    /// none idle: a new kind of client is refused rather than one more session opened.
+    /// The user holds as many bridged sessions to the server as allowed
+    /// (`memory::BRIDGED_PER_USER`), none idle: a new kind of client is refused rather than
+    /// one more session opened.
     TooManyKinds,
 }
 
