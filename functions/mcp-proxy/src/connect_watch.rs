@@ -11,11 +11,13 @@
 //! - A comment (`: keep-alive`) every [`KEEP_ALIVE`] keeps idle proxies from closing it.
 //! - It ends after its messages for the connection are sent, when the session ends or
 //!   expires, after [`MAX_HOLD`] (the client opens another), or when the client goes away.
-//!   At most [`MAX_HELD`] are held per process; past that a GET is refused as if no stream
-//!   were offered (405), so a flood of streams cannot turn into a flood of store reads.
+//!   At most [`MAX_HELD`] are held per process, [`MAX_HELD_PER_USER`] of them for one
+//!   caller; past that a GET is refused as if no stream were offered (405), so a flood of
+//!   streams cannot turn into a flood of store reads, and one caller cannot take every
+//!   stream from everyone else.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -37,7 +39,45 @@ pub const MAX_HOLD: Duration = Duration::from_secs(3600);
 /// Held streams per process.
 pub const MAX_HELD: usize = 1024;
 
+/// Held streams per process for one caller (a user's clients, each with a stream per
+/// server it has not connected, fit well within).
+pub const MAX_HELD_PER_USER: usize = 16;
+
 static HELD: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_HELD)));
+/// Held streams by caller.
+static HELD_BY_USER: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Mutex::default);
+
+fn by_user() -> std::sync::MutexGuard<'static, HashMap<String, usize>> {
+    // Single increments and decrements: consistent even after a panic elsewhere.
+    HELD_BY_USER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One of a caller's [`MAX_HELD_PER_USER`] streams, given back when dropped.
+struct UserPermit(String);
+
+impl UserPermit {
+    fn take(user: &str) -> Option<Self> {
+        let mut held = by_user();
+        let n = held.entry(user.to_owned()).or_default();
+        if *n >= MAX_HELD_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(Self(user.to_owned()))
+    }
+}
+
+impl Drop for UserPermit {
+    fn drop(&mut self) {
+        let mut held = by_user();
+        if let Some(n) = held.get_mut(&self.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.0);
+            }
+        }
+    }
+}
 
 /// What one held stream waits for and says.
 pub struct Watch {
@@ -55,6 +95,7 @@ pub struct Watch {
 
 /// The event stream for `watch`, or `None` when this process holds too many already.
 pub fn respond(watch: Watch) -> Option<Response> {
+    let user_permit = UserPermit::take(&watch.user)?;
     let permit = HELD.clone().try_acquire_owned().ok()?;
     let now = Instant::now();
     let mut poll = tokio::time::interval(POLL);
@@ -74,6 +115,7 @@ pub fn respond(watch: Watch) -> Option<Response> {
         deadline: now + MAX_HOLD,
         done: false,
         _permit: permit,
+        _user_permit: user_permit,
     };
     let stream = futures_util::stream::unfold(held, |mut h| async move {
         h.next().await.map(|b| (Ok::<_, std::io::Error>(b), h))
@@ -97,6 +139,7 @@ struct Held {
     deadline: Instant,
     done: bool,
     _permit: OwnedSemaphorePermit,
+    _user_permit: UserPermit,
 }
 
 /// What a look at the store found.

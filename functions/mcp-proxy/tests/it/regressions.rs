@@ -1,13 +1,14 @@
 //! Proxy regressions found by a security review; each test failed before its fix: bridged
 //! sessions bounded per user, gateway-unique ids in shared upstream sessions, one deadline for
-//! the whole call, sessions bound to the upstream URL.
+//! the whole call, sessions bound to the upstream URL, held connect streams bounded per
+//! caller.
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Method, Request};
 use common::*;
 use mcpgw::testing::TEST_ADMIN_KEY;
 use serde_json::{Value, json};
@@ -194,4 +195,71 @@ async fn the_call_timeout_bounds_the_whole_call_including_the_wait_for_headers()
         r.status,
         r.body
     );
+}
+
+/// Streams held for callers who have not connected a server yet (a session-era GET, a
+/// 2026-07-28 `subscriptions/listen`) are bounded per process (1024), each reading the store
+/// every 2 s for up to an hour. One caller opening them without end took every one (and made
+/// the store reads of all): every other user's listen was refused. Now one caller holds at
+/// most `connect_watch::MAX_HELD_PER_USER` (16); another user still gets theirs.
+#[tokio::test]
+async fn one_caller_cannot_take_every_held_connect_stream() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[]).await;
+    let admin = admin_api::app(gw.state.clone());
+    for (path, body) in [
+        (
+            "/admin/servers",
+            json!({"name": "notes", "url": up.url, "auth": {"type": "per_user_token",
+                "header": "Authorization", "format": "{token}"}}),
+        ),
+        (
+            "/admin/server-groups",
+            json!({"name": "everyone", "servers": ["notes"], "members": {"everyone": true}}),
+        ),
+    ] {
+        let req = Request::post(path)
+            .header("authorization", format!("Bearer {TEST_ADMIN_KEY}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let r = send(&admin, req).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let listen = |key: &str, id: i64| {
+        let (body, headers) = modern(
+            id,
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+        );
+        let mut b = mcp_request(Method::POST, "notes", Some(key));
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        tower::ServiceExt::oneshot(
+            gw.app.clone(),
+            b.body(Body::from(body.to_string())).unwrap(),
+        )
+    };
+    // Baseline: alice's streams are held (their bodies kept open)
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..40 {
+        let resp = listen(&gw.alice, i).await.unwrap();
+        if resp.status() != 200 {
+            refused = Some((i, resp.status()));
+            break;
+        }
+        held.push(resp);
+    }
+    // WHEN she keeps opening them THEN she is refused past her share
+    let (at, status) = refused.expect("one caller held 40 streams");
+    assert!(at >= 1 && at <= 16, "refused after {at}");
+    assert_eq!(status, 503);
+    // AND bob, another user, is not refused for alice's doing
+    let bobs = listen(&gw.bob, 1).await.unwrap();
+    assert_eq!(bobs.status(), 200);
+    // AND her streams, once closed, are hers again
+    held.clear();
+    assert_eq!(listen(&gw.alice, 99).await.unwrap().status(), 200);
 }
