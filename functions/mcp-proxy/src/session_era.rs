@@ -538,12 +538,17 @@ pub async fn delete(call: &Call<'_>) -> Response {
     if let Err(refused) = sessions::end(call.state, &claims, &fingerprint).await {
         return refused;
     }
-    if let UpstreamLink::Session {
-        session_id,
-        version,
-    } = claims.upstream
-        && let Some(sid) = rebound.or(session_id)
-    {
+    let upstream = match claims.upstream {
+        UpstreamLink::Session {
+            session_id,
+            version,
+        } => rebound.or(session_id).map(|sid| (sid, version)),
+        // Opened before the caller connected, settled since by a request this process served
+        // (`settle`): the upstream session it opened is this session's to end.
+        UpstreamLink::Pending => rebound.map(|sid| (sid, claims.version.clone())),
+        UpstreamLink::Modern | UpstreamLink::Virtual => None,
+    };
+    if let Some((sid, version)) = upstream {
         let headers = call.upstream.session_headers(Some(&sid), &version);
         // The gateway session is over whatever the upstream says (it may refuse client
         // termination with 405, or have forgotten the session already).

@@ -1,7 +1,7 @@
 //! Proxy regressions found by a security review; each test failed before its fix: bridged
 //! sessions bounded per user, gateway-unique ids in shared upstream sessions, one deadline for
 //! the whole call, sessions bound to the upstream URL, held connect streams bounded per
-//! caller.
+//! caller, a settled session's upstream session ended with it.
 
 use crate::common;
 
@@ -262,4 +262,75 @@ async fn one_caller_cannot_take_every_held_connect_stream() {
     // AND her streams, once closed, are hers again
     held.clear();
     assert_eq!(listen(&gw.alice, 99).await.unwrap().status(), 200);
+}
+
+/// A session opened before its caller connected (the connect prompt's) and settled since
+/// (its next request opened an upstream session with the caller's new credential) is ended
+/// by `DELETE` like any other: the upstream session goes with it. It was left open upstream,
+/// one per such session, the upstream's state growing with every client that connected
+/// mid-session.
+#[tokio::test]
+async fn a_session_settled_after_connecting_ends_its_upstream_session() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[]).await;
+    let admin = admin_api::app(gw.state.clone());
+    let call = |path: &str, method: Method, key: &str, body: Value| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    for (path, body) in [
+        (
+            "/admin/servers",
+            json!({"name": "notes", "url": up.url, "auth": {"type": "per_user_token",
+                "header": "X-Api-Key", "format": "{token}"}}),
+        ),
+        (
+            "/admin/server-groups",
+            json!({"name": "everyone", "servers": ["notes"], "members": {"everyone": true}}),
+        ),
+    ] {
+        let r = send(&admin, call(path, Method::POST, TEST_ADMIN_KEY, body)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // GIVEN alice's session opened before she stored her token (the gateway's alone)
+    let r = post(&gw.app, "notes", &gw.alice, None, &init_message(1)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    assert!(up.log.rpc("initialize").is_empty());
+    // AND settled once she stored it: her next request opened the upstream session
+    let r = send(
+        &admin,
+        call(
+            "/me/credentials/notes",
+            Method::PUT,
+            &gw.alice,
+            json!({"token": SECRET}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = post(
+        &gw.app,
+        "notes",
+        &gw.alice,
+        Some(&session),
+        &request(2, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.log.rpc("initialize").len(), 1);
+    // WHEN she ends her session
+    let r = session_request(&gw.app, Method::DELETE, "notes", &gw.alice, &session).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    // THEN the upstream session ended too
+    assert!(
+        up.log.methods().iter().any(|m| m == "DELETE"),
+        "{:?}",
+        up.log.methods()
+    );
 }
