@@ -23,6 +23,7 @@ pub mod handshakes;
 mod headers;
 pub mod snapshots;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ use crate::servers::ServerCache;
 /// Bound on detached calls (cancellations, answers to upstream requests, closing sessions) in
 /// flight per process.
 const MAX_PENDING_CANCELS: usize = 64;
+/// Of those, how many may be for one server: an upstream that stalls them (or provokes
+/// them, with a flood of requests the gateway refuses at once) cannot take every slot and
+/// so have every other server's cancellations, answers to its requests (a user's
+/// elicitation answer: its call would stall) and session ends dropped.
+const MAX_PENDING_PER_SERVER: usize = 16;
 /// How long one may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,6 +71,8 @@ pub struct Upstreams {
     /// Detached cancellations in flight: a flood of abandoned calls to a slow upstream
     /// cannot pile up tasks.
     pending_cancels: Arc<tokio::sync::Semaphore>,
+    /// The same, per server name ([`MAX_PENDING_PER_SERVER`]).
+    pending_by_server: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Upstreams {
@@ -88,6 +96,7 @@ impl Upstreams {
             header_timeout: config.upstream_header_timeout,
             call_timeout: config.upstream_call_timeout,
             pending_cancels: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CANCELS)),
+            pending_by_server: std::sync::Mutex::default(),
         }
     }
 
@@ -341,7 +350,8 @@ impl Upstream {
     }
 
     /// Runs `send` (given the headers with the gateway's credential) detached. At most
-    /// [`MAX_PENDING_CANCELS`] run at once per process, each for at most [`CANCEL_TIMEOUT`].
+    /// [`MAX_PENDING_CANCELS`] run at once per process, [`MAX_PENDING_PER_SERVER`] of them
+    /// for this server, each for at most [`CANCEL_TIMEOUT`].
     fn detached<F, Fut>(&self, headers: HeaderMap, failure: &'static str, send: F)
     where
         F: FnOnce(HeaderMap) -> Fut + Send + 'static,
@@ -350,13 +360,25 @@ impl Upstream {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Ok(permit) = self.service.pending_cancels.clone().try_acquire_owned() else {
-            tracing::debug!("too many detached upstream messages; one dropped: {failure}");
+        let for_server = self
+            .service
+            .pending_by_server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(self.server.name.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_PER_SERVER)))
+            .clone();
+        let (Ok(server_permit), Ok(permit)) = (
+            for_server.try_acquire_owned(),
+            self.service.pending_cancels.clone().try_acquire_owned(),
+        ) else {
+            tracing::debug!(server = %self.server.name,
+                "too many detached upstream messages; one dropped: {failure}");
             return;
         };
         let headers = self.headers(headers);
         rt.spawn(async move {
-            let _permit = permit;
+            let _permits = (server_permit, permit);
             if let Err(e) = send(headers).await {
                 tracing::debug!(error = %error_chain(&e), "{failure}");
             }

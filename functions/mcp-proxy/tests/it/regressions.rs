@@ -1,7 +1,8 @@
 //! Proxy regressions found by a security review; each test failed before its fix: bridged
 //! sessions bounded per user, gateway-unique ids in shared upstream sessions, one deadline for
 //! the whole call, sessions bound to the upstream URL, held connect streams bounded per
-//! caller, a settled session's upstream session ended with it.
+//! caller, a settled session's upstream session ended with it, detached messages bounded per
+//! server.
 
 use crate::common;
 
@@ -333,4 +334,40 @@ async fn a_session_settled_after_connecting_ends_its_upstream_session() {
         "{:?}",
         up.log.methods()
     );
+}
+
+/// The gateway's detached messages to upstreams (cancellations, answers to an upstream's
+/// requests, session ends) share one bound per process (64). An upstream that stalls them
+/// took every slot, and every other server's were dropped: a user's cancellation, or the
+/// answer to an elicitation, never reached a healthy upstream. One server now takes at most
+/// 16 of them.
+#[tokio::test]
+async fn an_upstream_stalling_detached_messages_does_not_silence_the_others() {
+    let bad = Upstream::start(Speaks::Sessions).await;
+    let good = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(
+        &[],
+        &[("bad", &bad.url, "up-key"), ("good", &good.url, "up-key")],
+    )
+    .await;
+    bad.stall_notifications();
+    // GIVEN many calls to the stalling upstream abandoned (each cancellation hangs there)
+    let sealed = open_session(&gw.app, "bad", &gw.alice).await;
+    for i in 0..80 {
+        let call = request(100 + i, "tools/call", json!({"name": "hang"}));
+        drop(post_streaming(&gw.app, "bad", &gw.alice, &sealed, &call).await);
+    }
+    // WHEN a call to the healthy one is abandoned
+    let sealed = open_session(&gw.app, "good", &gw.alice).await;
+    let call = request(7, "tools/call", json!({"name": "hang"}));
+    drop(post_streaming(&gw.app, "good", &gw.alice, &sealed, &call).await);
+    // THEN its cancellation reaches it (the baseline, with no stalling upstream, is
+    // eras::a_client_that_goes_away_mid_call_cancels_the_upstream_request)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while good.log.rpc("notifications/cancelled").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = good.log.rpc("notifications/cancelled");
+    assert_eq!(cancelled.len(), 1, "{:?}", good.log.methods());
+    assert_eq!(cancelled[0].json()["params"]["requestId"], 7);
 }

@@ -198,6 +198,8 @@ struct UpState {
     amnesiac: std::sync::atomic::AtomicBool,
     unavailable: AtomicUsize,
     gate: tokio::sync::Notify,
+    /// Notifications and responses posted to it are held 30 s before their 202.
+    stalls_notes: std::sync::atomic::AtomicBool,
 }
 
 /// An in-process upstream MCP server over real HTTP.
@@ -218,6 +220,7 @@ impl Upstream {
             amnesiac: Default::default(),
             unavailable: AtomicUsize::new(0),
             gate: tokio::sync::Notify::new(),
+            stalls_notes: Default::default(),
         });
         let handler = {
             let state = state.clone();
@@ -254,6 +257,12 @@ impl Upstream {
     /// The next `n` requests get 503 (a deployment rolling over).
     pub fn unavailable_for(&self, n: usize) {
         self.state.unavailable.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on, notifications and responses posted to it hang 30 s (a hostile or
+    /// overloaded upstream tying up the gateway's detached messages).
+    pub fn stall_notifications(&self) {
+        self.state.stalls_notes.store(true, Ordering::SeqCst);
     }
 
     /// Lets a `gated` tool call finish.
@@ -414,6 +423,9 @@ async fn session_server(
     }
     let Some(id) = id else {
         // Notifications and responses.
+        if up.stalls_notes.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
         return StatusCode::ACCEPTED.into_response();
     };
     let echo = [
