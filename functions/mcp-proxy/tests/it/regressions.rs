@@ -255,7 +255,7 @@ async fn one_caller_cannot_take_every_held_connect_stream() {
     }
     // WHEN she keeps opening them THEN she is refused past her share
     let (at, status) = refused.expect("one caller held 40 streams");
-    assert!(at >= 1 && at <= 16, "refused after {at}");
+    assert!((1..=16).contains(&at), "refused after {at}");
     assert_eq!(status, 503);
     // AND bob, another user, is not refused for alice's doing
     let bobs = listen(&gw.bob, 1).await.unwrap();
