@@ -76,6 +76,8 @@ pub struct Rounds {
     pub declared: Declared,
     /// The client's gateway session (its answers are awaited under it).
     pub fingerprint: String,
+    /// The caller (answers awaited are bounded per caller).
+    pub user: String,
     /// Shapes the final answer for the client (era rewriting, access control).
     pub finish: Box<dyn Fn(Value) -> Value + Send>,
 }
@@ -137,7 +139,7 @@ async fn drive(mut r: Rounds, mut answer: Value, tx: tokio::sync::mpsc::Sender<S
             let gid = ask_id();
             let rx =
                 r.up.memory()
-                    .expect_answer(format!("{}\n{gid}", r.fingerprint));
+                    .expect_answer(&r.user, format!("{}\n{gid}", r.fingerprint));
             let mut ask = json!({"jsonrpc": "2.0", "id": gid, "method": method});
             if let Some(p) = request.get("params") {
                 ask["params"] = p.clone();

@@ -451,6 +451,7 @@ async fn forward_with_envelope(
                     client_id: id.unwrap_or_default(),
                     declared,
                     fingerprint: fingerprint.to_owned(),
+                    user: call.user.clone(),
                     finish: Box::new(move |mut v| {
                         rewrite.apply(&mut v);
                         adapt.apply(&mut v);

@@ -47,6 +47,10 @@ const MAX_HELD: usize = 1024;
 /// Calls held at once per user; past it the user's own oldest is dropped, so one caller
 /// cannot fill [`MAX_HELD`] and have everyone else's held calls dropped.
 pub const HELD_PER_USER: usize = 32;
+/// Answers awaited at once from one user's clients (each of their calls to a stateless
+/// upstream waits for at most 16 per round), so one caller cannot fill the process's map and
+/// have every other caller's input rounds fail.
+pub const ASKED_PER_USER: usize = 64;
 /// How often the bridged map is swept for idle sessions (on a request, never by a timer).
 const BRIDGED_SWEEP: Duration = Duration::from_secs(60);
 
@@ -150,7 +154,8 @@ pub struct Memory {
     in_flight: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
     held: Mutex<HashMap<String, Holding>>,
     held_seq: std::sync::atomic::AtomicU64,
-    asked: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    /// By key: whose answer is awaited (the caller), and where it goes.
+    asked: Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Value>)>>,
 }
 
 /// What one process learned about one upstream, and when.
@@ -365,17 +370,23 @@ impl Memory {
         map.remove(key).map(|h| h.call)
     }
 
-    /// Awaits the answer a client posts to a request the gateway sent it (`key`: its session
-    /// and the request id); the registration ends with the receiver.
-    pub fn expect_answer(&self, key: String) -> tokio::sync::oneshot::Receiver<Value> {
+    /// Awaits the answer `user`'s client posts to a request the gateway sent it (`key`: its
+    /// session and the request id); the registration ends with the receiver. Past
+    /// [`ASKED_PER_USER`] for this user (or the process's bound), nothing is registered: the
+    /// receiver ends at once, as if the client had not answered.
+    pub fn expect_answer(&self, user: &str, key: String) -> tokio::sync::oneshot::Receiver<Value> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut map = lock(&self.asked);
         // Receivers gone (rounds over) leave senders behind: dropped before the map grows.
         if map.len() >= MAX_ENTRIES {
-            map.retain(|_, tx| !tx.is_closed());
+            map.retain(|_, (_, tx)| !tx.is_closed());
         }
-        if map.len() < MAX_ENTRIES {
-            map.insert(key, tx);
+        let users = map
+            .values()
+            .filter(|(u, tx)| u == user && !tx.is_closed())
+            .count();
+        if map.len() < MAX_ENTRIES && users < ASKED_PER_USER {
+            map.insert(key, (user.to_owned(), tx));
         }
         rx
     }
@@ -384,7 +395,7 @@ impl Memory {
     pub fn give_answer(&self, key: &str, answer: Value) -> bool {
         lock(&self.asked)
             .remove(key)
-            .is_some_and(|tx| tx.send(answer).is_ok())
+            .is_some_and(|(_, tx)| tx.send(answer).is_ok())
     }
 
     /// Registers a request in flight; the receiver turns true when the client cancels it.
@@ -463,7 +474,7 @@ mod tests {
         );
         assert!(m.take_held("h").is_none(), "taken once");
 
-        let answer = m.expect_answer("s\nask-1".into());
+        let answer = m.expect_answer("u", "s\nask-1".into());
         assert!(
             !m.give_answer("other\nask-1", Value::Null),
             "another session's id"
@@ -612,6 +623,26 @@ mod tests {
         assert!(m.take_held(&format!("m{last}")).is_some());
         assert!(m.take_held("m0").is_none());
         assert!(lock(&m.held).len() < HELD_PER_USER);
+    }
+
+    /// Attack: one user's clients leaving the gateway's requests unanswered (their rounds
+    /// wait to the deadline) fill only their own share; another user's answer is awaited.
+    #[test]
+    fn one_users_unanswered_requests_do_not_crowd_out_anothers() {
+        let m = Memory::default();
+        let mallorys: Vec<_> = (0..MAX_ENTRIES * 2)
+            .map(|i| m.expect_answer("mallory", format!("m\n{i}")))
+            .collect();
+        let bobs = m.expect_answer("bob", "b\nask-1".into());
+        assert!(
+            m.give_answer("b\nask-1", Value::from(1)),
+            "bob's was not awaited"
+        );
+        assert_eq!(bobs.blocking_recv().unwrap(), Value::from(1));
+        // Mallory's own first ones are awaited, up to her share.
+        assert!(m.give_answer("m\n0", Value::Null));
+        assert!(!m.give_answer(&format!("m\n{ASKED_PER_USER}"), Value::Null));
+        drop(mallorys);
     }
 
     #[test]
