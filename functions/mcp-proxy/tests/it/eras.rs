@@ -800,6 +800,15 @@ async fn a_session_client_answers_a_stateless_upstreams_input_required() {
     assert_eq!(up.log.rpc("tools/call").len(), 2);
 }
 
+/// A session-era session of alice's on `up` whose client declares roots.
+async fn roots_session(gw: &Gateway) -> String {
+    let mut init = init_message_at(1, "2025-06-18");
+    init["params"]["capabilities"] = json!({"roots": {}});
+    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.header("mcp-session-id").unwrap().to_owned()
+}
+
 /// Reads a streamed call until the gateway's request to the client arrives.
 async fn read_until_asked(body: &mut axum::body::BodyDataStream) -> Value {
     use futures_util::StreamExt;
@@ -820,17 +829,20 @@ async fn read_until_asked(body: &mut axum::body::BodyDataStream) -> Value {
     }
 }
 
-/// Reads a streamed call to its end and returns the answer to `id`.
-async fn read_answer(body: &mut axum::body::BodyDataStream, id: i64) -> Value {
+/// Reads a streamed call to its end: its messages and its text.
+async fn read_to_end(body: &mut axum::body::BodyDataStream) -> (Vec<Value>, String) {
     use futures_util::StreamExt;
     let mut rest = String::new();
     while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
         rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    sse_messages(&rest)
-        .into_iter()
-        .find(|m| m["id"] == id)
-        .expect(&rest)
+    (sse_messages(&rest), rest)
+}
+
+/// Reads a streamed call to its end and returns the answer to `id`.
+async fn read_answer(body: &mut axum::body::BodyDataStream, id: i64) -> Value {
+    let (messages, text) = read_to_end(body).await;
+    messages.into_iter().find(|m| m["id"] == id).expect(&text)
 }
 
 /// Attack: two calls of one session wait for the client's input at once. Each gateway
@@ -840,10 +852,7 @@ async fn read_answer(body: &mut axum::body::BodyDataStream, id: i64) -> Value {
 #[tokio::test]
 async fn two_calls_waiting_for_input_in_one_session_get_their_own_answers() {
     let (gw, up) = fixture(Speaks::Stateless, &[]).await;
-    let mut init = init_message_at(1, "2025-06-18");
-    init["params"]["capabilities"] = json!({"roots": {}});
-    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
-    let session = r.header("mcp-session-id").unwrap().to_owned();
+    let session = roots_session(&gw).await;
     // GIVEN two calls of one session, each asked for roots
     let mut first = post_streaming(
         &gw.app,
@@ -898,10 +907,7 @@ async fn two_calls_waiting_for_input_in_one_session_get_their_own_answers() {
 #[tokio::test]
 async fn an_upstream_asking_for_too_many_inputs_at_once_is_refused() {
     let (gw, up) = fixture(Speaks::Stateless, &[]).await;
-    let mut init = init_message_at(1, "2025-06-18");
-    init["params"]["capabilities"] = json!({"roots": {}});
-    let r = post(&gw.app, "up", &gw.alice, None, &init).await;
-    let session = r.header("mcp-session-id").unwrap().to_owned();
+    let session = roots_session(&gw).await;
     // Baseline: a round of one input is asked (a_session_client_answers_... above); GIVEN an
     // upstream asking for many at once
     let mut body = post_streaming(
@@ -913,14 +919,7 @@ async fn an_upstream_asking_for_too_many_inputs_at_once_is_refused() {
     )
     .await;
     // THEN the call ends with the gateway's error, nothing asked of the client
-    let mut text = String::new();
-    {
-        use futures_util::StreamExt;
-        while let Ok(Some(chunk)) = tokio::time::timeout(WAIT, body.next()).await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    }
-    let messages = sse_messages(&text);
+    let (messages, text) = read_to_end(&mut body).await;
     assert!(
         !messages.iter().any(|m| m.get("method").is_some()),
         "{text}"

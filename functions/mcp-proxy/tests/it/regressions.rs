@@ -198,13 +198,9 @@ async fn the_call_timeout_bounds_the_whole_call_including_the_wait_for_headers()
     );
 }
 
-/// Streams held for callers who have not connected a server yet (a session-era GET, a
-/// 2026-07-28 `subscriptions/listen`) are bounded per process (1024), each reading the store
-/// every 2 s for up to an hour. One caller opening them without end took every one (and made
-/// the store reads of all): every other user's listen was refused. Now one caller holds at
-/// most `connect_watch::MAX_HELD_PER_USER` (16); another user still gets theirs.
-#[tokio::test]
-async fn one_caller_cannot_take_every_held_connect_stream() {
+/// A gateway with `notes`, a `per_user_token` server (the token goes in `X-Api-Key`) open
+/// to everyone, in front of a session-era upstream; nobody has stored a token yet.
+async fn per_user_token_notes() -> (Upstream, Gateway) {
     let up = Upstream::start(Speaks::Sessions).await;
     let gw = gateway(&[], &[]).await;
     let admin = admin_api::app(gw.state.clone());
@@ -212,7 +208,7 @@ async fn one_caller_cannot_take_every_held_connect_stream() {
         (
             "/admin/servers",
             json!({"name": "notes", "url": up.url, "auth": {"type": "per_user_token",
-                "header": "Authorization", "format": "{token}"}}),
+                "header": "X-Api-Key", "format": "{token}"}}),
         ),
         (
             "/admin/server-groups",
@@ -227,6 +223,17 @@ async fn one_caller_cannot_take_every_held_connect_stream() {
         let r = send(&admin, req).await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
+    (up, gw)
+}
+
+/// Streams held for callers who have not connected a server yet (a session-era GET, a
+/// 2026-07-28 `subscriptions/listen`) are bounded per process (1024), each reading the store
+/// every 2 s for up to an hour. One caller opening them without end took every one (and made
+/// the store reads of all): every other user's listen was refused. Now one caller holds at
+/// most `connect_watch::MAX_HELD_PER_USER` (16); another user still gets theirs.
+#[tokio::test]
+async fn one_caller_cannot_take_every_held_connect_stream() {
+    let (_up, gw) = per_user_token_notes().await;
     let listen = |key: &str, id: i64| {
         let (body, headers) = modern(
             id,
@@ -272,48 +279,20 @@ async fn one_caller_cannot_take_every_held_connect_stream() {
 /// mid-session.
 #[tokio::test]
 async fn a_session_settled_after_connecting_ends_its_upstream_session() {
-    let up = Upstream::start(Speaks::Sessions).await;
-    let gw = gateway(&[], &[]).await;
+    let (up, gw) = per_user_token_notes().await;
     let admin = admin_api::app(gw.state.clone());
-    let call = |path: &str, method: Method, key: &str, body: Value| {
-        Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap()
-    };
-    for (path, body) in [
-        (
-            "/admin/servers",
-            json!({"name": "notes", "url": up.url, "auth": {"type": "per_user_token",
-                "header": "X-Api-Key", "format": "{token}"}}),
-        ),
-        (
-            "/admin/server-groups",
-            json!({"name": "everyone", "servers": ["notes"], "members": {"everyone": true}}),
-        ),
-    ] {
-        let r = send(&admin, call(path, Method::POST, TEST_ADMIN_KEY, body)).await;
-        assert_eq!(r.status, 201, "{}", r.body);
-    }
     // GIVEN alice's session opened before she stored her token (the gateway's alone)
     let r = post(&gw.app, "notes", &gw.alice, None, &init_message(1)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let session = r.header("mcp-session-id").unwrap().to_owned();
     assert!(up.log.rpc("initialize").is_empty());
     // AND settled once she stored it: her next request opened the upstream session
-    let r = send(
-        &admin,
-        call(
-            "/me/credentials/notes",
-            Method::PUT,
-            &gw.alice,
-            json!({"token": SECRET}),
-        ),
-    )
-    .await;
+    let store = Request::put("/me/credentials/notes")
+        .header("authorization", format!("Bearer {}", gw.alice))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"token": SECRET}).to_string()))
+        .unwrap();
+    let r = send(&admin, store).await;
     assert_eq!(r.status, 204, "{}", r.body);
     let r = post(
         &gw.app,
