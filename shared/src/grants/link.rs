@@ -17,6 +17,11 @@ use super::{GrantError, ring};
 use crate::domain::OAuthState;
 
 pub const LINK_TTL_SECS: i64 = 600;
+/// How long the connect prompt shows the same link again to a caller still not connected
+/// (see [`for_prompt`]).
+pub const PROMPT_LINK_REUSE_SECS: i64 = 20;
+/// Bound on the (user, server) pairs [`LinkMemory`] holds (it is only a cache).
+const MAX_REMEMBERED_LINKS: usize = 4096;
 /// A continue link lives as long as the authorization state it leads to.
 pub const CONTINUE_TTL_SECS: i64 = super::flow::STATE_TTL_SECS;
 const CONTEXT: &[u8] = b"connect-link";
@@ -42,6 +47,44 @@ struct Claims {
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// The connect links this process recently showed in a connect prompt, per (user, server),
+/// with the time they were made.
+#[derive(Default)]
+pub struct LinkMemory(std::sync::Mutex<std::collections::HashMap<(String, String), (i64, String)>>);
+
+impl LinkMemory {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), (i64, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The connect link the prompt shows `user` for `server`: the one this process made for
+/// them in the last [`PROMPT_LINK_REUSE_SECS`], else a fresh one. Every request of a caller
+/// not connected yet meets the prompt (lists re-read every few seconds, pings, held
+/// streams), and each fresh link is a store write: without this, one key could drive store
+/// writes without bound. A link stays single-use: once redeemed here it is forgotten at
+/// once (redeemed in another process, the prompt may show it for the rest of the window,
+/// and its page then says to start again).
+pub async fn for_prompt(grants: &Grants, user: &str, server: &str) -> Result<String, GrantError> {
+    let now = grants.clock.now();
+    let key = (user.to_owned(), server.to_owned());
+    if let Some((made, url)) = grants.links.lock().get(&key)
+        && now - made < PROMPT_LINK_REUSE_SECS
+        && now >= *made
+    {
+        return Ok(url.clone());
+    }
+    let url = make(grants, user, server).await?;
+    let mut links = grants.links.lock();
+    if links.len() >= MAX_REMEMBERED_LINKS {
+        links.clear();
+    }
+    links.insert(key, (now, url.clone()));
+    Ok(url)
 }
 
 /// A fresh connect link for `user` to connect `server`.
@@ -97,7 +140,11 @@ pub async fn redeem(
         .store
         .consume_state(&format!("link:{}", c.nonce), now)
         .await?;
-    Ok(used.filter(|s| s.user == c.user).map(|_| c.user))
+    let user = used.filter(|s| s.user == c.user).map(|_| c.user);
+    if let Some(u) = &user {
+        grants.links.lock().remove(&(u.clone(), c.server.clone()));
+    }
+    Ok(user)
 }
 
 /// Sealed in a continue record.
@@ -232,6 +279,70 @@ mod tests {
             redeem(state, "notes", &b64().encode(bytes)).await.unwrap(),
             None
         );
+    }
+
+    /// GIVEN a caller not connected who meets the prompt again and again WHEN the prompt asks
+    /// for their link THEN one store write serves the window, the link still works once, and
+    /// a used or old link is never shown again.
+    #[tokio::test]
+    async fn the_prompt_shows_one_link_per_window_and_never_a_used_one() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let clock = Arc::new(FixedClock::at(1_000_000));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let w = writes.clone();
+        let store = crate::testing::ObservedStore::new(
+            Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap()),
+            move |call| {
+                if call.method == "put_state" {
+                    w.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            },
+        );
+        let dir = crate::testing::tempfile_guard::TempDir::new();
+        let data = dir.path().display().to_string();
+        let config = crate::config::Config::from_lookup(|k| match k {
+            "MCPGW_DATA_DIR" => Some(data.clone()),
+            "MCPGW_BOOTSTRAP_ADMIN_KEY" => Some(crate::testing::TEST_ADMIN_KEY.into()),
+            _ => None,
+        })
+        .unwrap();
+        let secrets = crate::secrets::env::EnvSecrets::from_map(Default::default());
+        let state = crate::state::AppState::from_parts(
+            config,
+            Arc::new(store),
+            Arc::new(secrets),
+            clock.clone(),
+        )
+        .unwrap();
+        let grants = &state.grants;
+        let alice = "alice@example.com";
+        let first = for_prompt(grants, alice, "notes").await.unwrap();
+        for _ in 0..50 {
+            assert_eq!(for_prompt(grants, alice, "notes").await.unwrap(), first);
+        }
+        assert_eq!(writes.load(Ordering::SeqCst), 1, "one write for the window");
+        // Another user, another server: links of their own.
+        assert_ne!(
+            for_prompt(grants, "bob@example.com", "notes")
+                .await
+                .unwrap(),
+            first
+        );
+        assert_ne!(for_prompt(grants, alice, "docs").await.unwrap(), first);
+        // Used once here: the next prompt shows a fresh link.
+        assert_eq!(
+            redeem(grants, "notes", &value(&first))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(alice)
+        );
+        let second = for_prompt(grants, alice, "notes").await.unwrap();
+        assert_ne!(second, first);
+        // Past the window: fresh again.
+        clock.advance(PROMPT_LINK_REUSE_SECS);
+        assert_ne!(for_prompt(grants, alice, "notes").await.unwrap(), second);
     }
 
     #[tokio::test]

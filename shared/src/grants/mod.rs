@@ -71,6 +71,8 @@ pub struct Grants {
     /// callback, a token a user stored), so streams waiting for it wake at once; other
     /// processes learn of it from the store.
     connected: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Connect links recently shown by the connect prompt ([`link::for_prompt`]).
+    pub(crate) links: link::LinkMemory,
 }
 
 /// How many announcements a slow listener may fall behind before it re-reads the store.
@@ -105,6 +107,7 @@ impl Grants {
             secret_scope: config.secret_scope.clone(),
             egress: config.egress.clone(),
             connected: tokio::sync::broadcast::channel(CONNECTED_BACKLOG).0,
+            links: link::LinkMemory::default(),
         })
     }
 

@@ -271,7 +271,7 @@ async fn connect_required(
     server: &McpServer,
     reconsent: bool,
 ) -> CredentialError {
-    match link::make(grants, user, &server.name).await {
+    match link::for_prompt(grants, user, &server.name).await {
         Ok(url) => CredentialError::ConnectRequired { url, reconsent },
         Err(e) => Unavailable::ConnectLink(e).into(),
     }
