@@ -214,6 +214,19 @@ pub fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
     ApiError::internal(e).into_response()
 }
 
+/// An event stream the gateway writes itself (held connect streams, input rounds, a
+/// virtual server's `list_changed`): `text/event-stream`, never cached.
+pub fn event_stream(body: axum::body::Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
+
+use crate::answers::event_stream;
 use mcpgw::domain::GrantStatus;
 use mcpgw::mcp::sse;
 use mcpgw::state::AppState;
@@ -120,14 +121,7 @@ pub fn respond(watch: Watch) -> Option<Response> {
     let stream = futures_util::stream::unfold(held, |mut h| async move {
         h.next().await.map(|b| (Ok::<_, std::io::Error>(b), h))
     });
-    let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Some(resp)
+    Some(event_stream(Body::from_stream(stream)))
 }
 
 struct Held {

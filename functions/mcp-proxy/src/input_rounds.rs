@@ -13,7 +13,7 @@
 //! round then ends at the call's deadline).
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 use mcpgw::mcp::jsonrpc::{self, Message};
@@ -21,6 +21,7 @@ use mcpgw::mcp::sse;
 use mcpgw::upstream::Upstream;
 use serde_json::{Map, Value, json};
 
+use crate::answers::event_stream;
 use crate::inputs::{Declared, MAX_INPUTS};
 use crate::relay::MAX_JSON_ANSWER;
 
@@ -88,14 +89,7 @@ pub fn run(rounds: Rounds, first: Value) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
     tokio::spawn(drive(rounds, first, tx));
     let stream = tokio_stream_from(rx);
-    let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    event_stream(Body::from_stream(stream))
 }
 
 fn tokio_stream_from(

@@ -11,7 +11,7 @@
 //! Every decision is [`Access::tool`], the same function that filters registered servers.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use mcpgw::identity::Principal;
@@ -421,12 +421,7 @@ pub async fn get(
         let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
         Some((Ok::<_, std::io::Error>(sse::message_event(&note)), rx))
     });
-    let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp
+    crate::answers::event_stream(Body::from_stream(stream))
 }
 
 pub async fn delete(
