@@ -81,6 +81,20 @@ pub struct Rounds {
     pub user: String,
     /// Shapes the final answer for the client (era rewriting, access control).
     pub finish: Box<dyn Fn(Value) -> Value + Send>,
+    /// Set when the client cancels the call (`notifications/cancelled` in its session).
+    pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Keeps the call registered for that cancellation while the rounds run.
+    pub _in_flight: mcpgw::mcp::memory::InFlight,
+}
+
+/// Resolves once `cancel` says the call was cancelled; never when its sender is gone
+/// without saying so.
+async fn cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*cancel.borrow_and_update() {
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Answers the client with an event stream that carries the rounds: the gateway's requests,
@@ -153,7 +167,16 @@ async fn drive(mut r: Rounds, mut answer: Value, tx: tokio::sync::mpsc::Sender<S
         }
         let mut responses = Map::new();
         for (key, rx) in waiting {
-            let got = tokio::time::timeout_at(r.up.deadline(), rx).await;
+            // A call the client cancelled, or whose stream it closed, ends here: nothing
+            // would read the rest, and the awaited answers are freed with it.
+            let got = tokio::select! {
+                got = tokio::time::timeout_at(r.up.deadline(), rx) => got,
+                () = cancelled(&mut r.cancel) => {
+                    tracing::debug!("input rounds ended: the client cancelled the call");
+                    return;
+                }
+                () = tx.closed() => return,
+            };
             match got {
                 Ok(Ok(reply)) if reply.get("result").is_some_and(Value::is_object) => {
                     responses.insert(key, reply["result"].clone());

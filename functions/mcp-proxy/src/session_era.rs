@@ -457,6 +457,8 @@ async fn forward_with_envelope(
                         adapt.apply(&mut v);
                         v
                     }),
+                    cancel,
+                    _in_flight: in_flight,
                 };
                 return input_rounds::run(rounds, answer);
             }

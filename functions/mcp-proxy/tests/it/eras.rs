@@ -845,6 +845,53 @@ async fn read_answer(body: &mut axum::body::BodyDataStream, id: i64) -> Value {
     messages.into_iter().find(|m| m["id"] == id).expect(&text)
 }
 
+/// GIVEN a call of a session-era client waiting in an input round WHEN the client cancels it
+/// (`notifications/cancelled`) THEN the round ends at once (the call's stream closes with no
+/// answer) and a late answer sends nothing upstream; it used to wait for the call's deadline.
+/// The baseline, an answered round, is `a_session_client_answers_a_stateless_upstreams_input_required`.
+#[tokio::test]
+async fn a_cancelled_call_ends_its_input_round() {
+    use futures_util::StreamExt;
+    let (gw, up) = fixture(Speaks::Stateless, &[]).await;
+    let session = roots_session(&gw).await;
+    let mut body = post_streaming(
+        &gw.app,
+        "up",
+        &gw.alice,
+        &session,
+        &tools_call(7, "asks-roots"),
+    )
+    .await;
+    let ask = read_until_asked(&mut body).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7, "reason": "user stopped it"}});
+    let r = post(&gw.app, "up", &gw.alice, Some(&session), &cancel).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let ended = tokio::time::timeout(WAIT, async {
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the call's stream ends once the client cancels");
+    assert!(
+        sse_messages(&ended).iter().all(|m| m["id"] != 7),
+        "no answer after the cancellation: {ended}"
+    );
+    let late = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"roots": [{"uri": "file:///late"}]}});
+    let r = post(&gw.app, "up", &gw.alice, Some(&session), &late).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        up.log.rpc("tools/call").len(),
+        1,
+        "nothing sent after cancelling"
+    );
+}
+
 /// Attack: two calls of one session wait for the client's input at once. Each gateway
 /// request must have its own id, so the client's answer to one call (its consent, its
 /// roots) is never taken for the other's; they once both were `mcpgw-ask-1`, and the answer
