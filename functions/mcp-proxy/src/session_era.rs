@@ -253,12 +253,23 @@ async fn settle(
     if memory.rebound(fingerprint).is_some() {
         return forward_in_session(call, claims, fingerprint, msg, None, &claims.version).await;
     }
-    match handshakes::initialize(up, &claims.client, &claims.version, None).await {
+    // One handshake per session even when its first requests after connecting arrive at
+    // once: the others wait here, then find the session it opened.
+    let settling = memory.settling(fingerprint).await;
+    if memory.rebound(fingerprint).is_some() {
+        drop(settling);
+        return forward_in_session(call, claims, fingerprint, msg, None, &claims.version).await;
+    }
+    let opened = handshakes::initialize(up, &claims.client, &claims.version, None).await;
+    if let Ok(InitOutcome::Opened(s)) = &opened
+        && let Some(sid) = &s.session_id
+    {
+        memory.set_rebound(fingerprint, sid.clone());
+    }
+    drop(settling);
+    match opened {
         Ok(InitOutcome::Opened(s)) => {
             tracing::info!(session = %fingerprint, "credential now present; upstream session opened");
-            if let Some(sid) = &s.session_id {
-                memory.set_rebound(fingerprint, sid.clone());
-            }
             forward_in_session(call, claims, fingerprint, msg, s.session_id, &s.version).await
         }
         Ok(InitOutcome::Refused(_)) => forward_with_envelope(call, claims, fingerprint, msg).await,

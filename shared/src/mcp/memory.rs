@@ -156,7 +156,14 @@ pub struct Memory {
     held_seq: std::sync::atomic::AtomicU64,
     /// By key: whose answer is awaited (the caller), and where it goes.
     asked: Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Value>)>>,
+    /// Locks taken while a session opened before its caller connected opens its upstream
+    /// session ([`Memory::settling`]), striped by session so memory stays fixed.
+    settling: [tokio::sync::Mutex<()>; SETTLE_STRIPES],
 }
+
+/// How many locks [`Memory::settling`] spreads sessions over: settling happens once per such
+/// session, so sessions sharing a stripe rarely wait on each other.
+const SETTLE_STRIPES: usize = 32;
 
 /// What one process learned about one upstream, and when.
 #[derive(Default)]
@@ -190,6 +197,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Memory {
+    /// Held while the session `fingerprint` opens its first upstream session after its caller
+    /// connected: concurrent first requests of the session then open one upstream session
+    /// (the second finds it in [`Memory::rebound`]), not one each with all but the last
+    /// orphaned upstream.
+    pub async fn settling(&self, fingerprint: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = fingerprint
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.settling[stripe % SETTLE_STRIPES].lock().await
+    }
+
     /// Facts are keyed by the server's name and URL, so re-pointing a server learns it again.
     fn key(server: &str, url: &str) -> String {
         format!("{server}\n{url}")

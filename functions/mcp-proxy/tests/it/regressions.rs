@@ -315,6 +315,42 @@ async fn a_session_settled_after_connecting_ends_its_upstream_session() {
     );
 }
 
+/// GIVEN a session opened before its caller stored her token WHEN its first requests after
+/// she did arrive at once THEN one upstream session is opened for it, not one per request
+/// with all but the last orphaned upstream (the baseline, one request, is above).
+#[tokio::test]
+async fn concurrent_first_requests_of_a_settling_session_open_one_upstream_session() {
+    let (up, gw) = per_user_token_notes().await;
+    let admin = admin_api::app(gw.state.clone());
+    let r = post(&gw.app, "notes", &gw.alice, None, &init_message(1)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.header("mcp-session-id").unwrap().to_owned();
+    let store = Request::put("/me/credentials/notes")
+        .header("authorization", format!("Bearer {}", gw.alice))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"token": SECRET}).to_string()))
+        .unwrap();
+    let r = send(&admin, store).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let lists = (0..8).map(|i| {
+        let (app, alice, session) = (gw.app.clone(), gw.alice.clone(), session.clone());
+        async move {
+            post(
+                &app,
+                "notes",
+                &alice,
+                Some(&session),
+                &request(10 + i, "tools/list", json!({})),
+            )
+            .await
+        }
+    });
+    for r in futures_util::future::join_all(lists).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(up.log.rpc("initialize").len(), 1, "one upstream session");
+}
+
 /// The gateway's detached messages to upstreams (cancellations, answers to an upstream's
 /// requests, session ends) share one bound per process (64). An upstream that stalls them
 /// took every slot, and every other server's were dropped: a user's cancellation, or the
