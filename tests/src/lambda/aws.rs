@@ -127,6 +127,7 @@ pub struct IdpParameters {
     pub groups_claim: String,
     pub admin_groups: String,
     pub required_scopes: String,
+    pub scopes: String,
     pub allowed_client_ids: String,
 }
 
@@ -139,6 +140,7 @@ impl Default for IdpParameters {
             groups_claim: "groups".into(),
             admin_groups: String::new(),
             required_scopes: String::new(),
+            scopes: String::new(),
             allowed_client_ids: String::new(),
         }
     }
@@ -146,7 +148,7 @@ impl Default for IdpParameters {
 
 impl IdpParameters {
     /// (template parameter, the variable the template sets from it, value).
-    pub fn parameters(&self) -> [(&'static str, &'static str, &str); 7] {
+    pub fn parameters(&self) -> [(&'static str, &'static str, &str); 8] {
         [
             ("IdpIssuer", "MCPGW_IDP_ISSUER", &self.issuer),
             ("IdpAudiences", "MCPGW_IDP_AUDIENCES", &self.audiences),
@@ -166,6 +168,7 @@ impl IdpParameters {
                 "MCPGW_IDP_REQUIRED_SCOPES",
                 &self.required_scopes,
             ),
+            ("IdpScopes", "MCPGW_IDP_SCOPES", &self.scopes),
             (
                 "IdpAllowedClientIds",
                 "MCPGW_IDP_ALLOWED_CLIENT_IDS",
