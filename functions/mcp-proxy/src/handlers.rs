@@ -89,7 +89,7 @@ pub async fn post(
     };
     let list_ttl = state.config.policy_cache_ttl.as_millis() as u64;
     call.adapt = shape(&access, &mut payload, &mut call.headers, list_ttl);
-    if lists_every_tool(&payload) && snapshots::per_user(&call.upstream.server) {
+    if lists_every_tool(&payload) && snapshots::kept(&call.upstream.server) {
         // What a connected caller gets is what callers not connected yet are shown.
         let observer = state
             .upstreams

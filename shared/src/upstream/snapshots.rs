@@ -93,6 +93,13 @@ pub fn per_user(server: &McpServer) -> bool {
     }
 }
 
+/// Whether `server`'s lists are kept as its snapshot: a per-user-credential server whose admin
+/// said its list is the same for everyone. Only those get an observer, so every other list
+/// passes through the relay untouched (an observer makes the relay read each answer).
+pub fn kept(server: &McpServer) -> bool {
+    per_user(server) && server.share_tool_list
+}
+
 impl Snapshots {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Self {
