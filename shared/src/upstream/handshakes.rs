@@ -111,7 +111,7 @@ pub fn classify_discovery(reply: &Reply) -> Discovery {
 /// Sends `server/discover` with the client's envelope.
 pub async fn discover(up: &Upstream, client: &ClientInit) -> Result<Discovery, CallError> {
     let mut msg = Message::from_value(json!({"jsonrpc": "2.0", "id": "mcpgw-discover", "method": "server/discover", "params": {}}))
-        .expect("a well-formed request");
+        .map_err(|_| CallError::BadAnswer)?;
     envelope::apply(&mut msg, &client.capabilities, client.client_info.as_ref());
     let mut headers = HeaderMap::new();
     for (k, v) in envelope::routing_headers(&msg) {
