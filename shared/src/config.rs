@@ -519,6 +519,24 @@ mod tests {
             ])
             .is_err()
         );
+        // Advertised scopes go into a challenge header: only scope tokens (the baseline,
+        // valid ones, is the configuration above).
+        for scope in ["a\"b", "a b\\", "x\\y"] {
+            let vars = [
+                ("MCPGW_IDP_ISSUER", "https://x"),
+                ("MCPGW_IDP_SCOPES", scope),
+            ];
+            assert!(cfg(&vars).is_err(), "{scope}");
+        }
+        let ok = cfg(&[
+            ("MCPGW_IDP_ISSUER", "https://x"),
+            ("MCPGW_IDP_SCOPES", "openid,mcp:use"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.identity_provider.unwrap().scopes,
+            vec!["openid", "mcp:use"]
+        );
     }
 
     #[test]

@@ -204,6 +204,12 @@ async fn server_routes_reject_bad_input_and_change_nothing() {
             422,
             "invalid_field",
         ),
+        // Listing with the machine token needs the gateway's own configured client.
+        (
+            json!({"name": "o", "url": "http://x/mcp", "auth": {"type": "oauth2", "list_tools_with_client_credentials": true}}),
+            422,
+            "invalid_field",
+        ),
         (
             json!({"name": "o", "url": "http://x/mcp", "share_tool_list": "yes", "auth": {"type": "per_user_token", "header": "Authorization", "format": "{token}"}}),
             400,
