@@ -408,7 +408,7 @@ mod tests {
             "authorization_url": "https://as.example.com/a", "token_url": "https://as.example.com/t"}));
         // No listener anywhere: any fetch would fail.
         let p = resolve(
-            &reqwest::Client::new(),
+            &local().client_builder().build().unwrap(),
             &local(),
             &s,
             PinSource::DiscoveredAtSave,
@@ -428,7 +428,7 @@ mod tests {
         let s = server(json!({"type": "oauth2", "client_id": "c",
             "authorization_url": "https://as.example.com/a", "token_url": "https://u:p@as.example.com/t"}));
         let e = resolve(
-            &reqwest::Client::new(),
+            &local().client_builder().build().unwrap(),
             &local(),
             &s,
             PinSource::DiscoveredAtSave,
