@@ -7,6 +7,7 @@
 //! `keyring`, `store`, `secrets`, `crypto` -> `domain`. Unit tests live beside the code; the store contract suite is in
 //! `tests/it/store_contract.rs` and runs against SQLite and against DynamoDB through moto.
 
+pub mod audit;
 pub mod aws;
 pub mod browser;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod identity;
 pub mod keyring;
 pub mod lambda_streaming;
+pub mod limits;
 pub mod mcp;
 pub mod oauth_client;
 pub mod oauth_metadata;

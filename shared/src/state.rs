@@ -71,6 +71,10 @@ pub struct AppState {
     pub grants: Arc<Grants>,
     /// Calls to upstream MCP servers with the gateway's credential (see `upstream`).
     pub upstreams: Arc<Upstreams>,
+    /// The audit trail's writer (see `audit`).
+    pub audit: Arc<crate::audit::Auditor>,
+    /// Rate limits and quotas (see `limits`).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl AppState {
@@ -209,6 +213,8 @@ impl AppState {
             mcp,
             grants,
             upstreams,
+            audit: Arc::new(crate::audit::Auditor::default()),
+            limits: Arc::new(crate::limits::Limits::default()),
         })
     }
 
