@@ -98,6 +98,10 @@ pub struct Config {
     pub server_limits: ServerLimits,
     /// Which addresses outbound requests may reach (`MCPGW_EGRESS_*`, see `egress`).
     pub egress: crate::egress::EgressPolicy,
+    /// EMF namespace and the metrics listener (`MCPGW_METRICS_*`, see `metrics`).
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Span export (`OTEL_EXPORTER_OTLP_*`, see `trace::otlp`).
+    pub otlp: Option<crate::trace::otlp::OtlpConfig>,
 }
 
 /// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
@@ -302,6 +306,15 @@ impl Config {
                 }
             }
         }
+        let metrics = crate::metrics::MetricsConfig::from_lookup(&get, in_lambda)?;
+        let otlp = crate::trace::otlp::OtlpConfig::from_lookup(&get)?;
+        if let Some(o) = &otlp {
+            // The collector is contacted like any other host: refuse to start rather than
+            // drop every span.
+            egress
+                .check_url_str(&o.traces_url)
+                .map_err(|e| err("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+        }
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
@@ -317,6 +330,8 @@ impl Config {
         Ok(Self {
             server_limits,
             egress,
+            metrics,
+            otlp,
             key_cache_ttl,
             policy_cache_ttl,
             identity_provider,

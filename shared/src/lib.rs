@@ -22,6 +22,7 @@ pub mod keyring;
 pub mod lambda_streaming;
 pub mod limits;
 pub mod mcp;
+pub mod metrics;
 pub mod oauth_client;
 pub mod oauth_metadata;
 pub mod policy;
@@ -33,4 +34,5 @@ pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;
 pub mod upstream;

@@ -75,6 +75,10 @@ pub struct AppState {
     pub audit: Arc<crate::audit::Auditor>,
     /// Rate limits and quotas (see `limits`).
     pub limits: Arc<crate::limits::Limits>,
+    /// Counters and latency histograms (see `metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// OpenTelemetry span export, a no-op unless configured (see `trace::otlp`).
+    pub spans: Arc<crate::trace::otlp::Spans>,
 }
 
 impl AppState {
@@ -200,6 +204,12 @@ impl AppState {
             .with_key_cache(config.key_cache_ttl),
         );
         let policy_ttl = config.policy_cache_ttl;
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
+        let spans = Arc::new(crate::trace::otlp::Spans::new(
+            config.otlp.clone(),
+            http.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -215,6 +225,8 @@ impl AppState {
             upstreams,
             audit: Arc::new(crate::audit::Auditor::default()),
             limits: Arc::new(crate::limits::Limits::default()),
+            metrics,
+            spans,
         })
     }
 

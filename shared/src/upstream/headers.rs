@@ -85,6 +85,16 @@ mod tests {
     }
 
     #[test]
+    fn the_clients_trace_headers_are_not_forwarded_as_sent() {
+        // The gateway sets them from the trace context it parsed (see `trace`), so an invalid
+        // or oversized client value can never reach an upstream.
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static("garbage"));
+        h.insert("tracestate", HeaderValue::from_static("a=b"));
+        assert!(forwarded_request_headers(&h).is_empty());
+    }
+
+    #[test]
     fn upstream_challenges_do_not_reach_the_caller() {
         let mut h = HeaderMap::new();
         h.insert(

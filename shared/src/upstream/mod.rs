@@ -207,10 +207,12 @@ impl Upstream {
         self.service.call_timeout
     }
 
-    /// Request headers: `extra` (transport headers the gateway chose or let through), then
-    /// the gateway's credential, which nothing from the client can replace.
+    /// Request headers: `extra` (transport headers the gateway chose or let through), the
+    /// request's W3C trace context (the gateway's span as the parent; see `trace`), then the
+    /// gateway's credential, which nothing from the client can replace.
     pub fn headers(&self, extra: HeaderMap) -> HeaderMap {
         let mut h = extra;
+        crate::trace::current_upstream_headers(&mut h);
         h.extend(self.credentials.headers());
         h
     }
