@@ -104,6 +104,9 @@ impl IntoResponse for ApiError {
         let body =
             serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
+        // Errors are counted by their code (see `metrics`).
+        resp.extensions_mut()
+            .insert(crate::metrics::ErrorReason(self.code.as_str()));
         for (k, v) in self.headers {
             resp.headers_mut().append(k, v);
         }

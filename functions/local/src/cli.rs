@@ -51,6 +51,9 @@ Configured by environment variables (all optional; README, Configuration, lists 
                              [unset: one is generated on first start and printed once]
   MCPGW_ADMIN_EMAILS         comma-separated emails holding the admin role
   MCPGW_SECRET_<NAME>        local value of the secret reference secret://<name>
+  MCPGW_METRICS_LISTEN       also serve GET /metrics, unauthenticated, on this address
+                             [unset: /metrics on MCPGW_LISTEN, admin key required]
+  OTEL_EXPORTER_OTLP_ENDPOINT  export spans over OTLP/HTTP JSON to this collector
   RUST_LOG                   log filter                            [info]
 
 Open http://127.0.0.1:8787/ for the web console; the admin API is under /admin.

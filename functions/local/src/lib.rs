@@ -3,6 +3,7 @@
 //! timer. `main.rs` only calls [`run`]; end-to-end tests call [`router`] on their own state.
 
 pub mod cli;
+pub mod scrape;
 
 use std::time::Duration;
 
@@ -25,7 +26,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(move || async move { Redirect::to(&console) }))
         .merge(mcp_proxy::routes(state.clone()))
         .merge(admin_api::routes(state.clone()))
-        .merge(oauth_callback::routes(state.clone()));
+        .merge(oauth_callback::routes(state.clone()))
+        .merge(scrape::admin_routes(state.clone()));
     mcpgw::http::finish(routes, state.config.max_body_bytes)
 }
 
@@ -57,6 +59,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("bootstrap admin key (shown once, keep it safe): {key}");
     }
     spawn_sweeper(state.clone());
+    if let Some(addr) = state.config.metrics.listen {
+        scrape::serve_open(state.clone(), addr)
+            .await
+            .with_context(|| {
+                format!("binding the metrics listener {addr} (MCPGW_METRICS_LISTEN)")
+            })?;
+    }
     mcpgw::runtime::serve(router(state), listen, limits).await?;
     Ok(())
 }

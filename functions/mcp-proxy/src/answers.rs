@@ -117,6 +117,8 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
     let mut resp = (status, axum::Json(upstream_error(id, reason, message))).into_response();
     resp.extensions_mut()
         .insert(ErrorCause(error_chain(e).into()));
+    resp.extensions_mut()
+        .insert(mcpgw::metrics::ErrorReason(reason.as_str()));
     resp
 }
 

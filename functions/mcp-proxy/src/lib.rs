@@ -19,9 +19,10 @@
 //! module belongs to one layer and uses modules of its own layer or below, never above, and
 //! no `use crate::` forms a circle (`tests::modules_use_their_layer_or_below`).
 //!
-//! 1. handlers: `handlers`, `admission`, `metadata`
+//! 1. handlers: `observe`, `handlers`, `admission`, `metadata`
 //!    The HTTP methods of `/mcp/{endpoint}` and the resource metadata; who is calling and
-//!    what they may use, decided once per request.
+//!    what they may use, decided once per request; around them, each request's trace context,
+//!    metrics and span.
 //! 2. eras: `session_era`, `stateless_era`, `virtual_endpoint`, `connect_prompt`
 //!    What each kind of client gets: session-era clients, 2026-07-28 clients, virtual
 //!    servers (the gateway is the MCP server), and callers still missing their own
@@ -52,6 +53,7 @@ mod initialize;
 mod input_rounds;
 mod inputs;
 mod metadata;
+mod observe;
 mod owed;
 mod relay;
 mod results;
@@ -65,7 +67,8 @@ use axum::Router;
 use axum::routing::get;
 use mcpgw::state::AppState;
 
-/// The proxy routes, without the common layers (see [`app`]).
+/// The proxy routes, without the common layers (see [`app`]). `/mcp/{endpoint}` carries the
+/// observing layer (trace context, request metrics, spans) wherever it is mounted.
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route(
@@ -74,6 +77,10 @@ pub fn routes(state: AppState) -> Router {
                 .post(handlers::post)
                 .delete(handlers::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .route(
             "/.well-known/oauth-protected-resource/mcp/{endpoint}",
             get(metadata::resource_metadata),

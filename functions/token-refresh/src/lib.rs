@@ -91,6 +91,16 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
             }
         }
     }
+    use mcpgw::metrics::RefreshOutcome;
+    state
+        .metrics
+        .refreshed(RefreshOutcome::Refreshed, report.refreshed as u64);
+    state
+        .metrics
+        .refreshed(RefreshOutcome::Failed, report.failed as u64);
+    state
+        .metrics
+        .refreshed(RefreshOutcome::Skipped, report.skipped as u64);
     tracing::info!(
         due = report.due,
         refreshed = report.refreshed,

@@ -70,8 +70,12 @@ impl MetricsConfig {
         }
         let listen = get("MCPGW_METRICS_LISTEN")
             .map(|v| {
-                v.parse()
-                    .map_err(|_| bad("MCPGW_METRICS_LISTEN", "expected HOST:PORT, e.g. 127.0.0.1:9464"))
+                v.parse().map_err(|_| {
+                    bad(
+                        "MCPGW_METRICS_LISTEN",
+                        "expected HOST:PORT, e.g. 127.0.0.1:9464",
+                    )
+                })
             })
             .transpose()?;
         Ok(Self {
@@ -227,7 +231,11 @@ impl Metrics {
         self.requests
             .observe(&[endpoint, class], elapsed.as_secs_f64());
         if status >= 400 {
-            let reason = reason.unwrap_or(if status >= 500 { "http_5xx" } else { "http_4xx" });
+            let reason = reason.unwrap_or(if status >= 500 {
+                "http_5xx"
+            } else {
+                "http_4xx"
+            });
             self.errors.inc(&[endpoint, reason], 1);
         }
     }
@@ -240,8 +248,10 @@ impl Metrics {
             Event::ResourceRead => "resources/read",
             Event::PromptGet => "prompts/get",
             Event::Denied => {
-                self.denials
-                    .inc(&[endpoint, r.rule.as_deref().unwrap_or("endpoint_access")], 1);
+                self.denials.inc(
+                    &[endpoint, r.rule.as_deref().unwrap_or("endpoint_access")],
+                    1,
+                );
                 return;
             }
             Event::AuthFailed => {
@@ -255,11 +265,13 @@ impl Metrics {
                 self.denials.inc(&["none", "auth_failed"], n);
                 return;
             }
-            Event::RefreshFailed => {
-                self.refreshes.inc(&[RefreshOutcome::Failed.as_str()], 1);
-                return;
-            }
-            Event::Connect | Event::Disconnect | Event::Revoke | Event::AdminChange => return,
+            // Refresh outcomes are counted by the sweep itself ([`Metrics::refreshed`]), which
+            // sees successes too; counting its failure records here would count them twice.
+            Event::RefreshFailed
+            | Event::Connect
+            | Event::Disconnect
+            | Event::Revoke
+            | Event::AdminChange => return,
         };
         // A resource URI may carry a user's data (a path, an id): never a label.
         let tool = match r.event {
@@ -285,9 +297,11 @@ impl Metrics {
             Decision::Allow => outcome_of(r),
         };
         let latency = r.latency_ms.unwrap_or(0.0) / 1000.0;
-        self.calls.observe(&[endpoint, method, tool, outcome], latency);
+        self.calls
+            .observe(&[endpoint, method, tool, outcome], latency);
         if let Some(up) = r.upstream_ms {
-            self.upstream.observe(&[endpoint, method, tool], up / 1000.0);
+            self.upstream
+                .observe(&[endpoint, method, tool], up / 1000.0);
         }
     }
 

@@ -93,7 +93,11 @@ impl Series {
 
     fn observe(&self, seconds: f64) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        let seconds = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
         self.sum_us
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
         if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
@@ -298,7 +302,11 @@ mod tests {
             .filter(|s| &*s.labels[0] == OTHER)
             .map(|s| s.count())
             .sum();
-        assert_eq!(other, 1_000_000 - MAX_SERIES as u64, "nothing is lost, only folded");
+        assert_eq!(
+            other,
+            1_000_000 - MAX_SERIES as u64,
+            "nothing is lost, only folded"
+        );
         // Samples stay bounded too.
         for s in f.snapshot() {
             assert!(s.take_delta().1.len() <= MAX_SAMPLES);
@@ -330,7 +338,11 @@ mod tests {
         let f = Family::new("t", "t", Kind::Counter, &LABELS, false);
         f.inc(&["x\u{1f}y", "ok"], 1);
         f.inc(&["x", "y\u{1f}ok"], 1);
-        assert_eq!(f.len(), 2, "the separator cannot make two label sets collide");
+        assert_eq!(
+            f.len(),
+            2,
+            "the separator cannot make two label sets collide"
+        );
     }
 
     #[test]

@@ -272,7 +272,9 @@ fn valid_key(key: &str) -> bool {
             && b.len() <= max
             && (b[0].is_ascii_lowercase() || (first_digit_ok && b[0].is_ascii_digit()))
             && b.iter().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'_' | b'-' | b'*' | b'/')
             })
     };
     match key.split_once('@') {
@@ -287,7 +289,8 @@ fn valid_value(value: &str) -> bool {
     !b.is_empty()
         && b.len() <= 256
         && b[b.len() - 1] != b' '
-        && b.iter().all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
 thread_local! {
@@ -383,15 +386,27 @@ mod tests {
 
     #[test]
     fn a_valid_traceparent_is_joined_as_the_parent_of_the_gateways_span() {
-        let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID), (TRACESTATE, "congo=t61rcWkgMzE")]));
+        let c = TraceContext::from_headers(&headers(&[
+            (TRACEPARENT, VALID),
+            (TRACESTATE, "congo=t61rcWkgMzE"),
+        ]));
         assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(c.parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            c.parent_span_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert_ne!(c.span_id, c.parent_span_id.unwrap());
         assert_eq!(c.inbound_traceparent(), VALID);
         let up = c.upstream_traceparent();
-        assert!(up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{up}");
+        assert!(
+            up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{up}"
+        );
         assert!(up.ends_with("-01"));
-        assert_eq!(TraceParent::parse(up.as_bytes()).unwrap().span_id, c.span_id);
+        assert_eq!(
+            TraceParent::parse(up.as_bytes()).unwrap().span_id,
+            c.span_id
+        );
         let mut out = HeaderMap::new();
         c.insert_upstream_headers(&mut out);
         assert_eq!(out[TRACESTATE], "congo=t61rcWkgMzE");
@@ -412,25 +427,35 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bx-01",
         ] {
-            let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, bad), (TRACESTATE, "a=b")]));
-            assert_ne!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            let c =
+                TraceContext::from_headers(&headers(&[(TRACEPARENT, bad), (TRACESTATE, "a=b")]));
+            assert_ne!(
+                c.trace_id_hex(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{bad}"
+            );
             assert_eq!(c.parent_span_id, None, "{bad}");
             assert_eq!(c.tracestate, None, "{bad}");
             assert!(c.sampled());
             assert!(TraceParent::parse(c.inbound_traceparent().as_bytes()).is_some());
         }
         // Two traceparents: which one counts is unknowable, so neither does.
-        let two = TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID), (TRACEPARENT, VALID)]));
+        let two =
+            TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID), (TRACEPARENT, VALID)]));
         assert_eq!(two.parent_span_id, None);
         // None at all: a new trace, a different one each time.
-        let (a, b) = (TraceContext::from_headers(&HeaderMap::new()), TraceContext::from_headers(&HeaderMap::new()));
+        let (a, b) = (
+            TraceContext::from_headers(&HeaderMap::new()),
+            TraceContext::from_headers(&HeaderMap::new()),
+        );
         assert_ne!(a.trace_id, b.trace_id);
         assert_ne!(a.trace_id, [0; 16]);
     }
 
     #[test]
     fn the_sampled_flag_is_kept() {
-        let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, &VALID.replace("-01", "-00"))]));
+        let c =
+            TraceContext::from_headers(&headers(&[(TRACEPARENT, &VALID.replace("-01", "-00"))]));
         assert!(!c.sampled());
         assert!(c.upstream_traceparent().ends_with("-00"));
     }

@@ -88,7 +88,10 @@ impl OtlpConfig {
                 ));
             }
         }
-        for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
             if let Some(p) = get(var) {
                 if p != "http/json" {
                     return Err(err(
@@ -208,7 +211,9 @@ impl Span {
 }
 
 fn unix_nanos(t: SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// The span exporter of one process (in `AppState`); a no-op when OTLP is not configured.
@@ -334,7 +339,10 @@ impl Exporter {
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| ExportError::Send(e.without_url()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ExportError::Send(e.without_url()))?;
         if !resp.status().is_success() {
             return Err(ExportError::Status(resp.status().as_u16()));
         }
@@ -372,7 +380,12 @@ mod tests {
     use super::*;
 
     fn get(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -389,26 +402,47 @@ mod tests {
         assert_eq!(c.traces_url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(c.service_name, "gw-prod");
         assert_eq!(c.headers[0], ("x-api-key".into(), "abc def".into()));
-        assert!(!format!("{c:?}").contains("abc"), "header values stay out of logs");
+        assert!(
+            !format!("{c:?}").contains("abc"),
+            "header values stay out of logs"
+        );
         let full = OtlpConfig::from_lookup(&get(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector.example/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector.example/custom",
+            ),
         ]))
         .unwrap()
         .unwrap();
         assert_eq!(full.traces_url, "https://collector.example/custom");
         assert_eq!(full.service_name, "mcp-gateway");
         for off in [
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_SDK_DISABLED", "true")][..],
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_TRACES_EXPORTER", "none")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_SDK_DISABLED", "true"),
+            ][..],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_TRACES_EXPORTER", "none"),
+            ],
         ] {
             assert_eq!(OtlpConfig::from_lookup(&get(off)).unwrap(), None);
         }
         for bad in [
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")][..],
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals")],
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_EXPORTER_OTLP_HEADERS", "a=%zz")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals"),
+            ],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=%zz"),
+            ],
         ] {
             assert!(OtlpConfig::from_lookup(&get(bad)).is_err(), "{bad:?}");
         }
@@ -463,7 +497,10 @@ mod tests {
         for i in 0..(MAX_QUEUE + 10) {
             spans.record(span(i as u8));
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "record never waits");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "record never waits"
+        );
         let text = metrics.render_prometheus();
         let dropped: u64 = text
             .lines()

@@ -8,6 +8,7 @@ mod deny_spelling;
 mod egress;
 mod eras;
 mod hostile_upstreams;
+mod observability;
 mod policy;
 mod proxy;
 mod regressions;
