@@ -42,6 +42,12 @@ PY_PINS=(
   playwright==1.65.2
   # fastmcp: one of the client matrix's clients (tests/tests/it/clients.rs)
   fastmcp==4.2.3
+  # The reference parsers of the observability test (tests/tests/it/observability.rs):
+  # Prometheus' text parser for /metrics, the OpenTelemetry protobuf messages for OTLP JSON,
+  # and a JSON-schema validator for the published EMF schema.
+  prometheus-client==0.26.0
+  opentelemetry-proto==1.45.2
+  jsonschema==4.26.0
 )
 NODE_DEPS='{
   "@modelcontextprotocol/server-everything": "2026.8.31",

@@ -43,6 +43,9 @@ def whoami(ctx: Context) -> dict:
         "x_forwarded_for": h.get("x-forwarded-for"),
         "user_agent": h.get("user-agent"),
         "cookie": h.get("cookie"),
+        # W3C trace context: the gateway's own span as the parent (tests/tests/it/observability.rs).
+        "traceparent": h.get("traceparent"),
+        "tracestate": h.get("tracestate"),
         # Names only (values may be credentials): lets a test assert a header was not forwarded.
         "header_names": sorted({k.lower() for k in h.keys()}),
     }

@@ -18,6 +18,7 @@ mod identity;
 mod lambda_mode;
 mod mcp_eras;
 mod oauth_connect;
+mod observability;
 mod openapi;
 mod user_tokens;
 mod walkthrough;
