@@ -114,3 +114,19 @@ impl Metrics {
         lines
     }
 }
+
+/// Every (metric name, dimension set) an EMF line can carry: what an alarm or a dashboard in
+/// the SAM template may name (a CloudWatch metric is found only by its exact dimension set).
+pub fn metric_dimensions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let m = Metrics::default();
+    let mut out = Vec::new();
+    for family in m.families() {
+        let n = names(family);
+        let all: Vec<&str> = family.labels.iter().map(|l| l.name).collect();
+        for metric in std::iter::once(n.count).chain(n.latency) {
+            out.push((metric, all.clone()));
+            out.push((metric, n.rollup.to_vec()));
+        }
+    }
+    out
+}

@@ -233,3 +233,120 @@ fn egress_parameters_are_the_templates() {
         assert!(block.contains("Default: \"\""), "{param}: {block}");
     }
 }
+
+/// The alarms and the dashboard name metrics the functions write: every metric of the EMF
+/// namespace with exactly a dimension set an EMF line carries (CloudWatch finds a metric only
+/// by its exact dimensions, so a typo would leave an alarm without data forever), the
+/// namespace is the one the functions are given, and each alarm notifies the optional topic.
+#[test]
+fn alarms_and_dashboard_watch_metrics_the_gateway_writes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let text = std::fs::read_to_string(&path).expect("read infra/template.yaml");
+    let emitted = mcpgw::metrics::emf::metric_dimensions();
+    let known = |metric: &str, dims: &[String]| {
+        emitted.iter().any(|(m, d)| {
+            *m == metric && d.len() == dims.len() && d.iter().all(|x| dims.iter().any(|y| y == x))
+        })
+    };
+    const NS: &str = "Namespace: !Sub \"MCPGateway/${AWS::StackName}\"";
+    assert!(
+        text.contains("MCPGW_METRICS_NAMESPACE: !Sub \"MCPGateway/${AWS::StackName}\""),
+        "the functions write to the namespace the alarms read"
+    );
+    // Alarms, block by block.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut alarms = 0;
+    let mut watched = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim() != "Type: AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let block: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("   "))
+            .map(|l| l.trim())
+            .collect();
+        assert!(
+            block
+                .iter()
+                .any(|l| l.starts_with("AlarmActions: !If [HasAlarmTopic")),
+            "alarm at line {i} notifies no topic"
+        );
+        if !block.contains(&NS) {
+            continue;
+        }
+        let metric = block
+            .iter()
+            .find_map(|l| l.strip_prefix("MetricName: "))
+            .expect("a metric");
+        let dims: Vec<String> = block
+            .iter()
+            .filter_map(|l| l.strip_prefix("- Name: "))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            known(metric, &dims),
+            "alarm on {metric} {dims:?}: no EMF line carries it"
+        );
+        watched.push(metric.to_owned());
+    }
+    assert!(alarms >= 6, "{alarms} alarms");
+    for m in ["Refreshes", "AuditWriteFailures", "RateLimited"] {
+        assert!(watched.iter().any(|w| w == m), "no alarm on {m}");
+    }
+    for m in ["5XXError", "5xx", "Throttles"] {
+        assert!(
+            text.contains(&format!("MetricName: {m}\n")),
+            "no alarm on {m}"
+        );
+    }
+    // The dashboard body: valid JSON once substituted, naming known metrics only.
+    let start = text.find("DashboardBody: !Sub").expect("a dashboard");
+    let body: String = text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim_start().starts_with("- Ns:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("${Ns}", "NS")
+        .replace("${AWS::Region}", "us-east-1")
+        .replace("${McpProxyFunction}", "fn");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("the dashboard is JSON");
+    let mut checked = 0;
+    for w in doc["widgets"].as_array().expect("widgets") {
+        let mut previous: Option<(String, Vec<String>)> = None;
+        for row in w["properties"]["metrics"].as_array().expect("metrics") {
+            let row: Vec<&serde_json::Value> = row.as_array().unwrap().iter().collect();
+            let strings: Vec<&str> = row.iter().filter_map(|v| v.as_str()).collect();
+            let (ns, metric, dims) = match strings.first() {
+                Some(&"...") => {
+                    let (m, d) = previous.clone().expect("... follows a metric");
+                    ("NS".to_owned(), m, d)
+                }
+                Some(ns) if strings.len() >= 2 => {
+                    let dims = strings[2..]
+                        .iter()
+                        .step_by(2)
+                        .map(|s| s.to_string())
+                        .collect();
+                    (ns.to_string(), strings[1].to_owned(), dims)
+                }
+                // A search expression.
+                _ => continue,
+            };
+            if ns == "NS" {
+                assert!(
+                    known(&metric, &dims),
+                    "dashboard {metric} {dims:?}: no EMF line carries it"
+                );
+                checked += 1;
+            }
+            previous = Some((metric, dims));
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+    let search = body.find("SEARCH(").expect("the errors search");
+    assert!(body[search..].contains("reason} MetricName=\\\"Errors\\\""));
+    assert!(known("Errors", &["reason".to_owned()]));
+}
