@@ -236,6 +236,35 @@ pub async fn call_json(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// Runs `program args` with `input` on its stdin (a checker script of `tests/clients/`) and
+/// reads the JSON it prints; fails on a non-zero exit (with its stderr) or after 120 s.
+pub async fn run_json_filter(program: &str, args: &[String], input: &[u8]) -> Result<Value> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(input).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .context("the program hung")??;
+    ensure!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// Runs the official Python MCP client against `url`: lists tools and calls `tool`.
 pub async fn python_mcp_call(
     url: &str,

@@ -184,15 +184,6 @@ fn records_become_calls_denials_and_limits_without_a_user() {
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
-    for never in [
-        "alice",
-        "key-123",
-        "secret-plans",
-        "hidden-one",
-        "invented-by-anyone",
-    ] {
-        assert!(!text.contains(never), "{never} in the metrics");
-    }
     let lines = serde_json::to_string(&emf_lines(&m)).unwrap();
     for never in [
         "alice",
@@ -201,6 +192,7 @@ fn records_become_calls_denials_and_limits_without_a_user() {
         "hidden-one",
         "invented-by-anyone",
     ] {
+        assert!(!text.contains(never), "{never} in the metrics");
         assert!(!lines.contains(never), "{never} in the EMF lines");
     }
 }

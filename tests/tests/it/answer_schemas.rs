@@ -85,7 +85,7 @@ impl Validators {
         ];
         let mut found = Vec::new();
         for (name, program, args) in runs {
-            let report = run_validator(&program, &args, &input)
+            let report = e2e::run_json_filter(&program, &args, &input)
                 .await
                 .with_context(|| format!("the {name} validator"))?;
             ensure!(
@@ -107,30 +107,6 @@ impl Validators {
         }
         Ok(found)
     }
-}
-
-async fn run_validator(program: &str, args: &[String], input: &[u8]) -> Result<Value> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    stdin.write_all(input).await?;
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .context("the validator hung")??;
-    ensure!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// One answer as the validators read it.

@@ -94,27 +94,12 @@ async fn collector() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
 
 /// Runs `tests/clients/<script>` with `input` on stdin; its JSON output.
 async fn python(python: &str, script: &str, input: &[u8]) -> Result<Value> {
-    use tokio::io::AsyncWriteExt;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("clients")
         .join(script);
-    let mut child = tokio::process::Command::new(python)
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    stdin.write_all(input).await?;
-    drop(stdin);
-    let out = child.wait_with_output().await?;
-    ensure!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    e2e::run_json_filter(python, &[path.display().to_string()], input)
+        .await
+        .with_context(|| script.to_owned())
 }
 
 /// One MCP POST with a trace context; (session id, JSON answer).
@@ -149,7 +134,7 @@ async fn mcp(
         text.lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .last()
+            .next_back()
             .context("no JSON in the answer")
     });
     Ok((sid, value.unwrap_or(Value::Null)))
