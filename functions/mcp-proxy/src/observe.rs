@@ -28,16 +28,16 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Handlers (and the audit records they write) see the trace the request belongs to;
     // an invalid client value is gone from here on.
     let headers = req.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ctx.inbound_traceparent()) {
+    // A joined trace's header is already exactly what the gateway would write (the parse
+    // accepts only the canonical form, and only a single header): written only when new.
+    if ctx.parent_span_id.is_none()
+        && let Ok(v) = HeaderValue::from_str(&ctx.inbound_traceparent())
+    {
         headers.insert(TRACEPARENT, v);
     }
-    match &ctx.tracestate {
-        Some(v) => {
-            headers.insert(TRACESTATE, v.clone());
-        }
-        None => {
-            headers.remove(TRACESTATE);
-        }
+    // A kept tracestate is already the request's only one; any other is dropped.
+    if ctx.tracestate.is_none() {
+        headers.remove(TRACESTATE);
     }
     let endpoint = endpoint_of(req.uri().path()).to_owned();
     let span = (state.spans.enabled() && ctx.sampled())
