@@ -200,6 +200,14 @@ impl AppState {
             .with_key_cache(config.key_cache_ttl),
         );
         let policy_ttl = config.policy_cache_ttl;
+        let policy = Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl));
+        // Rate-limit rules are policy too: cached as long, re-read after admin writes.
+        let limits = Arc::new(crate::limits::Limits::new(
+            store.clone(),
+            clock.clone(),
+            policy.clone(),
+            policy_ttl,
+        ));
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -208,13 +216,13 @@ impl AppState {
             clock,
             auth,
             servers,
-            policy: Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl)),
+            policy,
             http,
             mcp,
             grants,
             upstreams,
             audit: Arc::new(crate::audit::Auditor::default()),
-            limits: Arc::new(crate::limits::Limits::default()),
+            limits,
         })
     }
 

@@ -158,8 +158,8 @@ mod observed {
     use crate::clock::UnixTime;
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult, ToolSnapshot, ToolSnapshotStore,
+        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, RateLimitStore,
+        SessionStore, StoreResult, Take, ToolSnapshot, ToolSnapshotStore,
     };
     use serde_json::Value;
 
@@ -213,5 +213,10 @@ mod observed {
     observed!(SessionStore {
         fn end_session(fingerprint: &str, expires_at: UnixTime) -> (), key Some(fingerprint);
         fn session_ended(fingerprint: &str, now: UnixTime) -> bool, key Some(fingerprint);
+    });
+    observed!(RateLimitStore {
+        fn take_rate(key: &str, now_ms: i64, t_ms: i64, tau_ms: i64, last_tat: Option<i64>) -> Take, key Some(key);
+        fn take_quota(key: &str, now_ms: i64, count: u64, window_end_ms: i64) -> Take, key Some(key);
+        fn peek_bucket(key: &str, now_ms: i64) -> Option<i64>, key Some(key);
     });
 }
