@@ -1,5 +1,6 @@
 //! Admin API: `/admin/servers`, `/admin/api-keys`, `/admin/identity-providers`, the access
 //! control documents (`/admin/teams`, `/admin/server-groups`, `/admin/virtual-servers`,
+//! `/admin/rate-limits`,
 //! catalogs) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
 //! (`GET /me`, `/me/api-keys`, `/me/catalog`, `/me/connections`) for any authenticated caller. Plain axum over [`AppState`];
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
@@ -14,6 +15,7 @@ mod console;
 mod identity_providers;
 mod me;
 mod openapi;
+mod rate_limits;
 mod servers;
 mod time_fmt;
 

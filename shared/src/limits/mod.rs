@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::gcra;
 use crate::http::error_chain;
 use crate::identity::Principal;
+use crate::policy::Subject;
 use crate::policy::cache::PolicyCache;
 use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreError, StoreResult, Take};
 use rule::{Mode, OnStoreError, Per, RateLimitRule, Shape};
@@ -94,6 +95,23 @@ struct Inner {
     store_errors: AtomicU64,
 }
 
+/// Whose budgets a call uses: the facts `per` reads.
+struct Whose<'a> {
+    user: &'a str,
+    groups: &'a [String],
+    api_key_id: Option<&'a str>,
+}
+
+impl<'a> Whose<'a> {
+    fn of(p: &'a Principal) -> Self {
+        Self {
+            user: &p.user,
+            groups: &p.groups,
+            api_key_id: p.api_key_id.as_deref(),
+        }
+    }
+}
+
 /// One bucket of one call.
 struct Bucket<'r> {
     rule: &'r RateLimitRule,
@@ -156,7 +174,8 @@ impl Limits {
                 return pass;
             }
         };
-        let buckets = match inner.buckets(&rules, call).await {
+        let whose = Whose::of(call.principal);
+        let buckets = match inner.buckets(&rules, call.endpoint, call.method, call.name, &whose).await {
             Ok(b) => b,
             Err(e) => {
                 inner.store_failed(&e, "teams unreadable for rate limits");
@@ -202,12 +221,13 @@ impl Limits {
         }
     }
 
-    /// What is left of every limit that applies to `principal` calling each of `tools` on
-    /// `endpoint`, without counting (a peek: one store read per distinct bucket). Store
-    /// failures leave a tool's list empty.
+    /// What is left of every limit that applies to `subject` (calling with the API key
+    /// `api_key_id`, if any) calling each of `tools` on `endpoint`, without counting (a peek:
+    /// one store read per distinct bucket). Store failures leave a tool's list empty.
     pub async fn budgets(
         &self,
-        principal: &Principal,
+        subject: &Subject,
+        api_key_id: Option<&str>,
         endpoint: &str,
         tools: &[&str],
     ) -> HashMap<String, Vec<Budget>> {
@@ -220,14 +240,16 @@ impl Limits {
         };
         let now = inner.clock.now_ms();
         let mut peeked: HashMap<String, Option<i64>> = HashMap::new();
+        let whose = Whose {
+            user: &subject.user,
+            groups: &subject.groups,
+            api_key_id,
+        };
         for tool in tools {
-            let call = CallKey {
-                principal,
-                endpoint,
-                method: "tools/call",
-                name: tool,
-            };
-            let Ok(buckets) = inner.buckets(&rules, &call).await else {
+            let Ok(buckets) = inner
+                .buckets(&rules, endpoint, "tools/call", tool, &whose)
+                .await
+            else {
                 return out;
             };
             let mut list: Vec<Budget> = Vec::new();
@@ -341,22 +363,24 @@ impl Inner {
         Ok(compiled)
     }
 
-    /// The buckets `call` counts against.
+    /// The buckets a call of `method` naming `name` on `endpoint` by `p` counts against.
     async fn buckets<'r>(
         &self,
         rules: &'r [Compiled],
-        call: &CallKey<'_>,
+        endpoint: &str,
+        method: &str,
+        name: &str,
+        p: &Whose<'_>,
     ) -> StoreResult<Vec<Bucket<'r>>> {
         let mut teams: Option<Vec<String>> = None;
         let mut out = Vec::new();
         for c in rules
             .iter()
-            .filter(|c| c.rule.matches(call.endpoint, call.method, call.name))
+            .filter(|c| c.rule.matches(endpoint, method, name))
         {
-            let p = call.principal;
             let whose: Vec<String> = match c.rule.per {
                 Per::User => vec![format!("u:{}", p.user)],
-                Per::ApiKey => vec![match &p.api_key_id {
+                Per::ApiKey => vec![match p.api_key_id {
                     Some(id) => format!("k:{id}"),
                     None => format!("u:{}", p.user),
                 }],
@@ -364,7 +388,10 @@ impl Inner {
                 Per::Team => {
                     if teams.is_none() {
                         let snap = self.policy.get(&self.store).await?;
-                        let subject = crate::policy::Subject::from(p);
+                        let subject = Subject {
+                            user: p.user.to_owned(),
+                            groups: p.groups.to_vec(),
+                        };
                         teams = Some(
                             snap.teams_of(&subject)
                                 .into_iter()
@@ -537,7 +564,7 @@ mod tests {
             limited(&call(&f.limits, &b, "search").await).is_none(),
             "per user"
         );
-        let budget = f.limits.budgets(&a, "gh", &["search", "other"]).await;
+        let budget = f.limits.budgets(&(&a).into(), None, "gh", &["search", "other"]).await;
         assert_eq!(budget["search"][0].remaining, 0);
         assert_eq!(budget["search"][0].reset_at_ms, 1_000_000_000 + 60_000);
         assert!(!budget.contains_key("other"));
@@ -615,7 +642,7 @@ mod tests {
         // 1_000_000 s is 11 days + 49_600 s: the day ends 36_800 s later.
         assert_eq!(wait, Duration::from_secs(86_400 - 1_000_000 % 86_400));
         assert!(limited(&call(&f.limits, &k2, "t").await).is_none(), "per key");
-        let b = f.limits.budgets(&k1, "gh", &["t"]).await;
+        let b = f.limits.budgets(&(&k1).into(), Some("k1"), "gh", &["t"]).await;
         assert_eq!(b["t"][0].remaining, 0);
         f.clock.advance(wait.as_secs() as i64);
         assert!(
