@@ -12,3 +12,4 @@ mod console_markup;
 mod egress;
 mod me_and_providers;
 mod openapi;
+mod rate_limits;
