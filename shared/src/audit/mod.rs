@@ -6,8 +6,10 @@
 //! [`Auditor::flush`]: per invocation in Lambda (before the invocation ends, so a frozen
 //! sandbox loses nothing), in the background locally.
 
+mod canonical;
 pub mod record;
 
+pub use canonical::{canonical_hash, canonical_json};
 pub use record::{Actor, AuditRecord, ChainLink, CredentialUse, Decision, Event, Outcome};
 
 use std::io::Write;
