@@ -24,13 +24,34 @@ pub enum Verdict {
     Limited { rule: String, retry_after: Duration },
 }
 
+/// Tests: the verdict for each call, decided by the test.
+#[cfg(feature = "testing")]
+pub type TestVerdicts = std::sync::Arc<dyn Fn(&CallKey<'_>) -> Verdict + Send + Sync>;
+
 /// The rate limiter. One per process, in `AppState`.
 #[derive(Default)]
-pub struct Limits {}
+pub struct Limits {
+    #[cfg(feature = "testing")]
+    decided_by_test: Option<TestVerdicts>,
+}
 
 impl Limits {
+    /// Tests: limits whose every verdict `decide` gives (to drive the request path's
+    /// answers and records without rules or a store).
+    #[cfg(feature = "testing")]
+    pub fn decided_by_test(decide: TestVerdicts) -> Self {
+        Self {
+            decided_by_test: Some(decide),
+        }
+    }
+
     /// Counts `call` against every matching rule.
-    pub async fn check(&self, _call: &CallKey<'_>) -> Verdict {
+    pub async fn check(&self, call: &CallKey<'_>) -> Verdict {
+        #[cfg(feature = "testing")]
+        if let Some(decide) = &self.decided_by_test {
+            return decide(call);
+        }
+        let _ = call;
         Verdict::Pass { would_limit: None }
     }
 }
