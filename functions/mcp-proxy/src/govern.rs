@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
-use mcpgw::identity::Principal;
+use mcpgw::identity::{AuthError, Principal};
 use mcpgw::limits::{CallKey, Verdict};
 use mcpgw::mcp::jsonrpc::{self, Ending, Kind, Message};
 use mcpgw::state::AppState;
@@ -165,6 +166,67 @@ pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> 
 async fn args_hmac(state: &AppState, args: &Value) -> Option<String> {
     let ring = state.keyring.get().await.ok()?;
     Some(ring.audit_mac_hex(&mcpgw::audit::canonical_json(args)))
+}
+
+/// Records a failed authentication on `endpoint`, sampled (`audit::sample`): the reason and
+/// the kind of credential presented (`api_key`, `jwt`, `other`), never any of it. A request
+/// without a credential is no failed login (every MCP client's first request is one, to
+/// learn where to sign in), nor is a store outage: neither is recorded here.
+pub fn auth_failed(state: &AppState, headers: &HeaderMap, endpoint: &str, e: &AuthError) {
+    // The statuses `AuthError::into_challenge` answers with.
+    let (reason, status) = match e {
+        AuthError::Missing | AuthError::Store(_) => return,
+        AuthError::Malformed => ("malformed", 401),
+        AuthError::RepeatedHeader => ("repeated_header", 400),
+        AuthError::Invalid => ("invalid_credential", 401),
+        AuthError::InsufficientScope { .. } => ("insufficient_scope", 403),
+    };
+    let presented = match mcpgw::identity::bearer_token(headers) {
+        Ok(Some(t)) if mcpgw::identity::jwt::looks_like_jwt(t) => "jwt",
+        Ok(Some(t)) if t.starts_with(mcpgw::identity::API_KEY_PREFIX) => "api_key",
+        _ => "other",
+    };
+    let key = SampleKey {
+        event: Event::AuthFailed,
+        endpoint: endpoint.to_owned(),
+        who: format!("{reason}/{presented}"),
+    };
+    state.audit_sampler.emit(&state.audit, key, || {
+        let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
+        r.traceparent = traceparent(headers);
+        r.endpoint = Some(endpoint.to_owned());
+        r.rule = Some("authentication".into());
+        r.outcome = Some(Outcome {
+            status: "http_error".into(),
+            code: None,
+            http_status: Some(status),
+        });
+        r.detail = Some(json!({"reason": reason, "credential": presented}));
+        r
+    });
+}
+
+/// Records a request for an endpoint the caller may not use (or that does not exist: the
+/// caller is answered alike), sampled per caller and endpoint.
+pub fn denied(state: &AppState, headers: &HeaderMap, principal: &Principal, endpoint: &str) {
+    let key = SampleKey {
+        event: Event::Denied,
+        endpoint: endpoint.to_owned(),
+        who: principal.user.clone(),
+    };
+    state.audit_sampler.emit(&state.audit, key, || {
+        let mut r = AuditRecord::new(Event::Denied, Decision::Deny);
+        r.traceparent = traceparent(headers);
+        r.principal = Some(Actor::of(principal));
+        r.endpoint = Some(endpoint.to_owned());
+        r.rule = Some("endpoint_access".into());
+        r.outcome = Some(Outcome {
+            status: "http_error".into(),
+            code: None,
+            http_status: Some(404),
+        });
+        r
+    });
 }
 
 /// Whole seconds to wait, rounded up, at least 1.

@@ -8,6 +8,7 @@
 
 mod canonical;
 pub mod record;
+pub mod sample;
 
 pub use canonical::{canonical_hash, canonical_json};
 pub use record::{Actor, AuditRecord, ChainLink, CredentialUse, Decision, Event, Outcome};

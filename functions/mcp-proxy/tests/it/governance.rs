@@ -468,3 +468,57 @@ async fn a_batch_gets_a_record_per_counted_member_and_is_refused_whole_when_one_
         [(Decision::Allow, Some(429)), (Decision::Limited, Some(429))]
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_no_credential() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    replace_everyone_group(
+        &gw,
+        json!({"servers": ["up"], "members": {"users": ["alice@example.com"]}}),
+    )
+    .await;
+    let (app, kept) = governed(&gw, pass);
+    let forged = format!("{}x", gw.alice);
+    for _ in 0..50 {
+        let r = post(&app, "up", &forged, None, &init_message(1)).await;
+        assert_eq!(r.status, 401);
+    }
+    // No credential at all is a client's first step, not a failed login.
+    let bare = Request::post("/mcp/up")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Body::from(init_message(1).to_string()))
+        .unwrap();
+    assert_eq!(send(&app, bare).await.status, 401);
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "one record for the flood: {recs:#?}");
+    let r = &recs[0];
+    assert_eq!((r.event, r.decision), (Event::AuthFailed, Decision::Deny));
+    assert_eq!(r.endpoint.as_deref(), Some("up"));
+    assert_eq!(
+        r.detail,
+        Some(json!({"reason": "invalid_credential", "credential": "api_key", "count": 1}))
+    );
+    assert_eq!(r.outcome.as_ref().unwrap().http_status, Some(401));
+    let line = serde_json::to_string(r).unwrap();
+    assert!(!line.contains(&forged[6..20]), "nothing of the key: {line}");
+
+    // bob may not use `up`: one sampled `Denied` record however often he asks.
+    for _ in 0..20 {
+        let r = post(&app, "up", &gw.bob, None, &init_message(1)).await;
+        assert_eq!(r.status, 404);
+    }
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let r = &recs[0];
+    assert_eq!(
+        (r.event, r.rule.as_deref()),
+        (Event::Denied, Some("endpoint_access"))
+    );
+    assert_eq!(r.principal.as_ref().unwrap().user, "bob@example.com");
+    assert_eq!(r.detail, Some(json!({"count": 1})));
+    // BASELINE: alice is admitted and nothing is recorded for an initialize.
+    open_session(&app, "up", &gw.alice).await;
+    assert!(taken(&kept).is_empty());
+}
