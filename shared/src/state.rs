@@ -73,6 +73,8 @@ pub struct AppState {
     pub upstreams: Arc<Upstreams>,
     /// The audit trail's writer (see `audit`).
     pub audit: Arc<crate::audit::Auditor>,
+    /// Folds floods of denials and failed logins into sampled records (`audit::sample`).
+    pub audit_sampler: Arc<crate::audit::sample::Sampler>,
     /// Rate limits and quotas (see `limits`).
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -222,6 +224,7 @@ impl AppState {
             grants,
             upstreams,
             audit: Arc::new(crate::audit::Auditor::default()),
+            audit_sampler: Arc::default(),
             limits,
         })
     }

@@ -75,11 +75,17 @@ struct Compiled {
     limits: Vec<(Shape, String)>,
 }
 
+/// Tests: the verdict for each call, decided by the test.
+#[cfg(feature = "testing")]
+pub type TestVerdicts = std::sync::Arc<dyn Fn(&CallKey<'_>) -> Verdict + Send + Sync>;
+
 /// The rate limiter. One per process, in `AppState`. `Limits::default()` limits nothing (no
 /// store); [`Limits::new`] is the real one.
 #[derive(Default)]
 pub struct Limits {
     inner: Option<Inner>,
+    #[cfg(feature = "testing")]
+    decided_by_test: Option<TestVerdicts>,
 }
 
 struct Inner {
@@ -130,6 +136,8 @@ impl Limits {
         ttl: Duration,
     ) -> Self {
         Self {
+            #[cfg(feature = "testing")]
+            decided_by_test: None,
             inner: Some(Inner {
                 store,
                 clock,
@@ -140,6 +148,16 @@ impl Limits {
                 tats: Mutex::new(HashMap::new()),
                 store_errors: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// Tests: limits whose every verdict `decide` gives (to drive the request path's
+    /// answers and records without rules or a store).
+    #[cfg(feature = "testing")]
+    pub fn decided_by_test(decide: TestVerdicts) -> Self {
+        Self {
+            inner: None,
+            decided_by_test: Some(decide),
         }
     }
 
@@ -162,6 +180,10 @@ impl Limits {
 
     /// Counts `call` against every matching rule.
     pub async fn check(&self, call: &CallKey<'_>) -> Verdict {
+        #[cfg(feature = "testing")]
+        if let Some(decide) = &self.decided_by_test {
+            return decide(call);
+        }
         let pass = Verdict::Pass { would_limit: None };
         let Some(inner) = &self.inner else {
             return pass;
