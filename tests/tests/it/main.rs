@@ -19,5 +19,6 @@ mod lambda_mode;
 mod mcp_eras;
 mod oauth_connect;
 mod openapi;
+mod rate_limits;
 mod user_tokens;
 mod walkthrough;
