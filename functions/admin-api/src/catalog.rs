@@ -68,7 +68,9 @@ async fn for_user(
             "groups takes at most 200 names of at most 320 characters",
         ));
     }
-    Ok(Json(catalog(&state, &Subject { user, groups }, None).await?))
+    Ok(Json(
+        catalog(&state, &Subject { user, groups }, None).await?,
+    ))
 }
 
 /// The catalog of `subject` (calling with the API key `api_key_id`, whose per-key limits

@@ -197,7 +197,10 @@ impl Limits {
             }
         };
         let whose = Whose::of(call.principal);
-        let buckets = match inner.buckets(&rules, call.endpoint, call.method, call.name, &whose).await {
+        let buckets = match inner
+            .buckets(&rules, call.endpoint, call.method, call.name, &whose)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 inner.store_failed(&e, "teams unreadable for rate limits");
@@ -586,7 +589,10 @@ mod tests {
             limited(&call(&f.limits, &b, "search").await).is_none(),
             "per user"
         );
-        let budget = f.limits.budgets(&(&a).into(), None, "gh", &["search", "other"]).await;
+        let budget = f
+            .limits
+            .budgets(&(&a).into(), None, "gh", &["search", "other"])
+            .await;
         assert_eq!(budget["search"][0].remaining, 0);
         assert_eq!(budget["search"][0].reset_at_ms, 1_000_000_000 + 60_000);
         assert!(!budget.contains_key("other"));
@@ -663,8 +669,14 @@ mod tests {
         let wait = limited(&call(&f.limits, &k1, "t").await).unwrap();
         // 1_000_000 s is 11 days + 49_600 s: the day ends 36_800 s later.
         assert_eq!(wait, Duration::from_secs(86_400 - 1_000_000 % 86_400));
-        assert!(limited(&call(&f.limits, &k2, "t").await).is_none(), "per key");
-        let b = f.limits.budgets(&(&k1).into(), Some("k1"), "gh", &["t"]).await;
+        assert!(
+            limited(&call(&f.limits, &k2, "t").await).is_none(),
+            "per key"
+        );
+        let b = f
+            .limits
+            .budgets(&(&k1).into(), Some("k1"), "gh", &["t"])
+            .await;
         assert_eq!(b["t"][0].remaining, 0);
         f.clock.advance(wait.as_secs() as i64);
         assert!(

@@ -238,7 +238,18 @@ mod tests {
         assert_eq!(parse_window("1s"), Ok(1_000));
         assert_eq!(parse_window("90s"), Ok(90_000));
         assert_eq!(parse_window("30d"), Ok(MAX_WINDOW_MS));
-        for bad in ["", "s", "0s", "31d", "1w", "1.5h", "-1m", " 1m", "1M", "9999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "0s",
+            "31d",
+            "1w",
+            "1.5h",
+            "-1m",
+            " 1m",
+            "1M",
+            "9999999999d",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad:?}");
         }
     }

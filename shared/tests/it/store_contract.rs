@@ -272,7 +272,10 @@ mod cases {
         // Idle long enough, the bucket starts over from now.
         let idle = NOW + 100 * T;
         assert_eq!(
-            store.take_rate("r#a", idle, T, TAU, Some(NOW + 6 * T)).await.unwrap(),
+            store
+                .take_rate("r#a", idle, T, TAU, Some(NOW + 6 * T))
+                .await
+                .unwrap(),
             Take::Taken(idle + T)
         );
         // Buckets are independent.
@@ -326,10 +329,7 @@ mod cases {
             Take::Taken(1)
         );
         // Past its window's end the counter reads as absent (expired).
-        assert_eq!(
-            store.peek_bucket("q#1", end + 2_000).await.unwrap(),
-            None
-        );
+        assert_eq!(store.peek_bucket("q#1", end + 2_000).await.unwrap(), None);
     }
 
     pub async fn config_create_get_and_duplicate(store: Arc<dyn Store>) {
@@ -1640,7 +1640,10 @@ async fn dynamo_rate_limit_is_one_write_per_counted_call() {
     other.take_rate("w", now + t, t, tau, None).await.unwrap();
     assert_eq!(other.rate_limit_writes(), 2);
     for i in 0..3 {
-        other.take_quota("q", now, 2, now + 3_600_000).await.unwrap();
+        other
+            .take_quota("q", now, 2, now + 3_600_000)
+            .await
+            .unwrap();
         assert_eq!(other.rate_limit_writes(), 3 + i);
     }
     println!(

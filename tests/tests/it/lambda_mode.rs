@@ -1070,9 +1070,11 @@ async fn rate_limits(stack: &LambdaStack, api_key: &str) {
         Method::POST,
         &stack.rest.url("/admin/rate-limits"),
         Some(&stack.aws.admin_key),
-        Some(json!({"name": "lambda-echo", "mode": "enforce", "per": "user",
+        Some(
+            json!({"name": "lambda-echo", "mode": "enforce", "per": "user",
             "match": {"endpoints": ["everything"], "tools": ["echo"]},
-            "limits": [{"count": 3, "window": "1m"}]})),
+            "limits": [{"count": 3, "window": "1m"}]}),
+        ),
     )
     .await
     .unwrap();
@@ -1089,10 +1091,7 @@ async fn rate_limits(stack: &LambdaStack, api_key: &str) {
         );
     }
     let calls = clients.into_iter().map(|mut c| async move {
-        let a = c
-            .call_tool("echo", json!({"message": "hi"}))
-            .await
-            .unwrap();
+        let a = c.call_tool("echo", json!({"message": "hi"})).await.unwrap();
         a.result().unwrap().clone()
     });
     let results = futures_util::future::join_all(calls).await;
@@ -1108,9 +1107,14 @@ async fn rate_limits(stack: &LambdaStack, api_key: &str) {
             .unwrap_or_else(|| panic!("no retry time in {r}"));
         assert!((1..=20).contains(&secs), "{text}");
     }
-    let (s, cat) = call_json(Method::GET, &stack.http.url("/me/catalog"), Some(api_key), None)
-        .await
-        .unwrap();
+    let (s, cat) = call_json(
+        Method::GET,
+        &stack.http.url("/me/catalog"),
+        Some(api_key),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(s, 200, "{cat}");
     let echo = cat["endpoints"]
         .as_array()

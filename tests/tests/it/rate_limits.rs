@@ -70,7 +70,13 @@ async fn echo(c: &mut McpClient) -> Result<Option<u64>> {
 
 /// What the effective catalog says is left of `rule` on `tool` for the key's owner.
 async fn remaining(gw: &TestGateway, key: &str, tool: &str) -> Result<Value> {
-    let (s, cat) = call_json(Method::GET, &format!("{}/me/catalog", gw.base), Some(key), None).await?;
+    let (s, cat) = call_json(
+        Method::GET,
+        &format!("{}/me/catalog", gw.base),
+        Some(key),
+        None,
+    )
+    .await?;
     ensure!(s == 200, "catalog: {s} {cat}");
     let endpoint = cat["endpoints"]
         .as_array()
@@ -146,19 +152,26 @@ async fn n_of_fifty_concurrent_calls_from_two_gateways(store: StoreKind) -> Resu
     }
     // Alice's budget is hers: Bob still has his, and the catalog says so (without counting).
     let mut b = McpClient::connect(&other.mcp_url("everything"), &bob, SESSION).await?;
-    ensure!(echo(&mut b).await?.is_none(), "bob is limited by alice's calls");
+    ensure!(
+        echo(&mut b).await?.is_none(),
+        "bob is limited by alice's calls"
+    );
     let left = remaining(&gw, &alice, "echo").await?;
-    ensure!(left[0]["rule"] == "echo-per-user" && left[0]["remaining"] == 0, "{left}");
+    ensure!(
+        left[0]["rule"] == "echo-per-user" && left[0]["remaining"] == 0,
+        "{left}"
+    );
     ensure!(left[0]["limit"] == format!("{N}/1m"), "{left}");
     let left = remaining(&other, &bob, "echo").await?;
     ensure!(left[0]["remaining"] == N - 1, "{left}");
     let left_again = remaining(&other, &bob, "echo").await?;
-    ensure!(left_again[0]["remaining"] == N - 1, "reading the catalog counts nothing");
+    ensure!(
+        left_again[0]["remaining"] == N - 1,
+        "reading the catalog counts nothing"
+    );
     // A tool the rule does not name is not limited.
     let mut a = McpClient::connect(&gw.mcp_url("everything"), &alice, SESSION).await?;
-    let sum = a
-        .call_tool("get-sum", json!({"a": 1, "b": 2}))
-        .await?;
+    let sum = a.call_tool("get-sum", json!({"a": 1, "b": 2})).await?;
     ensure!(retry_in(&sum)?.is_none(), "{}", sum.raw);
     Ok(())
 }
@@ -195,22 +208,37 @@ async fn team_shares_one_budget(store: StoreKind) -> Result<()> {
             "match": {"tools": ["echo"]}, "limits": [{"count": 3, "window": "1m"}]}),
     )
     .await?;
-    let mut alice =
-        McpClient::connect(&gw.mcp_url("everything"), &gw.user_key("alice@example.com").await?, SESSION)
-            .await?;
-    let mut bob =
-        McpClient::connect(&other.mcp_url("everything"), &gw.user_key("bob@example.com").await?, SESSION)
-            .await?;
-    let mut carol =
-        McpClient::connect(&gw.mcp_url("everything"), &gw.user_key("carol@example.com").await?, SESSION)
-            .await?;
+    let mut alice = McpClient::connect(
+        &gw.mcp_url("everything"),
+        &gw.user_key("alice@example.com").await?,
+        SESSION,
+    )
+    .await?;
+    let mut bob = McpClient::connect(
+        &other.mcp_url("everything"),
+        &gw.user_key("bob@example.com").await?,
+        SESSION,
+    )
+    .await?;
+    let mut carol = McpClient::connect(
+        &gw.mcp_url("everything"),
+        &gw.user_key("carol@example.com").await?,
+        SESSION,
+    )
+    .await?;
     let mut seen = Vec::new();
     for i in 0..4 {
         let c = if i % 2 == 0 { &mut alice } else { &mut bob };
         seen.push(echo(c).await?.is_none());
     }
-    ensure!(seen == [true, true, true, false], "one budget of 3 for the team: {seen:?}");
-    ensure!(echo(&mut alice).await?.is_some(), "alice shares bob's spent budget");
+    ensure!(
+        seen == [true, true, true, false],
+        "one budget of 3 for the team: {seen:?}"
+    );
+    ensure!(
+        echo(&mut alice).await?.is_some(),
+        "alice shares bob's spent budget"
+    );
     for _ in 0..5 {
         ensure!(echo(&mut carol).await?.is_none(), "carol is in no team");
     }
@@ -246,11 +274,17 @@ async fn audit_mode_counts_without_blocking() -> Result<()> {
     let key = gw.user_key("alice@example.com").await?;
     let mut c = McpClient::connect(&gw.mcp_url("everything"), &key, SESSION).await?;
     for i in 0..5 {
-        ensure!(echo(&mut c).await?.is_none(), "call {i} was blocked by an audit rule");
+        ensure!(
+            echo(&mut c).await?.is_none(),
+            "call {i} was blocked by an audit rule"
+        );
     }
     // It counted all the same: nothing is left, and the limiter says it would have limited.
     let left = remaining(&gw, &key, "echo").await?;
-    ensure!(left[0]["remaining"] == 0 && left[0]["mode"] == "audit", "{left}");
+    ensure!(
+        left[0]["remaining"] == 0 && left[0]["mode"] == "audit",
+        "{left}"
+    );
     let p = mcpgw::identity::Principal::bootstrap();
     let verdict = gw
         .state
@@ -290,7 +324,10 @@ async fn a_limited_prompt_is_429_with_retry_after() -> Result<()> {
     let first = c
         .request_raw("prompts/get", json!({"name": "simple_prompt"}))
         .await?;
-    ensure!(first.status() != 429, "the first prompt is within the limit");
+    ensure!(
+        first.status() != 429,
+        "the first prompt is within the limit"
+    );
     let second = c
         .request_raw("prompts/get", json!({"name": "simple_prompt"}))
         .await?;

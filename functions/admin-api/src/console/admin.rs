@@ -182,7 +182,13 @@ fn summary(doc: &Value) -> String {
         // A rate-limit rule: `per user, enforce: 60/1m, 1000/1d`.
         let limits: Vec<String> = limits
             .iter()
-            .map(|l| format!("{}/{}", l["count"], l["window"].as_str().unwrap_or_default()))
+            .map(|l| {
+                format!(
+                    "{}/{}",
+                    l["count"],
+                    l["window"].as_str().unwrap_or_default()
+                )
+            })
             .collect();
         return format!(
             "per {}, {}: {}",

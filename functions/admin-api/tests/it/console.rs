@@ -396,8 +396,10 @@ async fn the_rate_limits_page_lists_rules_and_edits_through_the_api() {
         .admin(
             "POST",
             "/admin/rate-limits",
-            Some(serde_json::json!({"name": "per-user", "mode": "enforce", "per": "user",
-                "limits": [{"count": 60, "window": "1m"}, {"count": 1000, "window": "1d"}]})),
+            Some(
+                serde_json::json!({"name": "per-user", "mode": "enforce", "per": "user",
+                "limits": [{"count": 60, "window": "1m"}, {"count": 1000, "window": "1d"}]}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -429,5 +431,9 @@ async fn the_rate_limits_page_lists_rules_and_edits_through_the_api() {
     )
     .await;
     assert_eq!(edit.status, 200, "{}", edit.body);
-    assert!(edit.body.contains("&quot;window&quot;: &quot;1d&quot;"), "{}", edit.body);
+    assert!(
+        edit.body.contains("&quot;window&quot;: &quot;1d&quot;"),
+        "{}",
+        edit.body
+    );
 }

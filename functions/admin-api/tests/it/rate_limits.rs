@@ -62,20 +62,50 @@ async fn bad_documents_are_422_and_write_nothing() {
         d
     };
     let cases = [
-        ("window too short", with("limits", json!([{"count": 1, "window": "500ms"}]))),
-        ("window too long", with("limits", json!([{"count": 1, "window": "31d"}]))),
-        ("window without unit", with("limits", json!([{"count": 1, "window": "60"}]))),
-        ("count zero", with("limits", json!([{"count": 0, "window": "1m"}]))),
-        ("burst over count", with("limits", json!([{"count": 2, "window": "1m", "burst": 3}]))),
-        ("burst on a quota", with("limits", json!([{"count": 2, "window": "1d", "burst": 1}]))),
-        ("more than 1/ms", with("limits", json!([{"count": 5000, "window": "1s"}]))),
+        (
+            "window too short",
+            with("limits", json!([{"count": 1, "window": "500ms"}])),
+        ),
+        (
+            "window too long",
+            with("limits", json!([{"count": 1, "window": "31d"}])),
+        ),
+        (
+            "window without unit",
+            with("limits", json!([{"count": 1, "window": "60"}])),
+        ),
+        (
+            "count zero",
+            with("limits", json!([{"count": 0, "window": "1m"}])),
+        ),
+        (
+            "burst over count",
+            with("limits", json!([{"count": 2, "window": "1m", "burst": 3}])),
+        ),
+        (
+            "burst on a quota",
+            with("limits", json!([{"count": 2, "window": "1d", "burst": 1}])),
+        ),
+        (
+            "more than 1/ms",
+            with("limits", json!([{"count": 5000, "window": "1s"}])),
+        ),
         ("no limits", with("limits", json!([]))),
         ("bad mode", with("mode", "block".into())),
         ("bad per", with("per", "tenant".into())),
         ("bad on_store_error", with("on_store_error", "maybe".into())),
-        ("uncounted method", with("match", json!({"methods": ["tools/list"]}))),
-        ("bad tool pattern", with("match", json!({"tools": ["two words"]}))),
-        ("duplicate tool", with("match", json!({"tools": ["a", "a"]}))),
+        (
+            "uncounted method",
+            with("match", json!({"methods": ["tools/list"]})),
+        ),
+        (
+            "bad tool pattern",
+            with("match", json!({"tools": ["two words"]})),
+        ),
+        (
+            "duplicate tool",
+            with("match", json!({"tools": ["a", "a"]})),
+        ),
         ("bad name", with("name", "Not OK".into())),
         ("unknown field", with("extra", true.into())),
         ("timestamps are the gateway's", with("created_at", 1.into())),
@@ -83,7 +113,11 @@ async fn bad_documents_are_422_and_write_nothing() {
     for (what, doc) in cases {
         let (s, b) = api.admin("POST", "/admin/rate-limits", Some(doc)).await;
         assert_eq!(s, 422, "{what}: {b}");
-        assert!(b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let mut unknown = rule("bad");
     unknown["match"]["endpoints"] = json!(["nowhere"]);
