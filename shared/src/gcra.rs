@@ -1,7 +1,7 @@
-//! The generic cell rate algorithm (the rate limiter's buckets, `limits`): a bucket is ONE number, the theoretical arrival time
-//! `tat` of the next call (ms since the epoch). With emission interval `T = window / count`
-//! and tolerance `τ = (burst - 1)·T`, a call at `now` is allowed iff `tat ≤ now + τ`, and
-//! then `tat := max(tat, now) + T`. A refused call waits `tat − τ − now`. Pure functions over
+//! The generic cell rate algorithm, the rate limiter's buckets (`limits`): a bucket is ONE
+//! number, the theoretical arrival time `tat` of the next call (ms since the epoch). With
+//! emission interval `T = window / count` and tolerance `τ = (burst - 1)·T`, a call at `now`
+//! is allowed iff `tat ≤ now + τ`, and then `tat := max(tat, now) + T`. A refused call waits `tat − τ − now`. Pure functions over
 //! times, so the math is tested without a clock; the store adapters apply [`take`] atomically
 //! (SQLite) or as the equivalent conditional writes (DynamoDB).
 

@@ -872,7 +872,10 @@ const SWEEP_EVERY: u64 = 1024;
 static BUCKET_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn maybe_sweep(c: &Connection, now_s: i64) -> rusqlite::Result<()> {
-    if BUCKET_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SWEEP_EVERY == 0 {
+    if BUCKET_WRITES
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(SWEEP_EVERY)
+    {
         c.execute(
             "DELETE FROM rate_buckets WHERE expires_at <= ?1",
             params![now_s],
