@@ -7,6 +7,7 @@
 //! sandbox loses nothing), in the background locally.
 
 mod canonical;
+pub mod events;
 pub mod record;
 pub mod sample;
 
