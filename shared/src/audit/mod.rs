@@ -6,6 +6,7 @@
 //! [`Auditor::flush`]: per invocation in Lambda (before the invocation ends, so a frozen
 //! sandbox loses nothing), in the background locally.
 
+pub mod args;
 mod canonical;
 pub mod events;
 pub mod record;

@@ -177,3 +177,38 @@ async fn a_disconnect_and_a_revocation_name_the_grant_and_who_did_it() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(taken(&kept).is_empty());
 }
+
+#[tokio::test]
+async fn a_servers_audit_settings_are_checked_and_shown() {
+    let api = api();
+    let base = json!({"name": "s2", "url": "http://127.0.0.1:9/mcp", "auth": {"type": "none"}});
+    for (bad, why) in [
+        (
+            json!({"capture_arguments": true, "max_bytes": 16385}),
+            "max_bytes",
+        ),
+        (
+            json!({"capture_arguments": true, "max_bytes": 0}),
+            "max_bytes",
+        ),
+        (json!({"redact_keys": [""]}), "redact_keys"),
+        (json!({"capture_arguments": "yes"}), "expected a boolean"),
+        (json!({"capture": true}), "unknown field"),
+    ] {
+        let mut s = base.clone();
+        s["audit"] = bad;
+        let (st, body) = api.admin("POST", "/admin/servers", Some(s)).await;
+        assert!(st.is_client_error(), "{body}");
+        assert!(body.to_string().contains(why), "{why}: {body}");
+    }
+    assert_eq!(api.server_count().await, 0, "nothing half-saved");
+    // BASELINE
+    let mut s = base.clone();
+    s["audit"] = json!({"capture_arguments": true, "redact_keys": ["password"]});
+    let (st, body) = api.admin("POST", "/admin/servers", Some(s)).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["audit"],
+        json!({"capture_arguments": true, "max_bytes": 4096, "redact_keys": ["password"]})
+    );
+}
