@@ -112,7 +112,7 @@ pub async fn post(asker: &Asker<'_>, access: &Access, payload: ClientPayload) ->
     if msg.is_request("initialize") {
         return initialize(&ctx, &msg).await;
     }
-    if session_header(&headers).is_some() {
+    if session_header(headers).is_some() {
         if let Some(bad) = bad_version_header(headers, msg.id()) {
             return bad;
         }
