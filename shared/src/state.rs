@@ -169,6 +169,7 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let audit = Arc::new(crate::audit::Auditor::default());
         let grants = Arc::new(Grants::new(
             &config,
             store.clone(),
@@ -176,6 +177,7 @@ impl AppState {
             keyring.clone(),
             clock.clone(),
             servers.clone(),
+            audit.clone(),
         )?);
         let mcp = Arc::new(crate::mcp::memory::Memory::default());
         let upstreams = Arc::new(Upstreams::new(
@@ -223,7 +225,7 @@ impl AppState {
             mcp,
             grants,
             upstreams,
-            audit: Arc::new(crate::audit::Auditor::default()),
+            audit,
             audit_sampler: Arc::default(),
             limits,
         })

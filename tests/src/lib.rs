@@ -54,6 +54,8 @@ struct Shared {
     store: SharedStore,
     secrets: Vec<(String, String)>,
     clock: Arc<TestClock>,
+    /// Limits the test decides (`Limits::decided_by_test`), in place of the configured ones.
+    limits: Option<Arc<mcpgw::limits::Limits>>,
 }
 
 #[derive(Clone)]
@@ -71,6 +73,15 @@ impl Drop for TestGateway {
 impl TestGateway {
     /// Starts a gateway on `store` whose local secrets are `secrets` (`MCPGW_SECRET_*` names).
     pub async fn start(store: StoreKind, secrets: &[(&str, &str)]) -> Result<Self> {
+        Self::start_limited(store, secrets, None).await
+    }
+
+    /// [`TestGateway::start`] with `limits` in place of the configured rate limits.
+    pub async fn start_limited(
+        store: StoreKind,
+        secrets: &[(&str, &str)],
+        limits: Option<Arc<mcpgw::limits::Limits>>,
+    ) -> Result<Self> {
         let dir = Arc::new(tempfile::tempdir()?);
         let store = match store {
             StoreKind::Sqlite => SharedStore::Sqlite,
@@ -90,6 +101,7 @@ impl TestGateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             clock: Arc::default(),
+            limits,
         };
         Self::serve(shared, mcpgw::crypto::random_token(24)).await
     }
@@ -124,7 +136,11 @@ impl TestGateway {
         };
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
         let secrets = EnvSecrets::from_map(shared.secrets.iter().cloned().collect());
-        let state = AppState::from_parts(config, store, Arc::new(secrets), shared.clock.clone())?;
+        let mut state =
+            AppState::from_parts(config, store, Arc::new(secrets), shared.clock.clone())?;
+        if let Some(limits) = &shared.limits {
+            state.limits = limits.clone();
+        }
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
             let _ = mcpgw::runtime::serve_listener(listener, app, std::future::pending()).await;

@@ -9,6 +9,7 @@
 mod access;
 mod api_keys;
 mod catalog;
+mod changes;
 mod config_path;
 mod connections;
 mod console;
@@ -32,7 +33,7 @@ use mcpgw::state::AppState;
 
 /// The admin routes, without the common layers (see [`app`]).
 pub fn routes(state: AppState) -> Router {
-    Router::new()
+    let inner = Router::new()
         .merge(servers::routes())
         .merge(access::routes())
         .merge(catalog::routes())
@@ -42,7 +43,9 @@ pub fn routes(state: AppState) -> Router {
         .merge(me::routes())
         .merge(openapi::routes())
         .merge(console::routes())
-        .with_state(state)
+        .with_state(state.clone());
+    // Every document change is recorded (who, what, before/after hashes), in one place.
+    changes::audited(inner, state)
 }
 
 /// The deployable router: [`routes`] plus `/healthz`, fallbacks and error logging.

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use mcpgw::audit::args::captured;
 use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
+use mcpgw::domain::ServerAudit;
 use mcpgw::identity::{AuthError, Principal};
 use mcpgw::limits::{CallKey, Verdict};
 use mcpgw::mcp::jsonrpc::{self, Ending, Kind, Message};
@@ -83,6 +85,8 @@ pub struct Routed<'a> {
     /// The upstream server and its own name for the tool, where known before the call.
     pub upstream: Option<(&'a str, &'a str)>,
     pub credential: Option<CredentialUse>,
+    /// The server's audit settings (argument capture), where known before the call.
+    pub capture: Option<&'a ServerAudit>,
 }
 
 /// What the gate decided.
@@ -130,6 +134,7 @@ pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> 
     record.credential = routed.credential;
     if let Some(args) = call.arguments {
         record.args_hmac = args_hmac(asker.state, args).await;
+        record.args = routed.capture.and_then(|c| captured(args, c));
     }
     let ticket = |record| {
         Arc::new(Ticket {
@@ -373,6 +378,15 @@ impl Ticket {
             r.upstream_tool = Some(tool.to_owned());
             r.credential = Some(credential);
         });
+    }
+
+    /// Keeps the arguments as `settings` say (a virtual server's member, known after the
+    /// gate).
+    pub fn capture(&self, args: Option<&Value>, settings: Option<&ServerAudit>) {
+        if let (Some(args), Some(settings)) = (args, settings) {
+            let kept = captured(args, settings);
+            self.with_record(|r| r.args = kept);
+        }
     }
 
     /// The time the upstream took, measured by the caller (a virtual server's member call).

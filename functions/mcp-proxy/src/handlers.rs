@@ -96,10 +96,12 @@ pub async fn post(
                 received,
             };
             let credential = credential_use(&u.server, &u.principal.user);
-            let tickets = match govern_payload(&asker, &u.access, &payload, credential).await {
-                Ok(t) => t,
-                Err(limited) => return Ok(limited),
-            };
+            let server = &u.server;
+            let tickets =
+                match govern_payload(&asker, &u.access, server, &payload, credential).await {
+                    Ok(t) => t,
+                    Err(limited) => return Ok(limited),
+                };
             // A caller without their own credential still gets a session, answered in-band
             // with the connect link; a batch gets the refusal itself.
             return match connect_prompt::post(&u.at(&state), &u.missing, payload).await {
@@ -120,7 +122,8 @@ pub async fn post(
             received,
         };
         let credential = call.upstream.credential_use(call.user());
-        match govern_payload(&asker, &access, &payload, credential).await {
+        let server = &call.upstream.server;
+        match govern_payload(&asker, &access, server, &payload, credential).await {
             Ok(t) => t,
             Err(limited) => return Ok(limited),
         }
@@ -162,19 +165,20 @@ fn era_of(msg: &Message, headers: &HeaderMap) -> Option<ClientEra> {
 async fn govern_payload<'a>(
     asker: &Asker<'a>,
     access: &Access,
+    server: &'a McpServer,
     payload: &'a ClientPayload,
     credential: CredentialUse,
 ) -> Result<Tickets, Response> {
     let mut tickets = Tickets::default();
-    let server = asker.endpoint;
     let gated = |c: &Counted<'a>| -> Routed<'a> {
         // A tool the caller may not use is decided here like everywhere: the same
         // function that renames it on the way (`adapt::shape`).
         let hidden = c.method == "tools/call" && access.tool(c.name).is_none();
         Routed {
             hidden,
-            upstream: (!hidden).then_some((server, c.name)),
+            upstream: (!hidden).then_some((server.name.as_str(), c.name)),
             credential: Some(credential.clone()),
+            capture: server.audit.as_ref(),
         }
     };
     match payload {

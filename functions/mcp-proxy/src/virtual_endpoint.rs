@@ -112,7 +112,7 @@ pub async fn post(asker: &Asker<'_>, access: &Access, payload: ClientPayload) ->
     if msg.is_request("initialize") {
         return initialize(&ctx, &msg).await;
     }
-    if session_header(&headers).is_some() {
+    if session_header(headers).is_some() {
         if let Some(bad) = bad_version_header(headers, msg.id()) {
             return bad;
         }
@@ -230,6 +230,8 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
                 hidden: c.method == "tools/call" && upstream.is_none(),
                 upstream,
                 credential: None,
+                // The member's own setting applies, once the member is known.
+                capture: None,
             };
             match gate(ctx.asker, &c, routed).await {
                 Gate::Pass(t) => Some(t),
@@ -343,10 +345,12 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message, ticket: Option<&Tic
         );
     };
     let up = match ctx.state.server(route.server).await {
-        Ok(Some(s)) => match ctx.state.upstreams.open(s.clone(), ctx.user).await {
+        Ok(Some(s)) => match ctx.state.upstreams.open(s, ctx.user).await {
             Ok(up) => {
                 if let Some(t) = ticket {
                     t.credential(up.credential_use(ctx.user));
+                    let args = msg.params().and_then(|p| p.get("arguments"));
+                    t.capture(args, up.server.audit.as_ref());
                 }
                 Ok(up)
             }
@@ -460,6 +464,10 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message, ticket: Option<&Ti
             let answer = client::forward(&up, ctx.user, msg.clone()).await;
             if let Some(t) = ticket {
                 t.upstream(s, name, up.credential_use(ctx.user));
+                t.capture(
+                    msg.params().and_then(|p| p.get("arguments")),
+                    up.server.audit.as_ref(),
+                );
                 t.upstream_time(sent.elapsed());
             }
             return match answer {

@@ -6,7 +6,9 @@
 //! [`Auditor::flush`]: per invocation in Lambda (before the invocation ends, so a frozen
 //! sandbox loses nothing), in the background locally.
 
+pub mod args;
 mod canonical;
+pub mod events;
 pub mod record;
 pub mod sample;
 

@@ -6,6 +6,7 @@
 
 mod access_control;
 mod answer_schemas;
+mod audit;
 mod auth_header;
 mod bridge;
 mod client_auth;

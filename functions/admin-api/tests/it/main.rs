@@ -5,6 +5,7 @@
 
 mod admin;
 mod api_keys;
+mod audit_records;
 mod common;
 mod connections;
 mod console;

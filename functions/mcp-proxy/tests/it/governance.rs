@@ -522,3 +522,46 @@ async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_n
     open_session(&app, "up", &gw.alice).await;
     assert!(taken(&kept).is_empty());
 }
+
+#[tokio::test]
+async fn arguments_are_kept_only_where_the_server_opts_in_redacted_for_direct_and_virtual_calls() {
+    let up = Upstream::start(Speaks::Stateless).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    admin(
+        &gw,
+        "POST",
+        "/admin/virtual-servers",
+        json!({"name": "v", "members": {"everyone": true},
+            "tools": [{"server": "up", "tool": "echo", "alias": "say"}]}),
+    )
+    .await;
+    let (app, kept) = governed(&gw, pass);
+    let args = json!({"q": "find", "Password": "hunter2", "deep": [{"API_KEY": "k-123"}]});
+    let call = |endpoint: &'static str, name: &'static str| {
+        let (body, headers) = modern(1, "tools/call", json!({"name": name, "arguments": args}));
+        let app = app.clone();
+        let key = gw.alice.clone();
+        async move { post_with(&app, endpoint, &key, &headers, &body).await }
+    };
+    // BASELINE: not opted in, only the hash.
+    call("up", "echo").await;
+    let rec = one(&kept).await;
+    assert!(rec.args.is_none() && rec.args_hmac.is_some());
+
+    let server = json!({"url": up.url, "auth": {"type": "header",
+            "headers": {"X-Api-Key": "secret://up-key"}},
+        "audit": {"capture_arguments": true, "redact_keys": ["password", "api_key"]}});
+    admin(&gw, "PUT", "/admin/servers/up", server).await;
+    let redacted =
+        json!({"q": "find", "Password": "[redacted]", "deep": [{"API_KEY": "[redacted]"}]});
+    for (endpoint, name) in [("up", "echo"), ("v", "say")] {
+        call(endpoint, name).await;
+        let rec = one(&kept).await;
+        assert_eq!(rec.args.as_ref(), Some(&redacted), "{endpoint}");
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(
+            !line.contains("hunter2") && !line.contains("k-123"),
+            "{line}"
+        );
+    }
+}
