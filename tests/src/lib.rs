@@ -61,7 +61,14 @@ struct Shared {
 #[derive(Clone)]
 enum SharedStore {
     Sqlite,
-    Dynamo { endpoint: String, table: String },
+    /// `turn`: the gateways of one deployment send moto one request at a time, so moto
+    /// applies each conditional write atomically, as DynamoDB does
+    /// ([`mcpgw::testing::one_request_at_a_time`]).
+    Dynamo {
+        endpoint: String,
+        table: String,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    },
 }
 
 impl Drop for TestGateway {
@@ -90,7 +97,11 @@ impl TestGateway {
                     aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
                 let table = mcpgw::testing::unique_name("e2e");
                 mcpgw::store::dynamo::create_table(&client, &table).await?;
-                SharedStore::Dynamo { endpoint, table }
+                SharedStore::Dynamo {
+                    endpoint,
+                    table,
+                    turn: Arc::default(),
+                }
             }
         };
         let shared = Shared {
@@ -125,9 +136,17 @@ impl TestGateway {
             SharedStore::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(
                 &dir.join("gw.sqlite3"),
             )?),
-            SharedStore::Dynamo { endpoint, table } => {
-                let client =
-                    aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(endpoint));
+            SharedStore::Dynamo {
+                endpoint,
+                table,
+                turn,
+            } => {
+                let conf = aws_sdk_dynamodb::config::Builder::from(
+                    &mcpgw::aws::emulator_sdk_config(endpoint),
+                )
+                .http_client(mcpgw::testing::one_request_at_a_time(turn.clone()))
+                .build();
+                let client = aws_sdk_dynamodb::Client::from_conf(conf);
                 Arc::new(mcpgw::store::dynamo::DynamoStore::new(
                     client,
                     table.clone(),

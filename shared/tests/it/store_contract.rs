@@ -13,16 +13,10 @@
 //!
 //! Concurrency cases line 16 tasks up on a barrier before the racing call; tests run on the
 //! multi-threaded runtime so the calls really overlap. The DynamoDB client hands moto one
-//! HTTP request at a time ([`one_request_at_a_time`]), because moto, unlike DynamoDB, does
+//! HTTP request at a time (`mcpgw::testing::one_request_at_a_time`), because moto, unlike DynamoDB, does
 //! not apply a conditional write atomically under concurrent requests.
 
 use std::sync::Arc;
-
-use aws_sdk_dynamodb::config::http::HttpRequest;
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector,
-    http_client_fn,
-};
 
 use mcpgw::clock::{Clock, SystemClock};
 use mcpgw::domain::{
@@ -52,50 +46,9 @@ fn sqlite() -> Fixture {
 async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
     let endpoint = mcpgw::testing::moto_endpoint()?;
     let conf = aws_sdk_dynamodb::config::Builder::from(&mcpgw::aws::emulator_sdk_config(&endpoint))
-        .http_client(one_request_at_a_time())
+        .http_client(mcpgw::testing::one_request_at_a_time(Default::default()))
         .build();
     Some(aws_sdk_dynamodb::Client::from_conf(conf))
-}
-
-/// An SDK HTTP client that lets one request at a time through to moto.
-///
-/// moto serves requests on concurrent threads and evaluates a condition expression, then
-/// writes, with no lock in between: under load two `attribute_not_exists` puts of the same
-/// item both succeed (seen: 2 winners of 16 racing creators, about once in 25 runs on a busy
-/// 2-core machine). Real DynamoDB applies each request atomically. Serializing requests gives
-/// moto that same per-request atomicity and nothing more: the adapter's calls still race,
-/// so an adapter that read and then wrote in two requests would still be caught.
-fn one_request_at_a_time() -> SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-
-    #[derive(Debug)]
-    struct Serial {
-        inner: SharedHttpConnector,
-        turn: Arc<tokio::sync::Mutex<()>>,
-    }
-
-    impl HttpConnector for Serial {
-        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let (inner, turn) = (self.inner.clone(), self.turn.clone());
-            // moto answers only once it has handled the request, so holding the turn until
-            // the response head arrives covers the whole server-side operation.
-            HttpConnectorFuture::new(async move {
-                let _turn = turn.lock().await;
-                inner.call(request).await
-            })
-        }
-    }
-
-    let inner = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-        .build_https();
-    let turn = Arc::new(tokio::sync::Mutex::new(()));
-    http_client_fn(move |settings, components| {
-        SharedHttpConnector::new(Serial {
-            inner: inner.http_connector(settings, components),
-            turn: turn.clone(),
-        })
-    })
 }
 
 async fn dynamo(page_size: Option<i32>) -> Option<Fixture> {
