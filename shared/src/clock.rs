@@ -9,6 +9,11 @@ pub type UnixTime = i64;
 pub trait Clock: Send + Sync {
     /// Current time in whole seconds since the Unix epoch.
     fn now(&self) -> UnixTime;
+    /// Current time in milliseconds since the Unix epoch (rate limits count in ms; a clock
+    /// that only knows seconds answers whole seconds).
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The machine's wall clock.
@@ -20,6 +25,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest;
 use aws_lc_rs::hkdf;
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,6 +52,9 @@ pub enum KeyringError {
 pub struct Keyring {
     active: String,
     keys: HashMap<String, LessSafeKey>,
+    /// Keys audit records' argument hashes (derived from the active key's material, so a
+    /// rotation starts a new hash space; see [`Keyring::audit_mac_hex`]).
+    audit_mac: hmac::Key,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -75,7 +79,28 @@ fn derive_key(kid: &str, material: &str) -> Result<LessSafeKey, KeyringError> {
     Ok(LessSafeKey::new(unbound))
 }
 
+/// The audit argument HMAC key of key `kid`: HKDF of its material under a label of its own,
+/// so it is independent of the sealing key.
+fn derive_mac_key(kid: &str, material: &str) -> Result<hmac::Key, KeyringError> {
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
+    let prk = salt.extract(material.as_bytes());
+    let info = [b"audit-arguments-hmac ".as_slice(), kid.as_bytes()];
+    let okm = prk
+        .expand(&info, hmac::HMAC_SHA256)
+        .map_err(|_| KeyringError::Crypto)?;
+    Ok(hmac::Key::from(okm))
+}
+
 impl Keyring {
+    /// Lowercase hex HMAC-SHA256 of `data` under the audit argument key. Keyed because a
+    /// plain hash of short arguments (a user id, a yes/no) is found by hashing guesses; this
+    /// one only by someone holding the keyring. Equal arguments give equal hashes while the
+    /// active key stays the same.
+    pub fn audit_mac_hex(&self, data: &[u8]) -> String {
+        let tag = hmac::sign(&self.audit_mac, data);
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Parses a keyring document (see the module docs).
     pub fn from_json(doc: &str) -> Result<Self, KeyringError> {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(doc)
@@ -86,6 +111,7 @@ impl Keyring {
             .ok_or_else(|| KeyringError::BadDocument("missing \"active\" key id".into()))?
             .to_owned();
         let mut keys = HashMap::new();
+        let mut audit_mac = None;
         for (kid, v) in &map {
             if kid == "active" {
                 continue;
@@ -104,13 +130,20 @@ impl Keyring {
                 ));
             }
             keys.insert(kid.clone(), derive_key(kid, material)?);
+            if *kid == active {
+                audit_mac = Some(derive_mac_key(kid, material)?);
+            }
         }
-        if !keys.contains_key(&active) {
+        let Some(audit_mac) = audit_mac.filter(|_| keys.contains_key(&active)) else {
             return Err(KeyringError::BadDocument(format!(
                 "active key '{active}' is not in the keyring"
             )));
-        }
-        Ok(Self { active, keys })
+        };
+        Ok(Self {
+            active,
+            keys,
+            audit_mac,
+        })
     }
 
     /// A new keyring document with one random key, `k1`, active.

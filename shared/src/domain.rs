@@ -53,6 +53,60 @@ pub struct McpServer {
     /// who shapes their own tools put words in front of other users' models.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub share_tool_list: bool,
+    /// What the audit trail keeps of calls to this server beyond the arguments' keyed hash
+    /// (absent: nothing more). For a virtual server's tool, its member server's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ServerAudit>,
+}
+
+/// A server's audit settings: whether the calls' arguments are kept whole in the records
+/// (opt-in: they can hold personal data), at most `max_bytes` of their canonical JSON (a
+/// longer capture is cut and marked), with the members named in `redact_keys` (at any depth,
+/// any case) replaced by `"[redacted]"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAudit {
+    #[serde(default)]
+    pub capture_arguments: bool,
+    #[serde(default = "ServerAudit::default_max_bytes")]
+    pub max_bytes: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact_keys: Vec<String>,
+}
+
+impl ServerAudit {
+    /// The most a record may keep of one call's arguments.
+    pub const MAX_BYTES: usize = 16 * 1024;
+    const MAX_REDACT_KEYS: usize = 64;
+
+    fn default_max_bytes() -> usize {
+        4096
+    }
+
+    /// Bounds: `max_bytes` 1 to 16384, at most 64 keys to redact of 1 to 128 printable
+    /// characters each.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_BYTES).contains(&self.max_bytes) {
+            return Err(format!(
+                "audit.max_bytes must be between 1 and {}",
+                Self::MAX_BYTES
+            ));
+        }
+        if self.redact_keys.len() > Self::MAX_REDACT_KEYS {
+            return Err(format!(
+                "audit.redact_keys holds at most {} keys",
+                Self::MAX_REDACT_KEYS
+            ));
+        }
+        if self
+            .redact_keys
+            .iter()
+            .any(|k| k.is_empty() || k.len() > 128 || k.chars().any(char::is_control))
+        {
+            return Err("audit.redact_keys: each key is 1 to 128 printable characters".into());
+        }
+        Ok(())
+    }
 }
 
 /// How the endpoints pinned on a server were obtained (shown to admins).

@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod egress;
+pub mod gcra;
 pub mod grants;
 pub mod http;
 pub mod identity;

@@ -124,6 +124,7 @@ mod tests {
             updated_at: 0,
             authorization_server: None,
             share_tool_list: false,
+            audit: None,
         };
         store
             .create_config(ConfigKind::Server, "s", &to_doc(&server))

@@ -73,6 +73,8 @@ pub struct AppState {
     pub upstreams: Arc<Upstreams>,
     /// The audit trail's writer (see `audit`).
     pub audit: Arc<crate::audit::Auditor>,
+    /// Folds floods of denials and failed logins into sampled records (`audit::sample`).
+    pub audit_sampler: Arc<crate::audit::sample::Sampler>,
     /// Rate limits and quotas (see `limits`).
     pub limits: Arc<crate::limits::Limits>,
     /// Counters and latency histograms (see `metrics`).
@@ -171,6 +173,7 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let audit = Arc::new(crate::audit::Auditor::default());
         let grants = Arc::new(Grants::new(
             &config,
             store.clone(),
@@ -178,6 +181,7 @@ impl AppState {
             keyring.clone(),
             clock.clone(),
             servers.clone(),
+            audit.clone(),
         )?);
         let mcp = Arc::new(crate::mcp::memory::Memory::default());
         let upstreams = Arc::new(Upstreams::new(
@@ -210,6 +214,14 @@ impl AppState {
             http.clone(),
             metrics.clone(),
         ));
+        let policy = Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl));
+        // Rate-limit rules are policy too: cached as long, re-read after admin writes.
+        let limits = Arc::new(crate::limits::Limits::new(
+            store.clone(),
+            clock.clone(),
+            policy.clone(),
+            policy_ttl,
+        ));
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -218,13 +230,14 @@ impl AppState {
             clock,
             auth,
             servers,
-            policy: Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl)),
+            policy,
             http,
             mcp,
             grants,
             upstreams,
-            audit: Arc::new(crate::audit::Auditor::default()),
-            limits: Arc::new(crate::limits::Limits::default()),
+            audit,
+            audit_sampler: Arc::default(),
+            limits,
             metrics,
             spans,
         })

@@ -158,8 +158,8 @@ mod observed {
     use crate::clock::UnixTime;
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult, ToolSnapshot, ToolSnapshotStore,
+        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, RateLimitStore,
+        SessionStore, StoreResult, Take, ToolSnapshot, ToolSnapshotStore,
     };
     use serde_json::Value;
 
@@ -214,4 +214,57 @@ mod observed {
         fn end_session(fingerprint: &str, expires_at: UnixTime) -> (), key Some(fingerprint);
         fn session_ended(fingerprint: &str, now: UnixTime) -> bool, key Some(fingerprint);
     });
+    observed!(RateLimitStore {
+        fn take_rate(key: &str, now_ms: i64, t_ms: i64, tau_ms: i64, last_tat: Option<i64>) -> Take, key Some(key);
+        fn take_quota(key: &str, now_ms: i64, count: u64, window_end_ms: i64) -> Take, key Some(key);
+        fn peek_bucket(key: &str, now_ms: i64) -> Option<i64>, key Some(key);
+    });
+}
+
+/// An SDK HTTP client that lets one request at a time through to moto: one of the requests
+/// of every client built with the same `turn`.
+///
+/// moto serves requests on concurrent threads and evaluates a condition expression, then
+/// writes, with no lock in between: under load two `attribute_not_exists` puts of the same
+/// item both succeed (seen: 2 winners of 16 racing creators, about once in 25 runs on a busy
+/// 2-core machine), and two rate-limit updates can both pass one bucket's last slot. Real
+/// DynamoDB applies each request atomically. Serializing requests gives moto that same
+/// per-request atomicity and nothing more: callers still race, so code that read and then
+/// wrote in two requests would still be caught.
+pub fn one_request_at_a_time(
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_sdk_dynamodb::config::http::HttpRequest;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
+    };
+
+    #[derive(Debug)]
+    struct Serial {
+        inner: SharedHttpConnector,
+        turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    }
+
+    impl HttpConnector for Serial {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let (inner, turn) = (self.inner.clone(), self.turn.clone());
+            // moto answers only once it has handled the request, so holding the turn until
+            // the response head arrives covers the whole server-side operation.
+            HttpConnectorFuture::new(async move {
+                let _turn = turn.lock().await;
+                inner.call(request).await
+            })
+        }
+    }
+
+    let inner = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https();
+    http_client_fn(move |settings, components| {
+        SharedHttpConnector::new(Serial {
+            inner: inner.http_connector(settings, components),
+            turn: turn.clone(),
+        })
+    })
 }

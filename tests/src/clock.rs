@@ -42,6 +42,9 @@ impl Clock for TestClock {
     fn now(&self) -> UnixTime {
         SystemClock.now() + self.offset()
     }
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.offset() * 1000
+    }
 }
 
 #[cfg(test)]

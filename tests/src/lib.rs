@@ -54,12 +54,21 @@ struct Shared {
     store: SharedStore,
     secrets: Vec<(String, String)>,
     clock: Arc<TestClock>,
+    /// Limits the test decides (`Limits::decided_by_test`), in place of the configured ones.
+    limits: Option<Arc<mcpgw::limits::Limits>>,
 }
 
 #[derive(Clone)]
 enum SharedStore {
     Sqlite,
-    Dynamo { endpoint: String, table: String },
+    /// `turn`: the gateways of one deployment send moto one request at a time, so moto
+    /// applies each conditional write atomically, as DynamoDB does
+    /// ([`mcpgw::testing::one_request_at_a_time`]).
+    Dynamo {
+        endpoint: String,
+        table: String,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    },
 }
 
 impl Drop for TestGateway {
@@ -71,6 +80,15 @@ impl Drop for TestGateway {
 impl TestGateway {
     /// Starts a gateway on `store` whose local secrets are `secrets` (`MCPGW_SECRET_*` names).
     pub async fn start(store: StoreKind, secrets: &[(&str, &str)]) -> Result<Self> {
+        Self::start_limited(store, secrets, None).await
+    }
+
+    /// [`TestGateway::start`] with `limits` in place of the configured rate limits.
+    pub async fn start_limited(
+        store: StoreKind,
+        secrets: &[(&str, &str)],
+        limits: Option<Arc<mcpgw::limits::Limits>>,
+    ) -> Result<Self> {
         let dir = Arc::new(tempfile::tempdir()?);
         let store = match store {
             StoreKind::Sqlite => SharedStore::Sqlite,
@@ -79,7 +97,11 @@ impl TestGateway {
                     aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
                 let table = mcpgw::testing::unique_name("e2e");
                 mcpgw::store::dynamo::create_table(&client, &table).await?;
-                SharedStore::Dynamo { endpoint, table }
+                SharedStore::Dynamo {
+                    endpoint,
+                    table,
+                    turn: Arc::default(),
+                }
             }
         };
         let shared = Shared {
@@ -90,6 +112,7 @@ impl TestGateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             clock: Arc::default(),
+            limits,
         };
         Self::serve(shared, mcpgw::crypto::random_token(24)).await
     }
@@ -113,9 +136,17 @@ impl TestGateway {
             SharedStore::Sqlite => Arc::new(mcpgw::store::sqlite::SqliteStore::open(
                 &dir.join("gw.sqlite3"),
             )?),
-            SharedStore::Dynamo { endpoint, table } => {
-                let client =
-                    aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(endpoint));
+            SharedStore::Dynamo {
+                endpoint,
+                table,
+                turn,
+            } => {
+                let conf = aws_sdk_dynamodb::config::Builder::from(
+                    &mcpgw::aws::emulator_sdk_config(endpoint),
+                )
+                .http_client(mcpgw::testing::one_request_at_a_time(turn.clone()))
+                .build();
+                let client = aws_sdk_dynamodb::Client::from_conf(conf);
                 Arc::new(mcpgw::store::dynamo::DynamoStore::new(
                     client,
                     table.clone(),
@@ -124,7 +155,11 @@ impl TestGateway {
         };
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
         let secrets = EnvSecrets::from_map(shared.secrets.iter().cloned().collect());
-        let state = AppState::from_parts(config, store, Arc::new(secrets), shared.clock.clone())?;
+        let mut state =
+            AppState::from_parts(config, store, Arc::new(secrets), shared.clock.clone())?;
+        if let Some(limits) = &shared.limits {
+            state.limits = limits.clone();
+        }
         let app = local::router(state.clone());
         let server = tokio::spawn(async move {
             let _ = mcpgw::runtime::serve_listener(listener, app, std::future::pending()).await;

@@ -194,6 +194,13 @@ impl McpClient {
             .with_context(|| format!("{method} at {}", self.url))
     }
 
+    /// Sends one request and hands back the HTTP response as it came (status and headers
+    /// such as `Retry-After` included), unread.
+    pub async fn request_raw(&mut self, method: &str, params: Value) -> Result<reqwest::Response> {
+        self.next_id += 1;
+        self.post(Some(self.next_id), method, params).await
+    }
+
     /// Sends one request and waits for its response (from a JSON body or an SSE stream).
     pub async fn request(&mut self, method: &str, params: Value) -> Result<Answer> {
         self.next_id += 1;

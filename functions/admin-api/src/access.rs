@@ -32,16 +32,19 @@ use mcpgw::http::ErrorCode;
 const TOOL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn routes() -> Router<AppState> {
-    fn crud<T: PolicyDoc>(r: Router<AppState>) -> Router<AppState> {
-        r.route(T::PATH, get(list::<T>).post(create::<T>)).route(
-            &format!("{}/{{name}}", T::PATH),
-            get(read::<T>).put(replace::<T>).delete(remove::<T>),
-        )
-    }
     let r = Router::new();
     let r = crud::<Team>(r);
     let r = crud::<ServerGroup>(r);
-    crud::<VirtualServer>(r)
+    let r = crud::<VirtualServer>(r);
+    crud::<mcpgw::limits::rule::RateLimitRule>(r)
+}
+
+/// The five routes of one document kind.
+fn crud<T: PolicyDoc>(r: Router<AppState>) -> Router<AppState> {
+    r.route(T::PATH, get(list::<T>).post(create::<T>)).route(
+        &format!("{}/{{name}}", T::PATH),
+        get(read::<T>).put(replace::<T>).delete(remove::<T>),
+    )
 }
 
 /// What the generic handlers need of a document kind.
@@ -63,7 +66,7 @@ pub trait PolicyDoc: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
     fn referrers(snap: &Snapshot, name: &str) -> Vec<String>;
 }
 
-fn invalid(m: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::unprocessable(ErrorCode::InvalidField, m)
 }
 
@@ -80,6 +83,7 @@ async fn fresh_snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 /// After a write: this process decides on the new policy at once (and open streams hear it).
 async fn policy_changed(state: &AppState) {
     state.policy.invalidate().await;
+    state.limits.invalidate().await;
     if let Err(e) = state.policy().await {
         tracing::warn!(error = %error_chain(&e), "policy reload after a write failed");
     }
@@ -97,11 +101,11 @@ async fn check_members(m: &Members, snap: &Snapshot) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn server_exists(state: &AppState, name: &str) -> Result<bool, ApiError> {
+pub(crate) async fn server_exists(state: &AppState, name: &str) -> Result<bool, ApiError> {
     Ok(state.store.get_server(name).await?.is_some())
 }
 
-fn unknown_server(what: &str, name: &str) -> ApiError {
+pub(crate) fn unknown_server(what: &str, name: &str) -> ApiError {
     ApiError::unprocessable(
         ErrorCode::UnknownServer,
         format!("{what}: no server named '{name}'"),

@@ -28,7 +28,9 @@ async fn mine(
     Caller(p): Caller,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(catalog(&state, &Subject::from(&p)).await?))
+    Ok(Json(
+        catalog(&state, &Subject::from(&p), p.api_key_id.as_deref()).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,10 +68,18 @@ async fn for_user(
             "groups takes at most 200 names of at most 320 characters",
         ));
     }
-    Ok(Json(catalog(&state, &Subject { user, groups }).await?))
+    Ok(Json(
+        catalog(&state, &Subject { user, groups }, None).await?,
+    ))
 }
 
-async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError> {
+/// The catalog of `subject` (calling with the API key `api_key_id`, whose per-key limits
+/// then show; without one, per-key rules count per user, as calls do).
+async fn catalog(
+    state: &AppState,
+    subject: &Subject,
+    api_key_id: Option<&str>,
+) -> Result<Value, ApiError> {
     let snap = state.policy().await?;
     let teams: Vec<&str> = snap.teams_of(subject).into_iter().collect();
     let mut endpoints = Vec::new();
@@ -91,6 +101,15 @@ async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError>
     }))
     .await;
     for ((access, kind), tools) in pending.iter().zip(listed) {
+        let names: Vec<&str> = tools
+            .tools
+            .iter()
+            .filter_map(|t| t.tool.get("name").and_then(Value::as_str))
+            .collect();
+        let mut budgets = state
+            .limits
+            .budgets(subject, api_key_id, &access.endpoint, &names)
+            .await;
         let mut e = json!({
             "name": access.endpoint,
             "kind": kind,
@@ -104,6 +123,10 @@ async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError>
                 if let Some(d) = t.tool.get("description").filter(|d| d.is_string()) {
                     v["description"] = d.clone();
                 }
+                let name = t.tool.get("name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(list) = budgets.remove(name) {
+                    v["rate_limits"] = list.iter().map(budget_view).collect();
+                }
                 v
             }).collect::<Vec<_>>(),
         });
@@ -113,4 +136,15 @@ async fn catalog(state: &AppState, subject: &Subject) -> Result<Value, ApiError>
         endpoints.push(e);
     }
     Ok(json!({"user": subject.user, "teams": teams, "endpoints": endpoints}))
+}
+
+/// What is left of one limit, as the catalog shows it (reset time rounded up to a second).
+fn budget_view(b: &mcpgw::limits::Budget) -> Value {
+    json!({
+        "rule": b.rule,
+        "mode": b.mode,
+        "limit": b.limit,
+        "remaining": b.remaining,
+        "reset_at": crate::time_fmt::to_rfc3339((b.reset_at_ms + 999).div_euclid(1000)),
+    })
 }

@@ -21,6 +21,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
+use mcpgw::audit::events::connection;
+use mcpgw::audit::{Actor, Event};
 use mcpgw::domain::{Grant, GrantStatus, McpServer, UpstreamAuth, validate_name};
 use mcpgw::grants::revoke::{self, Revocation};
 use mcpgw::grants::{link, user_token};
@@ -209,12 +211,25 @@ async fn forget(state: &AppState, user: &str, server: &str) -> Result<bool, ApiE
     Ok(deleted)
 }
 
-/// Deletes `user`'s grant for `server` and revokes it; 404 when there is none.
-async fn disconnect(state: &AppState, user: &str, server: &str) -> Result<Value, ApiError> {
+/// Deletes `user`'s grant for `server` and revokes it; 404 when there is none. Recorded as
+/// `event` (`Disconnect` by the user, `Revoke` by an admin) done by `by`.
+async fn disconnect(
+    state: &AppState,
+    user: &str,
+    server: &str,
+    by: &mcpgw::identity::Principal,
+    event: Event,
+) -> Result<Value, ApiError> {
     if validate_name(server).is_err() {
         return Err(not_found());
     }
-    let revocation = match per_user_server(state, server).await? {
+    let found = per_user_server(state, server).await?;
+    let kind = match &found {
+        Some((_, Kind::OAuth2)) => "oauth2",
+        Some((_, Kind::UserToken)) => "per_user_token",
+        None => "unknown",
+    };
+    let revocation = match found {
         Some((s, Kind::OAuth2)) => revoke::disconnect(&state.grants, user, &s).await?,
         Some((_, Kind::UserToken)) => forget(state, user, server)
             .await?
@@ -229,11 +244,20 @@ async fn disconnect(state: &AppState, user: &str, server: &str) -> Result<Value,
     };
     let revocation = revocation.ok_or_else(not_found)?;
     tracing::info!(%server, outcome = ?revocation, "connection revoked");
+    let view = revocation_view(&revocation);
+    state.audit.emit(connection(
+        event,
+        Actor::of(by),
+        user,
+        server,
+        kind,
+        Some(json!({"provider_revocation": view})),
+    ));
     Ok(json!({
         "user": user,
         "server": server,
         "deleted": true,
-        "provider_revocation": revocation_view(&revocation),
+        "provider_revocation": view,
     }))
 }
 
@@ -242,16 +266,20 @@ async fn disconnect_mine(
     State(state): State<AppState>,
     ApiPath(server): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(disconnect(&state, &p.user, &server).await?))
+    Ok(Json(
+        disconnect(&state, &p.user, &server, &p, Event::Disconnect).await?,
+    ))
 }
 
 async fn disconnect_for_user(
-    _: Admin,
+    Admin(admin): Admin,
     State(state): State<AppState>,
     ApiPath((user, server)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = check_user(&user)?;
-    Ok(Json(disconnect(&state, &user, &server).await?))
+    Ok(Json(
+        disconnect(&state, &user, &server, &admin, Event::Revoke).await?,
+    ))
 }
 
 async fn for_user(
@@ -355,6 +383,16 @@ async fn set_credential(
     }
     user_token::store(&state.grants, &p.user, &s, &input.token).await?;
     tracing::info!(%server, "per-user token stored");
+    let actor = Actor::of(&p);
+    let record = connection(
+        Event::Connect,
+        actor,
+        &p.user,
+        &server,
+        "per_user_token",
+        None,
+    );
+    state.audit.emit(record);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -371,5 +409,15 @@ async fn clear_credential(
     {
         return Err(ApiError::not_found("no token stored for that server"));
     }
+    let actor = Actor::of(&p);
+    let record = connection(
+        Event::Disconnect,
+        actor,
+        &p.user,
+        &server,
+        "per_user_token",
+        None,
+    );
+    state.audit.emit(record);
     Ok(StatusCode::NO_CONTENT)
 }

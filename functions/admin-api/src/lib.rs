@@ -1,5 +1,6 @@
 //! Admin API: `/admin/servers`, `/admin/api-keys`, `/admin/identity-providers`, the access
 //! control documents (`/admin/teams`, `/admin/server-groups`, `/admin/virtual-servers`,
+//! `/admin/rate-limits`,
 //! catalogs) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
 //! (`GET /me`, `/me/api-keys`, `/me/catalog`, `/me/connections`) for any authenticated caller. Plain axum over [`AppState`];
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
@@ -8,12 +9,14 @@
 mod access;
 mod api_keys;
 mod catalog;
+mod changes;
 mod config_path;
 mod connections;
 mod console;
 mod identity_providers;
 mod me;
 mod openapi;
+mod rate_limits;
 mod servers;
 mod time_fmt;
 
@@ -30,7 +33,7 @@ use mcpgw::state::AppState;
 
 /// The admin routes, without the common layers (see [`app`]).
 pub fn routes(state: AppState) -> Router {
-    Router::new()
+    let inner = Router::new()
         .merge(servers::routes())
         .merge(access::routes())
         .merge(catalog::routes())
@@ -40,7 +43,9 @@ pub fn routes(state: AppState) -> Router {
         .merge(me::routes())
         .merge(openapi::routes())
         .merge(console::routes())
-        .with_state(state)
+        .with_state(state.clone());
+    // Every document change is recorded (who, what, before/after hashes), in one place.
+    changes::audited(inner, state)
 }
 
 /// The deployable router: [`routes`] plus `/healthz`, fallbacks and error logging.

@@ -14,7 +14,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use mcpgw::domain::{McpServer, PinSource, PinnedAuthServer, UpstreamAuth, validate_name};
+use mcpgw::domain::{
+    McpServer, PinSource, PinnedAuthServer, ServerAudit, UpstreamAuth, validate_name,
+};
 use mcpgw::egress::EgressPolicy;
 use mcpgw::grants::discovery::DiscoveryError;
 use mcpgw::grants::endpoint_url::{self, UrlRole};
@@ -56,6 +58,9 @@ struct ServerInput {
     /// See `McpServer::share_tool_list`.
     #[serde(default)]
     share_tool_list: bool,
+    /// See `McpServer::audit`.
+    #[serde(default)]
+    audit: Option<ServerAudit>,
 }
 
 /// What the API returns for a server (timestamps as RFC 3339).
@@ -72,6 +77,8 @@ struct ServerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization_server: Option<Value>,
     share_tool_list: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<ServerAudit>,
     /// What the admin should know about a save that still succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
@@ -94,6 +101,7 @@ impl From<McpServer> for ServerView {
             updated_at: to_rfc3339(s.updated_at),
             authorization_server: s.authorization_server.as_ref().map(pin_view),
             share_tool_list: s.share_tool_list,
+            audit: s.audit,
             warnings: Vec::new(),
         }
     }
@@ -294,6 +302,9 @@ fn validate(input: &ServerInput, name: &str, egress: &EgressPolicy) -> Result<()
             "share_tool_list applies only to oauth2 and per_user_token servers (others list with the server's own credential)",
         ));
     }
+    if let Some(a) = &input.audit {
+        a.validate().map_err(invalid)?;
+    }
     validate_auth(&input.auth, egress)
 }
 
@@ -490,6 +501,7 @@ async fn create(
         updated_at: now,
         authorization_server: None,
         share_tool_list: input.share_tool_list,
+        audit: input.audit,
     };
     let mut warnings = Vec::new();
     if endpoints::uses_oauth(&server) {
@@ -545,6 +557,7 @@ async fn replace(
         updated_at: state.clock.now(),
         authorization_server: None,
         share_tool_list: input.share_tool_list,
+        audit: input.audit,
     };
     let mut warnings = Vec::new();
     if endpoints::uses_oauth(&server) {

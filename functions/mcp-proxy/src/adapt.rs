@@ -12,6 +12,7 @@ use mcpgw::policy::Access;
 use mcpgw::upstream::snapshots::Observer;
 use serde_json::Value;
 
+use crate::govern::Tickets;
 use crate::headers::session_header;
 use crate::results::{self, Ttl};
 
@@ -103,6 +104,9 @@ pub struct Adapt {
     /// Records a per-user server's whole `tools/list` result, before it is filtered, as the
     /// list shown to callers who have not connected yet (`mcpgw::upstream::snapshots`).
     pub snapshot: Option<Arc<Observer>>,
+    /// The audit tickets of the counted requests answered here, completed by the relay as
+    /// each owed response passes (`crate::govern`).
+    pub tickets: Tickets,
 }
 
 impl Adapt {

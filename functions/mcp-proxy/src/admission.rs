@@ -111,6 +111,13 @@ pub async fn admit(
     {
         Ok(p) => p,
         Err(e) => {
+            // A name that cannot be registered is not kept (any text, any length).
+            let named = if metadata.is_some() {
+                &endpoint[..]
+            } else {
+                "*"
+            };
+            crate::govern::auth_failed(state, headers, named, &e);
             let scopes = state.auth.advertised_scopes().await;
             return Err(e.into_challenge(metadata.as_deref(), &scopes));
         }
@@ -120,9 +127,10 @@ pub async fn admit(
         return Err(unknown());
     }
     let policy = state.policy().await?;
-    let access = policy
-        .access(&Subject::from(&principal), &endpoint)
-        .ok_or_else(unknown)?;
+    let Some(access) = policy.access(&Subject::from(&principal), &endpoint) else {
+        crate::govern::denied(state, headers, &principal, &endpoint);
+        return Err(unknown());
+    };
     let target = if access.virtual_server.is_some() {
         Target::Virtual(access)
     } else {

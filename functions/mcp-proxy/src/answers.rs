@@ -11,7 +11,7 @@ use mcpgw::mcp::handshake::CallError;
 use mcpgw::mcp::jsonrpc;
 use serde_json::{Value, json};
 
-use crate::results::ClientEra;
+use crate::results::{Answered, ClientEra};
 
 /// A JSON-RPC error answer with an HTTP status.
 pub fn rpc_error(
@@ -21,7 +21,9 @@ pub fn rpc_error(
     message: &str,
     data: Option<Value>,
 ) -> Response {
-    (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response()
+    let mut resp = (status, axum::Json(jsonrpc::error(id, code, message, data))).into_response();
+    resp.extensions_mut().insert(Answered::Error { code });
+    resp
 }
 
 /// The answer to a request the gateway (speaking as the MCP server) does not implement, or
@@ -119,6 +121,9 @@ pub fn call_failed(e: &CallError, id: Option<&Value>) -> Response {
         .insert(ErrorCause(error_chain(e).into()));
     resp.extensions_mut()
         .insert(mcpgw::metrics::ErrorReason(reason.as_str()));
+    resp.extensions_mut().insert(Answered::Error {
+        code: jsonrpc::UPSTREAM_ERROR,
+    });
     resp
 }
 

@@ -2,6 +2,7 @@
 //! forward with.
 
 use axum::http::HeaderMap;
+use mcpgw::identity::Principal;
 use mcpgw::state::AppState;
 use mcpgw::upstream::Upstream;
 
@@ -11,8 +12,9 @@ use crate::adapt::Adapt;
 pub struct Call<'a> {
     pub state: &'a AppState,
     pub upstream: Upstream,
-    /// The caller (`Principal::user`).
-    pub user: String,
+    /// The caller (the whole principal: limits and audit records name how they
+    /// authenticated).
+    pub principal: Principal,
     pub endpoint: String,
     pub headers: HeaderMap,
     /// What access control changes in the answer.
@@ -20,6 +22,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// The caller's user name.
+    pub fn user(&self) -> &str {
+        &self.principal.user
+    }
+
     /// Client headers that may travel upstream for this era: the MCP routing headers and
     /// `Last-Event-ID`, never the session id or version (the gateway sets those) and never
     /// a credential. `stateless`: the 2026-07-28 era, whose routing headers were checked

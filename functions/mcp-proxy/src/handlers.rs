@@ -7,18 +7,20 @@
 //! (`virtual_endpoint`, `connect_prompt`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use mcpgw::audit::CredentialUse;
 use mcpgw::domain::McpServer;
 use mcpgw::http::{ApiError, ApiPath, is_json_content_type, read_body};
 use mcpgw::identity::Principal;
 use mcpgw::mcp::envelope;
-use mcpgw::mcp::jsonrpc::{self, ClientPayload};
+use mcpgw::mcp::jsonrpc::{self, ClientPayload, Message};
 use mcpgw::policy::Access;
 use mcpgw::state::AppState;
-use mcpgw::upstream::{CredentialError, snapshots};
+use mcpgw::upstream::{CredentialError, credential_use, snapshots};
 use serde_json::{Value, json};
 
 use crate::adapt::{Adapt, shape};
@@ -26,8 +28,9 @@ use crate::admission::{Admitted, Target, admit};
 use crate::answers::{no_session, rpc_error};
 use crate::call::Call;
 use crate::connect_prompt::{self, Missing};
+use crate::govern::{Asker, Counted, Gate, Routed, Tickets, counted, gate, too_many};
 use crate::headers::{accepts_mcp, session_header};
-use crate::results;
+use crate::results::{self, ClientEra};
 use crate::sessions::SessionAt;
 use crate::{session_era, stateless_era, virtual_endpoint};
 use mcpgw::http::ErrorCode;
@@ -37,6 +40,7 @@ pub async fn post(
     ApiPath(endpoint): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let received = Instant::now();
     let (parts, body) = req.into_parts();
     let admitted = admit(&state, &parts.headers, endpoint).await?;
     if !is_json_content_type(&parts.headers) {
@@ -74,21 +78,59 @@ pub async fn post(
     let (mut call, access) = match route(&state, admitted, parts.headers).await? {
         Route::Server(call, access) => (call, access),
         Route::Virtual(v) => {
-            return Ok(
-                virtual_endpoint::post(&state, &v.principal, v.access, v.headers, payload).await,
-            );
+            let asker = Asker {
+                state: &state,
+                principal: &v.principal,
+                endpoint: &v.endpoint,
+                headers: &v.headers,
+                received,
+            };
+            return Ok(virtual_endpoint::post(&asker, &v.access, payload).await);
         }
         Route::Unconnected(u) => {
+            let asker = Asker {
+                state: &state,
+                principal: &u.principal,
+                endpoint: &u.endpoint,
+                headers: &u.headers,
+                received,
+            };
+            let credential = credential_use(&u.server, &u.principal.user);
+            let server = &u.server;
+            let tickets =
+                match govern_payload(&asker, &u.access, server, &payload, credential).await {
+                    Ok(t) => t,
+                    Err(limited) => return Ok(limited),
+                };
             // A caller without their own credential still gets a session, answered in-band
             // with the connect link; a batch gets the refusal itself.
             return match connect_prompt::post(&u.at(&state), &u.missing, payload).await {
-                Some(answer) => Ok(answer),
+                Some(answer) => {
+                    tickets.answered(&answer);
+                    Ok(answer)
+                }
                 None => Err(u.refusal.into()),
             };
         }
     };
+    let tickets = {
+        let asker = Asker {
+            state: &state,
+            principal: &call.principal,
+            endpoint: &call.endpoint,
+            headers: &call.headers,
+            received,
+        };
+        let credential = call.upstream.credential_use(call.user());
+        let server = &call.upstream.server;
+        match govern_payload(&asker, &access, server, &payload, credential).await {
+            Ok(t) => t,
+            Err(limited) => return Ok(limited),
+        }
+    };
     let list_ttl = state.config.policy_cache_ttl.as_millis() as u64;
     call.adapt = shape(&access, &mut payload, &mut call.headers, list_ttl);
+    call.adapt.tickets = tickets.clone();
     if lists_every_tool(&payload) && snapshots::kept(&call.upstream.server) {
         // What a connected caller gets is what callers not connected yet are shown.
         let observer = state
@@ -97,25 +139,99 @@ pub async fn post(
             .observer(call.upstream.server.clone());
         call.adapt.snapshot = Some(Arc::new(observer));
     }
+    let answer = dispatch(&call, payload).await;
+    // A relayed answer's tickets are the relay's to complete (as each owed response
+    // passes); an answer the gateway made or read whole completes them here.
+    if answer.extensions().get::<mcpgw::http::Relayed>().is_none() {
+        tickets.answered(&answer);
+    }
+    Ok(answer)
+}
+
+/// The era of a client's single message, where it reaches an era at all (else the gateway
+/// answers it without a session, and it is not counted).
+fn era_of(msg: &Message, headers: &HeaderMap) -> Option<ClientEra> {
+    if session_header(headers).is_some() {
+        Some(ClientEra::Session)
+    } else if envelope::looks_modern(msg, headers) {
+        Some(ClientEra::Modern)
+    } else {
+        None
+    }
+}
+
+/// The gate for every counted message of a registered server's payload: their tickets, or
+/// the answer when a limit refused one (a batch with a member limited: 429 as a whole).
+async fn govern_payload<'a>(
+    asker: &Asker<'a>,
+    access: &Access,
+    server: &'a McpServer,
+    payload: &'a ClientPayload,
+    credential: CredentialUse,
+) -> Result<Tickets, Response> {
+    let mut tickets = Tickets::default();
+    let gated = |c: &Counted<'a>| -> Routed<'a> {
+        // A tool the caller may not use is decided here like everywhere: the same
+        // function that renames it on the way (`adapt::shape`).
+        let hidden = c.method == "tools/call" && access.tool(c.name).is_none();
+        Routed {
+            hidden,
+            upstream: (!hidden).then_some((server.name.as_str(), c.name)),
+            credential: Some(credential.clone()),
+            capture: server.audit.as_ref(),
+        }
+    };
+    match payload {
+        ClientPayload::One(msg) => {
+            let (Some(c), Some(era)) = (counted(msg), era_of(msg, asker.headers)) else {
+                return Ok(tickets);
+            };
+            match gate(asker, &c, gated(&c)).await {
+                Gate::Pass(t) => tickets.push(c.id.clone(), t),
+                Gate::Limited(l) => return Err(l.answer(&c, era)),
+            }
+        }
+        ClientPayload::Batch(items) => {
+            let mut limited = Vec::new();
+            for c in items.iter().filter_map(counted) {
+                match gate(asker, &c, gated(&c)).await {
+                    Gate::Pass(t) => tickets.push(c.id.clone(), t),
+                    Gate::Limited(l) => limited.push(l),
+                }
+            }
+            if let Some(first) = limited.first() {
+                let secs = limited.iter().map(|l| l.seconds()).max().unwrap_or(1);
+                let answer = too_many(None, &first.rule.clone(), secs);
+                limited.into_iter().for_each(|l| l.in_batch(&answer));
+                tickets.answered(&answer);
+                return Err(answer);
+            }
+        }
+    }
+    Ok(tickets)
+}
+
+/// Hands the message to the era that owns it.
+async fn dispatch(call: &Call<'_>, payload: ClientPayload) -> Response {
     let msg = match payload {
-        ClientPayload::Batch(items) => return Ok(session_era::batch(&call, items).await),
+        ClientPayload::Batch(items) => return session_era::batch(call, items).await,
         ClientPayload::One(msg) => msg,
     };
     if msg.is_request("initialize") {
-        return Ok(session_era::initialize(&call, msg).await);
+        return session_era::initialize(call, msg).await;
     }
     if session_header(&call.headers).is_some() {
-        return Ok(session_era::post(&call, msg).await);
+        return session_era::post(call, msg).await;
     }
     if envelope::looks_modern(&msg, &call.headers) {
-        return Ok(stateless_era::post(&call, msg).await);
+        return stateless_era::post(call, msg).await;
     }
     if msg.is_request("ping") {
         // Liveness needs no session: the gateway answers for itself.
         let id = msg.id().cloned().unwrap_or_default();
-        return Ok(results::ok(&id, json!({})));
+        return results::ok(&id, json!({}));
     }
-    Ok(no_session(msg.id()))
+    no_session(msg.id())
 }
 
 pub async fn get(
@@ -133,7 +249,14 @@ pub async fn get(
         }
         Route::Unconnected(u) => connect_prompt::get(&u.at(&state)).await,
         Route::Virtual(v) => {
-            virtual_endpoint::get(&state, &v.principal, &v.access, &v.headers).await
+            let asker = Asker {
+                state: &state,
+                principal: &v.principal,
+                endpoint: &v.endpoint,
+                headers: &v.headers,
+                received: Instant::now(),
+            };
+            virtual_endpoint::get(&asker, &v.access).await
         }
     })
 }
@@ -149,7 +272,14 @@ pub async fn delete(
         // No upstream session: the gateway's own session alone ends.
         Route::Unconnected(u) => connect_prompt::delete(&u.at(&state)).await,
         Route::Virtual(v) => {
-            virtual_endpoint::delete(&state, &v.principal, &v.access, &v.headers).await
+            let asker = Asker {
+                state: &state,
+                principal: &v.principal,
+                endpoint: &v.endpoint,
+                headers: &v.headers,
+                received: Instant::now(),
+            };
+            virtual_endpoint::delete(&asker, &v.access).await
         }
     })
 }
@@ -207,6 +337,7 @@ impl Unconnected {
 
 struct Virtual {
     principal: Principal,
+    endpoint: String,
     access: Access,
     headers: HeaderMap,
 }
@@ -228,6 +359,7 @@ async fn route(
         Target::Virtual(access) => {
             return Ok(Route::Virtual(Virtual {
                 principal,
+                endpoint,
                 access,
                 headers,
             }));
@@ -238,7 +370,7 @@ async fn route(
             Call {
                 state,
                 upstream,
-                user: principal.user,
+                principal,
                 endpoint,
                 headers,
                 adapt: Adapt::default(),

@@ -27,8 +27,9 @@
 //!    What each kind of client gets: session-era clients, 2026-07-28 clients, virtual
 //!    servers (the gateway is the MCP server), and callers still missing their own
 //!    credential (the in-band connect prompt).
-//! 3. relay: `call`, `sessions`, `relay`, `owed`, `adapt`, `rewrite`, `cancel`, `connect_watch`, `inputs`, `input_rounds`
-//!    One admitted call; the gateway's sealed sessions; the answer streamed back, checked
+//! 3. relay: `call`, `govern`, `sessions`, `relay`, `owed`, `adapt`, `rewrite`, `cancel`, `connect_watch`, `inputs`, `input_rounds`
+//!    One admitted call; its decision point (rate limits and the audit ticket, for
+//!    registered and virtual servers alike); the gateway's sealed sessions; the answer streamed back, checked
 //!    against what is owed, adapted by access control and between eras, and cancelled
 //!    upstream when the client goes away; the stream held for an unconnected caller until
 //!    they connect; an upstream's requests to a bridged client (and a stateless upstream's
@@ -47,6 +48,7 @@ mod call;
 mod cancel;
 mod connect_prompt;
 mod connect_watch;
+mod govern;
 mod handlers;
 mod headers;
 mod initialize;

@@ -3,7 +3,7 @@
 //! (in a bridged session: anything but the gateway's own id for this request), is a
 //! [`BadAnswer`].
 
-use mcpgw::mcp::jsonrpc::{self, Message, UpstreamMessage};
+use mcpgw::mcp::jsonrpc::{self, Ending, Message, UpstreamMessage};
 use serde_json::Value;
 
 use crate::answers::BadAnswer;
@@ -57,9 +57,10 @@ pub enum Verdict {
     /// owed).
     Pass,
     /// A response owed; `null_id`: an error the upstream could not tie to the request, given
-    /// the client's id.
+    /// the client's id. `endings`: how each of `ids` ended (for the audit record).
     Answer {
         ids: Vec<Value>,
+        endings: Vec<Ending>,
         null_id: bool,
     },
     Bad(BadAnswer),
@@ -80,11 +81,13 @@ pub fn judge(data: &[u8], expect: &Expect, answered: &[Value]) -> Verdict {
         return Verdict::Bad(BadAnswer::NotJsonRpc);
     };
     let mut ids = Vec::new();
+    let mut endings = Vec::new();
     let mut null_id = false;
     for m in messages {
         match m {
             UpstreamMessage::RequestOrNotification => {}
-            UpstreamMessage::Response { id, is_error } => {
+            UpstreamMessage::Response { id, ending } => {
+                let is_error = ending.is_error();
                 // An error the upstream could not tie to the request (it could not read it)
                 // still answers it; the client gets its own id in it.
                 if is_error && id.is_null() && !batch {
@@ -93,12 +96,17 @@ pub fn judge(data: &[u8], expect: &Expect, answered: &[Value]) -> Verdict {
                     return Verdict::Bad(BadAnswer::WrongId);
                 }
                 ids.push(id);
+                endings.push(ending);
             }
         }
     }
     if ids.is_empty() {
         Verdict::Pass
     } else {
-        Verdict::Answer { ids, null_id }
+        Verdict::Answer {
+            ids,
+            endings,
+            null_id,
+        }
     }
 }

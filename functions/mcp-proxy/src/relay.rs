@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use mcpgw::http::Relayed;
 use mcpgw::mcp::handshake::{AnswerType, CallError};
+use mcpgw::mcp::jsonrpc::Ending;
 use mcpgw::mcp::sse;
 use mcpgw::upstream::{Upstream, returned_response_headers};
 use serde_json::{Value, json};
@@ -221,6 +222,12 @@ impl Relay {
             }
         };
         let id = self.opts.request_id.clone().unwrap_or(Value::Null);
+        // This request ends with the `input_required` result (its retry is a request of its
+        // own, with a ticket of its own).
+        self.opts
+            .adapt
+            .tickets
+            .all_ended(Ending::Result { is_error: false });
         let message = mcpgw::mcp::jsonrpc::result(&id, result);
         self.complete();
         Some(sse::message_event(&message).into_bytes())
@@ -239,6 +246,9 @@ impl Relay {
     fn fail(&mut self, why: BadAnswer, out: &mut Vec<u8>) {
         self.done = true;
         let err = why.error(self.opts.request_id.as_ref(), self.status);
+        self.opts.adapt.tickets.all_ended(Ending::Error {
+            code: Some(mcpgw::mcp::jsonrpc::UPSTREAM_ERROR),
+        });
         out.extend_from_slice(sse::message_event(&err).as_bytes());
     }
 
@@ -281,10 +291,19 @@ impl Relay {
                         }
                         (None, None)
                     }
-                    Verdict::Answer { ids, null_id } => (
-                        null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
-                        Some(ids),
-                    ),
+                    Verdict::Answer {
+                        ids,
+                        endings,
+                        null_id,
+                    } => {
+                        for (id, ending) in ids.iter().zip(endings) {
+                            self.opts.adapt.tickets.ended(id, ending);
+                        }
+                        (
+                            null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
+                            Some(ids),
+                        )
+                    }
                     Verdict::Bad(why) => {
                         self.fail(why, &mut out);
                         break;
@@ -452,7 +471,14 @@ pub async fn stream_back(
                     return BadAnswer::NotJsonRpc.response(opts.request_id.as_ref(), status);
                 }
                 Verdict::Pass => None,
-                Verdict::Answer { null_id, .. } => {
+                Verdict::Answer {
+                    ids,
+                    endings,
+                    null_id,
+                } => {
+                    for (id, ending) in ids.iter().zip(endings) {
+                        opts.adapt.tickets.ended(id, ending);
+                    }
                     null_id.then(|| opts.request_id.clone().unwrap_or(Value::Null))
                 }
             };

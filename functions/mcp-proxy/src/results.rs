@@ -126,7 +126,20 @@ pub fn answer(id: &Value, method: &str, mut result: Value, era: ClientEra, ttl: 
 
 /// A JSON-RPC result answer, as it is.
 pub fn ok(id: &Value, result: Value) -> Response {
-    axum::Json(jsonrpc::result(id, result)).into_response()
+    let is_error = result.get("isError") == Some(&Value::Bool(true));
+    let mut resp = axum::Json(jsonrpc::result(id, result)).into_response();
+    resp.extensions_mut().insert(Answered::Result { is_error });
+    resp
+}
+
+/// What an answer the gateway made is, marked on the response where it is made (so the
+/// audit record of the call says how it ended without reading the body again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// A result; `is_error`: a tool result with `isError: true`.
+    Result { is_error: bool },
+    /// A JSON-RPC error with this code.
+    Error { code: i64 },
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ fn relay_refusal(refusal: Option<Reply>, id: &Value) -> Response {
 fn session_at<'a>(call: &'a Call<'_>) -> SessionAt<'a> {
     SessionAt {
         state: call.state,
-        user: &call.user,
+        user: call.user(),
         endpoint: &call.endpoint,
         bound_to: call.upstream.url(),
     }
@@ -462,7 +462,7 @@ async fn forward_with_envelope(
                     client_id: id.unwrap_or_default(),
                     declared,
                     fingerprint: fingerprint.to_owned(),
-                    user: call.user.clone(),
+                    user: call.user().to_owned(),
                     finish: Box::new(move |mut v| {
                         rewrite.apply(&mut v);
                         adapt.apply(&mut v);

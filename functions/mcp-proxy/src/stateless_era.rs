@@ -159,7 +159,7 @@ async fn bridged_session(
         capabilities: env.capabilities.clone(),
         client_info: env.client_info.clone(),
     };
-    match client::bridged_session(&call.upstream, &call.user, key, client, stale).await {
+    match client::bridged_session(&call.upstream, call.user(), key, client, stale).await {
         Ok(Bridged::Session(s)) => Ok(s),
         Ok(Bridged::Refused) => Err(BridgeError::Refused),
         Ok(Bridged::TooManyKinds) => Err(BridgeError::TooManyKinds),
@@ -210,7 +210,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
     let id = msg.id().cloned();
     let up = &call.upstream;
     let key = bridge_key(
-        &call.user,
+        call.user(),
         &up.server.name,
         up.url(),
         &env.version,
@@ -249,7 +249,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
             Ok(k) => k,
             Err(e) => return internal(&e),
         };
-        let binding = request_state::binding(&call.user, &call.endpoint, &key);
+        let binding = request_state::binding(call.user(), &call.endpoint, &key);
         let digest = request_state::call_digest(method, msg.params());
         let now = call.state.clock.now();
         if let Some(state) = state {
@@ -282,7 +282,7 @@ async fn bridge(call: &Call<'_>, mut msg: Message, env: &Envelope) -> Response {
         }
         if can_ask {
             asking = Some(Asking {
-                user: call.user.clone(),
+                user: call.user().to_owned(),
                 keyring,
                 binding,
                 call: digest,

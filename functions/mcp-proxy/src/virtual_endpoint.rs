@@ -10,11 +10,12 @@
 //! request lands on another process), 2026-07-28 clients the per-request envelope.
 //! Every decision is [`Access::tool`], the same function that filters registered servers.
 
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
-use mcpgw::identity::Principal;
 use mcpgw::mcp::envelope;
 use mcpgw::mcp::jsonrpc::{self, ClientPayload, Kind, Message};
 use mcpgw::mcp::session::{SessionClaims, UpstreamLink};
@@ -30,6 +31,7 @@ use crate::answers::{
     session_not_found,
 };
 use crate::connect_prompt::{self, Missing};
+use crate::govern::{Asker, Gate, Routed, Ticket, counted, gate};
 use crate::headers::{bad_version_header, session_header};
 use crate::initialize::{check_envelope, envelope_capabilities, handshake_params};
 use crate::results::{self, ClientEra, Ttl};
@@ -37,6 +39,8 @@ use crate::sessions::{self, SessionAt};
 
 struct Ctx<'a> {
     state: &'a AppState,
+    /// Who asks, where, when (for the gate and the records).
+    asker: &'a Asker<'a>,
     user: &'a str,
     access: &'a Access,
     vs: &'a VirtualServer,
@@ -50,11 +54,12 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(state: &'a AppState, principal: &'a Principal, access: &'a Access) -> Self {
+    fn new(asker: &'a Asker<'a>, access: &'a Access) -> Self {
         let vs = vs_of(access);
         Self {
-            state,
-            user: &principal.user,
+            state: asker.state,
+            asker,
+            user: &asker.principal.user,
             access,
             vs,
             bound_to: format!("virtual:{}", vs.name),
@@ -89,13 +94,8 @@ fn err(id: Option<&Value>, code: i64, message: &str) -> Response {
     rpc_error(StatusCode::OK, id, code, message, None)
 }
 
-pub async fn post(
-    state: &AppState,
-    principal: &Principal,
-    access: Access,
-    headers: HeaderMap,
-    payload: ClientPayload,
-) -> Response {
+pub async fn post(asker: &Asker<'_>, access: &Access, payload: ClientPayload) -> Response {
+    let headers = asker.headers;
     let msg = match payload {
         ClientPayload::One(m) => m,
         ClientPayload::Batch(_) => {
@@ -108,24 +108,24 @@ pub async fn post(
             );
         }
     };
-    let mut ctx = Ctx::new(state, principal, &access);
+    let mut ctx = Ctx::new(asker, access);
     if msg.is_request("initialize") {
         return initialize(&ctx, &msg).await;
     }
-    if session_header(&headers).is_some() {
-        if let Some(bad) = bad_version_header(&headers, msg.id()) {
+    if session_header(headers).is_some() {
+        if let Some(bad) = bad_version_header(headers, msg.id()) {
             return bad;
         }
-        match session_of(&ctx, &headers, msg.id()).await {
+        match session_of(&ctx, headers, msg.id()).await {
             Ok((claims, _)) => ctx.client_capabilities = claims.client.capabilities,
             Err(r) => return r,
         }
         return dispatch(&ctx, msg).await;
     }
-    if envelope::looks_modern(&msg, &headers) {
+    if envelope::looks_modern(&msg, headers) {
         ctx.era = ClientEra::Modern;
         ctx.client_capabilities = envelope_capabilities(&msg);
-        if let Err(refused) = check_envelope(&msg, &headers) {
+        if let Err(refused) = check_envelope(&msg, headers) {
             return refused;
         }
         return dispatch(&ctx, msg).await;
@@ -212,6 +212,49 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
     if !results::is_request_of(ctx.era, method) {
         return method_not_found(&id);
     }
+    let served = match method {
+        "tools/call" => true,
+        "resources/read" => !vs.resources_from.is_empty(),
+        "prompts/get" => !vs.prompts_from.is_empty(),
+        _ => false,
+    };
+    let ticket = match counted(&msg).filter(|_| served) {
+        Some(c) => {
+            // A tool decides its upstream here (hidden and unknown alike: `hidden_tool`); a
+            // resource's or prompt's server is known once one answers.
+            let upstream = match c.method {
+                "tools/call" => ctx.access.tool(c.name).map(|r| (r.server, r.tool)),
+                _ => None,
+            };
+            let routed = Routed {
+                hidden: c.method == "tools/call" && upstream.is_none(),
+                upstream,
+                credential: None,
+                // The member's own setting applies, once the member is known.
+                capture: None,
+            };
+            match gate(ctx.asker, &c, routed).await {
+                Gate::Pass(t) => Some(t),
+                Gate::Limited(l) => return l.answer(&c, ctx.era),
+            }
+        }
+        None => None,
+    };
+    let answer = answer_request(ctx, &id, &msg, method, ticket.as_deref()).await;
+    if let Some(t) = ticket {
+        t.answered(&answer);
+    }
+    answer
+}
+
+async fn answer_request(
+    ctx: &Ctx<'_>,
+    id: &Value,
+    msg: &Message,
+    method: &str,
+    ticket: Option<&Ticket>,
+) -> Response {
+    let (id, vs) = (id.clone(), ctx.vs);
     match method {
         "ping" => answer(ctx, &id, method, json!({})),
         "server/discover" => {
@@ -234,7 +277,7 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             let tools: Vec<Value> = listed.tools.into_iter().map(|t| t.tool).collect();
             answer(ctx, &id, method, json!({"tools": tools}))
         }
-        "tools/call" => call_tool(ctx, &id, &msg).await,
+        "tools/call" => call_tool(ctx, &id, msg, ticket).await,
         "resources/list" if !vs.resources_from.is_empty() => {
             aggregate(ctx, &id, &vs.resources_from, "resources/list", "resources").await
         }
@@ -248,11 +291,13 @@ async fn dispatch(ctx: &Ctx<'_>, mut msg: Message) -> Response {
             )
             .await
         }
-        "resources/read" if !vs.resources_from.is_empty() => read_resource(ctx, &id, &msg).await,
+        "resources/read" if !vs.resources_from.is_empty() => {
+            read_resource(ctx, &id, msg, ticket).await
+        }
         "prompts/list" if !vs.prompts_from.is_empty() => {
             aggregate(ctx, &id, &vs.prompts_from, "prompts/list", "prompts").await
         }
-        "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, &msg).await,
+        "prompts/get" if !vs.prompts_from.is_empty() => get_prompt(ctx, &id, msg, ticket).await,
         _ => method_not_found(&id),
     }
 }
@@ -269,7 +314,14 @@ fn relay_answer(ctx: &Ctx<'_>, id: &Value, method: &str, answer: Value) -> Respo
     // other answer of an upstream that failed.
     let readable = |e: &&Value| e["code"].is_i64() && e["message"].is_string();
     match answer.get("error").filter(readable) {
-        Some(e) => axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response(),
+        Some(e) => {
+            let code = e["code"].as_i64().unwrap_or_default();
+            let mut resp =
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response();
+            resp.extensions_mut()
+                .insert(results::Answered::Error { code });
+            resp
+        }
         None => call_failed(&mcpgw::mcp::handshake::CallError::BadAnswer, Some(id)),
     }
 }
@@ -282,7 +334,7 @@ fn str_param<'m>(msg: &'m Message, key: &str) -> &'m str {
         .unwrap_or_default()
 }
 
-async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
+async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message, ticket: Option<&Ticket>) -> Response {
     let name = str_param(msg, "name").to_owned();
     // Hidden, removed and never-existing tools get this one answer: no existence oracle.
     let Some(route) = ctx.access.tool(&name) else {
@@ -294,7 +346,14 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     };
     let up = match ctx.state.server(route.server).await {
         Ok(Some(s)) => match ctx.state.upstreams.open(s, ctx.user).await {
-            Ok(up) => Ok(up),
+            Ok(up) => {
+                if let Some(t) = ticket {
+                    t.credential(up.credential_use(ctx.user));
+                    let args = msg.params().and_then(|p| p.get("arguments"));
+                    t.capture(args, up.server.audit.as_ref());
+                }
+                Ok(up)
+            }
             // A member that takes the caller's own credential, which they lack: the connect
             // prompt, exactly as on the server's own endpoint.
             Err(e) => match Missing::of(&e) {
@@ -324,7 +383,12 @@ async fn call_tool(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
     if let Some(p) = routed.params_mut() {
         p.insert("name".into(), route.tool.into());
     }
-    match client::forward(&up, ctx.user, routed).await {
+    let sent = Instant::now();
+    let answer = client::forward(&up, ctx.user, routed).await;
+    if let Some(t) = ticket {
+        t.upstream_time(sent.elapsed());
+    }
+    match answer {
         Ok(a) => relay_answer(ctx, id, "tools/call", a),
         Err(e) => call_failed(&e, Some(id)),
     }
@@ -358,7 +422,13 @@ async fn aggregate(
 }
 
 /// The first of the resource servers that can read the URI answers.
-async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
+async fn read_resource(
+    ctx: &Ctx<'_>,
+    id: &Value,
+    msg: &Message,
+    ticket: Option<&Ticket>,
+) -> Response {
+    let sent = Instant::now();
     for s in &ctx.vs.resources_from {
         let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
@@ -366,6 +436,10 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
         if let Ok(a) = client::forward(&up, ctx.user, msg.clone()).await
             && a.get("result").is_some()
         {
+            if let Some(t) = ticket {
+                t.upstream(s, str_param(msg, "uri"), up.credential_use(ctx.user));
+                t.upstream_time(sent.elapsed());
+            }
             return relay_answer(ctx, id, "resources/read", a);
         }
     }
@@ -373,8 +447,9 @@ async fn read_resource(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
 }
 
 /// The prompt server that lists the name answers.
-async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
+async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message, ticket: Option<&Ticket>) -> Response {
     let name = str_param(msg, "name");
+    let sent = Instant::now();
     for s in &ctx.vs.prompts_from {
         let Ok(up) = upstream_for(&ctx.state.upstreams, s, ctx.user).await else {
             continue;
@@ -386,7 +461,16 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
             .iter()
             .any(|p| p.get("name").and_then(Value::as_str) == Some(name))
         {
-            return match client::forward(&up, ctx.user, msg.clone()).await {
+            let answer = client::forward(&up, ctx.user, msg.clone()).await;
+            if let Some(t) = ticket {
+                t.upstream(s, name, up.credential_use(ctx.user));
+                t.capture(
+                    msg.params().and_then(|p| p.get("arguments")),
+                    up.server.audit.as_ref(),
+                );
+                t.upstream_time(sent.elapsed());
+            }
+            return match answer {
                 Ok(a) => relay_answer(ctx, id, "prompts/get", a),
                 Err(e) => call_failed(&e, Some(id)),
             };
@@ -402,16 +486,12 @@ async fn get_prompt(ctx: &Ctx<'_>, id: &Value, msg: &Message) -> Response {
 /// The server-to-client stream of a virtual session: the gateway's own
 /// `notifications/tools/list_changed` whenever the policy changes (locally; 405 where no
 /// stream can be held).
-pub async fn get(
-    state: &AppState,
-    principal: &Principal,
-    access: &Access,
-    headers: &HeaderMap,
-) -> Response {
+pub async fn get(asker: &Asker<'_>, access: &Access) -> Response {
+    let (state, headers) = (asker.state, asker.headers);
     if !state.config.allow_get_stream {
         return no_get_stream();
     }
-    let ctx = Ctx::new(state, principal, access);
+    let ctx = Ctx::new(asker, access);
     if let Err(r) = session_of(&ctx, headers, None).await {
         return r;
     }
@@ -424,13 +504,9 @@ pub async fn get(
     crate::answers::event_stream(Body::from_stream(stream))
 }
 
-pub async fn delete(
-    state: &AppState,
-    principal: &Principal,
-    access: &Access,
-    headers: &HeaderMap,
-) -> Response {
-    let ctx = Ctx::new(state, principal, access);
+pub async fn delete(asker: &Asker<'_>, access: &Access) -> Response {
+    let (state, headers) = (asker.state, asker.headers);
+    let ctx = Ctx::new(asker, access);
     let (claims, fingerprint) = match session_of(&ctx, headers, None).await {
         Ok(c) => c,
         Err(r) => return r,

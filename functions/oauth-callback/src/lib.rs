@@ -23,6 +23,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, html};
+use mcpgw::audit::Event;
+use mcpgw::audit::events::{actor_without_request, connection};
 use mcpgw::browser::session;
 use mcpgw::domain::{UpstreamAuth, validate_name};
 use mcpgw::grants::binding::{self, Browser, Nonce, Refusal};
@@ -363,16 +365,22 @@ async fn callback(
     )
     .await
     {
-        Ok(user) => clear(page(
-            StatusCode::OK,
-            "Connected",
-            html! {
-                p id="connected" {
-                    "Connected " strong { (server) } " for " strong { (user) }
-                    ". You can close this page."
-                }
-            },
-        )),
+        Ok(user) => {
+            // The connect flow was bound to this browser (and the user it was started for).
+            let actor = actor_without_request(&user, "browser");
+            let record = connection(Event::Connect, actor, &user, &server, "oauth2", None);
+            state.audit.emit(record);
+            clear(page(
+                StatusCode::OK,
+                "Connected",
+                html! {
+                    p id="connected" {
+                        "Connected " strong { (server) } " for " strong { (user) }
+                        ". You can close this page."
+                    }
+                },
+            ))
+        }
         Err(FlowError::Browser(r @ Refusal::OtherBrowser)) => refused(&r),
         Err(FlowError::Browser(r @ Refusal::OtherConsoleUser { .. })) => clear(refused(&r)),
         Err(e @ (FlowError::StateInvalid | FlowError::WrongServer)) => {

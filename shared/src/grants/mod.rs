@@ -48,6 +48,8 @@ use crate::store::{Store, StoreResult};
 /// The grant functions' dependencies, built once per process ([`Grants::new`]).
 pub struct Grants {
     pub store: Arc<dyn Store>,
+    /// Where refresh failures are recorded (the process's auditor).
+    pub audit: Arc<crate::audit::Auditor>,
     pub secrets: Arc<dyn Secrets>,
     pub keyring: Arc<KeyringSource>,
     pub clock: Arc<dyn Clock>,
@@ -88,6 +90,7 @@ impl Grants {
         keyring: Arc<KeyringSource>,
         clock: Arc<dyn Clock>,
         servers: Arc<ServerCache>,
+        audit: Arc<crate::audit::Auditor>,
     ) -> Result<Self, reqwest::Error> {
         let oauth_http = config
             .egress
@@ -97,6 +100,7 @@ impl Grants {
             .build()?;
         Ok(Self {
             store,
+            audit,
             secrets,
             keyring,
             clock,

@@ -312,6 +312,12 @@ pub async fn refresh_grant(
 /// Records why a refresh failed and releases the claim on `grant` (the claimed version), so
 /// the next call or sweep may try again at once. A lost race leaves the winner's record.
 async fn record_error(grants: &Grants, grant: &Grant, code: &str, now: i64) {
+    grants.audit.emit(crate::audit::events::refresh_failed(
+        &grant.user,
+        &grant.server,
+        code,
+        false,
+    ));
     let mut g = grant.clone();
     g.version += 1;
     g.refresh_lease_until = None;
@@ -327,6 +333,12 @@ async fn record_error(grants: &Grants, grant: &Grant, code: &str, now: i64) {
 }
 
 async fn mark_needs_reconsent(grants: &Grants, grant: &Grant, now: i64) {
+    grants.audit.emit(crate::audit::events::refresh_failed(
+        &grant.user,
+        &grant.server,
+        "invalid_grant",
+        true,
+    ));
     let mut g = grant.clone();
     g.version += 1;
     g.status = GrantStatus::NeedsReconsent;

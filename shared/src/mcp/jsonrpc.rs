@@ -37,6 +37,10 @@ pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported (data lists the supported).
 pub const UNSUPPORTED_VERSION: i64 = -32022;
+/// The gateway's own: a rate limit refused the request and no result fits it
+/// (`resources/read`, `prompts/get`; HTTP 429 with `Retry-After`, `data.retryAfterSeconds`
+/// and `data.rule`). A limited `tools/call` is a tool result with `isError` instead.
+pub const RATE_LIMITED: i64 = -32012;
 
 /// What a message is, by the JSON-RPC rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,8 +368,24 @@ pub fn batch_to_bytes(messages: &[Message]) -> Vec<u8> {
 pub enum UpstreamMessage {
     /// A server-to-client request or a notification: passed on to the client.
     RequestOrNotification,
-    /// A response, with its id (`Value::Null` when the server could not read the request's).
-    Response { id: Value, is_error: bool },
+    /// A response, with its id (`Value::Null` when the server could not read the request's)
+    /// and how it ended (read in the same pass, for the audit record).
+    Response { id: Value, ending: Ending },
+}
+
+/// How a response ended, as far as the reading that judges it already sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A result; `is_error`: a tool result with `isError: true`.
+    Result { is_error: bool },
+    /// An error, with its code when it is an integer.
+    Error { code: Option<i64> },
+}
+
+impl Ending {
+    pub fn is_error(self) -> bool {
+        matches!(self, Self::Error { .. })
+    }
 }
 
 /// The members of an upstream message that say what it is. A member given twice among
@@ -376,10 +396,10 @@ struct Shape {
     #[serde(default, deserialize_with = "present")]
     id: Option<Value>,
     method: Option<String>,
-    #[serde(default, deserialize_with = "present_any")]
-    result: Option<()>,
-    #[serde(default, deserialize_with = "present_any")]
-    error: Option<()>,
+    #[serde(default, deserialize_with = "result_head")]
+    result: Option<bool>,
+    #[serde(default, deserialize_with = "error_head")]
+    error: Option<Option<i64>>,
 }
 
 /// `Some` for a member that is there, even when it is null.
@@ -387,8 +407,86 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     <Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 
-fn present_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
-    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| Some(()))
+/// `Some(is_error)` for a result member that is there (whatever it holds): whether it is an
+/// object with `isError: true`. Reads nothing more than skipping it would.
+fn result_head<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    d.deserialize_any(HeadVisitor("isError"))
+        .map(|v| Some(matches!(v, Head::Bool(true))))
+}
+
+/// `Some(code)` for an error member that is there: its integer `code`, if it has one.
+fn error_head<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    d.deserialize_any(HeadVisitor("code")).map(|v| {
+        Some(match v {
+            Head::Int(c) => Some(c),
+            _ => None,
+        })
+    })
+}
+
+/// The one member of an object a [`HeadVisitor`] looks for.
+enum Head {
+    Absent,
+    Bool(bool),
+    Int(i64),
+}
+
+/// Skips any JSON value, keeping only the member `.0` of an object (a boolean or integer).
+struct HeadVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut found = Head::Absent;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 {
+                found = match map.next_value::<Value>()? {
+                    Value::Bool(b) => Head::Bool(b),
+                    Value::Number(n) => n.as_i64().map_or(Head::Absent, Head::Int),
+                    _ => Head::Absent,
+                };
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Head, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Head::Absent)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_unit<E>(self) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_none<E>(self) -> Result<Head, E> {
+        Ok(Head::Absent)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Head, D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
 impl Shape {
@@ -400,12 +498,17 @@ impl Shape {
             (Some(_), id, None, None) if id.as_ref().is_none_or(is_id) => {
                 Some(UpstreamMessage::RequestOrNotification)
             }
-            (None, Some(id), Some(()), None) if is_id(&id) => Some(UpstreamMessage::Response {
-                id,
-                is_error: false,
-            }),
-            (None, Some(id), None, Some(())) if is_id(&id) || id.is_null() => {
-                Some(UpstreamMessage::Response { id, is_error: true })
+            (None, Some(id), Some(is_error), None) if is_id(&id) => {
+                Some(UpstreamMessage::Response {
+                    id,
+                    ending: Ending::Result { is_error },
+                })
+            }
+            (None, Some(id), None, Some(code)) if is_id(&id) || id.is_null() => {
+                Some(UpstreamMessage::Response {
+                    id,
+                    ending: Ending::Error { code },
+                })
             }
             _ => None,
         }
@@ -465,7 +568,7 @@ mod tests {
             HEADER_MISMATCH,
             UNSUPPORTED_VERSION,
         ];
-        for own in [SESSION_NOT_FOUND, UPSTREAM_ERROR] {
+        for own in [SESSION_NOT_FOUND, UPSTREAM_ERROR, RATE_LIMITED] {
             assert!((-32019..=-32000).contains(&own), "{own}");
             assert!(!mcp.contains(&own), "{own}");
         }
@@ -630,14 +733,37 @@ mod tests {
             read(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
             Some(UpstreamMessage::Response {
                 id: json!(1),
-                is_error: false
+                ending: Ending::Result { is_error: false }
+            })
+        );
+        assert_eq!(
+            read(
+                r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"isError":false}],"isError":true}}"#
+            ),
+            Some(UpstreamMessage::Response {
+                id: json!(2),
+                ending: Ending::Result { is_error: true }
+            })
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":3,"result":[1,{"isError":true}]}"#),
+            Some(UpstreamMessage::Response {
+                id: json!(3),
+                ending: Ending::Result { is_error: false }
             })
         );
         assert_eq!(
             read(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#),
             Some(UpstreamMessage::Response {
                 id: Value::Null,
-                is_error: true
+                ending: Ending::Error { code: Some(1) }
+            })
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":4,"error":{"code":"x","message":"m"}}"#),
+            Some(UpstreamMessage::Response {
+                id: json!(4),
+                ending: Ending::Error { code: None }
             })
         );
         assert_eq!(

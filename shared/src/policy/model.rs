@@ -174,7 +174,7 @@ impl VirtualServer {
 /// A document that fails a check of its own: the message says which field and why.
 pub type Invalid = String;
 
-fn check_description(d: &Option<String>) -> Result<(), Invalid> {
+pub(crate) fn check_description(d: &Option<String>) -> Result<(), Invalid> {
     if d.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION) {
         return Err(format!(
             "description must be at most {MAX_DESCRIPTION} characters"
@@ -184,7 +184,7 @@ fn check_description(d: &Option<String>) -> Result<(), Invalid> {
 }
 
 /// Non-empty, bounded, printable entries without duplicates.
-fn check_list(what: &str, list: &[String], max: usize) -> Result<(), Invalid> {
+pub(crate) fn check_list(what: &str, list: &[String], max: usize) -> Result<(), Invalid> {
     if list.len() > max {
         return Err(format!("{what} takes at most {max} entries"));
     }

@@ -13,6 +13,7 @@
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
 //! | tool snapshot | `TOOLS#{server}`    | `TOOLS`  | `doc` (S, JSON: url, tools, taken_at)               |
+//! | rate bucket   | `RATE#{key}`        | `RATE`   | `tat` (N, ms; a rate) or `n` (N; a quota window), `ttl` (N) |
 //!
 //! An API key is three items written and deleted together in one `TransactWriteItems`: the
 //! item by id (listing, admin reads), a pointer by hash, which authentication reads with
@@ -48,6 +49,12 @@
 //! is checked before any request is sent. Base-table reads (key lookup by hash included) are
 //! strongly consistent; GSI reads (due grants) are eventually consistent by nature.
 //!
+//! A counted call is one conditional `UpdateItem` on its bucket in the common case, never a
+//! read first: the write to try is guessed from the tat this process last saw, and a failed
+//! condition returns the old item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which
+//! either refuses the call with its wait or names the write that will succeed (see
+//! [`DynamoStore::rate_limit_writes`]).
+//!
 //! Errors never carry item contents: service errors keep only their code, because service
 //! messages can echo request values.
 //!
@@ -78,7 +85,7 @@ use items::{
 
 use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
-    StoreResult, ToolSnapshot, ToolSnapshotStore,
+    StoreResult, Take, ToolSnapshot, ToolSnapshotStore,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, OAuthState};
@@ -112,6 +119,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     page_size: Option<i32>,
+    /// `UpdateItem`s sent for rate-limit buckets (the cost the README's table reports).
+    rate_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoStore {
@@ -122,7 +131,14 @@ impl DynamoStore {
             client,
             table: table.into(),
             page_size: None,
+            rate_writes: Default::default(),
         }
+    }
+
+    /// How many bucket writes (`UpdateItem`s) this store has sent, retries included: divided
+    /// by the counted calls, the DynamoDB writes per call.
+    pub fn rate_limit_writes(&self) -> u64 {
+        self.rate_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Caps every query page at `items` items (DynamoDB's `Limit`). Production leaves pages
@@ -565,6 +581,30 @@ fn tools_pk(server: &str) -> String {
     format!("TOOLS#{server}")
 }
 
+/// Partition of a rate-limit bucket; the template's IAM for mcp-proxy names this prefix.
+fn rate_pk(key: &str) -> String {
+    format!("RATE#{key}")
+}
+const RATE_SK: &str = "RATE";
+const TAT: &str = "tat";
+const COUNT: &str = "n";
+/// Conditional writes one GCRA call may take when other processes move the bucket between
+/// them; each failure names the next write, so more than two means heavy contention.
+const RATE_ATTEMPTS: usize = 4;
+
+fn number_attr(item: Option<&Item>, name: &str) -> StoreResult<Option<i64>> {
+    match item.and_then(|i| i.get(name)) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("rate bucket: attribute '{name}'"))),
+        Some(_) => Err(StoreError::Corrupt(format!(
+            "rate bucket: attribute '{name}' is not a number"
+        ))),
+    }
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -959,6 +999,155 @@ impl ApiKeyStore for DynamoStore {
             // Deleted, or a later use is already recorded.
             Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// One conditional bucket update: `Ok(Ok(new item))` when written, `Ok(Err(old item))`
+    /// when the condition failed.
+    async fn update_bucket(
+        &self,
+        key: &str,
+        update: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> StoreResult<Result<Option<Item>, Option<Item>>> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+        self.rate_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(rate_pk(key)))
+            .key(SK, s(RATE_SK))
+            .update_expression(update)
+            .condition_expression(condition)
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (k, v) in names {
+            req = req.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(out) => Ok(Ok(out.attributes)),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Err(c.item().cloned()))
+                }
+                _ => Err(sdk_error("UpdateItem", e)),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl super::RateLimitStore for DynamoStore {
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        t_ms: i64,
+        tau_ms: i64,
+        last_tat: Option<i64>,
+    ) -> StoreResult<Take> {
+        let ttl = n(super::rate_bucket_expiry(now_ms, t_ms, tau_ms));
+        let names = [("#tat", TAT), ("#ttl", TTL)];
+        // An idle bucket (absent, or its tat passed) restarts at now + T; a busy one moves
+        // by T if it has room. Which one applies is guessed from this process's last view.
+        let mut idle = last_tat.is_none_or(|t| t <= now_ms);
+        for _ in 0..RATE_ATTEMPTS {
+            let res = if idle {
+                self.update_bucket(
+                    key,
+                    "SET #tat = :next, #ttl = :ttl",
+                    "attribute_not_exists(#tat) OR #tat <= :now",
+                    &names,
+                    vec![
+                        (":next", n(now_ms + t_ms)),
+                        (":now", n(now_ms)),
+                        (":ttl", ttl.clone()),
+                    ],
+                )
+                .await?
+            } else {
+                self.update_bucket(
+                    key,
+                    "SET #tat = #tat + :t, #ttl = :ttl",
+                    "#tat > :now AND #tat <= :lim",
+                    &names,
+                    vec![
+                        (":t", n(t_ms)),
+                        (":now", n(now_ms)),
+                        (":lim", n(now_ms + tau_ms)),
+                        (":ttl", ttl.clone()),
+                    ],
+                )
+                .await?
+            };
+            match res {
+                Ok(new) => {
+                    let tat = number_attr(new.as_ref(), TAT)?
+                        .ok_or_else(|| StoreError::Corrupt("rate bucket: no tat".into()))?;
+                    return Ok(Take::Taken(tat));
+                }
+                Err(old) => match number_attr(old.as_ref(), TAT)? {
+                    Some(tat) if tat > now_ms + tau_ms => return Ok(Take::Refused(tat)),
+                    Some(tat) => idle = tat <= now_ms,
+                    None => idle = true,
+                },
+            }
+        }
+        Err(StoreError::backend(DynamoError {
+            op: "UpdateItem",
+            detail: format!("rate bucket still contended after {RATE_ATTEMPTS} writes"),
+            source: None,
+        }))
+    }
+
+    async fn take_quota(
+        &self,
+        key: &str,
+        _now_ms: i64,
+        count: u64,
+        window_end_ms: i64,
+    ) -> StoreResult<Take> {
+        let res = self
+            .update_bucket(
+                key,
+                "SET #n = if_not_exists(#n, :zero) + :one, #ttl = :ttl",
+                "attribute_not_exists(#n) OR #n < :count",
+                &[("#n", COUNT), ("#ttl", TTL)],
+                vec![
+                    (":zero", n(0)),
+                    (":one", n(1)),
+                    (":count", n(count)),
+                    (":ttl", n(window_end_ms.div_euclid(1000) + 1)),
+                ],
+            )
+            .await?;
+        match res {
+            Ok(new) => Ok(Take::Taken(number_attr(new.as_ref(), COUNT)?.unwrap_or(1))),
+            Err(old) => Ok(Take::Refused(
+                number_attr(old.as_ref(), COUNT)?.unwrap_or(count as i64),
+            )),
+        }
+    }
+
+    async fn peek_bucket(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {
+        let item = self.get_item(rate_pk(key), RATE_SK.to_owned()).await?;
+        // TTL deletes lazily: an item past its `ttl` reads as absent, as on SQLite.
+        if number_attr(item.as_ref(), TTL)?.is_some_and(|t| t <= now_ms.div_euclid(1000)) {
+            return Ok(None);
+        }
+        match number_attr(item.as_ref(), TAT)? {
+            Some(v) => Ok(Some(v)),
+            None => number_attr(item.as_ref(), COUNT),
         }
     }
 }

@@ -70,6 +70,8 @@ pub enum ConfigKind {
     IdentityProvider,
     /// The gateway's own OAuth clients, registered by RFC 7591 (one per issuer).
     ClientRegistration,
+    /// Rate limits and quotas (`limits::rule`).
+    RateLimit,
 }
 
 impl ConfigKind {
@@ -82,6 +84,7 @@ impl ConfigKind {
             ConfigKind::ServerGroup => "SGROUP",
             ConfigKind::IdentityProvider => "IDP",
             ConfigKind::ClientRegistration => "DCR",
+            ConfigKind::RateLimit => "RATELIMIT",
         }
     }
 
@@ -94,6 +97,7 @@ impl ConfigKind {
             ConfigKind::ServerGroup => "server group",
             ConfigKind::IdentityProvider => "identity provider",
             ConfigKind::ClientRegistration => "client registration",
+            ConfigKind::RateLimit => "rate limit",
         }
     }
 }
@@ -237,13 +241,71 @@ pub trait ToolSnapshotStore: Send + Sync {
     async fn get_tool_snapshot(&self, server: &str) -> StoreResult<Option<ToolSnapshot>>;
 }
 
+/// What one counted call did to a rate-limit bucket: the value it left (taken) or found
+/// (refused). For a rate that value is the bucket's `tat` in ms ([`crate::gcra`]), for a
+/// quota the window's call count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    Taken(i64),
+    Refused(i64),
+}
+
+/// Rate-limit buckets (see `limits`): each one number, changed only by atomic conditional
+/// writes, so any number of processes sharing the store never let more through than the
+/// limit. Buckets expire on their own once idle (DynamoDB TTL, the SQLite adapter's sweep);
+/// an expired bucket reads as absent.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// One call on the GCRA bucket `key` at `now_ms` ([`crate::gcra::take`] with interval
+    /// `t_ms` and tolerance `tau_ms`), atomically. `last_tat` is what this process last saw
+    /// of the bucket: a hint of which conditional write will succeed, never trusted.
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        t_ms: i64,
+        tau_ms: i64,
+        last_tat: Option<i64>,
+    ) -> StoreResult<Take>;
+    /// One call at `now_ms` on the fixed-window counter `key` (its key names the window),
+    /// which allows `count` calls; the bucket expires at `window_end_ms`.
+    async fn take_quota(
+        &self,
+        key: &str,
+        now_ms: i64,
+        count: u64,
+        window_end_ms: i64,
+    ) -> StoreResult<Take>;
+    /// The bucket's value (tat or count) without counting, `None` when absent or expired.
+    async fn peek_bucket(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>>;
+}
+
+/// Seconds (a TTL) when a GCRA bucket taken at `now_ms` is certainly full again: its tat is
+/// at most `now + τ + T` after the write.
+pub(crate) fn rate_bucket_expiry(now_ms: i64, t_ms: i64, tau_ms: i64) -> UnixTime {
+    (now_ms + tau_ms + t_ms) / 1000 + 1
+}
+
 /// Everything the gateway persists.
 pub trait Store:
-    ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore
+    ConfigStore
+    + ApiKeyStore
+    + GrantStore
+    + OAuthStateStore
+    + SessionStore
+    + ToolSnapshotStore
+    + RateLimitStore
 {
 }
-impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore>
-    Store for T
+impl<
+    T: ConfigStore
+        + ApiKeyStore
+        + GrantStore
+        + OAuthStateStore
+        + SessionStore
+        + ToolSnapshotStore
+        + RateLimitStore,
+> Store for T
 {
 }
 

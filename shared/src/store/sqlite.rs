@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{
-    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreError,
-    StoreResult, ToolSnapshot, ToolSnapshotStore, json_text,
+    ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, RateLimitStore,
+    SessionStore, StoreError, StoreResult, Take, ToolSnapshot, ToolSnapshotStore, json_text,
 };
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::domain::{ApiKey, Grant, GrantStatus, OAuthState};
@@ -114,6 +114,16 @@ const MIGRATIONS: &[&str] = &[
         server TEXT PRIMARY KEY NOT NULL,
         doc    TEXT NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 8: rate-limit buckets: a GCRA tat (ms) or a fixed window's count, each with the second
+    // after which it is idle and may be swept.
+    r#"
+    CREATE TABLE rate_buckets (
+        key        TEXT PRIMARY KEY NOT NULL,
+        value      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX rate_buckets_by_expiry ON rate_buckets (expires_at);
     "#,
 ];
 
@@ -820,6 +830,117 @@ impl ToolSnapshotStore for SqliteStore {
             })
             .await?;
         doc.map(|d| from_json_text(&d, "tool snapshot")).transpose()
+    }
+}
+
+/// Runs `f` in an IMMEDIATE transaction: it takes the file's write lock before reading, so a
+/// bucket's read-decide-write is atomic against other processes sharing the file too (a
+/// deferred transaction could read, lose the lock upgrade and fail with SQLITE_BUSY).
+fn immediate<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let out = f(&tx).map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(out)
+}
+
+/// The bucket's value unless it has expired (`now_s`).
+fn bucket_value(c: &Connection, key: &str, now_s: i64) -> rusqlite::Result<Option<i64>> {
+    c.query_row(
+        "SELECT value FROM rate_buckets WHERE key = ?1 AND expires_at > ?2",
+        params![key, now_s],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn put_bucket(c: &Connection, key: &str, value: i64, expires_at: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO rate_buckets (key, value, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        params![key, value, expires_at],
+    )
+    .map(|_| ())
+}
+
+/// Every this many bucket writes, idle buckets are swept (SQLite has no TTL).
+const SWEEP_EVERY: u64 = 1024;
+static BUCKET_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn maybe_sweep(c: &Connection, now_s: i64) -> rusqlite::Result<()> {
+    if BUCKET_WRITES
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(SWEEP_EVERY)
+    {
+        c.execute(
+            "DELETE FROM rate_buckets WHERE expires_at <= ?1",
+            params![now_s],
+        )?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl RateLimitStore for SqliteStore {
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        t_ms: i64,
+        tau_ms: i64,
+        _last_tat: Option<i64>,
+    ) -> StoreResult<Take> {
+        let key = key.to_owned();
+        let expires_at = super::rate_bucket_expiry(now_ms, t_ms, tau_ms);
+        self.call(move |c| {
+            immediate(c, |tx| {
+                let now_s = now_ms.div_euclid(1000);
+                let tat = bucket_value(tx, &key, now_s)?;
+                match crate::gcra::take(tat, now_ms, t_ms, tau_ms) {
+                    Ok(new) => {
+                        maybe_sweep(tx, now_s)?;
+                        put_bucket(tx, &key, new, expires_at)?;
+                        Ok(Take::Taken(new))
+                    }
+                    Err(old) => Ok(Take::Refused(old)),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn take_quota(
+        &self,
+        key: &str,
+        now_ms: i64,
+        count: u64,
+        window_end_ms: i64,
+    ) -> StoreResult<Take> {
+        let key = key.to_owned();
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let now_s = now_ms.div_euclid(1000);
+        self.call(move |c| {
+            immediate(c, |tx| {
+                let n = bucket_value(tx, &key, now_s)?.unwrap_or(0);
+                if n >= count {
+                    return Ok(Take::Refused(n));
+                }
+                maybe_sweep(tx, now_s)?;
+                put_bucket(tx, &key, n + 1, window_end_ms.div_euclid(1000) + 1)?;
+                Ok(Take::Taken(n + 1))
+            })
+        })
+        .await
+    }
+
+    async fn peek_bucket(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {
+        let key = key.to_owned();
+        self.call(move |c| bucket_value(c, &key, now_ms.div_euclid(1000)).map_err(db))
+            .await
     }
 }
 

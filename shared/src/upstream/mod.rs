@@ -177,6 +177,26 @@ impl OpenError {
     }
 }
 
+/// Which credential `user`'s calls at `server` use, for the audit record: its kind and, for
+/// a grant, its id (`user/server`, or `machine/server` for the gateway's own), never a value.
+pub fn credential_use(server: &McpServer, user: &str) -> crate::audit::CredentialUse {
+    use crate::domain::UpstreamAuth;
+    let name = &server.name;
+    let (kind, grant) = match &server.auth {
+        UpstreamAuth::None => ("none", None),
+        UpstreamAuth::Header { .. } => ("header", None),
+        UpstreamAuth::PerUserToken { .. } => ("per_user_token", Some(format!("{user}/{name}"))),
+        UpstreamAuth::OAuth2 { .. } => ("oauth2", Some(format!("{user}/{name}"))),
+        UpstreamAuth::OAuth2ClientCredentials { .. } => {
+            ("oauth2_client_credentials", Some(format!("machine/{name}")))
+        }
+    };
+    crate::audit::CredentialUse {
+        kind: kind.into(),
+        grant,
+    }
+}
+
 /// A server whose credential is ready: everything needed to call it for one caller.
 #[derive(Clone)]
 pub struct Upstream {
@@ -190,6 +210,13 @@ pub struct Upstream {
 impl Upstream {
     pub fn url(&self) -> &str {
         &self.server.url
+    }
+
+    /// Which credential `user`'s calls here use, for the audit record: its kind and, for an
+    /// OAuth grant, the grant's id (`user/server`, or `machine/server` for the gateway's
+    /// own), never a value.
+    pub fn credential_use(&self, user: &str) -> crate::audit::CredentialUse {
+        credential_use(&self.server, user)
     }
 
     /// What this process has learned about upstreams.

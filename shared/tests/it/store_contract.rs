@@ -13,16 +13,10 @@
 //!
 //! Concurrency cases line 16 tasks up on a barrier before the racing call; tests run on the
 //! multi-threaded runtime so the calls really overlap. The DynamoDB client hands moto one
-//! HTTP request at a time ([`one_request_at_a_time`]), because moto, unlike DynamoDB, does
+//! HTTP request at a time (`mcpgw::testing::one_request_at_a_time`), because moto, unlike DynamoDB, does
 //! not apply a conditional write atomically under concurrent requests.
 
 use std::sync::Arc;
-
-use aws_sdk_dynamodb::config::http::HttpRequest;
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector,
-    http_client_fn,
-};
 
 use mcpgw::clock::{Clock, SystemClock};
 use mcpgw::domain::{
@@ -52,50 +46,9 @@ fn sqlite() -> Fixture {
 async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
     let endpoint = mcpgw::testing::moto_endpoint()?;
     let conf = aws_sdk_dynamodb::config::Builder::from(&mcpgw::aws::emulator_sdk_config(&endpoint))
-        .http_client(one_request_at_a_time())
+        .http_client(mcpgw::testing::one_request_at_a_time(Default::default()))
         .build();
     Some(aws_sdk_dynamodb::Client::from_conf(conf))
-}
-
-/// An SDK HTTP client that lets one request at a time through to moto.
-///
-/// moto serves requests on concurrent threads and evaluates a condition expression, then
-/// writes, with no lock in between: under load two `attribute_not_exists` puts of the same
-/// item both succeed (seen: 2 winners of 16 racing creators, about once in 25 runs on a busy
-/// 2-core machine). Real DynamoDB applies each request atomically. Serializing requests gives
-/// moto that same per-request atomicity and nothing more: the adapter's calls still race,
-/// so an adapter that read and then wrote in two requests would still be caught.
-fn one_request_at_a_time() -> SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-
-    #[derive(Debug)]
-    struct Serial {
-        inner: SharedHttpConnector,
-        turn: Arc<tokio::sync::Mutex<()>>,
-    }
-
-    impl HttpConnector for Serial {
-        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let (inner, turn) = (self.inner.clone(), self.turn.clone());
-            // moto answers only once it has handled the request, so holding the turn until
-            // the response head arrives covers the whole server-side operation.
-            HttpConnectorFuture::new(async move {
-                let _turn = turn.lock().await;
-                inner.call(request).await
-            })
-        }
-    }
-
-    let inner = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-        .build_https();
-    let turn = Arc::new(tokio::sync::Mutex::new(()));
-    http_client_fn(move |settings, components| {
-        SharedHttpConnector::new(Serial {
-            inner: inner.http_connector(settings, components),
-            turn: turn.clone(),
-        })
-    })
 }
 
 async fn dynamo(page_size: Option<i32>) -> Option<Fixture> {
@@ -179,6 +132,9 @@ contract!(
     session_end_is_idempotent_and_keeps_the_later_expiry,
     session_concurrent_enders_all_succeed,
     tool_snapshot_is_replaced_whole_per_server,
+    rate_bucket_follows_gcra_whatever_the_hint,
+    rate_bucket_concurrent_takers_never_exceed_the_burst,
+    quota_counter_stops_at_count_per_key,
 );
 
 const RACERS: usize = 16;
@@ -229,6 +185,105 @@ mod cases {
     use super::*;
     use serde_json::json;
     use tokio::sync::Barrier;
+
+    use mcpgw::store::Take;
+
+    /// 5 per minute: T = 12 s, tau = 48 s.
+    const T: i64 = 12_000;
+    const TAU: i64 = 48_000;
+    const NOW: i64 = 1_700_000_000_000;
+
+    pub async fn rate_bucket_follows_gcra_whatever_the_hint(store: Arc<dyn Store>) {
+        assert_eq!(store.peek_bucket("r#a", NOW).await.unwrap(), None);
+        // The hint is only a guess: wrong ones (busy for an absent bucket, idle for a busy
+        // one) give the same answers as right ones.
+        let hints = [Some(NOW + 99_000), None, Some(0), Some(NOW + 2 * T), None];
+        let mut tat = None;
+        for (i, hint) in hints.into_iter().enumerate() {
+            let got = store.take_rate("r#a", NOW, T, TAU, hint).await.unwrap();
+            assert_eq!(got, Take::Taken(NOW + (i as i64 + 1) * T), "call {i}");
+            tat = Some(NOW + (i as i64 + 1) * T);
+        }
+        for hint in [tat, None, Some(0)] {
+            assert_eq!(
+                store.take_rate("r#a", NOW, T, TAU, hint).await.unwrap(),
+                Take::Refused(NOW + 5 * T),
+                "refused with the old tat, nothing written"
+            );
+        }
+        assert_eq!(store.peek_bucket("r#a", NOW).await.unwrap(), tat);
+        // One interval later exactly one more passes.
+        let later = NOW + T;
+        assert_eq!(
+            store.take_rate("r#a", later, T, TAU, tat).await.unwrap(),
+            Take::Taken(NOW + 6 * T)
+        );
+        assert!(matches!(
+            store.take_rate("r#a", later, T, TAU, None).await.unwrap(),
+            Take::Refused(_)
+        ));
+        // Idle long enough, the bucket starts over from now.
+        let idle = NOW + 100 * T;
+        assert_eq!(
+            store
+                .take_rate("r#a", idle, T, TAU, Some(NOW + 6 * T))
+                .await
+                .unwrap(),
+            Take::Taken(idle + T)
+        );
+        // Buckets are independent.
+        assert_eq!(
+            store.take_rate("r#b", NOW, T, TAU, None).await.unwrap(),
+            Take::Taken(NOW + T)
+        );
+    }
+
+    pub async fn rate_bucket_concurrent_takers_never_exceed_the_burst(store: Arc<dyn Store>) {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.take_rate("race", NOW, T, TAU, None).await.unwrap()
+                })
+            })
+            .collect();
+        let mut taken = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Take::Taken(tat) => taken.push(tat),
+                Take::Refused(tat) => assert_eq!(tat, NOW + 5 * T),
+            }
+        }
+        taken.sort();
+        assert_eq!(taken, (1..=5).map(|i| NOW + i * T).collect::<Vec<_>>());
+    }
+
+    pub async fn quota_counter_stops_at_count_per_key(store: Arc<dyn Store>) {
+        let end = NOW + 3_600_000;
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(store.take_quota("q#1", NOW, 3, end).await.unwrap());
+        }
+        assert_eq!(
+            got,
+            [
+                Take::Taken(1),
+                Take::Taken(2),
+                Take::Taken(3),
+                Take::Refused(3),
+                Take::Refused(3)
+            ]
+        );
+        assert_eq!(store.peek_bucket("q#1", NOW).await.unwrap(), Some(3));
+        assert_eq!(
+            store.take_quota("q#2", NOW, 3, end).await.unwrap(),
+            Take::Taken(1)
+        );
+        // Past its window's end the counter reads as absent (expired).
+        assert_eq!(store.peek_bucket("q#1", end + 2_000).await.unwrap(), None);
+    }
 
     pub async fn config_create_get_and_duplicate(store: Arc<dyn Store>) {
         let first = json!({"name": "alpha", "url": "https://a.example/mcp", "n": 1});
@@ -1508,6 +1563,48 @@ mod cases {
 }
 
 /// The DynamoDB layout the SAM template is written against.
+/// DynamoDB writes per counted call: with this process's memory of the bucket, every call
+/// (allowed or refused) is one conditional `UpdateItem`; a cold process pays one more on
+/// its first call to a busy bucket.
+#[tokio::test]
+async fn dynamo_rate_limit_is_one_write_per_counted_call() {
+    use mcpgw::store::{RateLimitStore, Take};
+    let Some(client) = dynamo_client().await else {
+        return;
+    };
+    let table = mcpgw::testing::unique_name("mcpgw-store");
+    mcpgw::store::dynamo::create_table(&client, &table)
+        .await
+        .expect("create table");
+    let store = mcpgw::store::dynamo::DynamoStore::new(client.clone(), table.clone());
+    let (t, tau, now) = (12_000, 48_000, 1_700_000_000_000);
+    let mut hint = None;
+    let mut taken = 0;
+    for _ in 0..20 {
+        let r = store.take_rate("w", now, t, tau, hint).await.unwrap();
+        let (Take::Taken(v) | Take::Refused(v)) = r;
+        taken += usize::from(matches!(r, Take::Taken(_)));
+        hint = Some(v);
+    }
+    assert_eq!(taken, 5);
+    assert_eq!(store.rate_limit_writes(), 20, "one write per call");
+    // A second process (no memory) on the same bucket: its first call costs two writes.
+    let other = mcpgw::store::dynamo::DynamoStore::new(client, table);
+    other.take_rate("w", now + t, t, tau, None).await.unwrap();
+    assert_eq!(other.rate_limit_writes(), 2);
+    for i in 0..3 {
+        other
+            .take_quota("q", now, 2, now + 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(other.rate_limit_writes(), 3 + i);
+    }
+    println!(
+        "dynamodb writes per counted call: {} over 20 warm calls",
+        store.rate_limit_writes() as f64 / 20.0
+    );
+}
+
 mod dynamo_layout {
     use std::collections::HashMap;
 

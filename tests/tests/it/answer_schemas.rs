@@ -20,7 +20,9 @@
 //!   `server/discover` from its `initialize`, results rewritten to the new era), and a
 //!   session-era client in front of a stateless-only upstream (results rewritten back);
 //! - requests of the other era (-32601), and the gateway's `notifications/tools/list_changed`
-//!   on held streams.
+//!   on held streams;
+//! - rate-limited calls: a limited `tools/call` (a tool result with `isError`, registered and
+//!   virtual servers) and a limited `resources/read` / `prompts/get` (429, `-32012`).
 //!
 //! Beyond the schemas, every answer must carry the request's id, and every list or resource a
 //! 2026-07-28 caller gets must be `cacheScope: "private"`. `MCPGW_DUMP_ANSWERS=FILE` writes
@@ -886,6 +888,69 @@ async fn the_validators_refuse_known_bad_answers() -> Result<()> {
     Ok(())
 }
 
+/// The answers of a rate limit (`govern`): a limited `tools/call` is a tool result with
+/// `isError` in each era, on a registered and on a virtual server; a limited `resources/read`
+/// or `prompts/get` is HTTP 429 with `Retry-After` and a JSON-RPC error with the request's id.
+async fn rate_limited(everything: &str, a: &mut Answers) -> Result<()> {
+    use mcpgw::limits::{CallKey, Limits, Verdict};
+    let decide = |k: &CallKey<'_>| match k.name {
+        "echo" | "say" | "demo://limited" | "simple-prompt" => Verdict::Limited {
+            rule: "schemas".into(),
+            retry_after: Duration::from_millis(1500),
+        },
+        _ => Verdict::Pass { would_limit: None },
+    };
+    let limits = std::sync::Arc::new(Limits::decided_by_test(std::sync::Arc::new(decide)));
+    let gw = TestGateway::start_limited(StoreKind::Sqlite, &[], Some(limits)).await?;
+    post(
+        &gw,
+        "/admin/servers",
+        json!({"name": "everything", "url": everything, "auth": {"type": "none"}}),
+    )
+    .await?;
+    post(
+        &gw,
+        "/admin/server-groups",
+        json!({"name": "everyone", "servers": ["everything"], "members": {"everyone": true}}),
+    )
+    .await?;
+    post(
+        &gw,
+        "/admin/virtual-servers",
+        json!({"name": "combo", "members": {"everyone": true},
+            "tools": [{"server": "everything", "tool": "echo", "alias": "say"}]}),
+    )
+    .await?;
+    let alice = gw.user_key("alice@example.com").await?;
+    for era in ERAS {
+        for (endpoint, tool) in [("everything", "echo"), ("combo", "say")] {
+            let label = format!("rate limited {endpoint}");
+            let mut c = a
+                .connect(&label, &gw.mcp_url(endpoint), &alice, era, json!({}))
+                .await?;
+            let params = json!({"name": tool, "arguments": {"message": "hi"}});
+            let answer = a.ask(&mut c, &label, "tools/call", params).await?;
+            let r = &answer.message["result"];
+            let ok = answer.status == 200
+                && r["isError"] == true
+                && r["content"][0]["text"] == "Rate limit 'schemas' reached: retry in 2 s";
+            a.expect(ok, &format!("{label} [{era}] tools/call"), &answer);
+            if endpoint == "combo" {
+                continue;
+            }
+            for (method, params) in [
+                ("resources/read", json!({"uri": "demo://limited"})),
+                ("prompts/get", json!({"name": "simple-prompt"})),
+            ] {
+                let answer = a.ask(&mut c, &label, method, params).await?;
+                let ok = answer.status == 429 && answer.message["error"]["code"] == -32012;
+                a.expect(ok, &format!("{label} [{era}] {method}"), &answer);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answer_the_gateway_makes_is_valid_in_its_era() -> Result<()> {
     let (Some(v), Some(everything)) = (
@@ -912,6 +977,7 @@ async fn every_answer_the_gateway_makes_is_valid_in_its_era() -> Result<()> {
     relayed(&fx, &mut a, everything_calls).await?;
     transport_errors(&fx, &mut a).await?;
     held_streams(&fx, &mut a).await?;
+    rate_limited(&everything, &mut a).await?;
     // Every era and every kind of answer was reached.
     for era in ERAS {
         for kind in ["result", "error"] {

@@ -1060,6 +1060,88 @@ async fn stage_prefix(stack: &LambdaStack, p: &Peers) -> Vec<u32> {
     emu.process_ids()
 }
 
+/// Rate limits under the Lambda functions, on DynamoDB: a per-user limit of 3 a minute, written
+/// through the admin function, is enforced by the mcp-proxy functions of both emulators (two
+/// processes, one table): of 10 concurrent `tools/call`s spread over the REST and HTTP APIs
+/// exactly 3 pass, the rest answer `isError` with a retry time; the catalog shows none left.
+/// (moto applies conditional writes without a lock; the functions run one request at a time
+/// per instance, so at most two of its writes race, rarely enough for this check.)
+async fn rate_limits(stack: &LambdaStack, api_key: &str) {
+    let _t = Step::start("rate limits");
+    let (s, body) = call_json(
+        Method::POST,
+        &stack.rest.url("/admin/rate-limits"),
+        Some(&stack.aws.admin_key),
+        Some(
+            json!({"name": "lambda-echo", "mode": "enforce", "per": "user",
+            "match": {"endpoints": ["everything"], "tools": ["echo"]},
+            "limits": [{"count": 3, "window": "1m"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{body}");
+    // The proxies read rules through their policy-TTL cache.
+    tokio::time::sleep(POLICY_REACHES_ALL).await;
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &stack.rest } else { &stack.http };
+        clients.push(
+            e2e::mcp::McpClient::connect(&gw.mcp_url("everything"), api_key, e2e::mcp::SESSION)
+                .await
+                .unwrap(),
+        );
+    }
+    let calls = clients.into_iter().map(|mut c| async move {
+        let a = c.call_tool("echo", json!({"message": "hi"})).await.unwrap();
+        a.result().unwrap().clone()
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let limited: Vec<&Value> = results.iter().filter(|r| r["isError"] == true).collect();
+    assert_eq!(results.len() - limited.len(), 3, "{results:?}");
+    for r in limited {
+        let text = r["content"][0]["text"].as_str().unwrap_or_default();
+        let secs: u64 = text
+            .split("retry in ")
+            .nth(1)
+            .and_then(|t| t.strip_suffix(" s"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no retry time in {r}"));
+        assert!((1..=20).contains(&secs), "{text}");
+    }
+    let (s, cat) = call_json(
+        Method::GET,
+        &stack.http.url("/me/catalog"),
+        Some(api_key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{cat}");
+    let echo = cat["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "everything")
+        .flat_map(|e| e["tools"].as_array().unwrap())
+        .find(|t| t["name"] == "echo")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(echo["rate_limits"][0]["remaining"], 0, "{echo}");
+    // The steps after this one call tools as the same user: the rule goes, and every proxy
+    // instance has dropped it before they run.
+    let (s, body) = call_json(
+        Method::DELETE,
+        &stack.rest.url("/admin/rate-limits/lambda-echo"),
+        Some(&stack.aws.admin_key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 204, "{body}");
+    tokio::time::sleep(POLICY_REACHES_ALL).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_mode_end_to_end() {
     let Some(p) = peers() else { return };
@@ -1089,6 +1171,7 @@ async fn lambda_mode_end_to_end() {
 
     raw_fixtures(&stack, &p).await;
     let api_key = rest_walkthrough(&stack, &p).await;
+    rate_limits(&stack, &api_key).await;
     http_walkthrough(&stack, &api_key).await;
     if e2e::browser::available() {
         console(&stack, &api_key).await;

@@ -6,6 +6,7 @@
 
 mod access_control;
 mod answer_schemas;
+mod audit;
 mod auth_header;
 mod bridge;
 mod client_auth;
@@ -20,5 +21,6 @@ mod mcp_eras;
 mod oauth_connect;
 mod observability;
 mod openapi;
+mod rate_limits;
 mod user_tokens;
 mod walkthrough;

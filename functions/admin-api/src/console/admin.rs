@@ -56,6 +56,13 @@ const KINDS: &[Kind] = &[
         example: "{\n  \"name\": \"toolbox\",\n  \"tools\": [{\"server\": \"notes\", \"tool\": \"search\"}],\n  \"members\": {\"everyone\": true}\n}",
     },
     Kind {
+        slug: "rate-limits",
+        title: "Rate limits",
+        api: "/admin/rate-limits",
+        list_key: "rate_limits",
+        example: "{\n  \"name\": \"search-per-user\",\n  \"mode\": \"audit\",\n  \"match\": {\"endpoints\": [\"notes\"], \"tools\": [\"search\"]},\n  \"per\": \"user\",\n  \"limits\": [{\"count\": 60, \"window\": \"1m\"}, {\"count\": 1000, \"window\": \"1d\"}]\n}",
+    },
+    Kind {
         slug: "identity-providers",
         title: "Identity providers",
         api: "/admin/identity-providers",
@@ -171,6 +178,25 @@ fn summary(doc: &Value) -> String {
             })
             .unwrap_or_default()
     };
+    if let Some(limits) = doc["limits"].as_array() {
+        // A rate-limit rule: `per user, enforce: 60/1m, 1000/1d`.
+        let limits: Vec<String> = limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}/{}",
+                    l["count"],
+                    l["window"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        return format!(
+            "per {}, {}: {}",
+            doc["per"].as_str().unwrap_or_default(),
+            doc["mode"].as_str().unwrap_or_default(),
+            limits.join(", ")
+        );
+    }
     if doc["servers"].is_array() {
         return format!("servers: {}", names(&doc["servers"]));
     }
@@ -559,11 +585,11 @@ fn what_they_see(catalog: &Value) -> Markup {
                 tbody {
                     @for e in &endpoints {
                         @let name = e["name"].as_str().unwrap_or_default();
-                        @let tools: Vec<&str> = e["tools"]
+                        @let tools: Vec<String> = e["tools"]
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .filter_map(|t| t["name"].as_str())
+                            .filter_map(tool_with_budget)
                             .collect();
                         tr id={ "endpoint-" (name) } data-endpoint=(name) {
                             td { (name) }
@@ -581,6 +607,30 @@ fn what_they_see(catalog: &Value) -> Markup {
             }
         }
     }
+}
+
+/// A catalog tool's name, with what is left of each rate limit on it:
+/// `search (3 left of 5/1m until 2026-12-07T20:00:00Z)`.
+fn tool_with_budget(t: &Value) -> Option<String> {
+    let name = t["name"].as_str()?;
+    let budgets: Vec<String> = t["rate_limits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            format!(
+                "{} left of {} until {}",
+                b["remaining"],
+                b["limit"].as_str().unwrap_or_default(),
+                b["reset_at"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    Some(if budgets.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} ({})", budgets.join("; "))
+    })
 }
 
 /// Everyone's per-user connections, with revoke.

@@ -388,3 +388,52 @@ async fn a_servers_page_shows_its_pinned_endpoints_and_discovers_again() {
     .await;
     assert_eq!(other.status, 404, "{}", other.body);
 }
+
+#[tokio::test]
+async fn the_rate_limits_page_lists_rules_and_edits_through_the_api() {
+    let api = api();
+    let (s, body) = api
+        .admin(
+            "POST",
+            "/admin/rate-limits",
+            Some(
+                serde_json::json!({"name": "per-user", "mode": "enforce", "per": "user",
+                "limits": [{"count": 60, "window": "1m"}, {"count": 1000, "window": "1d"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let ok = sign_in(&api.app, TEST_ADMIN_KEY).await;
+    let session = value_of(&ok.set_cookie("mcpgw_console").unwrap()).to_owned();
+    let list = send(
+        &api.app,
+        "GET",
+        "/console/admin/rate-limits",
+        Some(&session),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("per-user"), "{}", list.body);
+    assert!(
+        list.body.contains("per user, enforce: 60/1m, 1000/1d"),
+        "{}",
+        list.body
+    );
+    let edit = send(
+        &api.app,
+        "GET",
+        "/console/admin/rate-limits/per-user",
+        Some(&session),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(edit.status, 200, "{}", edit.body);
+    assert!(
+        edit.body.contains("&quot;window&quot;: &quot;1d&quot;"),
+        "{}",
+        edit.body
+    );
+}

@@ -5,6 +5,7 @@
 
 mod admin;
 mod api_keys;
+mod audit_records;
 mod common;
 mod connections;
 mod console;
@@ -12,3 +13,4 @@ mod console_markup;
 mod egress;
 mod me_and_providers;
 mod openapi;
+mod rate_limits;

@@ -7,6 +7,7 @@ mod common;
 mod deny_spelling;
 mod egress;
 mod eras;
+mod governance;
 mod hostile_upstreams;
 mod observability;
 mod policy;

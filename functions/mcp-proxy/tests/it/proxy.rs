@@ -387,6 +387,7 @@ async fn out_of_scope_secret_in_a_stored_record_is_never_resolved() {
         updated_at: 0,
         authorization_server: None,
         share_tool_list: false,
+        audit: None,
     };
     state
         .store

@@ -1,0 +1,515 @@
+//! The decision point of every counted call (`tools/call`, `resources/read`, `prompts/get`;
+//! never `initialize` or a list), for registered and virtual servers alike: the rate limits
+//! are checked ([`gate`]) and the call gets its audit [`Ticket`], which is completed with how
+//! the call ended and emitted exactly once, on completion or, failing that, when dropped
+//! (`no_answer`: the client went away, the call timed out or was cancelled).
+//!
+//! A hidden tool's call counts against the limits like any other: it is the caller's
+//! attempt, and an unknown tool counts the same, so a limited answer says nothing about which
+//! names exist. Its record says `deny` by `hidden_tool` (records are for admins).
+//!
+//! A limited `tools/call` is a tool result with `isError` ("Rate limit 'r' reached: retry in
+//! N s"), shaped for the client's era by `results`; a limited `resources/read` or
+//! `prompts/get` (no result fits) is HTTP 429 with `Retry-After` and the JSON-RPC error
+//! `RATE_LIMITED` (`data: {rule, retryAfterSeconds}`). A batch with any member limited is
+//! answered 429 as a whole (a batch is one HTTP exchange; the members that passed were
+//! counted, and their records say `allow` with outcome HTTP 429).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use mcpgw::audit::args::captured;
+use mcpgw::audit::sample::SampleKey;
+use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
+use mcpgw::domain::ServerAudit;
+use mcpgw::identity::{AuthError, Principal};
+use mcpgw::limits::{CallKey, Verdict};
+use mcpgw::mcp::jsonrpc::{self, Ending, Kind, Message};
+use mcpgw::state::AppState;
+use serde_json::{Value, json};
+
+use crate::results::{self, Answered, ClientEra, Ttl};
+
+/// A counted request: its method, the name the caller used, its id.
+pub struct Counted<'m> {
+    pub event: Event,
+    pub method: &'static str,
+    /// A tool's exposed name, a resource URI, a prompt name ("" when absent).
+    pub name: &'m str,
+    pub id: &'m Value,
+    pub arguments: Option<&'m Value>,
+}
+
+/// The counted request `msg` is, if it is one.
+pub fn counted(msg: &Message) -> Option<Counted<'_>> {
+    if msg.kind != Kind::Request {
+        return None;
+    }
+    let (event, method, key) = match msg.method()? {
+        "tools/call" => (Event::ToolCall, "tools/call", "name"),
+        "resources/read" => (Event::ResourceRead, "resources/read", "uri"),
+        "prompts/get" => (Event::PromptGet, "prompts/get", "name"),
+        _ => return None,
+    };
+    let params = msg.params();
+    let name = params
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some(Counted {
+        event,
+        method,
+        name,
+        id: msg.id().unwrap_or(&Value::Null),
+        arguments: params.and_then(|p| p.get("arguments")),
+    })
+}
+
+/// Who asks where: the request's facts every record of it carries.
+pub struct Asker<'a> {
+    pub state: &'a AppState,
+    pub principal: &'a Principal,
+    pub endpoint: &'a str,
+    pub headers: &'a HeaderMap,
+    /// When the request was received (the records' latency starts here).
+    pub received: Instant,
+}
+
+/// Where a counted call goes, as far as the caller's endpoint decides it.
+pub struct Routed<'a> {
+    /// A tool the caller may not use (hidden, removed, never existing on a virtual server):
+    /// decided `deny` by `hidden_tool`.
+    pub hidden: bool,
+    /// The upstream server and its own name for the tool, where known before the call.
+    pub upstream: Option<(&'a str, &'a str)>,
+    pub credential: Option<CredentialUse>,
+    /// The server's audit settings (argument capture), where known before the call.
+    pub capture: Option<&'a ServerAudit>,
+}
+
+/// What the gate decided.
+pub enum Gate {
+    /// Go on; complete the ticket with the answer (or let it drop: `no_answer`).
+    Pass(Arc<Ticket>),
+    /// A rate limit refused it: the answer, and the completed ticket.
+    Limited(Limited),
+}
+
+/// A refused call: its rule and when to retry.
+pub struct Limited {
+    pub rule: String,
+    pub retry_after: Duration,
+    ticket: Arc<Ticket>,
+}
+
+/// Checks the limits for `call` and opens its ticket.
+pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> Gate {
+    let verdict = asker
+        .state
+        .limits
+        .check(&CallKey {
+            principal: asker.principal,
+            endpoint: asker.endpoint,
+            method: call.method,
+            name: call.name,
+        })
+        .await;
+    let mut record = AuditRecord::new(call.event, Decision::Allow);
+    record.request_id = Some(id_text(call.id));
+    record.traceparent = traceparent(asker.headers);
+    record.principal = Some(Actor::of(asker.principal));
+    record.endpoint = Some(asker.endpoint.to_owned());
+    record.method = Some(call.method.to_owned());
+    record.tool = Some(call.name.to_owned());
+    if let Some((server, tool)) = routed.upstream {
+        record.upstream_server = Some(server.to_owned());
+        record.upstream_tool = Some(tool.to_owned());
+    }
+    if routed.hidden {
+        record.decision = Decision::Deny;
+        record.rule = Some("hidden_tool".into());
+    }
+    record.credential = routed.credential;
+    if let Some(args) = call.arguments {
+        record.args_hmac = args_hmac(asker.state, args).await;
+        record.args = routed.capture.and_then(|c| captured(args, c));
+    }
+    let ticket = |record| {
+        Arc::new(Ticket {
+            audit: asker.state.audit.clone(),
+            received: asker.received,
+            passed: Instant::now(),
+            record: Mutex::new(Some(record)),
+        })
+    };
+    match verdict {
+        Verdict::Pass { would_limit } => {
+            if let Some(rule) = would_limit
+                && record.decision == Decision::Allow
+            {
+                record.decision = Decision::WouldLimit;
+                record.rule = Some(rule);
+            }
+            Gate::Pass(ticket(record))
+        }
+        Verdict::Limited { rule, retry_after } => {
+            record.decision = Decision::Limited;
+            record.rule = Some(rule.clone());
+            Gate::Limited(Limited {
+                rule,
+                retry_after,
+                ticket: ticket(record),
+            })
+        }
+    }
+}
+
+/// The keyed hash of a call's arguments (their canonical JSON): `None` only when the keyring
+/// cannot be had (the record is still written). The keyring is the process's cached one.
+async fn args_hmac(state: &AppState, args: &Value) -> Option<String> {
+    let ring = state.keyring.get().await.ok()?;
+    Some(ring.audit_mac_hex(&mcpgw::audit::canonical_json(args)))
+}
+
+/// Records a failed authentication on `endpoint`, sampled (`audit::sample`): the reason and
+/// the kind of credential presented (`api_key`, `jwt`, `other`), never any of it. A request
+/// without a credential is no failed login (every MCP client's first request is one, to
+/// learn where to sign in), nor is a store outage: neither is recorded here.
+pub fn auth_failed(state: &AppState, headers: &HeaderMap, endpoint: &str, e: &AuthError) {
+    // The statuses `AuthError::into_challenge` answers with.
+    let (reason, status) = match e {
+        AuthError::Missing | AuthError::Store(_) => return,
+        AuthError::Malformed => ("malformed", 401),
+        AuthError::RepeatedHeader => ("repeated_header", 400),
+        AuthError::Invalid => ("invalid_credential", 401),
+        AuthError::InsufficientScope { .. } => ("insufficient_scope", 403),
+    };
+    let presented = match mcpgw::identity::bearer_token(headers) {
+        Ok(Some(t)) if mcpgw::identity::jwt::looks_like_jwt(t) => "jwt",
+        Ok(Some(t)) if t.starts_with(mcpgw::identity::API_KEY_PREFIX) => "api_key",
+        _ => "other",
+    };
+    let key = SampleKey {
+        event: Event::AuthFailed,
+        endpoint: endpoint.to_owned(),
+        who: format!("{reason}/{presented}"),
+    };
+    state.audit_sampler.emit(&state.audit, key, || {
+        let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
+        r.traceparent = traceparent(headers);
+        r.endpoint = Some(endpoint.to_owned());
+        r.rule = Some("authentication".into());
+        r.outcome = Some(Outcome {
+            status: "http_error".into(),
+            code: None,
+            http_status: Some(status),
+        });
+        r.detail = Some(json!({"reason": reason, "credential": presented}));
+        r
+    });
+}
+
+/// Records a request for an endpoint the caller may not use (or that does not exist: the
+/// caller is answered alike), sampled per caller and endpoint.
+pub fn denied(state: &AppState, headers: &HeaderMap, principal: &Principal, endpoint: &str) {
+    let key = SampleKey {
+        event: Event::Denied,
+        endpoint: endpoint.to_owned(),
+        who: principal.user.clone(),
+    };
+    state.audit_sampler.emit(&state.audit, key, || {
+        let mut r = AuditRecord::new(Event::Denied, Decision::Deny);
+        r.traceparent = traceparent(headers);
+        r.principal = Some(Actor::of(principal));
+        r.endpoint = Some(endpoint.to_owned());
+        r.rule = Some("endpoint_access".into());
+        r.outcome = Some(Outcome {
+            status: "http_error".into(),
+            code: None,
+            http_status: Some(404),
+        });
+        r
+    });
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+pub fn retry_seconds(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+impl Limited {
+    /// The answer to the limited request `call` of a client of `era` (completes the ticket).
+    pub fn answer(self, call: &Counted<'_>, era: ClientEra) -> Response {
+        let secs = retry_seconds(self.retry_after);
+        let resp = if call.method == "tools/call" {
+            let text = format!("Rate limit '{}' reached: retry in {secs} s", self.rule);
+            let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+            results::answer(call.id, call.method, result, era, Ttl::Set(0))
+        } else {
+            too_many(Some(call.id), &self.rule, secs)
+        };
+        self.ticket.answered(&resp);
+        resp
+    }
+
+    /// Completes the ticket of a limited batch member with the batch's answer.
+    pub fn in_batch(self, resp: &Response) {
+        self.ticket.answered(resp);
+    }
+
+    pub fn seconds(&self) -> u64 {
+        retry_seconds(self.retry_after)
+    }
+}
+
+/// HTTP 429 with `Retry-After`: the JSON-RPC error `RATE_LIMITED` answering `id` (`None`:
+/// a batch).
+pub fn too_many(id: Option<&Value>, rule: &str, secs: u64) -> Response {
+    let message = format!("Rate limit '{rule}' reached: retry in {secs} s");
+    let data = json!({"rule": rule, "retryAfterSeconds": secs});
+    let mut resp = crate::answers::rpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        id,
+        jsonrpc::RATE_LIMITED,
+        &message,
+        Some(data),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// The JSON-RPC id as text: a string as it is, a number in its JSON form.
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The request's `traceparent` when it has the W3C form
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); anything else is not recorded.
+pub fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0');
+    ok.then(|| v.to_owned())
+}
+
+/// One counted call's audit record, emitted exactly once: when completed, else when the
+/// last holder drops it (`no_answer`). Completing is a lock and a stdout line, never a
+/// store access or an await (the store write is batched by the `Auditor`).
+pub struct Ticket {
+    audit: Arc<Auditor>,
+    received: Instant,
+    /// When the gate let it through (the upstream's time is counted from here).
+    passed: Instant,
+    record: Mutex<Option<AuditRecord>>,
+}
+
+impl Ticket {
+    /// Completes the record with `outcome` and emits it (only the first completion counts).
+    pub fn finish(&self, outcome: Outcome, upstream: bool) {
+        let Some(mut record) = self.record.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        record.outcome = Some(outcome);
+        record.latency_ms = Some(ms(self.received.elapsed()));
+        if upstream {
+            record.upstream_ms = Some(ms(self.passed.elapsed()));
+        }
+        self.audit.emit(record);
+    }
+
+    /// Completes it with an upstream response's ending.
+    pub fn ended(&self, ending: Ending) {
+        self.finish(outcome_of(ending), true);
+    }
+
+    /// Completes it with an answer the gateway made or relayed whole (`Answered` marks
+    /// what the answer is; without a mark, by its HTTP status).
+    pub fn answered(&self, resp: &Response) {
+        let status = resp.status();
+        let mark = resp.extensions().get::<Answered>().copied();
+        let mut outcome = match mark {
+            Some(Answered::Result { is_error }) => outcome_of(Ending::Result { is_error }),
+            Some(Answered::Error { code }) => outcome_of(Ending::Error { code: Some(code) }),
+            None if status.is_success() => outcome_of(Ending::Result { is_error: false }),
+            None => Outcome {
+                status: "http_error".into(),
+                code: None,
+                http_status: None,
+            },
+        };
+        if !status.is_success() {
+            outcome.status = "http_error".into();
+            outcome.http_status = Some(status.as_u16());
+        }
+        let upstream = resp.extensions().get::<mcpgw::http::Relayed>().is_some();
+        self.finish(outcome, upstream);
+    }
+
+    /// Sets the credential once it is known (a virtual server's member, opened after the
+    /// gate).
+    pub fn credential(&self, credential: CredentialUse) {
+        self.with_record(|r| r.credential = Some(credential));
+    }
+
+    /// Sets where the call went once it is known (a virtual server's resource or prompt
+    /// server: the first that answers).
+    pub fn upstream(&self, server: &str, tool: &str, credential: CredentialUse) {
+        self.with_record(|r| {
+            r.upstream_server = Some(server.to_owned());
+            r.upstream_tool = Some(tool.to_owned());
+            r.credential = Some(credential);
+        });
+    }
+
+    /// Keeps the arguments as `settings` say (a virtual server's member, known after the
+    /// gate).
+    pub fn capture(&self, args: Option<&Value>, settings: Option<&ServerAudit>) {
+        if let (Some(args), Some(settings)) = (args, settings) {
+            let kept = captured(args, settings);
+            self.with_record(|r| r.args = kept);
+        }
+    }
+
+    /// The time the upstream took, measured by the caller (a virtual server's member call).
+    pub fn upstream_time(&self, d: Duration) {
+        self.with_record(|r| r.upstream_ms = Some(ms(d)));
+    }
+
+    fn with_record(&self, f: impl FnOnce(&mut AuditRecord)) {
+        if let Some(r) = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            f(r);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish(
+            Outcome {
+                status: "no_answer".into(),
+                code: None,
+                http_status: None,
+            },
+            false,
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The record's outcome of a response's ending.
+pub fn outcome_of(ending: Ending) -> Outcome {
+    let (status, code) = match ending {
+        Ending::Result { is_error: false } => ("ok", None),
+        Ending::Result { is_error: true } => ("is_error", None),
+        Ending::Error { code } => ("rpc_error", code),
+    };
+    Outcome {
+        status: status.into(),
+        code,
+        http_status: None,
+    }
+}
+
+/// The tickets of the counted requests in one message or batch, by the id the client sent.
+/// Carried with the answer's adaptation to the relay, which completes each as its response
+/// passes.
+#[derive(Clone, Default)]
+pub struct Tickets(Vec<(Value, Arc<Ticket>)>);
+
+impl Tickets {
+    pub fn push(&mut self, id: Value, ticket: Arc<Ticket>) {
+        self.0.push((id, ticket));
+    }
+
+    /// The response to `id` passed, ended `ending`. With one ticket, any owed response is
+    /// its own (a bridged call's upstream answers the gateway's id, not the client's).
+    pub fn ended(&self, id: &Value, ending: Ending) {
+        match self.0.as_slice() {
+            [(_, only)] => only.ended(ending),
+            many => {
+                if let Some((_, t)) = many.iter().find(|(i, _)| i == id) {
+                    t.ended(ending);
+                }
+            }
+        }
+    }
+
+    /// Every ticket still open completed with `ending` (the gateway's own error in place of
+    /// a bad answer; an `input_required` result).
+    pub fn all_ended(&self, ending: Ending) {
+        for (_, t) in &self.0 {
+            t.ended(ending);
+        }
+    }
+
+    /// Every ticket still open completed with `resp` (a whole answer the gateway made or
+    /// read).
+    pub fn answered(&self, resp: &Response) {
+        for (_, t) in &self.0 {
+            t.answered(resp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_seconds_round_up_to_at_least_one() {
+        assert_eq!(retry_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_seconds(Duration::from_secs(59)), 59);
+    }
+
+    #[test]
+    fn only_w3c_traceparents_are_kept() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_str(v).unwrap());
+            traceparent(&h)
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(with(good).as_deref(), Some(good));
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "token-secret",
+        ] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
+        assert_eq!(traceparent(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! Sampling of flood-prone records (denied requests, failed authentication): at most one
+//! record per key per window (10 s) per process, whose `detail.count` says how many events it
+//! stands for (itself and those folded in since the previous record of its key). A flood of
+//! 20,000 bad requests is a handful of records, never 20,000 store writes.
+//!
+//! The map is bounded ([`MAX_KEYS`]): when full, keys whose window has passed are dropped;
+//! if it is still full (a flood from very many distinct keys), the event is folded into one
+//! overflow key per event kind (`endpoint` and `who` `*`). Events folded in after a key's
+//! last record are reported with its next record; a key that never comes back loses that
+//! tail count (it is in no record, but the first event of every window always is).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{AuditRecord, Auditor, Event};
+
+/// One record per key per this long.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// The most keys tracked at once.
+pub const MAX_KEYS: usize = 4096;
+
+/// What events are folded by: the kind, the endpoint, and who (a user, or a failure reason
+/// for failed authentication; never a credential).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub event: Event,
+    pub endpoint: String,
+    pub who: String,
+}
+
+struct Slot {
+    last_record: Instant,
+    folded: u64,
+}
+
+/// The per-process sampler (in `AppState`).
+pub struct Sampler {
+    window: Duration,
+    max_keys: usize,
+    slots: Mutex<HashMap<SampleKey, Slot>>,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self::new(WINDOW, MAX_KEYS)
+    }
+}
+
+impl Sampler {
+    pub fn new(window: Duration, max_keys: usize) -> Self {
+        Self {
+            window,
+            max_keys,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One more event of `key` at `now`: `Some(count)` when a record is due (standing for
+    /// `count` events), `None` when it is folded into the next one.
+    pub fn count(&self, key: SampleKey, now: Instant) -> Option<u64> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window;
+        let key = if slots.contains_key(&key) || slots.len() < self.max_keys {
+            key
+        } else {
+            slots.retain(|_, s| now.saturating_duration_since(s.last_record) < window);
+            if slots.len() < self.max_keys {
+                key
+            } else {
+                SampleKey {
+                    event: key.event,
+                    endpoint: "*".into(),
+                    who: "*".into(),
+                }
+            }
+        };
+        match slots.get_mut(&key) {
+            Some(slot) if now.saturating_duration_since(slot.last_record) < window => {
+                slot.folded += 1;
+                None
+            }
+            Some(slot) => {
+                let count = slot.folded + 1;
+                *slot = Slot {
+                    last_record: now,
+                    folded: 0,
+                };
+                Some(count)
+            }
+            None => {
+                slots.insert(
+                    key,
+                    Slot {
+                        last_record: now,
+                        folded: 0,
+                    },
+                );
+                Some(1)
+            }
+        }
+    }
+
+    /// Emits `record()` to `auditor` when a record of `key` is due, with `detail.count`.
+    pub fn emit(&self, auditor: &Auditor, key: SampleKey, record: impl FnOnce() -> AuditRecord) {
+        let Some(count) = self.count(key, Instant::now()) else {
+            return;
+        };
+        let mut r = record();
+        let detail = r.detail.get_or_insert_with(|| serde_json::json!({}));
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("count".into(), count.into());
+        }
+        auditor.emit(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(who: &str) -> SampleKey {
+        SampleKey {
+            event: Event::AuthFailed,
+            endpoint: "e".into(),
+            who: who.into(),
+        }
+    }
+
+    #[test]
+    fn a_flood_is_one_record_per_window_counting_what_it_folded() {
+        let s = Sampler::new(Duration::from_secs(10), 8);
+        let t0 = Instant::now();
+        assert_eq!(s.count(key("a"), t0), Some(1));
+        for i in 1..1000 {
+            assert_eq!(s.count(key("a"), t0 + Duration::from_millis(i)), None);
+        }
+        // another key is not folded into the first
+        assert_eq!(s.count(key("b"), t0), Some(1));
+        // the next window's first event stands for itself and the 999 folded
+        assert_eq!(s.count(key("a"), t0 + Duration::from_secs(10)), Some(1000));
+        assert_eq!(s.count(key("a"), t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn the_map_stays_bounded_and_overflow_is_still_counted() {
+        let s = Sampler::new(Duration::from_secs(10), 4);
+        let t0 = Instant::now();
+        for i in 0..4 {
+            assert_eq!(s.count(key(&i.to_string()), t0), Some(1));
+        }
+        // full: a new key goes to the overflow key (recorded once, then folded)
+        assert_eq!(s.count(key("x"), t0), Some(1));
+        assert_eq!(s.count(key("y"), t0), None);
+        assert!(s.slots.lock().unwrap().len() <= 5);
+        // once the old windows passed, new keys get their own slots again
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(s.count(key("z"), later), Some(1));
+        assert!(s.slots.lock().unwrap().len() <= 4);
+    }
+}
