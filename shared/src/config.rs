@@ -98,6 +98,8 @@ pub struct Config {
     pub server_limits: ServerLimits,
     /// Which addresses outbound requests may reach (`MCPGW_EGRESS_*`, see `egress`).
     pub egress: crate::egress::EgressPolicy,
+    /// How long audit records are kept (`MCPGW_AUDIT_RETENTION_DAYS`, default 90).
+    pub audit_retention: Duration,
 }
 
 /// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
@@ -302,6 +304,11 @@ impl Config {
                 }
             }
         }
+        let audit_days = parse_num(&get, "MCPGW_AUDIT_RETENTION_DAYS", 90)?;
+        if audit_days == 0 || audit_days > 36_500 {
+            return Err(err("MCPGW_AUDIT_RETENTION_DAYS", "expected 1 to 36500 days"));
+        }
+        let audit_retention = Duration::from_secs(audit_days * 86_400);
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
@@ -318,6 +325,7 @@ impl Config {
             server_limits,
             egress,
             key_cache_ttl,
+            audit_retention,
             policy_cache_ttl,
             identity_provider,
             in_lambda,

@@ -82,7 +82,12 @@ fn runtime_base_url(api: &str) -> String {
 }
 
 /// Serves `router` for every invocation until the process is stopped.
-pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
+/// `hooks` run after each response was delivered and before the next event is asked for
+/// (the sandbox may be frozen from then on).
+pub async fn run(
+    router: Router,
+    hooks: crate::invocation::InvocationHooks,
+) -> Result<(), StreamingRuntimeError> {
     let api =
         std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| StreamingRuntimeError::NoRuntimeApi)?;
     let base = runtime_base_url(&api);
@@ -112,6 +117,7 @@ pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
         let handled = serve_one(&client, &base, &request_id, &router, &event)
             .instrument(span.clone())
             .await;
+        hooks.run().instrument(span.clone()).await;
         if let Err(e) = handled {
             let _guard = span.enter();
             // The response could not be delivered: say so, so the invocation fails at once

@@ -18,6 +18,7 @@ pub mod egress;
 pub mod grants;
 pub mod http;
 pub mod identity;
+pub mod invocation;
 pub mod keyring;
 pub mod lambda_streaming;
 pub mod limits;

@@ -200,6 +200,14 @@ impl AppState {
             .with_key_cache(config.key_cache_ttl),
         );
         let policy_ttl = config.policy_cache_ttl;
+        let audit = Arc::new(crate::audit::Auditor::new(
+            store.clone(),
+            keyring.clone(),
+            config.audit_retention,
+        ));
+        if !config.in_lambda {
+            audit.spawn_background_flush();
+        }
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -213,9 +221,14 @@ impl AppState {
             mcp,
             grants,
             upstreams,
-            audit: Arc::new(crate::audit::Auditor::default()),
+            audit,
             limits: Arc::new(crate::limits::Limits::default()),
         })
+    }
+
+    /// What must be flushed at the end of every Lambda invocation (see `invocation`).
+    pub fn invocation_hooks(&self) -> crate::invocation::InvocationHooks {
+        crate::invocation::InvocationHooks::default().with(self.audit.clone())
     }
 
     /// The access-control policy, from the cache when fresh.

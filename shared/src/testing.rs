@@ -158,9 +158,11 @@ mod observed {
     use crate::clock::UnixTime;
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, SessionStore,
-        StoreResult, ToolSnapshot, ToolSnapshotStore,
+        ApiKeyStore, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore, ConfigKind,
+        ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreResult, ToolSnapshot,
+        ToolSnapshotStore,
     };
+    use crate::audit::record::AuditRecord;
     use serde_json::Value;
 
     /// Implements a store trait on `ObservedStore`: the hook sees the call, then the inner
@@ -193,6 +195,11 @@ mod observed {
         fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>, key Some(owner);
         fn delete_api_key(id: &str) -> bool, key Some(id);
         fn touch_api_key(id: &str, at: UnixTime) -> (), key Some(id);
+    });
+    observed!(AuditStore {
+        fn put_audit(records: &[AuditRecord], seals: &[AuditSeal], retention: std::time::Duration) -> (), key None;
+        fn query_audit(query: &AuditQuery) -> AuditPage, key query.user.as_deref();
+        fn dump_audit(since_ms: i64, until_ms: i64) -> AuditDump, key None;
     });
     observed!(ToolSnapshotStore {
         fn put_tool_snapshot(server: &str, snapshot: &ToolSnapshot) -> (), key Some(server);

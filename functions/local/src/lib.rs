@@ -57,6 +57,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("bootstrap admin key (shown once, keep it safe): {key}");
     }
     spawn_sweeper(state.clone());
-    mcpgw::runtime::serve(router(state), listen, limits).await?;
+    let audit = state.audit.clone();
+    let hooks = state.invocation_hooks();
+    mcpgw::runtime::serve(router(state), hooks, listen, limits).await?;
+    // Whatever the background flusher has not written yet, and a seal of the chain's end.
+    audit.flush_and_seal().await;
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! | OAuth state   | `STATE#{id}`        | `STATE`  | `id`, `user`, `server`, `sealed_payload` (B), `created_at`, `expires_at`, `ttl` (N) |
 //! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
 //! | tool snapshot | `TOOLS#{server}`    | `TOOLS`  | `doc` (S, JSON: url, tools, taken_at)               |
+//! | audit record, seal | `AUDIT#{day}`, `AUDITSEAL#{day}` | time, writer, seq | see [`audit`] |
 //!
 //! An API key is three items written and deleted together in one `TransactWriteItems`: the
 //! item by id (listing, admin reads), a pointer by hash, which authentication reads with
@@ -68,6 +69,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
 };
 
+mod audit;
 mod items;
 
 use items::{

@@ -12,11 +12,15 @@
 //! - an API key's `last_used_at` only moves forward;
 //! - an ended session stays ended until its own expiry, however often it is ended again;
 //! - a server's tool snapshot is replaced whole, last writer wins (it is a cache of tool
-//!   definitions, never anything of a user's).
+//!   definitions, never anything of a user's);
+//! - audit records are appended idempotently and never overwritten (see [`audit`]).
 
+pub mod audit;
 pub mod dynamo;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use audit::{AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
@@ -239,11 +243,24 @@ pub trait ToolSnapshotStore: Send + Sync {
 
 /// Everything the gateway persists.
 pub trait Store:
-    ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore
+    ConfigStore
+    + ApiKeyStore
+    + GrantStore
+    + OAuthStateStore
+    + SessionStore
+    + ToolSnapshotStore
+    + AuditStore
 {
 }
-impl<T: ConfigStore + ApiKeyStore + GrantStore + OAuthStateStore + SessionStore + ToolSnapshotStore>
-    Store for T
+impl<
+    T: ConfigStore
+        + ApiKeyStore
+        + GrantStore
+        + OAuthStateStore
+        + SessionStore
+        + ToolSnapshotStore
+        + AuditStore,
+> Store for T
 {
 }
 
