@@ -9,6 +9,8 @@
 //! - `dynamo_paged`: the same with 2-item query pages, so every list and query goes through
 //!   `LastEvaluatedKey` pagination.
 //!
+//! The audit cases are in `store_contract/cases/audit.rs`.
+//!
 //! `dynamo_layout` pins the DynamoDB item and table layout the SAM template relies on.
 //!
 //! Concurrency cases line 16 tasks up on a barrier before the racing call; tests run on the
@@ -179,6 +181,9 @@ contract!(
     session_end_is_idempotent_and_keeps_the_later_expiry,
     session_concurrent_enders_all_succeed,
     tool_snapshot_is_replaced_whole_per_server,
+    audit_query_is_newest_first_filtered_and_paged,
+    audit_put_is_idempotent_and_keeps_a_second_claim,
+    audit_dump_round_trips_records_and_seals_for_verify,
 );
 
 const RACERS: usize = 16;
@@ -229,6 +234,9 @@ mod cases {
     use super::*;
     use serde_json::json;
     use tokio::sync::Barrier;
+
+    mod audit;
+    pub use audit::*;
 
     pub async fn config_create_get_and_duplicate(store: Arc<dyn Store>) {
         let first = json!({"name": "alpha", "url": "https://a.example/mcp", "n": 1});
