@@ -68,3 +68,61 @@ pub fn flush_layer(router: axum::Router, hooks: InvocationHooks) -> axum::Router
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+
+    /// Counts flushes, and whether the response body had been produced before each.
+    struct Probe {
+        flushes: AtomicUsize,
+        produced: Arc<AtomicUsize>,
+        produced_at_flush: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl EndOfInvocation for Probe {
+        async fn end_of_invocation(&self) {
+            self.produced_at_flush
+                .store(self.produced.load(Ordering::SeqCst), Ordering::SeqCst);
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The buffered path: the hooks have run when the response is handed back, after the
+    /// whole body (a stream here) was produced, and the body is intact.
+    #[tokio::test]
+    async fn the_flush_layer_runs_hooks_after_the_body_and_before_returning() {
+        let produced = Arc::new(AtomicUsize::new(0));
+        let probe = Arc::new(Probe {
+            flushes: AtomicUsize::new(0),
+            produced: produced.clone(),
+            produced_at_flush: AtomicUsize::new(0),
+        });
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let produced = produced.clone();
+                async move {
+                    let chunks = futures_util::stream::iter(["a", "b", "c"]).map(move |c| {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(c)
+                    });
+                    Body::from_stream(chunks)
+                }
+            }),
+        );
+        let hooks = InvocationHooks::default().with(probe.clone());
+        let response = flush_layer(router, hooks)
+            .oneshot(http::Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(probe.flushes.load(Ordering::SeqCst), 1);
+        assert_eq!(probe.produced_at_flush.load(Ordering::SeqCst), 3);
+        let body = axum::body::to_bytes(response.into_body(), 100).await.unwrap();
+        assert_eq!(&body[..], b"abc");
+    }
+}

@@ -114,6 +114,28 @@ fn entry(v: &Value) -> Option<(String, Entry)> {
     ))
 }
 
+/// Why verify could not run (a problem in the chain is a finding, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("could not read the audit trail")]
+    Store(#[from] crate::store::StoreError),
+    #[error("could not load the keyring")]
+    Keyring(#[from] crate::keyring::KeyringSourceError),
+}
+
+/// Reads the records and seals with `since_ms <= time < until_ms` from `store` and checks
+/// them with the keyring (what `local audit verify` and `GET /admin/audit/verify` run).
+pub async fn verify_store(
+    store: &dyn crate::store::AuditStore,
+    keyring: &crate::keyring::KeyringSource,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Report, VerifyError> {
+    let dump = store.dump_audit(since_ms, until_ms).await?;
+    let ring = keyring.get().await?;
+    Ok(verify(&dump, &ring))
+}
+
 /// Checks every chain in `dump` (see the module docs).
 pub fn verify(dump: &AuditDump, ring: &Keyring) -> Report {
     let mut by_writer: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
