@@ -34,6 +34,8 @@ const BATCH_WRITE_MAX: usize = 25;
 /// days return a short page with a cursor rather than reading without bound).
 const QUERY_BUDGET: usize = 32;
 const DAY_MS: i64 = 86_400_000;
+/// The longest range one dump reads (more than the longest retention anyone sets).
+const DUMP_MAX_DAYS: i64 = 3_660;
 
 /// The UTC day of `time_ms` as `yyyy-mm-dd`.
 fn day(time_ms: i64) -> String {
@@ -201,8 +203,12 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Every item of the day partitions `{prefix}{day}` from `since_ms` to `until_ms`.
+    /// Every item of the day partitions `{prefix}{day}` from `since_ms` to `until_ms`, the
+    /// range clamped to [`DUMP_MAX_DAYS`] ending at most a day from now (one `Query` per day:
+    /// an open range must not become thousands of them).
     async fn audit_days(&self, prefix: &str, since_ms: i64, until_ms: i64) -> StoreResult<Vec<Item>> {
+        let until_ms = until_ms.min(crate::audit::record::now_ms() + DAY_MS);
+        let since_ms = since_ms.max(until_ms.saturating_sub(DUMP_MAX_DAYS * DAY_MS));
         let mut out = Vec::new();
         if until_ms <= since_ms {
             return Ok(out);
@@ -247,6 +253,14 @@ impl AuditStore for DynamoStore {
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<AuditPage> {
         let limit = q.limit.clamp(1, AUDIT_PAGE_MAX);
         let mut records = Vec::with_capacity(limit);
+        if q.until_ms <= q.since_ms {
+            return Ok(AuditPage::default());
+        }
+        // An open upper bound starts at tomorrow's partition, not at the end of time.
+        let q = &AuditQuery {
+            until_ms: q.until_ms.min(crate::audit::record::now_ms() + DAY_MS),
+            ..q.clone()
+        };
         if q.until_ms <= q.since_ms {
             return Ok(AuditPage::default());
         }
