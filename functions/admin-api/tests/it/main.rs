@@ -5,6 +5,7 @@
 
 mod admin;
 mod api_keys;
+mod audit;
 mod common;
 mod connections;
 mod console;
