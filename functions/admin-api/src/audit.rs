@@ -14,14 +14,13 @@ use axum::extract::{Query, State};
 use axum::extract::rejection::QueryRejection;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use mcpgw::audit::range::{parse_time_ms, time_range};
 use mcpgw::audit::verify::{VerifyError, verify_store};
 use mcpgw::http::{ApiError, ErrorCode};
 use mcpgw::state::AppState;
 use mcpgw::store::{AUDIT_PAGE_MAX, AuditCursor, AuditPage, AuditQuery};
 use serde::Deserialize;
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::{Admin, Caller};
 
@@ -70,27 +69,21 @@ fn params<T>(q: Result<Query<T>, QueryRejection>, allowed: &str) -> Result<T, Ap
 }
 
 /// A time bound: RFC 3339, or milliseconds since the epoch.
-fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| bad(format!("{field} must be RFC 3339 or milliseconds since the epoch")))
+fn parse_time(field: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|t| {
+        parse_time_ms(t)
+            .ok_or_else(|| bad(format!("{field} must be RFC 3339 or milliseconds since the epoch")))
+    })
+    .transpose()
 }
 
 /// `[since, until)` from the parameters, defaults filled in.
 fn range(state: &AppState, since: Option<&str>, until: Option<&str>) -> Result<(i64, i64), ApiError> {
-    let until = match until {
-        Some(t) => parse_time("until", t)?,
-        // A minute ahead: records of another instance whose clock runs a little fast.
-        None => mcpgw::audit::record::now_ms() + 60_000,
-    };
-    let retention = i64::try_from(state.config.audit_retention.as_millis()).unwrap_or(i64::MAX);
-    let since = match since {
-        Some(t) => parse_time("since", t)?,
-        None => until.saturating_sub(retention).saturating_sub(86_400_000),
-    };
+    let (since, until) = time_range(
+        parse_time("since", since)?,
+        parse_time("until", until)?,
+        state.config.audit_retention,
+    );
     if since >= until {
         return Err(bad("since must be before until"));
     }

@@ -12,6 +12,7 @@
 //! `verify` checks what was stored.
 
 pub mod chain;
+pub mod range;
 pub mod record;
 pub mod seal;
 pub mod verify;
