@@ -306,7 +306,10 @@ impl Config {
         }
         let audit_days = parse_num(&get, "MCPGW_AUDIT_RETENTION_DAYS", 90)?;
         if audit_days == 0 || audit_days > 36_500 {
-            return Err(err("MCPGW_AUDIT_RETENTION_DAYS", "expected 1 to 36500 days"));
+            return Err(err(
+                "MCPGW_AUDIT_RETENTION_DAYS",
+                "expected 1 to 36500 days",
+            ));
         }
         let audit_retention = Duration::from_secs(audit_days * 86_400);
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);

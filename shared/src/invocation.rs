@@ -122,7 +122,9 @@ mod tests {
             .unwrap();
         assert_eq!(probe.flushes.load(Ordering::SeqCst), 1);
         assert_eq!(probe.produced_at_flush.load(Ordering::SeqCst), 3);
-        let body = axum::body::to_bytes(response.into_body(), 100).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 100)
+            .await
+            .unwrap();
         assert_eq!(&body[..], b"abc");
     }
 }

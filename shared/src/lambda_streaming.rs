@@ -376,7 +376,11 @@ mod tests {
 
         let within = std::time::Duration::from_secs(10);
         let first = tokio::time::timeout(within, seen_rx.recv()).await.unwrap();
-        assert_eq!(first, Some(("response", 0)), "the flush runs after the answer");
+        assert_eq!(
+            first,
+            Some(("response", 0)),
+            "the flush runs after the answer"
+        );
         let second = tokio::time::timeout(within, seen_rx.recv()).await.unwrap();
         assert_eq!(second, Some(("next", 1)), "flushed before the next event");
         runtime.abort();

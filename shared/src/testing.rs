@@ -155,6 +155,7 @@ impl ObservedStore {
 
 mod observed {
     use super::{ObservedStore, StoreCall};
+    use crate::audit::record::AuditRecord;
     use crate::clock::UnixTime;
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
@@ -162,7 +163,6 @@ mod observed {
         ConfigStore, GrantStore, OAuthStateStore, SessionStore, StoreResult, ToolSnapshot,
         ToolSnapshotStore,
     };
-    use crate::audit::record::AuditRecord;
     use serde_json::Value;
 
     /// Implements a store trait on `ObservedStore`: the hook sees the call, then the inner

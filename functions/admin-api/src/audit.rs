@@ -10,8 +10,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use mcpgw::audit::range::{parse_time_ms, time_range};
@@ -71,14 +71,21 @@ fn params<T>(q: Result<Query<T>, QueryRejection>, allowed: &str) -> Result<T, Ap
 /// A time bound: RFC 3339, or milliseconds since the epoch.
 fn parse_time(field: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
     text.map(|t| {
-        parse_time_ms(t)
-            .ok_or_else(|| bad(format!("{field} must be RFC 3339 or milliseconds since the epoch")))
+        parse_time_ms(t).ok_or_else(|| {
+            bad(format!(
+                "{field} must be RFC 3339 or milliseconds since the epoch"
+            ))
+        })
     })
     .transpose()
 }
 
 /// `[since, until)` from the parameters, defaults filled in.
-fn range(state: &AppState, since: Option<&str>, until: Option<&str>) -> Result<(i64, i64), ApiError> {
+fn range(
+    state: &AppState,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(i64, i64), ApiError> {
     let (since, until) = time_range(
         parse_time("since", since)?,
         parse_time("until", until)?,
@@ -93,9 +100,9 @@ fn range(state: &AppState, since: Option<&str>, until: Option<&str>) -> Result<(
 fn filter(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) if v.len() > MAX_FILTER_LEN => {
-            Err(bad(format!("{field} is longer than {MAX_FILTER_LEN} characters")))
-        }
+        Some(v) if v.len() > MAX_FILTER_LEN => Err(bad(format!(
+            "{field} is longer than {MAX_FILTER_LEN} characters"
+        ))),
         other => Ok(other),
     }
 }
@@ -113,7 +120,9 @@ pub(crate) fn to_query(state: &AppState, p: AuditParams) -> Result<AuditQuery, A
     };
     let cursor = match p.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(AuditCursor::decode(c).ok_or_else(|| bad("cursor is not one this API gave"))?),
+        Some(c) => {
+            Some(AuditCursor::decode(c).ok_or_else(|| bad("cursor is not one this API gave"))?)
+        }
     };
     let decision = filter("decision", p.decision)?;
     if let Some(d) = decision.as_deref()
@@ -134,8 +143,7 @@ pub(crate) fn to_query(state: &AppState, p: AuditParams) -> Result<AuditQuery, A
     })
 }
 
-const LIST_PARAMS: &str =
-    "user, endpoint, tool, outcome, decision, since, until, cursor and limit";
+const LIST_PARAMS: &str = "user, endpoint, tool, outcome, decision, since, until, cursor and limit";
 
 fn page_json(page: AuditPage) -> serde_json::Value {
     json!({

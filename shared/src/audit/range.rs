@@ -38,7 +38,10 @@ mod tests {
     fn times_parse_as_ms_or_rfc3339_and_ranges_default_to_the_retention() {
         assert_eq!(parse_time_ms("1500"), Some(1500));
         assert_eq!(parse_time_ms("1970-01-01T00:00:01.5Z"), Some(1500));
-        assert_eq!(parse_time_ms("2026-01-01T01:00:00+01:00"), Some(1_767_225_600_000));
+        assert_eq!(
+            parse_time_ms("2026-01-01T01:00:00+01:00"),
+            Some(1_767_225_600_000)
+        );
         assert_eq!(parse_time_ms("yesterday"), None);
         let (s, u) = time_range(None, Some(10 * DAY_MS), Duration::from_secs(86_400));
         assert_eq!((s, u), (8 * DAY_MS, 10 * DAY_MS));

@@ -32,7 +32,10 @@ pub fn make(
     head: &str,
     time_ms: i64,
 ) -> Result<AuditSeal, KeyringError> {
-    let blob = ring.seal(plaintext(writer, seq, head, time_ms).as_bytes(), SEAL_CONTEXT)?;
+    let blob = ring.seal(
+        plaintext(writer, seq, head, time_ms).as_bytes(),
+        SEAL_CONTEXT,
+    )?;
     Ok(AuditSeal {
         writer: writer.to_owned(),
         seq,
@@ -67,11 +70,26 @@ mod tests {
         assert!(is_authentic(&ring, &seal));
         assert!(!is_authentic(&other, &seal));
         for forged in [
-            AuditSeal { seq: 8, ..seal.clone() },
-            AuditSeal { head: "abd".into(), ..seal.clone() },
-            AuditSeal { writer: "w-2".into(), ..seal.clone() },
-            AuditSeal { time_ms: 1, ..seal.clone() },
-            AuditSeal { mac: "AAAA".into(), ..seal.clone() },
+            AuditSeal {
+                seq: 8,
+                ..seal.clone()
+            },
+            AuditSeal {
+                head: "abd".into(),
+                ..seal.clone()
+            },
+            AuditSeal {
+                writer: "w-2".into(),
+                ..seal.clone()
+            },
+            AuditSeal {
+                time_ms: 1,
+                ..seal.clone()
+            },
+            AuditSeal {
+                mac: "AAAA".into(),
+                ..seal.clone()
+            },
         ] {
             assert!(!is_authentic(&ring, &forged), "{forged:?}");
         }

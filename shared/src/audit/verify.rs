@@ -354,7 +354,13 @@ mod tests {
         rs.remove(2);
         let r = check(rs, seals, &ring);
         assert!(!r.ok);
-        assert_eq!(r.writers[0].problems, [Problem::Deleted { from_seq: 3, to_seq: 3 }]);
+        assert_eq!(
+            r.writers[0].problems,
+            [Problem::Deleted {
+                from_seq: 3,
+                to_seq: 3
+            }]
+        );
         // Altered.
         let (mut rs, seals) = chain(6, &ring);
         rs[1]["tool"] = "other".into();
@@ -374,14 +380,20 @@ mod tests {
         rs.push(forged);
         assert_eq!(
             check(rs, seals, &ring).writers[0].problems,
-            [Problem::Inserted { seq: 4, reason: "duplicate seq" }]
+            [Problem::Inserted {
+                seq: 4,
+                reason: "duplicate seq"
+            }]
         );
         // The tail cut off after the seal was made.
         let (mut rs, seals) = chain(6, &ring);
         rs.truncate(4);
         assert_eq!(
             check(rs, seals, &ring).writers[0].problems,
-            [Problem::Deleted { from_seq: 5, to_seq: 6 }]
+            [Problem::Deleted {
+                from_seq: 5,
+                to_seq: 6
+            }]
         );
     }
 
@@ -402,7 +414,10 @@ mod tests {
         assert!(r.ok);
         assert_eq!(
             r.writers[0].unsealed,
-            Some(Unsealed { from_seq: 1, to_seq: 6 })
+            Some(Unsealed {
+                from_seq: 1,
+                to_seq: 6
+            })
         );
     }
 

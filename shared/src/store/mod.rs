@@ -20,7 +20,9 @@ pub mod dynamo;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use audit::{AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore};
+pub use audit::{
+    AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore,
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};

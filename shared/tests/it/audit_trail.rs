@@ -78,14 +78,18 @@ trait Tamper {
 }
 
 async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &KeyringSource) {
-    let clean = verify_store(store, keyring, SINCE(), UNTIL()).await.unwrap();
+    let clean = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
     assert!(clean.ok, "{clean:?}");
     assert_eq!(clean.writers[0].sealed_through, Some(12));
 
     let mut altered = t.doc(2).await;
     altered["tool"] = "exfiltrate".into();
     t.set_doc(2, &altered).await;
-    let r = verify_store(store, keyring, SINCE(), UNTIL()).await.unwrap();
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
     assert_eq!(kinds(&r), ["altered"], "{r:?}");
 
     let (mut four, mut five) = (t.doc(4).await, t.doc(5).await);
@@ -93,11 +97,15 @@ async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &Ke
     five["chain"]["seq"] = 4.into();
     t.set_doc(4, &five).await;
     t.set_doc(5, &four).await;
-    let r = verify_store(store, keyring, SINCE(), UNTIL()).await.unwrap();
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
     assert!(kinds(&r).contains(&"reordered"), "{r:?}");
 
     t.delete(7).await;
-    let r = verify_store(store, keyring, SINCE(), UNTIL()).await.unwrap();
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
     assert!(kinds(&r).contains(&"deleted"), "{r:?}");
 
     let mut forged = t.doc(9).await;
@@ -105,7 +113,9 @@ async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &Ke
     let hash = record_hash(&forged);
     forged["chain"]["hash"] = hash.into();
     t.insert(&forged).await;
-    let r = verify_store(store, keyring, SINCE(), UNTIL()).await.unwrap();
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
     let found = kinds(&r);
     for kind in ["altered", "reordered", "deleted", "inserted"] {
         assert!(found.contains(&kind), "{kind} not named: {r:?}");
@@ -238,14 +248,23 @@ mod sqlite {
         audit.flush().await;
         assert_eq!(audit.write_failures(), 2);
         assert_eq!(audit.buffered(), 40);
-        assert!(inner.dump_audit(0, i64::MAX).await.unwrap().records.is_empty());
+        assert!(
+            inner
+                .dump_audit(0, i64::MAX)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
 
         down.store(false, Ordering::SeqCst);
         audit.flush_and_seal().await;
         assert_eq!(audit.write_failures(), 2);
         assert_eq!(audit.buffered(), 0);
         assert_eq!(audit.dropped(), 0);
-        let report = verify_store(inner.as_ref(), &keyring, 0, i64::MAX).await.unwrap();
+        let report = verify_store(inner.as_ref(), &keyring, 0, i64::MAX)
+            .await
+            .unwrap();
         assert!(report.ok, "{report:?}");
         assert_eq!(report.records, 40);
         assert_eq!(report.writers[0].sealed_through, Some(40));

@@ -33,7 +33,15 @@ pub async fn mine(
     State(state): State<AppState>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    render(&console, &state, &q, "/me/audit", "/console/activity", "My activity").await
+    render(
+        &console,
+        &state,
+        &q,
+        "/me/audit",
+        "/console/activity",
+        "My activity",
+    )
+    .await
 }
 
 pub async fn all(
@@ -44,7 +52,15 @@ pub async fn all(
     if let Err(r) = console.require_admin() {
         return r;
     }
-    render(&console, &state, &q, "/admin/audit", "/console/admin/activity", "Activity").await
+    render(
+        &console,
+        &state,
+        &q,
+        "/admin/audit",
+        "/console/admin/activity",
+        "Activity",
+    )
+    .await
 }
 
 /// A query string of the known, non-empty parameters in `q` (plus `cursor`).
@@ -75,8 +91,13 @@ fn cell(v: &Value) -> String {
 /// A record's time as RFC 3339.
 fn when(ms: &Value) -> String {
     ms.as_i64()
-        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "—".into())
 }
 

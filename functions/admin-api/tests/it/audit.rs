@@ -57,9 +57,13 @@ async fn admins_read_everyones_records_filtered_and_paged() {
         .admin("GET", "/admin/audit?user=alice@example.com", None)
         .await;
     assert_eq!(users(&alice), vec!["alice@example.com"; 3]);
-    let (_, jira) = api.admin("GET", "/admin/audit?endpoint=jira&tool=tool1", None).await;
+    let (_, jira) = api
+        .admin("GET", "/admin/audit?endpoint=jira&tool=tool1", None)
+        .await;
     assert_eq!(jira["records"].as_array().unwrap().len(), 1);
-    let (_, none) = api.admin("GET", "/admin/audit?outcome=is_error", None).await;
+    let (_, none) = api
+        .admin("GET", "/admin/audit?outcome=is_error", None)
+        .await;
     assert!(none["records"].as_array().unwrap().is_empty());
 
     // Pages of two, following the cursor, see every record once.
@@ -112,9 +116,13 @@ async fn bad_parameters_answer_400_with_a_message() {
         assert_error(s, &body, 400, "invalid_query");
     }
     let long = "x".repeat(513);
-    let (s, body) = api.admin("GET", &format!("/admin/audit?tool={long}"), None).await;
+    let (s, body) = api
+        .admin("GET", &format!("/admin/audit?tool={long}"), None)
+        .await;
     assert_error(s, &body, 400, "invalid_query");
-    let (s, body) = api.admin("GET", "/admin/audit/verify?since=later", None).await;
+    let (s, body) = api
+        .admin("GET", "/admin/audit/verify?since=later", None)
+        .await;
     assert_error(s, &body, 400, "invalid_query");
 }
 
@@ -139,7 +147,11 @@ async fn users_read_only_their_own_records_and_never_the_admin_routes() {
         .await;
     assert_error(s, &body, 400, "invalid_query");
 
-    for path in ["/admin/audit", "/admin/audit?user=alice@example.com", "/admin/audit/verify"] {
+    for path in [
+        "/admin/audit",
+        "/admin/audit?user=alice@example.com",
+        "/admin/audit/verify",
+    ] {
         let (s, body) = api.as_key(&alice, "GET", path, None).await;
         assert_error(s, &body, 403, "forbidden");
     }
@@ -156,16 +168,48 @@ async fn the_console_shows_my_activity_and_admins_everyones() {
     emit(&api, "alice@example.com", "github", 1).await;
     emit(&api, "bob@example.com", "jira", 1).await;
 
-    let session = sign_in(&api.app, &alice).await.set_cookie("mcpgw_console").unwrap();
-    let mine = send(&api.app, "GET", "/console/activity", Some(value_of(&session)), None, "").await;
+    let session = sign_in(&api.app, &alice)
+        .await
+        .set_cookie("mcpgw_console")
+        .unwrap();
+    let mine = send(
+        &api.app,
+        "GET",
+        "/console/activity",
+        Some(value_of(&session)),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(mine.status, 200, "{}", mine.body);
-    assert_eq!(mine.body.matches("class=\"audit-record\"").count(), 1, "{}", mine.body);
+    assert_eq!(
+        mine.body.matches("class=\"audit-record\"").count(),
+        1,
+        "{}",
+        mine.body
+    );
     assert!(mine.body.contains("github") && !mine.body.contains("jira"));
     // Not an admin: the admin page is refused.
-    let theirs = send(&api.app, "GET", "/console/admin/activity", Some(value_of(&session)), None, "").await;
+    let theirs = send(
+        &api.app,
+        "GET",
+        "/console/admin/activity",
+        Some(value_of(&session)),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(theirs.status, 403);
     // A bad filter shows the API's message.
-    let bad = send(&api.app, "GET", "/console/activity?since=never", Some(value_of(&session)), None, "").await;
+    let bad = send(
+        &api.app,
+        "GET",
+        "/console/activity?since=never",
+        Some(value_of(&session)),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("since must be RFC 3339"), "{}", bad.body);
 
@@ -173,10 +217,26 @@ async fn the_console_shows_my_activity_and_admins_everyones() {
         .await
         .set_cookie("mcpgw_console")
         .unwrap();
-    let all = send(&api.app, "GET", "/console/admin/activity", Some(value_of(&admin)), None, "").await;
+    let all = send(
+        &api.app,
+        "GET",
+        "/console/admin/activity",
+        Some(value_of(&admin)),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(all.status, 200, "{}", all.body);
     assert_eq!(all.body.matches("class=\"audit-record\"").count(), 2);
-    let jira = send(&api.app, "GET", "/console/admin/activity?endpoint=jira", Some(value_of(&admin)), None, "").await;
+    let jira = send(
+        &api.app,
+        "GET",
+        "/console/admin/activity?endpoint=jira",
+        Some(value_of(&admin)),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(jira.body.matches("class=\"audit-record\"").count(), 1);
     assert!(jira.body.contains("bob@example.com"));
 }

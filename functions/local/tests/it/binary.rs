@@ -338,9 +338,8 @@ async fn audit_verify_reports_the_data_folders_audit_trail() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     mcpgw::crypto::create_private_dir(&data).unwrap();
-    let store = Arc::new(
-        mcpgw::store::sqlite::SqliteStore::open(&data.join("gateway.sqlite3")).unwrap(),
-    );
+    let store =
+        Arc::new(mcpgw::store::sqlite::SqliteStore::open(&data.join("gateway.sqlite3")).unwrap());
     let ring = mcpgw::crypto::Keyring::load_or_create_file(&data.join("keyring.json")).unwrap();
     let keyring = Arc::new(mcpgw::keyring::KeyringSource::Loaded(Arc::new(ring)));
     let audit = Auditor::new(store.clone(), keyring, Duration::from_secs(86_400));
@@ -385,7 +384,10 @@ async fn audit_verify_reports_the_data_folders_audit_trail() {
     assert_eq!(tampered.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&tampered.stdout).unwrap();
     assert_eq!(report["ok"], false);
-    assert_eq!(report["writers"][0]["problems"][0]["kind"], "inserted", "{report}");
+    assert_eq!(
+        report["writers"][0]["problems"][0]["kind"], "inserted",
+        "{report}"
+    );
     // A malformed range is a usage error, not a report.
     let usage = Command::new(env!("CARGO_BIN_EXE_local"))
         .args(["audit", "verify", "--since", "soon"])

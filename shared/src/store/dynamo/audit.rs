@@ -102,7 +102,12 @@ fn seal_item(seal: &AuditSeal, keep_ms: i64) -> Item {
         (PK.to_owned(), s(seal_pk(seal.time_ms))),
         (
             SK.to_owned(),
-            s(format!("{:013}#{}#{:020}", seal.time_ms.max(0), seal.writer, seal.seq)),
+            s(format!(
+                "{:013}#{}#{:020}",
+                seal.time_ms.max(0),
+                seal.writer,
+                seal.seq
+            )),
         ),
         ("writer".to_owned(), s(&seal.writer)),
         ("seq".to_owned(), n(seal.seq)),
@@ -206,7 +211,12 @@ impl DynamoStore {
     /// Every item of the day partitions `{prefix}{day}` from `since_ms` to `until_ms`, the
     /// range clamped to [`DUMP_MAX_DAYS`] ending at most a day from now (one `Query` per day:
     /// an open range must not become thousands of them).
-    async fn audit_days(&self, prefix: &str, since_ms: i64, until_ms: i64) -> StoreResult<Vec<Item>> {
+    async fn audit_days(
+        &self,
+        prefix: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<Item>> {
         let until_ms = until_ms.min(crate::audit::record::now_ms() + DAY_MS);
         let since_ms = since_ms.max(until_ms.saturating_sub(DUMP_MAX_DAYS * DAY_MS));
         let mut out = Vec::new();
@@ -298,7 +308,10 @@ impl AuditStore for DynamoStore {
                 if calls == QUERY_BUDGET {
                     // Out of budget: continue from where the reads stopped.
                     let next = match &start {
-                        Some(key) => key.get(SK).and_then(|v| v.as_s().ok()).and_then(|sk| cursor_of_sk(sk)),
+                        Some(key) => key
+                            .get(SK)
+                            .and_then(|v| v.as_s().ok())
+                            .and_then(|sk| cursor_of_sk(sk)),
                         None => Some(AuditCursor {
                             time_ms: upper_time,
                             writer: String::new(),

@@ -112,8 +112,11 @@ impl AuditStore for SqliteStore {
                 params![now],
             )
             .map_err(db)?;
-            tx.execute("DELETE FROM audit_seals WHERE expires_at < ?1", params![now])
-                .map_err(db)?;
+            tx.execute(
+                "DELETE FROM audit_seals WHERE expires_at < ?1",
+                params![now],
+            )
+            .map_err(db)?;
             tx.commit().map_err(db)
         })
         .await
@@ -121,7 +124,8 @@ impl AuditStore for SqliteStore {
 
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<AuditPage> {
         let limit = q.limit.clamp(1, AUDIT_PAGE_MAX);
-        let mut sql = String::from("SELECT doc FROM audit_records WHERE time_ms >= ? AND time_ms < ?");
+        let mut sql =
+            String::from("SELECT doc FROM audit_records WHERE time_ms >= ? AND time_ms < ?");
         let mut args: Vec<Box<dyn ToSql + Send>> = vec![Box::new(q.since_ms), Box::new(q.until_ms)];
         for (column, value) in [
             ("user", &q.user),
@@ -149,7 +153,8 @@ impl AuditStore for SqliteStore {
         let docs: Vec<String> = self
             .call(move |c| {
                 let mut stmt = c.prepare(&sql).map_err(db)?;
-                let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
+                let params: Vec<&dyn ToSql> =
+                    args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
                 let rows = stmt
                     .query_map(params.as_slice(), |r| r.get::<_, String>(0))
                     .map_err(db)?;

@@ -20,7 +20,14 @@ fn records(writer: &str, t0: i64, n: u64) -> Vec<AuditRecord> {
     let mut chain = Chain::new(writer.into());
     (0..n)
         .map(|i| {
-            let mut r = AuditRecord::new(Event::ToolCall, if i % 5 == 4 { Decision::Deny } else { Decision::Allow });
+            let mut r = AuditRecord::new(
+                Event::ToolCall,
+                if i % 5 == 4 {
+                    Decision::Deny
+                } else {
+                    Decision::Allow
+                },
+            );
             r.time_ms = t0 + i as i64;
             r.principal = Some(Actor {
                 user: ["alice@example.com", "bob@example.com"][(i % 2) as usize].into(),
@@ -85,24 +92,42 @@ pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store
     type Pick = fn(&AuditRecord) -> bool;
     let cases: Vec<(AuditQuery, Pick)> = vec![
         (
-            AuditQuery { user: Some("alice@example.com".into()), ..q.clone() },
+            AuditQuery {
+                user: Some("alice@example.com".into()),
+                ..q.clone()
+            },
             |r| r.principal.as_ref().unwrap().user == "alice@example.com",
         ),
         (
-            AuditQuery { endpoint: Some("jira".into()), tool: Some("tool1".into()), ..q.clone() },
+            AuditQuery {
+                endpoint: Some("jira".into()),
+                tool: Some("tool1".into()),
+                ..q.clone()
+            },
             |r| r.endpoint.as_deref() == Some("jira") && r.tool.as_deref() == Some("tool1"),
         ),
         (
-            AuditQuery { outcome: Some("is_error".into()), ..q.clone() },
+            AuditQuery {
+                outcome: Some("is_error".into()),
+                ..q.clone()
+            },
             |r| r.outcome.as_ref().unwrap().status == "is_error",
         ),
         (
-            AuditQuery { decision: Some("deny".into()), limit: 2, ..q.clone() },
+            AuditQuery {
+                decision: Some("deny".into()),
+                limit: 2,
+                ..q.clone()
+            },
             |r| r.decision == Decision::Deny,
         ),
         (
             // A time window inside the range: since inclusive, until exclusive.
-            AuditQuery { since_ms: T0 + 5, until_ms: T0 + 12, ..q.clone() },
+            AuditQuery {
+                since_ms: T0 + 5,
+                until_ms: T0 + 12,
+                ..q.clone()
+            },
             |r| (T0 + 5..T0 + 12).contains(&r.time_ms),
         ),
     ];
@@ -114,11 +139,18 @@ pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store
         assert_eq!(all_pages(&store, query.clone()).await, want, "{query:?}");
     }
     // Nothing outside the range.
-    let none = AuditQuery { since_ms: T0 + 1_000, until_ms: T0 + 2_000, ..q.clone() };
+    let none = AuditQuery {
+        since_ms: T0 + 1_000,
+        until_ms: T0 + 2_000,
+        ..q.clone()
+    };
     assert!(all_pages(&store, none).await.is_empty());
     // Records come back as stored.
     let page = store
-        .query_audit(&AuditQuery { limit: 1, ..q.clone() })
+        .query_audit(&AuditQuery {
+            limit: 1,
+            ..q.clone()
+        })
         .await
         .unwrap();
     let newest = all.iter().max_by_key(|r| key(r)).unwrap();
@@ -143,7 +175,15 @@ pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Sto
     let mut loose = AuditRecord::new(Event::Connect, Decision::Allow);
     loose.time_ms = T0;
     store.put_audit(&[loose], &[], KEEP).await.unwrap();
-    assert_eq!(store.dump_audit(T0 - 10, T0 + 10).await.unwrap().records.len(), 6);
+    assert_eq!(
+        store
+            .dump_audit(T0 - 10, T0 + 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        6
+    );
 }
 
 pub async fn audit_dump_round_trips_records_and_seals_for_verify(store: Arc<dyn Store>) {
@@ -152,7 +192,11 @@ pub async fn audit_dump_round_trips_records_and_seals_for_verify(store: Arc<dyn 
     let last = rs.last().unwrap().chain.clone().unwrap();
     let seal = mcpgw::audit::seal::make(&ring, "w-dump", last.seq, &last.hash, T0 + 40).unwrap();
     for (i, batch) in rs.chunks(25).enumerate() {
-        let seals: &[AuditSeal] = if i == 1 { std::slice::from_ref(&seal) } else { &[] };
+        let seals: &[AuditSeal] = if i == 1 {
+            std::slice::from_ref(&seal)
+        } else {
+            &[]
+        };
         store.put_audit(batch, seals, KEEP).await.unwrap();
     }
     let dump = store.dump_audit(T0 - 10, T0 + 100).await.unwrap();
