@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
 use super::items::Item;
-use super::{DynamoError, DynamoStore, PK, SK, TTL, n, s, sdk_error};
+use super::{DynamoStore, PK, SK, TTL, n, s, sdk_error, until_processed};
 use crate::audit::record::AuditRecord;
 use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
@@ -162,8 +162,7 @@ fn cursor_of_sk(sk: &str) -> Option<AuditCursor> {
 }
 
 impl DynamoStore {
-    /// Writes `items` with `BatchWriteItem`s of at most 25, asking again (backing off) for
-    /// what DynamoDB leaves unprocessed, a bounded number of times.
+    /// Writes `items` with `BatchWriteItem`s of at most 25 (see [`until_processed`]).
     async fn batch_put(&self, items: Vec<Item>) -> StoreResult<()> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
@@ -175,8 +174,7 @@ impl DynamoStore {
                     .map_err(StoreError::backend)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
-            let mut pause = Duration::from_millis(25);
-            for attempt in 1.. {
+            until_processed("BatchWriteItem", requests, |requests| async move {
                 let out = self
                     .client
                     .batch_write_item()
@@ -184,26 +182,13 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(|e| sdk_error("BatchWriteItem", e))?;
-                requests = out
+                let left = out
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))
                     .unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                if attempt == 8 {
-                    return Err(StoreError::backend(DynamoError {
-                        op: "BatchWriteItem",
-                        detail: format!(
-                            "{} items still unprocessed after {attempt} tries",
-                            requests.len()
-                        ),
-                        source: None,
-                    }));
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+                Ok((Vec::<()>::new(), left))
+            })
+            .await?;
         }
         Ok(())
     }
