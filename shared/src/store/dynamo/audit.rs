@@ -203,7 +203,9 @@ impl DynamoStore {
         until_ms: i64,
     ) -> StoreResult<Vec<Item>> {
         let until_ms = until_ms.min(crate::audit::record::now_ms() + DAY_MS);
-        let since_ms = since_ms.max(until_ms.saturating_sub(DUMP_MAX_DAYS * DAY_MS));
+        let since_ms = since_ms
+            .max(until_ms.saturating_sub(DUMP_MAX_DAYS * DAY_MS))
+            .max(0);
         let mut out = Vec::new();
         if until_ms <= since_ms {
             return Ok(out);
@@ -251,8 +253,10 @@ impl AuditStore for DynamoStore {
         if q.until_ms <= q.since_ms {
             return Ok(AuditPage::default());
         }
-        // An open upper bound starts at tomorrow's partition, not at the end of time.
+        // An open upper bound starts at tomorrow's partition, not at the end of time; nothing
+        // is stored before 1970 (and day arithmetic stays far from overflow).
         let q = &AuditQuery {
+            since_ms: q.since_ms.max(0),
             until_ms: q.until_ms.min(crate::audit::record::now_ms() + DAY_MS),
             ..q.clone()
         };
@@ -262,8 +266,11 @@ impl AuditStore for DynamoStore {
         let lo = format!("{:013}", q.since_ms.max(0));
         // The newest position still to read: the cursor, else the end of the range.
         let (mut upper_time, mut hi) = match &q.cursor {
-            Some(c) => (c.time_ms, position(c.time_ms, &c.writer, c.seq)),
-            None => (q.until_ms - 1, format!("{:013}", q.until_ms.max(0))),
+            // Before the range: nothing is left to read.
+            Some(c) if c.time_ms < q.since_ms => return Ok(AuditPage::default()),
+            // A cursor past the range (made up: cursors are caller input) starts at its end.
+            Some(c) if c.time_ms < q.until_ms => (c.time_ms, position(c.time_ms, &c.writer, c.seq)),
+            Some(_) | None => (q.until_ms - 1, format!("{:013}", q.until_ms.max(0))),
         };
         let mut filter = Vec::new();
         let mut names: Vec<(String, String)> = Vec::new();
@@ -287,7 +294,7 @@ impl AuditStore for DynamoStore {
         let mut calls = 0;
         // Days newest first, from the one holding the upper position down to `since`'s.
         let mut day_start = upper_time.div_euclid(DAY_MS) * DAY_MS;
-        'days: while day_start + DAY_MS > q.since_ms {
+        'days: while day_start.saturating_add(DAY_MS) > q.since_ms {
             let mut start: Option<Item> = None;
             loop {
                 if calls == QUERY_BUDGET {
@@ -347,7 +354,7 @@ impl AuditStore for DynamoStore {
             }
             // The day is read: go on with the one before, from its last millisecond.
             upper_time = day_start;
-            day_start -= DAY_MS;
+            day_start = day_start.saturating_sub(DAY_MS);
             hi = format!("{:013}", upper_time.max(0));
             if upper_time <= q.since_ms {
                 break 'days;

@@ -138,6 +138,39 @@ pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store
         assert!(!want.is_empty());
         assert_eq!(all_pages(&store, query.clone()).await, want, "{query:?}");
     }
+    // Made-up cursors (they are caller input) at the ends of time: from the top, or nothing.
+    let future = AuditCursor {
+        time_ms: i64::MAX,
+        writer: "w".into(),
+        seq: u64::MAX,
+    };
+    assert_eq!(
+        all_pages(
+            &store,
+            AuditQuery {
+                cursor: Some(future),
+                ..q.clone()
+            }
+        )
+        .await,
+        expected
+    );
+    let past = AuditCursor {
+        time_ms: i64::MIN,
+        writer: String::new(),
+        seq: 0,
+    };
+    assert!(
+        all_pages(
+            &store,
+            AuditQuery {
+                cursor: Some(past),
+                ..q.clone()
+            }
+        )
+        .await
+        .is_empty()
+    );
     // Nothing outside the range.
     let none = AuditQuery {
         since_ms: T0 + 1_000,
