@@ -102,6 +102,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// Span export (`OTEL_EXPORTER_OTLP_*`, see `trace::otlp`).
     pub otlp: Option<crate::trace::otlp::OtlpConfig>,
+    /// How long audit records are kept (`MCPGW_AUDIT_RETENTION_DAYS`, default 90).
+    pub audit_retention: Duration,
 }
 
 /// Longest gateway MCP session lifetime (30 days). Session expiries are computed as
@@ -315,6 +317,14 @@ impl Config {
                 .check_url_str(&o.traces_url)
                 .map_err(|e| err("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
         }
+        let audit_days = parse_num(&get, "MCPGW_AUDIT_RETENTION_DAYS", 90)?;
+        if audit_days == 0 || audit_days > 36_500 {
+            return Err(err(
+                "MCPGW_AUDIT_RETENTION_DAYS",
+                "expected 1 to 36500 days",
+            ));
+        }
+        let audit_retention = Duration::from_secs(audit_days * 86_400);
         let key_cache_ttl = Duration::from_secs(parse_num(&get, "MCPGW_KEY_CACHE_SECONDS", 5)?);
         let policy_cache_ttl =
             Duration::from_secs(parse_num(&get, "MCPGW_POLICY_CACHE_SECONDS", 2)?);
@@ -333,6 +343,7 @@ impl Config {
             metrics,
             otlp,
             key_cache_ttl,
+            audit_retention,
             policy_cache_ttl,
             identity_provider,
             in_lambda,

@@ -82,10 +82,24 @@ fn runtime_base_url(api: &str) -> String {
 }
 
 /// Serves `router` for every invocation until the process is stopped.
-pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
+/// `hooks` run after each response was delivered and before the next event is asked for
+/// (the sandbox may be frozen from then on).
+pub async fn run(
+    router: Router,
+    hooks: crate::invocation::InvocationHooks,
+) -> Result<(), StreamingRuntimeError> {
     let api =
         std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| StreamingRuntimeError::NoRuntimeApi)?;
-    let base = runtime_base_url(&api);
+    run_at(&runtime_base_url(&api), router, hooks).await
+}
+
+/// [`run`] against the Runtime API at `base` (`.../runtime/invocation`).
+async fn run_at(
+    base: &str,
+    router: Router,
+    hooks: crate::invocation::InvocationHooks,
+) -> Result<(), StreamingRuntimeError> {
+    let base = base.to_owned();
     // The one outbound client NOT built by the egress policy: it talks only to the Runtime
     // API, whose address Lambda itself sets (loopback, which the policy denies in Lambda so
     // that no admin- or upstream-supplied URL can reach it). No configured URL goes here.
@@ -112,6 +126,7 @@ pub async fn run(router: Router) -> Result<(), StreamingRuntimeError> {
         let handled = serve_one(&client, &base, &request_id, &router, &event)
             .instrument(span.clone())
             .await;
+        hooks.run().instrument(span.clone()).await;
         if let Err(e) = handled {
             let _guard = span.enter();
             // The response could not be delivered: say so, so the invocation fails at once
@@ -278,6 +293,97 @@ mod tests {
         assert_eq!(parse_event(b"\xff").unwrap_err(), "the event is not UTF-8");
         let ok = br#"{"version":"2.0","rawPath":"/healthz","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/healthz","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":"t"},"accountId":"1","apiId":"a","domainName":"d","domainPrefix":"d","requestId":"r","routeKey":"$default","stage":"$default","time":"t","timeEpoch":0},"isBase64Encoded":false}"#;
         assert_eq!(parse_event(ok).unwrap().uri().path(), "/healthz");
+    }
+
+    /// The end-of-invocation hooks run after the response was delivered and before the next
+    /// event is asked for: a fake Runtime API looks into the store when the second `next`
+    /// arrives and finds the record the first invocation emitted (and nothing yet when the
+    /// response arrives: the flush does not delay it).
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn hooks_flush_the_audit_trail_before_the_next_event_is_asked_for() {
+        use crate::audit::{AuditRecord, Auditor, Decision, Event};
+        use crate::store::AuditStore;
+        use axum::response::IntoResponse;
+        use axum::routing::{get, post};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        crate::crypto::install_tls_provider();
+        let store = Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
+        let ring = crate::crypto::Keyring::from_json(&crate::crypto::Keyring::generate_document())
+            .unwrap();
+        let keyring = Arc::new(crate::keyring::KeyringSource::Loaded(Arc::new(ring)));
+        let audit = Arc::new(Auditor::new(
+            store.clone(),
+            keyring,
+            std::time::Duration::from_secs(86_400),
+        ));
+        let emitter = audit.clone();
+        let app = Router::new().route(
+            "/healthz",
+            get(move || {
+                emitter.emit(AuditRecord::new(Event::Connect, Decision::Allow));
+                async { "ok" }
+            }),
+        );
+        let hooks = crate::invocation::InvocationHooks::default().with(audit.clone());
+
+        let stored = {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move { store.dump_audit(0, i64::MAX).await.unwrap().records.len() }
+            }
+        };
+        let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(&str, usize)>();
+        let nexts = Arc::new(AtomicUsize::new(0));
+        let event = r#"{"version":"2.0","rawPath":"/healthz","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/healthz","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":"t"},"accountId":"1","apiId":"a","domainName":"d","domainPrefix":"d","requestId":"r","routeKey":"$default","stage":"$default","time":"t","timeEpoch":0},"isBase64Encoded":false}"#;
+        let api = Router::new()
+            .route(
+                "/2018-06-01/runtime/invocation/next",
+                get({
+                    let (seen, stored) = (seen.clone(), stored.clone());
+                    move || {
+                        let (seen, stored, nexts) = (seen.clone(), stored.clone(), nexts.clone());
+                        async move {
+                            if nexts.fetch_add(1, Ordering::SeqCst) == 0 {
+                                return ([("lambda-runtime-aws-request-id", "r1")], event)
+                                    .into_response();
+                            }
+                            let _ = seen.send(("next", stored().await));
+                            std::future::pending::<axum::response::Response>().await
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(move |body: Bytes| {
+                    let (seen, stored) = (seen.clone(), stored.clone());
+                    async move {
+                        assert!(body.ends_with(b"ok"));
+                        let _ = seen.send(("response", stored().await));
+                        axum::http::StatusCode::ACCEPTED
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, api).await });
+        let base = format!("http://{addr}/2018-06-01/runtime/invocation");
+        let runtime = tokio::spawn(async move { run_at(&base, app, hooks).await });
+
+        let within = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(within, seen_rx.recv()).await.unwrap();
+        assert_eq!(
+            first,
+            Some(("response", 0)),
+            "the flush runs after the answer"
+        );
+        let second = tokio::time::timeout(within, seen_rx.recv()).await.unwrap();
+        assert_eq!(second, Some(("next", 1)), "flushed before the next event");
+        runtime.abort();
     }
 
     #[test]

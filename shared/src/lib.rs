@@ -19,6 +19,7 @@ pub mod gcra;
 pub mod grants;
 pub mod http;
 pub mod identity;
+pub mod invocation;
 pub mod keyring;
 pub mod lambda_streaming;
 pub mod limits;

@@ -28,9 +28,11 @@ pub fn in_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
-/// Serves `router` in Lambda or on `listen` (with `limits` on the local server).
+/// Serves `router` in Lambda or on `listen` (with `limits` on the local server). In Lambda,
+/// `hooks` run at the end of every invocation (see `invocation`); outside it, not at all.
 pub async fn serve(
     router: Router,
+    hooks: crate::invocation::InvocationHooks,
     listen: SocketAddr,
     limits: ServerLimits,
 ) -> Result<(), RuntimeError> {
@@ -39,11 +41,11 @@ pub async fn serve(
         // Streaming uses the gateway's own Runtime API loop (TCP_NODELAY; see
         // lambda_streaming.rs); buffered responses go through lambda_http.
         return if streaming {
-            crate::lambda_streaming::run(router)
+            crate::lambda_streaming::run(router, hooks)
                 .await
                 .map_err(|e| RuntimeError::Lambda(crate::http::error_chain(&e)))
         } else {
-            lambda_http::run(router)
+            lambda_http::run(crate::invocation::flush_layer(router, hooks))
                 .await
                 .map_err(|e| RuntimeError::Lambda(e.to_string()))
         };
@@ -213,7 +215,8 @@ pub async fn run_http_function(
     crate::telemetry::init(config.in_lambda);
     let (listen, limits) = (config.listen, config.server_limits);
     let state = crate::state::AppState::build(config).await?;
-    serve(app(state), listen, limits).await?;
+    let hooks = state.invocation_hooks();
+    serve(app(state), hooks, listen, limits).await?;
     Ok(())
 }
 

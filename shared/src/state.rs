@@ -173,7 +173,14 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let audit = Arc::new(crate::audit::Auditor::default());
+        let audit = Arc::new(crate::audit::Auditor::new(
+            store.clone(),
+            keyring.clone(),
+            config.audit_retention,
+        ));
+        if !config.in_lambda {
+            audit.spawn_background_flush();
+        }
         let grants = Arc::new(Grants::new(
             &config,
             store.clone(),
@@ -241,6 +248,11 @@ impl AppState {
             metrics,
             spans,
         })
+    }
+
+    /// What must be flushed at the end of every Lambda invocation (see `invocation`).
+    pub fn invocation_hooks(&self) -> crate::invocation::InvocationHooks {
+        crate::invocation::InvocationHooks::default().with(self.audit.clone())
     }
 
     /// The access-control policy, from the cache when fresh.

@@ -155,11 +155,13 @@ impl ObservedStore {
 
 mod observed {
     use super::{ObservedStore, StoreCall};
+    use crate::audit::record::AuditRecord;
     use crate::clock::UnixTime;
     use crate::domain::{ApiKey, Grant, OAuthState};
     use crate::store::{
-        ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, RateLimitStore,
-        SessionStore, StoreResult, Take, ToolSnapshot, ToolSnapshotStore,
+        ApiKeyStore, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore, ConfigKind,
+        ConfigStore, GrantStore, OAuthStateStore, RateLimitStore, SessionStore, StoreResult, Take,
+        ToolSnapshot, ToolSnapshotStore,
     };
     use serde_json::Value;
 
@@ -193,6 +195,11 @@ mod observed {
         fn list_api_keys_for_owner(owner: &str) -> Vec<ApiKey>, key Some(owner);
         fn delete_api_key(id: &str) -> bool, key Some(id);
         fn touch_api_key(id: &str, at: UnixTime) -> (), key Some(id);
+    });
+    observed!(AuditStore {
+        fn put_audit(records: &[AuditRecord], seals: &[AuditSeal], retention: std::time::Duration) -> (), key None;
+        fn query_audit(query: &AuditQuery) -> AuditPage, key query.user.as_deref();
+        fn dump_audit(since_ms: i64, until_ms: i64) -> AuditDump, key None;
     });
     observed!(ToolSnapshotStore {
         fn put_tool_snapshot(server: &str, snapshot: &ToolSnapshot) -> (), key Some(server);

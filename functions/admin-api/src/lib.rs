@@ -1,13 +1,13 @@
 //! Admin API: `/admin/servers`, `/admin/api-keys`, `/admin/identity-providers`, the access
 //! control documents (`/admin/teams`, `/admin/server-groups`, `/admin/virtual-servers`,
-//! `/admin/rate-limits`,
-//! catalogs) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
-//! (`GET /me`, `/me/api-keys`, `/me/catalog`, `/me/connections`) for any authenticated caller. Plain axum over [`AppState`];
+//! `/admin/rate-limits`, catalogs), the audit trail (`/admin/audit`, `/admin/audit/verify`) and `/admin/openapi.json` (INTERFACE.md), for callers holding the admin role, and the self-service `/me` routes
+//! (`GET /me`, `/me/api-keys`, `/me/catalog`, `/me/connections`, `/me/audit`) for any authenticated caller. Plain axum over [`AppState`];
 //! `main.rs` runs it under Lambda, `functions/local` mounts it beside the other routers.
 //! Tested with `tower::ServiceExt::oneshot` in `tests/` and end to end in the `e2e` crate.
 
 mod access;
 mod api_keys;
+mod audit;
 mod catalog;
 mod changes;
 mod config_path;
@@ -41,6 +41,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(identity_providers::routes())
         .merge(me::routes())
+        .merge(audit::routes())
         .merge(openapi::routes())
         .merge(console::routes())
         .with_state(state.clone());

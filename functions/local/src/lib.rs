@@ -44,6 +44,24 @@ pub fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// `local audit verify`: checks the audit trail in `config`'s store over `[since, until)`
+/// (defaults: the retention period back from now) and prints the report as JSON; whether
+/// it found no problem.
+pub async fn audit_verify(
+    config: Config,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> anyhow::Result<bool> {
+    let (since, until) = mcpgw::audit::range::time_range(since, until, config.audit_retention);
+    let state = AppState::build(config).await.context("building state")?;
+    let report =
+        mcpgw::audit::verify::verify_store(state.store.as_ref(), &state.keyring, since, until)
+            .await
+            .context("verifying the audit trail")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report.ok)
+}
+
 /// Starts the gateway from `config` and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (listen, limits) = (config.listen, config.server_limits);
@@ -66,6 +84,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 format!("binding the metrics listener {addr} (MCPGW_METRICS_LISTEN)")
             })?;
     }
-    mcpgw::runtime::serve(router(state), listen, limits).await?;
+    let audit = state.audit.clone();
+    let hooks = state.invocation_hooks();
+    mcpgw::runtime::serve(router(state), hooks, listen, limits).await?;
+    // Whatever the background flusher has not written yet, and a seal of the chain's end.
+    audit.flush_and_seal().await;
     Ok(())
 }

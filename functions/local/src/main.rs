@@ -5,8 +5,9 @@ use local::cli::{self, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match cli::parse(std::env::args().skip(1)) {
-        Ok(Command::Serve) => {}
+    let verify = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Serve) => None,
+        Ok(Command::AuditVerify { since, until }) => Some((since, until)),
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return Ok(());
@@ -20,8 +21,12 @@ async fn main() -> anyhow::Result<()> {
             // 2: the usual exit status of a command-line usage error.
             std::process::exit(2);
         }
-    }
+    };
     let config = mcpgw::config::Config::from_env()?;
     mcpgw::telemetry::init(false);
+    if let Some((since, until)) = verify {
+        let ok = local::audit_verify(config, since, until).await?;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     local::run(config).await
 }

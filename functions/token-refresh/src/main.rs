@@ -13,16 +13,20 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("building state")?;
     if !in_lambda {
-        let report = token_refresh::sweep(&state).await?;
+        let report = token_refresh::sweep(&state).await;
+        // What the sweep recorded (refresh failures) reaches the store before the exit.
+        state.invocation_hooks().run().await;
+        let report = report?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let handler = service_fn(move |_event: LambdaEvent<serde_json::Value>| {
         let state = state.clone();
         async move {
-            token_refresh::sweep(&state)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            let report = token_refresh::sweep(&state).await;
+            // Before the sandbox may be frozen (see mcpgw::invocation).
+            state.invocation_hooks().run().await;
+            report.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         }
     });
     lambda_runtime::run(handler)

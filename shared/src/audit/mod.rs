@@ -2,57 +2,352 @@
 //! failed logins, connections, admin changes), written by the [`Auditor`] as a JSON line on
 //! stdout (CloudWatch Logs in Lambda) and, batched, to the store.
 //!
-//! Emitting is synchronous and cheap (a line and a buffer push); the store write happens in
-//! [`Auditor::flush`]: per invocation in Lambda (before the invocation ends, so a frozen
-//! sandbox loses nothing), in the background locally.
+//! Emitting is synchronous and cheap: the record is linked into this process's hash chain
+//! ([`chain`]), written as a line, and pushed to a bounded buffer. The store write happens
+//! in [`Auditor::flush`]: per invocation in Lambda (an end-of-invocation hook, see
+//! `invocation`, so a frozen sandbox loses nothing), every second or at 25 buffered records
+//! locally (a background task). Flushes seal the chain head ([`seal`]) every
+//! [`SealPolicy::records`] records or [`SealPolicy::interval`]. A failed write keeps its
+//! records buffered for the next flush and is counted ([`Auditor::write_failures`]);
+//! `verify` checks what was stored.
 
 pub mod args;
 mod canonical;
+pub mod chain;
 pub mod events;
+pub mod range;
 pub mod record;
 pub mod sample;
+pub mod seal;
+pub mod verify;
 
 pub use canonical::{canonical_hash, canonical_json};
 pub use record::{Actor, AuditRecord, ChainLink, CredentialUse, Decision, Event, Outcome};
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::keyring::KeyringSource;
+use crate::store::{AuditSeal, AuditStore};
+
+/// Most records one store write carries (DynamoDB's `BatchWriteItem` limit).
+pub const FLUSH_BATCH: usize = 25;
+/// Most records kept waiting for the store; beyond it the oldest are dropped (they are on
+/// stdout already) and counted in [`Auditor::dropped`].
+pub const BUFFER_MAX: usize = 10_000;
+/// How often the local background task flushes.
+pub const BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When a flush seals the chain head.
+#[derive(Debug, Clone, Copy)]
+pub struct SealPolicy {
+    /// After this many records since the last seal.
+    pub records: u64,
+    /// Or when the last seal is this old (and records were added since).
+    pub interval: Duration,
+}
+
+impl Default for SealPolicy {
+    fn default() -> Self {
+        Self {
+            records: 100,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where flushed records go.
+struct Sink {
+    store: Arc<dyn AuditStore>,
+    keyring: Arc<KeyringSource>,
+    retention: Duration,
+    policy: SealPolicy,
+}
+
+/// What waits for the store.
+#[derive(Default)]
+struct Pending {
+    records: VecDeque<AuditRecord>,
+    seals: Vec<AuditSeal>,
+}
+
+/// The last seal made: its `seq` and when.
+struct LastSeal {
+    seq: u64,
+    at: Instant,
+}
 
 /// Writes audit records. One per process, in `AppState`.
-#[derive(Default)]
 pub struct Auditor {
+    chain: Mutex<chain::Chain>,
+    pending: Mutex<Pending>,
+    sink: Option<Sink>,
+    /// One flush at a time, so a failed batch goes back in front of newer records.
+    flushing: tokio::sync::Mutex<()>,
+    last_seal: Mutex<LastSeal>,
+    /// Wakes the background flusher early when a batch is full.
+    batch_full: tokio::sync::Notify,
+    write_failures: AtomicU64,
+    dropped: AtomicU64,
     /// Tests: every emitted record is also kept here ([`Auditor::recording`]).
     #[cfg(feature = "testing")]
-    recorded: Option<std::sync::Arc<std::sync::Mutex<Vec<AuditRecord>>>>,
+    recorded: Option<Arc<Mutex<Vec<AuditRecord>>>>,
+}
+
+impl Default for Auditor {
+    /// An auditor that writes stdout lines only (no store): for tests of other parts.
+    fn default() -> Self {
+        Self::build(None)
+    }
 }
 
 impl Auditor {
-    /// Tests: an auditor that also keeps what it emits, in the returned list.
+    /// An auditor that also writes to `store`, sealing with `keyring`; records and seals
+    /// are kept `retention` (`MCPGW_AUDIT_RETENTION_DAYS`).
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        keyring: Arc<KeyringSource>,
+        retention: Duration,
+    ) -> Self {
+        Self::build(Some(Sink {
+            store,
+            keyring,
+            retention,
+            policy: SealPolicy::default(),
+        }))
+    }
+
+    /// The same, sealing by `policy` instead of the default.
+    pub fn with_seal_policy(mut self, policy: SealPolicy) -> Self {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.policy = policy;
+        }
+        self
+    }
+
+    fn build(sink: Option<Sink>) -> Self {
+        Self {
+            chain: Mutex::new(chain::Chain::new(chain::new_writer_id())),
+            pending: Mutex::new(Pending::default()),
+            sink,
+            flushing: tokio::sync::Mutex::new(()),
+            last_seal: Mutex::new(LastSeal {
+                seq: 0,
+                at: Instant::now(),
+            }),
+            batch_full: tokio::sync::Notify::new(),
+            write_failures: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            recorded: None,
+        }
+    }
+
+    /// Tests: an auditor (stdout only) that also keeps what it emits, in the returned list.
     #[cfg(feature = "testing")]
-    pub fn recording() -> (Self, std::sync::Arc<std::sync::Mutex<Vec<AuditRecord>>>) {
-        let kept = std::sync::Arc::default();
-        let auditor = Self {
-            recorded: Some(std::sync::Arc::clone(&kept)),
-        };
+    pub fn recording() -> (Self, Arc<Mutex<Vec<AuditRecord>>>) {
+        let kept: Arc<Mutex<Vec<AuditRecord>>> = Arc::default();
+        let mut auditor = Self::build(None);
+        auditor.recorded = Some(Arc::clone(&kept));
         (auditor, kept)
     }
 
-    /// Records `record`: always a JSON line on stdout, then the store (at the next flush).
-    pub fn emit(&self, record: AuditRecord) {
+    /// This process's writer id (its chain's name).
+    pub fn writer(&self) -> String {
+        lock(&self.chain).writer().to_owned()
+    }
+
+    /// Store writes that failed since start (each failed batch once; its records stay
+    /// buffered and are retried).
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped from a full buffer (the store was unreachable for long); they were
+    /// written to stdout, and verify reports their gap as `deleted`.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting for the store.
+    pub fn buffered(&self) -> usize {
+        lock(&self.pending).records.len()
+    }
+
+    /// Records `record`: linked into the chain, always a JSON line on stdout, then the store
+    /// (at the next flush). Never waits on I/O other than the stdout line.
+    pub fn emit(&self, mut record: AuditRecord) {
         #[cfg(feature = "testing")]
         if let Some(kept) = &self.recorded {
-            kept.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(record.clone());
+            lock(kept).push(record.clone());
         }
+        let full = {
+            let mut chain = lock(&self.chain);
+            chain.link(&mut record);
+            if self.sink.is_some() {
+                // Pushed under the chain lock, so the buffer stays in `seq` order.
+                let mut pending = lock(&self.pending);
+                pending.records.push_back(record.clone());
+                self.trim(&mut pending);
+                pending.records.len() >= FLUSH_BATCH
+            } else {
+                false
+            }
+        };
         if let Ok(mut line) = serde_json::to_vec(&StdoutLine { audit: &record }) {
             line.push(b'\n');
             // A closed stdout must not take the request down with it.
             let _ = std::io::stdout().lock().write_all(&line);
         }
+        if full {
+            self.batch_full.notify_one();
+        }
     }
 
-    /// Writes what was emitted since the last flush to the store.
-    pub async fn flush(&self) {}
+    /// Drops the oldest records beyond [`BUFFER_MAX`], counting them.
+    fn trim(&self, pending: &mut Pending) {
+        while pending.records.len() > BUFFER_MAX {
+            pending.records.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes what was emitted since the last flush to the store, sealing the chain head
+    /// when the seal policy says so.
+    pub async fn flush(&self) {
+        self.flush_inner(false).await;
+    }
+
+    /// [`Auditor::flush`], sealing the head whatever the policy (at shutdown).
+    pub async fn flush_and_seal(&self) {
+        self.flush_inner(true).await;
+    }
+
+    async fn flush_inner(&self, force_seal: bool) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let _one = self.flushing.lock().await;
+        self.seal_if_due(sink, force_seal).await;
+        let (records, seals): (Vec<AuditRecord>, Vec<AuditSeal>) = {
+            let mut p = lock(&self.pending);
+            (p.records.drain(..).collect(), std::mem::take(&mut p.seals))
+        };
+        if records.is_empty() && seals.is_empty() {
+            return;
+        }
+        let mut batches = records.chunks(FLUSH_BATCH).peekable();
+        // Seals ride with the last batch, after the records they cover.
+        let mut written = 0;
+        while let Some(batch) = batches.next() {
+            let last = batches.peek().is_none();
+            let with: &[AuditSeal] = if last { &seals } else { &[] };
+            if let Err(e) = sink.store.put_audit(batch, with, sink.retention).await {
+                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                // The error names the backend's failure only, never a record's content.
+                tracing::warn!(
+                    error = %crate::http::error_chain(&e),
+                    records = records.len() - written,
+                    "audit store write failed; records kept for the next flush"
+                );
+                self.requeue(&records[written..], seals);
+                return;
+            }
+            written += batch.len();
+        }
+        if records.is_empty() {
+            // Seals alone.
+            if let Err(e) = sink.store.put_audit(&[], &seals, sink.retention).await {
+                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
+                self.requeue(&[], seals);
+            }
+        }
+    }
+
+    /// Puts unwritten records back in front of those emitted since.
+    fn requeue(&self, records: &[AuditRecord], seals: Vec<AuditSeal>) {
+        let mut p = lock(&self.pending);
+        for r in records.iter().rev() {
+            p.records.push_front(r.clone());
+        }
+        let mut seals = seals;
+        seals.append(&mut p.seals);
+        p.seals = seals;
+        self.trim(&mut p);
+    }
+
+    /// Adds a seal of the current head to the pending writes when due.
+    async fn seal_if_due(&self, sink: &Sink, force: bool) {
+        let (writer, seq, head) = {
+            let chain = lock(&self.chain);
+            let (seq, head) = chain.head();
+            (chain.writer().to_owned(), seq, head.to_owned())
+        };
+        {
+            let last = lock(&self.last_seal);
+            let added = seq.saturating_sub(last.seq);
+            let due = added > 0
+                && (force
+                    || added >= sink.policy.records
+                    || last.at.elapsed() >= sink.policy.interval);
+            if !due {
+                return;
+            }
+        }
+        let ring = match sink.keyring.get().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %crate::http::error_chain(&e), "audit seal skipped: no keyring");
+                return;
+            }
+        };
+        match seal::make(&ring, &writer, seq, &head, record::now_ms()) {
+            Ok(s) => {
+                lock(&self.pending).seals.push(s);
+                *lock(&self.last_seal) = LastSeal {
+                    seq,
+                    at: Instant::now(),
+                };
+            }
+            Err(e) => tracing::warn!(error = %e, "audit seal failed"),
+        }
+    }
+
+    /// Locally: flushes every [`BACKGROUND_INTERVAL`], or as soon as a batch is full, for as
+    /// long as the auditor lives. (Not in Lambda: a frozen sandbox runs no timer; the
+    /// end-of-invocation hook flushes there.)
+    pub fn spawn_background_flush(self: &Arc<Self>) {
+        if self.sink.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                let _ = tokio::time::timeout(BACKGROUND_INTERVAL, me.batch_full.notified()).await;
+                me.flush().await;
+            }
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::invocation::EndOfInvocation for Auditor {
+    async fn end_of_invocation(&self) {
+        self.flush().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent: a panic elsewhere may be ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The stdout form: `{"audit": {...}}`, so log queries can pick records from other lines.

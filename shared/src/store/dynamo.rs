@@ -14,6 +14,7 @@
 //! | ended session | `SESSION#{fingerprint}` | `ENDED` | `expires_at` (N), `ttl` (N, the same)         |
 //! | tool snapshot | `TOOLS#{server}`    | `TOOLS`  | `doc` (S, JSON: url, tools, taken_at)               |
 //! | rate bucket   | `RATE#{key}`        | `RATE`   | `tat` (N, ms; a rate) or `n` (N; a quota window), `ttl` (N) |
+//! | audit record, seal | `AUDIT#{day}`, `AUDITSEAL#{day}` | time, writer, seq | see [`audit`] |
 //!
 //! An API key is three items written and deleted together in one `TransactWriteItems`: the
 //! item by id (listing, admin reads), a pointer by hash, which authentication reads with
@@ -75,6 +76,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem,
 };
 
+mod audit;
 mod items;
 
 use items::{
@@ -206,14 +208,11 @@ impl DynamoStore {
             .map_or(BATCH_GET_MAX, |p| (p as usize).clamp(1, BATCH_GET_MAX));
         let mut items = Vec::with_capacity(ids.len());
         for ids in ids.chunks(chunk) {
-            let mut keys: Vec<Item> = ids
+            let keys: Vec<Item> = ids
                 .iter()
                 .map(|id| Item::from([(PK.to_owned(), s(APIKEY_PK)), (SK.to_owned(), s(id))]))
                 .collect();
-            // DynamoDB may leave some keys unprocessed (throttling, 16 MB per answer): ask
-            // again for those, backing off, a bounded number of times.
-            let mut pause = Duration::from_millis(25);
-            for attempt in 1.. {
+            let got = until_processed("BatchGetItem", keys, |keys| async move {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(keys))
                     .consistent_read(true)
@@ -226,32 +225,19 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(|e| sdk_error("BatchGetItem", e))?;
-                items.extend(
-                    out.responses
-                        .and_then(|mut r| r.remove(&self.table))
-                        .unwrap_or_default(),
-                );
-                keys = out
+                let got = out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default();
+                let left = out
                     .unprocessed_keys
                     .and_then(|mut u| u.remove(&self.table))
                     .map(|k| k.keys)
                     .unwrap_or_default();
-                if keys.is_empty() {
-                    break;
-                }
-                if attempt == 8 {
-                    return Err(StoreError::backend(DynamoError {
-                        op: "BatchGetItem",
-                        detail: format!(
-                            "{} keys still unprocessed after {attempt} tries",
-                            keys.len()
-                        ),
-                        source: None,
-                    }));
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+                Ok((got, left))
+            })
+            .await?;
+            items.extend(got);
         }
         Ok(items)
     }
@@ -477,6 +463,42 @@ struct DynamoError {
     detail: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Sends `pending` with `send` (a batch request answering what it got and what DynamoDB
+/// left unprocessed: throttling, 16 MB per answer) and asks again for what is left, backing
+/// off, a bounded number of times; everything got, in no particular order.
+async fn until_processed<K, R, F, Fut>(
+    op: &'static str,
+    mut pending: Vec<K>,
+    mut send: F,
+) -> StoreResult<Vec<R>>
+where
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<(Vec<R>, Vec<K>)>>,
+{
+    const TRIES: u32 = 8;
+    let mut out = Vec::new();
+    let mut pause = Duration::from_millis(25);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (got, left) = send(pending).await?;
+        out.extend(got);
+        pending = left;
+        if pending.is_empty() {
+            return Ok(out);
+        }
+        if attempt == TRIES {
+            return Err(StoreError::backend(DynamoError {
+                op,
+                detail: format!("{} still unprocessed after {attempt} tries", pending.len()),
+                source: None,
+            }));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 fn sdk_error<E, R>(op: &'static str, e: SdkError<E, R>) -> StoreError

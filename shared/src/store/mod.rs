@@ -12,11 +12,17 @@
 //! - an API key's `last_used_at` only moves forward;
 //! - an ended session stays ended until its own expiry, however often it is ended again;
 //! - a server's tool snapshot is replaced whole, last writer wins (it is a cache of tool
-//!   definitions, never anything of a user's).
+//!   definitions, never anything of a user's);
+//! - audit records are appended idempotently and never overwritten (see [`audit`]).
 
+pub mod audit;
 pub mod dynamo;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use audit::{
+    AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditPage, AuditQuery, AuditSeal, AuditStore,
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
@@ -295,6 +301,7 @@ pub trait Store:
     + SessionStore
     + ToolSnapshotStore
     + RateLimitStore
+    + AuditStore
 {
 }
 impl<
@@ -305,6 +312,7 @@ impl<
         + SessionStore
         + ToolSnapshotStore
         + RateLimitStore,
+        + AuditStore,
 > Store for T
 {
 }

@@ -24,6 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
+mod audit;
+
 use super::{
     ApiKeyStore, ConfigKind, ConfigStore, GrantStore, OAuthStateStore, RateLimitStore,
     SessionStore, StoreError, StoreResult, Take, ToolSnapshot, ToolSnapshotStore, json_text,
@@ -115,7 +117,39 @@ const MIGRATIONS: &[&str] = &[
         doc    TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
-    // 8: rate-limit buckets: a GCRA tat (ms) or a fixed window's count, each with the second
+    // 8: the audit trail (see `sqlite::audit`): each record's JSON plus the columns queries
+    // filter on. `(writer, seq, hash)` is unique so a retried flush stores nothing twice,
+    // while a different record claiming a stored `seq` is kept for verify to name.
+    r#"
+    CREATE TABLE audit_records (
+        writer     TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        hash       TEXT NOT NULL,
+        time_ms    INTEGER NOT NULL,
+        user       TEXT,
+        endpoint   TEXT,
+        tool       TEXT,
+        outcome    TEXT,
+        decision   TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        doc        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX audit_records_by_link ON audit_records (writer, seq, hash);
+    CREATE INDEX audit_records_by_time ON audit_records (time_ms, writer, seq);
+    CREATE INDEX audit_records_by_user ON audit_records (user, time_ms);
+    CREATE INDEX audit_records_by_expiry ON audit_records (expires_at);
+    CREATE TABLE audit_seals (
+        writer     TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        head       TEXT NOT NULL,
+        time_ms    INTEGER NOT NULL,
+        mac        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (writer, seq)
+    );
+    CREATE INDEX audit_seals_by_time ON audit_seals (time_ms);
+    "#,
+    // 9: rate-limit buckets: a GCRA tat (ms) or a fixed window's count, each with the second
     // after which it is idle and may be swept.
     r#"
     CREATE TABLE rate_buckets (

@@ -3,6 +3,7 @@
 //! A new test file goes here as a module.
 //! Run one module: `cargo test -p mcpgw-shared --test it store_contract::`.
 
+mod audit_trail;
 mod grant_quirks;
 mod jwt_principals;
 mod secrets_moto;

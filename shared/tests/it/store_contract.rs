@@ -9,6 +9,8 @@
 //! - `dynamo_paged`: the same with 2-item query pages, so every list and query goes through
 //!   `LastEvaluatedKey` pagination.
 //!
+//! The audit cases are in `store_contract/cases/audit.rs`.
+//!
 //! `dynamo_layout` pins the DynamoDB item and table layout the SAM template relies on.
 //!
 //! Concurrency cases line 16 tasks up on a barrier before the racing call; tests run on the
@@ -135,6 +137,9 @@ contract!(
     rate_bucket_follows_gcra_whatever_the_hint,
     rate_bucket_concurrent_takers_never_exceed_the_burst,
     quota_counter_stops_at_count_per_key,
+    audit_query_is_newest_first_filtered_and_paged,
+    audit_put_is_idempotent_and_keeps_a_second_claim,
+    audit_dump_round_trips_records_and_seals_for_verify,
 );
 
 const RACERS: usize = 16;
@@ -284,6 +289,8 @@ mod cases {
         // Past its window's end the counter reads as absent (expired).
         assert_eq!(store.peek_bucket("q#1", end + 2_000).await.unwrap(), None);
     }
+    mod audit;
+    pub use audit::*;
 
     pub async fn config_create_get_and_duplicate(store: Arc<dyn Store>) {
         let first = json!({"name": "alpha", "url": "https://a.example/mcp", "n": 1});

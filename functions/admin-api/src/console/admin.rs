@@ -133,6 +133,7 @@ pub async fn index(console: Console) -> Response {
             }
             li { a id="admin-catalog" href={ (b) "/console/admin/catalog" } { "What would this user see" } }
             li { a id="admin-connections" href={ (b) "/console/admin/connections" } { "Everyone's connections" } }
+            li { a id="admin-activity" href={ (b) "/console/admin/activity" } { "Activity" } }
         }
     };
     admin_page(&console, StatusCode::OK, "Admin", body)

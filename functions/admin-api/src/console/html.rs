@@ -65,6 +65,7 @@ impl<'a> Page<'a> {
                         @if let Some(n) = &self.nav {
                             nav {
                                 a id="nav-connections" href={ (n.base) "/console" } { "My connections" }
+                                a id="nav-activity" href={ (n.base) "/console/activity" } { "My activity" }
                                 @if n.is_admin {
                                     a id="nav-admin" href={ (n.base) "/console/admin" } { "Admin" }
                                 }

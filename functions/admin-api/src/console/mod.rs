@@ -9,6 +9,8 @@
 //! - `/console/admin/...` (admins only): servers, server groups, teams, virtual servers and
 //!   identity providers with create/edit/delete forms, "what would this user see", and
 //!   everyone's grants with revoke.
+//! - `/console/activity` ("My activity") and `/console/admin/activity` ("Activity", admins):
+//!   the audit trail, filtered (see [`activity`]).
 //!
 //! Every page is rendered here (no scripts at all, the stylesheet from the gateway, a strict
 //! CSP); every change goes through the same admin API handlers (see [`api`]), so the console
@@ -18,6 +20,7 @@
 // nothing on pages this far from the hot path.
 #![allow(clippy::result_large_err)]
 
+mod activity;
 mod admin;
 mod api;
 mod html;
@@ -52,7 +55,9 @@ pub fn routes() -> Router<AppState> {
             "/console/credentials/{server}/clear",
             post(mine::clear_token),
         )
+        .route("/console/activity", get(activity::mine))
         .route("/console/admin", get(admin::index))
+        .route("/console/admin/activity", get(activity::all))
         .route("/console/admin/catalog", get(admin::catalog))
         .route("/console/admin/connections", get(admin::grants))
         .route("/console/admin/connections/revoke", post(admin::revoke))

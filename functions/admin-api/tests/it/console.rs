@@ -13,10 +13,10 @@ use mcpgw::clock::FixedClock;
 use mcpgw::testing::TEST_ADMIN_KEY;
 use tower::ServiceExt;
 
-struct Seen {
-    status: StatusCode,
+pub(crate) struct Seen {
+    pub status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    pub body: String,
 }
 
 impl Seen {
@@ -28,7 +28,7 @@ impl Seen {
     }
 
     /// `name=value` of the Set-Cookie for `name`.
-    fn set_cookie(&self, name: &str) -> Option<String> {
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
         self.headers
             .get_all(header::SET_COOKIE)
             .iter()
@@ -38,7 +38,7 @@ impl Seen {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &axum::Router,
     method: &str,
     path: &str,
@@ -72,7 +72,7 @@ async fn send(
 
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 
-fn value_of(cookie: &str) -> &str {
+pub(crate) fn value_of(cookie: &str) -> &str {
     cookie.split(';').next().unwrap()
 }
 
@@ -86,7 +86,7 @@ async fn login_token(app: &axum::Router) -> (String, String) {
 }
 
 /// Signs in with `key`; the answer.
-async fn sign_in(app: &axum::Router, key: &str) -> Seen {
+pub(crate) async fn sign_in(app: &axum::Router, key: &str) -> Seen {
     let (cookie, token) = login_token(app).await;
     let body = format!("login_csrf={token}&key={key}");
     send(app, "POST", "/console/login", Some(&cookie), FORM, &body).await

@@ -6,6 +6,7 @@
 mod admin;
 mod api_keys;
 mod audit_records;
+mod audit;
 mod common;
 mod connections;
 mod console;

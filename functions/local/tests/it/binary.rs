@@ -3,7 +3,8 @@
 //! restarts, creates its key file private, answers /healthz, sends `/` to the console, and
 //! stops on SIGTERM; `--help` and `--version` print and exit without serving, other arguments
 //! and a data folder that cannot be created fail naming what was wrong; and it sheds clients
-//! that trickle their requests (slowloris) while serving the others.
+//! that trickle their requests (slowloris) while serving the others. `audit verify` checks
+//! the data folder's audit trail and exits 1 naming what was tampered with.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -323,4 +324,74 @@ async fn the_root_sends_a_browser_to_the_console() {
         "{}",
         page.url()
     );
+}
+
+/// `local audit verify` over a data folder whose audit trail a gateway wrote: a clean chain
+/// exits 0 with `"ok": true`; after a forged record claiming a stored seq (a self-consistent
+/// hash, written straight to the store) it exits 1 and names it `inserted`.
+#[tokio::test]
+async fn audit_verify_reports_the_data_folders_audit_trail() {
+    use mcpgw::audit::{AuditRecord, Auditor, Decision, Event};
+    use mcpgw::store::AuditStore;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    mcpgw::crypto::create_private_dir(&data).unwrap();
+    let store =
+        Arc::new(mcpgw::store::sqlite::SqliteStore::open(&data.join("gateway.sqlite3")).unwrap());
+    let ring = mcpgw::crypto::Keyring::load_or_create_file(&data.join("keyring.json")).unwrap();
+    let keyring = Arc::new(mcpgw::keyring::KeyringSource::Loaded(Arc::new(ring)));
+    let audit = Auditor::new(store.clone(), keyring, Duration::from_secs(86_400));
+    let mut second = None;
+    for i in 0..3 {
+        let mut r = AuditRecord::new(Event::ToolCall, Decision::Allow);
+        r.tool = Some(format!("t{i}"));
+        audit.emit(r);
+    }
+    audit.flush_and_seal().await;
+
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_local"))
+            .args(["audit", "verify"])
+            .env("MCPGW_DATA_DIR", &data)
+            .env_remove("MCPGW_BOOTSTRAP_ADMIN_KEY")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run local audit verify")
+    };
+    let clean = verify();
+    let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert!(clean.status.success(), "{report}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["records"], 3);
+
+    let dump = store.dump_audit(0, i64::MAX).await.unwrap();
+    for r in dump.records {
+        if r["chain"]["seq"] == 2 {
+            second = Some(r);
+        }
+    }
+    let mut forged: AuditRecord = serde_json::from_value(second.unwrap()).unwrap();
+    forged.tool = Some("forged".into());
+    let hash = mcpgw::audit::chain::record_hash(&serde_json::to_value(&forged).unwrap());
+    forged.chain.as_mut().unwrap().hash = hash;
+    store
+        .put_audit(&[forged], &[], Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let tampered = verify();
+    assert_eq!(tampered.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&tampered.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["writers"][0]["problems"][0]["kind"], "inserted",
+        "{report}"
+    );
+    // A malformed range is a usage error, not a report.
+    let usage = Command::new(env!("CARGO_BIN_EXE_local"))
+        .args(["audit", "verify", "--since", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
 }

@@ -1,0 +1,404 @@
+//! The audit trail end to end in the library: the `Auditor` writing through a real store
+//! (SQLite file, DynamoDB in moto), a store outage (records kept, retried, counted), the
+//! local background flush, and the tamper test: a stored chain is altered, reordered, cut
+//! and added to behind the gateway's back (direct SQL on SQLite, the SDK on DynamoDB), and
+//! verify names each, after verifying the untouched chain clean.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use mcpgw::audit::chain::record_hash;
+use mcpgw::audit::verify::{Report, verify_store};
+use mcpgw::audit::{Actor, AuditRecord, Auditor, Decision, Event};
+use mcpgw::crypto::Keyring;
+use mcpgw::keyring::KeyringSource;
+use mcpgw::store::{AuditStore, Store, StoreError};
+use serde_json::Value;
+
+const KEEP: Duration = Duration::from_secs(86_400);
+
+/// A day around now: the range verify reads (DynamoDB reads it one day partition at a time).
+#[allow(non_snake_case)]
+fn SINCE() -> i64 {
+    mcpgw::audit::record::now_ms() - 86_400_000
+}
+#[allow(non_snake_case)]
+fn UNTIL() -> i64 {
+    mcpgw::audit::record::now_ms() + 86_400_000
+}
+
+fn keyring() -> Arc<KeyringSource> {
+    let ring = Keyring::from_json(&Keyring::generate_document()).unwrap();
+    Arc::new(KeyringSource::Loaded(Arc::new(ring)))
+}
+
+fn record(i: u64) -> AuditRecord {
+    let mut r = AuditRecord::new(Event::ToolCall, Decision::Allow);
+    // Strictly increasing times, so a swap is visible in time as well as in links.
+    r.time_ms += i as i64;
+    r.tool = Some(format!("tool{i}"));
+    r.principal = Some(Actor {
+        user: "alice@example.com".into(),
+        auth: "api_key".into(),
+        key_id: Some("k1".into()),
+        provider: None,
+    });
+    r
+}
+
+/// Emits `n` records through an auditor on `store` and flushes with a seal.
+async fn emit_chain(store: Arc<dyn Store>, keyring: Arc<KeyringSource>, n: u64) -> String {
+    let audit = Auditor::new(store, keyring, KEEP);
+    for i in 1..=n {
+        audit.emit(record(i));
+    }
+    audit.flush_and_seal().await;
+    assert_eq!(audit.buffered(), 0);
+    assert_eq!(audit.write_failures(), 0);
+    audit.writer()
+}
+
+fn kinds(report: &Report) -> Vec<&'static str> {
+    report
+        .writers
+        .iter()
+        .flat_map(|w| w.problems.iter().map(|p| p.kind()))
+        .collect()
+}
+
+/// The four tamperings, on seqs 2 (alter), 4 and 5 (swap), 7 (delete) and 9 (a forged
+/// second record claiming its seq, with a self-consistent hash).
+trait Tamper {
+    async fn doc(&self, seq: u64) -> Value;
+    async fn set_doc(&self, seq: u64, doc: &Value);
+    async fn delete(&self, seq: u64);
+    async fn insert(&self, doc: &Value);
+}
+
+async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &KeyringSource) {
+    let clean = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(clean.ok, "{clean:?}");
+    assert_eq!(clean.writers[0].sealed_through, Some(12));
+
+    let mut altered = t.doc(2).await;
+    altered["tool"] = "exfiltrate".into();
+    t.set_doc(2, &altered).await;
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert_eq!(kinds(&r), ["altered"], "{r:?}");
+
+    let (mut four, mut five) = (t.doc(4).await, t.doc(5).await);
+    four["chain"]["seq"] = 5.into();
+    five["chain"]["seq"] = 4.into();
+    t.set_doc(4, &five).await;
+    t.set_doc(5, &four).await;
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(kinds(&r).contains(&"reordered"), "{r:?}");
+
+    t.delete(7).await;
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(kinds(&r).contains(&"deleted"), "{r:?}");
+
+    let mut forged = t.doc(9).await;
+    forged["tool"] = "forged".into();
+    let hash = record_hash(&forged);
+    forged["chain"]["hash"] = hash.into();
+    t.insert(&forged).await;
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    let found = kinds(&r);
+    for kind in ["altered", "reordered", "deleted", "inserted"] {
+        assert!(found.contains(&kind), "{kind} not named: {r:?}");
+    }
+    assert!(!r.ok);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["writers"][0]["problems"][0]["kind"], "altered");
+}
+
+mod sqlite {
+    use super::*;
+    use rusqlite::{Connection, params};
+
+    struct Sql(std::path::PathBuf);
+
+    impl Sql {
+        fn conn(&self) -> Connection {
+            Connection::open(&self.0).unwrap()
+        }
+    }
+
+    impl Tamper for Sql {
+        async fn doc(&self, seq: u64) -> Value {
+            let text: String = self
+                .conn()
+                .query_row(
+                    "SELECT doc FROM audit_records WHERE seq = ?1",
+                    params![seq as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        }
+        async fn set_doc(&self, seq: u64, doc: &Value) {
+            let n = self
+                .conn()
+                .execute(
+                    "UPDATE audit_records SET doc = ?1 WHERE seq = ?2",
+                    params![doc.to_string(), seq as i64],
+                )
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        async fn delete(&self, seq: u64) {
+            let n = self
+                .conn()
+                .execute(
+                    "DELETE FROM audit_records WHERE seq = ?1",
+                    params![seq as i64],
+                )
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        async fn insert(&self, doc: &Value) {
+            self.conn()
+                .execute(
+                    "INSERT INTO audit_records (writer, seq, hash, time_ms, decision, expires_at, doc) \
+                     VALUES (?1, ?2, ?3, ?4, 'allow', ?5, ?6)",
+                    params![
+                        doc["chain"]["writer"].as_str().unwrap(),
+                        doc["chain"]["seq"].as_i64().unwrap(),
+                        doc["chain"]["hash"].as_str().unwrap(),
+                        doc["time_ms"].as_i64().unwrap(),
+                        i64::MAX,
+                        doc.to_string()
+                    ],
+                )
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn tampering_with_stored_records_is_named_by_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::open(&path).unwrap());
+        let keyring = keyring();
+        emit_chain(store.clone(), keyring.clone(), 12).await;
+        tamper_and_verify(&Sql(path), store.as_ref(), &keyring).await;
+    }
+
+    /// SQLite has no TTL: rows past their retention are swept when the next batch is
+    /// written, and only those.
+    #[tokio::test]
+    async fn expired_records_are_swept_on_write() {
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        let mut old = record(1);
+        old.time_ms -= 10_000;
+        let mut chain = mcpgw::audit::chain::Chain::new("w-old".into());
+        chain.link(&mut old);
+        store
+            .put_audit(&[old], &[], Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut fresh = record(2);
+        chain.link(&mut fresh);
+        store.put_audit(&[fresh.clone()], &[], KEEP).await.unwrap();
+        let dump = store.dump_audit(0, i64::MAX).await.unwrap();
+        assert_eq!(dump.records, [serde_json::to_value(&fresh).unwrap()]);
+    }
+
+    /// A store outage: stdout has the records already; the store writes fail, are counted,
+    /// and the records stay buffered and arrive, in one unbroken chain, once it is back.
+    #[tokio::test]
+    async fn an_outage_keeps_records_for_the_next_flush_and_counts_failures() {
+        let inner: Arc<dyn Store> =
+            Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        let down = Arc::new(AtomicBool::new(true));
+        let flag = down.clone();
+        let store: Arc<dyn Store> = Arc::new(mcpgw::testing::ObservedStore::new(
+            inner.clone(),
+            move |call| {
+                if call.method == "put_audit" && flag.load(Ordering::SeqCst) {
+                    return Err(StoreError::backend(std::io::Error::other("store down")));
+                }
+                Ok(())
+            },
+        ));
+        let keyring = keyring();
+        let audit = Auditor::new(store, keyring.clone(), KEEP);
+        for i in 1..=30 {
+            audit.emit(record(i));
+        }
+        audit.flush().await;
+        assert_eq!(audit.write_failures(), 1);
+        assert_eq!(audit.buffered(), 30);
+        for i in 31..=40 {
+            audit.emit(record(i));
+        }
+        audit.flush().await;
+        assert_eq!(audit.write_failures(), 2);
+        assert_eq!(audit.buffered(), 40);
+        assert!(
+            inner
+                .dump_audit(0, i64::MAX)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+
+        down.store(false, Ordering::SeqCst);
+        audit.flush_and_seal().await;
+        assert_eq!(audit.write_failures(), 2);
+        assert_eq!(audit.buffered(), 0);
+        assert_eq!(audit.dropped(), 0);
+        let report = verify_store(inner.as_ref(), &keyring, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 40);
+        assert_eq!(report.writers[0].sealed_through, Some(40));
+    }
+
+    /// Locally the background task writes without anyone calling flush: a full batch at
+    /// once, a lone record within about a second.
+    #[tokio::test]
+    async fn the_background_flush_writes_without_a_flush_call() {
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        let audit = Arc::new(Auditor::new(store.clone(), keyring(), KEEP));
+        audit.spawn_background_flush();
+        audit.emit(record(1));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = store.dump_audit(0, i64::MAX).await.unwrap().records.len();
+            if n == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not flushed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+mod dynamo {
+    use super::*;
+    use std::collections::HashMap;
+
+    type Item = HashMap<String, AttributeValue>;
+
+    struct Sdk {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+    }
+
+    impl Sdk {
+        /// The audit record items (a test may scan; the gateway never does).
+        async fn items(&self) -> Vec<Item> {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .send()
+                .await
+                .unwrap();
+            out.items
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| {
+                    i.get("pk")
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|pk| pk.starts_with("AUDIT#"))
+                })
+                .collect()
+        }
+
+        async fn item(&self, seq: u64) -> Item {
+            self.items()
+                .await
+                .into_iter()
+                .find(|i| i["seq"].as_n().ok() == Some(&seq.to_string()))
+                .unwrap()
+        }
+    }
+
+    impl Tamper for Sdk {
+        async fn doc(&self, seq: u64) -> Value {
+            serde_json::from_str(self.item(seq).await["doc"].as_s().unwrap()).unwrap()
+        }
+        async fn set_doc(&self, seq: u64, doc: &Value) {
+            let mut item = self.item(seq).await;
+            item.insert("doc".into(), AttributeValue::S(doc.to_string()));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        async fn delete(&self, seq: u64) {
+            let item = self.item(seq).await;
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .unwrap();
+        }
+        async fn insert(&self, doc: &Value) {
+            let seq = doc["chain"]["seq"].as_u64().unwrap();
+            let mut item = self.item(seq).await;
+            let sk = format!("{}-forged", item["sk"].as_s().unwrap());
+            item.insert("sk".into(), AttributeValue::S(sk));
+            item.insert("doc".into(), AttributeValue::S(doc.to_string()));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn tampering_with_stored_items_is_named_by_verify() {
+        let Some(endpoint) = mcpgw::testing::moto_endpoint() else {
+            return;
+        };
+        let client = aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
+        let table = mcpgw::testing::unique_name("mcpgw-audit");
+        mcpgw::store::dynamo::create_table(&client, &table)
+            .await
+            .unwrap();
+        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(
+            client.clone(),
+            table.clone(),
+        ));
+        let keyring = keyring();
+        emit_chain(store.clone(), keyring.clone(), 12).await;
+        // The record items carry a TTL of their time plus the retention.
+        let item = Sdk {
+            client: client.clone(),
+            table: table.clone(),
+        }
+        .item(1)
+        .await;
+        let time: i64 = item["time_ms"].as_n().unwrap().parse().unwrap();
+        let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+        assert_eq!(ttl, (time + KEEP.as_millis() as i64) / 1000);
+        tamper_and_verify(&Sdk { client, table }, store.as_ref(), &keyring).await;
+    }
+}
