@@ -173,11 +173,11 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mcp-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let audit = Arc::new(crate::audit::Auditor::new(
-            store.clone(),
-            keyring.clone(),
-            config.audit_retention,
-        ));
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
+        let audit = Arc::new(
+            crate::audit::Auditor::new(store.clone(), keyring.clone(), config.audit_retention)
+                .with_metrics(metrics.clone()),
+        );
         if !config.in_lambda {
             audit.spawn_background_flush();
         }
@@ -215,7 +215,6 @@ impl AppState {
             .with_key_cache(config.key_cache_ttl),
         );
         let policy_ttl = config.policy_cache_ttl;
-        let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
         let spans = Arc::new(crate::trace::otlp::Spans::new(
             config.otlp.clone(),
             http.clone(),
@@ -223,12 +222,10 @@ impl AppState {
         ));
         let policy = Arc::new(crate::policy::cache::PolicyCache::new(policy_ttl));
         // Rate-limit rules are policy too: cached as long, re-read after admin writes.
-        let limits = Arc::new(crate::limits::Limits::new(
-            store.clone(),
-            clock.clone(),
-            policy.clone(),
-            policy_ttl,
-        ));
+        let limits = Arc::new(
+            crate::limits::Limits::new(store.clone(), clock.clone(), policy.clone(), policy_ttl)
+                .with_metrics(metrics.clone()),
+        );
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -252,7 +249,10 @@ impl AppState {
 
     /// What must be flushed at the end of every Lambda invocation (see `invocation`).
     pub fn invocation_hooks(&self) -> crate::invocation::InvocationHooks {
-        crate::invocation::InvocationHooks::default().with(self.audit.clone())
+        crate::invocation::InvocationHooks::default()
+            .with(self.audit.clone())
+            .with(self.metrics.clone())
+            .with(self.spans.clone())
     }
 
     /// The access-control policy, from the cache when fresh.

@@ -92,6 +92,8 @@ pub struct Auditor {
     batch_full: tokio::sync::Notify,
     write_failures: AtomicU64,
     dropped: AtomicU64,
+    /// Call metrics and write failures are counted from here (see `metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Tests: every emitted record is also kept here ([`Auditor::recording`]).
     #[cfg(feature = "testing")]
     recorded: Option<Arc<Mutex<Vec<AuditRecord>>>>,
@@ -120,6 +122,12 @@ impl Auditor {
         }))
     }
 
+    /// The same, counting each record's call metrics and every failed write in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The same, sealing by `policy` instead of the default.
     pub fn with_seal_policy(mut self, policy: SealPolicy) -> Self {
         if let Some(sink) = self.sink.as_mut() {
@@ -141,6 +149,7 @@ impl Auditor {
             batch_full: tokio::sync::Notify::new(),
             write_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            metrics: None,
             #[cfg(feature = "testing")]
             recorded: None,
         }
@@ -180,6 +189,11 @@ impl Auditor {
     /// Records `record`: linked into the chain, always a JSON line on stdout, then the store
     /// (at the next flush). Never waits on I/O other than the stdout line.
     pub fn emit(&self, mut record: AuditRecord) {
+        // Metrics and the request's span are fed from the record: one observation point.
+        if let Some(m) = &self.metrics {
+            m.observe_record(&record);
+        }
+        crate::trace::note_record(&record);
         #[cfg(feature = "testing")]
         if let Some(kept) = &self.recorded {
             lock(kept).push(record.clone());
@@ -208,6 +222,13 @@ impl Auditor {
     }
 
     /// Drops the oldest records beyond [`BUFFER_MAX`], counting them.
+    fn write_failed(&self) {
+        self.write_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.inc_audit_write_failures(1);
+        }
+    }
+
     fn trim(&self, pending: &mut Pending) {
         while pending.records.len() > BUFFER_MAX {
             pending.records.pop_front();
@@ -246,7 +267,7 @@ impl Auditor {
             let last = batches.peek().is_none();
             let with: &[AuditSeal] = if last { &seals } else { &[] };
             if let Err(e) = sink.store.put_audit(batch, with, sink.retention).await {
-                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.write_failed();
                 // The error names the backend's failure only, never a record's content.
                 tracing::warn!(
                     error = %crate::http::error_chain(&e),
@@ -261,7 +282,7 @@ impl Auditor {
         if records.is_empty() {
             // Seals alone.
             if let Err(e) = sink.store.put_audit(&[], &seals, sink.retention).await {
-                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.write_failed();
                 tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
                 self.requeue(&[], seals);
             }

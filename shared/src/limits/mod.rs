@@ -99,6 +99,8 @@ struct Inner {
     /// Last tat seen per rate bucket: which conditional write to try first.
     tats: Mutex<HashMap<String, i64>>,
     store_errors: AtomicU64,
+    /// Store failures are counted there too (see `metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Whose budgets a call uses: the facts `per` reads.
@@ -147,8 +149,17 @@ impl Limits {
                 generation: AtomicU64::new(0),
                 tats: Mutex::new(HashMap::new()),
                 store_errors: AtomicU64::new(0),
+                metrics: None,
             }),
         }
+    }
+
+    /// The same, counting store failures in `metrics` too.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.metrics = Some(metrics);
+        }
+        self
     }
 
     /// Tests: limits whose every verdict `decide` gives (to drive the request path's
@@ -350,6 +361,9 @@ fn window_end(now: i64, window_ms: i64) -> i64 {
 impl Inner {
     fn store_failed(&self, e: &StoreError, what: &'static str) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.inc_limit_store_failures(1);
+        }
         tracing::warn!(error = %error_chain(e), "{what}");
     }
 

@@ -130,3 +130,13 @@ pub fn metric_dimensions() -> Vec<(&'static str, Vec<&'static str>)> {
     }
     out
 }
+
+/// In Lambda, each invocation's metrics leave as EMF lines before the sandbox may freeze.
+#[async_trait::async_trait]
+impl crate::invocation::EndOfInvocation for Metrics {
+    async fn end_of_invocation(&self) {
+        if self.emf_namespace.is_some() {
+            self.flush_emf_stdout();
+        }
+    }
+}

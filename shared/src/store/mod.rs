@@ -311,7 +311,7 @@ impl<
         + OAuthStateStore
         + SessionStore
         + ToolSnapshotStore
-        + RateLimitStore,
+        + RateLimitStore
         + AuditStore,
 > Store for T
 {

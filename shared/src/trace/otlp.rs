@@ -375,6 +375,14 @@ pub fn export_request(service_name: &str, spans: &[Span]) -> Value {
     })
 }
 
+/// In Lambda, the invocation's spans are exported before the sandbox may freeze.
+#[async_trait::async_trait]
+impl crate::invocation::EndOfInvocation for Spans {
+    async fn end_of_invocation(&self) {
+        self.flush().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@
 
 mod admin;
 mod api_keys;
-mod audit_records;
 mod audit;
+mod audit_records;
 mod common;
 mod connections;
 mod console;
