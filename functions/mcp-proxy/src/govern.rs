@@ -461,6 +461,13 @@ impl Tickets {
         }
     }
 
+    /// The responses to `ids` passed, ended `endings` (in the same order).
+    pub fn all_of(&self, ids: &[Value], endings: Vec<Ending>) {
+        for (id, ending) in ids.iter().zip(endings) {
+            self.ended(id, ending);
+        }
+    }
+
     /// Every ticket still open completed with `ending` (the gateway's own error in place of
     /// a bad answer; an `input_required` result).
     pub fn all_ended(&self, ending: Ending) {

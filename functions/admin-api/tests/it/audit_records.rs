@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use common::*;
 use mcpgw::audit::{AuditRecord, Auditor, Event};
-use mcpgw::domain::{Grant, GrantStatus};
-use mcpgw::grants::TokenSet;
 use serde_json::json;
 
 /// `api` with its router's auditor recording.
@@ -112,32 +110,8 @@ async fn a_disconnect_and_a_revocation_name_the_grant_and_who_did_it() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     let (_, alice) = api.user_key("alice@example.com").await;
-    let ring = api.state.keyring.get().await.unwrap();
     for user in ["alice@example.com", "bob@example.com"] {
-        let tokens = TokenSet {
-            access_token: format!("AT-{user}"),
-            refresh_token: Some(format!("RT-{user}")),
-            expires_at: Some(4_000_000_000),
-        };
-        let g = Grant {
-            user: user.into(),
-            server: "docs".into(),
-            version: 1,
-            sealed_tokens: tokens.seal(&ring, user, "docs").unwrap(),
-            status: GrantStatus::Active,
-            scopes: vec![],
-            access_expires_at: tokens.expires_at,
-            refresh_at: None,
-            updated_at: 1_700_000_000,
-            last_refresh_at: None,
-            last_error: None,
-            refresh_lease_until: None,
-        };
-        api.state
-            .store
-            .save_grant_if_version(&g, None)
-            .await
-            .unwrap();
+        grant(&api, user, "docs", |_| {}).await;
     }
     taken(&kept);
     let (st, body) = api
