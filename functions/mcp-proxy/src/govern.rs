@@ -345,6 +345,10 @@ impl Ticket {
     /// what the answer is; without a mark, by its HTTP status).
     pub fn answered(&self, resp: &Response) {
         let status = resp.status();
+        if status == StatusCode::ACCEPTED {
+            // The answer to a request the client cancelled while it was read: nothing owed.
+            return self.finish(no_answer(), false);
+        }
         let mark = resp.extensions().get::<Answered>().copied();
         let mut outcome = match mark {
             Some(Answered::Result { is_error }) => outcome_of(Ending::Result { is_error }),
@@ -408,14 +412,16 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.finish(
-            Outcome {
-                status: "no_answer".into(),
-                code: None,
-                http_status: None,
-            },
-            false,
-        );
+        self.finish(no_answer(), false);
+    }
+}
+
+/// The outcome of a call whose answer never completed.
+fn no_answer() -> Outcome {
+    Outcome {
+        status: "no_answer".into(),
+        code: None,
+        http_status: None,
     }
 }
 
@@ -488,6 +494,52 @@ impl Tickets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ticket() -> (Arc<Ticket>, Arc<Mutex<Vec<AuditRecord>>>) {
+        let (auditor, kept) = Auditor::recording();
+        let t = Ticket {
+            audit: Arc::new(auditor),
+            received: Instant::now(),
+            passed: Instant::now(),
+            record: Mutex::new(Some(AuditRecord::new(Event::ToolCall, Decision::Allow))),
+        };
+        (Arc::new(t), kept)
+    }
+
+    fn statuses(kept: &Mutex<Vec<AuditRecord>>) -> Vec<String> {
+        let kept = kept.lock().unwrap();
+        kept.iter()
+            .map(|r| r.outcome.as_ref().unwrap().status.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_ticket_is_emitted_once_when_completed_or_else_when_dropped() {
+        // Completed (twice, by two holders): one record, the first completion's.
+        let (t, kept) = ticket();
+        let relay = Tickets(vec![(json!(1), t.clone())]);
+        relay.ended(&json!(1), Ending::Result { is_error: true });
+        t.ended(Ending::Error { code: Some(-1) });
+        drop((t, relay));
+        assert_eq!(statuses(&kept), ["is_error"]);
+        // Never completed: the last holder's drop records `no_answer`.
+        let (t, kept) = ticket();
+        let relay = Tickets(vec![(json!(1), t.clone())]);
+        drop(t);
+        assert!(statuses(&kept).is_empty(), "still held by the relay");
+        drop(relay);
+        assert_eq!(statuses(&kept), ["no_answer"]);
+        // A batch: each by its own id.
+        let ((a, ka), (b, kb)) = (ticket(), ticket());
+        let relay = Tickets(vec![(json!("a"), a), (json!("b"), b)]);
+        relay.all_of(&[json!("b")], vec![Ending::Error { code: Some(-32601) }]);
+        assert_eq!(
+            (statuses(&ka), statuses(&kb)),
+            (vec![], vec!["rpc_error".into()])
+        );
+        drop(relay);
+        assert_eq!(statuses(&ka), ["no_answer"]);
+    }
 
     #[test]
     fn retry_seconds_round_up_to_at_least_one() {
