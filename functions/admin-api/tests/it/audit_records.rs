@@ -186,3 +186,26 @@ async fn a_servers_audit_settings_are_checked_and_shown() {
         json!({"capture_arguments": true, "max_bytes": 4096, "redact_keys": ["password"]})
     );
 }
+
+#[tokio::test]
+async fn failed_logins_at_the_api_are_sampled_and_name_nothing_of_the_key() {
+    let mut api = api();
+    let kept = recording(&mut api);
+    let forged = format!("mcpgw_{}", "x".repeat(43));
+    for _ in 0..10 {
+        let (st, _) = api.as_key(&forged, "GET", "/admin/servers", None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    // No credential at all: not a failed login.
+    let (st, _) = api.call("GET", "/me", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0].event, Event::AuthFailed);
+    assert_eq!(recs[0].endpoint.as_deref(), Some("admin"));
+    assert_eq!(
+        recs[0].detail,
+        Some(json!({"reason": "invalid_credential", "credential": "api_key", "count": 1}))
+    );
+    assert!(!serde_json::to_string(&recs).unwrap().contains("xxxxxxxx"));
+}
