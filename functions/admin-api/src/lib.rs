@@ -91,7 +91,12 @@ impl FromRequestParts<AppState> for Caller {
                 } else {
                     "admin"
                 };
-                mcpgw::audit::events::auth_failed(state, &parts.headers, part, &e);
+                mcpgw::audit::events::auth_failed(
+                    (&state.audit, &state.audit_sampler),
+                    &parts.headers,
+                    part,
+                    &e,
+                );
                 Err(ApiError::from(e))
             }
         }

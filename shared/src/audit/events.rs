@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use axum::http::HeaderMap;
 
-use super::sample::SampleKey;
+use super::Auditor;
+use super::sample::{SampleKey, Sampler};
 use super::{Actor, AuditRecord, CredentialUse, Decision, Event, Outcome, canonical_hash};
 use crate::identity::AuthError;
-use crate::state::AppState;
 
 /// The actor of an event no authenticated request made: `auth` says what stood in (`browser`:
 /// the browser that started a connect flow, bound to it; `system`: the gateway itself, e.g.
@@ -76,8 +76,14 @@ pub fn refresh_failed(
 /// Records a failed authentication on `endpoint`, sampled (`audit::sample`): the reason and
 /// the kind of credential presented (`api_key`, `jwt`, `other`), never any of it. A request
 /// without a credential is no failed login (every MCP client's first request is one, to
-/// learn where to sign in), nor is a store outage: neither is recorded here.
-pub fn auth_failed(state: &AppState, headers: &HeaderMap, endpoint: &str, e: &AuthError) {
+/// learn where to sign in), nor is a store outage: neither is recorded here. (Given the
+/// auditor and sampler, not the state: the grants, which the state assembles, use this module.)
+pub fn auth_failed(
+    (audit, sampler): (&Auditor, &Sampler),
+    headers: &HeaderMap,
+    endpoint: &str,
+    e: &AuthError,
+) {
     // The statuses `AuthError::into_challenge` answers with.
     let (reason, status) = match e {
         AuthError::Missing | AuthError::Store(_) => return,
@@ -96,7 +102,7 @@ pub fn auth_failed(state: &AppState, headers: &HeaderMap, endpoint: &str, e: &Au
         endpoint: endpoint.to_owned(),
         who: format!("{reason}/{presented}"),
     };
-    state.audit_sampler.emit(&state.audit, key, || {
+    sampler.emit(audit, key, || {
         let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
         r.traceparent = traceparent(headers);
         r.endpoint = Some(endpoint.to_owned());
