@@ -383,17 +383,15 @@ async fn set_credential(
     }
     user_token::store(&state.grants, &p.user, &s, &input.token).await?;
     tracing::info!(%server, "per-user token stored");
-    let actor = Actor::of(&p);
-    let record = connection(
-        Event::Connect,
-        actor,
-        &p.user,
-        &server,
-        "per_user_token",
-        None,
-    );
-    state.audit.emit(record);
+    token_record(&state, &p, &server, Event::Connect);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records `p` storing (`Connect`) or removing (`Disconnect`) their token for `server`.
+fn token_record(state: &AppState, p: &mcpgw::identity::Principal, server: &str, event: Event) {
+    let actor = Actor::of(p);
+    let record = connection(event, actor, &p.user, server, "per_user_token", None);
+    state.audit.emit(record);
 }
 
 async fn clear_credential(
@@ -409,15 +407,6 @@ async fn clear_credential(
     {
         return Err(ApiError::not_found("no token stored for that server"));
     }
-    let actor = Actor::of(&p);
-    let record = connection(
-        Event::Disconnect,
-        actor,
-        &p.user,
-        &server,
-        "per_user_token",
-        None,
-    );
-    state.audit.emit(record);
+    token_record(&state, &p, &server, Event::Disconnect);
     Ok(StatusCode::NO_CONTENT)
 }

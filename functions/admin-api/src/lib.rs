@@ -85,12 +85,24 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(ConsoleIdentity(p)) = parts.extensions.get::<ConsoleIdentity>() {
             return Ok(Caller(p.clone()));
         }
-        state
-            .auth
-            .authenticate(&parts.headers)
-            .await
-            .map(Caller)
-            .map_err(ApiError::from)
+        match state.auth.authenticate(&parts.headers).await {
+            Ok(p) => Ok(Caller(p)),
+            Err(e) => {
+                // Sampled, per the API's part (`admin` or `me`), never the credential.
+                let part = if parts.uri.path().starts_with("/me") {
+                    "me"
+                } else {
+                    "admin"
+                };
+                mcpgw::audit::events::auth_failed(
+                    (&state.audit, &state.audit_sampler),
+                    &parts.headers,
+                    part,
+                    &e,
+                );
+                Err(ApiError::from(e))
+            }
+        }
     }
 }
 

@@ -117,7 +117,12 @@ pub async fn admit(
             } else {
                 "*"
             };
-            crate::govern::auth_failed(state, headers, named, &e);
+            mcpgw::audit::events::auth_failed(
+                (&state.audit, &state.audit_sampler),
+                headers,
+                named,
+                &e,
+            );
             let scopes = state.auth.advertised_scopes().await;
             return Err(e.into_challenge(metadata.as_deref(), &scopes));
         }

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use mcpgw::audit::args::captured;
+use mcpgw::audit::events::traceparent;
 use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
 use mcpgw::domain::ServerAudit;
-use mcpgw::identity::{AuthError, Principal};
+use mcpgw::identity::Principal;
 use mcpgw::limits::{CallKey, Verdict};
 use mcpgw::mcp::jsonrpc::{self, Ending, Kind, Message};
 use mcpgw::state::AppState;
@@ -173,44 +174,6 @@ async fn args_hmac(state: &AppState, args: &Value) -> Option<String> {
     Some(ring.audit_mac_hex(&mcpgw::audit::canonical_json(args)))
 }
 
-/// Records a failed authentication on `endpoint`, sampled (`audit::sample`): the reason and
-/// the kind of credential presented (`api_key`, `jwt`, `other`), never any of it. A request
-/// without a credential is no failed login (every MCP client's first request is one, to
-/// learn where to sign in), nor is a store outage: neither is recorded here.
-pub fn auth_failed(state: &AppState, headers: &HeaderMap, endpoint: &str, e: &AuthError) {
-    // The statuses `AuthError::into_challenge` answers with.
-    let (reason, status) = match e {
-        AuthError::Missing | AuthError::Store(_) => return,
-        AuthError::Malformed => ("malformed", 401),
-        AuthError::RepeatedHeader => ("repeated_header", 400),
-        AuthError::Invalid => ("invalid_credential", 401),
-        AuthError::InsufficientScope { .. } => ("insufficient_scope", 403),
-    };
-    let presented = match mcpgw::identity::bearer_token(headers) {
-        Ok(Some(t)) if mcpgw::identity::jwt::looks_like_jwt(t) => "jwt",
-        Ok(Some(t)) if t.starts_with(mcpgw::identity::API_KEY_PREFIX) => "api_key",
-        _ => "other",
-    };
-    let key = SampleKey {
-        event: Event::AuthFailed,
-        endpoint: endpoint.to_owned(),
-        who: format!("{reason}/{presented}"),
-    };
-    state.audit_sampler.emit(&state.audit, key, || {
-        let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
-        r.traceparent = traceparent(headers);
-        r.endpoint = Some(endpoint.to_owned());
-        r.rule = Some("authentication".into());
-        r.outcome = Some(Outcome {
-            status: "http_error".into(),
-            code: None,
-            http_status: Some(status),
-        });
-        r.detail = Some(json!({"reason": reason, "credential": presented}));
-        r
-    });
-}
-
 /// Records a request for an endpoint the caller may not use (or that does not exist: the
 /// caller is answered alike), sampled per caller and endpoint.
 pub fn denied(state: &AppState, headers: &HeaderMap, principal: &Principal, endpoint: &str) {
@@ -290,27 +253,6 @@ fn id_text(id: &Value) -> String {
     }
 }
 
-/// The request's `traceparent` when it has the W3C form
-/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); anything else is not recorded.
-pub fn traceparent(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = v.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let ok = parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
-        && parts[1].bytes().any(|b| b != b'0')
-        && parts[2].bytes().any(|b| b != b'0');
-    ok.then(|| v.to_owned())
-}
-
 /// One counted call's audit record, emitted exactly once: when completed, else when the
 /// last holder drops it (`no_answer`). Completing is a lock and a stdout line, never a
 /// store access or an await (the store write is batched by the `Auditor`).
@@ -345,6 +287,10 @@ impl Ticket {
     /// what the answer is; without a mark, by its HTTP status).
     pub fn answered(&self, resp: &Response) {
         let status = resp.status();
+        if status == StatusCode::ACCEPTED {
+            // The answer to a request the client cancelled while it was read: nothing owed.
+            return self.finish(no_answer(), false);
+        }
         let mark = resp.extensions().get::<Answered>().copied();
         let mut outcome = match mark {
             Some(Answered::Result { is_error }) => outcome_of(Ending::Result { is_error }),
@@ -408,14 +354,16 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.finish(
-            Outcome {
-                status: "no_answer".into(),
-                code: None,
-                http_status: None,
-            },
-            false,
-        );
+        self.finish(no_answer(), false);
+    }
+}
+
+/// The outcome of a call whose answer never completed.
+fn no_answer() -> Outcome {
+    Outcome {
+        status: "no_answer".into(),
+        code: None,
+        http_status: None,
     }
 }
 
@@ -461,6 +409,13 @@ impl Tickets {
         }
     }
 
+    /// The responses to `ids` passed, ended `endings` (in the same order).
+    pub fn all_of(&self, ids: &[Value], endings: Vec<Ending>) {
+        for (id, ending) in ids.iter().zip(endings) {
+            self.ended(id, ending);
+        }
+    }
+
     /// Every ticket still open completed with `ending` (the gateway's own error in place of
     /// a bad answer; an `input_required` result).
     pub fn all_ended(&self, ending: Ending) {
@@ -482,6 +437,52 @@ impl Tickets {
 mod tests {
     use super::*;
 
+    fn ticket() -> (Arc<Ticket>, Arc<Mutex<Vec<AuditRecord>>>) {
+        let (auditor, kept) = Auditor::recording();
+        let t = Ticket {
+            audit: Arc::new(auditor),
+            received: Instant::now(),
+            passed: Instant::now(),
+            record: Mutex::new(Some(AuditRecord::new(Event::ToolCall, Decision::Allow))),
+        };
+        (Arc::new(t), kept)
+    }
+
+    fn statuses(kept: &Mutex<Vec<AuditRecord>>) -> Vec<String> {
+        let kept = kept.lock().unwrap();
+        kept.iter()
+            .map(|r| r.outcome.as_ref().unwrap().status.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_ticket_is_emitted_once_when_completed_or_else_when_dropped() {
+        // Completed (twice, by two holders): one record, the first completion's.
+        let (t, kept) = ticket();
+        let relay = Tickets(vec![(json!(1), t.clone())]);
+        relay.ended(&json!(1), Ending::Result { is_error: true });
+        t.ended(Ending::Error { code: Some(-1) });
+        drop((t, relay));
+        assert_eq!(statuses(&kept), ["is_error"]);
+        // Never completed: the last holder's drop records `no_answer`.
+        let (t, kept) = ticket();
+        let relay = Tickets(vec![(json!(1), t.clone())]);
+        drop(t);
+        assert!(statuses(&kept).is_empty(), "still held by the relay");
+        drop(relay);
+        assert_eq!(statuses(&kept), ["no_answer"]);
+        // A batch: each by its own id.
+        let ((a, ka), (b, kb)) = (ticket(), ticket());
+        let relay = Tickets(vec![(json!("a"), a), (json!("b"), b)]);
+        relay.all_of(&[json!("b")], vec![Ending::Error { code: Some(-32601) }]);
+        assert_eq!(
+            (statuses(&ka), statuses(&kb)),
+            (vec![], vec!["rpc_error".into()])
+        );
+        drop(relay);
+        assert_eq!(statuses(&ka), ["no_answer"]);
+    }
+
     #[test]
     fn retry_seconds_round_up_to_at_least_one() {
         assert_eq!(retry_seconds(Duration::ZERO), 1);
@@ -489,27 +490,5 @@ mod tests {
         assert_eq!(retry_seconds(Duration::from_millis(1000)), 1);
         assert_eq!(retry_seconds(Duration::from_millis(1001)), 2);
         assert_eq!(retry_seconds(Duration::from_secs(59)), 59);
-    }
-
-    #[test]
-    fn only_w3c_traceparents_are_kept() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert("traceparent", HeaderValue::from_str(v).unwrap());
-            traceparent(&h)
-        };
-        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(with(good).as_deref(), Some(good));
-        for bad in [
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "token-secret",
-        ] {
-            assert_eq!(with(bad), None, "{bad}");
-        }
-        assert_eq!(traceparent(&HeaderMap::new()), None);
     }
 }

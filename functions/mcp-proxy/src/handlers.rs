@@ -78,13 +78,7 @@ pub async fn post(
     let (mut call, access) = match route(&state, admitted, parts.headers).await? {
         Route::Server(call, access) => (call, access),
         Route::Virtual(v) => {
-            let asker = Asker {
-                state: &state,
-                principal: &v.principal,
-                endpoint: &v.endpoint,
-                headers: &v.headers,
-                received,
-            };
+            let asker = v.asker(&state, received);
             return Ok(virtual_endpoint::post(&asker, &v.access, payload).await);
         }
         Route::Unconnected(u) => {
@@ -249,14 +243,7 @@ pub async fn get(
         }
         Route::Unconnected(u) => connect_prompt::get(&u.at(&state)).await,
         Route::Virtual(v) => {
-            let asker = Asker {
-                state: &state,
-                principal: &v.principal,
-                endpoint: &v.endpoint,
-                headers: &v.headers,
-                received: Instant::now(),
-            };
-            virtual_endpoint::get(&asker, &v.access).await
+            virtual_endpoint::get(&v.asker(&state, Instant::now()), &v.access).await
         }
     })
 }
@@ -272,14 +259,7 @@ pub async fn delete(
         // No upstream session: the gateway's own session alone ends.
         Route::Unconnected(u) => connect_prompt::delete(&u.at(&state)).await,
         Route::Virtual(v) => {
-            let asker = Asker {
-                state: &state,
-                principal: &v.principal,
-                endpoint: &v.endpoint,
-                headers: &v.headers,
-                received: Instant::now(),
-            };
-            virtual_endpoint::delete(&asker, &v.access).await
+            virtual_endpoint::delete(&v.asker(&state, Instant::now()), &v.access).await
         }
     })
 }
@@ -340,6 +320,18 @@ struct Virtual {
     endpoint: String,
     access: Access,
     headers: HeaderMap,
+}
+
+impl Virtual {
+    fn asker<'a>(&'a self, state: &'a AppState, received: Instant) -> Asker<'a> {
+        Asker {
+            state,
+            principal: &self.principal,
+            endpoint: &self.endpoint,
+            headers: &self.headers,
+            received,
+        }
+    }
 }
 
 /// Resolves the caller's credential for the admitted endpoint's upstream (none for a

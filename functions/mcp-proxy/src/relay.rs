@@ -296,9 +296,7 @@ impl Relay {
                         endings,
                         null_id,
                     } => {
-                        for (id, ending) in ids.iter().zip(endings) {
-                            self.opts.adapt.tickets.ended(id, ending);
-                        }
+                        self.opts.adapt.tickets.all_of(&ids, endings);
                         (
                             null_id.then(|| self.opts.request_id.clone().unwrap_or(Value::Null)),
                             Some(ids),
@@ -476,9 +474,7 @@ pub async fn stream_back(
                     endings,
                     null_id,
                 } => {
-                    for (id, ending) in ids.iter().zip(endings) {
-                        opts.adapt.tickets.ended(id, ending);
-                    }
+                    opts.adapt.tickets.all_of(&ids, endings);
                     null_id.then(|| opts.request_id.clone().unwrap_or(Value::Null))
                 }
             };

@@ -4,7 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::{Actor, AuditRecord, CredentialUse, Decision, Event, canonical_hash};
+use axum::http::HeaderMap;
+
+use super::Auditor;
+use super::sample::{SampleKey, Sampler};
+use super::{Actor, AuditRecord, CredentialUse, Decision, Event, Outcome, canonical_hash};
+use crate::identity::AuthError;
 
 /// The actor of an event no authenticated request made: `auth` says what stood in (`browser`:
 /// the browser that started a connect flow, bound to it; `system`: the gateway itself, e.g.
@@ -68,6 +73,71 @@ pub fn refresh_failed(
     r
 }
 
+/// Records a failed authentication on `endpoint`, sampled (`audit::sample`): the reason and
+/// the kind of credential presented (`api_key`, `jwt`, `other`), never any of it. A request
+/// without a credential is no failed login (every MCP client's first request is one, to
+/// learn where to sign in), nor is a store outage: neither is recorded here. (Given the
+/// auditor and sampler, not the state: the grants, which the state assembles, use this module.)
+pub fn auth_failed(
+    (audit, sampler): (&Auditor, &Sampler),
+    headers: &HeaderMap,
+    endpoint: &str,
+    e: &AuthError,
+) {
+    // The statuses `AuthError::into_challenge` answers with.
+    let (reason, status) = match e {
+        AuthError::Missing | AuthError::Store(_) => return,
+        AuthError::Malformed => ("malformed", 401),
+        AuthError::RepeatedHeader => ("repeated_header", 400),
+        AuthError::Invalid => ("invalid_credential", 401),
+        AuthError::InsufficientScope { .. } => ("insufficient_scope", 403),
+    };
+    let presented = match crate::identity::bearer_token(headers) {
+        Ok(Some(t)) if crate::identity::jwt::looks_like_jwt(t) => "jwt",
+        Ok(Some(t)) if t.starts_with(crate::identity::API_KEY_PREFIX) => "api_key",
+        _ => "other",
+    };
+    let key = SampleKey {
+        event: Event::AuthFailed,
+        endpoint: endpoint.to_owned(),
+        who: format!("{reason}/{presented}"),
+    };
+    sampler.emit(audit, key, || {
+        let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
+        r.traceparent = traceparent(headers);
+        r.endpoint = Some(endpoint.to_owned());
+        r.rule = Some("authentication".into());
+        r.outcome = Some(Outcome {
+            status: "http_error".into(),
+            code: None,
+            http_status: Some(status),
+        });
+        r.detail = Some(json!({"reason": reason, "credential": presented}));
+        r
+    });
+}
+
+/// The request's `traceparent` when it has the W3C form
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); anything else is not recorded.
+pub fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0');
+    ok.then(|| v.to_owned())
+}
+
 /// What an admin change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -114,6 +184,29 @@ pub fn admin_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_w3c_traceparents_are_kept() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_str(v).unwrap());
+            traceparent(&h)
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(with(good).as_deref(), Some(good));
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "token-secret",
+        ] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
+        assert_eq!(traceparent(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn an_admin_change_carries_hashes_not_documents() {

@@ -417,3 +417,62 @@ async fn an_outage_in_a_tokens_last_minute_keeps_using_it_until_it_expires() {
         .unwrap_err();
     assert!(matches!(e, GrantError::NeedsReconsent), "{e:?}");
 }
+
+/// `state`'s grants writing their records to a recording auditor.
+fn recording_grants(
+    state: &AppState,
+) -> (
+    mcpgw::grants::Grants,
+    Arc<Mutex<Vec<mcpgw::audit::AuditRecord>>>,
+) {
+    let (auditor, kept) = mcpgw::audit::Auditor::recording();
+    let grants = mcpgw::grants::Grants::new(
+        &state.config,
+        state.store.clone(),
+        state.secrets.clone(),
+        state.keyring.clone(),
+        state.clock.clone(),
+        state.servers.clone(),
+        Arc::new(auditor),
+    )
+    .unwrap();
+    (grants, kept)
+}
+
+#[tokio::test]
+async fn a_failed_refresh_is_recorded_with_its_reason_and_the_grant_never_its_tokens() {
+    let fake = fake_provider().await;
+    let (state, _dir) = local_state(&[], &[]);
+    let (grants, kept) = recording_grants(&state);
+    let s = server(&format!("{}/token", fake.url));
+    // The provider is down: retried later, not a re-consent.
+    fake.behaviour.lock().unwrap().error = Some((503, json!({"error": "temporarily_unavailable"})));
+    stored_grant(&state, Some(state.clock.now() - 10), Some("RT-secret-0")).await;
+    tokens::access_token(&grants, USER, &s, None)
+        .await
+        .unwrap_err();
+    // The provider refuses the refresh token: the user must connect again.
+    fake.behaviour.lock().unwrap().error = Some((400, json!({"error": "invalid_grant"})));
+    state.store.delete_grant(USER, &s.name).await.unwrap();
+    stored_grant(&state, Some(state.clock.now() - 10), Some("RT-secret-1")).await;
+    tokens::access_token(&grants, USER, &s, None)
+        .await
+        .unwrap_err();
+
+    let recs = std::mem::take(&mut *kept.lock().unwrap());
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    for r in &recs {
+        assert_eq!(r.event, mcpgw::audit::Event::RefreshFailed);
+        let c = r.credential.as_ref().unwrap();
+        assert_eq!(
+            c.grant.as_deref(),
+            Some(format!("{USER}/{}", s.name).as_str())
+        );
+        assert_eq!(r.principal.as_ref().unwrap().user, USER);
+    }
+    assert_eq!(recs[0].detail.as_ref().unwrap()["needs_reconsent"], false);
+    assert_eq!(recs[1].detail.as_ref().unwrap()["needs_reconsent"], true);
+    assert_eq!(recs[1].rule.as_deref(), Some("invalid_grant"));
+    let all = serde_json::to_string(&recs).unwrap();
+    assert!(!all.contains("RT-secret") && !all.contains("AT"), "{all}");
+}

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use common::*;
 use mcpgw::audit::{AuditRecord, Auditor, Event};
-use mcpgw::domain::{Grant, GrantStatus};
-use mcpgw::grants::TokenSet;
 use serde_json::json;
 
 /// `api` with its router's auditor recording.
@@ -112,32 +110,8 @@ async fn a_disconnect_and_a_revocation_name_the_grant_and_who_did_it() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     let (_, alice) = api.user_key("alice@example.com").await;
-    let ring = api.state.keyring.get().await.unwrap();
     for user in ["alice@example.com", "bob@example.com"] {
-        let tokens = TokenSet {
-            access_token: format!("AT-{user}"),
-            refresh_token: Some(format!("RT-{user}")),
-            expires_at: Some(4_000_000_000),
-        };
-        let g = Grant {
-            user: user.into(),
-            server: "docs".into(),
-            version: 1,
-            sealed_tokens: tokens.seal(&ring, user, "docs").unwrap(),
-            status: GrantStatus::Active,
-            scopes: vec![],
-            access_expires_at: tokens.expires_at,
-            refresh_at: None,
-            updated_at: 1_700_000_000,
-            last_refresh_at: None,
-            last_error: None,
-            refresh_lease_until: None,
-        };
-        api.state
-            .store
-            .save_grant_if_version(&g, None)
-            .await
-            .unwrap();
+        grant(&api, user, "docs", |_| {}).await;
     }
     taken(&kept);
     let (st, body) = api
@@ -211,4 +185,27 @@ async fn a_servers_audit_settings_are_checked_and_shown() {
         body["audit"],
         json!({"capture_arguments": true, "max_bytes": 4096, "redact_keys": ["password"]})
     );
+}
+
+#[tokio::test]
+async fn failed_logins_at_the_api_are_sampled_and_name_nothing_of_the_key() {
+    let mut api = api();
+    let kept = recording(&mut api);
+    let forged = format!("mcpgw_{}", "x".repeat(43));
+    for _ in 0..10 {
+        let (st, _) = api.as_key(&forged, "GET", "/admin/servers", None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    // No credential at all: not a failed login.
+    let (st, _) = api.call("GET", "/me", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0].event, Event::AuthFailed);
+    assert_eq!(recs[0].endpoint.as_deref(), Some("admin"));
+    assert_eq!(
+        recs[0].detail,
+        Some(json!({"reason": "invalid_credential", "credential": "api_key", "count": 1}))
+    );
+    assert!(!serde_json::to_string(&recs).unwrap().contains("xxxxxxxx"));
 }

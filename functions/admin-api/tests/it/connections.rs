@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use common::*;
-use mcpgw::domain::{Grant, GrantStatus};
-use mcpgw::grants::TokenSet;
+use mcpgw::domain::GrantStatus;
 use serde_json::{Value, json};
 
 /// A revocation endpoint that records each form it gets and answers `answers` in turn
@@ -67,36 +66,6 @@ async fn group(api: &Api, servers: &[&str], users: &[&str]) {
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
-}
-
-/// Stores a grant for (user, server) with real sealed tokens.
-async fn grant(api: &Api, user: &str, server: &str, edit: impl FnOnce(&mut Grant)) {
-    let ring = api.state.keyring.get().await.unwrap();
-    let tokens = TokenSet {
-        access_token: format!("AT-{user}"),
-        refresh_token: Some(format!("RT-{user}")),
-        expires_at: Some(4_000_000_000),
-    };
-    let mut g = Grant {
-        user: user.into(),
-        server: server.into(),
-        version: 1,
-        sealed_tokens: tokens.seal(&ring, user, server).unwrap(),
-        status: GrantStatus::Active,
-        scopes: vec!["read".into()],
-        access_expires_at: tokens.expires_at,
-        refresh_at: Some(3_999_999_700),
-        updated_at: 1_700_000_000,
-        last_refresh_at: None,
-        last_error: None,
-        refresh_lease_until: None,
-    };
-    edit(&mut g);
-    api.state
-        .store
-        .save_grant_if_version(&g, None)
-        .await
-        .unwrap();
 }
 
 async fn has_grant(api: &Api, user: &str, server: &str) -> bool {

@@ -158,18 +158,6 @@ const VARIANTS: &[&str] = &[
     "ⓓⓔⓛⓔⓣⓔ_ⓡⓔⓟⓞ",
 ];
 
-/// The JSON-RPC answer of a JSON or SSE reply.
-fn answer(r: &Reply) -> Value {
-    if r.body.trim_start().starts_with('{') {
-        r.json()
-    } else {
-        r.events()
-            .into_iter()
-            .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
-            .unwrap_or(Value::Null)
-    }
-}
-
 async fn call(gw: &Gateway, session: &str, id: i64, name: &str) -> Value {
     let body = request(
         id,

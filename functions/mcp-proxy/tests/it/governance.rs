@@ -71,18 +71,6 @@ async fn admin(gw: &Gateway, method: &str, path: &str, body: Value) {
     assert!(r.status.is_success(), "{}", r.body);
 }
 
-/// The one answer (JSON or the result event of an SSE stream).
-fn answer(r: &Reply) -> Value {
-    if r.body.trim_start().starts_with('{') {
-        r.json()
-    } else {
-        r.events()
-            .into_iter()
-            .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
-            .unwrap_or(Value::Null)
-    }
-}
-
 #[tokio::test]
 async fn a_call_gets_one_record_with_who_what_where_and_how_it_ended_and_lists_get_none() {
     let up = Upstream::start(Speaks::Sessions).await;

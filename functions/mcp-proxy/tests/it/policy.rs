@@ -27,18 +27,6 @@ fn allow_echo_for_alice() -> Value {
         "tool_rules": {"up": {"allow": ["echo"]}}})
 }
 
-/// The one answer (JSON or the result event of an SSE stream).
-fn answer(r: &Reply) -> Value {
-    if r.body.trim_start().starts_with('{') {
-        r.json()
-    } else {
-        r.events()
-            .into_iter()
-            .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
-            .unwrap_or(Value::Null)
-    }
-}
-
 #[tokio::test]
 async fn a_hidden_call_reaches_the_upstream_only_as_a_name_that_cannot_exist() {
     let up = Upstream::start(Speaks::Sessions).await;

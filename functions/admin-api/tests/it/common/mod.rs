@@ -253,3 +253,38 @@ pub fn api_recording() -> (Api, Arc<RecordingStore>) {
         recording,
     )
 }
+
+/// Stores a grant for (user, server) with real sealed tokens.
+pub async fn grant(
+    api: &Api,
+    user: &str,
+    server: &str,
+    edit: impl FnOnce(&mut mcpgw::domain::Grant),
+) {
+    let ring = api.state.keyring.get().await.unwrap();
+    let tokens = mcpgw::grants::TokenSet {
+        access_token: format!("AT-{user}"),
+        refresh_token: Some(format!("RT-{user}")),
+        expires_at: Some(4_000_000_000),
+    };
+    let mut g = mcpgw::domain::Grant {
+        user: user.into(),
+        server: server.into(),
+        version: 1,
+        sealed_tokens: tokens.seal(&ring, user, server).unwrap(),
+        status: mcpgw::domain::GrantStatus::Active,
+        scopes: vec!["read".into()],
+        access_expires_at: tokens.expires_at,
+        refresh_at: Some(3_999_999_700),
+        updated_at: 1_700_000_000,
+        last_refresh_at: None,
+        last_error: None,
+        refresh_lease_until: None,
+    };
+    edit(&mut g);
+    api.state
+        .store
+        .save_grant_if_version(&g, None)
+        .await
+        .unwrap();
+}

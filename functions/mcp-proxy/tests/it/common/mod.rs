@@ -729,6 +729,18 @@ pub struct Reply {
     pub body: String,
 }
 
+/// The JSON-RPC answer of a JSON or SSE reply (the last result or error event).
+pub fn answer(r: &Reply) -> Value {
+    if r.body.trim_start().starts_with('{') {
+        r.json()
+    } else {
+        r.events()
+            .into_iter()
+            .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
+            .unwrap_or(Value::Null)
+    }
+}
+
 impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
