@@ -15,6 +15,8 @@
 #   MCPGW_BENCH_ERAS=session,2026-07-28   client eras (initialize + session id; server/discover
 #                                 + per-request _meta)
 #   MCPGW_BENCH_GATEWAY_WORKERS=<cores>   worker threads of the gateway's runtime
+#   MCPGW_BENCH_RATE_LIMIT=1      one enforced per-user rate-limit rule matches every measured
+#                                 call (0: none); audit records are written either way
 #
 #   scripts/bench.sh
 #   MCPGW_BENCH_ROUNDS=20 MCPGW_BENCH_CONCURRENCY=1,8,32 scripts/bench.sh

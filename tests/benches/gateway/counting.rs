@@ -12,7 +12,7 @@ use mcpgw::secrets::{SecretRef, SecretValue, Secrets, SecretsError};
 use serde_json::{Value, json};
 
 /// Every store method, and whether the DynamoDB adapter serves it with reads only.
-pub(crate) const METHODS: [(&str, bool); 21] = [
+pub(crate) const METHODS: [(&str, bool); 31] = [
     ("create_config", false),
     ("replace_config", false),
     ("get_config", true),
@@ -34,6 +34,17 @@ pub(crate) const METHODS: [(&str, bool); 21] = [
     ("consume_state", false), // a DeleteItem
     ("end_session", false),
     ("session_ended", true),
+    ("replace_config_if_unchanged", false),
+    ("list_grants", true),
+    ("put_tool_snapshot", false),
+    ("get_tool_snapshot", true),
+    // Governance: one rate-limit write per counted call and bucket, audit records batched.
+    ("take_rate", false),
+    ("take_quota", false),
+    ("peek_bucket", true),
+    ("put_audit", false),
+    ("query_audit", true),
+    ("dump_audit", true),
 ];
 
 #[derive(Default)]
@@ -149,6 +160,10 @@ impl Snapshot {
             "request_path_store_reads_per_call": per(self.request_path_reads()),
             "config_refreshes": self.count("get_config"),
             "store_writes": self.writes(),
+            // Per counted call: conditional writes of the rate limit, and audit batch
+            // writes (each a BatchWriteItem of up to 25 records on DynamoDB).
+            "rate_limit_writes_per_call": per(self.count("take_rate") + self.count("take_quota")),
+            "audit_batch_writes_per_call": per(self.count("put_audit")),
             "store_calls_by_method": self.by_method(),
             "secret_resolves_per_call": per(self.resolves),
             "secrets_manager_calls": self.sm_calls,

@@ -123,7 +123,8 @@ pub(crate) fn print_accounting(cold: &[Value], rows: &[Row], dynamo: &[Value]) {
     for d in dynamo {
         println!(
             "  {:<10} {:<10} {:<20} seq      request-path reads {:.4} (max {} in one call) \
-             config refreshes {} resolves {:.4} SM {}  p50 {:.3} ms",
+             config refreshes {} resolves {:.4} SM {}  p50 {:.3} ms  writes/call: rate limit \
+             {:.4} audit batches {:.4}",
             d["upstream"].as_str().unwrap_or_default(),
             d["era"].as_str().unwrap_or_default(),
             d["path"].as_str().unwrap_or_default(),
@@ -135,6 +136,10 @@ pub(crate) fn print_accounting(cold: &[Value], rows: &[Row], dynamo: &[Value]) {
             d["secret_resolves_per_call"].as_f64().unwrap_or_default(),
             sm(&d["secrets_manager_calls"]),
             d["latency"]["p50_ms"].as_f64().unwrap_or_default(),
+            d["rate_limit_writes_per_call"].as_f64().unwrap_or_default(),
+            d["audit_batch_writes_per_call"]
+                .as_f64()
+                .unwrap_or_default(),
         );
     }
 }
@@ -212,15 +217,25 @@ pub(crate) fn goals(dynamo: &[Value]) -> Value {
                 .is_some_and(|r| r <= 1.0)
     });
     let sm_calls: u64 = dynamo.iter().map(|d| n(&d["secrets_manager_calls"])).sum();
+    // DynamoDB writes per counted call: the rate limit's conditional UpdateItem, and the
+    // call's share of the audit BatchWriteItem (its one record is one item of a batch).
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::MAX);
+    let writes = dynamo
+        .iter()
+        .map(|d| f(&d["rate_limit_writes_per_call"]) + f(&d["audit_batch_writes_per_call"]))
+        .fold(0.0, f64::max);
     let met = |ok: bool| if ok { "MET" } else { "MISSED" };
     println!(
         "\ngoals (DynamoDB gateway, warm tools/call):\n  at most 1 request-path store read per \
          call (find_api_key_by_hash; 0 while the key cache serves), in every single call: {}\n  0 Secrets Manager calls: {} \
-         ({sm_calls} in all warm calls)",
+         ({sm_calls} in all warm calls)\n  at most 2 DynamoDB write requests per counted call \
+         (rate limit + audit batch share): {} ({writes:.4} at most)",
         met(one_read),
         met(sm_calls == 0),
+        met(writes <= 2.0),
     );
     json!({"one_store_read_per_warm_call_met": one_read,
+           "dynamodb_write_requests_per_counted_call": writes,
            "secrets_manager_calls_in_warm_calls": sm_calls,
            "zero_secrets_manager_calls_met": sm_calls == 0})
 }

@@ -56,6 +56,10 @@ pub(crate) async fn run(s: Settings, gateway_rt: tokio::runtime::Handle) -> Resu
         for u in &upstreams {
             gw.register(u).await?;
         }
+        // MCPGW_BENCH_RATE_LIMIT=0 measures without the rule (audit records stay on).
+        if std::env::var("MCPGW_BENCH_RATE_LIMIT").map_or(true, |v| v != "0") {
+            gw.add_rate_limit().await?;
+        }
         let key = gw.issue_key().await?;
         gateways.push((gw, key));
     }

@@ -213,6 +213,17 @@ impl Gateway {
         Ok(())
     }
 
+    /// One rate-limit rule on every measured call (the issue's "audit and one rule on the
+    /// path"; audit records are always written): enforced, per user, GCRA at one call per
+    /// millisecond with the whole window as burst, so every call is counted (one
+    /// conditional write) and none is refused within a run.
+    pub(crate) async fn add_rate_limit(&self) -> Result<()> {
+        let rule = json!({"name": "bench", "mode": "enforce", "per": "user",
+                          "limits": [{"count": 3_540_000, "window": "59m"}]});
+        self.admin("/admin/rate-limits", rule).await?;
+        Ok(())
+    }
+
     pub(crate) async fn issue_key(&self) -> Result<String> {
         let body = json!({"owner": "bench@example.com", "name": "bench"});
         let out = self.admin("/admin/api-keys", body).await?;

@@ -229,7 +229,11 @@ async fn the_console_shows_my_activity_and_admins_everyones() {
     assert_eq!(all.status, 200, "{}", all.body);
     // Everyone's: both users' calls, and the admin's own changes (the key made above).
     assert!(all.body.matches("class=\"audit-record\"").count() >= 2);
-    assert!(all.body.contains("github") && all.body.contains("jira"), "{}", all.body);
+    assert!(
+        all.body.contains("github") && all.body.contains("jira"),
+        "{}",
+        all.body
+    );
     assert!(all.body.contains("admin_change"), "{}", all.body);
     let jira = send(
         &api.app,
