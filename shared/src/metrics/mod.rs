@@ -152,14 +152,16 @@ pub struct Metrics {
     known: KnownNames,
 }
 
+/// Endpoint -> names, per counted method with a name label (0: tools, 1: prompts).
+type NamesByEndpoint = HashMap<Box<str>, [HashSet<Box<str>>; 2]>;
+
 /// The tool and prompt names per endpoint that an upstream ran (an allowed call ended `ok`),
 /// the only ones that become labels. Learning is a write lock once per name; asking is a
 /// read lock and two hash lookups, no allocation. At most [`KnownNames::MAX`] names in all:
 /// an upstream that answers `ok` to any name cannot grow it (or the families) past that.
 #[derive(Default)]
 struct KnownNames {
-    /// Endpoint -> names, per counted method with a name label (tools, prompts).
-    by_endpoint: RwLock<HashMap<Box<str>, [HashSet<Box<str>>; 2]>>,
+    by_endpoint: RwLock<NamesByEndpoint>,
     len: std::sync::atomic::AtomicUsize,
 }
 
@@ -296,10 +298,8 @@ impl Metrics {
             Event::Denied => {
                 // An endpoint the caller may not use, or one that does not exist (the caller
                 // cannot tell, and neither may the label): any authenticated caller picks it.
-                self.denials.inc(
-                    &["none", r.rule.as_deref().unwrap_or("endpoint_access")],
-                    1,
-                );
+                self.denials
+                    .inc(&["none", r.rule.as_deref().unwrap_or("endpoint_access")], 1);
                 return;
             }
             Event::AuthFailed => {
@@ -323,8 +323,8 @@ impl Metrics {
         };
         // A resource URI may carry a user's data (a path, an id): never a label. A tool or
         // prompt name only once the upstream ran it (see `KnownNames`).
-        let ran = matches!(r.decision, Decision::Allow | Decision::WouldLimit)
-            && outcome_of(r) == "ok";
+        let ran =
+            matches!(r.decision, Decision::Allow | Decision::WouldLimit) && outcome_of(r) == "ok";
         let tool = match (r.event, r.tool.as_deref()) {
             (Event::ResourceRead, _) | (_, None) => "none",
             (Event::PromptGet, Some(name)) => self.known.label(endpoint, 1, name, ran),

@@ -365,7 +365,11 @@ fn invented_tool_names_are_never_labels() {
     for i in 0..1000 {
         let status = if i % 2 == 0 { "is_error" } else { "rpc_error" };
         m.observe_record(&call(&format!("invented-{i}"), Decision::Allow, status));
-        m.observe_record(&call(&format!("limited-{i}"), Decision::Limited, "is_error"));
+        m.observe_record(&call(
+            &format!("limited-{i}"),
+            Decision::Limited,
+            "is_error",
+        ));
         m.observe_record(&call(&format!("hidden-{i}"), Decision::Deny, "ok"));
         let mut prompt = call(&format!("prompt-{i}"), Decision::Allow, "rpc_error");
         prompt.event = Event::PromptGet;
@@ -388,7 +392,11 @@ fn invented_tool_names_are_never_labels() {
         "one series per method and outcome, none per name"
     );
     assert_eq!(m.rate_limited.len(), 1);
-    assert_eq!(m.calls.overflowed(), 0, "nothing reached the family's bound");
+    assert_eq!(
+        m.calls.overflowed(),
+        0,
+        "nothing reached the family's bound"
+    );
     let text = m.render_prometheus();
     let lines = serde_json::to_string(&emf_lines(&m)).unwrap();
     for never in ["invented-", "limited-", "hidden-", "prompt-"] {
@@ -439,7 +447,11 @@ fn known_names_are_bounded() {
         .count();
     assert_eq!(labelled, KnownNames::MAX);
     assert_eq!(known.label("e", 0, "t0", false), "t0", "learned names stay");
-    assert_eq!(known.label("e", 1, "t0", false), registry::OTHER, "per method");
+    assert_eq!(
+        known.label("e", 1, "t0", false),
+        registry::OTHER,
+        "per method"
+    );
 }
 
 /// A denied endpoint is one the caller may not use or one that does not exist: any

@@ -609,12 +609,33 @@ mod tests {
     #[test]
     fn tracestate_forwarding_is_configurable() {
         let get = |v: Option<&'static str>| {
-            move |k: &str| (k == "MCPGW_TRACESTATE_FORWARD").then_some(v).flatten().map(String::from)
+            move |k: &str| {
+                (k == "MCPGW_TRACESTATE_FORWARD")
+                    .then_some(v)
+                    .flatten()
+                    .map(String::from)
+            }
         };
-        assert!(TraceConfig::from_lookup(&get(None)).unwrap().forward_tracestate);
-        assert!(TraceConfig::from_lookup(&get(Some("1"))).unwrap().forward_tracestate);
-        assert!(!TraceConfig::from_lookup(&get(Some("0"))).unwrap().forward_tracestate);
-        assert!(!TraceConfig::from_lookup(&get(Some("false"))).unwrap().forward_tracestate);
+        assert!(
+            TraceConfig::from_lookup(&get(None))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            TraceConfig::from_lookup(&get(Some("1")))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            !TraceConfig::from_lookup(&get(Some("0")))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            !TraceConfig::from_lookup(&get(Some("false")))
+                .unwrap()
+                .forward_tracestate
+        );
         let err = TraceConfig::from_lookup(&get(Some("no"))).unwrap_err();
         assert_eq!(err.var, "MCPGW_TRACESTATE_FORWARD");
     }

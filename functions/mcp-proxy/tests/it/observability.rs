@@ -261,7 +261,10 @@ async fn only_admitted_requests_name_their_endpoint() {
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
-    assert!(!text.contains("rnd-"), "a caller's name became a label:\n{text}");
+    assert!(
+        !text.contains("rnd-"),
+        "a caller's name became a label:\n{text}"
+    );
 }
 
 /// An upstream that knows one tool, `echo`, and answers any other name as the MCP SDKs do:
@@ -294,7 +297,10 @@ async fn one_tool_upstream() -> String {
             answer["jsonrpc"] = "2.0".into();
             answer["id"] = id;
             (
-                [("content-type", "application/json"), ("mcp-session-id", "s-1")],
+                [
+                    ("content-type", "application/json"),
+                    ("mcp-session-id", "s-1"),
+                ],
                 answer.to_string(),
             )
                 .into_response()
@@ -310,11 +316,25 @@ async fn a_thousand_invented_tool_names_are_one_other_series() {
     let url = one_tool_upstream().await;
     let gw = gateway(&[], &[("up", &url, "up-key")]).await;
     let session = open_session(&gw.app, "up", &gw.alice).await;
-    let r = post(&gw.app, "up", &gw.alice, Some(&session), &tools_call(1, "echo")).await;
+    let r = post(
+        &gw.app,
+        "up",
+        &gw.alice,
+        Some(&session),
+        &tools_call(1, "echo"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     for i in 0..1000i64 {
         let name = format!("invented-{i}");
-        let r = post(&gw.app, "up", &gw.alice, Some(&session), &tools_call(2 + i, &name)).await;
+        let r = post(
+            &gw.app,
+            "up",
+            &gw.alice,
+            Some(&session),
+            &tools_call(2 + i, &name),
+        )
+        .await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
     }
     let text = gw.state.metrics.render_prometheus();
@@ -330,7 +350,10 @@ async fn a_thousand_invented_tool_names_are_one_other_series() {
         .filter(|l| l.starts_with("mcpgw_calls_total{"))
         .count();
     assert_eq!(series, 3, "{text}");
-    assert!(!text.contains("invented-"), "an invented name became a label");
+    assert!(
+        !text.contains("invented-"),
+        "an invented name became a label"
+    );
 }
 
 /// `MCPGW_TRACESTATE_FORWARD=0`: the upstream still joins the client's trace (the
@@ -339,7 +362,10 @@ async fn a_thousand_invented_tool_names_are_one_other_series() {
 async fn tracestate_forwarding_can_be_turned_off() {
     let (gw, up) = fixture(&[("MCPGW_TRACESTATE_FORWARD", "0")]).await;
     let tp = client_traceparent();
-    let headers = [("traceparent", tp.as_str()), ("tracestate", "congo=t61rcWkgMzE")];
+    let headers = [
+        ("traceparent", tp.as_str()),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ];
     let init = post_with(&gw.app, "up", &gw.alice, &headers, &init_message(1)).await;
     assert_eq!(init.status, 200, "{}", init.body);
     let seen = up.log.all().pop().unwrap();
