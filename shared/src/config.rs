@@ -102,6 +102,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// Span export (`OTEL_EXPORTER_OTLP_*`, see `trace::otlp`).
     pub otlp: Option<crate::trace::otlp::OtlpConfig>,
+    /// Trace context passthrough (`MCPGW_TRACESTATE_FORWARD`, see `trace`).
+    pub trace: crate::trace::TraceConfig,
     /// How long audit records are kept (`MCPGW_AUDIT_RETENTION_DAYS`, default 90).
     pub audit_retention: Duration,
 }
@@ -310,6 +312,7 @@ impl Config {
         }
         let metrics = crate::metrics::MetricsConfig::from_lookup(&get, in_lambda)?;
         let otlp = crate::trace::otlp::OtlpConfig::from_lookup(&get)?;
+        let trace = crate::trace::TraceConfig::from_lookup(&get)?;
         if let Some(o) = &otlp {
             // The collector is contacted like any other host: refuse to start rather than
             // drop every span.
@@ -342,6 +345,7 @@ impl Config {
             egress,
             metrics,
             otlp,
+            trace,
             key_cache_ttl,
             audit_retention,
             policy_cache_ttl,

@@ -142,6 +142,8 @@ pub async fn admit(
         let server = state.server(&endpoint).await?.ok_or_else(unknown)?;
         Target::Server(server, access)
     };
+    // From here on the name is a registered endpoint's: the metrics and the span may carry it.
+    mcpgw::trace::note_endpoint(&endpoint);
     Ok(Admitted {
         principal,
         endpoint,

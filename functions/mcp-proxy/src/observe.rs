@@ -5,9 +5,17 @@
 //! class, errors by reason (`mcpgw::metrics`). With OTLP configured, its span (and the
 //! upstream call's) is queued for export.
 //!
+//! The endpoint label is the name admission resolved as registered and usable
+//! (`mcpgw::trace::note_endpoint`), whatever the status; a request that never got that far
+//! (bad `Origin`, no credential, unknown or forbidden endpoint, a method the route lacks)
+//! counts under `none`: the path's name is the caller's text, and in Lambda each label set
+//! is a billed CloudWatch metric.
+//!
 //! Cheap on purpose (it runs on every request, and the benchmark compares the proxy with a
-//! direct call): a header parse, two clock reads, a few atomics under a read lock. Latency is
-//! measured to the response head; an SSE answer's body streams on after it.
+//! direct call): a header parse, two clock reads, a few atomics under a read lock, and one
+//! copy of the endpoint's name. Method, tool and the span's clock read are noted only for
+//! requests that export a span. Latency is measured to the response head; an SSE answer's
+//! body streams on after it.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +32,11 @@ use mcpgw::trace::{Notes, TRACEPARENT, TRACESTATE, TraceContext};
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let ctx = TraceContext::from_headers(req.headers());
+    let mut ctx = TraceContext::from_headers(req.headers());
+    if !state.config.trace.forward_tracestate {
+        // Dropped here, so neither the upstream nor the handlers see it.
+        ctx.tracestate = None;
+    }
     // Handlers (and the audit records they write) see the trace the request belongs to;
     // an invalid client value is gone from here on.
     let headers = req.headers_mut();
@@ -39,11 +51,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if ctx.tracestate.is_none() {
         headers.remove(TRACESTATE);
     }
-    let endpoint = endpoint_of(req.uri().path()).to_owned();
     let span = (state.spans.enabled() && ctx.sampled())
         .then(|| (ctx.clone(), req.method().clone(), SystemTime::now()));
 
-    let (resp, notes) = ctx.scope(next.run(req)).await;
+    let (resp, notes) = ctx.scope(span.is_some(), next.run(req)).await;
 
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
@@ -54,25 +65,20 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     };
     state
         .metrics
-        .observe_request(&endpoint, status, elapsed, reason);
+        .observe_request(notes.endpoint.as_deref(), status, elapsed, reason);
     if let Some((ctx, method, wall_start)) = span {
         record_spans(
             &state,
             &ctx,
-            &endpoint,
+            notes.endpoint.as_deref().unwrap_or("none"),
             method.as_str(),
             status,
             wall_start,
             elapsed,
-            notes,
+            &notes,
         );
     }
     resp
-}
-
-/// `{endpoint}` of `/mcp/{endpoint}` (as sent; unknown ones are not labels, see `metrics`).
-fn endpoint_of(path: &str) -> &str {
-    path.rsplit_once("/mcp/").map_or("none", |(_, e)| e)
 }
 
 /// The request's server span and, when it called its upstream, a client span for that call.
@@ -85,7 +91,7 @@ fn record_spans(
     status: u16,
     start: SystemTime,
     elapsed: Duration,
-    notes: Notes,
+    notes: &Notes,
 ) {
     let end = start + elapsed;
     let mut attributes = vec![
@@ -128,16 +134,4 @@ fn record_spans(
         int_attributes: vec![("http.response.status_code", i64::from(status))],
         error: status >= 500,
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_of_the_path() {
-        assert_eq!(endpoint_of("/mcp/github"), "github");
-        assert_eq!(endpoint_of("/prod/mcp/github"), "github");
-        assert_eq!(endpoint_of("/other"), "none");
-    }
 }

@@ -4,8 +4,17 @@
 //! limited calls, token refreshes, audit write and limit store failures.
 //!
 //! Labels are endpoint, method, tool, outcome, reason, status class and mode: never a user,
-//! key or anything else that names a person. Tool and endpoint names come from callers, so
-//! each family holds at most [`registry::MAX_SERIES`] label sets (see [`registry`]).
+//! key or anything else that names a person, and never a name only the caller vouches for
+//! (in Lambda each label set is a CloudWatch metric, billed per month):
+//! - the endpoint is the registered one the request was admitted to (the caller resolves it;
+//!   anything else is `none`);
+//! - a tool or prompt name is a label once an allowed call of it on that endpoint ended `ok`
+//!   (the upstream ran it: see [`KnownNames`]); until then, and for hidden, unknown or
+//!   refused names, it counts as [`registry::OTHER`]. An `isError` result proves nothing (the
+//!   MCP SDKs answer an unknown tool with one);
+//! - a resource URI never is (it may carry a user's data).
+//!
+//! Each family still holds at most [`registry::MAX_SERIES`] label sets (see [`registry`]).
 //!
 //! Two expositions of the same [`Metrics`]: [`Metrics::render_prometheus`] (local mode's
 //! `GET /metrics`, see [`prometheus`]) and [`Metrics::flush_emf`] (CloudWatch Embedded Metric
@@ -20,10 +29,12 @@ pub mod emf;
 pub mod prometheus;
 pub mod registry;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::audit::{AuditRecord, Decision, Event};
-use registry::{Family, Kind, Label, closed, open};
+use registry::{Family, Kind, Label, OTHER, closed, open};
 
 /// Metric settings read from the environment (see `config`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,6 +149,45 @@ pub struct Metrics {
     pub(crate) limit_store_failures: Family,
     pub(crate) spans_dropped: Family,
     pub(crate) span_export_failures: Family,
+    known: KnownNames,
+}
+
+/// Endpoint -> names, per counted method with a name label (0: tools, 1: prompts).
+type NamesByEndpoint = HashMap<Box<str>, [HashSet<Box<str>>; 2]>;
+
+/// The tool and prompt names per endpoint that an upstream ran (an allowed call ended `ok`),
+/// the only ones that become labels. Learning is a write lock once per name; asking is a
+/// read lock and two hash lookups, no allocation. At most [`KnownNames::MAX`] names in all:
+/// an upstream that answers `ok` to any name cannot grow it (or the families) past that.
+#[derive(Default)]
+struct KnownNames {
+    by_endpoint: RwLock<NamesByEndpoint>,
+    len: std::sync::atomic::AtomicUsize,
+}
+
+impl KnownNames {
+    const MAX: usize = registry::MAX_SERIES;
+
+    /// The label of `name` on `endpoint` for a call of `method` (0 tools, 1 prompts): the
+    /// name when known, learned when `ran` (the upstream answered `ok`), else [`OTHER`].
+    fn label<'a>(&self, endpoint: &str, method: usize, name: &'a str, ran: bool) -> &'a str {
+        {
+            let map = self.by_endpoint.read().unwrap_or_else(|e| e.into_inner());
+            if map.get(endpoint).is_some_and(|m| m[method].contains(name)) {
+                return name;
+            }
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        if !ran || self.len.load(Relaxed) >= Self::MAX {
+            return OTHER;
+        }
+        let mut map = self.by_endpoint.write().unwrap_or_else(|e| e.into_inner());
+        let names = &mut map.entry(endpoint.into()).or_default()[method];
+        if self.len.load(Relaxed) < Self::MAX && names.insert(name.into()) {
+            self.len.fetch_add(1, Relaxed);
+        }
+        name
+    }
 }
 
 impl Default for Metrics {
@@ -209,24 +259,22 @@ impl Metrics {
                 "OTLP export requests that failed",
                 &NO_LABELS,
             ),
+            known: KnownNames::default(),
         }
     }
 
     /// One request on `/mcp/{endpoint}` answered with `status` after `elapsed`; `reason`
-    /// from the response's [`ErrorReason`], if any.
+    /// from the response's [`ErrorReason`], if any. `endpoint` is the registered endpoint the
+    /// request was admitted to, `None` when it was not (whatever its status: a bad `Origin`,
+    /// no credential, an unknown name): anyone can send those with any name.
     pub fn observe_request(
         &self,
-        endpoint: &str,
+        endpoint: Option<&str>,
         status: u16,
         elapsed: Duration,
         reason: Option<&'static str>,
     ) {
-        // Unauthenticated and unknown-endpoint answers do not name the endpoint: anyone can
-        // send those with any name, and they would crowd out the real ones.
-        let endpoint = match status {
-            401 | 404 => "none",
-            _ => endpoint,
-        };
+        let endpoint = endpoint.unwrap_or("none");
         let class = status_class(status);
         self.requests
             .observe(&[endpoint, class], elapsed.as_secs_f64());
@@ -248,10 +296,10 @@ impl Metrics {
             Event::ResourceRead => "resources/read",
             Event::PromptGet => "prompts/get",
             Event::Denied => {
-                self.denials.inc(
-                    &[endpoint, r.rule.as_deref().unwrap_or("endpoint_access")],
-                    1,
-                );
+                // An endpoint the caller may not use, or one that does not exist (the caller
+                // cannot tell, and neither may the label): any authenticated caller picks it.
+                self.denials
+                    .inc(&["none", r.rule.as_deref().unwrap_or("endpoint_access")], 1);
                 return;
             }
             Event::AuthFailed => {
@@ -273,10 +321,14 @@ impl Metrics {
             | Event::Revoke
             | Event::AdminChange => return,
         };
-        // A resource URI may carry a user's data (a path, an id): never a label.
-        let tool = match r.event {
-            Event::ResourceRead => "none",
-            _ => r.tool.as_deref().unwrap_or("none"),
+        // A resource URI may carry a user's data (a path, an id): never a label. A tool or
+        // prompt name only once the upstream ran it (see `KnownNames`).
+        let ran =
+            matches!(r.decision, Decision::Allow | Decision::WouldLimit) && outcome_of(r) == "ok";
+        let tool = match (r.event, r.tool.as_deref()) {
+            (Event::ResourceRead, _) | (_, None) => "none",
+            (Event::PromptGet, Some(name)) => self.known.label(endpoint, 1, name, ran),
+            (_, Some(name)) => self.known.label(endpoint, 0, name, ran),
         };
         let outcome = match r.decision {
             Decision::Deny => {

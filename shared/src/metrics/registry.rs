@@ -190,7 +190,15 @@ impl Family {
 
     fn series(&self, values: &[&str]) -> Arc<Series> {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
-        let key = key_of(values.iter().copied());
+        // The key is built in a per-thread buffer: an existing series (every observation
+        // but a label set's first) costs no allocation.
+        KEY.with_borrow_mut(|key| {
+            key_into(key, values.iter().copied());
+            self.series_keyed(key, values)
+        })
+    }
+
+    fn series_keyed(&self, key: &str, values: &[&str]) -> Arc<Series> {
         // Built only once the family is full.
         let fold = || -> Vec<&str> {
             self.labels
@@ -203,7 +211,7 @@ impl Family {
             // The common case: the series exists (or the family is full and its overflow
             // series does), under the read lock only.
             let map = self.series.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = map.get(key.as_str()) {
+            if let Some(s) = map.get(key) {
                 return s.clone();
             }
             if map.len() >= MAX_SERIES
@@ -214,7 +222,7 @@ impl Family {
             }
         }
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(key.as_str()) {
+        if let Some(s) = map.get(key) {
             return s.clone();
         }
         let folded;
@@ -227,7 +235,7 @@ impl Family {
             }
             (k, folded.as_slice())
         } else {
-            (key, values)
+            (key.to_owned(), values)
         };
         let buckets = match self.kind {
             Kind::Counter => 0,
@@ -246,17 +254,28 @@ impl Family {
     }
 }
 
+thread_local! {
+    /// The buffer [`Family::series`] builds lookup keys in.
+    static KEY: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(128));
+}
+
 /// The map key of a label set: the values joined by a separator no value contains after
 /// [`clip`] (control characters are replaced there).
 fn key_of<'a>(values: impl Iterator<Item = &'a str>) -> String {
     let mut key = String::with_capacity(64);
+    key_into(&mut key, values);
+    key
+}
+
+/// [`key_of`] into `key` (cleared first).
+fn key_into<'a>(key: &mut String, values: impl Iterator<Item = &'a str>) {
+    key.clear();
     for (i, v) in values.enumerate() {
         if i > 0 {
             key.push('\u{1f}');
         }
         key.push_str(&clip(v));
     }
-    key
 }
 
 /// A label value as stored: at most [`MAX_LABEL_BYTES`], control characters replaced by `_`,

@@ -200,26 +200,17 @@ fn records_become_calls_denials_and_limits_without_a_user() {
 #[test]
 fn requests_count_by_status_class_and_errors_by_reason() {
     let m = Metrics::default();
-    m.observe_request("github", 200, Duration::from_micros(800), None);
+    m.observe_request(Some("github"), 200, Duration::from_micros(800), None);
     m.observe_request(
-        "github",
+        Some("github"),
         502,
         Duration::from_millis(30),
         Some("upstream_unavailable"),
     );
-    m.observe_request("github", 500, Duration::from_millis(1), None);
-    m.observe_request(
-        "random-name-1",
-        404,
-        Duration::from_millis(1),
-        Some("not_found"),
-    );
-    m.observe_request(
-        "random-name-2",
-        401,
-        Duration::from_millis(1),
-        Some("unauthorized"),
-    );
+    m.observe_request(Some("github"), 500, Duration::from_millis(1), None);
+    // Not admitted (the caller resolves the endpoint): counted under `none`.
+    m.observe_request(None, 404, Duration::from_millis(1), Some("not_found"));
+    m.observe_request(None, 401, Duration::from_millis(1), Some("unauthorized"));
     let text = m.render_prometheus();
     for want in [
         r#"mcpgw_requests_total{endpoint="github",status_class="2xx"} 1"#,
@@ -235,10 +226,6 @@ fn requests_count_by_status_class_and_errors_by_reason() {
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
-    assert!(
-        !text.contains("random-name"),
-        "unknown endpoints are not labels"
-    );
 }
 
 #[test]
@@ -251,7 +238,7 @@ fn emf_lines_follow_the_format_and_carry_one_flush_each() {
     for _ in 0..150 {
         m.observe_record(&call("search", Decision::Allow, "ok"));
     }
-    m.observe_request("github", 200, Duration::from_millis(3), None);
+    m.observe_request(Some("github"), 200, Duration::from_millis(3), None);
     m.inc_audit_write_failures(2);
     m.refreshed(RefreshOutcome::Refreshed, 4);
     let lines = emf_lines(&m);
@@ -367,4 +354,119 @@ fn config_reads_the_namespace_and_listen_address() {
             "{bad:?}"
         );
     }
+}
+
+/// What upstreams answer a name they do not know (the TypeScript and Python SDKs: an
+/// `isError` result; others: JSON-RPC -32602), a refused call and a hidden tool: none of it
+/// proves the name exists, so a thousand invented names are one `other` series per outcome.
+#[test]
+fn invented_tool_names_are_never_labels() {
+    let m = emf_metrics();
+    for i in 0..1000 {
+        let status = if i % 2 == 0 { "is_error" } else { "rpc_error" };
+        m.observe_record(&call(&format!("invented-{i}"), Decision::Allow, status));
+        m.observe_record(&call(
+            &format!("limited-{i}"),
+            Decision::Limited,
+            "is_error",
+        ));
+        m.observe_record(&call(&format!("hidden-{i}"), Decision::Deny, "ok"));
+        let mut prompt = call(&format!("prompt-{i}"), Decision::Allow, "rpc_error");
+        prompt.event = Event::PromptGet;
+        m.observe_record(&prompt);
+    }
+    let tools: Vec<String> = m
+        .calls
+        .snapshot()
+        .iter()
+        .map(|s| format!("{} {}/{}", s.labels[1], s.labels[2], s.labels[3]))
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "prompts/get other/rpc_error",
+            "tools/call other/is_error",
+            "tools/call other/limited",
+            "tools/call other/rpc_error"
+        ],
+        "one series per method and outcome, none per name"
+    );
+    assert_eq!(m.rate_limited.len(), 1);
+    assert_eq!(
+        m.calls.overflowed(),
+        0,
+        "nothing reached the family's bound"
+    );
+    let text = m.render_prometheus();
+    let lines = serde_json::to_string(&emf_lines(&m)).unwrap();
+    for never in ["invented-", "limited-", "hidden-", "prompt-"] {
+        assert!(!text.contains(never), "{never} in the metrics");
+        assert!(!lines.contains(never), "{never} in the EMF lines");
+    }
+    assert!(text.contains(
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="other",outcome="rpc_error"} 500"#
+    ));
+}
+
+/// The legitimate baseline: a tool the upstream ran (`ok`) is a label from then on, for every
+/// outcome and refusal of it, on that endpoint only (the same name elsewhere is not known).
+#[test]
+fn a_tool_the_upstream_ran_keeps_its_label() {
+    let m = Metrics::default();
+    m.observe_record(&call("search", Decision::Allow, "is_error"));
+    m.observe_record(&call("search", Decision::WouldLimit, "ok"));
+    m.observe_record(&call("search", Decision::Allow, "is_error"));
+    m.observe_record(&call("search", Decision::Limited, "is_error"));
+    m.observe_record(&call("search", Decision::Allow, "no_answer"));
+    let mut elsewhere = call("search", Decision::Allow, "is_error");
+    elsewhere.endpoint = Some("other-endpoint".into());
+    m.observe_record(&elsewhere);
+    let text = m.render_prometheus();
+    for want in [
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="other",outcome="is_error"} 1"#,
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="search",outcome="ok"} 1"#,
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="search",outcome="is_error"} 1"#,
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="search",outcome="limited"} 1"#,
+        r#"mcpgw_calls_total{endpoint="github",method="tools/call",tool="search",outcome="no_answer"} 1"#,
+        r#"mcpgw_rate_limited_total{endpoint="github",tool="search",mode="enforce"} 1"#,
+        r#"mcpgw_rate_limited_total{endpoint="github",tool="search",mode="audit"} 1"#,
+        r#"mcpgw_calls_total{endpoint="other-endpoint",method="tools/call",tool="other",outcome="is_error"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}
+
+/// An upstream that answers `ok` to any name teaches at most `KnownNames::MAX` names.
+#[test]
+fn known_names_are_bounded() {
+    let known = KnownNames::default();
+    let names: Vec<String> = (0..KnownNames::MAX + 50).map(|i| format!("t{i}")).collect();
+    let labelled = names
+        .iter()
+        .filter(|n| known.label("e", 0, n, true) != registry::OTHER)
+        .count();
+    assert_eq!(labelled, KnownNames::MAX);
+    assert_eq!(known.label("e", 0, "t0", false), "t0", "learned names stay");
+    assert_eq!(
+        known.label("e", 1, "t0", false),
+        registry::OTHER,
+        "per method"
+    );
+}
+
+/// A denied endpoint is one the caller may not use or one that does not exist: any
+/// authenticated caller chooses its name, so it is no label.
+#[test]
+fn denied_endpoints_are_not_labels() {
+    let m = Metrics::default();
+    let mut r = AuditRecord::new(Event::Denied, Decision::Deny);
+    r.endpoint = Some("probe-1234".into());
+    r.rule = Some("endpoint_access".into());
+    m.observe_record(&r);
+    let text = m.render_prometheus();
+    assert!(
+        text.contains(r#"mcpgw_denials_total{endpoint="none",reason="endpoint_access"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("probe-1234"));
 }

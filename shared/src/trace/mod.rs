@@ -1,7 +1,8 @@
 //! W3C Trace Context (<https://www.w3.org/TR/trace-context/>) for `/mcp` requests: the
 //! client's `traceparent` is joined when it is valid, a new trace is started when it is not,
 //! and the gateway's own span (a fresh span id in the same trace) is what the upstream sees
-//! as its parent. `tracestate` travels with it only when well-formed.
+//! as its parent. `tracestate` travels with it only when well-formed, and only when
+//! [`TraceConfig::forward_tracestate`] (`MCPGW_TRACESTATE_FORWARD`, on by default) allows.
 //!
 //! The proxy's observing layer parses the inbound headers once ([`TraceContext::from_headers`]),
 //! rewrites the request's `traceparent` to the trace it joined, and runs the request inside
@@ -26,6 +27,45 @@ pub const TRACESTATE: &str = "tracestate";
 pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// At most this many list members in a `tracestate` (the spec's limit).
 const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// Trace settings read from the environment (see `config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// `MCPGW_TRACESTATE_FORWARD` (`1`/`0`, default `1`): whether a client's well-formed
+    /// `tracestate` goes upstream. On by default because the W3C spec asks intermediaries to
+    /// propagate it and APM vendors (the enterprise's own upstreams) need it to keep their
+    /// sampling decision across the hop; `0` for gateways in front of third-party upstreams,
+    /// which then never see the client's vendor entries (the `traceparent` with the gateway's
+    /// span always goes: it says nothing but ids the gateway chose or validated).
+    pub forward_tracestate: bool,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            forward_tracestate: true,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// Reads `MCPGW_TRACESTATE_FORWARD`.
+    pub fn from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let forward_tracestate = match get("MCPGW_TRACESTATE_FORWARD").as_deref() {
+            None | Some("1" | "true") => true,
+            Some("0" | "false") => false,
+            Some(_) => {
+                return Err(crate::config::ConfigError {
+                    var: "MCPGW_TRACESTATE_FORWARD",
+                    message: "expected 1 or 0".into(),
+                });
+            }
+        };
+        Ok(Self { forward_tracestate })
+    }
+}
 
 /// The trace context of one request as the gateway handles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +195,13 @@ impl TraceContext {
     }
 
     /// Runs `fut` with this context as the task's current one (see
-    /// [`current_upstream_headers`]), and returns what was noted about the request meanwhile.
-    pub async fn scope<F: std::future::Future>(self, fut: F) -> (F::Output, Notes) {
+    /// [`current_upstream_headers`]), and returns what was noted about the request meanwhile:
+    /// always the endpoint it was admitted to ([`note_endpoint`]), and with `for_span` what
+    /// its span needs (method, tool, upstream timing; not copied for requests without a span).
+    pub async fn scope<F: std::future::Future>(self, for_span: bool, fut: F) -> (F::Output, Notes) {
         let current = Current {
             ctx: self,
+            for_span,
             notes: RefCell::default(),
         };
         CURRENT
@@ -175,10 +218,13 @@ impl TraceContext {
     }
 }
 
-/// What the request's task learned for its span: the MCP method and tool (from its audit
-/// record), and when it first called the upstream and for how long.
+/// What the request's task learned: the registered endpoint it was admitted to (the only
+/// endpoint name a metric or span may carry: the path's name is the caller's text), and for
+/// its span the MCP method and tool (from its audit record), and when it first called the
+/// upstream and for how long.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Notes {
+    pub endpoint: Option<String>,
     pub method: Option<String>,
     pub tool: Option<String>,
     pub upstream_start: Option<SystemTime>,
@@ -187,6 +233,8 @@ pub struct Notes {
 
 struct Current {
     ctx: TraceContext,
+    /// Whether the request has a span to fill (see [`TraceContext::scope`]).
+    for_span: bool,
     notes: RefCell<Notes>,
 }
 
@@ -205,6 +253,9 @@ pub fn current() -> Option<TraceContext> {
 pub fn current_upstream_headers(headers: &mut HeaderMap) {
     let _ = CURRENT.try_with(|c| {
         c.ctx.insert_upstream_headers(headers);
+        if !c.for_span {
+            return;
+        }
         let mut notes = c.notes.borrow_mut();
         if notes.upstream_start.is_none() {
             notes.upstream_start = Some(SystemTime::now());
@@ -217,6 +268,9 @@ pub fn current_upstream_headers(headers: &mut HeaderMap) {
 /// user's data). Nothing outside a request.
 pub fn note_record(r: &crate::audit::AuditRecord) {
     let _ = CURRENT.try_with(|c| {
+        if !c.for_span {
+            return;
+        }
         let mut notes = c.notes.borrow_mut();
         notes.method = r.method.clone();
         notes.tool = match r.event {
@@ -227,6 +281,13 @@ pub fn note_record(r: &crate::audit::AuditRecord) {
             notes.upstream_ms = r.upstream_ms;
         }
     });
+}
+
+/// Notes that the current request was admitted to the registered endpoint `name` (called
+/// once by the proxy's admission, after the endpoint was found and the caller may use it).
+/// Nothing outside a request.
+pub fn note_endpoint(name: &str) {
+    let _ = CURRENT.try_with(|c| c.notes.borrow_mut().endpoint = Some(name.to_owned()));
 }
 
 /// The client's `tracestate` when there is exactly one, at most [`MAX_TRACESTATE_BYTES`], and
@@ -499,7 +560,7 @@ mod tests {
         let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID)]));
         let want = c.upstream_traceparent();
         let (inside, notes) = c
-            .scope(async {
+            .scope(true, async {
                 let mut h = HeaderMap::new();
                 h.insert(TRACEPARENT, HeaderValue::from_static("client-chosen"));
                 current_upstream_headers(&mut h);
@@ -517,5 +578,65 @@ mod tests {
         assert_eq!(notes.tool.as_deref(), Some("search"));
         assert_eq!(notes.upstream_ms, Some(4.0));
         assert!(notes.upstream_start.is_some());
+    }
+
+    #[tokio::test]
+    async fn without_a_span_only_the_endpoint_is_noted() {
+        let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID)]));
+        let ((), notes) = c
+            .scope(false, async {
+                note_endpoint("github");
+                let mut r = crate::audit::AuditRecord::new(
+                    crate::audit::Event::ToolCall,
+                    crate::audit::Decision::Allow,
+                );
+                r.tool = Some("search".into());
+                note_record(&r);
+                current_upstream_headers(&mut HeaderMap::new());
+            })
+            .await;
+        assert_eq!(
+            notes,
+            Notes {
+                endpoint: Some("github".into()),
+                ..Notes::default()
+            }
+        );
+        // Outside a request nothing is noted, and nothing fails.
+        note_endpoint("github");
+    }
+
+    #[test]
+    fn tracestate_forwarding_is_configurable() {
+        let get = |v: Option<&'static str>| {
+            move |k: &str| {
+                (k == "MCPGW_TRACESTATE_FORWARD")
+                    .then_some(v)
+                    .flatten()
+                    .map(String::from)
+            }
+        };
+        assert!(
+            TraceConfig::from_lookup(&get(None))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            TraceConfig::from_lookup(&get(Some("1")))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            !TraceConfig::from_lookup(&get(Some("0")))
+                .unwrap()
+                .forward_tracestate
+        );
+        assert!(
+            !TraceConfig::from_lookup(&get(Some("false")))
+                .unwrap()
+                .forward_tracestate
+        );
+        let err = TraceConfig::from_lookup(&get(Some("no"))).unwrap_err();
+        assert_eq!(err.var, "MCPGW_TRACESTATE_FORWARD");
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
+use axum::response::IntoResponse;
 use common::*;
 use mcpgw::testing::TEST_ADMIN_KEY;
 use mcpgw::trace::TraceParent;
@@ -216,6 +217,160 @@ async fn requests_are_counted_by_endpoint_status_class_and_reason() {
     }
     assert!(!text.contains("made-up-name"));
     assert!(!text.contains("alice"), "no user in the metrics");
+}
+
+/// Endpoint labels are only names admission resolved as registered and usable: a request
+/// refused before that (a foreign `Origin`, a forbidden or unknown endpoint) counts under `none` whatever its status; one refused after it (an
+/// unknown session) keeps its registered endpoint.
+#[tokio::test]
+async fn only_admitted_requests_name_their_endpoint() {
+    let (gw, _up) = fixture(&[]).await;
+    let random = format!("rnd-{}", mcpgw::trace::hex(&mcpgw::trace::new_span_id()));
+    for endpoint in [random.as_str(), "up"] {
+        let r = post_with(
+            &gw.app,
+            endpoint,
+            &gw.alice,
+            &[("origin", "https://evil.example.net")],
+            &init_message(1),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{endpoint}: {}", r.body);
+    }
+    let put = Request::put(format!("/mcp/{random}-put"))
+        .header("authorization", format!("Bearer {}", gw.alice))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&gw.app, put).await.status, 405);
+    // Baseline: admitted, then refused (a session the gateway never issued).
+    let r = post(
+        &gw.app,
+        "up",
+        &gw.alice,
+        Some("not-a-session"),
+        &tools_call(2, "echo"),
+    )
+    .await;
+    assert!(r.status.is_client_error(), "{}: {}", r.status, r.body);
+    let text = gw.state.metrics.render_prometheus();
+    for want in [
+        // (The 405 never reaches the observing layer: a route layer runs on matched methods.)
+        r#"mcpgw_requests_total{endpoint="none",status_class="4xx"} 2"#,
+        r#"mcpgw_errors_total{endpoint="none",reason="forbidden"} 2"#,
+        r#"mcpgw_requests_total{endpoint="up",status_class="4xx"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    assert!(
+        !text.contains("rnd-"),
+        "a caller's name became a label:\n{text}"
+    );
+}
+
+/// An upstream that knows one tool, `echo`, and answers any other name as the MCP SDKs do:
+/// the TypeScript SDK (and Python's FastMCP) with an `isError` result, others with JSON-RPC
+/// -32602 (alternating here).
+async fn one_tool_upstream() -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|body: String| async move {
+            let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let Some(id) = msg.get("id").cloned() else {
+                return (axum::http::StatusCode::ACCEPTED, "").into_response();
+            };
+            let answer = match msg["method"].as_str().unwrap_or_default() {
+                "initialize" => json!({"result": {"protocolVersion": "2025-06-18",
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "one-tool", "version": "1"}}}),
+                "tools/call" if msg["params"]["name"] == "echo" => {
+                    json!({"result": {"content": [{"type": "text", "text": "hi"}]}})
+                }
+                "tools/call" if id.as_i64().unwrap_or(0) % 2 == 0 => {
+                    let text = format!("Tool {} not found", msg["params"]["name"]);
+                    json!({"result": {"content": [{"type": "text", "text": text}],
+                        "isError": true}})
+                }
+                "tools/call" => json!({"error": {"code": -32602, "message": "Unknown tool"}}),
+                _ => json!({"result": {}}),
+            };
+            let mut answer = answer;
+            answer["jsonrpc"] = "2.0".into();
+            answer["id"] = id;
+            (
+                [
+                    ("content-type", "application/json"),
+                    ("mcp-session-id", "s-1"),
+                ],
+                answer.to_string(),
+            )
+                .into_response()
+        }),
+    );
+    format!("{}/mcp", serve(app).await)
+}
+
+/// A caller inventing tool names on an allow-all server adds one `other` series, not one per
+/// name: the upstream answered every one as unknown. `echo`, which it ran, is a label.
+#[tokio::test]
+async fn a_thousand_invented_tool_names_are_one_other_series() {
+    let url = one_tool_upstream().await;
+    let gw = gateway(&[], &[("up", &url, "up-key")]).await;
+    let session = open_session(&gw.app, "up", &gw.alice).await;
+    let r = post(
+        &gw.app,
+        "up",
+        &gw.alice,
+        Some(&session),
+        &tools_call(1, "echo"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for i in 0..1000i64 {
+        let name = format!("invented-{i}");
+        let r = post(
+            &gw.app,
+            "up",
+            &gw.alice,
+            Some(&session),
+            &tools_call(2 + i, &name),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+    }
+    let text = gw.state.metrics.render_prometheus();
+    for want in [
+        r#"mcpgw_calls_total{endpoint="up",method="tools/call",tool="echo",outcome="ok"} 1"#,
+        r#"mcpgw_calls_total{endpoint="up",method="tools/call",tool="other",outcome="is_error"} 500"#,
+        r#"mcpgw_calls_total{endpoint="up",method="tools/call",tool="other",outcome="rpc_error"} 500"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("mcpgw_calls_total{"))
+        .count();
+    assert_eq!(series, 3, "{text}");
+    assert!(
+        !text.contains("invented-"),
+        "an invented name became a label"
+    );
+}
+
+/// `MCPGW_TRACESTATE_FORWARD=0`: the upstream still joins the client's trace (the
+/// `traceparent` with the gateway's span), but never sees the client's `tracestate`.
+#[tokio::test]
+async fn tracestate_forwarding_can_be_turned_off() {
+    let (gw, up) = fixture(&[("MCPGW_TRACESTATE_FORWARD", "0")]).await;
+    let tp = client_traceparent();
+    let headers = [
+        ("traceparent", tp.as_str()),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ];
+    let init = post_with(&gw.app, "up", &gw.alice, &headers, &init_message(1)).await;
+    assert_eq!(init.status, 200, "{}", init.body);
+    let seen = up.log.all().pop().unwrap();
+    assert_eq!(hex(&parsed(&seen).trace_id), CLIENT_TRACE);
+    assert_eq!(seen.header("tracestate"), None);
 }
 
 /// A loopback OTLP collector: every body posted to `/v1/traces`, with its content type.
