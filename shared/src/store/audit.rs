@@ -98,6 +98,25 @@ pub struct AuditDump {
     pub seals: Vec<AuditSeal>,
 }
 
+/// The largest record JSON either adapter stores. The audit path caps the caller-chosen
+/// fields well below this; the adapters refuse anything larger anyway (a DynamoDB item
+/// holds at most 400 KB, and a record must never be able to block the flush behind it).
+pub const AUDIT_RECORD_MAX_BYTES: usize = 64 * 1024;
+
+/// The stored JSON of `r`: [`StoreError::Rejected`] beyond [`AUDIT_RECORD_MAX_BYTES`].
+///
+/// [`StoreError::Rejected`]: super::StoreError::Rejected
+pub(crate) fn record_doc(r: &AuditRecord) -> StoreResult<String> {
+    let doc = super::json_text(r, "audit record")?;
+    if doc.len() > AUDIT_RECORD_MAX_BYTES {
+        return Err(super::StoreError::Rejected(format!(
+            "audit record of {} bytes is over the {AUDIT_RECORD_MAX_BYTES}-byte limit",
+            doc.len()
+        )));
+    }
+    Ok(doc)
+}
+
 /// The indexed query fields of a record, as both adapters store them beside its JSON.
 pub(crate) struct AuditFields<'a> {
     pub writer: &'a str,

@@ -75,6 +75,33 @@ trait Tamper {
     async fn set_doc(&self, seq: u64, doc: &Value);
     async fn delete(&self, seq: u64);
     async fn insert(&self, doc: &Value);
+    /// Deletes every seal with `seq >= from`.
+    async fn delete_seals_from(&self, from: u64);
+}
+
+/// The review's attack on a store-only attacker's terms: record 2 altered, every hash from
+/// 2 on recomputed with the public (unkeyed) hash so the links are consistent, and the seals
+/// from 2 on deleted. The keyed chain names the rewritten records.
+async fn rehash_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &KeyringSource) {
+    let mut prev = t.doc(1).await["chain"]["hash"].clone();
+    for seq in 2..=12 {
+        let mut doc = t.doc(seq).await;
+        if seq == 2 {
+            doc["tool"] = "exfiltrate".into();
+        }
+        doc["chain"]["prev"] = prev;
+        let hash = record_hash(&doc);
+        doc["chain"]["hash"] = hash.into();
+        prev = doc["chain"]["hash"].clone();
+        t.set_doc(seq, &doc).await;
+    }
+    t.delete_seals_from(2).await;
+    let r = verify_store(store, keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(kinds(&r), ["altered"; 11], "{r:?}");
+    assert_eq!(r.writers[0].seals, 0);
 }
 
 async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &KeyringSource) {
@@ -185,6 +212,24 @@ mod sqlite {
                 )
                 .unwrap();
         }
+        async fn delete_seals_from(&self, from: u64) {
+            self.conn()
+                .execute(
+                    "DELETE FROM audit_seals WHERE seq >= ?1",
+                    params![from as i64],
+                )
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chain_rewritten_without_the_keyring_is_named_by_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::open(&path).unwrap());
+        let keyring = keyring();
+        emit_chain(store.clone(), keyring.clone(), 12).await;
+        rehash_and_verify(&Sql(path), store.as_ref(), &keyring).await;
     }
 
     #[tokio::test]
@@ -205,13 +250,13 @@ mod sqlite {
         let mut old = record(1);
         old.time_ms -= 10_000;
         let mut chain = mcpgw::audit::chain::Chain::new("w-old".into());
-        chain.link(&mut old);
+        chain.link(&mut old, None);
         store
             .put_audit(&[old], &[], Duration::from_secs(1))
             .await
             .unwrap();
         let mut fresh = record(2);
-        chain.link(&mut fresh);
+        chain.link(&mut fresh, None);
         store.put_audit(&[fresh.clone()], &[], KEEP).await.unwrap();
         let dump = store.dump_audit(0, i64::MAX).await.unwrap();
         assert_eq!(dump.records, [serde_json::to_value(&fresh).unwrap()]);
@@ -371,6 +416,57 @@ mod dynamo {
                 .await
                 .unwrap();
         }
+        async fn delete_seals_from(&self, from: u64) {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .send()
+                .await
+                .unwrap();
+            for item in out.items.unwrap_or_default() {
+                let is_seal = item["pk"].as_s().is_ok_and(|pk| pk.starts_with("AUDITSEAL#"));
+                let seq: u64 = item
+                    .get("seq")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                if is_seal && seq >= from {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", item["pk"].clone())
+                        .key("sk", item["sk"].clone())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    async fn table() -> Option<(aws_sdk_dynamodb::Client, String)> {
+        let endpoint = mcpgw::testing::moto_endpoint()?;
+        let client = aws_sdk_dynamodb::Client::new(&mcpgw::aws::emulator_sdk_config(&endpoint));
+        let table = mcpgw::testing::unique_name("mcpgw-audit");
+        mcpgw::store::dynamo::create_table(&client, &table)
+            .await
+            .unwrap();
+        Some((client, table))
+    }
+
+    #[tokio::test]
+    async fn a_chain_rewritten_without_the_keyring_is_named_by_verify() {
+        let Some((client, table)) = table().await else {
+            return;
+        };
+        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(
+            client.clone(),
+            table.clone(),
+        ));
+        let keyring = keyring();
+        emit_chain(store.clone(), keyring.clone(), 12).await;
+        rehash_and_verify(&Sdk { client, table }, store.as_ref(), &keyring).await;
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
     AuditStore,
 };
-use crate::store::{StoreError, StoreResult, json_text};
+use crate::store::audit::record_doc;
+use crate::store::{StoreError, StoreResult};
 
 /// Most items one `BatchWriteItem` takes.
 const BATCH_WRITE_MAX: usize = 25;
@@ -76,7 +77,7 @@ fn record_item(r: &AuditRecord, keep_ms: i64) -> StoreResult<Option<Item>> {
         ("writer".to_owned(), s(f.writer)),
         ("seq".to_owned(), n(f.seq)),
         ("decision".to_owned(), s(f.decision)),
-        ("doc".to_owned(), s(json_text(r, "audit record")?)),
+        ("doc".to_owned(), s(record_doc(r)?)),
         (TTL.to_owned(), n(ttl_of(r.time_ms, keep_ms))),
     ]);
     for (name, value) in [
@@ -181,7 +182,22 @@ impl DynamoStore {
                     .request_items(&self.table, requests)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("BatchWriteItem", e))?;
+                    .map_err(|e| {
+                        // An item DynamoDB cannot take (too large, a bad value) fails the
+                        // whole batch the same way every time: say so, so the auditor
+                        // splits the batch instead of retrying it forever.
+                        if e.as_service_error()
+                            .and_then(|se| aws_sdk_dynamodb::error::ProvideErrorMetadata::code(se))
+                            == Some("ValidationException")
+                        {
+                            StoreError::Rejected(
+                                "DynamoDB BatchWriteItem refused an item (ValidationException)"
+                                    .into(),
+                            )
+                        } else {
+                            sdk_error("BatchWriteItem", e)
+                        }
+                    })?;
                 let left = out
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))

@@ -16,7 +16,13 @@ const KEEP: Duration = Duration::from_secs(3650 * 86_400);
 const T0: i64 = 1_765_151_999_990;
 
 /// `n` records of `writer`, 1 ms apart from `t0`, users/tools/outcomes cycling.
+/// The keyring the records' chains are keyed with.
+fn ring() -> Keyring {
+    Keyring::from_json(r#"{"active":"k1","k1":"0123456789abcdef0123456789abcdef"}"#).unwrap()
+}
+
 fn records(writer: &str, t0: i64, n: u64) -> Vec<AuditRecord> {
+    let ring = ring();
     let mut chain = Chain::new(writer.into());
     (0..n)
         .map(|i| {
@@ -42,7 +48,7 @@ fn records(writer: &str, t0: i64, n: u64) -> Vec<AuditRecord> {
                 code: None,
                 http_status: None,
             });
-            chain.link(&mut r);
+            chain.link(&mut r, Some(&ring));
             r
         })
         .collect()
@@ -220,7 +226,7 @@ pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Sto
 }
 
 pub async fn audit_dump_round_trips_records_and_seals_for_verify(store: Arc<dyn Store>) {
-    let ring = Keyring::from_json(&Keyring::generate_document()).unwrap();
+    let ring = ring();
     let rs = records("w-dump", T0, 30);
     let last = rs.last().unwrap().chain.clone().unwrap();
     let seal = mcpgw::audit::seal::make(&ring, "w-dump", last.seq, &last.hash, T0 + 40).unwrap();
