@@ -48,6 +48,23 @@ pub fn new_writer_id() -> String {
     )
 }
 
+/// Whether `text` has the shape of a writer id made by [`new_writer_id`]: `w-`, 1 to 20
+/// digits, `-`, 1 to 32 base64url characters.
+pub fn is_writer_id(text: &str) -> bool {
+    let Some((ms, token)) = text
+        .strip_prefix("w-")
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        return false;
+    };
+    (1..=20).contains(&ms.len())
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && (1..=32).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The running state of one writer's chain.
 #[derive(Debug)]
 pub struct Chain {
@@ -135,7 +152,11 @@ mod tests {
         ] {
             let mut v = stored.clone();
             *v.pointer_mut(path).unwrap() = new;
-            assert_ne!(keyed_record_hash(&v, &ring), Some(lb.hash.clone()), "{path}");
+            assert_ne!(
+                keyed_record_hash(&v, &ring),
+                Some(lb.hash.clone()),
+                "{path}"
+            );
         }
         let mut added = stored.clone();
         added["extra"] = json!(1);
@@ -146,8 +167,22 @@ mod tests {
     }
 
     #[test]
-    fn writer_ids_differ() {
+    fn writer_ids_differ_and_have_their_shape() {
         assert_ne!(new_writer_id(), new_writer_id());
-        assert!(new_writer_id().starts_with("w-"));
+        assert!(is_writer_id(&new_writer_id()));
+        for bad in [
+            "",
+            "w-",
+            "w-1-",
+            "w--abc",
+            "w-x-abc",
+            "x-1-abc",
+            "w-1-a#b",
+            "w-1-a b",
+            "w-123456789012345678901-a",
+        ] {
+            assert!(!is_writer_id(bad), "{bad}");
+        }
+        assert!(!is_writer_id(&format!("w-1-{}", "a".repeat(33))));
     }
 }

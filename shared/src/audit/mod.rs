@@ -11,7 +11,9 @@
 //! `invocation`, so a frozen sandbox loses nothing), every second or at 25 buffered records
 //! locally (a background task). Flushes seal the chain head ([`seal`]) every
 //! [`SealPolicy::records`] records or [`SealPolicy::interval`]. A failed write keeps its
-//! records buffered for the next flush and is counted ([`Auditor::write_failures`]);
+//! records buffered for the next flush and is counted ([`Auditor::write_failures`]); a record
+//! the store refuses for good (`StoreError::Rejected`: too large) is dropped and counted
+//! ([`Auditor::rejected`]) instead, so it cannot block the records behind it;
 //! `verify` checks what was stored.
 
 pub mod args;
@@ -34,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::keyring::KeyringSource;
-use crate::store::{AuditSeal, AuditStore};
+use crate::store::{AuditSeal, AuditStore, StoreError};
 
 /// Most records one store write carries (DynamoDB's `BatchWriteItem` limit).
 pub const FLUSH_BATCH: usize = 25;
@@ -102,6 +104,7 @@ pub struct Auditor {
     batch_full: tokio::sync::Notify,
     write_failures: AtomicU64,
     dropped: AtomicU64,
+    rejected: AtomicU64,
     /// Call metrics and write failures are counted from here (see `metrics`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Tests: every emitted record is also kept here ([`Auditor::recording`]).
@@ -162,6 +165,7 @@ impl Auditor {
             batch_full: tokio::sync::Notify::new(),
             write_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             metrics: None,
             #[cfg(feature = "testing")]
             recorded: None,
@@ -192,6 +196,13 @@ impl Auditor {
     /// written to stdout, and verify reports their gap as `deleted`.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records the store refused for good (too large for it): dropped, never retried, so
+    /// they cannot block the records behind them. They were written to stdout; verify
+    /// reports the gap they leave as `deleted` (when records of the chain precede them).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Records waiting for the store.
@@ -338,26 +349,80 @@ impl Auditor {
         while let Some(batch) = batches.next() {
             let last = batches.peek().is_none();
             let with: &[AuditSeal] = if last { &seals } else { &[] };
-            if let Err(e) = sink.store.put_audit(batch, with, sink.retention).await {
+            let result = match sink.store.put_audit(batch, with, sink.retention).await {
+                // A record the store refuses for good must not block those behind it:
+                // the batch is written record by record, the refused ones dropped.
+                Err(StoreError::Rejected(_)) => self.write_singly(sink, batch, with).await,
+                other => other.map_err(|e| (0, e)),
+            };
+            if let Err((done, e)) = result {
                 self.write_failed();
                 // The error names the backend's failure only, never a record's content.
                 tracing::warn!(
                     error = %crate::http::error_chain(&e),
-                    records = records.len() - written,
+                    records = records.len() - written - done,
                     "audit store write failed; records kept for the next flush"
                 );
-                self.requeue(&records[written..], seals);
+                self.requeue(&records[written + done..], seals);
                 return;
             }
             written += batch.len();
         }
         if records.is_empty() {
             // Seals alone.
-            if let Err(e) = sink.store.put_audit(&[], &seals, sink.retention).await {
-                self.write_failed();
-                tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
-                self.requeue(&[], seals);
+            match sink.store.put_audit(&[], &seals, sink.retention).await {
+                Ok(()) => {}
+                Err(StoreError::Rejected(e)) => {
+                    // Never the case for seals the auditor made; kept from looping anyway.
+                    self.write_failed();
+                    tracing::warn!(error = %e, "audit seals refused by the store; dropped");
+                }
+                Err(e) => {
+                    self.write_failed();
+                    tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
+                    self.requeue(&[], seals);
+                }
             }
+        }
+    }
+
+    /// Writes `batch` one record at a time, then `seals`: records the store refuses for good
+    /// are dropped and counted ([`Auditor::rejected`]), never retried. On a transient
+    /// failure, how many records were done and the error.
+    async fn write_singly(
+        &self,
+        sink: &Sink,
+        batch: &[AuditRecord],
+        seals: &[AuditSeal],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, record) in batch.iter().enumerate() {
+            match sink
+                .store
+                .put_audit(std::slice::from_ref(record), &[], sink.retention)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Rejected(e)) => {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.write_failed();
+                    // Where it sits in the chain, never what it holds; stdout has it.
+                    let link = record.chain.as_ref();
+                    tracing::warn!(
+                        error = %e,
+                        writer = link.map(|c| c.writer.as_str()),
+                        seq = link.map(|c| c.seq),
+                        "audit record refused by the store; dropped (it is on stdout)"
+                    );
+                }
+                Err(e) => return Err((i, e)),
+            }
+        }
+        if seals.is_empty() {
+            return Ok(());
+        }
+        match sink.store.put_audit(&[], seals, sink.retention).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err((batch.len(), e)),
         }
     }
 

@@ -27,10 +27,7 @@ pub fn make(
     head: &str,
     time_ms: i64,
 ) -> Result<AuditSeal, KeyringError> {
-    let blob = ring.seal(
-        &plaintext(writer, seq, head, time_ms),
-        SEAL_CONTEXT,
-    )?;
+    let blob = ring.seal(&plaintext(writer, seq, head, time_ms), SEAL_CONTEXT)?;
     Ok(AuditSeal {
         writer: writer.to_owned(),
         seq,
@@ -46,9 +43,7 @@ pub fn is_authentic(ring: &Keyring, seal: &AuditSeal) -> bool {
         return false;
     };
     match ring.open(&blob, SEAL_CONTEXT) {
-        Ok(plain) => {
-            plain == plaintext(&seal.writer, seal.seq, &seal.head, seal.time_ms)
-        }
+        Ok(plain) => plain == plaintext(&seal.writer, seal.seq, &seal.head, seal.time_ms),
         Err(_) => false,
     }
 }

@@ -32,16 +32,34 @@ use crate::store::{AuditDump, AuditSeal};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
-    Deleted { from_seq: u64, to_seq: u64 },
-    Altered { seq: u64 },
-    Reordered { seq: u64 },
-    Inserted { seq: u64, reason: &'static str },
-    SealForged { seq: u64 },
-    SealMismatch { seq: u64 },
+    Deleted {
+        from_seq: u64,
+        to_seq: u64,
+    },
+    Altered {
+        seq: u64,
+    },
+    Reordered {
+        seq: u64,
+    },
+    Inserted {
+        seq: u64,
+        reason: &'static str,
+    },
+    SealForged {
+        seq: u64,
+    },
+    SealMismatch {
+        seq: u64,
+    },
     /// The writer's record at `seq` was stored more than the seal interval (plus slack)
     /// after its last authentic seal, yet no seal covers it (see [`SealWindow`]).
-    SealMissing { seq: u64 },
-    Unreadable { count: usize },
+    SealMissing {
+        seq: u64,
+    },
+    Unreadable {
+        count: usize,
+    },
 }
 
 impl Problem {
@@ -116,9 +134,8 @@ fn entry(v: &Value, ring: &Keyring) -> Option<(String, Entry)> {
             seq: chain.get("seq")?.as_u64()?,
             time_ms: v.get("time_ms")?.as_i64()?,
             prev: chain.get("prev")?.as_str()?.to_owned(),
-            intact: keyed_record_hash(v, ring).is_some_and(|h| {
-                crate::crypto::constant_time_eq(h.as_bytes(), hash.as_bytes())
-            }),
+            intact: keyed_record_hash(v, ring)
+                .is_some_and(|h| crate::crypto::constant_time_eq(h.as_bytes(), hash.as_bytes())),
             hash,
         },
     ))
@@ -351,9 +368,7 @@ fn check_writer(
         let missing = chosen
             .range(sealed_through.map_or(0, |s| s + 1)..)
             .map(|(_, e)| e)
-            .find(|e| {
-                e.time_ms > due && latest >= e.time_ms.saturating_add(window.flush_delay_ms)
-            });
+            .find(|e| e.time_ms > due && latest >= e.time_ms.saturating_add(window.flush_delay_ms));
         if let Some(e) = missing {
             problems.push(Problem::SealMissing { seq: e.seq });
         }
@@ -542,7 +557,9 @@ mod tests {
             assert!(!r.ok, "{r:?}");
             assert_eq!(
                 r.writers[0].problems,
-                (2..=6).map(|seq| Problem::Altered { seq }).collect::<Vec<_>>()
+                (2..=6)
+                    .map(|seq| Problem::Altered { seq })
+                    .collect::<Vec<_>>()
             );
         }
     }
@@ -578,13 +595,15 @@ mod tests {
         let first_due = rs
             .iter()
             .find(|v| {
-                v["time_ms"].as_i64().unwrap()
-                    > at2.time_ms + window.interval_ms + window.slack_ms
+                v["time_ms"].as_i64().unwrap() > at2.time_ms + window.interval_ms + window.slack_ms
             })
             .unwrap()["chain"]["seq"]
             .as_u64()
             .unwrap();
-        assert_eq!(r.writers[0].problems, [Problem::SealMissing { seq: first_due }]);
+        assert_eq!(
+            r.writers[0].problems,
+            [Problem::SealMissing { seq: first_due }]
+        );
         assert!(!r.ok);
         // No seal at all: measured from the first record.
         let r = check(rs.clone(), Vec::new(), &ring);

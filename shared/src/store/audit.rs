@@ -31,6 +31,9 @@ pub struct AuditSeal {
     pub mac: String,
 }
 
+/// The longest cursor text [`AuditCursor::decode`] reads (an encoded cursor is about 100).
+const CURSOR_MAX_LEN: usize = 256;
+
 /// A position in the newest-first order `(time_ms, writer, seq)`: a page continues strictly
 /// after (older than) it. Opaque to callers (base64url JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,10 +48,18 @@ impl AuditCursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// `None` for anything [`AuditCursor::encode`] did not make.
+    /// `None` for anything [`AuditCursor::encode`] did not make: cursors are caller input,
+    /// and the writer ends up in a DynamoDB sort key (at most 1 KB) and a SQL parameter, so
+    /// it must be a writer id (`w-<ms>-<token>`, see `audit::chain::is_writer_id`) or empty
+    /// (a page cut short between positions), and the text short.
     pub fn decode(text: &str) -> Option<Self> {
+        if text.len() > CURSOR_MAX_LEN {
+            return None;
+        }
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let cursor: Self = serde_json::from_slice(&bytes).ok()?;
+        (cursor.writer.is_empty() || crate::audit::chain::is_writer_id(&cursor.writer))
+            .then_some(cursor)
     }
 
     /// The cursor just after `record` (which must be chained).
@@ -80,6 +91,11 @@ pub struct AuditQuery {
     pub cursor: Option<AuditCursor>,
     /// 1 to [`AUDIT_PAGE_MAX`].
     pub limit: usize,
+    /// A user reading their own records (`/me/audit`, open to every user): the DynamoDB
+    /// adapter spends a smaller read budget per page and reads eventually consistent (half
+    /// the cost), so a user cannot make each request cost much; the page comes back short,
+    /// with a cursor, instead.
+    pub own: bool,
 }
 
 /// One page of a query: newest first; `next` continues it (a page may be short, even empty,

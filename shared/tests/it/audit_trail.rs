@@ -152,6 +152,76 @@ async fn tamper_and_verify(t: &impl Tamper, store: &dyn AuditStore, keyring: &Ke
     assert_eq!(json["writers"][0]["problems"][0]["kind"], "altered");
 }
 
+/// Review H1: a record the store cannot take (a 300 KB tool name) is dropped and counted,
+/// never retried in front of the 30 normal records behind it, nor of later flushes.
+async fn an_oversized_record_is_dropped_not_retried(store: Arc<dyn Store>) {
+    let audit = Auditor::new(store.clone(), keyring(), KEEP);
+    let mut huge = record(0);
+    huge.tool = Some("x".repeat(300 * 1024));
+    audit.emit(huge);
+    for i in 1..=30 {
+        audit.emit(record(i));
+    }
+    audit.flush().await;
+    assert_eq!(audit.rejected(), 1);
+    assert_eq!(audit.buffered(), 0);
+    let dump = store.dump_audit(SINCE(), UNTIL()).await.unwrap();
+    assert_eq!(dump.records.len(), 30);
+    assert!(
+        dump.records
+            .iter()
+            .all(|r| r["tool"] != Value::Null && r["tool"].as_str().unwrap().len() < 100)
+    );
+    // Later flushes go through; the refused record is not tried again.
+    for i in 31..=35 {
+        audit.emit(record(i));
+    }
+    audit.flush().await;
+    assert_eq!(audit.rejected(), 1);
+    assert_eq!(
+        store
+            .dump_audit(SINCE(), UNTIL())
+            .await
+            .unwrap()
+            .records
+            .len(),
+        35
+    );
+}
+
+/// Review H2: latencies are unrounded floats whose last digit a plain parse may change;
+/// stored and read back, they must hash the same (serde_json's `float_roundtrip`).
+async fn float_latencies_verify(store: Arc<dyn Store>) {
+    let keyring = keyring();
+    let audit = Auditor::new(store.clone(), keyring.clone(), KEEP);
+    for (i, (latency, upstream)) in [
+        (2123.8429889999998, 2001.2345678901234),
+        (0.1 + 0.2, 1e-7),
+        (123456.78901234567, 0.30000000000000004),
+        (f64::MAX, f64::MIN_POSITIVE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = record(i as u64);
+        r.latency_ms = Some(latency);
+        r.upstream_ms = Some(upstream);
+        audit.emit(r);
+    }
+    audit.flush_and_seal().await;
+    let dump = store.dump_audit(SINCE(), UNTIL()).await.unwrap();
+    assert!(
+        dump.records
+            .iter()
+            .any(|r| r["latency_ms"].as_f64() == Some(2123.8429889999998))
+    );
+    let r = verify_store(store.as_ref(), &keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.records, 4);
+}
+
 mod sqlite {
     use super::*;
     use rusqlite::{Connection, params};
@@ -220,6 +290,18 @@ mod sqlite {
                 )
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn float_latencies_verify_ok() {
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        float_latencies_verify(store).await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_record_is_dropped_and_counted() {
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        an_oversized_record_is_dropped_not_retried(store).await;
     }
 
     #[tokio::test]
@@ -425,7 +507,9 @@ mod dynamo {
                 .await
                 .unwrap();
             for item in out.items.unwrap_or_default() {
-                let is_seal = item["pk"].as_s().is_ok_and(|pk| pk.starts_with("AUDITSEAL#"));
+                let is_seal = item["pk"]
+                    .as_s()
+                    .is_ok_and(|pk| pk.starts_with("AUDITSEAL#"));
                 let seq: u64 = item
                     .get("seq")
                     .and_then(|v| v.as_n().ok())
@@ -453,6 +537,72 @@ mod dynamo {
             .await
             .unwrap();
         Some((client, table))
+    }
+
+    /// Review M7: `/me/audit` (an `own` query) reads at most 4 query pages per request,
+    /// eventually consistent, and answers a short page with a cursor; an admin's query
+    /// reads up to 32. One-item query pages make each page one `Query`.
+    #[tokio::test]
+    async fn a_users_own_query_reads_a_small_budget_per_page() {
+        let Some((client, table)) = table().await else {
+            return;
+        };
+        let store =
+            Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table).with_page_size(1));
+        let audit = Auditor::new(store.clone(), keyring(), KEEP);
+        for i in 1..=12 {
+            audit.emit(record(i));
+        }
+        audit.flush().await;
+        let q = mcpgw::store::AuditQuery {
+            since_ms: SINCE(),
+            until_ms: UNTIL(),
+            user: Some("alice@example.com".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let admin = store.query_audit(&q).await.unwrap();
+        assert_eq!(admin.records.len(), 12);
+        let own = mcpgw::store::AuditQuery {
+            own: true,
+            ..q.clone()
+        };
+        let first = store.query_audit(&own).await.unwrap();
+        assert!(first.records.len() <= 4, "{}", first.records.len());
+        assert!(first.next.is_some());
+        // Following the cursors still reads every record once.
+        let mut seen = first.records.len();
+        let mut next = first.next;
+        while let Some(cursor) = next {
+            let page = store
+                .query_audit(&mcpgw::store::AuditQuery {
+                    cursor: Some(cursor),
+                    ..own.clone()
+                })
+                .await
+                .unwrap();
+            seen += page.records.len();
+            next = page.next;
+        }
+        assert_eq!(seen, 12);
+    }
+
+    #[tokio::test]
+    async fn float_latencies_verify_ok() {
+        let Some((client, table)) = table().await else {
+            return;
+        };
+        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table));
+        float_latencies_verify(store).await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_record_is_dropped_and_counted() {
+        let Some((client, table)) = table().await else {
+            return;
+        };
+        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table));
+        an_oversized_record_is_dropped_not_retried(store).await;
     }
 
     #[tokio::test]

@@ -22,11 +22,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use super::items::Item;
 use super::{DynamoStore, PK, SK, TTL, n, s, sdk_error, until_processed};
 use crate::audit::record::AuditRecord;
+use crate::store::audit::record_doc;
 use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
     AuditStore,
 };
-use crate::store::audit::record_doc;
 use crate::store::{StoreError, StoreResult};
 
 /// Most items one `BatchWriteItem` takes.
@@ -34,6 +34,8 @@ const BATCH_WRITE_MAX: usize = 25;
 /// Most `Query` requests one page of the admin query may send (sparse filters over many
 /// days return a short page with a cursor rather than reading without bound).
 const QUERY_BUDGET: usize = 32;
+/// The same for a user's own records (`AuditQuery::own`, `/me/audit`): at most 4 MB read.
+const OWN_QUERY_BUDGET: usize = 4;
 const DAY_MS: i64 = 86_400_000;
 /// The longest range one dump reads (more than the longest retention anyone sets).
 const DUMP_MAX_DAYS: i64 = 3_660;
@@ -308,12 +310,17 @@ impl AuditStore for DynamoStore {
             }
         }
         let mut calls = 0;
+        let budget = if q.own {
+            OWN_QUERY_BUDGET
+        } else {
+            QUERY_BUDGET
+        };
         // Days newest first, from the one holding the upper position down to `since`'s.
         let mut day_start = upper_time.div_euclid(DAY_MS) * DAY_MS;
         'days: while day_start.saturating_add(DAY_MS) > q.since_ms {
             let mut start: Option<Item> = None;
             loop {
-                if calls == QUERY_BUDGET {
+                if calls == budget {
                     // Out of budget: continue from where the reads stopped.
                     let next = match &start {
                         Some(key) => key
@@ -333,7 +340,7 @@ impl AuditStore for DynamoStore {
                     .client
                     .query()
                     .table_name(&self.table)
-                    .consistent_read(true)
+                    .consistent_read(!q.own)
                     .scan_index_forward(false)
                     .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
                     .expression_attribute_names("#pk", PK)

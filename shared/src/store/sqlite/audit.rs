@@ -8,12 +8,12 @@ use rusqlite::{ToSql, params};
 
 use super::{SqliteStore, db, from_json_text};
 use crate::audit::record::AuditRecord;
+use crate::store::StoreResult;
+use crate::store::audit::record_doc;
 use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
     AuditStore,
 };
-use crate::store::StoreResult;
-use crate::store::audit::record_doc;
 
 /// A record row to insert: its fields and JSON.
 struct Row {

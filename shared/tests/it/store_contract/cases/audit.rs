@@ -78,8 +78,8 @@ async fn all_pages(store: &Arc<dyn Store>, mut q: AuditQuery) -> Vec<(i64, Strin
 }
 
 pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store>) {
-    let mut all = records("w-a", T0, 24);
-    all.extend(records("w-b", T0 + 3, 12));
+    let mut all = records("w-1-a", T0, 24);
+    all.extend(records("w-2-b", T0 + 3, 12));
     for batch in all.chunks(25) {
         store.put_audit(batch, &[], KEEP).await.unwrap();
     }
@@ -197,7 +197,7 @@ pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store
 }
 
 pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Store>) {
-    let rs = records("w-idem", T0, 5);
+    let rs = records("w-3-idem", T0, 5);
     store.put_audit(&rs, &[], KEEP).await.unwrap();
     // A retried flush writes the same batch again.
     store.put_audit(&rs, &[], KEEP).await.unwrap();
@@ -227,9 +227,9 @@ pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Sto
 
 pub async fn audit_dump_round_trips_records_and_seals_for_verify(store: Arc<dyn Store>) {
     let ring = ring();
-    let rs = records("w-dump", T0, 30);
+    let rs = records("w-4-dump", T0, 30);
     let last = rs.last().unwrap().chain.clone().unwrap();
-    let seal = mcpgw::audit::seal::make(&ring, "w-dump", last.seq, &last.hash, T0 + 40).unwrap();
+    let seal = mcpgw::audit::seal::make(&ring, "w-4-dump", last.seq, &last.hash, T0 + 40).unwrap();
     for (i, batch) in rs.chunks(25).enumerate() {
         let seals: &[AuditSeal] = if i == 1 {
             std::slice::from_ref(&seal)
