@@ -306,21 +306,29 @@ mod sqlite {
 
     #[tokio::test]
     async fn a_chain_rewritten_without_the_keyring_is_named_by_verify() {
+        let (_dir, path, store, keyring) = chain_of_12().await;
+        rehash_and_verify(&Sql(path), store.as_ref(), &keyring).await;
+    }
+
+    /// A SQLite file holding a sealed chain of 12 records (the directory lives as long as
+    /// the returned guard).
+    async fn chain_of_12() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Arc<mcpgw::store::sqlite::SqliteStore>,
+        Arc<KeyringSource>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite3");
         let store = Arc::new(mcpgw::store::sqlite::SqliteStore::open(&path).unwrap());
         let keyring = keyring();
         emit_chain(store.clone(), keyring.clone(), 12).await;
-        rehash_and_verify(&Sql(path), store.as_ref(), &keyring).await;
+        (dir, path, store, keyring)
     }
 
     #[tokio::test]
     async fn tampering_with_stored_records_is_named_by_verify() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.sqlite3");
-        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::open(&path).unwrap());
-        let keyring = keyring();
-        emit_chain(store.clone(), keyring.clone(), 12).await;
+        let (_dir, path, store, keyring) = chain_of_12().await;
         tamper_and_verify(&Sql(path), store.as_ref(), &keyring).await;
     }
 
@@ -429,8 +437,8 @@ mod dynamo {
     }
 
     impl Sdk {
-        /// The audit record items (a test may scan; the gateway never does).
-        async fn items(&self) -> Vec<Item> {
+        /// Every item of the table (a test may scan; the gateway never does).
+        async fn all_items(&self) -> Vec<Item> {
             let out = self
                 .client
                 .scan()
@@ -438,8 +446,13 @@ mod dynamo {
                 .send()
                 .await
                 .unwrap();
-            out.items
-                .unwrap_or_default()
+            out.items.unwrap_or_default()
+        }
+
+        /// The audit record items.
+        async fn items(&self) -> Vec<Item> {
+            self.all_items()
+                .await
                 .into_iter()
                 .filter(|i| {
                     i.get("pk")
@@ -447,6 +460,17 @@ mod dynamo {
                         .is_some_and(|pk| pk.starts_with("AUDIT#"))
                 })
                 .collect()
+        }
+
+        async fn delete_item(&self, item: &Item) {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .unwrap();
         }
 
         async fn item(&self, seq: u64) -> Item {
@@ -474,15 +498,7 @@ mod dynamo {
                 .unwrap();
         }
         async fn delete(&self, seq: u64) {
-            let item = self.item(seq).await;
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", item["pk"].clone())
-                .key("sk", item["sk"].clone())
-                .send()
-                .await
-                .unwrap();
+            self.delete_item(&self.item(seq).await).await;
         }
         async fn insert(&self, doc: &Value) {
             let seq = doc["chain"]["seq"].as_u64().unwrap();
@@ -499,14 +515,7 @@ mod dynamo {
                 .unwrap();
         }
         async fn delete_seals_from(&self, from: u64) {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .send()
-                .await
-                .unwrap();
-            for item in out.items.unwrap_or_default() {
+            for item in self.all_items().await {
                 let is_seal = item["pk"]
                     .as_s()
                     .is_ok_and(|pk| pk.starts_with("AUDITSEAL#"));
@@ -516,14 +525,7 @@ mod dynamo {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 if is_seal && seq >= from {
-                    self.client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .key("pk", item["pk"].clone())
-                        .key("sk", item["sk"].clone())
-                        .send()
-                        .await
-                        .unwrap();
+                    self.delete_item(&item).await;
                 }
             }
         }
@@ -589,20 +591,24 @@ mod dynamo {
 
     #[tokio::test]
     async fn float_latencies_verify_ok() {
-        let Some((client, table)) = table().await else {
-            return;
-        };
-        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table));
-        float_latencies_verify(store).await;
+        if let Some(store) = store().await {
+            float_latencies_verify(store).await;
+        }
     }
 
     #[tokio::test]
     async fn an_oversized_record_is_dropped_and_counted() {
-        let Some((client, table)) = table().await else {
-            return;
-        };
-        let store = Arc::new(mcpgw::store::dynamo::DynamoStore::new(client, table));
-        an_oversized_record_is_dropped_not_retried(store).await;
+        if let Some(store) = store().await {
+            an_oversized_record_is_dropped_not_retried(store).await;
+        }
+    }
+
+    /// A DynamoDB store on a new table in moto.
+    async fn store() -> Option<Arc<dyn Store>> {
+        let (client, table) = table().await?;
+        Some(Arc::new(mcpgw::store::dynamo::DynamoStore::new(
+            client, table,
+        )))
     }
 
     #[tokio::test]
