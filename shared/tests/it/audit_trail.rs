@@ -222,6 +222,67 @@ async fn float_latencies_verify(store: Arc<dyn Store>) {
     assert_eq!(r.records, 4);
 }
 
+/// Lambda fetches the keyring on first use: records emitted before that wait unchained and
+/// are chained, in emit order, by the next flush (which fetches it); after that, records are
+/// chained at emit. A keyring that cannot be fetched chains nothing: those records are
+/// counted as dropped, never stored unauthenticated.
+async fn records_before_the_keyring_wait_for_the_flush(store: Arc<dyn Store>) {
+    use mcpgw::config::KeyringConfig;
+    use mcpgw::secrets::SecretRef;
+    use mcpgw::secrets::env::EnvSecrets;
+    let secret = |doc: Option<String>| {
+        Arc::new(EnvSecrets::from_map(
+            doc.map(|d| ("MCPGW_SECRET_GW_KEYRING".to_owned(), d))
+                .into_iter()
+                .collect(),
+        ))
+    };
+    let source = |doc| {
+        Arc::new(
+            KeyringSource::new(
+                KeyringConfig::Secret(SecretRef::parse("secret://gw/keyring").unwrap()),
+                secret(doc),
+            )
+            .unwrap(),
+        )
+    };
+    let keyring = source(Some(Keyring::generate_document()));
+    let audit = Auditor::new(store.clone(), keyring.clone(), KEEP);
+    for i in 1..=3 {
+        audit.emit(record(i));
+    }
+    assert!(keyring.cached().is_none());
+    assert_eq!(audit.buffered(), 0, "nothing chained before the keyring");
+    audit.flush().await;
+    audit.emit(record(4));
+    assert_eq!(
+        audit.buffered(),
+        1,
+        "chained at emit once the keyring is loaded"
+    );
+    audit.flush_and_seal().await;
+    let r = verify_store(store.as_ref(), &keyring, SINCE(), UNTIL())
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!((r.records, r.writers[0].sealed_through), (4, Some(4)));
+    assert_eq!(audit.dropped(), 0);
+
+    let unreachable = Auditor::new(store.clone(), source(None), KEEP);
+    unreachable.emit(record(5));
+    unreachable.flush().await;
+    assert_eq!(unreachable.dropped(), 1);
+    assert_eq!(
+        store
+            .dump_audit(SINCE(), UNTIL())
+            .await
+            .unwrap()
+            .records
+            .len(),
+        4
+    );
+}
+
 mod sqlite {
     use super::*;
     use rusqlite::{Connection, params};
@@ -296,6 +357,12 @@ mod sqlite {
     async fn float_latencies_verify_ok() {
         let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
         float_latencies_verify(store).await;
+    }
+
+    #[tokio::test]
+    async fn records_before_the_keyring_are_chained_at_the_flush() {
+        let store = Arc::new(mcpgw::store::sqlite::SqliteStore::in_memory().unwrap());
+        records_before_the_keyring_wait_for_the_flush(store).await;
     }
 
     #[tokio::test]
