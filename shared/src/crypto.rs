@@ -55,6 +55,10 @@ pub struct Keyring {
     /// Keys audit records' argument hashes (derived from the active key's material, so a
     /// rotation starts a new hash space; see [`Keyring::audit_mac_hex`]).
     audit_mac: hmac::Key,
+    /// Keys the audit records' chain hashes, one per key id (see
+    /// [`Keyring::audit_chain_mac_hex`]): every key, not only the active one, so records
+    /// linked before a rotation still verify after it.
+    chain_macs: HashMap<String, hmac::Key>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -82,9 +86,19 @@ fn derive_key(kid: &str, material: &str) -> Result<LessSafeKey, KeyringError> {
 /// The audit argument HMAC key of key `kid`: HKDF of its material under a label of its own,
 /// so it is independent of the sealing key.
 fn derive_mac_key(kid: &str, material: &str) -> Result<hmac::Key, KeyringError> {
+    derive_labelled_mac_key(b"audit-arguments-hmac ", kid, material)
+}
+
+/// An HMAC key of key `kid` under `label`: HKDF of its material, independent of the sealing
+/// key and of keys under other labels.
+fn derive_labelled_mac_key(
+    label: &[u8],
+    kid: &str,
+    material: &str,
+) -> Result<hmac::Key, KeyringError> {
     let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
     let prk = salt.extract(material.as_bytes());
-    let info = [b"audit-arguments-hmac ".as_slice(), kid.as_bytes()];
+    let info = [label, kid.as_bytes()];
     let okm = prk
         .expand(&info, hmac::HMAC_SHA256)
         .map_err(|_| KeyringError::Crypto)?;
@@ -101,6 +115,14 @@ impl Keyring {
         tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Lowercase hex HMAC-SHA256 of `data` under the audit chain key of key `kid` (any key
+    /// of the ring); `None` when the ring has no such key. Keyed so that whoever can only
+    /// write the store cannot recompute a chain after changing a record.
+    pub fn audit_chain_mac_hex(&self, kid: &str, data: &[u8]) -> Option<String> {
+        let tag = hmac::sign(self.chain_macs.get(kid)?, data);
+        Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Parses a keyring document (see the module docs).
     pub fn from_json(doc: &str) -> Result<Self, KeyringError> {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(doc)
@@ -112,6 +134,7 @@ impl Keyring {
             .to_owned();
         let mut keys = HashMap::new();
         let mut audit_mac = None;
+        let mut chain_macs = HashMap::new();
         for (kid, v) in &map {
             if kid == "active" {
                 continue;
@@ -130,6 +153,10 @@ impl Keyring {
                 ));
             }
             keys.insert(kid.clone(), derive_key(kid, material)?);
+            chain_macs.insert(
+                kid.clone(),
+                derive_labelled_mac_key(b"audit-chain-hmac ", kid, material)?,
+            );
             if *kid == active {
                 audit_mac = Some(derive_mac_key(kid, material)?);
             }
@@ -143,6 +170,7 @@ impl Keyring {
             active,
             keys,
             audit_mac,
+            chain_macs,
         })
     }
 

@@ -132,6 +132,8 @@ impl From<StoreError> for ApiError {
             // A caller that did not bump the grant version: a bug, never the client's input.
             StoreError::InvalidVersion { .. } => Self::internal(&e),
             StoreError::Corrupt(_) => Self::internal(&e),
+            // Content the gateway should have capped before writing: a bug, not the caller's.
+            StoreError::Rejected(_) => Self::internal(&e),
             StoreError::Backend(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::StoreUnavailable,

@@ -55,6 +55,15 @@ impl KeyringSource {
         })
     }
 
+    /// The keyring if it is loaded already, without waiting or fetching (the audit chain
+    /// links records synchronously; before the first fetch they wait for the next flush).
+    pub fn cached(&self) -> Option<Arc<Keyring>> {
+        match self {
+            Self::Loaded(ring) => Some(ring.clone()),
+            Self::Secret { ring, .. } => ring.try_read().ok().and_then(|k| k.clone()),
+        }
+    }
+
     /// The keyring, fetching it on the first call.
     pub async fn get(&self) -> Result<Arc<Keyring>, KeyringSourceError> {
         match self {

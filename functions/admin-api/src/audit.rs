@@ -14,7 +14,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use mcpgw::audit::range::{parse_time_ms, time_range};
+use mcpgw::audit::range::{parse_time_ms, time_range, verify_range};
 use mcpgw::audit::verify::{VerifyError, verify_store};
 use mcpgw::http::{ApiError, ErrorCode};
 use mcpgw::state::AppState;
@@ -140,6 +140,7 @@ pub(crate) fn to_query(state: &AppState, p: AuditParams) -> Result<AuditQuery, A
         decision,
         cursor,
         limit,
+        own: false,
     })
 }
 
@@ -174,7 +175,10 @@ async fn my_list(
         Some(_) => return Err(bad("/me/audit lists your own records only; drop user=")),
     }
     params.user = Some(p.user.clone());
-    let query = to_query(&state, params)?;
+    let query = AuditQuery {
+        own: true,
+        ..to_query(&state, params)?
+    };
     Ok(Json(page_json(state.store.query_audit(&query).await?)))
 }
 
@@ -184,7 +188,12 @@ async fn admin_verify(
     q: Result<Query<VerifyParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let p = params(q, "since and until")?;
-    let (since, until) = range(&state, p.since.as_deref(), p.until.as_deref())?;
+    // A verify holds its range in memory: the last day by default, at most 31 days.
+    let (since, until) = verify_range(
+        parse_time("since", p.since.as_deref())?,
+        parse_time("until", p.until.as_deref())?,
+    )
+    .map_err(|e| bad(e.to_string()))?;
     let report = verify_store(state.store.as_ref(), &state.keyring, since, until)
         .await
         .map_err(|e| match e {

@@ -78,7 +78,7 @@ local: the whole MCP gateway in one process (every route on one port, SQLite sto
 Usage: local [--help | --version]        (from a clone: cargo run -p local)
        local audit verify [--since T] [--until T]
                  check the audit trail's hash chains and seals in the configured store
-                 (T: RFC 3339 or ms since the epoch; default: the retention period);
+                 (T: RFC 3339 or ms since the epoch; default: the last day; 31 days at most);
                  prints a JSON report, exits 1 when it names a problem
 
 Configured by environment variables (all optional; README, Configuration, lists them all):

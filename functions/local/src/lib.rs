@@ -45,14 +45,15 @@ pub fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// `local audit verify`: checks the audit trail in `config`'s store over `[since, until)`
-/// (defaults: the retention period back from now) and prints the report as JSON; whether
-/// it found no problem.
+/// (defaults: the last day; at most 31 days, since verify holds the range in memory) and
+/// prints the report as JSON; whether it found no problem.
 pub async fn audit_verify(
     config: Config,
     since: Option<i64>,
     until: Option<i64>,
 ) -> anyhow::Result<bool> {
-    let (since, until) = mcpgw::audit::range::time_range(since, until, config.audit_retention);
+    let (since, until) =
+        mcpgw::audit::range::verify_range(since, until).context("the verify range")?;
     let state = AppState::build(config).await.context("building state")?;
     let report =
         mcpgw::audit::verify::verify_store(state.store.as_ref(), &state.keyring, since, until)

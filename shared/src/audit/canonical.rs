@@ -1,6 +1,13 @@
 //! Canonical JSON: object members sorted by key, no insignificant whitespace, so equal
 //! documents give equal bytes (and equal hashes) whatever order they were written in. Used
-//! for the argument HMAC and the admin change hashes of audit records.
+//! for the argument HMAC, the admin change hashes, the chain hash and the seals of audit
+//! records.
+//!
+//! Spelled out here rather than left to `serde_json`: `serde_json::Value`'s map is a
+//! `BTreeMap` only while no crate in the build turns on `preserve_order` (an AWS crate does
+//! for its own tests), so relying on its order would make hashes depend on the dependency
+//! graph. Keys sort by their UTF-8 bytes (`str`'s order); strings and numbers are written as
+//! `serde_json` writes them (deterministic, no key order involved).
 
 use serde_json::Value;
 
@@ -61,5 +68,14 @@ mod tests {
             r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#
         );
         assert_ne!(canonical_hash(&a), canonical_hash(&json!({"b": 2})));
+    }
+
+    #[test]
+    fn keys_sort_at_every_depth_and_arrays_keep_their_order() {
+        let v = json!({"b": 1, "a": {"z": [3, {"y": true, "x": null}], "c": "é\""}});
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":{"c":"é\"","z":[3,{"x":null,"y":true}]},"b":1}"#
+        );
     }
 }

@@ -1,65 +1,42 @@
 //! The hash chain of one writer (process or Lambda instance): every record it emits gets
-//! `chain = {writer, seq, prev, hash}` in emit order, where `hash` is SHA-256 over the
-//! record's canonical JSON without `chain.hash` (so `writer`, `seq` and `prev` are covered).
+//! `chain = {writer, seq, prev, kid, hash}` in emit order, where `hash` is HMAC-SHA256 over
+//! the record's canonical JSON without `chain.hash` (so `writer`, `seq`, `prev` and `kid` are
+//! covered), under the chain key of keyring key `kid` (`Keyring::audit_chain_mac_hex`).
 //!
-//! Canonical JSON is spelled out here rather than left to `serde_json`: object keys sorted by
-//! their UTF-8 bytes at every depth, no whitespace, strings and numbers as `serde_json` writes
-//! them. `serde_json::Value`'s map is a `BTreeMap` only while no crate in the build turns on
-//! `preserve_order` (an AWS crate does for its own tests), so relying on its order would make
-//! hashes depend on the dependency graph.
+//! Keyed, not a plain hash: whoever can write the store but does not hold the keyring cannot
+//! change a record and recompute the hashes after it, so every change shows as `altered` in
+//! verify, seals or not. The key id in the link lets verify pick the right key after a
+//! rotation. Canonical JSON is [`super::canonical_json`] (keys sorted at every depth).
 
 use serde_json::Value;
 
 use super::record::{AuditRecord, ChainLink};
+use crate::crypto::Keyring;
 
-/// Hex SHA-256 of a record's canonical JSON without `chain.hash`. The record is taken as a
-/// JSON value so that verify hashes exactly what was stored, unknown fields included (an
-/// attacker's added field must change the hash, not be dropped by a typed decode).
-pub fn record_hash(record: &Value) -> String {
+/// The canonical JSON of a stored record without `chain.hash`: what the chain hash covers.
+/// The record is taken as a JSON value so that verify hashes exactly what was stored,
+/// unknown fields included (an attacker's added field must change the hash, not be dropped
+/// by a typed decode).
+fn hashed_text(record: &Value) -> Vec<u8> {
     let mut v = record.clone();
     if let Some(chain) = v.get_mut("chain").and_then(Value::as_object_mut) {
         chain.remove("hash");
     }
-    let mut text = String::with_capacity(512);
-    write_canonical(&v, &mut text);
-    crate::crypto::sha256_hex(text.as_bytes())
+    super::canonical_json(&v)
 }
 
-/// Appends the canonical JSON of `v` to `out` (see the module docs).
-pub fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (k, val)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_string(k, out);
-                out.push(':');
-                write_canonical(val, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::String(s) => push_string(s, out),
-        Value::Null | Value::Bool(_) | Value::Number(_) => out.push_str(&v.to_string()),
-    }
+/// Hex SHA-256 of a record's canonical JSON without `chain.hash`: the unkeyed hash of an
+/// auditor without a store (and what an attacker without the keyring can compute).
+pub fn record_hash(record: &Value) -> String {
+    crate::crypto::sha256_hex(&hashed_text(record))
 }
 
-fn push_string(s: &str, out: &mut String) {
-    // serde_json's string escaping is deterministic (no key order involved).
-    out.push_str(&Value::String(s.to_owned()).to_string());
+/// The keyed hash a record's `chain.hash` must equal: HMAC under the chain key of the key
+/// its `chain.kid` names. `None` when the record names no key or one `ring` lacks: such a
+/// record cannot be authenticated.
+pub fn keyed_record_hash(record: &Value, ring: &Keyring) -> Option<String> {
+    let kid = record.get("chain")?.get("kid")?.as_str()?;
+    ring.audit_chain_mac_hex(kid, &hashed_text(record))
 }
 
 /// A new writer id: `w-<ms since epoch>-<random>`, unique per process start.
@@ -69,6 +46,23 @@ pub fn new_writer_id() -> String {
         super::record::now_ms(),
         crate::crypto::random_token(6)
     )
+}
+
+/// Whether `text` has the shape of a writer id made by [`new_writer_id`]: `w-`, 1 to 20
+/// digits, `-`, 1 to 32 base64url characters.
+pub fn is_writer_id(text: &str) -> bool {
+    let Some((ms, token)) = text
+        .strip_prefix("w-")
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        return false;
+    };
+    (1..=20).contains(&ms.len())
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && (1..=32).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The running state of one writer's chain.
@@ -97,20 +91,23 @@ impl Chain {
         (self.seq, &self.head)
     }
 
-    /// Links `record` as the next in the chain (overwriting any `chain` it carried).
-    pub fn link(&mut self, record: &mut AuditRecord) {
+    /// Links `record` as the next in the chain (overwriting any `chain` it carried), keyed
+    /// with `ring`'s active key; unkeyed without a ring (an auditor without a store).
+    pub fn link(&mut self, record: &mut AuditRecord, ring: Option<&Keyring>) {
         self.seq += 1;
         record.chain = Some(ChainLink {
             writer: self.writer.clone(),
             seq: self.seq,
             prev: std::mem::take(&mut self.head),
+            kid: ring.map(|r| r.active_key_id().to_owned()),
             hash: String::new(),
         });
-        let hash = match serde_json::to_value(&*record) {
-            Ok(v) => record_hash(&v),
+        let hash = match (serde_json::to_value(&*record), ring) {
+            (Ok(v), Some(ring)) => keyed_record_hash(&v, ring).unwrap_or_default(),
+            (Ok(v), None) => record_hash(&v),
             // AuditRecord is plain data and always serializes; an empty hash would show up
             // in verify as `altered`, never silently.
-            Err(_) => String::new(),
+            (Err(_), _) => String::new(),
         };
         if let Some(c) = record.chain.as_mut() {
             c.hash.clone_from(&hash);
@@ -126,46 +123,66 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_depth_and_keeps_array_order() {
-        let v = json!({"b": 1, "a": {"z": [3, {"y": true, "x": null}], "c": "é\""}});
-        let mut s = String::new();
-        write_canonical(&v, &mut s);
-        assert_eq!(s, r#"{"a":{"c":"é\"","z":[3,{"x":null,"y":true}]},"b":1}"#);
-    }
-
-    #[test]
-    fn links_carry_seq_prev_and_a_hash_that_ignores_only_itself() {
+    fn links_carry_seq_prev_and_a_keyed_hash_that_ignores_only_itself() {
+        let ring = Keyring::from_json(&Keyring::generate_document()).unwrap();
         let mut chain = Chain::new("w-1-abc".into());
         let mut a = AuditRecord::new(Event::ToolCall, Decision::Allow);
         let mut b = AuditRecord::new(Event::ToolCall, Decision::Deny);
-        chain.link(&mut a);
-        chain.link(&mut b);
+        chain.link(&mut a, Some(&ring));
+        chain.link(&mut b, Some(&ring));
         let (la, lb) = (a.chain.clone().unwrap(), b.chain.clone().unwrap());
         assert_eq!((la.seq, la.prev.as_str()), (1, ""));
         assert_eq!((lb.seq, lb.prev.clone()), (2, la.hash.clone()));
         assert_eq!(chain.head(), (2, lb.hash.as_str()));
-        // The hash is reproducible from the stored JSON...
+        assert_eq!(lb.kid.as_deref(), Some("k1"));
+        // The hash is reproducible from the stored JSON with the keyring only: not with
+        // the plain hash, nor with another keyring...
         let stored = serde_json::to_value(&b).unwrap();
-        assert_eq!(record_hash(&stored), lb.hash);
+        assert_eq!(keyed_record_hash(&stored, &ring), Some(lb.hash.clone()));
+        assert_ne!(record_hash(&stored), lb.hash);
+        let other = Keyring::from_json(&Keyring::generate_document()).unwrap();
+        assert_ne!(keyed_record_hash(&stored, &other), Some(lb.hash.clone()));
         // ... and any field, the link included, changes it.
         for (path, new) in [
             ("/decision", json!("allow")),
             ("/chain/seq", json!(3)),
             ("/chain/prev", json!("00")),
             ("/chain/writer", json!("w-2")),
+            ("/chain/kid", json!("k2")),
         ] {
             let mut v = stored.clone();
             *v.pointer_mut(path).unwrap() = new;
-            assert_ne!(record_hash(&v), lb.hash, "{path}");
+            assert_ne!(
+                keyed_record_hash(&v, &ring),
+                Some(lb.hash.clone()),
+                "{path}"
+            );
         }
         let mut added = stored.clone();
         added["extra"] = json!(1);
-        assert_ne!(record_hash(&added), lb.hash);
+        assert_ne!(keyed_record_hash(&added, &ring), Some(lb.hash.clone()));
+        let mut unkeyed = stored.clone();
+        unkeyed["chain"].as_object_mut().unwrap().remove("kid");
+        assert_eq!(keyed_record_hash(&unkeyed, &ring), None);
     }
 
     #[test]
-    fn writer_ids_differ() {
+    fn writer_ids_differ_and_have_their_shape() {
         assert_ne!(new_writer_id(), new_writer_id());
-        assert!(new_writer_id().starts_with("w-"));
+        assert!(is_writer_id(&new_writer_id()));
+        for bad in [
+            "",
+            "w-",
+            "w-1-",
+            "w--abc",
+            "w-x-abc",
+            "x-1-abc",
+            "w-1-a#b",
+            "w-1-a b",
+            "w-123456789012345678901-a",
+        ] {
+            assert!(!is_writer_id(bad), "{bad}");
+        }
+        assert!(!is_writer_id(&format!("w-1-{}", "a".repeat(33))));
     }
 }

@@ -3,12 +3,17 @@
 //! stdout (CloudWatch Logs in Lambda) and, batched, to the store.
 //!
 //! Emitting is synchronous and cheap: the record is linked into this process's hash chain
-//! ([`chain`]), written as a line, and pushed to a bounded buffer. The store write happens
+//! ([`chain`], keyed with the keyring), written as a line, and pushed to a bounded buffer.
+//! Records emitted before the keyring was first loaded (Lambda fetches it on first use) wait
+//! unlinked; the next flush loads the keyring, links them in emit order and writes their
+//! lines. The store write happens
 //! in [`Auditor::flush`]: per invocation in Lambda (an end-of-invocation hook, see
 //! `invocation`, so a frozen sandbox loses nothing), every second or at 25 buffered records
 //! locally (a background task). Flushes seal the chain head ([`seal`]) every
 //! [`SealPolicy::records`] records or [`SealPolicy::interval`]. A failed write keeps its
-//! records buffered for the next flush and is counted ([`Auditor::write_failures`]);
+//! records buffered for the next flush and is counted ([`Auditor::write_failures`]); a record
+//! the store refuses for good (`StoreError::Rejected`: too large) is dropped and counted
+//! ([`Auditor::rejected`]) instead, so it cannot block the records behind it;
 //! `verify` checks what was stored.
 
 pub mod args;
@@ -31,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::keyring::KeyringSource;
-use crate::store::{AuditSeal, AuditStore};
+use crate::store::{AuditSeal, AuditStore, StoreError};
 
 /// Most records one store write carries (DynamoDB's `BatchWriteItem` limit).
 pub const FLUSH_BATCH: usize = 25;
@@ -80,9 +85,16 @@ struct LastSeal {
     at: Instant,
 }
 
+/// The chain and the records waiting for the keyring to be linked into it.
+struct Linking {
+    chain: chain::Chain,
+    /// Emitted before the keyring was loaded, in emit order (not yet on stdout either).
+    waiting: VecDeque<AuditRecord>,
+}
+
 /// Writes audit records. One per process, in `AppState`.
 pub struct Auditor {
-    chain: Mutex<chain::Chain>,
+    linking: Mutex<Linking>,
     pending: Mutex<Pending>,
     sink: Option<Sink>,
     /// One flush at a time, so a failed batch goes back in front of newer records.
@@ -92,6 +104,7 @@ pub struct Auditor {
     batch_full: tokio::sync::Notify,
     write_failures: AtomicU64,
     dropped: AtomicU64,
+    rejected: AtomicU64,
     /// Call metrics and write failures are counted from here (see `metrics`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Tests: every emitted record is also kept here ([`Auditor::recording`]).
@@ -138,7 +151,10 @@ impl Auditor {
 
     fn build(sink: Option<Sink>) -> Self {
         Self {
-            chain: Mutex::new(chain::Chain::new(chain::new_writer_id())),
+            linking: Mutex::new(Linking {
+                chain: chain::Chain::new(chain::new_writer_id()),
+                waiting: VecDeque::new(),
+            }),
             pending: Mutex::new(Pending::default()),
             sink,
             flushing: tokio::sync::Mutex::new(()),
@@ -149,6 +165,7 @@ impl Auditor {
             batch_full: tokio::sync::Notify::new(),
             write_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             metrics: None,
             #[cfg(feature = "testing")]
             recorded: None,
@@ -166,7 +183,7 @@ impl Auditor {
 
     /// This process's writer id (its chain's name).
     pub fn writer(&self) -> String {
-        lock(&self.chain).writer().to_owned()
+        lock(&self.linking).chain.writer().to_owned()
     }
 
     /// Store writes that failed since start (each failed batch once; its records stay
@@ -179,6 +196,13 @@ impl Auditor {
     /// written to stdout, and verify reports their gap as `deleted`.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records the store refused for good (too large for it): dropped, never retried, so
+    /// they cannot block the records behind them. They were written to stdout; verify
+    /// reports the gap they leave as `deleted` (when records of the chain precede them).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Records waiting for the store.
@@ -198,27 +222,85 @@ impl Auditor {
         if let Some(kept) = &self.recorded {
             lock(kept).push(record.clone());
         }
+        let ring = self.sink.as_ref().map(|sink| sink.keyring.cached());
+        let mut lines = Vec::with_capacity(1);
         let full = {
-            let mut chain = lock(&self.chain);
-            chain.link(&mut record);
-            if self.sink.is_some() {
-                // Pushed under the chain lock, so the buffer stays in `seq` order.
-                let mut pending = lock(&self.pending);
-                pending.records.push_back(record.clone());
-                self.trim(&mut pending);
-                pending.records.len() >= FLUSH_BATCH
-            } else {
-                false
+            let mut linking = lock(&self.linking);
+            match ring {
+                // No store: nothing is verified; the chain is a plain hash.
+                None => {
+                    linking.chain.link(&mut record, None);
+                    lines.push(record);
+                    false
+                }
+                Some(None) => {
+                    linking.waiting.push_back(record);
+                    self.trim_waiting(&mut linking.waiting);
+                    false
+                }
+                Some(Some(ring)) => {
+                    linking.waiting.push_back(record);
+                    self.link_waiting(&mut linking, &ring, &mut lines)
+                }
             }
         };
-        if let Ok(mut line) = serde_json::to_vec(&StdoutLine { audit: &record }) {
-            line.push(b'\n');
-            // A closed stdout must not take the request down with it.
-            let _ = std::io::stdout().lock().write_all(&line);
-        }
+        write_lines(&lines);
         if full {
             self.batch_full.notify_one();
         }
+    }
+
+    /// Links the waiting records in order and queues them for the store (under the linking
+    /// lock, so the buffer stays in `seq` order); their linked forms go to `lines`. Whether
+    /// a batch is full.
+    fn link_waiting(
+        &self,
+        linking: &mut Linking,
+        ring: &crate::crypto::Keyring,
+        lines: &mut Vec<AuditRecord>,
+    ) -> bool {
+        let mut pending = lock(&self.pending);
+        while let Some(mut record) = linking.waiting.pop_front() {
+            linking.chain.link(&mut record, Some(ring));
+            pending.records.push_back(record.clone());
+            lines.push(record);
+        }
+        self.trim(&mut pending);
+        pending.records.len() >= FLUSH_BATCH
+    }
+
+    /// Beyond [`BUFFER_MAX`] waiting records (the keyring cannot be loaded), the oldest go
+    /// to stdout unchained and are counted as dropped.
+    fn trim_waiting(&self, waiting: &mut VecDeque<AuditRecord>) {
+        while waiting.len() > BUFFER_MAX {
+            if let Some(r) = waiting.pop_front() {
+                write_lines(std::slice::from_ref(&r));
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Links the records that waited for the keyring (loading it), before a flush.
+    async fn link_waiting_records(&self, sink: &Sink) {
+        if lock(&self.linking).waiting.is_empty() {
+            return;
+        }
+        let mut lines = Vec::new();
+        match sink.keyring.get().await {
+            Ok(ring) => {
+                self.link_waiting(&mut lock(&self.linking), &ring, &mut lines);
+            }
+            Err(e) => {
+                // Without the keyring the records cannot be chained: they go to stdout
+                // unchained and are counted, never stored unauthenticated.
+                tracing::warn!(error = %crate::http::error_chain(&e), "audit records not chained: no keyring");
+                let mut linking = lock(&self.linking);
+                lines.extend(linking.waiting.drain(..));
+                self.dropped
+                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+            }
+        }
+        write_lines(&lines);
     }
 
     /// Drops the oldest records beyond [`BUFFER_MAX`], counting them.
@@ -252,6 +334,7 @@ impl Auditor {
             return;
         };
         let _one = self.flushing.lock().await;
+        self.link_waiting_records(sink).await;
         self.seal_if_due(sink, force_seal).await;
         let (records, seals): (Vec<AuditRecord>, Vec<AuditSeal>) = {
             let mut p = lock(&self.pending);
@@ -266,26 +349,80 @@ impl Auditor {
         while let Some(batch) = batches.next() {
             let last = batches.peek().is_none();
             let with: &[AuditSeal] = if last { &seals } else { &[] };
-            if let Err(e) = sink.store.put_audit(batch, with, sink.retention).await {
+            let result = match sink.store.put_audit(batch, with, sink.retention).await {
+                // A record the store refuses for good must not block those behind it:
+                // the batch is written record by record, the refused ones dropped.
+                Err(StoreError::Rejected(_)) => self.write_singly(sink, batch, with).await,
+                other => other.map_err(|e| (0, e)),
+            };
+            if let Err((done, e)) = result {
                 self.write_failed();
                 // The error names the backend's failure only, never a record's content.
                 tracing::warn!(
                     error = %crate::http::error_chain(&e),
-                    records = records.len() - written,
+                    records = records.len() - written - done,
                     "audit store write failed; records kept for the next flush"
                 );
-                self.requeue(&records[written..], seals);
+                self.requeue(&records[written + done..], seals);
                 return;
             }
             written += batch.len();
         }
         if records.is_empty() {
             // Seals alone.
-            if let Err(e) = sink.store.put_audit(&[], &seals, sink.retention).await {
-                self.write_failed();
-                tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
-                self.requeue(&[], seals);
+            match sink.store.put_audit(&[], &seals, sink.retention).await {
+                Ok(()) => {}
+                Err(StoreError::Rejected(e)) => {
+                    // Never the case for seals the auditor made; kept from looping anyway.
+                    self.write_failed();
+                    tracing::warn!(error = %e, "audit seals refused by the store; dropped");
+                }
+                Err(e) => {
+                    self.write_failed();
+                    tracing::warn!(error = %crate::http::error_chain(&e), "audit seal write failed");
+                    self.requeue(&[], seals);
+                }
             }
+        }
+    }
+
+    /// Writes `batch` one record at a time, then `seals`: records the store refuses for good
+    /// are dropped and counted ([`Auditor::rejected`]), never retried. On a transient
+    /// failure, how many records were done and the error.
+    async fn write_singly(
+        &self,
+        sink: &Sink,
+        batch: &[AuditRecord],
+        seals: &[AuditSeal],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, record) in batch.iter().enumerate() {
+            match sink
+                .store
+                .put_audit(std::slice::from_ref(record), &[], sink.retention)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Rejected(e)) => {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.write_failed();
+                    // Where it sits in the chain, never what it holds; stdout has it.
+                    let link = record.chain.as_ref();
+                    tracing::warn!(
+                        error = %e,
+                        writer = link.map(|c| c.writer.as_str()),
+                        seq = link.map(|c| c.seq),
+                        "audit record refused by the store; dropped (it is on stdout)"
+                    );
+                }
+                Err(e) => return Err((i, e)),
+            }
+        }
+        if seals.is_empty() {
+            return Ok(());
+        }
+        match sink.store.put_audit(&[], seals, sink.retention).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err((batch.len(), e)),
         }
     }
 
@@ -304,9 +441,9 @@ impl Auditor {
     /// Adds a seal of the current head to the pending writes when due.
     async fn seal_if_due(&self, sink: &Sink, force: bool) {
         let (writer, seq, head) = {
-            let chain = lock(&self.chain);
-            let (seq, head) = chain.head();
-            (chain.writer().to_owned(), seq, head.to_owned())
+            let linking = lock(&self.linking);
+            let (seq, head) = linking.chain.head();
+            (linking.chain.writer().to_owned(), seq, head.to_owned())
         };
         {
             let last = lock(&self.last_seal);
@@ -369,6 +506,17 @@ impl crate::invocation::EndOfInvocation for Auditor {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section leaves the data consistent: a panic elsewhere may be ignored.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes each record as a JSON line on stdout.
+fn write_lines(records: &[AuditRecord]) {
+    for record in records {
+        if let Ok(mut line) = serde_json::to_vec(&StdoutLine { audit: record }) {
+            line.push(b'\n');
+            // A closed stdout must not take the request down with it.
+            let _ = std::io::stdout().lock().write_all(&line);
+        }
+    }
 }
 
 /// The stdout form: `{"audit": {...}}`, so log queries can pick records from other lines.

@@ -109,7 +109,12 @@ pub struct ChainLink {
     pub seq: u64,
     /// The previous record's `hash` (empty for the first).
     pub prev: String,
-    /// Hash of this record's canonical JSON (without `hash`) and `prev`.
+    /// The keyring key whose chain key made `hash` (absent: a plain SHA-256, made only by
+    /// an auditor without a store, whose records are never verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// HMAC-SHA256 (key `kid`'s chain key) of this record's canonical JSON without `hash`
+    /// (so `writer`, `seq`, `prev` and `kid` are covered).
     pub hash: String,
 }
 

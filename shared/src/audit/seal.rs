@@ -15,13 +15,8 @@ use crate::store::AuditSeal;
 /// The AEAD context of seals: a blob sealed for anything else does not open as a seal.
 const SEAL_CONTEXT: &[u8] = b"mcpgw audit seal v1";
 
-fn plaintext(writer: &str, seq: u64, head: &str, time_ms: i64) -> String {
-    let mut out = String::new();
-    super::chain::write_canonical(
-        &json!({"writer": writer, "seq": seq, "head": head, "time_ms": time_ms}),
-        &mut out,
-    );
-    out
+fn plaintext(writer: &str, seq: u64, head: &str, time_ms: i64) -> Vec<u8> {
+    super::canonical_json(&json!({"writer": writer, "seq": seq, "head": head, "time_ms": time_ms}))
 }
 
 /// Seals the chain head `(seq, head)` of `writer` at `time_ms`.
@@ -32,10 +27,7 @@ pub fn make(
     head: &str,
     time_ms: i64,
 ) -> Result<AuditSeal, KeyringError> {
-    let blob = ring.seal(
-        plaintext(writer, seq, head, time_ms).as_bytes(),
-        SEAL_CONTEXT,
-    )?;
+    let blob = ring.seal(&plaintext(writer, seq, head, time_ms), SEAL_CONTEXT)?;
     Ok(AuditSeal {
         writer: writer.to_owned(),
         seq,
@@ -51,9 +43,7 @@ pub fn is_authentic(ring: &Keyring, seal: &AuditSeal) -> bool {
         return false;
     };
     match ring.open(&blob, SEAL_CONTEXT) {
-        Ok(plain) => {
-            plain == plaintext(&seal.writer, seal.seq, &seal.head, seal.time_ms).as_bytes()
-        }
+        Ok(plain) => plain == plaintext(&seal.writer, seal.seq, &seal.head, seal.time_ms),
         Err(_) => false,
     }
 }

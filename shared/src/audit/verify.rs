@@ -2,25 +2,29 @@
 //!
 //! Per writer, records are taken in `seq` order and each is checked against the chain:
 //! - `deleted`: a gap in `seq` (or seals naming records that are gone: the chain was cut);
-//! - `altered`: the record's hash, recomputed from what is stored, is not its `chain.hash`;
+//! - `altered`: the record's keyed hash, recomputed from what is stored with the key its
+//!   `chain.kid` names, is not its `chain.hash` (a record naming no key, or a key the keyring
+//!   does not hold, cannot be authenticated and is `altered` too);
 //! - `reordered`: its `prev` names a record of the chain other than its predecessor, or its
 //!   time is earlier than its predecessor's;
 //! - `inserted`: a second record claiming a stored `seq`, or a `prev` that names no record;
 //! - `seal_forged`: a seal the keyring did not make; `seal_mismatch`: an authentic seal whose
 //!   head is not the stored record's hash at that `seq`;
+//! - `seal_missing`: see [`SealWindow`];
 //! - `unreadable`: stored text that is not a chained record.
 //!
-//! What the chain proves and does not is in the README ("Audit trail"): the hashes are not
-//! keyed, so whoever can write the store can rewrite the unsealed tail consistently; seals
-//! bound that to the records after the last seal. A writer's whole chain deleted leaves
-//! nothing to compare with.
+//! What the chain proves and does not is in the README ("Audit trail"): the hashes are keyed
+//! with the keyring, so whoever can only write the store cannot change, insert or reorder a
+//! record without it showing; they can still delete a writer's tail back to a seal (or a
+//! whole writer), which looks like an instance that stopped. A compromised writer (or
+//! anyone holding the keyring) can write anything.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::chain::record_hash;
+use super::chain::keyed_record_hash;
 use crate::crypto::Keyring;
 use crate::store::{AuditDump, AuditSeal};
 
@@ -28,13 +32,34 @@ use crate::store::{AuditDump, AuditSeal};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
-    Deleted { from_seq: u64, to_seq: u64 },
-    Altered { seq: u64 },
-    Reordered { seq: u64 },
-    Inserted { seq: u64, reason: &'static str },
-    SealForged { seq: u64 },
-    SealMismatch { seq: u64 },
-    Unreadable { count: usize },
+    Deleted {
+        from_seq: u64,
+        to_seq: u64,
+    },
+    Altered {
+        seq: u64,
+    },
+    Reordered {
+        seq: u64,
+    },
+    Inserted {
+        seq: u64,
+        reason: &'static str,
+    },
+    SealForged {
+        seq: u64,
+    },
+    SealMismatch {
+        seq: u64,
+    },
+    /// The writer's record at `seq` was stored more than the seal interval (plus slack)
+    /// after its last authentic seal, yet no seal covers it (see [`SealWindow`]).
+    SealMissing {
+        seq: u64,
+    },
+    Unreadable {
+        count: usize,
+    },
 }
 
 impl Problem {
@@ -47,6 +72,7 @@ impl Problem {
             Problem::Inserted { .. } => "inserted",
             Problem::SealForged { .. } => "seal_forged",
             Problem::SealMismatch { .. } => "seal_mismatch",
+            Problem::SealMissing { .. } => "seal_missing",
             Problem::Unreadable { .. } => "unreadable",
         }
     }
@@ -98,7 +124,7 @@ struct Entry {
     intact: bool,
 }
 
-fn entry(v: &Value) -> Option<(String, Entry)> {
+fn entry(v: &Value, ring: &Keyring) -> Option<(String, Entry)> {
     let chain = v.get("chain")?;
     let writer = chain.get("writer")?.as_str()?.to_owned();
     let hash = chain.get("hash")?.as_str()?.to_owned();
@@ -108,7 +134,8 @@ fn entry(v: &Value) -> Option<(String, Entry)> {
             seq: chain.get("seq")?.as_u64()?,
             time_ms: v.get("time_ms")?.as_i64()?,
             prev: chain.get("prev")?.as_str()?.to_owned(),
-            intact: record_hash(v) == hash,
+            intact: keyed_record_hash(v, ring)
+                .is_some_and(|h| crate::crypto::constant_time_eq(h.as_bytes(), hash.as_bytes())),
             hash,
         },
     ))
@@ -136,13 +163,65 @@ pub async fn verify_store(
     Ok(verify(&dump, &ring))
 }
 
-/// Checks every chain in `dump` (see the module docs).
+/// When a missing seal is reported (`seal_missing`).
+///
+/// An auditor seals its head at a flush once [`SealPolicy::interval`] has passed since its
+/// last seal, and every stored record was stored by a flush. So a record stored more than the
+/// interval (plus [`SealWindow::slack_ms`] for clocks and records emitted during a flush)
+/// after its writer's last authentic seal (or, with none, after the writer's first record
+/// read) was stored by a flush that sealed it: if no authentic seal covers it, a seal was
+/// deleted. Reported only when the range read holds a record or seal of any writer at least
+/// [`SealWindow::flush_delay_ms`] after that record, proving the seal's time (at most one
+/// invocation after the record) lies inside the range.
+///
+/// Not reported, because it cannot be told from a stopped writer: a tail within the interval
+/// of the last seal (an instance frozen forever, a crash, or the tail deleted back to a
+/// seal). Also reported, rightly, when a flush stored records but its seal write failed and
+/// the instance then stopped: evidence was lost.
+///
+/// [`SealPolicy::interval`]: super::SealPolicy
+#[derive(Debug, Clone, Copy)]
+pub struct SealWindow {
+    /// The writers' seal interval.
+    pub interval_ms: i64,
+    /// Clock and flush-timing slack.
+    pub slack_ms: i64,
+    /// The longest time from a record to the flush that stores it (a Lambda invocation).
+    pub flush_delay_ms: i64,
+}
+
+impl Default for SealWindow {
+    fn default() -> Self {
+        let interval = super::SealPolicy::default().interval;
+        Self {
+            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+            slack_ms: 60_000,
+            // Lambda's 15-minute invocation limit, plus a minute.
+            flush_delay_ms: 16 * 60_000,
+        }
+    }
+}
+
+/// Checks every chain in `dump` (see the module docs) with the default [`SealWindow`].
 pub fn verify(dump: &AuditDump, ring: &Keyring) -> Report {
+    verify_with(dump, ring, SealWindow::default())
+}
+
+/// [`verify`] with the given [`SealWindow`].
+pub fn verify_with(dump: &AuditDump, ring: &Keyring, window: SealWindow) -> Report {
     let mut by_writer: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     let mut unreadable = 0;
+    // The latest time in the range read: what proves time passed after a record.
+    let mut latest = i64::MIN;
+    for s in &dump.seals {
+        latest = latest.max(s.time_ms);
+    }
     for v in &dump.records {
-        match entry(v) {
-            Some((w, e)) => by_writer.entry(w).or_default().push(e),
+        match entry(v, ring) {
+            Some((w, e)) => {
+                latest = latest.max(e.time_ms);
+                by_writer.entry(w).or_default().push(e)
+            }
             None => unreadable += 1,
         }
     }
@@ -155,7 +234,7 @@ pub fn verify(dump: &AuditDump, ring: &Keyring) -> Report {
         .into_iter()
         .map(|(writer, entries)| {
             let seals = seals.remove(writer.as_str()).unwrap_or_default();
-            check_writer(writer, entries, &seals, ring)
+            check_writer(writer, entries, &seals, ring, window, latest)
         })
         .collect();
     let problems = if unreadable > 0 {
@@ -176,6 +255,8 @@ fn check_writer(
     mut entries: Vec<Entry>,
     seals: &[&AuditSeal],
     ring: &Keyring,
+    window: SealWindow,
+    latest: i64,
 ) -> WriterReport {
     entries.sort_by_key(|e| (e.seq, e.time_ms));
     let mut problems = Vec::new();
@@ -254,6 +335,8 @@ fn check_writer(
         chosen.keys().next_back().copied().unwrap_or(0),
     );
     let mut sealed_through: Option<u64> = None;
+    // The time of the authentic seal with the highest seq.
+    let mut last_seal_time: Option<i64> = None;
     for seal in seals {
         if !super::seal::is_authentic(ring, seal) {
             problems.push(Problem::SealForged { seq: seal.seq });
@@ -271,7 +354,24 @@ fn check_writer(
             // outside the range read.
             None => {}
         }
+        if sealed_through.is_none_or(|s| seal.seq >= s) {
+            last_seal_time = Some(last_seal_time.map_or(seal.time_ms, |t| t.max(seal.time_ms)));
+        }
         sealed_through = sealed_through.max(Some(seal.seq));
+    }
+    // A tail record that a seal should cover by now (see `SealWindow`).
+    let since = last_seal_time.or_else(|| chosen.values().map(|e| e.time_ms).min());
+    if let Some(since) = since {
+        let due = since
+            .saturating_add(window.interval_ms)
+            .saturating_add(window.slack_ms);
+        let missing = chosen
+            .range(sealed_through.map_or(0, |s| s + 1)..)
+            .map(|(_, e)| e)
+            .find(|e| e.time_ms > due && latest >= e.time_ms.saturating_add(window.flush_delay_ms));
+        if let Some(e) = missing {
+            problems.push(Problem::SealMissing { seq: e.seq });
+        }
     }
     problems.dedup();
     let unsealed = match sealed_through {
@@ -301,7 +401,7 @@ fn check_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::Chain;
+    use crate::audit::chain::{Chain, record_hash};
     use crate::audit::record::{AuditRecord, Decision, Event};
 
     fn ring() -> Keyring {
@@ -310,18 +410,32 @@ mod tests {
 
     /// A chain of `n` records one ms apart, sealed at its end.
     fn chain(n: u64, ring: &Keyring) -> (Vec<Value>, Vec<AuditSeal>) {
+        spaced_chain(n, 1, ring)
+    }
+
+    /// A chain of `n` records `step_ms` apart from time 1000, sealed at its end (the seal's
+    /// time that of the last record).
+    fn spaced_chain(n: u64, step_ms: i64, ring: &Keyring) -> (Vec<Value>, Vec<AuditSeal>) {
         let mut c = Chain::new("w-test".into());
         let mut out = Vec::new();
+        let mut last = 0;
         for i in 0..n {
             let mut r = AuditRecord::new(Event::ToolCall, Decision::Allow);
-            r.time_ms = 1_000 + i as i64;
+            r.time_ms = 1_000 + i as i64 * step_ms;
+            last = r.time_ms;
             r.tool = Some(format!("t{i}"));
-            c.link(&mut r);
+            c.link(&mut r, Some(ring));
             out.push(serde_json::to_value(&r).unwrap());
         }
         let (seq, head) = c.head();
-        let seal = super::super::seal::make(ring, "w-test", seq, head, 5_000).unwrap();
+        let seal = super::super::seal::make(ring, "w-test", seq, head, last.max(5_000)).unwrap();
         (out, vec![seal])
+    }
+
+    /// A seal of `records`' `seq` (1-based) as its writer would make it at `time_ms`.
+    fn seal_at(records: &[Value], seq: u64, time_ms: i64, ring: &Keyring) -> AuditSeal {
+        let head = records[seq as usize - 1]["chain"]["hash"].as_str().unwrap();
+        super::super::seal::make(ring, "w-test", seq, head, time_ms).unwrap()
     }
 
     fn kinds(r: &Report) -> Vec<&'static str> {
@@ -416,6 +530,111 @@ mod tests {
             r.writers[0].unsealed,
             Some(Unsealed {
                 from_seq: 1,
+                to_seq: 6
+            })
+        );
+    }
+
+    #[test]
+    fn a_chain_rewritten_without_the_keyring_is_altered_even_without_its_seals() {
+        // The review's attack: change record 2, recompute every hash from 2 on with the
+        // public (unkeyed) hash function, keep or drop the key id, delete the seals.
+        let ring = ring();
+        for drop_kid in [false, true] {
+            let (mut rs, _seals) = chain(6, &ring);
+            rs[1]["tool"] = "exfiltrate".into();
+            for i in 1..rs.len() {
+                if i > 1 {
+                    rs[i]["chain"]["prev"] = rs[i - 1]["chain"]["hash"].clone();
+                }
+                if drop_kid {
+                    rs[i]["chain"].as_object_mut().unwrap().remove("kid");
+                }
+                let h = record_hash(&rs[i]);
+                rs[i]["chain"]["hash"] = h.into();
+            }
+            let r = check(rs, Vec::new(), &ring);
+            assert!(!r.ok, "{r:?}");
+            assert_eq!(
+                r.writers[0].problems,
+                (2..=6)
+                    .map(|seq| Problem::Altered { seq })
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn records_linked_before_a_rotation_verify_after_it() {
+        let old = Keyring::from_json(r#"{"active":"k1","k1":"0123456789abcdef0123456789abcdef"}"#)
+            .unwrap();
+        let rotated = Keyring::from_json(
+            r#"{"active":"k2","k1":"0123456789abcdef0123456789abcdef","k2":"fedcba9876543210fedcba9876543210"}"#,
+        )
+        .unwrap();
+        let (rs, seals) = chain(3, &old);
+        assert!(check(rs.clone(), seals.clone(), &rotated).ok);
+        // Without the old key they cannot be authenticated.
+        let fresh = Keyring::from_json(&Keyring::generate_document()).unwrap();
+        assert!(kinds(&check(rs, Vec::new(), &fresh)).contains(&"altered"));
+    }
+
+    #[test]
+    fn a_deleted_seal_is_missing_when_later_records_prove_it_was_made() {
+        let ring = ring();
+        let window = SealWindow::default();
+        // Records a minute apart; the writer sealed at 2 (time of record 2) and at its end.
+        let step = 60_000;
+        let (rs, end_seal) = spaced_chain(30, step, &ring);
+        let at2 = seal_at(&rs, 2, rs[1]["time_ms"].as_i64().unwrap(), &ring);
+        let full = check(rs.clone(), vec![at2.clone(), end_seal[0].clone()], &ring);
+        assert!(full.ok, "{full:?}");
+        // Seals >= 2 deleted: record 3+ were stored more than interval + slack after the
+        // seal at 2... the first one past it is named, since later records prove time passed.
+        let r = check(rs.clone(), vec![at2.clone()], &ring);
+        let first_due = rs
+            .iter()
+            .find(|v| {
+                v["time_ms"].as_i64().unwrap() > at2.time_ms + window.interval_ms + window.slack_ms
+            })
+            .unwrap()["chain"]["seq"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            r.writers[0].problems,
+            [Problem::SealMissing { seq: first_due }]
+        );
+        assert!(!r.ok);
+        // No seal at all: measured from the first record.
+        let r = check(rs.clone(), Vec::new(), &ring);
+        assert!(kinds(&r).contains(&"seal_missing"), "{r:?}");
+        // Nothing after the late records proves the seal's time is inside the range read:
+        // the same tail, cut where the range would end, is not a problem.
+        let cut = rs[..4].to_vec();
+        let r = check(cut, vec![at2], &ring);
+        assert!(r.ok, "{r:?}");
+    }
+
+    #[test]
+    fn a_frozen_writers_unsealed_tail_within_the_interval_is_no_problem() {
+        let ring = ring();
+        // Sealed at 3; records 4-6 within the interval; then the instance froze forever,
+        // while another writer kept writing for hours.
+        let (rs, _) = spaced_chain(6, 5_000, &ring);
+        let at3 = seal_at(&rs, 3, rs[2]["time_ms"].as_i64().unwrap(), &ring);
+        let mut other = Chain::new("w-other".into());
+        let mut later = AuditRecord::new(Event::ToolCall, Decision::Allow);
+        later.time_ms = 10 * 3_600_000;
+        other.link(&mut later, Some(&ring));
+        let mut all = rs;
+        all.push(serde_json::to_value(&later).unwrap());
+        let r = check(all, vec![at3], &ring);
+        assert!(r.ok, "{r:?}");
+        let w = r.writers.iter().find(|w| w.writer == "w-test").unwrap();
+        assert_eq!(
+            w.unsealed,
+            Some(Unsealed {
+                from_seq: 4,
                 to_seq: 6
             })
         );

@@ -31,6 +31,9 @@ pub struct AuditSeal {
     pub mac: String,
 }
 
+/// The longest cursor text [`AuditCursor::decode`] reads (an encoded cursor is about 100).
+const CURSOR_MAX_LEN: usize = 256;
+
 /// A position in the newest-first order `(time_ms, writer, seq)`: a page continues strictly
 /// after (older than) it. Opaque to callers (base64url JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,10 +48,18 @@ impl AuditCursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// `None` for anything [`AuditCursor::encode`] did not make.
+    /// `None` for anything [`AuditCursor::encode`] did not make: cursors are caller input,
+    /// and the writer ends up in a DynamoDB sort key (at most 1 KB) and a SQL parameter, so
+    /// it must be a writer id (`w-<ms>-<token>`, see `audit::chain::is_writer_id`) or empty
+    /// (a page cut short between positions), and the text short.
     pub fn decode(text: &str) -> Option<Self> {
+        if text.len() > CURSOR_MAX_LEN {
+            return None;
+        }
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let cursor: Self = serde_json::from_slice(&bytes).ok()?;
+        (cursor.writer.is_empty() || crate::audit::chain::is_writer_id(&cursor.writer))
+            .then_some(cursor)
     }
 
     /// The cursor just after `record` (which must be chained).
@@ -80,6 +91,11 @@ pub struct AuditQuery {
     pub cursor: Option<AuditCursor>,
     /// 1 to [`AUDIT_PAGE_MAX`].
     pub limit: usize,
+    /// A user reading their own records (`/me/audit`, open to every user): the DynamoDB
+    /// adapter spends a smaller read budget per page and reads eventually consistent (half
+    /// the cost), so a user cannot make each request cost much; the page comes back short,
+    /// with a cursor, instead.
+    pub own: bool,
 }
 
 /// One page of a query: newest first; `next` continues it (a page may be short, even empty,
@@ -96,6 +112,25 @@ pub struct AuditPage {
 pub struct AuditDump {
     pub records: Vec<serde_json::Value>,
     pub seals: Vec<AuditSeal>,
+}
+
+/// The largest record JSON either adapter stores. The audit path caps the caller-chosen
+/// fields well below this; the adapters refuse anything larger anyway (a DynamoDB item
+/// holds at most 400 KB, and a record must never be able to block the flush behind it).
+pub const AUDIT_RECORD_MAX_BYTES: usize = 64 * 1024;
+
+/// The stored JSON of `r`: [`StoreError::Rejected`] beyond [`AUDIT_RECORD_MAX_BYTES`].
+///
+/// [`StoreError::Rejected`]: super::StoreError::Rejected
+pub(crate) fn record_doc(r: &AuditRecord) -> StoreResult<String> {
+    let doc = super::json_text(r, "audit record")?;
+    if doc.len() > AUDIT_RECORD_MAX_BYTES {
+        return Err(super::StoreError::Rejected(format!(
+            "audit record of {} bytes is over the {AUDIT_RECORD_MAX_BYTES}-byte limit",
+            doc.len()
+        )));
+    }
+    Ok(doc)
 }
 
 /// The indexed query fields of a record, as both adapters store them beside its JSON.

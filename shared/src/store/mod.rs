@@ -51,6 +51,10 @@ pub enum StoreError {
     /// An item in the store could not be decoded.
     #[error("stored item is corrupt: {0}")]
     Corrupt(String),
+    /// The backend refused the write for good (an item too large, a value it cannot take):
+    /// writing it again cannot succeed, so callers must not retry it. Names no content.
+    #[error("store refused the write: {0}")]
+    Rejected(String),
     /// The backend failed (network, throttling, disk).
     #[error("store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -124,6 +124,52 @@ async fn bad_parameters_answer_400_with_a_message() {
         .admin("GET", "/admin/audit/verify?since=later", None)
         .await;
     assert_error(s, &body, 400, "invalid_query");
+    // Cursors are caller input: one whose writer is not a writer id (a DynamoDB sort key
+    // past its size limit, a `#` that would shift the key) or whose text is too long is a
+    // 400 like any other malformed cursor, never a store error.
+    let cursor = |writer: String| {
+        mcpgw::store::AuditCursor {
+            time_ms: 1,
+            writer,
+            seq: 1,
+        }
+        .encode()
+    };
+    for c in [
+        cursor("x".repeat(2000)),
+        cursor("w-1-a#9999".into()),
+        cursor("writer".into()),
+        format!("{}{}", cursor("w-1-abc".into()), "A".repeat(300)),
+    ] {
+        for path in ["/admin/audit", "/me/audit"] {
+            let (s, body) = api.admin("GET", &format!("{path}?cursor={c}"), None).await;
+            assert_error(s, &body, 400, "invalid_query");
+        }
+    }
+    let (s, body) = api
+        .admin(
+            "GET",
+            &format!("/admin/audit?cursor={}", cursor("w-1-abc".into())),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    // A verify holds its range in memory: more than 31 days is refused.
+    let (s, body) = api
+        .admin("GET", "/admin/audit/verify?since=0&until=2678400001", None)
+        .await;
+    assert_error(s, &body, 400, "invalid_query");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("31 days"),
+        "{body}"
+    );
+    let (s, body) = api
+        .admin("GET", "/admin/audit/verify?since=0&until=2678400000", None)
+        .await;
+    assert_eq!(s, 200, "{body}");
 }
 
 #[tokio::test]

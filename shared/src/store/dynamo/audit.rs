@@ -22,17 +22,20 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use super::items::Item;
 use super::{DynamoStore, PK, SK, TTL, n, s, sdk_error, until_processed};
 use crate::audit::record::AuditRecord;
+use crate::store::audit::record_doc;
 use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
     AuditStore,
 };
-use crate::store::{StoreError, StoreResult, json_text};
+use crate::store::{StoreError, StoreResult};
 
 /// Most items one `BatchWriteItem` takes.
 const BATCH_WRITE_MAX: usize = 25;
 /// Most `Query` requests one page of the admin query may send (sparse filters over many
 /// days return a short page with a cursor rather than reading without bound).
 const QUERY_BUDGET: usize = 32;
+/// The same for a user's own records (`AuditQuery::own`, `/me/audit`): at most 4 MB read.
+const OWN_QUERY_BUDGET: usize = 4;
 const DAY_MS: i64 = 86_400_000;
 /// The longest range one dump reads (more than the longest retention anyone sets).
 const DUMP_MAX_DAYS: i64 = 3_660;
@@ -76,7 +79,7 @@ fn record_item(r: &AuditRecord, keep_ms: i64) -> StoreResult<Option<Item>> {
         ("writer".to_owned(), s(f.writer)),
         ("seq".to_owned(), n(f.seq)),
         ("decision".to_owned(), s(f.decision)),
-        ("doc".to_owned(), s(json_text(r, "audit record")?)),
+        ("doc".to_owned(), s(record_doc(r)?)),
         (TTL.to_owned(), n(ttl_of(r.time_ms, keep_ms))),
     ]);
     for (name, value) in [
@@ -181,7 +184,22 @@ impl DynamoStore {
                     .request_items(&self.table, requests)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("BatchWriteItem", e))?;
+                    .map_err(|e| {
+                        // An item DynamoDB cannot take (too large, a bad value) fails the
+                        // whole batch the same way every time: say so, so the auditor
+                        // splits the batch instead of retrying it forever.
+                        if e.as_service_error()
+                            .and_then(|se| aws_sdk_dynamodb::error::ProvideErrorMetadata::code(se))
+                            == Some("ValidationException")
+                        {
+                            StoreError::Rejected(
+                                "DynamoDB BatchWriteItem refused an item (ValidationException)"
+                                    .into(),
+                            )
+                        } else {
+                            sdk_error("BatchWriteItem", e)
+                        }
+                    })?;
                 let left = out
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))
@@ -292,12 +310,17 @@ impl AuditStore for DynamoStore {
             }
         }
         let mut calls = 0;
+        let budget = if q.own {
+            OWN_QUERY_BUDGET
+        } else {
+            QUERY_BUDGET
+        };
         // Days newest first, from the one holding the upper position down to `since`'s.
         let mut day_start = upper_time.div_euclid(DAY_MS) * DAY_MS;
         'days: while day_start.saturating_add(DAY_MS) > q.since_ms {
             let mut start: Option<Item> = None;
             loop {
-                if calls == QUERY_BUDGET {
+                if calls == budget {
                     // Out of budget: continue from where the reads stopped.
                     let next = match &start {
                         Some(key) => key
@@ -317,7 +340,7 @@ impl AuditStore for DynamoStore {
                     .client
                     .query()
                     .table_name(&self.table)
-                    .consistent_read(true)
+                    .consistent_read(!q.own)
                     .scan_index_forward(false)
                     .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
                     .expression_attribute_names("#pk", PK)

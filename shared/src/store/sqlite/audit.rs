@@ -8,11 +8,12 @@ use rusqlite::{ToSql, params};
 
 use super::{SqliteStore, db, from_json_text};
 use crate::audit::record::AuditRecord;
+use crate::store::StoreResult;
+use crate::store::audit::record_doc;
 use crate::store::audit::{
     AUDIT_PAGE_MAX, AuditCursor, AuditDump, AuditFields, AuditPage, AuditQuery, AuditSeal,
     AuditStore,
 };
-use crate::store::{StoreResult, json_text};
 
 /// A record row to insert: its fields and JSON.
 struct Row {
@@ -57,7 +58,7 @@ impl AuditStore for SqliteStore {
                 tool: f.tool.map(str::to_owned),
                 outcome: f.outcome.map(str::to_owned),
                 decision: f.decision,
-                doc: json_text(r, "audit record")?,
+                doc: record_doc(r)?,
             });
         }
         let seals = seals.to_vec();

@@ -16,7 +16,13 @@ const KEEP: Duration = Duration::from_secs(3650 * 86_400);
 const T0: i64 = 1_765_151_999_990;
 
 /// `n` records of `writer`, 1 ms apart from `t0`, users/tools/outcomes cycling.
+/// The keyring the records' chains are keyed with.
+fn ring() -> Keyring {
+    Keyring::from_json(r#"{"active":"k1","k1":"0123456789abcdef0123456789abcdef"}"#).unwrap()
+}
+
 fn records(writer: &str, t0: i64, n: u64) -> Vec<AuditRecord> {
+    let ring = ring();
     let mut chain = Chain::new(writer.into());
     (0..n)
         .map(|i| {
@@ -42,7 +48,7 @@ fn records(writer: &str, t0: i64, n: u64) -> Vec<AuditRecord> {
                 code: None,
                 http_status: None,
             });
-            chain.link(&mut r);
+            chain.link(&mut r, Some(&ring));
             r
         })
         .collect()
@@ -72,8 +78,8 @@ async fn all_pages(store: &Arc<dyn Store>, mut q: AuditQuery) -> Vec<(i64, Strin
 }
 
 pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store>) {
-    let mut all = records("w-a", T0, 24);
-    all.extend(records("w-b", T0 + 3, 12));
+    let mut all = records("w-1-a", T0, 24);
+    all.extend(records("w-2-b", T0 + 3, 12));
     for batch in all.chunks(25) {
         store.put_audit(batch, &[], KEEP).await.unwrap();
     }
@@ -191,7 +197,7 @@ pub async fn audit_query_is_newest_first_filtered_and_paged(store: Arc<dyn Store
 }
 
 pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Store>) {
-    let rs = records("w-idem", T0, 5);
+    let rs = records("w-3-idem", T0, 5);
     store.put_audit(&rs, &[], KEEP).await.unwrap();
     // A retried flush writes the same batch again.
     store.put_audit(&rs, &[], KEEP).await.unwrap();
@@ -220,10 +226,10 @@ pub async fn audit_put_is_idempotent_and_keeps_a_second_claim(store: Arc<dyn Sto
 }
 
 pub async fn audit_dump_round_trips_records_and_seals_for_verify(store: Arc<dyn Store>) {
-    let ring = Keyring::from_json(&Keyring::generate_document()).unwrap();
-    let rs = records("w-dump", T0, 30);
+    let ring = ring();
+    let rs = records("w-4-dump", T0, 30);
     let last = rs.last().unwrap().chain.clone().unwrap();
-    let seal = mcpgw::audit::seal::make(&ring, "w-dump", last.seq, &last.hash, T0 + 40).unwrap();
+    let seal = mcpgw::audit::seal::make(&ring, "w-4-dump", last.seq, &last.hash, T0 + 40).unwrap();
     for (i, batch) in rs.chunks(25).enumerate() {
         let seals: &[AuditSeal] = if i == 1 {
             std::slice::from_ref(&seal)
