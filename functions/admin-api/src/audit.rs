@@ -17,8 +17,8 @@ use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use mcpgw::audit::range::{parse_time_ms, time_range};
-use mcpgw::audit::view;
 use mcpgw::audit::verify::{VerifyError, verify_store};
+use mcpgw::audit::view;
 use mcpgw::http::{ApiError, ErrorCode};
 use mcpgw::state::AppState;
 use mcpgw::store::{AUDIT_PAGE_MAX, AuditCursor, AuditPage, AuditQuery};
@@ -185,7 +185,11 @@ async fn my_list(
     let records: Vec<serde_json::Value> = page
         .records
         .iter()
-        .filter(|r| decision.as_deref().is_none_or(|d| view::user_decision_is(r, d)))
+        .filter(|r| {
+            decision
+                .as_deref()
+                .is_none_or(|d| view::user_decision_is(r, d))
+        })
         .map(view::for_user)
         .collect();
     Ok(Json(json!({

@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use mcpgw::audit::args::captured;
 use mcpgw::audit::events::traceparent;
-use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::record::{capped, round_ms};
+use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
 use mcpgw::domain::ServerAudit;
 use mcpgw::identity::Principal;
@@ -197,7 +197,11 @@ pub fn denied(
 ) {
     let key = SampleKey {
         event: Event::Denied,
-        endpoint: if registered { capped(endpoint) } else { "*".into() },
+        endpoint: if registered {
+            capped(endpoint)
+        } else {
+            "*".into()
+        },
         who: capped(&principal.user),
     };
     let endpoint = key.endpoint.clone();

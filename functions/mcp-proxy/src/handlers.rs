@@ -240,7 +240,9 @@ async fn dispatch(
     batch_to: Option<session_era::BatchTo>,
 ) -> Response {
     let msg = match (payload, batch_to) {
-        (ClientPayload::Batch(items), Some(to)) => return session_era::batch(call, items, to).await,
+        (ClientPayload::Batch(items), Some(to)) => {
+            return session_era::batch(call, items, to).await;
+        }
         (ClientPayload::Batch(_), None) => {
             // `post` checks every batch first; unreachable, answered as a refused batch.
             return rpc_error(

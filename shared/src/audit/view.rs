@@ -122,7 +122,10 @@ mod tests {
         r.rule = Some("endpoint_access".into());
         r.detail = Some(json!({"count": 3}));
         let v = for_user(&r);
-        assert_eq!((v["decision"].clone(), v["rule"].clone()), (json!("deny"), json!("endpoint_access")));
+        assert_eq!(
+            (v["decision"].clone(), v["rule"].clone()),
+            (json!("deny"), json!("endpoint_access"))
+        );
         assert_eq!(v["detail"]["count"], 3);
     }
 }

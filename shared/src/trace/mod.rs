@@ -535,7 +535,11 @@ mod tests {
             })
             .await;
         let tool = notes.tool.unwrap();
-        assert!(tool.len() <= crate::audit::record::MAX_TEXT_BYTES + 20, "{}", tool.len());
+        assert!(
+            tool.len() <= crate::audit::record::MAX_TEXT_BYTES + 20,
+            "{}",
+            tool.len()
+        );
         assert!(tool.ends_with(crate::audit::record::TRUNCATED_MARK));
     }
 }

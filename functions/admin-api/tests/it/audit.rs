@@ -229,7 +229,11 @@ async fn the_console_shows_my_activity_and_admins_everyones() {
     assert_eq!(all.status, 200, "{}", all.body);
     // Everyone's: both users' calls, and the admin's own changes (the key made above).
     assert!(all.body.matches("class=\"audit-record\"").count() >= 2);
-    assert!(all.body.contains("github") && all.body.contains("jira"), "{}", all.body);
+    assert!(
+        all.body.contains("github") && all.body.contains("jira"),
+        "{}",
+        all.body
+    );
     assert!(all.body.contains("admin_change"), "{}", all.body);
     let jira = send(
         &api.app,
@@ -287,18 +291,30 @@ async fn my_audit_shows_a_hidden_tools_call_as_an_unknown_tools_and_hides_operat
     let mut recs: Vec<Value> = mine["records"].as_array().unwrap().clone();
     assert_eq!(recs.len(), 2, "{mine}");
     for r in &mut recs {
-        for k in ["chain", "upstream_server", "upstream_tool", "upstream_ms", "args_hmac", "args", "rule"] {
+        for k in [
+            "chain",
+            "upstream_server",
+            "upstream_tool",
+            "upstream_ms",
+            "args_hmac",
+            "args",
+            "rule",
+        ] {
             assert!(r.get(k).is_none(), "{k} shown: {r}");
         }
-        for k in ["tool", "time_ms", "request_id"] {
+        for k in ["tool", "time_ms", "request_id", "traceparent"] {
             r.as_object_mut().unwrap().remove(k);
         }
     }
     assert_eq!(recs[0], recs[1]);
     assert_eq!(recs[0]["decision"], "allow");
     // Filtering by decision selects on what the user sees.
-    let (_, denied) = api.as_key(&alice, "GET", "/me/audit?decision=deny", None).await;
+    let (_, denied) = api
+        .as_key(&alice, "GET", "/me/audit?decision=deny", None)
+        .await;
     assert_eq!(denied["records"], serde_json::json!([]), "{denied}");
-    let (_, allowed) = api.as_key(&alice, "GET", "/me/audit?decision=allow", None).await;
+    let (_, allowed) = api
+        .as_key(&alice, "GET", "/me/audit?decision=allow", None)
+        .await;
     assert_eq!(allowed["records"].as_array().unwrap().len(), 2, "{allowed}");
 }

@@ -23,7 +23,19 @@ fn governed(
     gw: &Gateway,
     decide: impl Fn(&CallKey<'_>) -> Verdict + Send + Sync + 'static,
 ) -> (axum::Router, Kept) {
+    governed_with_body(gw, gw.state.config.max_body_bytes, decide)
+}
+
+/// [`governed`], accepting bodies of up to `max_body_bytes` (big batches, huge names).
+fn governed_with_body(
+    gw: &Gateway,
+    max_body_bytes: usize,
+    decide: impl Fn(&CallKey<'_>) -> Verdict + Send + Sync + 'static,
+) -> (axum::Router, Kept) {
     let mut state = gw.state.clone();
+    let mut config = (*state.config).clone();
+    config.max_body_bytes = max_body_bytes;
+    state.config = Arc::new(config);
     let (auditor, kept) = Auditor::recording();
     state.audit = Arc::new(auditor);
     state.limits = Arc::new(Limits::decided_by_test(Arc::new(decide)));
@@ -187,7 +199,11 @@ async fn hidden_and_unknown_tools_answer_alike_count_alike_and_are_recorded_alik
             (Decision::Limited, Some("r"))
         );
         // Still marked hidden (for the metrics: no label from an invented name).
-        let hidden = rec.detail.as_ref().and_then(|d| d.get("hidden_tool")).cloned();
+        let hidden = rec
+            .detail
+            .as_ref()
+            .and_then(|d| d.get("hidden_tool"))
+            .cloned();
         let want = (name != "echo").then(|| json!(true));
         assert_eq!(hidden, want, "{name}");
     }
@@ -220,8 +236,7 @@ async fn a_limited_tool_call_is_a_tool_error_in_each_era_and_never_reaches_the_u
     assert_eq!(a["result"]["isError"], true, "{a}");
     assert_eq!(a["result"]["resultType"], "complete", "{a}");
     assert_eq!(
-        a["result"]["content"][0]["text"],
-        "Rate limit reached: retry in 2 s",
+        a["result"]["content"][0]["text"], "Rate limit reached: retry in 2 s",
         "the caller is not told the rule's name (the record is)"
     );
     assert!(up.log.rpc("tools/call").is_empty());
@@ -280,10 +295,7 @@ async fn a_limited_read_or_prompt_is_429_with_retry_after() {
             (a["id"].clone(), a["error"]["code"].clone()),
             (json!("r1"), json!(-32012))
         );
-        assert_eq!(
-            a["error"]["data"],
-            json!({"retryAfterSeconds": 2})
-        );
+        assert_eq!(a["error"]["data"], json!({"retryAfterSeconds": 2}));
         let rec = one(&kept).await;
         assert_eq!(
             (rec.decision, rec.rule.as_deref()),
@@ -566,8 +578,10 @@ async fn arguments_are_kept_only_where_the_server_opts_in_redacted_for_direct_an
 /// `count` `tools/call` members (ids 0..count) as a JSON batch.
 fn batch_of(count: usize) -> String {
     let items: Vec<Value> = (0..count)
-        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-            "params": {"name": "echo", "arguments": {}}}))
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {}}})
+        })
         .collect();
     Value::Array(items).to_string()
 }
@@ -578,7 +592,7 @@ async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
     let checks = Arc::new(Mutex::new(0usize));
     let seen = checks.clone();
-    let (app, kept) = governed(&gw, move |k| {
+    let (app, kept) = governed_with_body(&gw, 1 << 20, move |k| {
         *seen.lock().unwrap() += 1;
         pass(k)
     });
@@ -587,14 +601,24 @@ async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], -32600);
     // ATTACK: more members than a batch may hold, even in a session.
-    let r = post(&app, "up", &gw.alice, None, &init_message_at(1, "2025-03-26")).await;
+    let r = post(
+        &app,
+        "up",
+        &gw.alice,
+        None,
+        &init_message_at(1, "2025-03-26"),
+    )
+    .await;
     let old = r.header("mcp-session-id").unwrap().to_owned();
     let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(1000)).await;
     assert_eq!(r.status, 400, "{}", r.body);
     let a = r.json();
     assert_eq!(a["error"]["code"], -32600);
     assert!(
-        a["error"]["message"].as_str().unwrap().contains("at most 100"),
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
         "{a}"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -615,7 +639,7 @@ async fn a_batch_stops_being_counted_at_its_first_limited_member() {
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
     let checks = Arc::new(Mutex::new(0usize));
     let seen = checks.clone();
-    let (app, kept) = governed(&gw, move |_| {
+    let (app, kept) = governed_with_body(&gw, 1 << 20, move |_| {
         let mut n = seen.lock().unwrap();
         *n += 1;
         // The third check is refused.
@@ -625,12 +649,23 @@ async fn a_batch_stops_being_counted_at_its_first_limited_member() {
             Verdict::Pass { would_limit: None }
         }
     });
-    let r = post(&app, "up", &gw.alice, None, &init_message_at(1, "2025-03-26")).await;
+    let r = post(
+        &app,
+        "up",
+        &gw.alice,
+        None,
+        &init_message_at(1, "2025-03-26"),
+    )
+    .await;
     let old = r.header("mcp-session-id").unwrap().to_owned();
     let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(50)).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(*checks.lock().unwrap(), 3, "the members after the limited one are not counted");
+    assert_eq!(
+        *checks.lock().unwrap(),
+        3,
+        "the members after the limited one are not counted"
+    );
     let mut recs = taken(&kept);
     recs.sort_by(|a, b| a.request_id.cmp(&b.request_id));
     let got: Vec<_> = recs
@@ -652,7 +687,7 @@ async fn a_batch_stops_being_counted_at_its_first_limited_member() {
 async fn a_huge_tool_name_or_id_is_recorded_cut_with_a_mark() {
     let up = Upstream::start(Speaks::Sessions).await;
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
-    let (app, kept) = governed(&gw, pass);
+    let (app, kept) = governed_with_body(&gw, 1 << 20, pass);
     let session = open_session(&app, "up", &gw.alice).await;
     let name = "n".repeat(300_000);
     let id = "i".repeat(100_000);
@@ -676,7 +711,14 @@ async fn a_huge_tool_name_or_id_is_recorded_cut_with_a_mark() {
     }
     assert!(serde_json::to_string(&rec).unwrap().len() < 4096);
     // BASELINE: a short name is recorded whole, unmarked.
-    post(&app, "up", &gw.alice, Some(&session), &tools_call(2, "echo")).await;
+    post(
+        &app,
+        "up",
+        &gw.alice,
+        Some(&session),
+        &tools_call(2, "echo"),
+    )
+    .await;
     assert_eq!(one(&kept).await.tool.as_deref(), Some("echo"));
 }
 
@@ -687,18 +729,26 @@ async fn a_users_view_of_a_hidden_tool_reads_like_an_unknown_tool() {
     replace_everyone_group(
         &gw,
         json!({"servers": ["up"], "members": {"everyone": true},
-            "tool_rules": {"up": {"deny": ["secret-tool"]}}}),
+            "tool_rules": {"up": {"deny": ["echo"]}}}),
     )
     .await;
     let (app, kept) = governed(&gw, pass);
     let session = open_session(&app, "up", &gw.alice).await;
     let mut admin_views = Vec::new();
     let mut user_views = Vec::new();
-    for (id, name) in [(1, "secret-tool"), (2, "never-existed")] {
+    for (id, name) in [(1, "echo"), (2, "never-existed")] {
         post(&app, "up", &gw.alice, Some(&session), &tools_call(id, name)).await;
         let rec = one(&kept).await;
         let strip = |mut v: Value| {
-            for k in ["tool", "time_ms", "request_id", "latency_ms", "upstream_tool", "chain"] {
+            for k in [
+                "tool",
+                "time_ms",
+                "request_id",
+                "traceparent",
+                "latency_ms",
+                "upstream_tool",
+                "chain",
+            ] {
                 v.as_object_mut().unwrap().remove(k);
             }
             v
