@@ -181,8 +181,8 @@ pub struct BatchTo {
     version: String,
 }
 
-/// Checks that `items` may be sent as a batch at all (no `initialize`, in a valid
-/// 2025-03-26 session): the answer refusing it otherwise. Run before the batch's members
+/// Checks that `items` may be sent as a batch at all (no `initialize`, distinct request ids,
+/// in a valid 2025-03-26 session): the answer refusing it otherwise. Run before the batch's members
 /// are gated, so a batch that is refused anyway costs no limit write and no record.
 pub async fn batch_to(call: &Call<'_>, items: &[Message]) -> Result<BatchTo, Response> {
     let refuse = |message: &str| {
@@ -198,6 +198,18 @@ pub async fn batch_to(call: &Call<'_>, items: &[Message]) -> Result<BatchTo, Res
     if items.iter().any(|m| m.method() == Some("initialize")) {
         return Err(refuse(
             "Invalid Request: initialize cannot be part of a batch",
+        ));
+    }
+    // Responses are matched to requests by id: two requests with one id cannot both be
+    // answered (or recorded) as theirs.
+    let ids: Vec<&Value> = items
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .filter_map(|m| m.id())
+        .collect();
+    if ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id)) {
+        return Err(refuse(
+            "Invalid Request: the requests in a batch need distinct ids",
         ));
     }
     let only_old = "Invalid Request: batches are only accepted in a 2025-03-26 session";

@@ -596,10 +596,12 @@ async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
         *seen.lock().unwrap() += 1;
         pass(k)
     });
-    // ATTACK: a big batch without a session (batches need a 2025-03-26 session).
-    let r = post_raw(&app, "up", &gw.alice, None, &batch_of(100)).await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert_eq!(r.json()["error"]["code"], -32600);
+    // ATTACK: big batches without a session (batches need a 2025-03-26 session).
+    for n in [100, 1000] {
+        let r = post_raw(&app, "up", &gw.alice, None, &batch_of(n)).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], -32600);
+    }
     // ATTACK: more members than a batch may hold, even in a session.
     let r = post(
         &app,
@@ -621,6 +623,12 @@ async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
             .contains("at most 100"),
         "{a}"
     );
+    // ATTACK: two requests with one id (the second could never be answered or recorded).
+    let twice = r#"[{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo"}},
+        {"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo"}}]"#;
+    let r = post_raw(&app, "up", &gw.alice, Some(&old), twice).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("distinct ids"), "{}", r.body);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(*checks.lock().unwrap(), 0, "no limit was checked");
     assert!(taken(&kept).is_empty(), "no record was made");
