@@ -204,7 +204,7 @@ async fn hidden_and_unknown_tools_answer_alike_count_alike_and_are_recorded_alik
             .as_ref()
             .and_then(|d| d.get("hidden_tool"))
             .cloned();
-        let want = (name != "echo").then(|| json!(true));
+        let want = (name != "echo").then_some(json!(true));
         assert_eq!(hidden, want, "{name}");
     }
     assert_eq!(answers[0], answers[1]);
