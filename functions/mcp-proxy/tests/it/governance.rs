@@ -430,15 +430,7 @@ async fn a_batch_gets_a_record_per_counted_member_and_is_refused_whole_when_one_
         "slow-down" => limited("burst", 3000),
         _ => pass(k),
     });
-    let r = post(
-        &app,
-        "up",
-        &gw.alice,
-        None,
-        &init_message_at(1, "2025-03-26"),
-    )
-    .await;
-    let old = r.header("mcp-session-id").unwrap().to_owned();
+    let old = old_session(&app, &gw.alice).await;
     let batch = |second: &str| {
         format!(
             r#"[{{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{{"name":"echo","arguments":{{}}}}}},
@@ -478,8 +470,8 @@ async fn a_batch_gets_a_record_per_counted_member_and_is_refused_whole_when_one_
     );
 }
 
-#[tokio::test]
-async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_no_credential() {
+/// An upstream `up` only alice may use (bob is authenticated, but not admitted).
+async fn alice_only_at_up() -> (Upstream, Gateway) {
     let up = Upstream::start(Speaks::Sessions).await;
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
     replace_everyone_group(
@@ -487,6 +479,12 @@ async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_n
         json!({"servers": ["up"], "members": {"users": ["alice@example.com"]}}),
     )
     .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_no_credential() {
+    let (_up, gw) = alice_only_at_up().await;
     let (app, kept) = governed(&gw, pass);
     let forged = format!("{}x", gw.alice);
     for _ in 0..50 {
@@ -575,6 +573,12 @@ async fn arguments_are_kept_only_where_the_server_opts_in_redacted_for_direct_an
     }
 }
 
+/// A 2025-03-26 session (the one era that takes batches) at `up`: its id.
+async fn old_session(app: &axum::Router, key: &str) -> String {
+    let r = post(app, "up", key, None, &init_message_at(1, "2025-03-26")).await;
+    r.header("mcp-session-id").unwrap().to_owned()
+}
+
 /// `count` `tools/call` members (ids 0..count) as a JSON batch.
 fn batch_of(count: usize) -> String {
     let items: Vec<Value> = (0..count)
@@ -603,15 +607,7 @@ async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
         assert_eq!(r.json()["error"]["code"], -32600);
     }
     // ATTACK: more members than a batch may hold, even in a session.
-    let r = post(
-        &app,
-        "up",
-        &gw.alice,
-        None,
-        &init_message_at(1, "2025-03-26"),
-    )
-    .await;
-    let old = r.header("mcp-session-id").unwrap().to_owned();
+    let old = old_session(&app, &gw.alice).await;
     let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(1000)).await;
     assert_eq!(r.status, 400, "{}", r.body);
     let a = r.json();
@@ -657,15 +653,7 @@ async fn a_batch_stops_being_counted_at_its_first_limited_member() {
             Verdict::Pass { would_limit: None }
         }
     });
-    let r = post(
-        &app,
-        "up",
-        &gw.alice,
-        None,
-        &init_message_at(1, "2025-03-26"),
-    )
-    .await;
-    let old = r.header("mcp-session-id").unwrap().to_owned();
+    let old = old_session(&app, &gw.alice).await;
     let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(50)).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -778,13 +766,7 @@ async fn a_users_view_of_a_hidden_tool_reads_like_an_unknown_tool() {
 
 #[tokio::test]
 async fn failed_logins_and_denials_on_invented_endpoint_names_are_not_sampled_apart() {
-    let up = Upstream::start(Speaks::Sessions).await;
-    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
-    replace_everyone_group(
-        &gw,
-        json!({"servers": ["up"], "members": {"users": ["alice@example.com"]}}),
-    )
-    .await;
+    let (_up, gw) = alice_only_at_up().await;
     let (app, kept) = governed(&gw, pass);
     let forged = format!("{}x", gw.alice);
     // ATTACK: 10,000 failed logins, each on another (valid-looking, unregistered) name.
