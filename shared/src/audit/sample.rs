@@ -12,7 +12,8 @@
 //! Bounded keys alone still let many distinct keys (a caller per endpoint, a reason per
 //! name) make a record each per window; so a process makes at most [`GLOBAL_CAP`] keyed
 //! records per window: beyond it, due records are folded into the overflow key too (whose
-//! record, one per event kind per window, says how many it stands for).
+//! record, one per event kind per window, says how many it stands for, with
+//! `detail.overflow` and no endpoint (`*`) or caller: it stands for many).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -93,6 +94,12 @@ impl Sampler {
     /// One more event of `key` at `now`: `Some(count)` when a record is due (standing for
     /// `count` events), `None` when it is folded into the next one.
     pub fn count(&self, key: SampleKey, now: Instant) -> Option<u64> {
+        self.count_as(key, now).0
+    }
+
+    /// [`Sampler::count`], and whether the event went to the overflow key (its record
+    /// stands for many keys, so it names none of them).
+    fn count_as(&self, key: SampleKey, now: Instant) -> (Option<u64>, bool) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window;
         let overflow = SampleKey {
@@ -114,11 +121,12 @@ impl Sampler {
             .get(&key)
             .is_none_or(|s| now.saturating_duration_since(s.last_record) >= window);
         let key = if due && key != overflow && !self.spend(now) {
-            overflow
+            overflow.clone()
         } else {
             key
         };
-        match slots.get_mut(&key) {
+        let folded_away = key == overflow;
+        let count = match slots.get_mut(&key) {
             Some(slot) if now.saturating_duration_since(slot.last_record) < window => {
                 slot.folded += 1;
                 None
@@ -141,18 +149,27 @@ impl Sampler {
                 );
                 Some(1)
             }
-        }
+        };
+        (count, folded_away)
     }
 
     /// Emits `record()` to `auditor` when a record of `key` is due, with `detail.count`.
     pub fn emit(&self, auditor: &Auditor, key: SampleKey, record: impl FnOnce() -> AuditRecord) {
-        let Some(count) = self.count(key, Instant::now()) else {
+        let (Some(count), overflow) = self.count_as(key, Instant::now()) else {
             return;
         };
         let mut r = record();
+        if overflow {
+            // It stands for events of many endpoints and callers: it names none.
+            r.endpoint = Some("*".into());
+            r.principal = None;
+        }
         let detail = r.detail.get_or_insert_with(|| serde_json::json!({}));
         if let Some(d) = detail.as_object_mut() {
             d.insert("count".into(), count.into());
+            if overflow {
+                d.insert("overflow".into(), true.into());
+            }
         }
         auditor.emit(r);
     }
@@ -211,6 +228,31 @@ mod tests {
             t0 + Duration::from_secs(11),
         );
         assert_eq!(counted + folded.unwrap() - 1, 10_000);
+    }
+
+    #[test]
+    fn the_overflow_record_names_no_endpoint_or_caller() {
+        let s = Sampler::new(Duration::from_secs(10), 4096).with_global_cap(1);
+        let (auditor, kept) = Auditor::recording();
+        for e in ["a", "b", "c"] {
+            let key = SampleKey {
+                event: Event::Denied,
+                endpoint: e.into(),
+                who: "u".into(),
+            };
+            s.emit(&auditor, key, || {
+                let mut r = AuditRecord::new(Event::Denied, crate::audit::Decision::Deny);
+                r.endpoint = Some(e.into());
+                r.principal = Some(crate::audit::events::actor_without_request("u", "api_key"));
+                r
+            });
+        }
+        let kept = kept.lock().unwrap();
+        assert_eq!(kept.len(), 2, "the first keyed, then the overflow's");
+        assert_eq!(kept[0].endpoint.as_deref(), Some("a"));
+        assert_eq!(kept[1].endpoint.as_deref(), Some("*"));
+        assert!(kept[1].principal.is_none());
+        assert_eq!(kept[1].detail.as_ref().unwrap()["overflow"], true);
     }
 
     #[test]
