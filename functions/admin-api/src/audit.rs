@@ -1,5 +1,7 @@
 //! Reading the audit trail: `GET /admin/audit` (anyone's records, admins only),
-//! `GET /me/audit` (the caller's own records: the user filter is always the caller) and
+//! `GET /me/audit` (the caller's own records: the user filter is always the caller; each as
+//! `mcpgw::audit::view::for_user` shows it, so a hidden tool's call reads like an unknown
+//! tool's, and `decision=` selects on that view) and
 //! `GET /admin/audit/verify` (the chain check of `mcpgw::audit::verify`, admins only).
 //!
 //! Filters: `user`, `endpoint`, `tool`, `outcome` (`ok`, `is_error`, ...), `decision`
@@ -16,6 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use mcpgw::audit::range::{parse_time_ms, time_range, verify_range};
 use mcpgw::audit::verify::{VerifyError, verify_store};
+use mcpgw::audit::view;
 use mcpgw::http::{ApiError, ErrorCode};
 use mcpgw::state::AppState;
 use mcpgw::store::{AUDIT_PAGE_MAX, AuditCursor, AuditPage, AuditQuery};
@@ -175,11 +178,28 @@ async fn my_list(
         Some(_) => return Err(bad("/me/audit lists your own records only; drop user=")),
     }
     params.user = Some(p.user.clone());
-    let query = AuditQuery {
+    let mut query = AuditQuery {
         own: true,
         ..to_query(&state, params)?
     };
-    Ok(Json(page_json(state.store.query_audit(&query).await?)))
+    // The decision filter selects on what the user is shown (`audit::view`): the store's
+    // decision of a hidden tool's call (`deny`) is not the one the user sees (`allow`).
+    let decision = query.decision.take();
+    let page = state.store.query_audit(&query).await?;
+    let records: Vec<serde_json::Value> = page
+        .records
+        .iter()
+        .filter(|r| {
+            decision
+                .as_deref()
+                .is_none_or(|d| view::user_decision_is(r, d))
+        })
+        .map(view::for_user)
+        .collect();
+    Ok(Json(json!({
+        "records": records,
+        "next_cursor": page.next.map(|c| c.encode()),
+    })))
 }
 
 async fn admin_verify(

@@ -85,6 +85,10 @@ pub fn audited(inner: Router, state: AppState) -> Router {
                     return next.run(req).await;
                 };
                 let who = CallerOf::of(&req);
+                // Who is asking is settled before the change runs: the change can remove the
+                // very credential (a user deleting the key they call with), after which it
+                // would no longer authenticate, and the change would go unrecorded.
+                let actor = who.actor(&state).await;
                 let before = match &change.name {
                     Some(name) => {
                         read(&reader, &who, &format!("{}/{name}", change.collection)).await
@@ -119,16 +123,20 @@ pub fn audited(inner: Router, state: AppState) -> Router {
                         read(&reader, &who, &format!("{}/{name}", change.collection)).await
                     }
                 };
-                if let Some(actor) = who.actor(&state).await {
-                    state.audit.emit(admin_change(
-                        actor,
-                        &change.kind,
-                        &name,
-                        change.action,
-                        before.as_ref(),
-                        after.as_ref(),
-                    ));
-                }
+                // A change that succeeded was made by an authenticated caller; should the
+                // actor still be unknown (the key cache and store disagreeing), the change is
+                // recorded all the same, by an unnamed actor.
+                let actor = actor.unwrap_or_else(|| {
+                    mcpgw::audit::events::actor_without_request("unknown", "unknown")
+                });
+                state.audit.emit(admin_change(
+                    actor,
+                    &change.kind,
+                    &name,
+                    change.action,
+                    before.as_ref(),
+                    after.as_ref(),
+                ));
                 resp
             }
         },
@@ -153,8 +161,8 @@ impl CallerOf {
         }
     }
 
-    /// The actor (the change succeeded, so the credential was accepted a moment ago; the
-    /// key cache answers).
+    /// The actor, before the change runs (`None`: the credential is not accepted, and the
+    /// change will be refused too).
     async fn actor(&self, state: &AppState) -> Option<Actor> {
         if let Some(ConsoleIdentity(p)) = &self.console {
             let mut a = Actor::of(p);

@@ -111,12 +111,15 @@ pub async fn admit(
     {
         Ok(p) => p,
         Err(e) => {
-            // A name that cannot be registered is not kept (any text, any length).
-            let named = if metadata.is_some() {
-                &endpoint[..]
-            } else {
-                "*"
-            };
+            // Only a name the policy grants is kept (and sampled apart): any other text is
+            // `*`, so a flood of invented names is one sample key, not one per name. The
+            // policy is the cached snapshot every admitted request reads.
+            let registered = metadata.is_some()
+                && state
+                    .policy()
+                    .await
+                    .is_ok_and(|p| p.names_endpoint(&endpoint));
+            let named = if registered { &endpoint[..] } else { "*" };
             mcpgw::audit::events::auth_failed(
                 (&state.audit, &state.audit_sampler),
                 headers,
@@ -133,7 +136,8 @@ pub async fn admit(
     }
     let policy = state.policy().await?;
     let Some(access) = policy.access(&Subject::from(&principal), &endpoint) else {
-        crate::govern::denied(state, headers, &principal, &endpoint);
+        let registered = policy.names_endpoint(&endpoint);
+        crate::govern::denied(state, headers, &principal, &endpoint, registered);
         return Err(unknown());
     };
     let target = if access.virtual_server.is_some() {

@@ -8,12 +8,13 @@
 //! attempt, and an unknown tool counts the same, so a limited answer says nothing about which
 //! names exist. Its record says `deny` by `hidden_tool` (records are for admins).
 //!
-//! A limited `tools/call` is a tool result with `isError` ("Rate limit 'r' reached: retry in
-//! N s"), shaped for the client's era by `results`; a limited `resources/read` or
-//! `prompts/get` (no result fits) is HTTP 429 with `Retry-After` and the JSON-RPC error
-//! `RATE_LIMITED` (`data: {rule, retryAfterSeconds}`). A batch with any member limited is
-//! answered 429 as a whole (a batch is one HTTP exchange; the members that passed were
-//! counted, and their records say `allow` with outcome HTTP 429).
+//! A limited `tools/call` is a tool result with `isError` ("Rate limit reached: retry in
+//! N s": no rule named, the record keeps it), shaped for the client's era by `results`; a
+//! limited `resources/read` or `prompts/get` (no result fits) is HTTP 429 with `Retry-After`
+//! and the JSON-RPC error `RATE_LIMITED` (`data: {retryAfterSeconds}`). A batch is gated
+//! member by member up to the first limited one, and then answered 429 as a whole (a batch
+//! is one HTTP exchange; the members before it were counted, and their records say `allow`
+//! with outcome HTTP 429; those after it are neither counted nor recorded).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use mcpgw::audit::args::captured;
 use mcpgw::audit::events::traceparent;
+use mcpgw::audit::record::{capped, round_ms};
 use mcpgw::audit::sample::SampleKey;
 use mcpgw::audit::{Actor, AuditRecord, Auditor, CredentialUse, Decision, Event, Outcome};
 use mcpgw::domain::ServerAudit;
@@ -98,12 +100,14 @@ pub enum Gate {
     Limited(Limited),
 }
 
-/// A refused call: its rule and when to retry.
+/// A refused call: when to retry (its rule is in its record only).
 pub struct Limited {
-    pub rule: String,
     pub retry_after: Duration,
     ticket: Arc<Ticket>,
 }
+
+/// The rule of a hidden tool's call, and the `detail` flag of one that was limited.
+pub const HIDDEN_TOOL: &str = mcpgw::audit::view::HIDDEN_TOOL;
 
 /// Checks the limits for `call` and opens its ticket.
 pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> Gate {
@@ -118,19 +122,20 @@ pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> 
         })
         .await;
     let mut record = AuditRecord::new(call.event, Decision::Allow);
-    record.request_id = Some(id_text(call.id));
+    // Every text the caller chose is cut (`capped`): the record stays small whatever was sent.
+    record.request_id = Some(capped(&id_text(call.id)));
     record.traceparent = traceparent(asker.headers);
     record.principal = Some(Actor::of(asker.principal));
-    record.endpoint = Some(asker.endpoint.to_owned());
+    record.endpoint = Some(capped(asker.endpoint));
     record.method = Some(call.method.to_owned());
-    record.tool = Some(call.name.to_owned());
+    record.tool = Some(capped(call.name));
     if let Some((server, tool)) = routed.upstream {
-        record.upstream_server = Some(server.to_owned());
-        record.upstream_tool = Some(tool.to_owned());
+        record.upstream_server = Some(capped(server));
+        record.upstream_tool = Some(capped(tool));
     }
     if routed.hidden {
         record.decision = Decision::Deny;
-        record.rule = Some("hidden_tool".into());
+        record.rule = Some(HIDDEN_TOOL.into());
     }
     record.credential = routed.credential;
     if let Some(args) = call.arguments {
@@ -156,10 +161,15 @@ pub async fn gate(asker: &Asker<'_>, call: &Counted<'_>, routed: Routed<'_>) -> 
             Gate::Pass(ticket(record))
         }
         Verdict::Limited { rule, retry_after } => {
+            if routed.hidden {
+                // Still a hidden tool's call (L3): said in `detail.hidden_tool`, which the
+                // metrics read so the caller's invented name never becomes a tool label,
+                // and which `/me/audit`'s view leaves out.
+                record.detail = Some(json!({ HIDDEN_TOOL: true }));
+            }
             record.decision = Decision::Limited;
-            record.rule = Some(rule.clone());
+            record.rule = Some(rule);
             Gate::Limited(Limited {
-                rule,
                 retry_after,
                 ticket: ticket(record),
             })
@@ -175,18 +185,31 @@ async fn args_hmac(state: &AppState, args: &Value) -> Option<String> {
 }
 
 /// Records a request for an endpoint the caller may not use (or that does not exist: the
-/// caller is answered alike), sampled per caller and endpoint.
-pub fn denied(state: &AppState, headers: &HeaderMap, principal: &Principal, endpoint: &str) {
+/// caller is answered alike), sampled per caller and endpoint. `registered`: the endpoint
+/// is one the policy names; any other name is sampled (and recorded) as `*`, so inventing
+/// names makes no new sample keys.
+pub fn denied(
+    state: &AppState,
+    headers: &HeaderMap,
+    principal: &Principal,
+    endpoint: &str,
+    registered: bool,
+) {
     let key = SampleKey {
         event: Event::Denied,
-        endpoint: endpoint.to_owned(),
-        who: principal.user.clone(),
+        endpoint: if registered {
+            capped(endpoint)
+        } else {
+            "*".into()
+        },
+        who: capped(&principal.user),
     };
+    let endpoint = key.endpoint.clone();
     state.audit_sampler.emit(&state.audit, key, || {
         let mut r = AuditRecord::new(Event::Denied, Decision::Deny);
         r.traceparent = traceparent(headers);
         r.principal = Some(Actor::of(principal));
-        r.endpoint = Some(endpoint.to_owned());
+        r.endpoint = Some(endpoint);
         r.rule = Some("endpoint_access".into());
         r.outcome = Some(Outcome {
             status: "http_error".into(),
@@ -208,11 +231,11 @@ impl Limited {
     pub fn answer(self, call: &Counted<'_>, era: ClientEra) -> Response {
         let secs = retry_seconds(self.retry_after);
         let resp = if call.method == "tools/call" {
-            let text = format!("Rate limit '{}' reached: retry in {secs} s", self.rule);
+            let text = limit_text(secs);
             let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             results::answer(call.id, call.method, result, era, Ttl::Set(0))
         } else {
-            too_many(Some(call.id), &self.rule, secs)
+            too_many(Some(call.id), secs)
         };
         self.ticket.answered(&resp);
         resp
@@ -228,11 +251,17 @@ impl Limited {
     }
 }
 
+/// What a limited caller is told. It names no rule: rule names are the operator's (they can
+/// say how limits are set up, or whom they target); the record keeps the rule.
+pub fn limit_text(secs: u64) -> String {
+    format!("Rate limit reached: retry in {secs} s")
+}
+
 /// HTTP 429 with `Retry-After`: the JSON-RPC error `RATE_LIMITED` answering `id` (`None`:
 /// a batch).
-pub fn too_many(id: Option<&Value>, rule: &str, secs: u64) -> Response {
-    let message = format!("Rate limit '{rule}' reached: retry in {secs} s");
-    let data = json!({"rule": rule, "retryAfterSeconds": secs});
+pub fn too_many(id: Option<&Value>, secs: u64) -> Response {
+    let message = limit_text(secs);
+    let data = json!({"retryAfterSeconds": secs});
     let mut resp = crate::answers::rpc_error(
         StatusCode::TOO_MANY_REQUESTS,
         id,
@@ -320,8 +349,8 @@ impl Ticket {
     /// server: the first that answers).
     pub fn upstream(&self, server: &str, tool: &str, credential: CredentialUse) {
         self.with_record(|r| {
-            r.upstream_server = Some(server.to_owned());
-            r.upstream_tool = Some(tool.to_owned());
+            r.upstream_server = Some(capped(server));
+            r.upstream_tool = Some(capped(tool));
             r.credential = Some(credential);
         });
     }
@@ -368,7 +397,7 @@ fn no_answer() -> Outcome {
 }
 
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    round_ms(d.as_secs_f64() * 1000.0)
 }
 
 /// The record's outcome of a response's ending.

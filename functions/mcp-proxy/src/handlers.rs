@@ -75,6 +75,19 @@ pub async fn post(
         }
     };
     drop(bytes);
+    if let ClientPayload::Batch(items) = &payload
+        && items.len() > MAX_BATCH
+    {
+        // Each member is a limit check and a record: a batch's cost is bounded here, before
+        // anything is counted.
+        return Ok(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            &format!("Invalid Request: a batch holds at most {MAX_BATCH} messages"),
+            None,
+        ));
+    }
     let (mut call, access) = match route(&state, admitted, parts.headers).await? {
         Route::Server(call, access) => (call, access),
         Route::Virtual(v) => {
@@ -89,6 +102,10 @@ pub async fn post(
                 headers: &u.headers,
                 received,
             };
+            if matches!(payload, ClientPayload::Batch(_)) {
+                // The prompt answers no batch: refused before anything is counted.
+                return Err(u.refusal.into());
+            }
             let credential = credential_use(&u.server, &u.principal.user);
             let server = &u.server;
             let tickets =
@@ -106,6 +123,14 @@ pub async fn post(
                 None => Err(u.refusal.into()),
             };
         }
+    };
+    // A batch that will be refused is refused before its members are counted or recorded.
+    let batch_to = match &payload {
+        ClientPayload::Batch(items) => match session_era::batch_to(&call, items).await {
+            Ok(to) => Some(to),
+            Err(refused) => return Ok(refused),
+        },
+        ClientPayload::One(_) => None,
     };
     let tickets = {
         let asker = Asker {
@@ -133,7 +158,7 @@ pub async fn post(
             .observer(call.upstream.server.clone());
         call.adapt.snapshot = Some(Arc::new(observer));
     }
-    let answer = dispatch(&call, payload).await;
+    let answer = dispatch(&call, payload, batch_to).await;
     // A relayed answer's tickets are the relay's to complete (as each owed response
     // passes); an answer the gateway made or read whole completes them here.
     if answer.extensions().get::<mcpgw::http::Relayed>().is_none() {
@@ -153,6 +178,9 @@ fn era_of(msg: &Message, headers: &HeaderMap) -> Option<ClientEra> {
         None
     }
 }
+
+/// The most messages a batch may hold (beyond: 400, nothing counted).
+pub const MAX_BATCH: usize = 100;
 
 /// The gate for every counted message of a registered server's payload: their tickets, or
 /// the answer when a limit refused one (a batch with a member limited: 429 as a whole).
@@ -186,30 +214,46 @@ async fn govern_payload<'a>(
             }
         }
         ClientPayload::Batch(items) => {
-            let mut limited = Vec::new();
+            // The first limited member decides the batch's answer: the members after it are
+            // neither counted nor recorded (they were not attempted).
             for c in items.iter().filter_map(counted) {
                 match gate(asker, &c, gated(&c)).await {
                     Gate::Pass(t) => tickets.push(c.id.clone(), t),
-                    Gate::Limited(l) => limited.push(l),
+                    Gate::Limited(l) => {
+                        let answer = too_many(None, l.seconds());
+                        l.in_batch(&answer);
+                        tickets.answered(&answer);
+                        return Err(answer);
+                    }
                 }
-            }
-            if let Some(first) = limited.first() {
-                let secs = limited.iter().map(|l| l.seconds()).max().unwrap_or(1);
-                let answer = too_many(None, &first.rule.clone(), secs);
-                limited.into_iter().for_each(|l| l.in_batch(&answer));
-                tickets.answered(&answer);
-                return Err(answer);
             }
         }
     }
     Ok(tickets)
 }
 
-/// Hands the message to the era that owns it.
-async fn dispatch(call: &Call<'_>, payload: ClientPayload) -> Response {
-    let msg = match payload {
-        ClientPayload::Batch(items) => return session_era::batch(call, items).await,
-        ClientPayload::One(msg) => msg,
+/// Hands the message to the era that owns it (a batch with where [`session_era::batch_to`]
+/// said it goes).
+async fn dispatch(
+    call: &Call<'_>,
+    payload: ClientPayload,
+    batch_to: Option<session_era::BatchTo>,
+) -> Response {
+    let msg = match (payload, batch_to) {
+        (ClientPayload::Batch(items), Some(to)) => {
+            return session_era::batch(call, items, to).await;
+        }
+        (ClientPayload::Batch(_), None) => {
+            // `post` checks every batch first; unreachable, answered as a refused batch.
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "Invalid Request: batches are only accepted in a 2025-03-26 session",
+                None,
+            );
+        }
+        (ClientPayload::One(msg), _) => msg,
     };
     if msg.is_request("initialize") {
         return session_era::initialize(call, msg).await;

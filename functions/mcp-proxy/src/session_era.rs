@@ -143,44 +143,10 @@ async fn session_of(call: &Call<'_>) -> Result<(SessionClaims, String), Refusal>
 /// whole (as parsed, re-serialized) when both the client's session and the upstream's speak
 /// that version, and refused otherwise (splitting a batch would change its semantics for the
 /// upstream). The answer must hold a response to each request in it, and no other.
-pub async fn batch(call: &Call<'_>, items: Vec<Message>) -> Response {
-    let refuse = |message: &str| {
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            jsonrpc::INVALID_REQUEST,
-            message,
-            None,
-        )
-    };
-    // Non-empty and every item a message: checked by `parse_client_message`.
-    if items.iter().any(|m| m.method() == Some("initialize")) {
-        return refuse("Invalid Request: initialize cannot be part of a batch");
-    }
-    if session_header(&call.headers).is_none() {
-        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
-    }
-    if let Some(resp) = bad_version_header(&call.headers, None) {
-        return resp;
-    }
-    let (claims, fingerprint) = match session_of(call).await {
-        Ok(c) => c,
-        Err(r) => return r.into_response(None),
-    };
-    let old = "2025-03-26";
-    let UpstreamLink::Session {
-        session_id,
-        version,
-    } = &claims.upstream
-    else {
-        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
-    };
-    if claims.version != old || version != old {
-        return refuse("Invalid Request: batches are only accepted in a 2025-03-26 session");
-    }
-    let sid = call.state.mcp.rebound(&fingerprint).or(session_id.clone());
+pub async fn batch(call: &Call<'_>, items: Vec<Message>, to: BatchTo) -> Response {
+    let BatchTo { sid, version } = to;
     let mut headers = call.forwarded(false);
-    headers.extend(call.upstream.session_headers(sid.as_deref(), version));
+    headers.extend(call.upstream.session_headers(sid.as_deref(), &version));
     let owed: Vec<Value> = items
         .iter()
         .filter(|m| m.kind == Kind::Request)
@@ -207,6 +173,68 @@ pub async fn batch(call: &Call<'_>, items: Vec<Message>) -> Response {
         }
         Err(e) => call_failed(&e, None),
     }
+}
+
+/// Where a batch that passed [`batch_to`] goes: the upstream session and its version.
+pub struct BatchTo {
+    sid: Option<String>,
+    version: String,
+}
+
+/// Checks that `items` may be sent as a batch at all (no `initialize`, distinct request ids,
+/// in a valid 2025-03-26 session): the answer refusing it otherwise. Run before the batch's members
+/// are gated, so a batch that is refused anyway costs no limit write and no record.
+pub async fn batch_to(call: &Call<'_>, items: &[Message]) -> Result<BatchTo, Response> {
+    let refuse = |message: &str| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            jsonrpc::INVALID_REQUEST,
+            message,
+            None,
+        )
+    };
+    // Non-empty and every item a message: checked by `parse_client_message`.
+    if items.iter().any(|m| m.method() == Some("initialize")) {
+        return Err(refuse(
+            "Invalid Request: initialize cannot be part of a batch",
+        ));
+    }
+    // Responses are matched to requests by id: two requests with one id cannot both be
+    // answered (or recorded) as theirs.
+    let ids: Vec<&Value> = items
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .filter_map(|m| m.id())
+        .collect();
+    if ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id)) {
+        return Err(refuse(
+            "Invalid Request: the requests in a batch need distinct ids",
+        ));
+    }
+    let only_old = "Invalid Request: batches are only accepted in a 2025-03-26 session";
+    if session_header(&call.headers).is_none() {
+        return Err(refuse(only_old));
+    }
+    if let Some(resp) = bad_version_header(&call.headers, None) {
+        return Err(resp);
+    }
+    let (claims, fingerprint) = session_of(call).await.map_err(|r| r.into_response(None))?;
+    let old = "2025-03-26";
+    let UpstreamLink::Session {
+        session_id,
+        version,
+    } = &claims.upstream
+    else {
+        return Err(refuse(only_old));
+    };
+    if claims.version != old || version != old {
+        return Err(refuse(only_old));
+    }
+    Ok(BatchTo {
+        sid: call.state.mcp.rebound(&fingerprint).or(session_id.clone()),
+        version: version.clone(),
+    })
 }
 
 pub async fn post(call: &Call<'_>, msg: Message) -> Response {

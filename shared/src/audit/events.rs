@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use axum::http::HeaderMap;
 
 use super::Auditor;
+use super::record::capped;
 use super::sample::{SampleKey, Sampler};
 use super::{Actor, AuditRecord, CredentialUse, Decision, Event, Outcome, canonical_hash};
 use crate::identity::AuthError;
@@ -78,6 +79,7 @@ pub fn refresh_failed(
 /// without a credential is no failed login (every MCP client's first request is one, to
 /// learn where to sign in), nor is a store outage: neither is recorded here. (Given the
 /// auditor and sampler, not the state: the grants, which the state assembles, use this module.)
+/// `endpoint` is the caller's to name only if registered: callers pass `*` for any other.
 pub fn auth_failed(
     (audit, sampler): (&Auditor, &Sampler),
     headers: &HeaderMap,
@@ -99,13 +101,14 @@ pub fn auth_failed(
     };
     let key = SampleKey {
         event: Event::AuthFailed,
-        endpoint: endpoint.to_owned(),
+        endpoint: capped(endpoint),
         who: format!("{reason}/{presented}"),
     };
+    let endpoint = key.endpoint.clone();
     sampler.emit(audit, key, || {
         let mut r = AuditRecord::new(Event::AuthFailed, Decision::Deny);
         r.traceparent = traceparent(headers);
-        r.endpoint = Some(endpoint.to_owned());
+        r.endpoint = Some(endpoint);
         r.rule = Some("authentication".into());
         r.outcome = Some(Outcome {
             status: "http_error".into(),

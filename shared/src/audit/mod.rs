@@ -25,6 +25,7 @@ pub mod record;
 pub mod sample;
 pub mod seal;
 pub mod verify;
+pub mod view;
 
 pub use canonical::{canonical_hash, canonical_json};
 pub use record::{Actor, AuditRecord, ChainLink, CredentialUse, Decision, Event, Outcome};

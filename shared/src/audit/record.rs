@@ -202,10 +202,67 @@ impl AuditRecord {
     }
 }
 
+/// The most bytes of a caller-chosen text (tool name, resource URI, request id, endpoint)
+/// a record keeps. Such texts are only bounded by the request body (4 MB); uncut, one call
+/// could make a record too large for the store (a DynamoDB item is at most 400 KB) and hold
+/// megabytes in the buffer and the chain lock.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Appended to a text [`capped`] cut, so a reader sees it is not the whole name.
+pub const TRUNCATED_MARK: &str = "…[truncated]";
+
+/// `s` as a record keeps it: whole up to [`MAX_TEXT_BYTES`], else its first bytes up to
+/// that (at a char boundary) followed by [`TRUNCATED_MARK`]. The one cut every record field
+/// and span attribute that carries a caller's text goes through.
+pub fn capped(s: &str) -> String {
+    if s.len() <= MAX_TEXT_BYTES {
+        return s.to_owned();
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED_MARK}", &s[..end])
+}
+
+/// A duration in milliseconds as records carry it: rounded to the microsecond (3 decimals).
+/// Shorter numbers print and parse back to the same `f64` in every JSON reader, so a stored
+/// record's hash verifies (an unrounded `2123.8429889999998` may not survive a parse).
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
 /// Milliseconds since the Unix epoch on the wall clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_char_boundary_with_a_mark() {
+        assert_eq!(capped("search"), "search");
+        let exact = "a".repeat(MAX_TEXT_BYTES);
+        assert_eq!(capped(&exact), exact);
+        let long = "é".repeat(300_000);
+        let c = capped(&long);
+        assert!(c.ends_with(TRUNCATED_MARK));
+        let kept = c.strip_suffix(TRUNCATED_MARK).unwrap();
+        assert!(kept.len() <= MAX_TEXT_BYTES && kept.len() > MAX_TEXT_BYTES - 4);
+        assert!(long.starts_with(kept));
+    }
+
+    #[test]
+    fn latencies_are_rounded_to_microseconds_and_survive_a_json_round_trip() {
+        assert_eq!(round_ms(2123.8429889999998), 2123.843);
+        assert_eq!(round_ms(0.0004), 0.0);
+        let mut r = AuditRecord::new(Event::ToolCall, Decision::Allow);
+        r.latency_ms = Some(round_ms(2123.8429889999998));
+        let back: AuditRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
 }

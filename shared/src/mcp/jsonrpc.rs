@@ -38,8 +38,8 @@ pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported (data lists the supported).
 pub const UNSUPPORTED_VERSION: i64 = -32022;
 /// The gateway's own: a rate limit refused the request and no result fits it
-/// (`resources/read`, `prompts/get`; HTTP 429 with `Retry-After`, `data.retryAfterSeconds`
-/// and `data.rule`). A limited `tools/call` is a tool result with `isError` instead.
+/// (`resources/read`, `prompts/get`; HTTP 429 with `Retry-After` and `data.retryAfterSeconds`;
+/// no rule named: the audit record keeps it). A limited `tools/call` is a tool result with `isError` instead.
 pub const RATE_LIMITED: i64 = -32012;
 
 /// What a message is, by the JSON-RPC rules.

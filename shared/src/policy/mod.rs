@@ -178,6 +178,17 @@ impl Snapshot {
         })
     }
 
+    /// Whether `endpoint` is one the policy grants to anyone (a server in a group, or a
+    /// virtual server): the names worth telling apart in sampled denial records (any other
+    /// name is the caller's invention).
+    pub fn names_endpoint(&self, endpoint: &str) -> bool {
+        self.virtual_servers.contains_key(endpoint)
+            || self
+                .groups
+                .iter()
+                .any(|g| g.servers.iter().any(|s| s == endpoint))
+    }
+
     /// Every endpoint `subject` may use, by name. Names of servers that no longer exist are
     /// the caller's to drop (the snapshot holds no servers).
     pub fn endpoints(&self, subject: &Subject) -> Vec<Access> {

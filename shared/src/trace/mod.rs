@@ -275,7 +275,9 @@ pub fn note_record(r: &crate::audit::AuditRecord) {
         notes.method = r.method.clone();
         notes.tool = match r.event {
             crate::audit::Event::ResourceRead => None,
-            _ => r.tool.clone(),
+            // Records carry it cut already; cut here too, so no caller's text reaches a
+            // span (and the OTLP queue) uncut whoever built the record.
+            _ => r.tool.as_deref().map(crate::audit::record::capped),
         };
         if r.upstream_ms.is_some() {
             notes.upstream_ms = r.upstream_ms;
@@ -638,5 +640,26 @@ mod tests {
         );
         let err = TraceConfig::from_lookup(&get(Some("no"))).unwrap_err();
         assert_eq!(err.var, "MCPGW_TRACESTATE_FORWARD");
+    }
+    #[tokio::test]
+    async fn a_huge_tool_name_is_noted_cut() {
+        let c = TraceContext::from_headers(&headers(&[(TRACEPARENT, VALID)]));
+        let ((), notes) = c
+            .scope(true, async {
+                let mut r = crate::audit::AuditRecord::new(
+                    crate::audit::Event::ToolCall,
+                    crate::audit::Decision::Allow,
+                );
+                r.tool = Some("t".repeat(300_000));
+                note_record(&r);
+            })
+            .await;
+        let tool = notes.tool.unwrap();
+        assert!(
+            tool.len() <= crate::audit::record::MAX_TEXT_BYTES + 20,
+            "{}",
+            tool.len()
+        );
+        assert!(tool.ends_with(crate::audit::record::TRUNCATED_MARK));
     }
 }

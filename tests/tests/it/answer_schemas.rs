@@ -933,7 +933,7 @@ async fn rate_limited(everything: &str, a: &mut Answers) -> Result<()> {
             let r = &answer.message["result"];
             let ok = answer.status == 200
                 && r["isError"] == true
-                && r["content"][0]["text"] == "Rate limit 'schemas' reached: retry in 2 s";
+                && r["content"][0]["text"] == "Rate limit reached: retry in 2 s";
             a.expect(ok, &format!("{label} [{era}] tools/call"), &answer);
             if endpoint == "combo" {
                 continue;

@@ -293,3 +293,74 @@ async fn the_console_shows_my_activity_and_admins_everyones() {
     assert_eq!(jira.body.matches("class=\"audit-record\"").count(), 1);
     assert!(jira.body.contains("bob@example.com"));
 }
+
+#[tokio::test]
+async fn my_audit_shows_a_hidden_tools_call_as_an_unknown_tools_and_hides_operator_fields() {
+    let api = api();
+    let (_, alice) = api.user_key("alice@example.com").await;
+    // As the proxy records them on a direct server with a deny-list: the unknown name went
+    // upstream (allow, upstream named); the hidden one went upstream under a sentinel name
+    // (deny by hidden_tool, no upstream named). Both got the upstream's unknown-tool error.
+    for (name, hidden) in [("secret-tool", true), ("never-existed", false)] {
+        let mut r = AuditRecord::new(Event::ToolCall, Decision::Allow);
+        r.principal = Some(Actor {
+            user: "alice@example.com".into(),
+            auth: "api_key".into(),
+            key_id: Some("k".into()),
+            provider: None,
+        });
+        r.endpoint = Some("direct".into());
+        r.method = Some("tools/call".into());
+        r.tool = Some(name.into());
+        r.outcome = Some(Outcome {
+            status: "rpc_error".into(),
+            code: Some(-32602),
+            http_status: None,
+        });
+        r.args_hmac = Some("ab".repeat(32));
+        r.upstream_ms = Some(1.25);
+        if hidden {
+            r.decision = Decision::Deny;
+            r.rule = Some("hidden_tool".into());
+        } else {
+            r.upstream_server = Some("direct".into());
+            r.upstream_tool = Some(name.into());
+        }
+        api.state.audit.emit(r);
+    }
+    api.state.audit.flush().await;
+    // BASELINE: the admin sees the difference.
+    let (_, all) = api.admin("GET", "/admin/audit?decision=deny", None).await;
+    assert_eq!(all["records"].as_array().unwrap().len(), 1, "{all}");
+    let (s, mine) = api.as_key(&alice, "GET", "/me/audit", None).await;
+    assert_eq!(s, 200, "{mine}");
+    let mut recs: Vec<Value> = mine["records"].as_array().unwrap().clone();
+    assert_eq!(recs.len(), 2, "{mine}");
+    for r in &mut recs {
+        for k in [
+            "chain",
+            "upstream_server",
+            "upstream_tool",
+            "upstream_ms",
+            "args_hmac",
+            "args",
+            "rule",
+        ] {
+            assert!(r.get(k).is_none(), "{k} shown: {r}");
+        }
+        for k in ["tool", "time_ms", "request_id", "traceparent"] {
+            r.as_object_mut().unwrap().remove(k);
+        }
+    }
+    assert_eq!(recs[0], recs[1]);
+    assert_eq!(recs[0]["decision"], "allow");
+    // Filtering by decision selects on what the user sees.
+    let (_, denied) = api
+        .as_key(&alice, "GET", "/me/audit?decision=deny", None)
+        .await;
+    assert_eq!(denied["records"], serde_json::json!([]), "{denied}");
+    let (_, allowed) = api
+        .as_key(&alice, "GET", "/me/audit?decision=allow", None)
+        .await;
+    assert_eq!(allowed["records"].as_array().unwrap().len(), 2, "{allowed}");
+}

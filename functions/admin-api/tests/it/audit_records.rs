@@ -209,3 +209,34 @@ async fn failed_logins_at_the_api_are_sampled_and_name_nothing_of_the_key() {
     );
     assert!(!serde_json::to_string(&recs).unwrap().contains("xxxxxxxx"));
 }
+
+#[tokio::test]
+async fn deleting_the_key_you_call_with_is_recorded_with_you_as_the_actor() {
+    let mut api = api();
+    let kept = recording(&mut api);
+    let (key_id, key) = api.user_key("alice@example.com").await;
+    taken(&kept);
+    let (st, body) = api
+        .as_key(&key, "DELETE", &format!("/me/api-keys/{key_id}"), None)
+        .await;
+    assert!(st.is_success(), "{st} {body}");
+    // The key is gone: it no longer authenticates (the change really removed it).
+    let (st, _) = api.as_key(&key, "GET", "/me/api-keys", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // (The refused GET above is a failed login's record.)
+    let recs: Vec<_> = taken(&kept)
+        .into_iter()
+        .filter(|r| r.event == Event::AdminChange)
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let d = recs[0].detail.clone().unwrap();
+    assert_eq!(
+        (d["kind"].as_str(), d["action"].as_str(), d["name"].as_str()),
+        (Some("api_key"), Some("delete"), Some(key_id.as_str()))
+    );
+    let who = recs[0].principal.as_ref().unwrap();
+    assert_eq!(
+        (who.user.as_str(), who.auth.as_str(), who.key_id.as_deref()),
+        ("alice@example.com", "api_key", Some(key_id.as_str()))
+    );
+}

@@ -23,7 +23,19 @@ fn governed(
     gw: &Gateway,
     decide: impl Fn(&CallKey<'_>) -> Verdict + Send + Sync + 'static,
 ) -> (axum::Router, Kept) {
+    governed_with_body(gw, gw.state.config.max_body_bytes, decide)
+}
+
+/// [`governed`], accepting bodies of up to `max_body_bytes` (big batches, huge names).
+fn governed_with_body(
+    gw: &Gateway,
+    max_body_bytes: usize,
+    decide: impl Fn(&CallKey<'_>) -> Verdict + Send + Sync + 'static,
+) -> (axum::Router, Kept) {
     let mut state = gw.state.clone();
+    let mut config = (*state.config).clone();
+    config.max_body_bytes = max_body_bytes;
+    state.config = Arc::new(config);
     let (auditor, kept) = Auditor::recording();
     state.audit = Arc::new(auditor);
     state.limits = Arc::new(Limits::decided_by_test(Arc::new(decide)));
@@ -181,7 +193,19 @@ async fn hidden_and_unknown_tools_answer_alike_count_alike_and_are_recorded_alik
     for name in ["hidden-tool", "never-existed", "echo"] {
         let r = post(&app, "up", &gw.alice, Some(&session), &tools_call(5, name)).await;
         answers.push(answer(&r).to_string().replace(name, "NAME"));
-        assert_eq!(one(&kept).await.decision, Decision::Limited);
+        let rec = one(&kept).await;
+        assert_eq!(
+            (rec.decision, rec.rule.as_deref()),
+            (Decision::Limited, Some("r"))
+        );
+        // Still marked hidden (for the metrics: no label from an invented name).
+        let hidden = rec
+            .detail
+            .as_ref()
+            .and_then(|d| d.get("hidden_tool"))
+            .cloned();
+        let want = (name != "echo").then_some(json!(true));
+        assert_eq!(hidden, want, "{name}");
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[1], answers[2]);
@@ -212,8 +236,8 @@ async fn a_limited_tool_call_is_a_tool_error_in_each_era_and_never_reaches_the_u
     assert_eq!(a["result"]["isError"], true, "{a}");
     assert_eq!(a["result"]["resultType"], "complete", "{a}");
     assert_eq!(
-        a["result"]["content"][0]["text"],
-        "Rate limit 'per-user' reached: retry in 2 s"
+        a["result"]["content"][0]["text"], "Rate limit reached: retry in 2 s",
+        "the caller is not told the rule's name (the record is)"
     );
     assert!(up.log.rpc("tools/call").is_empty());
     let rec = one(&kept).await;
@@ -271,10 +295,7 @@ async fn a_limited_read_or_prompt_is_429_with_retry_after() {
             (a["id"].clone(), a["error"]["code"].clone()),
             (json!("r1"), json!(-32012))
         );
-        assert_eq!(
-            a["error"]["data"],
-            json!({"rule": "reads", "retryAfterSeconds": 2})
-        );
+        assert_eq!(a["error"]["data"], json!({"retryAfterSeconds": 2}));
         let rec = one(&kept).await;
         assert_eq!(
             (rec.decision, rec.rule.as_deref()),
@@ -374,7 +395,7 @@ async fn a_virtual_server_call_records_the_alias_the_member_and_its_own_tool_nam
     assert_eq!(a["result"]["isError"], true, "{a}");
     assert_eq!(
         a["result"]["content"][0]["text"],
-        "Rate limit 'vs' reached: retry in 1 s"
+        "Rate limit reached: retry in 1 s"
     );
     assert_eq!(one(&kept).await.decision, Decision::Limited);
 }
@@ -409,15 +430,7 @@ async fn a_batch_gets_a_record_per_counted_member_and_is_refused_whole_when_one_
         "slow-down" => limited("burst", 3000),
         _ => pass(k),
     });
-    let r = post(
-        &app,
-        "up",
-        &gw.alice,
-        None,
-        &init_message_at(1, "2025-03-26"),
-    )
-    .await;
-    let old = r.header("mcp-session-id").unwrap().to_owned();
+    let old = old_session(&app, &gw.alice).await;
     let batch = |second: &str| {
         format!(
             r#"[{{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{{"name":"echo","arguments":{{}}}}}},
@@ -457,8 +470,8 @@ async fn a_batch_gets_a_record_per_counted_member_and_is_refused_whole_when_one_
     );
 }
 
-#[tokio::test]
-async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_no_credential() {
+/// An upstream `up` only alice may use (bob is authenticated, but not admitted).
+async fn alice_only_at_up() -> (Upstream, Gateway) {
     let up = Upstream::start(Speaks::Sessions).await;
     let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
     replace_everyone_group(
@@ -466,6 +479,12 @@ async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_n
         json!({"servers": ["up"], "members": {"users": ["alice@example.com"]}}),
     )
     .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_credentials_or_forbidden_requests_is_sampled_and_names_no_credential() {
+    let (_up, gw) = alice_only_at_up().await;
     let (app, kept) = governed(&gw, pass);
     let forged = format!("{}x", gw.alice);
     for _ in 0..50 {
@@ -552,4 +571,233 @@ async fn arguments_are_kept_only_where_the_server_opts_in_redacted_for_direct_an
             "{line}"
         );
     }
+}
+
+/// A 2025-03-26 session (the one era that takes batches) at `up`: its id.
+async fn old_session(app: &axum::Router, key: &str) -> String {
+    let r = post(app, "up", key, None, &init_message_at(1, "2025-03-26")).await;
+    r.header("mcp-session-id").unwrap().to_owned()
+}
+
+/// `count` `tools/call` members (ids 0..count) as a JSON batch.
+fn batch_of(count: usize) -> String {
+    let items: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {}}})
+        })
+        .collect();
+    Value::Array(items).to_string()
+}
+
+#[tokio::test]
+async fn a_batch_that_is_refused_anyway_costs_no_limit_check_and_no_record() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    let checks = Arc::new(Mutex::new(0usize));
+    let seen = checks.clone();
+    let (app, kept) = governed_with_body(&gw, 1 << 20, move |k| {
+        *seen.lock().unwrap() += 1;
+        pass(k)
+    });
+    // ATTACK: big batches without a session (batches need a 2025-03-26 session).
+    for n in [100, 1000] {
+        let r = post_raw(&app, "up", &gw.alice, None, &batch_of(n)).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], -32600);
+    }
+    // ATTACK: more members than a batch may hold, even in a session.
+    let old = old_session(&app, &gw.alice).await;
+    let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(1000)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let a = r.json();
+    assert_eq!(a["error"]["code"], -32600);
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{a}"
+    );
+    // ATTACK: two requests with one id (the second could never be answered or recorded).
+    let twice = r#"[{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo"}},
+        {"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo"}}]"#;
+    let r = post_raw(&app, "up", &gw.alice, Some(&old), twice).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("distinct ids"), "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*checks.lock().unwrap(), 0, "no limit was checked");
+    assert!(taken(&kept).is_empty(), "no record was made");
+    assert!(up.log.rpc("tools/call").is_empty());
+    // BASELINE: a batch of the most members allowed, in the session, is counted and sent.
+    let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(100)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(*checks.lock().unwrap(), 100);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(taken(&kept).len(), 100);
+}
+
+#[tokio::test]
+async fn a_batch_stops_being_counted_at_its_first_limited_member() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    let checks = Arc::new(Mutex::new(0usize));
+    let seen = checks.clone();
+    let (app, kept) = governed_with_body(&gw, 1 << 20, move |_| {
+        let mut n = seen.lock().unwrap();
+        *n += 1;
+        // The third check is refused.
+        if *n == 3 {
+            limited("burst", 1000)
+        } else {
+            Verdict::Pass { would_limit: None }
+        }
+    });
+    let old = old_session(&app, &gw.alice).await;
+    let r = post_raw(&app, "up", &gw.alice, Some(&old), &batch_of(50)).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        *checks.lock().unwrap(),
+        3,
+        "the members after the limited one are not counted"
+    );
+    let mut recs = taken(&kept);
+    recs.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| (r.request_id.clone().unwrap(), r.decision))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("0".to_owned(), Decision::Allow),
+            ("1".to_owned(), Decision::Allow),
+            ("2".to_owned(), Decision::Limited)
+        ]
+    );
+    assert!(up.log.rpc("tools/call").is_empty());
+}
+
+#[tokio::test]
+async fn a_huge_tool_name_or_id_is_recorded_cut_with_a_mark() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    let (app, kept) = governed_with_body(&gw, 1 << 20, pass);
+    let session = open_session(&app, "up", &gw.alice).await;
+    let name = "n".repeat(300_000);
+    let id = "i".repeat(100_000);
+    let call = request(
+        json!(id),
+        "tools/call",
+        json!({"name": name, "arguments": {}}),
+    );
+    post(&app, "up", &gw.alice, Some(&session), &call).await;
+    let rec = one(&kept).await;
+    let mark = mcpgw::audit::record::TRUNCATED_MARK;
+    let max = mcpgw::audit::record::MAX_TEXT_BYTES;
+    for (field, full) in [
+        (rec.tool.as_deref(), &name),
+        (rec.upstream_tool.as_deref(), &name),
+        (rec.request_id.as_deref(), &id),
+    ] {
+        let v = field.unwrap();
+        let kept = v.strip_suffix(mark).expect("marked as cut");
+        assert!(kept.len() <= max && full.starts_with(kept));
+    }
+    assert!(serde_json::to_string(&rec).unwrap().len() < 4096);
+    // BASELINE: a short name is recorded whole, unmarked.
+    post(
+        &app,
+        "up",
+        &gw.alice,
+        Some(&session),
+        &tools_call(2, "echo"),
+    )
+    .await;
+    assert_eq!(one(&kept).await.tool.as_deref(), Some("echo"));
+}
+
+#[tokio::test]
+async fn a_users_view_of_a_hidden_tool_reads_like_an_unknown_tool() {
+    let up = Upstream::start(Speaks::Sessions).await;
+    let gw = gateway(&[], &[("up", &up.url, "up-key")]).await;
+    replace_everyone_group(
+        &gw,
+        json!({"servers": ["up"], "members": {"everyone": true},
+            "tool_rules": {"up": {"deny": ["echo"]}}}),
+    )
+    .await;
+    let (app, kept) = governed(&gw, pass);
+    let session = open_session(&app, "up", &gw.alice).await;
+    let mut admin_views = Vec::new();
+    let mut user_views = Vec::new();
+    for (id, name) in [(1, "echo"), (2, "never-existed")] {
+        post(&app, "up", &gw.alice, Some(&session), &tools_call(id, name)).await;
+        let rec = one(&kept).await;
+        let strip = |mut v: Value| {
+            for k in [
+                "tool",
+                "time_ms",
+                "request_id",
+                "traceparent",
+                "latency_ms",
+                "upstream_tool",
+                "chain",
+            ] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        };
+        admin_views.push(strip(serde_json::to_value(&rec).unwrap()));
+        user_views.push(strip(mcpgw::audit::view::for_user(&rec)));
+    }
+    // BASELINE: the admin's records tell them apart (the hidden one is denied).
+    assert_eq!(admin_views[0]["rule"], "hidden_tool");
+    assert_eq!(admin_views[1]["decision"], "allow");
+    assert_ne!(admin_views[0], admin_views[1]);
+    // The user's view does not.
+    assert_eq!(user_views[0], user_views[1]);
+    assert_eq!(user_views[0]["decision"], "allow");
+    for k in ["upstream_server", "upstream_ms", "args_hmac", "rule"] {
+        assert!(user_views[0].get(k).is_none(), "{k}: {}", user_views[0]);
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_and_denials_on_invented_endpoint_names_are_not_sampled_apart() {
+    let (_up, gw) = alice_only_at_up().await;
+    let (app, kept) = governed(&gw, pass);
+    let forged = format!("{}x", gw.alice);
+    // ATTACK: 10,000 failed logins, each on another (valid-looking, unregistered) name.
+    for i in 0..10_000 {
+        let r = post(&app, &format!("n{i}"), &forged, None, &init_message(1)).await;
+        assert_eq!(r.status, 401);
+    }
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "{:#?}", &recs[..recs.len().min(3)]);
+    assert_eq!(recs[0].endpoint.as_deref(), Some("*"));
+    // ATTACK: an authenticated caller asking for invented names: one `Denied` record.
+    for i in 0..200 {
+        let r = post(&app, &format!("n{i}"), &gw.bob, None, &init_message(1)).await;
+        assert_eq!(r.status, 404);
+    }
+    let recs = taken(&kept);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(
+        (recs[0].event, recs[0].endpoint.as_deref()),
+        (Event::Denied, Some("*"))
+    );
+    // BASELINE: a registered endpoint is still named (and sampled apart).
+    post(&app, "up", &forged, None, &init_message(1)).await;
+    post(&app, "up", &gw.bob, None, &init_message(1)).await;
+    let recs = taken(&kept);
+    let named: Vec<_> = recs.iter().map(|r| (r.event, r.endpoint.clone())).collect();
+    assert_eq!(
+        named,
+        [
+            (Event::AuthFailed, Some("up".to_owned())),
+            (Event::Denied, Some("up".to_owned()))
+        ]
+    );
 }
