@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use tokio::sync::RwLock;
 
 use crate::clock::Clock;
@@ -222,11 +221,14 @@ impl Limits {
             return pass;
         }
         let now = inner.clock.now_ms();
-        let outcomes = join_all(buckets.iter().map(|b| inner.take(b, now))).await;
-        let mut limited: Option<(&str, Duration)> = None;
+        // One bucket (the common case: one rule) is one write. Several are taken one after
+        // another, most specific first, and the first enforce refusal stops the sequence: a
+        // refused call must not use up the budgets behind it (a user over their own limit
+        // would otherwise keep draining the team's and everyone's). Audit buckets are
+        // counted and never stop it.
         let mut would_limit = None;
-        for (b, outcome) in buckets.iter().zip(outcomes) {
-            let wait = match outcome {
+        for b in &buckets {
+            let wait = match inner.take(b, now).await {
                 Ok(None) => continue,
                 Ok(Some(wait)) => wait,
                 Err(e) => {
@@ -239,22 +241,17 @@ impl Limits {
             };
             match b.rule.mode {
                 Mode::Enforce => {
-                    if limited.is_none_or(|(_, w)| wait > w) {
-                        limited = Some((&b.rule.name, wait));
-                    }
+                    return Verdict::Limited {
+                        rule: b.rule.name.clone(),
+                        retry_after: wait,
+                    };
                 }
                 Mode::Audit => {
                     would_limit.get_or_insert_with(|| b.rule.name.clone());
                 }
             }
         }
-        match limited {
-            Some((rule, retry_after)) => Verdict::Limited {
-                rule: rule.to_owned(),
-                retry_after,
-            },
-            None => Verdict::Pass { would_limit },
-        }
+        Verdict::Pass { would_limit }
     }
 
     /// What is left of every limit that applies to `subject` (calling with the API key
@@ -452,6 +449,15 @@ impl Inner {
                 }
             }
         }
+        // The order calls take buckets in (see `check`): most specific first, then by rule
+        // name and key, so every process takes the same buckets in the same order.
+        out.sort_by(|a, b| {
+            (a.rule.per.specificity(), &a.rule.name, &a.key).cmp(&(
+                b.rule.per.specificity(),
+                &b.rule.name,
+                &b.key,
+            ))
+        });
         Ok(out)
     }
 
@@ -613,6 +619,37 @@ mod tests {
         f.clock.advance(12);
         assert!(limited(&call(&f.limits, &a, "search").await).is_none());
         assert!(limited(&call(&f.limits, &a, "search").await).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_by_its_own_bucket_uses_no_shared_budget() {
+        // "a-everyone" sorts before "z-user" by name: the order is by specificity first.
+        let f = fixture(
+            sqlite(),
+            json!([
+                {"name":"a-everyone","mode":"enforce","per":"global","limits":[{"count":5,"window":"1m"}]},
+                {"name":"z-user","mode":"enforce","per":"user","limits":[{"count":1,"window":"1m"}]},
+                {"name":"watch","mode":"audit","per":"global","limits":[{"count":3,"window":"1m"}]}
+            ]),
+        )
+        .await;
+        let (alice, bob) = (who("alice@x.io", None), who("bob@x.io", None));
+        let mut passed = 0;
+        for _ in 0..10 {
+            match call(&f.limits, &alice, "t").await {
+                Verdict::Pass { .. } => passed += 1,
+                Verdict::Limited { rule, .. } => assert_eq!(rule, "z-user"),
+            }
+        }
+        assert_eq!(passed, 1, "alice's own limit");
+        assert_eq!(
+            call(&f.limits, &bob, "t").await,
+            Verdict::Pass { would_limit: None },
+            "alice's refused calls took nothing from the global budget nor the audit one"
+        );
+        let b = f.limits.budgets(&(&bob).into(), None, "gh", &["t"]).await;
+        let left = |rule: &str| b["t"].iter().find(|x| x.rule == rule).unwrap().remaining;
+        assert_eq!((left("a-everyone"), left("watch")), (3, 1));
     }
 
     #[tokio::test]

@@ -56,6 +56,18 @@ pub enum Per {
     Global,
 }
 
+impl Per {
+    /// Rank in the order a call takes its buckets: the caller's own (user, key) before the
+    /// team's before everyone's, so a call refused by its own budget touches no shared one.
+    pub fn specificity(self) -> u8 {
+        match self {
+            Per::User | Per::ApiKey => 0,
+            Per::Team => 1,
+            Per::Global => 2,
+        }
+    }
+}
+
 /// What happens when the store cannot be asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
