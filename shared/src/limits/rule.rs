@@ -225,14 +225,21 @@ impl RateLimitRule {
     }
 
     /// Whether the rule applies to a call of `method` on `endpoint` naming `name`.
+    ///
+    /// Tool names match in any spelling, as deny rules do (`Pattern::matches_any_spelling`):
+    /// a limit restricts, and `Search`, `search ` or a full-width `ｓｅａｒｃｈ` reach the
+    /// same tool on an upstream that looks names up loosely, so they must use the same
+    /// budget. Endpoints are the registered name the path resolved to, never the caller's
+    /// spelling, so they match as written.
     pub fn matches(&self, endpoint: &str, method: &str, name: &str) -> bool {
         let m = &self.matches;
-        let any = |list: &[String], v: &str| {
-            list.is_empty() || list.iter().any(|p| Pattern::new(p).matches(v))
-        };
         (m.methods.is_empty() || m.methods.iter().any(|x| x == method))
-            && any(&m.endpoints, endpoint)
-            && (m.tools.is_empty() || (method == "tools/call" && any(&m.tools, name)))
+            && (m.endpoints.is_empty() || m.endpoints.iter().any(|p| Pattern::new(p).matches(endpoint)))
+            && (m.tools.is_empty()
+                || (method == "tools/call"
+                    && m.tools
+                        .iter()
+                        .any(|p| Pattern::new(p).matches_any_spelling(name))))
     }
 }
 
@@ -339,5 +346,26 @@ mod tests {
             "limits":[{"count":1,"window":"1s"}]}))
         .unwrap();
         assert!(any.matches("x", "prompts/get", "p"));
+    }
+
+    #[test]
+    fn tool_patterns_match_every_spelling_of_the_name() {
+        let r = rule(serde_json::json!({"name":"r","mode":"enforce","per":"user",
+            "match":{"tools":["search", "get_*"]},"limits":[{"count":1,"window":"1m"}]}))
+        .unwrap();
+        for variant in [
+            "search",
+            "Search",
+            "SEARCH",
+            "search ",
+            "se\u{200b}arch",
+            "\u{ff53}\u{ff45}\u{ff41}\u{ff52}\u{ff43}\u{ff48}",
+            "Get_Issue",
+        ] {
+            assert!(r.matches("gh", "tools/call", variant), "{variant:?}");
+        }
+        for other in ["searches", "research", "sea rch x", "\u{0455}earch"] {
+            assert!(!r.matches("gh", "tools/call", other), "{other:?}");
+        }
     }
 }
