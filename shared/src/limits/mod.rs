@@ -294,10 +294,13 @@ impl Limits {
                     },
                 };
                 let (remaining, reset_at_ms) = match b.shape {
-                    Shape::Rate { t_ms, tau_ms } => (
-                        gcra::remaining(value, now, t_ms, tau_ms),
-                        gcra::full_at(value, now),
-                    ),
+                    Shape::Rate { t_us, tau_us } => {
+                        let now_us = now * 1000;
+                        (
+                            gcra::remaining(value, now_us, t_us, tau_us),
+                            ms_up(gcra::full_at(value, now_us)),
+                        )
+                    }
                     Shape::Quota { window_ms, count } => (
                         count.saturating_sub(value.unwrap_or(0).max(0) as u64),
                         window_end(now, window_ms),
@@ -340,6 +343,12 @@ impl Bucket<'_> {
             }
         }
     }
+}
+
+/// Microseconds (a rate's clock) as milliseconds, rounded up: a wait or reset time is
+/// never early.
+fn ms_up(us: i64) -> i64 {
+    (us + 999).div_euclid(1000)
 }
 
 /// The end of the fixed window holding `now` (windows start at multiples of their length).
@@ -490,17 +499,18 @@ impl Inner {
     async fn take(&self, b: &Bucket<'_>, now: i64) -> StoreResult<Option<Duration>> {
         let ms = |v: i64| Some(Duration::from_millis(v.max(1) as u64));
         match b.shape {
-            Shape::Rate { t_ms, tau_ms } => {
+            Shape::Rate { t_us, tau_us } => {
+                let now_us = now * 1000;
                 let hint = self.remembered(&b.key);
                 let take = self
                     .store
-                    .take_rate(&b.key, now, t_ms, tau_ms, hint)
+                    .take_rate(&b.key, now_us, t_us, tau_us, hint)
                     .await?;
                 let (Take::Taken(tat) | Take::Refused(tat)) = take;
                 self.remember(&b.key, tat);
                 Ok(match take {
                     Take::Taken(_) => None,
-                    Take::Refused(tat) => ms(gcra::retry_after_ms(tat, now, tau_ms)),
+                    Take::Refused(tat) => ms(ms_up(gcra::retry_after(tat, now_us, tau_us))),
                 })
             }
             Shape::Quota { window_ms, count } => {
@@ -675,6 +685,24 @@ mod tests {
         let b = f.limits.budgets(&(&bob).into(), None, "gh", &["t"]).await;
         let left = |rule: &str| b["t"].iter().find(|x| x.rule == rule).unwrap().remaining;
         assert_eq!((left("a-everyone"), left("watch")), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn rates_above_one_call_per_millisecond_are_counted_exactly() {
+        // 3000/1s paces every 334 µs: whole milliseconds could not express it.
+        let f = fixture(
+            sqlite(),
+            json!([{"name":"fast","mode":"enforce","per":"global","limits":[{"count":3000,"window":"1s"}]}]),
+        )
+        .await;
+        let a = who("a@x.io", None);
+        let mut passed = 0;
+        for _ in 0..3001 {
+            passed += usize::from(limited(&call(&f.limits, &a, "t").await).is_none());
+        }
+        assert_eq!(passed, 3000);
+        let wait = limited(&call(&f.limits, &a, "t").await).unwrap();
+        assert_eq!(wait, Duration::from_millis(1), "334 µs, rounded up to 1 ms");
     }
 
     #[tokio::test]
