@@ -170,15 +170,32 @@ mod tests {
     async fn a_failed_read_hands_back_the_last_value_and_invalidation_forces_a_read() {
         let cache: Arc<Swr<u32>> = Arc::new(Swr::new(Duration::from_secs(60)));
         let first = cache.get(|| async { Err::<u32, _>("down") }).await;
-        assert!(matches!(first, Err(ReadFailed { error: "down", last: None })));
-        assert_eq!(*cache.get(|| async { Ok::<_, &str>(1) }).await.ok().unwrap(), 1);
-        assert_eq!(*cache.get(|| async { Ok::<_, &str>(2) }).await.ok().unwrap(), 1, "fresh");
+        assert!(matches!(
+            first,
+            Err(ReadFailed {
+                error: "down",
+                last: None
+            })
+        ));
+        assert_eq!(
+            *cache.get(|| async { Ok::<_, &str>(1) }).await.ok().unwrap(),
+            1
+        );
+        assert_eq!(
+            *cache.get(|| async { Ok::<_, &str>(2) }).await.ok().unwrap(),
+            1,
+            "fresh"
+        );
         cache.invalidate().await;
         match cache.get(|| async { Err::<u32, _>("down") }).await {
             Err(ReadFailed { last: Some(v), .. }) => assert_eq!(*v, 1),
             _ => panic!("the last value is handed back"),
         }
         cache.keep_last().await;
-        assert_eq!(*cache.get(|| async { Ok::<_, &str>(3) }).await.ok().unwrap(), 1, "kept for a TTL");
+        assert_eq!(
+            *cache.get(|| async { Ok::<_, &str>(3) }).await.ok().unwrap(),
+            1,
+            "kept for a TTL"
+        );
     }
 }

@@ -376,7 +376,10 @@ impl Inner {
                 async move {
                     let read = inner.read_rules().await;
                     if let Err(e) = &read {
-                        inner.store_failed(e, "rate-limit rules unreadable; the last ones read stay in force");
+                        inner.store_failed(
+                            e,
+                            "rate-limit rules unreadable; the last ones read stay in force",
+                        );
                     }
                     read
                 }

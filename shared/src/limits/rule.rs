@@ -194,11 +194,11 @@ impl Limit {
         if t_us * count * 99 > window_us * 100 {
             let paced = window_us / t_us;
             let exact = window_us / (window_us / count);
+            let w = &self.window;
             return Err(format!(
-                "count {count} per {} would be paced at {paced} per {}: a rate's interval is \
-                 whole microseconds; use a count that divides the window evenly (e.g. {exact} \
-                 or {paced})",
-                self.window, self.window
+                "count {count} per {w} would be paced at {paced} per {w}: {}; use a count that \
+                 divides the window evenly (e.g. {exact} or {paced})",
+                "a rate's interval is whole microseconds"
             ));
         }
         Ok(Shape::Rate {
@@ -253,7 +253,10 @@ impl RateLimitRule {
     pub fn matches(&self, endpoint: &str, method: &str, name: &str) -> bool {
         let m = &self.matches;
         (m.methods.is_empty() || m.methods.iter().any(|x| x == method))
-            && (m.endpoints.is_empty() || m.endpoints.iter().any(|p| Pattern::new(p).matches(endpoint)))
+            && (m.endpoints.is_empty()
+                || m.endpoints
+                    .iter()
+                    .any(|p| Pattern::new(p).matches(endpoint)))
             && (m.tools.is_empty()
                 || (method == "tools/call"
                     && m.tools
@@ -335,7 +338,10 @@ mod tests {
         );
         assert_eq!(
             l(1_500, "1s", Some(1)).shape(),
-            Ok(Shape::Rate { t_us: 667, tau_us: 0 })
+            Ok(Shape::Rate {
+                t_us: 667,
+                tau_us: 0
+            })
         );
         assert!(l(1_000_001, "1s", None).shape().is_err());
         // Rounding to whole µs would enforce another limit than written: refused.

@@ -348,43 +348,49 @@ async fn a_limited_prompt_is_429_with_retry_after() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_user_over_their_own_limit_does_not_drain_the_global_one() -> Result<()> {
+/// A gateway on SQLite in front of server-everything with `rules`; `None` without the peer.
+async fn sqlite_gateway_with(rules: &[Value]) -> Result<Option<TestGateway>> {
     let Some(url) = everything() else {
-        return Ok(());
+        return Ok(None);
     };
     let gw = gateway(StoreKind::Sqlite, &url).await?;
-    create(
-        &gw,
-        "/admin/rate-limits",
-        json!({"name": "everyone", "mode": "enforce", "per": "global",
-            "limits": [{"count": 5, "window": "1m"}]}),
-    )
-    .await?;
-    create(
-        &gw,
-        "/admin/rate-limits",
-        json!({"name": "each", "mode": "enforce", "per": "user",
-            "limits": [{"count": 1, "window": "1m"}]}),
-    )
-    .await?;
-    let mut alice = McpClient::connect(
+    for r in rules {
+        create(&gw, "/admin/rate-limits", r.clone()).await?;
+    }
+    Ok(Some(gw))
+}
+
+async fn session_of(gw: &TestGateway, user: &str) -> Result<McpClient> {
+    McpClient::connect(
         &gw.mcp_url("everything"),
-        &gw.user_key("alice@example.com").await?,
+        &gw.user_key(user).await?,
         SESSION,
     )
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_over_their_own_limit_does_not_drain_the_global_one() -> Result<()> {
+    let Some(gw) = sqlite_gateway_with(&[
+        json!({"name": "everyone", "mode": "enforce", "per": "global",
+            "limits": [{"count": 5, "window": "1m"}]}),
+        json!({"name": "each", "mode": "enforce", "per": "user",
+            "limits": [{"count": 1, "window": "1m"}]}),
+    ])
+    .await?
+    else {
+        return Ok(());
+    };
+    let mut alice = session_of(&gw, "alice@example.com").await?;
     let mut passed = 0;
     for _ in 0..10 {
         passed += usize::from(echo(&mut alice).await?.is_none());
     }
-    ensure!(passed == 1, "{passed} of alice's 10 calls passed a 1/min limit");
-    let mut bob = McpClient::connect(
-        &gw.mcp_url("everything"),
-        &gw.user_key("bob@example.com").await?,
-        SESSION,
-    )
-    .await?;
+    ensure!(
+        passed == 1,
+        "{passed} of alice's 10 calls passed a 1/min limit"
+    );
+    let mut bob = session_of(&gw, "bob@example.com").await?;
     ensure!(
         echo(&mut bob).await?.is_none(),
         "alice's refused calls used up the global budget"
@@ -394,19 +400,13 @@ async fn a_user_over_their_own_limit_does_not_drain_the_global_one() -> Result<(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_on_a_tool_covers_every_spelling_of_its_name() -> Result<()> {
-    let Some(url) = everything() else {
+    let Some(gw) = sqlite_gateway_with(&[json!({"name": "one-echo", "mode": "enforce",
+        "per": "user", "match": {"tools": ["echo"]}, "limits": [{"count": 1, "window": "1m"}]})])
+    .await?
+    else {
         return Ok(());
     };
-    let gw = gateway(StoreKind::Sqlite, &url).await?;
-    create(
-        &gw,
-        "/admin/rate-limits",
-        json!({"name": "one-echo", "mode": "enforce", "per": "user",
-            "match": {"tools": ["echo"]}, "limits": [{"count": 1, "window": "1m"}]}),
-    )
-    .await?;
-    let key = gw.user_key("alice@example.com").await?;
-    let mut c = McpClient::connect(&gw.mcp_url("everything"), &key, SESSION).await?;
+    let mut c = session_of(&gw, "alice@example.com").await?;
     ensure!(echo(&mut c).await?.is_none(), "the first call is allowed");
     for variant in ["Echo", "echo ", "ECHO", "\u{ff45}\u{ff43}\u{ff48}\u{ff4f}"] {
         let answer = c.call_tool(variant, json!({"message": "hi"})).await?;
