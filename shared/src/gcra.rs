@@ -1,5 +1,7 @@
 //! The generic cell rate algorithm, the rate limiter's buckets (`limits`): a bucket is ONE
-//! number, the theoretical arrival time `tat` of the next call (ms since the epoch). With
+//! number, the theoretical arrival time `tat` of the next call. The functions take any one
+//! time unit; the limiter uses microseconds since the epoch (so an interval under a
+//! millisecond is exact). With
 //! emission interval `T = window / count` and tolerance `τ = (burst - 1)·T`, a call at `now`
 //! is allowed iff `tat ≤ now + τ`, and then `tat := max(tat, now) + T`. A refused call waits `tat − τ − now`. Pure functions over
 //! times, so the math is tested without a clock; the store adapters apply [`take`] atomically
@@ -14,8 +16,8 @@ pub fn take(tat: Option<i64>, now: i64, t: i64, tau: i64) -> Result<i64, i64> {
     }
 }
 
-/// How long a call refused on a bucket at `tat` waits (at least 1 ms).
-pub fn retry_after_ms(tat: i64, now: i64, tau: i64) -> i64 {
+/// How long a call refused on a bucket at `tat` waits (at least one unit).
+pub fn retry_after(tat: i64, now: i64, tau: i64) -> i64 {
     (tat - tau - now).max(1)
 }
 
@@ -48,7 +50,7 @@ mod tests {
                     passed += 1;
                     tat = Some(t);
                 }
-                Err(old) => waits.push(retry_after_ms(old, now, TAU)),
+                Err(old) => waits.push(retry_after(old, now, TAU)),
             }
         }
         (passed, tat, waits)
@@ -83,7 +85,7 @@ mod tests {
         let (t, tau) = (1_000, 0);
         assert_eq!(take(None, 0, t, tau), Ok(1_000));
         assert_eq!(take(Some(1_000), 500, t, tau), Err(1_000));
-        assert_eq!(retry_after_ms(1_000, 500, tau), 500);
+        assert_eq!(retry_after(1_000, 500, tau), 500);
         assert_eq!(take(Some(1_000), 1_000, t, tau), Ok(2_000));
         assert_eq!(remaining(Some(1_000), 0, t, tau), 0);
         assert_eq!(remaining(Some(1_000), 1_000, t, tau), 1);

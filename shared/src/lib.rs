@@ -33,6 +33,7 @@ pub mod secrets;
 pub mod servers;
 pub mod state;
 pub mod store;
+pub mod swr;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -222,7 +222,7 @@ mod observed {
         fn session_ended(fingerprint: &str, now: UnixTime) -> bool, key Some(fingerprint);
     });
     observed!(RateLimitStore {
-        fn take_rate(key: &str, now_ms: i64, t_ms: i64, tau_ms: i64, last_tat: Option<i64>) -> Take, key Some(key);
+        fn take_rate(key: &str, now_us: i64, t_us: i64, tau_us: i64, last_tat: Option<i64>) -> Take, key Some(key);
         fn take_quota(key: &str, now_ms: i64, count: u64, window_end_ms: i64) -> Take, key Some(key);
         fn peek_bucket(key: &str, now_ms: i64) -> Option<i64>, key Some(key);
     });

@@ -6,20 +6,21 @@
 //! it is (`per`; a `team` rule counts the call against each of the caller's teams). Rates are
 //! GCRA buckets ([`crate::gcra`]), quotas fixed-window counters; both live in the store
 //! ([`RateLimitStore`]) so every process sharing it shares the budget. The rules themselves
-//! are read through a per-process cache (never a store read per call), refreshed after the
-//! policy TTL and at once after an admin write in this process. A call is one conditional
-//! store write per bucket; a store that fails lets the call through unless the rule says
-//! `on_store_error: deny`, and is counted ([`Limits::store_errors`]) and logged.
+//! are read through a per-process cache (never a store read per call; [`crate::swr`], as the
+//! policy: stale-while-revalidate, one reader at a time), refreshed after the policy TTL and
+//! at once after an admin write in this process; when they cannot be re-read the last list
+//! read stays in force (counted and logged), so a store hiccup never lifts an `enforce` or
+//! `on_store_error: deny` rule. A call is one conditional store write per bucket; a store
+//! that fails (bucket write, or the caller's teams for a team rule) lets the call through
+//! unless the rule says `on_store_error: deny`, and is counted ([`Limits::store_errors`])
+//! and logged.
 
 pub mod rule;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use futures_util::future::join_all;
-use tokio::sync::RwLock;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::gcra;
@@ -28,6 +29,7 @@ use crate::identity::Principal;
 use crate::policy::Subject;
 use crate::policy::cache::PolicyCache;
 use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreError, StoreResult, Take};
+use crate::swr::{ReadFailed, Swr};
 use rule::{Mode, OnStoreError, Per, RateLimitRule, Shape};
 
 /// What a counted call is, as the limits match it.
@@ -83,7 +85,7 @@ pub type TestVerdicts = std::sync::Arc<dyn Fn(&CallKey<'_>) -> Verdict + Send + 
 /// store); [`Limits::new`] is the real one.
 #[derive(Default)]
 pub struct Limits {
-    inner: Option<Inner>,
+    inner: Option<Arc<Inner>>,
     #[cfg(feature = "testing")]
     decided_by_test: Option<TestVerdicts>,
 }
@@ -92,10 +94,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     policy: Arc<PolicyCache>,
-    ttl: Duration,
-    rules: RwLock<Option<(Instant, Arc<Vec<Compiled>>)>>,
-    /// Bumped by every invalidation: a load that read before it is not kept.
-    generation: AtomicU64,
+    rules: Arc<Swr<Vec<Compiled>>>,
     /// Last tat seen per rate bucket: which conditional write to try first.
     tats: Mutex<HashMap<String, i64>>,
     store_errors: AtomicU64,
@@ -126,6 +125,8 @@ struct Bucket<'r> {
     shape: Shape,
     key: String,
     signature: &'r str,
+    /// A team rule's stand-in when the caller's teams could not be read: never taken.
+    teams_unreadable: bool,
 }
 
 impl Limits {
@@ -140,23 +141,21 @@ impl Limits {
         Self {
             #[cfg(feature = "testing")]
             decided_by_test: None,
-            inner: Some(Inner {
+            inner: Some(Arc::new(Inner {
                 store,
                 clock,
                 policy,
-                ttl,
-                rules: RwLock::new(None),
-                generation: AtomicU64::new(0),
+                rules: Arc::new(Swr::new(ttl)),
                 tats: Mutex::new(HashMap::new()),
                 store_errors: AtomicU64::new(0),
                 metrics: None,
-            }),
+            })),
         }
     }
 
     /// The same, counting store failures in `metrics` too.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        if let Some(inner) = self.inner.as_mut() {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
             inner.metrics = Some(metrics);
         }
         self
@@ -183,9 +182,7 @@ impl Limits {
     /// Forgets the cached rules (an admin write in this process).
     pub async fn invalidate(&self) {
         if let Some(i) = &self.inner {
-            let mut entry = i.rules.write().await;
-            i.generation.fetch_add(1, Ordering::AcqRel);
-            *entry = None;
+            i.rules.invalidate().await;
         }
     }
 
@@ -199,38 +196,38 @@ impl Limits {
         let Some(inner) = &self.inner else {
             return pass;
         };
-        let rules = match inner.rules().await {
-            Ok(r) => r,
-            Err(e) => {
-                // Without the rules nothing can be judged: the call passes (counted, logged).
-                inner.store_failed(&e, "rate-limit rules unreadable");
-                return pass;
-            }
+        let Some(rules) = Inner::rules(inner).await else {
+            // Never read (the store failed on the first read; counted, logged): nothing to
+            // judge by, the call passes.
+            return pass;
         };
         let whose = Whose::of(call.principal);
-        let buckets = match inner
+        let buckets = inner
             .buckets(&rules, call.endpoint, call.method, call.name, &whose)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                inner.store_failed(&e, "teams unreadable for rate limits");
-                return pass;
-            }
-        };
+            .await;
         if buckets.is_empty() {
             return pass;
         }
         let now = inner.clock.now_ms();
-        let outcomes = join_all(buckets.iter().map(|b| inner.take(b, now))).await;
-        let mut limited: Option<(&str, Duration)> = None;
+        // One bucket (the common case: one rule) is one write. Several are taken one after
+        // another, most specific first, and the first enforce refusal stops the sequence: a
+        // refused call must not use up the budgets behind it (a user over their own limit
+        // would otherwise keep draining the team's and everyone's). Audit buckets are
+        // counted and never stop it.
         let mut would_limit = None;
-        for (b, outcome) in buckets.iter().zip(outcomes) {
-            let wait = match outcome {
+        for b in &buckets {
+            let taken = match b.teams_unreadable {
+                // Already counted and logged when the teams were read.
+                true => Err(None),
+                false => inner.take(b, now).await.map_err(Some),
+            };
+            let wait = match taken {
                 Ok(None) => continue,
                 Ok(Some(wait)) => wait,
                 Err(e) => {
-                    inner.store_failed(&e, "rate-limit bucket write failed");
+                    if let Some(e) = e {
+                        inner.store_failed(&e, "rate-limit bucket write failed");
+                    }
                     match b.rule.on_store_error {
                         OnStoreError::Allow => continue,
                         OnStoreError::Deny => STORE_ERROR_WAIT,
@@ -239,22 +236,17 @@ impl Limits {
             };
             match b.rule.mode {
                 Mode::Enforce => {
-                    if limited.is_none_or(|(_, w)| wait > w) {
-                        limited = Some((&b.rule.name, wait));
-                    }
+                    return Verdict::Limited {
+                        rule: b.rule.name.clone(),
+                        retry_after: wait,
+                    };
                 }
                 Mode::Audit => {
                     would_limit.get_or_insert_with(|| b.rule.name.clone());
                 }
             }
         }
-        match limited {
-            Some((rule, retry_after)) => Verdict::Limited {
-                rule: rule.to_owned(),
-                retry_after,
-            },
-            None => Verdict::Pass { would_limit },
-        }
+        Verdict::Pass { would_limit }
     }
 
     /// What is left of every limit that applies to `subject` (calling with the API key
@@ -271,7 +263,7 @@ impl Limits {
         let Some(inner) = &self.inner else {
             return out;
         };
-        let Ok(rules) = inner.rules().await else {
+        let Some(rules) = Inner::rules(inner).await else {
             return out;
         };
         let now = inner.clock.now_ms();
@@ -282,14 +274,11 @@ impl Limits {
             api_key_id,
         };
         for tool in tools {
-            let Ok(buckets) = inner
+            let buckets = inner
                 .buckets(&rules, endpoint, "tools/call", tool, &whose)
-                .await
-            else {
-                return out;
-            };
+                .await;
             let mut list: Vec<Budget> = Vec::new();
-            for b in &buckets {
+            for b in buckets.iter().filter(|b| !b.teams_unreadable) {
                 let key = b.store_key(now);
                 let value = match peeked.get(&key) {
                     Some(v) => *v,
@@ -305,10 +294,13 @@ impl Limits {
                     },
                 };
                 let (remaining, reset_at_ms) = match b.shape {
-                    Shape::Rate { t_ms, tau_ms } => (
-                        gcra::remaining(value, now, t_ms, tau_ms),
-                        gcra::full_at(value, now),
-                    ),
+                    Shape::Rate { t_us, tau_us } => {
+                        let now_us = now * 1000;
+                        (
+                            gcra::remaining(value, now_us, t_us, tau_us),
+                            ms_up(gcra::full_at(value, now_us)),
+                        )
+                    }
                     Shape::Quota { window_ms, count } => (
                         count.saturating_sub(value.unwrap_or(0).max(0) as u64),
                         window_end(now, window_ms),
@@ -353,6 +345,12 @@ impl Bucket<'_> {
     }
 }
 
+/// Microseconds (a rate's clock) as milliseconds, rounded up: a wait or reset time is
+/// never early.
+fn ms_up(us: i64) -> i64 {
+    (us + 999).div_euclid(1000)
+}
+
 /// The end of the fixed window holding `now` (windows start at multiples of their length).
 fn window_end(now: i64, window_ms: i64) -> i64 {
     now.div_euclid(window_ms) * window_ms + window_ms
@@ -367,15 +365,40 @@ impl Inner {
         tracing::warn!(error = %error_chain(e), "{what}");
     }
 
-    async fn rules(&self) -> StoreResult<Arc<Vec<Compiled>>> {
-        if let Some((at, rules)) = self.rules.read().await.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok(rules.clone());
+    /// The rules in force: the cached list, re-read when stale; the last list read when a
+    /// re-read fails (kept for another TTL, so a failing store is asked once per TTL, not
+    /// per call); `None` only before any list was read.
+    async fn rules(self: &Arc<Self>) -> Option<Arc<Vec<Compiled>>> {
+        let read = self
+            .rules
+            .get(|| {
+                let inner = self.clone();
+                async move {
+                    let read = inner.read_rules().await;
+                    if let Err(e) = &read {
+                        inner.store_failed(
+                            e,
+                            "rate-limit rules unreadable; the last ones read stay in force",
+                        );
+                    }
+                    read
+                }
+            })
+            .await;
+        match read {
+            Ok(rules) => Some(rules),
+            Err(ReadFailed { last, .. }) => {
+                if last.is_some() {
+                    self.rules.keep_last().await;
+                }
+                last
+            }
         }
-        let generation = self.generation.load(Ordering::Acquire);
+    }
+
+    async fn read_rules(&self) -> StoreResult<Vec<Compiled>> {
         let docs: Vec<RateLimitRule> = self.store.list_typed(ConfigKind::RateLimit).await?;
-        let compiled: Vec<Compiled> = docs
+        Ok(docs
             .into_iter()
             .filter_map(|rule| {
                 // Documents are validated on write; one that is not (edited in the store by
@@ -393,13 +416,7 @@ impl Inner {
                     }
                 }
             })
-            .collect();
-        let compiled = Arc::new(compiled);
-        let mut entry = self.rules.write().await;
-        if self.generation.load(Ordering::Acquire) == generation {
-            *entry = Some((Instant::now(), compiled.clone()));
-        }
-        Ok(compiled)
+            .collect())
     }
 
     /// The buckets a call of `method` naming `name` on `endpoint` by `p` counts against.
@@ -410,13 +427,15 @@ impl Inner {
         method: &str,
         name: &str,
         p: &Whose<'_>,
-    ) -> StoreResult<Vec<Bucket<'r>>> {
-        let mut teams: Option<Vec<String>> = None;
+    ) -> Vec<Bucket<'r>> {
+        // `Err(())`: the teams could not be read (counted and logged once per call).
+        let mut teams: Option<Result<Vec<String>, ()>> = None;
         let mut out = Vec::new();
         for c in rules
             .iter()
             .filter(|c| c.rule.matches(endpoint, method, name))
         {
+            let mut teams_unreadable = false;
             let whose: Vec<String> = match c.rule.per {
                 Per::User => vec![format!("u:{}", p.user)],
                 Per::ApiKey => vec![match p.api_key_id {
@@ -426,19 +445,33 @@ impl Inner {
                 Per::Global => vec!["*".to_owned()],
                 Per::Team => {
                     if teams.is_none() {
-                        let snap = self.policy.get(&self.store).await?;
-                        let subject = Subject {
-                            user: p.user.to_owned(),
-                            groups: p.groups.to_vec(),
-                        };
-                        teams = Some(
-                            snap.teams_of(&subject)
-                                .into_iter()
-                                .map(|t| format!("t:{t}"))
-                                .collect(),
-                        );
+                        teams = Some(match self.policy.get(&self.store).await {
+                            Ok(snap) => {
+                                let subject = Subject {
+                                    user: p.user.to_owned(),
+                                    groups: p.groups.to_vec(),
+                                };
+                                Ok(snap
+                                    .teams_of(&subject)
+                                    .into_iter()
+                                    .map(|t| format!("t:{t}"))
+                                    .collect())
+                            }
+                            Err(e) => {
+                                self.store_failed(&e, "teams unreadable for rate limits");
+                                Err(())
+                            }
+                        });
                     }
-                    teams.clone().unwrap_or_default()
+                    match teams.clone() {
+                        Some(Ok(teams)) => teams,
+                        // Whose budget is unknown: one stand-in bucket per limit that is
+                        // never written, decided by the rule's `on_store_error`.
+                        Some(Err(())) | None => {
+                            teams_unreadable = true;
+                            vec![String::new()]
+                        }
+                    }
                 }
             };
             for (shape, signature) in &c.limits {
@@ -448,28 +481,39 @@ impl Inner {
                         shape: *shape,
                         key: format!("{}#{signature}#{who}", c.rule.name),
                         signature,
+                        teams_unreadable,
                     });
                 }
             }
         }
-        Ok(out)
+        // The order calls take buckets in (see `check`): most specific first, then by rule
+        // name and key, so every process takes the same buckets in the same order.
+        out.sort_by(|a, b| {
+            (a.rule.per.specificity(), &a.rule.name, &a.key).cmp(&(
+                b.rule.per.specificity(),
+                &b.rule.name,
+                &b.key,
+            ))
+        });
+        out
     }
 
     /// Counts one call on `b` at `now`: `None` when allowed, else how long to wait.
     async fn take(&self, b: &Bucket<'_>, now: i64) -> StoreResult<Option<Duration>> {
         let ms = |v: i64| Some(Duration::from_millis(v.max(1) as u64));
         match b.shape {
-            Shape::Rate { t_ms, tau_ms } => {
+            Shape::Rate { t_us, tau_us } => {
+                let now_us = now * 1000;
                 let hint = self.remembered(&b.key);
                 let take = self
                     .store
-                    .take_rate(&b.key, now, t_ms, tau_ms, hint)
+                    .take_rate(&b.key, now_us, t_us, tau_us, hint)
                     .await?;
                 let (Take::Taken(tat) | Take::Refused(tat)) = take;
                 self.remember(&b.key, tat);
                 Ok(match take {
                     Take::Taken(_) => None,
-                    Take::Refused(tat) => ms(gcra::retry_after_ms(tat, now, tau_ms)),
+                    Take::Refused(tat) => ms(ms_up(gcra::retry_after(tat, now_us, tau_us))),
                 })
             }
             Shape::Quota { window_ms, count } => {
@@ -616,6 +660,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_refused_by_its_own_bucket_uses_no_shared_budget() {
+        // "a-everyone" sorts before "z-user" by name: the order is by specificity first.
+        let f = fixture(
+            sqlite(),
+            json!([
+                {"name":"a-everyone","mode":"enforce","per":"global","limits":[{"count":5,"window":"1m"}]},
+                {"name":"z-user","mode":"enforce","per":"user","limits":[{"count":1,"window":"1m"}]},
+                {"name":"watch","mode":"audit","per":"global","limits":[{"count":3,"window":"1m"}]}
+            ]),
+        )
+        .await;
+        let (alice, bob) = (who("alice@x.io", None), who("bob@x.io", None));
+        let mut passed = 0;
+        for _ in 0..10 {
+            match call(&f.limits, &alice, "t").await {
+                Verdict::Pass { .. } => passed += 1,
+                Verdict::Limited { rule, .. } => assert_eq!(rule, "z-user"),
+            }
+        }
+        assert_eq!(passed, 1, "alice's own limit");
+        assert_eq!(
+            call(&f.limits, &bob, "t").await,
+            Verdict::Pass { would_limit: None },
+            "alice's refused calls took nothing from the global budget nor the audit one"
+        );
+        let b = f.limits.budgets(&(&bob).into(), None, "gh", &["t"]).await;
+        let left = |rule: &str| b["t"].iter().find(|x| x.rule == rule).unwrap().remaining;
+        assert_eq!((left("a-everyone"), left("watch")), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn rates_above_one_call_per_millisecond_are_counted_exactly() {
+        // 3000/1s paces every 334 µs: whole milliseconds could not express it.
+        let f = fixture(
+            sqlite(),
+            json!([{"name":"fast","mode":"enforce","per":"global","limits":[{"count":3000,"window":"1s"}]}]),
+        )
+        .await;
+        let a = who("a@x.io", None);
+        let mut passed = 0;
+        for _ in 0..3001 {
+            passed += usize::from(limited(&call(&f.limits, &a, "t").await).is_none());
+        }
+        assert_eq!(passed, 3000);
+        let wait = limited(&call(&f.limits, &a, "t").await).unwrap();
+        assert_eq!(wait, Duration::from_millis(1), "334 µs, rounded up to 1 ms");
+    }
+
+    #[tokio::test]
     async fn audit_mode_counts_without_blocking() {
         let f = fixture(
             sqlite(),
@@ -731,6 +824,91 @@ mod tests {
             limited(&call(&f.limits, &a, "t").await),
             Some(STORE_ERROR_WAIT)
         );
+    }
+
+    /// A store whose `list_configs` fails while `down` is set.
+    fn flaky(down: &Arc<std::sync::atomic::AtomicBool>) -> Arc<dyn Store> {
+        let down = down.clone();
+        Arc::new(ObservedStore::new(sqlite(), move |c| {
+            if c.method == "list_configs" && down.load(Ordering::SeqCst) {
+                Err(StoreError::Corrupt("down".into()))
+            } else {
+                Ok(())
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn rules_that_cannot_be_re_read_stay_in_force() {
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = fixture(
+            flaky(&down),
+            json!([{"name":"one","mode":"enforce","per":"user","limits":[{"count":1,"window":"1m"}]}]),
+        )
+        .await;
+        // No TTL: every call re-reads, so the failure is met on the second call.
+        let limits = Limits::new(
+            f.store.clone(),
+            f.clock.clone(),
+            Arc::new(PolicyCache::new(Duration::ZERO)),
+            Duration::ZERO,
+        );
+        let a = who("a@x.io", None);
+        assert!(limited(&call(&limits, &a, "t").await).is_none());
+        down.store(true, Ordering::SeqCst);
+        assert!(
+            limited(&call(&limits, &a, "t").await).is_some(),
+            "a failed re-read lifted the rule"
+        );
+        assert!(limits.store_errors() >= 1, "counted");
+        limits.invalidate().await;
+        assert!(
+            limited(&call(&limits, &a, "t").await).is_some(),
+            "nor does an invalidation followed by a failed read"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_teams_are_decided_by_each_rule_on_store_error() {
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = flaky(&down);
+        store
+            .create_config(
+                ConfigKind::Team,
+                "eng",
+                &json!({"name":"eng","members":["a@x.io"]}),
+            )
+            .await
+            .unwrap();
+        let f = fixture(
+            store,
+            json!([
+                {"name":"strict","mode":"enforce","per":"team","on_store_error":"deny",
+                    "match":{"tools":["s"]},"limits":[{"count":100,"window":"1m"}]},
+                {"name":"lenient","mode":"enforce","per":"team",
+                    "match":{"tools":["l"]},"limits":[{"count":100,"window":"1m"}]}
+            ]),
+        )
+        .await;
+        // Rules cached for a minute, teams re-read every call.
+        let limits = Limits::new(
+            f.store.clone(),
+            f.clock.clone(),
+            Arc::new(PolicyCache::new(Duration::ZERO)),
+            Duration::from_secs(60),
+        );
+        let a = who("a@x.io", None);
+        assert!(limited(&call(&limits, &a, "s").await).is_none(), "baseline");
+        down.store(true, Ordering::SeqCst);
+        assert_eq!(
+            call(&limits, &a, "s").await,
+            Verdict::Limited {
+                rule: "strict".into(),
+                retry_after: STORE_ERROR_WAIT
+            }
+        );
+        assert!(limited(&call(&limits, &a, "l").await).is_none());
+        assert_eq!(limits.store_errors(), 2);
     }
 
     #[tokio::test]

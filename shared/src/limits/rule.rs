@@ -12,9 +12,12 @@
 //!   epoch), where `burst` means nothing and is refused.
 //! - `burst` is 1..=`count`: a larger burst would let more than `count` calls through in one
 //!   window, which is what the document says must not happen.
-//! - A rate's emission interval is `window / count` rounded UP to whole milliseconds, so
-//!   rounding never lets more than `count` through per window; so `count` is at most the
-//!   window in milliseconds (1000 per second).
+//! - A rate's emission interval is `window / count` rounded UP to whole MICROseconds, so
+//!   rounding never lets more than `count` through per window, and a global 100000/1m
+//!   (600 µs) is exact. A rate the rounding would make more than 1% stricter than written
+//!   (above ~10000 per second, e.g. 600000/1s, paced at 500000/1s) is refused with the counts
+//!   that work. A bucket is one DynamoDB item, which takes about 1000 writes/s at most
+//!   anyway (see README).
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,18 @@ pub enum Per {
     /// credential choice escapes the rule.
     ApiKey,
     Global,
+}
+
+impl Per {
+    /// Rank in the order a call takes its buckets: the caller's own (user, key) before the
+    /// team's before everyone's, so a call refused by its own budget touches no shared one.
+    pub fn specificity(self) -> u8 {
+        match self {
+            Per::User | Per::ApiKey => 0,
+            Per::Team => 1,
+            Per::Global => 2,
+        }
+    }
 }
 
 /// What happens when the store cannot be asked.
@@ -112,8 +127,9 @@ pub struct RateLimitRule {
 /// A limit in the units the limiter computes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// GCRA: emission interval `t_ms`, tolerance `tau_ms` (`(burst - 1) * t_ms`).
-    Rate { t_ms: i64, tau_ms: i64 },
+    /// GCRA in microseconds: emission interval `t_us`, tolerance `tau_us`
+    /// (`(burst - 1) * t_us`).
+    Rate { t_us: i64, tau_us: i64 },
     /// Fixed window of `window_ms`, at most `count` calls in each.
     Quota { window_ms: i64, count: u64 },
 }
@@ -159,9 +175,10 @@ impl Limit {
             });
         }
         let count = self.count as i64;
-        if count > window_ms {
+        let window_us = window_ms * 1000;
+        if count > window_us {
             return Err(format!(
-                "count {count} per {} is more than one call per millisecond",
+                "count {count} per {} is more than one call per microsecond",
                 self.window
             ));
         }
@@ -169,10 +186,24 @@ impl Limit {
         if burst == 0 || burst > self.count {
             return Err(format!("burst must be 1 to count ({})", self.count));
         }
-        let t_ms = (window_ms + count - 1) / count;
+        let t_us = (window_us + count - 1) / count;
+        // The interval is whole microseconds: refuse a rule the rounding would quietly make
+        // stricter than written (beyond 1%), rather than enforce another limit than the
+        // admin's. Only rates far above what one bucket (one DynamoDB item) takes are
+        // affected: 600000/1s would pace at 500000/1s.
+        if t_us * count * 99 > window_us * 100 {
+            let paced = window_us / t_us;
+            let exact = window_us / (window_us / count);
+            let w = &self.window;
+            return Err(format!(
+                "count {count} per {w} would be paced at {paced} per {w}: {}; use a count that \
+                 divides the window evenly (e.g. {exact} or {paced})",
+                "a rate's interval is whole microseconds"
+            ));
+        }
         Ok(Shape::Rate {
-            t_ms,
-            tau_ms: (burst as i64 - 1) * t_ms,
+            t_us,
+            tau_us: (burst as i64 - 1) * t_us,
         })
     }
 
@@ -213,14 +244,24 @@ impl RateLimitRule {
     }
 
     /// Whether the rule applies to a call of `method` on `endpoint` naming `name`.
+    ///
+    /// Tool names match in any spelling, as deny rules do (`Pattern::matches_any_spelling`):
+    /// a limit restricts, and `Search`, `search ` or a full-width `ｓｅａｒｃｈ` reach the
+    /// same tool on an upstream that looks names up loosely, so they must use the same
+    /// budget. Endpoints are the registered name the path resolved to, never the caller's
+    /// spelling, so they match as written.
     pub fn matches(&self, endpoint: &str, method: &str, name: &str) -> bool {
         let m = &self.matches;
-        let any = |list: &[String], v: &str| {
-            list.is_empty() || list.iter().any(|p| Pattern::new(p).matches(v))
-        };
         (m.methods.is_empty() || m.methods.iter().any(|x| x == method))
-            && any(&m.endpoints, endpoint)
-            && (m.tools.is_empty() || (method == "tools/call" && any(&m.tools, name)))
+            && (m.endpoints.is_empty()
+                || m.endpoints
+                    .iter()
+                    .any(|p| Pattern::new(p).matches(endpoint)))
+            && (m.tools.is_empty()
+                || (method == "tools/call"
+                    && m.tools
+                        .iter()
+                        .any(|p| Pattern::new(p).matches_any_spelling(name))))
     }
 }
 
@@ -264,15 +305,15 @@ mod tests {
         assert_eq!(
             l(5, "1m", None).shape(),
             Ok(Shape::Rate {
-                t_ms: 12_000,
-                tau_ms: 48_000
+                t_us: 12_000_000,
+                tau_us: 48_000_000
             })
         );
         assert_eq!(
             l(7, "1m", Some(1)).shape(),
             Ok(Shape::Rate {
-                t_ms: 8_572,
-                tau_ms: 0
+                t_us: 8_571_429,
+                tau_us: 0
             }),
             "rounded up, never more than count per window"
         );
@@ -287,7 +328,29 @@ mod tests {
         assert!(l(5, "1m", Some(6)).shape().is_err());
         assert!(l(5, "1m", Some(0)).shape().is_err());
         assert!(l(5, "1d", Some(2)).shape().is_err(), "no burst on quotas");
-        assert!(l(1001, "1s", None).shape().is_err());
+        // Above 1000 per second (intervals under a millisecond) rates are exact.
+        assert_eq!(
+            l(100_000, "1m", None).shape(),
+            Ok(Shape::Rate {
+                t_us: 600,
+                tau_us: 99_999 * 600
+            })
+        );
+        assert_eq!(
+            l(1_500, "1s", Some(1)).shape(),
+            Ok(Shape::Rate {
+                t_us: 667,
+                tau_us: 0
+            })
+        );
+        assert!(l(1_000_001, "1s", None).shape().is_err());
+        // Rounding to whole µs would enforce another limit than written: refused.
+        assert_eq!(
+            l(600_000, "1s", None).shape().unwrap_err(),
+            "count 600000 per 1s would be paced at 500000 per 1s: a rate's interval is whole \
+             microseconds; use a count that divides the window evenly (e.g. 1000000 or 500000)"
+        );
+        assert!(l(9_999, "1s", None).shape().is_ok(), "within 1%");
     }
 
     #[test]
@@ -327,5 +390,26 @@ mod tests {
             "limits":[{"count":1,"window":"1s"}]}))
         .unwrap();
         assert!(any.matches("x", "prompts/get", "p"));
+    }
+
+    #[test]
+    fn tool_patterns_match_every_spelling_of_the_name() {
+        let r = rule(serde_json::json!({"name":"r","mode":"enforce","per":"user",
+            "match":{"tools":["search", "get_*"]},"limits":[{"count":1,"window":"1m"}]}))
+        .unwrap();
+        for variant in [
+            "search",
+            "Search",
+            "SEARCH",
+            "search ",
+            "se\u{200b}arch",
+            "\u{ff53}\u{ff45}\u{ff41}\u{ff52}\u{ff43}\u{ff48}",
+            "Get_Issue",
+        ] {
+            assert!(r.matches("gh", "tools/call", variant), "{variant:?}");
+        }
+        for other in ["searches", "research", "sea rch x", "\u{0455}earch"] {
+            assert!(!r.matches("gh", "tools/call", other), "{other:?}");
+        }
     }
 }

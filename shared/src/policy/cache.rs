@@ -10,24 +10,20 @@
 //! `notifications/tools/list_changed`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{RwLock, watch};
+use tokio::sync::watch;
 
 use super::Snapshot;
 use crate::store::{ConfigKind, ConfigStoreExt, Store, StoreResult};
+use crate::swr::{ReadFailed, Swr};
 
-/// The longest a snapshot may answer past its TTL while it is being re-read (the bound is
-/// the TTL itself when that is shorter).
-pub const MAX_STALE: Duration = Duration::from_secs(30);
+/// The longest a snapshot may answer past its TTL while it is being re-read.
+pub use crate::swr::MAX_STALE;
 
 pub struct PolicyCache {
-    ttl: Duration,
-    entry: RwLock<Option<(Instant, Arc<Snapshot>)>>,
-    refreshing: Arc<AtomicBool>,
-    /// Bumped by every invalidation: a load that read before it must not be kept after it.
-    generation: AtomicU64,
+    /// Freshness, stale-while-revalidate and single-flight reads (shared with the limits).
+    snapshot: Arc<Swr<Snapshot>>,
     changes: watch::Sender<u64>,
     last_digest: std::sync::Mutex<Option<String>>,
 }
@@ -35,10 +31,7 @@ pub struct PolicyCache {
 impl PolicyCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entry: RwLock::new(None),
-            refreshing: Default::default(),
-            generation: AtomicU64::new(0),
+            snapshot: Arc::new(Swr::new(ttl)),
             changes: watch::channel(0).0,
             last_digest: Default::default(),
         }
@@ -49,49 +42,37 @@ impl PolicyCache {
         self.changes.subscribe()
     }
 
-    /// The current snapshot.
+    /// The current snapshot. A failed read fails the request: no decision is taken on a
+    /// policy older than twice the TTL.
     pub async fn get(self: &Arc<Self>, store: &Arc<dyn Store>) -> StoreResult<Arc<Snapshot>> {
-        if let Some((at, snap)) = self.entry.read().await.as_ref() {
-            let age = at.elapsed();
-            if age < self.ttl {
-                return Ok(snap.clone());
-            }
-            if !self.ttl.is_zero() && age < self.ttl + self.ttl.min(MAX_STALE) {
-                if !self.refreshing.swap(true, Ordering::AcqRel) {
-                    let (cache, store) = (self.clone(), store.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = cache.load(store.as_ref()).await {
-                            tracing::warn!(error = %crate::http::error_chain(&e), "policy refresh failed");
-                        }
-                        cache.refreshing.store(false, Ordering::Release);
-                    });
+        self.snapshot
+            .get(|| {
+                let (cache, store) = (self.clone(), store.clone());
+                async move {
+                    let read = cache.load(store.as_ref()).await;
+                    if let Err(e) = &read {
+                        tracing::warn!(error = %crate::http::error_chain(e), "policy refresh failed");
+                    }
+                    read
                 }
-                return Ok(snap.clone());
-            }
-        }
-        self.load(store.as_ref()).await
+            })
+            .await
+            .map_err(|ReadFailed { error, .. }| error)
     }
 
-    async fn load(&self, store: &dyn Store) -> StoreResult<Arc<Snapshot>> {
-        let generation = self.generation.load(Ordering::Acquire);
+    async fn load(&self, store: &dyn Store) -> StoreResult<Snapshot> {
         let (teams, groups, virtuals) = tokio::try_join!(
             store.list_typed(ConfigKind::Team),
             store.list_typed(ConfigKind::ServerGroup),
             store.list_typed(ConfigKind::VirtualServer),
         )?;
-        let snap = Arc::new(Snapshot::new(teams, groups, virtuals));
-        {
-            let mut last = self.last_digest.lock().unwrap_or_else(|e| e.into_inner());
-            if last.as_deref() != Some(snap.digest.as_str()) {
-                if last.is_some() {
-                    self.changes.send_modify(|n| *n += 1);
-                }
-                *last = Some(snap.digest.clone());
+        let snap = Snapshot::new(teams, groups, virtuals);
+        let mut last = self.last_digest.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(snap.digest.as_str()) {
+            if last.is_some() {
+                self.changes.send_modify(|n| *n += 1);
             }
-        }
-        let mut entry = self.entry.write().await;
-        if self.generation.load(Ordering::Acquire) == generation {
-            *entry = Some((Instant::now(), snap.clone()));
+            *last = Some(snap.digest.clone());
         }
         Ok(snap)
     }
@@ -99,9 +80,7 @@ impl PolicyCache {
     /// Forgets the snapshot (an admin write in this process); the next load reads the store
     /// and, if the policy differs, tells watchers.
     pub async fn invalidate(&self) {
-        let mut entry = self.entry.write().await;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        *entry = None;
+        self.snapshot.invalidate().await;
     }
 }
 

@@ -1073,16 +1073,16 @@ impl super::RateLimitStore for DynamoStore {
     async fn take_rate(
         &self,
         key: &str,
-        now_ms: i64,
-        t_ms: i64,
-        tau_ms: i64,
+        now_us: i64,
+        t_us: i64,
+        tau_us: i64,
         last_tat: Option<i64>,
     ) -> StoreResult<Take> {
-        let ttl = n(super::rate_bucket_expiry(now_ms, t_ms, tau_ms));
+        let ttl = n(super::rate_bucket_expiry(now_us, t_us, tau_us));
         let names = [("#tat", TAT), ("#ttl", TTL)];
         // An idle bucket (absent, or its tat passed) restarts at now + T; a busy one moves
         // by T if it has room. Which one applies is guessed from this process's last view.
-        let mut idle = last_tat.is_none_or(|t| t <= now_ms);
+        let mut idle = last_tat.is_none_or(|t| t <= now_us);
         for _ in 0..RATE_ATTEMPTS {
             let res = if idle {
                 self.update_bucket(
@@ -1091,8 +1091,8 @@ impl super::RateLimitStore for DynamoStore {
                     "attribute_not_exists(#tat) OR #tat <= :now",
                     &names,
                     vec![
-                        (":next", n(now_ms + t_ms)),
-                        (":now", n(now_ms)),
+                        (":next", n(now_us + t_us)),
+                        (":now", n(now_us)),
                         (":ttl", ttl.clone()),
                     ],
                 )
@@ -1104,9 +1104,9 @@ impl super::RateLimitStore for DynamoStore {
                     "#tat > :now AND #tat <= :lim",
                     &names,
                     vec![
-                        (":t", n(t_ms)),
-                        (":now", n(now_ms)),
-                        (":lim", n(now_ms + tau_ms)),
+                        (":t", n(t_us)),
+                        (":now", n(now_us)),
+                        (":lim", n(now_us + tau_us)),
                         (":ttl", ttl.clone()),
                     ],
                 )
@@ -1119,8 +1119,8 @@ impl super::RateLimitStore for DynamoStore {
                     return Ok(Take::Taken(tat));
                 }
                 Err(old) => match number_attr(old.as_ref(), TAT)? {
-                    Some(tat) if tat > now_ms + tau_ms => return Ok(Take::Refused(tat)),
-                    Some(tat) => idle = tat <= now_ms,
+                    Some(tat) if tat > now_us + tau_us => return Ok(Take::Refused(tat)),
+                    Some(tat) => idle = tat <= now_us,
                     None => idle = true,
                 },
             }

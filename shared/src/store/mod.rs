@@ -266,15 +266,17 @@ pub enum Take {
 /// an expired bucket reads as absent.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// One call on the GCRA bucket `key` at `now_ms` ([`crate::gcra::take`] with interval
-    /// `t_ms` and tolerance `tau_ms`), atomically. `last_tat` is what this process last saw
-    /// of the bucket: a hint of which conditional write will succeed, never trusted.
+    /// One call on the GCRA bucket `key` at `now_us` ([`crate::gcra::take`] with interval
+    /// `t_us` and tolerance `tau_us`), atomically. Rates count in MICROseconds (the tat too),
+    /// so an interval below a millisecond is exact; quotas and [`Self::peek_bucket`]'s `now`
+    /// are milliseconds. `last_tat` is what this process last saw of the bucket: a hint of
+    /// which conditional write will succeed, never trusted.
     async fn take_rate(
         &self,
         key: &str,
-        now_ms: i64,
-        t_ms: i64,
-        tau_ms: i64,
+        now_us: i64,
+        t_us: i64,
+        tau_us: i64,
         last_tat: Option<i64>,
     ) -> StoreResult<Take>;
     /// One call at `now_ms` on the fixed-window counter `key` (its key names the window),
@@ -286,14 +288,15 @@ pub trait RateLimitStore: Send + Sync {
         count: u64,
         window_end_ms: i64,
     ) -> StoreResult<Take>;
-    /// The bucket's value (tat or count) without counting, `None` when absent or expired.
+    /// The bucket's value (a rate's tat in µs, a quota's count) without counting, `None`
+    /// when absent or expired; `now_ms` in milliseconds.
     async fn peek_bucket(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>>;
 }
 
-/// Seconds (a TTL) when a GCRA bucket taken at `now_ms` is certainly full again: its tat is
+/// Seconds (a TTL) when a GCRA bucket taken at `now_us` is certainly full again: its tat is
 /// at most `now + τ + T` after the write.
-pub(crate) fn rate_bucket_expiry(now_ms: i64, t_ms: i64, tau_ms: i64) -> UnixTime {
-    (now_ms + tau_ms + t_ms) / 1000 + 1
+pub(crate) fn rate_bucket_expiry(now_us: i64, t_us: i64, tau_us: i64) -> UnixTime {
+    (now_us + tau_us + t_us) / 1_000_000 + 1
 }
 
 /// Everything the gateway persists.

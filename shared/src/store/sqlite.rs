@@ -923,18 +923,18 @@ impl RateLimitStore for SqliteStore {
     async fn take_rate(
         &self,
         key: &str,
-        now_ms: i64,
-        t_ms: i64,
-        tau_ms: i64,
+        now_us: i64,
+        t_us: i64,
+        tau_us: i64,
         _last_tat: Option<i64>,
     ) -> StoreResult<Take> {
         let key = key.to_owned();
-        let expires_at = super::rate_bucket_expiry(now_ms, t_ms, tau_ms);
+        let expires_at = super::rate_bucket_expiry(now_us, t_us, tau_us);
         self.call(move |c| {
             immediate(c, |tx| {
-                let now_s = now_ms.div_euclid(1000);
+                let now_s = now_us.div_euclid(1_000_000);
                 let tat = bucket_value(tx, &key, now_s)?;
-                match crate::gcra::take(tat, now_ms, t_ms, tau_ms) {
+                match crate::gcra::take(tat, now_us, t_us, tau_us) {
                     Ok(new) => {
                         maybe_sweep(tx, now_s)?;
                         put_bucket(tx, &key, new, expires_at)?;

@@ -193,13 +193,15 @@ mod cases {
 
     use mcpgw::store::Take;
 
-    /// 5 per minute: T = 12 s, tau = 48 s.
-    const T: i64 = 12_000;
-    const TAU: i64 = 48_000;
-    const NOW: i64 = 1_700_000_000_000;
+    /// 5 per minute: T = 12 s, tau = 48 s; rates count in microseconds.
+    const T: i64 = 12_000_000;
+    const TAU: i64 = 48_000_000;
+    const NOW: i64 = 1_700_000_000_000_000;
+    /// The same instant in milliseconds: quotas' and `peek_bucket`'s clock.
+    const NOW_MS: i64 = NOW / 1000;
 
     pub async fn rate_bucket_follows_gcra_whatever_the_hint(store: Arc<dyn Store>) {
-        assert_eq!(store.peek_bucket("r#a", NOW).await.unwrap(), None);
+        assert_eq!(store.peek_bucket("r#a", NOW_MS).await.unwrap(), None);
         // The hint is only a guess: wrong ones (busy for an absent bucket, idle for a busy
         // one) give the same answers as right ones.
         let hints = [Some(NOW + 99_000), None, Some(0), Some(NOW + 2 * T), None];
@@ -216,7 +218,7 @@ mod cases {
                 "refused with the old tat, nothing written"
             );
         }
-        assert_eq!(store.peek_bucket("r#a", NOW).await.unwrap(), tat);
+        assert_eq!(store.peek_bucket("r#a", NOW_MS).await.unwrap(), tat);
         // One interval later exactly one more passes.
         let later = NOW + T;
         assert_eq!(
@@ -266,10 +268,10 @@ mod cases {
     }
 
     pub async fn quota_counter_stops_at_count_per_key(store: Arc<dyn Store>) {
-        let end = NOW + 3_600_000;
+        let end = NOW_MS + 3_600_000;
         let mut got = Vec::new();
         for _ in 0..5 {
-            got.push(store.take_quota("q#1", NOW, 3, end).await.unwrap());
+            got.push(store.take_quota("q#1", NOW_MS, 3, end).await.unwrap());
         }
         assert_eq!(
             got,
@@ -281,9 +283,9 @@ mod cases {
                 Take::Refused(3)
             ]
         );
-        assert_eq!(store.peek_bucket("q#1", NOW).await.unwrap(), Some(3));
+        assert_eq!(store.peek_bucket("q#1", NOW_MS).await.unwrap(), Some(3));
         assert_eq!(
-            store.take_quota("q#2", NOW, 3, end).await.unwrap(),
+            store.take_quota("q#2", NOW_MS, 3, end).await.unwrap(),
             Take::Taken(1)
         );
         // Past its window's end the counter reads as absent (expired).
@@ -1584,7 +1586,8 @@ async fn dynamo_rate_limit_is_one_write_per_counted_call() {
         .await
         .expect("create table");
     let store = mcpgw::store::dynamo::DynamoStore::new(client.clone(), table.clone());
-    let (t, tau, now) = (12_000, 48_000, 1_700_000_000_000);
+    // Rates count in microseconds, quotas in milliseconds.
+    let (t, tau, now) = (12_000_000, 48_000_000, 1_700_000_000_000_000);
     let mut hint = None;
     let mut taken = 0;
     for _ in 0..20 {
@@ -1601,7 +1604,7 @@ async fn dynamo_rate_limit_is_one_write_per_counted_call() {
     assert_eq!(other.rate_limit_writes(), 2);
     for i in 0..3 {
         other
-            .take_quota("q", now, 2, now + 3_600_000)
+            .take_quota("q", now / 1000, 2, now / 1000 + 3_600_000)
             .await
             .unwrap();
         assert_eq!(other.rate_limit_writes(), 3 + i);

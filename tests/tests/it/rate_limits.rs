@@ -7,7 +7,9 @@
 //!   budget is untouched and the effective catalog shows what is left;
 //! - a per-team limit is one budget for every member; a caller in no team is not limited;
 //! - audit mode counts but lets every call through;
-//! - a limited `prompts/get` (no result fits) is HTTP 429 with `Retry-After`.
+//! - a limited `prompts/get` (no result fits) is HTTP 429 with `Retry-After`;
+//! - a call refused by its own (per-user) limit takes nothing from the global one;
+//! - a limit on a tool also covers the spellings an upstream would fold into its name.
 //!
 //! The same limits under the Lambda functions are a step of `lambda_mode`.
 
@@ -343,5 +345,79 @@ async fn a_limited_prompt_is_429_with_retry_after() -> Result<()> {
     ensure!((58..=60).contains(&retry), "Retry-After {retry}");
     // Tool calls are not counted by a prompts-only rule.
     ensure!(echo(&mut c).await?.is_none());
+    Ok(())
+}
+
+/// A gateway on SQLite in front of server-everything with `rules`; `None` without the peer.
+async fn sqlite_gateway_with(rules: &[Value]) -> Result<Option<TestGateway>> {
+    let Some(url) = everything() else {
+        return Ok(None);
+    };
+    let gw = gateway(StoreKind::Sqlite, &url).await?;
+    for r in rules {
+        create(&gw, "/admin/rate-limits", r.clone()).await?;
+    }
+    Ok(Some(gw))
+}
+
+async fn session_of(gw: &TestGateway, user: &str) -> Result<McpClient> {
+    McpClient::connect(
+        &gw.mcp_url("everything"),
+        &gw.user_key(user).await?,
+        SESSION,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_over_their_own_limit_does_not_drain_the_global_one() -> Result<()> {
+    let Some(gw) = sqlite_gateway_with(&[
+        json!({"name": "everyone", "mode": "enforce", "per": "global",
+            "limits": [{"count": 5, "window": "1m"}]}),
+        json!({"name": "each", "mode": "enforce", "per": "user",
+            "limits": [{"count": 1, "window": "1m"}]}),
+    ])
+    .await?
+    else {
+        return Ok(());
+    };
+    let mut alice = session_of(&gw, "alice@example.com").await?;
+    let mut passed = 0;
+    for _ in 0..10 {
+        passed += usize::from(echo(&mut alice).await?.is_none());
+    }
+    ensure!(
+        passed == 1,
+        "{passed} of alice's 10 calls passed a 1/min limit"
+    );
+    let mut bob = session_of(&gw, "bob@example.com").await?;
+    ensure!(
+        echo(&mut bob).await?.is_none(),
+        "alice's refused calls used up the global budget"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_on_a_tool_covers_every_spelling_of_its_name() -> Result<()> {
+    let Some(gw) = sqlite_gateway_with(&[json!({"name": "one-echo", "mode": "enforce",
+        "per": "user", "match": {"tools": ["echo"]}, "limits": [{"count": 1, "window": "1m"}]})])
+    .await?
+    else {
+        return Ok(());
+    };
+    let mut c = session_of(&gw, "alice@example.com").await?;
+    ensure!(echo(&mut c).await?.is_none(), "the first call is allowed");
+    for variant in ["Echo", "echo ", "ECHO", "\u{ff45}\u{ff43}\u{ff48}\u{ff4f}"] {
+        let answer = c.call_tool(variant, json!({"message": "hi"})).await?;
+        ensure!(
+            retry_in(&answer)?.is_some(),
+            "{variant:?} escaped the limit on echo: {}",
+            answer.raw
+        );
+    }
+    // Baseline: a tool the rule does not name is still served.
+    let sum = c.call_tool("get-sum", json!({"a": 1, "b": 2})).await?;
+    ensure!(retry_in(&sum)?.is_none(), "{}", sum.raw);
     Ok(())
 }

@@ -87,8 +87,12 @@ async fn bad_documents_are_422_and_write_nothing() {
             with("limits", json!([{"count": 2, "window": "1d", "burst": 1}])),
         ),
         (
-            "more than 1/ms",
-            with("limits", json!([{"count": 5000, "window": "1s"}])),
+            "more than 1/µs",
+            with("limits", json!([{"count": 2_000_000, "window": "1s"}])),
+        ),
+        (
+            "a rate whole-µs pacing cannot hold",
+            with("limits", json!([{"count": 600_000, "window": "1s"}])),
         ),
         ("no limits", with("limits", json!([]))),
         ("bad mode", with("mode", "block".into())),
