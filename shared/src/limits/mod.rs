@@ -155,6 +155,7 @@ impl Limits {
 
     /// The same, counting store failures in `metrics` too.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        // Only ever called on a fresh limiter, before its `Inner` is shared.
         if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
             inner.metrics = Some(metrics);
         }
@@ -216,10 +217,11 @@ impl Limits {
         // counted and never stop it.
         let mut would_limit = None;
         for b in &buckets {
-            let taken = match b.teams_unreadable {
+            let taken = if b.teams_unreadable {
                 // Already counted and logged when the teams were read.
-                true => Err(None),
-                false => inner.take(b, now).await.map_err(Some),
+                Err(None)
+            } else {
+                inner.take(b, now).await.map_err(Some)
             };
             let wait = match taken {
                 Ok(None) => continue,
@@ -277,8 +279,12 @@ impl Limits {
             let buckets = inner
                 .buckets(&rules, endpoint, "tools/call", tool, &whose)
                 .await;
+            if buckets.iter().any(|b| b.teams_unreadable) {
+                // The store is failing: what is known so far (once logged, not per tool).
+                return out;
+            }
             let mut list: Vec<Budget> = Vec::new();
-            for b in buckets.iter().filter(|b| !b.teams_unreadable) {
+            for b in &buckets {
                 let key = b.store_key(now);
                 let value = match peeked.get(&key) {
                     Some(v) => *v,
