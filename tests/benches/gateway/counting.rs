@@ -130,9 +130,11 @@ impl Snapshot {
             .sum()
     }
     /// Reads made while answering requests: all but `get_config`, which `ServerCache` runs
-    /// in a background task once an entry is older than its TTL (stale-while-revalidate).
+    /// in a background task once an entry is older than its TTL, and `list_configs`, which
+    /// the policy and rate-limit rule caches run the same way (`mcpgw::swr`,
+    /// stale-while-revalidate: a warm request waits for neither).
     pub(crate) fn request_path_reads(&self) -> u64 {
-        self.reads() - self.count("get_config")
+        self.reads() - self.count("get_config") - self.count("list_configs")
     }
     pub(crate) fn writes(&self) -> u64 {
         METHODS

@@ -81,7 +81,8 @@ pub(crate) fn print_accounting(cold: &[Value], rows: &[Row], dynamo: &[Value]) {
     };
     println!(
         "\nstore and secrets traffic of the measured gateways (request-path reads: every store \
-         read but get_config, which the server cache runs in the background after its TTL; \
+         read but get_config and list_configs, which the server, policy and rule caches run in the \
+         background after their TTL; \
          resolves: secrets-port calls, cached or not; SM: GetSecretValue calls)"
     );
     println!("opening a client (totals; * = first use of the endpoint, nothing cached):");
