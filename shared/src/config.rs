@@ -645,6 +645,12 @@ mod tests {
             ("MCPGW_UPSTREAM_CALL_TIMEOUT_SECONDS", "-3"),
             ("MCPGW_ALLOWED_ORIGINS", "not an origin"),
             ("MCPGW_IDP_ISSUER", "http://idp.example.com"),
+            // Governance settings (issue 25).
+            ("MCPGW_AUDIT_RETENTION_DAYS", "0"),
+            ("MCPGW_AUDIT_RETENTION_DAYS", "36501"),
+            ("MCPGW_AUDIT_RETENTION_DAYS", "ninety"),
+            ("MCPGW_TRACESTATE_FORWARD", "maybe"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
         ] {
             assert_eq!(cfg(&[(k, v)]).unwrap_err().var, k);
         }
